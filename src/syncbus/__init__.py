@@ -1,0 +1,73 @@
+"""syncbus: an integration bus that brings external data into your content repository."""
+
+from __future__ import annotations
+
+from syncbus.bus import IntegrationBus
+from syncbus.connector import BaseIntegrationConnector
+from syncbus.content.types import ObjectType, PageType
+from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.errors import (
+    ConfigurationError,
+    ConnectorError,
+    ConnectorLoadError,
+    ConnectorNotFoundError,
+    ContentError,
+    CorruptTaskError,
+    IntakeError,
+    IntegrationDisabledError,
+    InvalidObjectError,
+    PageNotFoundError,
+    SiteNotFoundError,
+    StoreError,
+    SyncBusError,
+    TaskNotFoundError,
+    TranslationError,
+)
+from syncbus.model import (
+    ConnectorInfo,
+    DocumentParams,
+    EventLogEntry,
+    InternalObject,
+    ObjectParams,
+    Page,
+    ProcessResult,
+    SyncLogEntry,
+    TaskInfo,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseIntegrationConnector",
+    "ConfigurationError",
+    "ConnectorError",
+    "ConnectorInfo",
+    "ConnectorLoadError",
+    "ConnectorNotFoundError",
+    "ContentError",
+    "CorruptTaskError",
+    "DocumentParams",
+    "EventLogEntry",
+    "IntakeError",
+    "IntegrationBus",
+    "IntegrationDisabledError",
+    "InternalObject",
+    "InvalidObjectError",
+    "ObjectParams",
+    "ObjectType",
+    "Page",
+    "PageNotFoundError",
+    "PageType",
+    "ProcessResult",
+    "ProcessType",
+    "SiteNotFoundError",
+    "StoreError",
+    "SyncBusError",
+    "SyncLogEntry",
+    "TaskDataType",
+    "TaskInfo",
+    "TaskNotFoundError",
+    "TaskType",
+    "TranslationError",
+    "__version__",
+]

@@ -1,0 +1,222 @@
+"""Applying one decoded task to the content repository (no queue bookkeeping here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.content.objects import ObjectStore
+from syncbus.content.pages import PageStore
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.types import ObjectType
+from syncbus.enums import TaskDataType, TaskType
+from syncbus.errors import ContentError, PageNotFoundError, SiteNotFoundError, TranslationError
+from syncbus.model import InternalObject, Page
+from syncbus.payload import PAGE_RECORD, Payload, id_key
+from syncbus.store.schema import BUILTIN_TABLES
+from syncbus.translation import Resolver
+
+_site_table = BUILTIN_TABLES["cms.site"]
+
+
+class Applier:
+    """Turns a task's payload into content changes, translating foreign keys on the way."""
+
+    def __init__(self, registry: TypeRegistry, objects: ObjectStore, pages: PageStore) -> None:
+        self.registry = registry
+        self.objects = objects
+        self.pages = pages
+
+    @staticmethod
+    def site_ids(conn: sa.Connection) -> dict[str, int]:
+        stmt = sa.select(_site_table.c.site_name, _site_table.c.site_id)
+        return {str(name): int(sid) for name, sid in conn.execute(stmt)}
+
+    def apply(
+        self,
+        conn: sa.Connection,
+        row: sa.Row[Any],
+        payload: Payload,
+        resolver: Resolver,
+        sites: dict[str, int],
+    ) -> None:
+        task_type = TaskType.parse(row.task_type)
+        data_type = TaskDataType.parse(row.data_type)
+        site_id: int | None = None
+        if row.site_name:
+            site_id = sites.get(row.site_name)
+            if site_id is None:
+                raise SiteNotFoundError(f"site {row.site_name!r} of the task no longer exists")
+        if payload.page is not None:
+            if not task_type.is_document:
+                raise ContentError(f"task type {task_type.value} needs an object, not a page")
+            if site_id is None:
+                raise SiteNotFoundError("a page task needs a site")
+            self._apply_page(conn, task_type, data_type, site_id, payload, resolver, row.site_name)
+            return
+        if payload.obj is None or task_type.is_document:
+            raise ContentError(f"task type {task_type.value} needs a page, not an object")
+        self._apply_object(conn, task_type, data_type, site_id, payload, resolver, row.site_name)
+
+    # -- objects ----------------------------------------------------------------------------
+    def translate(
+        self,
+        ot: ObjectType,
+        obj: InternalObject,
+        data_type: TaskDataType,
+        payload: Payload,
+        resolver: Resolver,
+        task_site: str | None,
+    ) -> dict[str, Any]:
+        """The object's row with external ids replaced by internal ids (snapshot types)."""
+        row = dict(obj.data)
+        if data_type is TaskDataType.SIMPLE:
+            return row
+        index = payload.record_index()
+        missing: list[str] = []
+        for col, target in ot.references().items():
+            value = row.get(col)
+            if value is None:
+                continue
+            i = index.get(id_key(target, value))
+            internal = None if i is None else resolver.resolve(payload, i, task_site)
+            if internal is None:
+                missing.append(self._describe_missing(col, target, value, payload, i))
+            else:
+                row[col] = internal
+        if missing:
+            raise TranslationError(
+                f"Cannot translate columns {', '.join(m.split(' ')[0] for m in missing)} "
+                f"of {ot.name}: {'; '.join(missing)}. Import the dependent objects first."
+            )
+        return row
+
+    @staticmethod
+    def _describe_missing(
+        col: str, target: str, value: Any, payload: Payload, index: int | None
+    ) -> str:
+        if index is None:
+            return f"{col} (external id {value!r}: no translation record in the task)"
+        rec = payload.records[index]
+        where = f" on site {rec.site_name!r}" if rec.site_name else ""
+        return f"{col} ({target} {rec.code_name!r}{where}, external id {value!r}, not found)"
+
+    def _apply_object(
+        self,
+        conn: sa.Connection,
+        task_type: TaskType,
+        data_type: TaskDataType,
+        site_id: int | None,
+        payload: Payload,
+        resolver: Resolver,
+        task_site: str | None,
+    ) -> None:
+        assert payload.obj is not None
+        ot = self.registry.object_type(payload.obj.object_type)
+        if ot.site_column and site_id is None:
+            raise SiteNotFoundError(f"{ot.name} objects belong to a site; the task names none")
+        row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
+        if task_type in (TaskType.CREATE_OBJECT, TaskType.UPDATE_OBJECT):
+            oid = self.objects.upsert(conn, ot, row, site_id)
+            resolver.learn(ot, row, site_id, oid)
+            if data_type is TaskDataType.SNAPSHOT:
+                self._apply_children(conn, ot, oid, payload, resolver, site_id, task_site)
+        elif task_type is TaskType.DELETE_OBJECT:
+            if self.objects.delete(conn, ot, row, site_id):
+                resolver.forget(self.registry.dependents(ot.name))
+        elif task_type in (TaskType.ADD_TO_SITE, TaskType.REMOVE_FROM_SITE):
+            if site_id is None:
+                raise SiteNotFoundError(f"{task_type.value} needs the task's site_name")
+            if task_type is TaskType.ADD_TO_SITE:
+                oid = self.objects.upsert(conn, ot, row, None)
+                resolver.learn(ot, row, None, oid)
+                self.objects.bind_site(conn, ot, oid, site_id)
+            else:
+                found = self.objects.find_id(conn, ot, row, None)
+                if found is not None:
+                    self.objects.unbind_site(conn, ot, found, site_id)
+        else:
+            raise ContentError(f"task type {task_type.value} does not apply to objects")
+
+    def _apply_children(
+        self,
+        conn: sa.Connection,
+        main: ObjectType,
+        main_id: int,
+        payload: Payload,
+        resolver: Resolver,
+        site_id: int | None,
+        task_site: str | None,
+    ) -> None:
+        assert payload.obj is not None
+        for child in payload.obj.children:
+            ct = self.registry.object_type(child.object_type)
+            row = self.translate(ct, child, TaskDataType.SNAPSHOT, payload, resolver, task_site)
+            if ct.parent_type == main.name and row.get(str(ct.parent_column)) is None:
+                row[str(ct.parent_column)] = main_id
+            child_site = site_id if ct.site_column else None
+            oid = self.objects.upsert(conn, ct, row, child_site)
+            resolver.learn(ct, row, child_site, oid)
+
+    # -- pages ------------------------------------------------------------------------------
+    def _apply_page(
+        self,
+        conn: sa.Connection,
+        task_type: TaskType,
+        data_type: TaskDataType,
+        site_id: int,
+        payload: Payload,
+        resolver: Resolver,
+        task_site: str | None,
+    ) -> None:
+        page = payload.page
+        assert page is not None
+
+        def get_parent() -> dict[str, Any]:
+            return self._parent_node(conn, page, data_type, site_id, payload, resolver, task_site)
+
+        try:
+            self.pages.apply(conn, task_type, site_id, page, get_parent)
+        finally:
+            resolver.forget_pages()
+
+    def _parent_node(
+        self,
+        conn: sa.Connection,
+        page: Page,
+        data_type: TaskDataType,
+        site_id: int,
+        payload: Payload,
+        resolver: Resolver,
+        task_site: str | None,
+    ) -> dict[str, Any]:
+        if page.parent_id is not None:
+            if data_type is TaskDataType.SIMPLE:
+                node = self.pages.node_by_id(conn, int(page.parent_id))
+                what = f"node id {page.parent_id!r}"
+            else:
+                i = payload.record_index().get(id_key(PAGE_RECORD, page.parent_id))
+                node_id = None if i is None else resolver.resolve(payload, i, task_site)
+                node = None if node_id is None else self.pages.node_by_id(conn, node_id)
+                rec = None if i is None else payload.records[i]
+                what = (
+                    f"external id {page.parent_id!r}"
+                    if rec is None
+                    else f"node GUID {rec.code_name}, site {rec.site_name or task_site!r}, "
+                    f"external id {page.parent_id!r}"
+                )
+            if node is None or node["node_site_id"] != site_id:
+                raise PageNotFoundError(
+                    f"Cannot translate columns parent_id of page '{page.name}': the parent "
+                    f"page ({what}) does not exist on this site. Import the parent page first."
+                )
+            return node
+        if page.parent_path and page.parent_path.strip("/ "):
+            node = self.pages.node_by_path(conn, site_id, page.parent_path)
+            if node is None:
+                raise PageNotFoundError(
+                    f"the parent page {page.parent_path!r} of '{page.name}' does not exist"
+                )
+            return node
+        return self.pages.root(conn, site_id)

@@ -1,0 +1,371 @@
+"""The ``IntegrationBus`` facade: wires store, registry, connectors, intake and engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from syncbus.applier import Applier
+from syncbus.connector import BaseIntegrationConnector
+from syncbus.connectors import ConnectorRegistry, ConnectorTarget
+from syncbus.content.objects import ObjectStore
+from syncbus.content.pages import PageStore
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.types import ObjectType, PageType
+from syncbus.engine import Engine, ProgressCallback
+from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.errors import (
+    ConnectorNotFoundError,
+    IntegrationDisabledError,
+    SiteNotFoundError,
+    TaskNotFoundError,
+)
+from syncbus.intake import Intake, flag
+from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
+from syncbus.settings import Settings
+from syncbus.store import migrate, queue
+from syncbus.store.db import make_engine
+from syncbus.store.schema import (
+    BUILTIN_TABLES,
+    connector_table,
+    event_log_table,
+    lease_table,
+    sync_log_table,
+    task_table,
+)
+
+_site = BUILTIN_TABLES["cms.site"]
+
+
+class IntegrationBus:
+    """An integration bus on one database (SQLite file or PostgreSQL).
+
+    ``url`` defaults to ``SYNCBUS_DATABASE_URL``, else ``sqlite:///syncbus.db``.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        batch_size: int = 200,
+        lease_seconds: float = 30.0,
+        echo: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self.engine: sa.Engine = make_engine(url, echo=echo)
+        self.registry = TypeRegistry()
+        self.objects = ObjectStore(self.registry)
+        self.pages = PageStore(self.registry)
+        self.connectors = ConnectorRegistry(self.engine)
+        self.settings = Settings(self.engine)
+        self._listeners: list[Callable[[str, int], None]] = []
+        self.intake = Intake(self.engine, self.registry, self.connectors, self._task_logged)
+        self.runner = Engine(
+            self.engine,
+            self.registry,
+            Applier(self.registry, self.objects, self.pages),
+            batch_size=batch_size,
+            lease_seconds=lease_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return f"IntegrationBus({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> IntegrationBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema and types ---------------------------------------------------------------
+    def create_schema(self) -> None:
+        """Apply migrations and create the tables of user-defined types. Idempotent."""
+        migrate.upgrade(self.engine)
+        with self.engine.begin() as conn:
+            self.registry.create_user_tables(conn)
+
+    def register_object_type(self, object_type: ObjectType) -> None:
+        self.registry.register_object_type(object_type)
+
+    def register_page_type(self, page_type: PageType) -> None:
+        self.registry.register_page_type(page_type)
+
+    def create_site(
+        self, site_name: str, display_name: str | None = None, domain: str | None = None
+    ) -> int:
+        """Create a site (or return the id of the one with that name)."""
+        with self.engine.begin() as conn:
+            ot = self.registry.object_type("cms.site")
+            row = {
+                "site_name": site_name,
+                "site_display_name": display_name or site_name,
+                "site_domain": domain,
+            }
+            existing = self.objects.find_id(conn, ot, row, None)
+            if existing is not None:
+                return existing
+            return self.objects.upsert(conn, ot, row, None)
+
+    # -- connectors -----------------------------------------------------------------------
+    def register_connector(self, connector: ConnectorTarget) -> BaseIntegrationConnector:
+        return self.connectors.register(connector)
+
+    def get_connector(self, name: str) -> BaseIntegrationConnector:
+        return self.connectors.get(name)
+
+    def set_connector_enabled(self, name: str, enabled: bool) -> None:
+        self.connectors.set_enabled(name, enabled)
+
+    def list_connectors(self) -> list[ConnectorInfo]:
+        return self.connectors.list()
+
+    # -- logging --------------------------------------------------------------------------
+    def add_task_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener(connector_name, task_id)`` after each task this bus logs."""
+        self._listeners.append(listener)
+
+    def _task_logged(self, connector_name: str, task_id: int) -> None:
+        for listener in self._listeners:
+            listener(connector_name, task_id)
+
+    def process_external_task(
+        self,
+        connector_name: str,
+        external_obj: Any,
+        process_type: ProcessType | str = ProcessType.DEFAULT,
+        task_type: TaskType | str = TaskType.CREATE_OBJECT,
+        data_type: TaskDataType | str = TaskDataType.SIMPLE,
+        site_name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int | None:
+        """Log an incoming task; returns its id, or None if the connector skipped the object."""
+        return self.intake.log(
+            connector_name,
+            external_obj,
+            process_type=process_type,
+            task_type=task_type,
+            data_type=data_type,
+            site_name=site_name,
+            idempotency_key=idempotency_key,
+        )
+
+    # -- processing -----------------------------------------------------------------------
+    def _processing_allowed(self, conn: sa.Connection) -> str | None:
+        if not flag(queue.read_setting(conn, "integration_enabled")):
+            return "the integration bus is switched off"
+        if not flag(queue.read_setting(conn, "process_external")):
+            return "processing of incoming tasks is switched off"
+        return None
+
+    def process_tasks(
+        self,
+        connector_name: str | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, ProcessResult]:
+        """Process queued tasks of one connector, or of every connector with tasks.
+
+        Each connector runs in its own thread; at most one run per connector at a time
+        across all processes sharing the database.
+        """
+        c = connector_table
+        with self.engine.connect() as conn:
+            blocked = self._processing_allowed(conn)
+            if connector_name is not None:
+                rows = conn.execute(sa.select(c).where(c.c.connector_name == connector_name)).all()
+                if not rows:
+                    raise ConnectorNotFoundError(
+                        f"no connector named {connector_name!r} is registered"
+                    )
+            else:
+                with_tasks = sa.select(task_table.c.connector_id).distinct()
+                rows = conn.execute(
+                    sa.select(c)
+                    .where(c.c.connector_id.in_(with_tasks))
+                    .order_by(c.c.connector_name)
+                ).all()
+        results: dict[str, ProcessResult] = {}
+        runnable = []
+        for row in rows:
+            reason = blocked or (None if row.enabled else "the connector is disabled")
+            if reason:
+                results[row.connector_name] = ProcessResult(
+                    row.connector_name, not_run_reason=reason
+                )
+            else:
+                runnable.append(row)
+        if len(runnable) == 1:
+            row = runnable[0]
+            results[row.connector_name] = self.runner.run(
+                row.connector_id, row.connector_name, on_progress
+            )
+        elif runnable:
+            with ThreadPoolExecutor(max_workers=min(len(runnable), 16)) as pool:
+                futures = {
+                    r.connector_name: pool.submit(
+                        self.runner.run, r.connector_id, r.connector_name, on_progress
+                    )
+                    for r in runnable
+                }
+                for name, future in futures.items():
+                    results[name] = future.result()
+        return results
+
+    def synchronize_task(self, task_id: int) -> bool:
+        """Run one task now as DEFAULT, out of order. True if it was applied (and removed)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    task_table.c.task_id,
+                    connector_table.c.connector_name,
+                    connector_table.c.enabled,
+                )
+                .join(connector_table)
+                .where(task_table.c.task_id == task_id)
+            ).first()
+            if row is None:
+                raise TaskNotFoundError(f"no queued task with id {task_id}")
+            blocked = self._processing_allowed(conn)
+            if blocked:
+                raise IntegrationDisabledError(f"cannot synchronize task {task_id}: {blocked}")
+            if not row.enabled:
+                raise ConnectorNotFoundError(
+                    f"cannot synchronize task {task_id}: connector {row.connector_name!r} "
+                    "is disabled"
+                )
+            applied, _ = self.runner.synchronize(conn, task_id)
+        return applied
+
+    def delete_task(self, task_id: int) -> None:
+        """Remove a task from the queue (with its log). A missing task is an error."""
+        with self.engine.begin() as conn:
+            result = conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
+        if result.rowcount == 0:
+            raise TaskNotFoundError(f"no queued task with id {task_id}")
+
+    # -- reading the queue ----------------------------------------------------------------
+    def _task_query(self) -> sa.Select[Any]:
+        t, c, lease = task_table, connector_table, lease_table
+        running = sa.and_(
+            lease.c.owner.is_not(None),
+            t.c.task_id >= lease.c.run_first_task_id,
+            t.c.task_id <= lease.c.run_last_task_id,
+        )
+        return (
+            sa.select(
+                t,
+                c.c.connector_name,
+                sa.case((running, True), else_=False).label("is_running"),
+            )
+            .join(c, c.c.connector_id == t.c.connector_id)
+            .outerjoin(lease, lease.c.connector_id == t.c.connector_id)
+        )
+
+    @staticmethod
+    def _task_info(row: Any) -> TaskInfo:
+        return TaskInfo(
+            task_id=int(row.task_id),
+            connector_name=row.connector_name,
+            task_type=TaskType.parse(row.task_type),
+            data_type=TaskDataType.parse(row.data_type),
+            process_type=ProcessType.parse(row.process_type),
+            object_type=row.object_type,
+            class_name=row.class_name,
+            title=row.title,
+            site_name=row.site_name,
+            created_at=queue.as_utc(row.created_at),  # type: ignore[arg-type]
+            error_message=row.error_message,
+            last_run_at=queue.as_utc(row.last_run_at),
+            is_running=bool(row.is_running),
+            idempotency_key=row.idempotency_key,
+        )
+
+    def list_tasks(self, connector_name: str | None = None) -> list[TaskInfo]:
+        """Pending and failed incoming tasks, in ascending task id."""
+        stmt = self._task_query().order_by(task_table.c.task_id)
+        if connector_name is not None:
+            stmt = stmt.where(connector_table.c.connector_name == connector_name)
+        with self.engine.connect() as conn:
+            return [self._task_info(r) for r in conn.execute(stmt)]
+
+    def get_task(self, task_id: int) -> TaskInfo | None:
+        stmt = self._task_query().where(task_table.c.task_id == task_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else self._task_info(row)
+
+    def get_task_data(self, task_id: int) -> str | None:
+        """The stored payload (JSON) of a task: the internal object and translation records."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(task_table.c.data).where(task_table.c.task_id == task_id)
+            ).scalar()
+        return None if value is None else str(value)
+
+    def queue_size(self, connector_name: str | None = None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(task_table)
+        if connector_name is not None:
+            stmt = stmt.join(connector_table).where(
+                connector_table.c.connector_name == connector_name
+            )
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def task_log(self, task_id: int) -> list[SyncLogEntry]:
+        t = sync_log_table
+        stmt = sa.select(t.c.time, t.c.error_message).where(t.c.task_id == task_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(t.c.log_id)).all()
+        return [SyncLogEntry(queue.as_utc(r.time), r.error_message) for r in rows]  # type: ignore[arg-type]
+
+    def event_log(self) -> list[EventLogEntry]:
+        t = event_log_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.event_id)).all()
+        return [
+            EventLogEntry(
+                time=queue.as_utc(r.time),  # type: ignore[arg-type]
+                source=r.source,
+                code=r.code,
+                message=r.message,
+                event_type=r.event_type,
+                event_id=int(r.event_id),
+            )
+            for r in rows
+        ]
+
+    # -- reading content ------------------------------------------------------------------
+    def _site_id(self, conn: sa.Connection, site_name: str) -> int:
+        sid = conn.execute(
+            sa.select(_site.c.site_id).where(_site.c.site_name == site_name)
+        ).scalar()
+        if sid is None:
+            raise SiteNotFoundError(f"site {site_name!r} not found")
+        return int(sid)
+
+    def get_object(
+        self, object_type: str, code_name: str, site_name: str | None = None
+    ) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            site_id = self._site_id(conn, site_name) if site_name else None
+            return self.objects.get(conn, object_type, code_name, site_id)
+
+    def find_objects(self, object_type: str, **column_equals: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return self.objects.find(conn, object_type, column_equals)
+
+    def get_page(
+        self, site_name: str, alias_path: str, culture: str = "en-US"
+    ) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            return self.pages.get(conn, self._site_id(conn, site_name), alias_path, culture)
+
+    def close(self) -> None:
+        self.engine.dispose()

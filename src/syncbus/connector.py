@@ -1,0 +1,50 @@
+"""The connector base class that integrators subclass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncbus.enums import TaskDataType, TaskType
+from syncbus.model import DocumentParams, InternalObject, ObjectParams, Page
+
+
+class BaseIntegrationConnector:
+    """Subclass this for each external system.
+
+    Set ``connector_name`` (a code name) on the class or in :meth:`init`. The bus calls
+    :meth:`prepare_internal_object` when a task is LOGGED, and, for SIMPLE_SNAPSHOT and
+    SNAPSHOT, the two ``get_internal_*_params`` methods once per distinct external id.
+    """
+
+    connector_name: str | None = None
+    display_name: str | None = None
+
+    def init(self) -> None:
+        """Called once when the connector is loaded."""
+
+    def prepare_internal_object(
+        self,
+        obj: Any,
+        task_type: TaskType,
+        data_type: TaskDataType,
+        site_name: str | None,
+    ) -> InternalObject | Page | None:
+        """Turn the external object into an internal one; None means "nothing to do"."""
+        raise self._not_implemented("prepare_internal_object")
+
+    def get_internal_object_params(self, id: Any, object_type: str) -> ObjectParams | None:
+        """Name the internal identity of the object the external ``id`` refers to."""
+        raise self._not_implemented("get_internal_object_params")
+
+    def get_internal_document_params(self, id: Any, class_name: str) -> DocumentParams | None:
+        """Name the internal identity of the page the external ``id`` refers to."""
+        raise self._not_implemented("get_internal_document_params")
+
+    def _not_implemented(self, method: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"[{type(self).__name__}.{method}]: connector {self.connector_name!r} must implement "
+            f"{method}() to support external tasks"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.connector_name!r}>"

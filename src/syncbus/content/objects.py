@@ -1,0 +1,171 @@
+"""Object operations: find by identity, upsert, delete, site bindings. No queue knowledge."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.types import ObjectType
+from syncbus.errors import ContentError
+
+_MISSING = object()
+
+
+def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Bring JSON-decoded values to the column types (ISO dates, UUIDs, 0/1 booleans)."""
+    types = ot.all_columns()
+    out: dict[str, Any] = {}
+    for col, value in row.items():
+        typ = types.get(col)
+        if value is None or typ is None:
+            out[col] = value
+            continue
+        try:
+            if isinstance(typ, sa.DateTime) and isinstance(value, str):
+                value = dt.datetime.fromisoformat(value)
+            elif isinstance(typ, sa.Date) and isinstance(value, str):
+                value = dt.date.fromisoformat(value)
+            elif isinstance(typ, sa.Boolean) and value in (0, 1) and not isinstance(value, bool):
+                value = bool(value)
+            elif isinstance(typ, sa.String) and isinstance(value, uuid.UUID):
+                value = str(value)
+        except ValueError as exc:
+            raise ContentError(
+                f"column {col!r} of {ot.name}: {value!r} is not a valid {typ}: {exc}"
+            ) from exc
+        out[col] = value
+    return out
+
+
+class ObjectStore:
+    """Reads and writes objects of every registered type, on a caller's connection."""
+
+    def __init__(self, registry: TypeRegistry) -> None:
+        self.registry = registry
+
+    def identity_filter(
+        self, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+    ) -> list[sa.ColumnElement[bool]]:
+        table = self.registry.table(ot.name)
+        conds: list[sa.ColumnElement[bool]] = []
+        for col in ot.identity_columns():
+            value = row.get(col, _MISSING)
+            if value is _MISSING:
+                if col == ot.key_column or ot.is_binding:
+                    raise ContentError(
+                        f"{ot.name} object has no value for its identity column {col!r}"
+                    )
+                continue
+            if value is None:
+                if col == ot.key_column:
+                    raise ContentError(f"{ot.name} object has an empty {col!r}")
+                conds.append(table.c[col].is_(None))
+            else:
+                conds.append(table.c[col] == value)
+        if ot.site_column and not ot.is_binding:
+            conds.append(table.c[ot.site_column] == site_id)
+        return conds
+
+    def find_id(
+        self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+    ) -> int | None:
+        table = self.registry.table(ot.name)
+        id_col = table.c[ot.id_column]
+        stmt = (
+            sa.select(id_col)
+            .where(*self.identity_filter(ot, row, site_id))
+            .order_by(id_col)
+            .limit(1)
+        )
+        found = conn.execute(stmt).scalar()
+        return None if found is None else int(found)
+
+    def upsert(
+        self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+    ) -> int:
+        """Update the object with the same identity, or insert it; returns its id."""
+        table = self.registry.table(ot.name)
+        values = coerce_row(ot, row)
+        values.pop(ot.id_column, None)
+        if ot.site_column:
+            values[ot.site_column] = site_id
+        new_guid_object = ot.key_column == ot.guid_column and values.get(ot.guid_column) is None
+        existing = None if new_guid_object else self.find_id(conn, ot, values, site_id)
+        if existing is not None:
+            if ot.guid_column and values.get(ot.guid_column) is None:
+                values.pop(ot.guid_column, None)
+            if values:
+                conn.execute(table.update().where(table.c[ot.id_column] == existing).values(values))
+            return existing
+        if ot.guid_column and values.get(ot.guid_column) is None:
+            values[ot.guid_column] = str(uuid.uuid4())
+        result = conn.execute(table.insert().values(values).returning(table.c[ot.id_column]))
+        return int(result.scalar_one())
+
+    def delete(
+        self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+    ) -> int:
+        """Delete the object with this identity; a missing object is not an error (it is gone)."""
+        table = self.registry.table(ot.name)
+        existing = self.find_id(conn, ot, coerce_row(ot, row), site_id)
+        if existing is None:
+            return 0
+        conn.execute(table.delete().where(table.c[ot.id_column] == existing))
+        return 1
+
+    def _binding(self, ot: ObjectType) -> tuple[ObjectType, str, str]:
+        if not ot.site_binding:
+            raise ContentError(
+                f"object type {ot.name!r} has no site binding; AddToSite/RemoveFromSite "
+                "apply only to types declared with site_binding (e.g. cms.user)"
+            )
+        bt = self.registry.object_type(ot.site_binding)
+        own = next((c for c, t in bt.foreign_keys.items() if t == ot.name), None)
+        site = next((c for c, t in bt.foreign_keys.items() if t == "cms.site"), None)
+        if own is None or site is None:
+            raise ContentError(
+                f"binding type {bt.name!r} must reference both {ot.name!r} and 'cms.site'"
+            )
+        return bt, own, site
+
+    def bind_site(self, conn: sa.Connection, ot: ObjectType, object_id: int, site_id: int) -> None:
+        bt, own, site = self._binding(ot)
+        self.upsert(conn, bt, {own: object_id, site: site_id}, None)
+
+    def unbind_site(
+        self, conn: sa.Connection, ot: ObjectType, object_id: int, site_id: int
+    ) -> None:
+        bt, own, site = self._binding(ot)
+        self.delete(conn, bt, {own: object_id, site: site_id}, None)
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(
+        self, conn: sa.Connection, object_type: str, key: str, site_id: int | None
+    ) -> dict[str, Any] | None:
+        ot = self.registry.object_type(object_type)
+        table = self.registry.table(ot.name)
+        if ot.key_column is None:
+            raise ContentError(
+                f"{ot.name} objects have no code name or GUID; use find_objects() instead"
+            )
+        stmt = sa.select(table).where(table.c[ot.key_column] == str(key))
+        if ot.site_column and site_id is not None:
+            stmt = stmt.where(table.c[ot.site_column] == site_id)
+        row = conn.execute(stmt.order_by(table.c[ot.id_column]).limit(1)).mappings().first()
+        return dict(row) if row else None
+
+    def find(
+        self, conn: sa.Connection, object_type: str, equals: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        ot = self.registry.object_type(object_type)
+        ot.check_columns(equals)
+        table = self.registry.table(ot.name)
+        stmt = sa.select(table).order_by(table.c[ot.id_column])
+        for col, value in coerce_row(ot, equals).items():
+            stmt = stmt.where(table.c[col].is_(None) if value is None else table.c[col] == value)
+        return [dict(r) for r in conn.execute(stmt).mappings()]

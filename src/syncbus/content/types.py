@@ -1,0 +1,313 @@
+"""Object types and page types: declarations, built-ins, and their SQLAlchemy tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeEngine
+
+from syncbus.errors import ConfigurationError, InvalidObjectError
+
+ColumnSpec = type | str | TypeEngine[Any] | type[TypeEngine[Any]]
+
+_NAMED_TYPES: dict[str, TypeEngine[Any]] = {
+    "str": sa.String(450),
+    "string": sa.String(450),
+    "text": sa.Text(),
+    "int": sa.Integer(),
+    "integer": sa.Integer(),
+    "bigint": sa.BigInteger(),
+    "float": sa.Float(),
+    "bool": sa.Boolean(),
+    "boolean": sa.Boolean(),
+    "datetime": sa.DateTime(timezone=True),
+    "date": sa.Date(),
+    "guid": sa.String(36),
+    "uuid": sa.String(36),
+    "json": sa.JSON(),
+}
+_PY_TYPES: dict[type, str] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    dt.datetime: "datetime",
+    dt.date: "date",
+    uuid.UUID: "guid",
+    dict: "json",
+    list: "json",
+}
+
+
+def sql_type(spec: ColumnSpec) -> TypeEngine[Any]:
+    """Turn a column declaration (a Python type, a name or a SQLAlchemy type) into a SQL type."""
+    if isinstance(spec, TypeEngine):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, TypeEngine):
+        return spec()
+    if isinstance(spec, type) and spec in _PY_TYPES:
+        return _NAMED_TYPES[_PY_TYPES[spec]]
+    if isinstance(spec, str) and spec.lower() in _NAMED_TYPES:
+        return _NAMED_TYPES[spec.lower()]
+    raise ConfigurationError(
+        f"unknown column type {spec!r}; use a Python type (str, int, float, bool, datetime, "
+        f"UUID, dict), one of {sorted(_NAMED_TYPES)} or a SQLAlchemy type"
+    )
+
+
+def _ref(value: Any, what: str, type_name: str) -> tuple[str, str] | None:
+    """Accept ``("column", "object.type")`` or ``{"column": "object.type"}``."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((col, target),) = value.items()
+        return str(col), str(target)
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return str(value[0]), str(value[1])
+    raise ConfigurationError(
+        f"object type {type_name!r}: {what} must be a (column, object_type) pair, got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class ObjectType:
+    """The declaration of an object type.
+
+    ``parent`` and ``group`` are ``(column, object_type)`` pairs; ``foreign_keys`` maps further
+    columns to the object type they reference. ``columns`` maps every data column to its type
+    (key columns left out get a sensible default type). An object is identified by its code name,
+    else its GUID, else (binding types) the pair of its foreign keys, always within its
+    site/parent/group. ``site_binding`` names the binding type that ties it to sites
+    (``cms.usersite`` for users), used by AddToSite / RemoveFromSite.
+    """
+
+    name: str
+    table: str
+    id_column: str
+    code_name_column: str | None = None
+    guid_column: str | None = None
+    site_column: str | None = None
+    parent: Any = None
+    group: Any = None
+    foreign_keys: Mapping[str, str] = field(default_factory=dict)
+    columns: Mapping[str, ColumnSpec] = field(default_factory=dict)
+    site_binding: str | None = None
+    display_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.name.lower())
+        object.__setattr__(self, "parent", _ref(self.parent, "parent", self.name))
+        object.__setattr__(self, "group", _ref(self.group, "group", self.name))
+        object.__setattr__(self, "foreign_keys", dict(self.foreign_keys))
+        object.__setattr__(self, "columns", dict(self.columns))
+        if not (self.code_name_column or self.guid_column or self.foreign_keys):
+            raise ConfigurationError(
+                f"object type {self.name!r} needs a code_name_column, a guid_column or "
+                "foreign_keys (binding types) to identify its objects"
+            )
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def parent_column(self) -> str | None:
+        return self.parent[0] if self.parent else None
+
+    @property
+    def parent_type(self) -> str | None:
+        return self.parent[1] if self.parent else None
+
+    @property
+    def group_column(self) -> str | None:
+        return self.group[0] if self.group else None
+
+    @property
+    def group_type(self) -> str | None:
+        return self.group[1] if self.group else None
+
+    @property
+    def is_binding(self) -> bool:
+        return not (self.code_name_column or self.guid_column)
+
+    @property
+    def key_column(self) -> str | None:
+        """The column that names an object: its code name, else its GUID."""
+        return self.code_name_column or self.guid_column
+
+    def references(self) -> dict[str, str]:
+        """Every column that holds the id of another object: column -> object type."""
+        refs = dict(self.foreign_keys)
+        if self.parent:
+            refs[self.parent[0]] = self.parent[1]
+        if self.group:
+            refs[self.group[0]] = self.group[1]
+        return refs
+
+    def identity_columns(self) -> list[str]:
+        """The columns whose values identify one object (site column excluded)."""
+        if self.is_binding:
+            return sorted(self.foreign_keys)
+        cols = [str(self.key_column)]
+        if self.code_name_column:
+            cols += [c for c in (self.parent_column, self.group_column) if c]
+        return cols
+
+    def all_columns(self) -> dict[str, TypeEngine[Any]]:
+        out: dict[str, TypeEngine[Any]] = {self.id_column: sa.Integer()}
+        defaults: dict[str, TypeEngine[Any]] = {}
+        if self.code_name_column:
+            defaults[self.code_name_column] = sa.String(200)
+        if self.guid_column:
+            defaults[self.guid_column] = sa.String(36)
+        if self.site_column:
+            defaults[self.site_column] = sa.Integer()
+        for col in self.references():
+            defaults[col] = sa.Integer()
+        for col, spec in self.columns.items():
+            out[col] = sql_type(spec)
+        for col, typ in defaults.items():
+            out.setdefault(col, typ)
+        return out
+
+    def check_columns(self, data: Mapping[str, Any]) -> None:
+        known = self.all_columns()
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise InvalidObjectError(
+                f"object type {self.name!r} has no column(s) {', '.join(map(repr, unknown))}; "
+                f"its columns are: {', '.join(known)}"
+            )
+
+
+@dataclass(frozen=True)
+class PageType:
+    """A page type: its class name and the fields its documents carry (in their own table)."""
+
+    class_name: str
+    table: str | None = None
+    fields: Mapping[str, ColumnSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_name", self.class_name.lower())
+        object.__setattr__(self, "fields", dict(self.fields))
+        if self.fields and not self.table:
+            raise ConfigurationError(f"page type {self.class_name!r} has fields but no table")
+
+    def check_fields(self, fields: Mapping[str, Any]) -> None:
+        unknown = [k for k in fields if k not in self.fields]
+        if unknown:
+            raise InvalidObjectError(
+                f"page type {self.class_name!r} has no field(s) {', '.join(map(repr, unknown))}; "
+                f"its fields are: {', '.join(self.fields) or '(none)'}"
+            )
+
+
+SITE = ObjectType(
+    "cms.site",
+    "cms_site",
+    "site_id",
+    code_name_column="site_name",
+    guid_column="site_guid",
+    columns={
+        "site_guid": "guid",
+        "site_name": sa.String(100),
+        "site_display_name": sa.String(200),
+        "site_domain": sa.String(400),
+    },
+)
+USER = ObjectType(
+    "cms.user",
+    "cms_user",
+    "user_id",
+    code_name_column="user_name",
+    guid_column="user_guid",
+    site_binding="cms.usersite",
+    columns={
+        "user_guid": "guid",
+        "user_name": sa.String(200),
+        "email": sa.String(254),
+        "first_name": sa.String(100),
+        "last_name": sa.String(100),
+        "enabled": bool,
+    },
+)
+USER_SITE = ObjectType(
+    "cms.usersite",
+    "cms_usersite",
+    "user_site_id",
+    foreign_keys={"user_id": "cms.user", "site_id": "cms.site"},
+)
+ROLE = ObjectType(
+    "cms.role",
+    "cms_role",
+    "role_id",
+    code_name_column="role_name",
+    guid_column="role_guid",
+    site_column="site_id",
+    columns={"role_guid": "guid", "role_name": sa.String(100), "role_display_name": sa.String(200)},
+)
+USER_ROLE = ObjectType(
+    "cms.userrole",
+    "cms_userrole",
+    "user_role_id",
+    foreign_keys={"user_id": "cms.user", "role_id": "cms.role"},
+)
+GROUP = ObjectType(
+    "community.group",
+    "community_group",
+    "group_id",
+    code_name_column="group_name",
+    guid_column="group_guid",
+    site_column="site_id",
+    columns={
+        "group_guid": "guid",
+        "group_name": sa.String(100),
+        "group_display_name": sa.String(200),
+    },
+)
+FORUM = ObjectType(
+    "forums.forum",
+    "forums_forum",
+    "forum_id",
+    code_name_column="forum_name",
+    guid_column="forum_guid",
+    site_column="site_id",
+    group=("forum_group_id", "community.group"),
+    columns={
+        "forum_guid": "guid",
+        "forum_name": sa.String(100),
+        "forum_display_name": sa.String(200),
+    },
+)
+FORUM_POST = ObjectType(
+    "forums.forumpost",
+    "forums_forumpost",
+    "post_id",
+    guid_column="post_guid",
+    parent=("forum_id", "forums.forum"),
+    foreign_keys={"post_parent_id": "forums.forumpost", "post_user_id": "cms.user"},
+    columns={"post_guid": "guid", "post_subject": sa.String(450), "post_text": "text"},
+)
+
+BUILTIN_OBJECT_TYPES: tuple[ObjectType, ...] = (
+    SITE,
+    USER,
+    USER_SITE,
+    ROLE,
+    USER_ROLE,
+    GROUP,
+    FORUM,
+    FORUM_POST,
+)
+
+ROOT_CLASS = "cms.root"
+FOLDER = PageType("cms.folder")
+ARTICLE = PageType(
+    "cms.article",
+    "content_article",
+    {"article_title": sa.String(450), "article_summary": "text", "article_text": "text"},
+)
+BUILTIN_PAGE_TYPES: tuple[PageType, ...] = (PageType(ROOT_CLASS), FOLDER, ARTICLE)

@@ -1,0 +1,66 @@
+"""The syncbus exception hierarchy: one root, one subclass per family.
+
+Every message names the thing that went wrong and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class SyncBusError(Exception):
+    """Root of every error syncbus raises on purpose."""
+
+
+class ConfigurationError(SyncBusError):
+    """A setting, URL or argument that cannot work."""
+
+
+class ConnectorError(SyncBusError):
+    """Family: connectors (registration, loading, lookup)."""
+
+
+class ConnectorNotFoundError(ConnectorError):
+    """The connector is not registered, or it is disabled."""
+
+
+class ConnectorLoadError(ConnectorError):
+    """The connector's class could not be imported, instantiated or initialised."""
+
+
+class IntakeError(SyncBusError):
+    """Family: logging an incoming task."""
+
+
+class IntegrationDisabledError(IntakeError):
+    """The master switch or the logging of external tasks is off."""
+
+
+class SiteNotFoundError(IntakeError):
+    """The task names a site that does not exist."""
+
+
+class InvalidObjectError(IntakeError):
+    """The object type, page type or a column of the prepared object is not known."""
+
+
+class TranslationError(SyncBusError):
+    """A foreign key could not be captured (at log time) or resolved (at process time)."""
+
+
+class ContentError(SyncBusError):
+    """Family: applying a task to the content repository."""
+
+
+class PageNotFoundError(ContentError):
+    """A page (or a page's parent) that the task needs does not exist."""
+
+
+class TaskNotFoundError(SyncBusError):
+    """No task with that id is queued."""
+
+
+class StoreError(SyncBusError):
+    """Family: the database (connection, schema, migrations)."""
+
+
+class CorruptTaskError(SyncBusError):
+    """A stored task row cannot be decoded."""

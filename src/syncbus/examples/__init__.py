@@ -1,0 +1,1 @@
+"""Sample integrations that ship with syncbus (run them with ``syncbus demo``)."""

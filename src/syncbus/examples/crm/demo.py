@@ -1,0 +1,237 @@
+"""The end-to-end sample run behind ``syncbus demo``: log the CRM's tasks, apply them, report.
+
+Re-runnable on the same database: the idempotency keys make a second run log nothing new, and
+the tasks still waiting (the article whose folder never arrives) are simply tried again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from syncbus import IntegrationBus, ProcessResult, SyncBusError
+from syncbus.examples.crm.connector import CrmConnector
+from syncbus.examples.crm.feed import CrmTask, crm_tasks
+
+CONNECTOR = CrmConnector.connector_name or "CrmConnector"
+
+# Object types shown in the "Content repository" table, with the CRM collection they mirror.
+_OBJECT_TYPES = (
+    "cms.user",
+    "cms.role",
+    "cms.userrole",
+    "community.group",
+    "forums.forum",
+    "forums.forumpost",
+)
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """What one run of the demo did."""
+
+    logged: int  # tasks newly queued by this run
+    rejected: int  # tasks the bus refused to log (a SyncBusError at log time)
+    applied: int  # tasks applied by this run's processing
+    failed: int  # tasks that failed during this run's processing (whatever their process type)
+    remaining: int  # tasks still queued afterwards (waiting or failed)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A task the bus refused to log, and why."""
+
+    task: CrmTask
+    error: str
+
+
+def run_demo(bus: IntegrationBus, console: Console) -> DemoReport:
+    """Send the sample CRM's tasks through ``bus``, apply them and print what happened."""
+    bus.create_schema()
+    connector = CrmConnector()
+    bus.register_connector(connector)
+    tasks = crm_tasks(connector.data)
+
+    console.rule(f"[bold]{connector.display_name}[/]: {len(tasks)} tasks from the CRM")
+    logged, rejections = _log_tasks(bus, tasks, console)
+    result = _apply_tasks(bus, console)
+    waiting = bus.list_tasks(CONNECTOR)
+
+    pages = crm_pages(bus, connector)
+    console.print(_content_table(bus, pages))
+    console.print(_page_table(pages, connector.site_name))
+    console.print(_user_table(bus))
+    console.print(_waiting_table(bus))
+    console.print(_event_table(bus))
+    console.print(_rejected_table(rejections))
+    report = DemoReport(
+        logged=logged,
+        rejected=len(rejections),
+        applied=result.applied,
+        failed=result.failed,
+        remaining=len(waiting),
+    )
+    console.print(
+        f"logged {report.logged}, rejected at log time {report.rejected}, "
+        f"applied {report.applied}, failed {report.failed}, still queued {report.remaining}"
+    )
+    return report
+
+
+@contextmanager
+def _progress(console: Console) -> Iterator[Progress]:
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        yield progress
+
+
+def _log_tasks(
+    bus: IntegrationBus, tasks: list[CrmTask], console: Console
+) -> tuple[int, list[Rejection]]:
+    """Log every task; count the new ones and collect the ones the bus refused."""
+    queued_before = {t.task_id for t in bus.list_tasks(CONNECTOR)}
+    seen: set[int] = set()
+    rejections: list[Rejection] = []
+    logged = 0
+    with _progress(console) as progress:
+        bar = progress.add_task("Logging CRM tasks", total=len(tasks))
+        for task in tasks:
+            try:
+                task_id = bus.process_external_task(
+                    CONNECTOR,
+                    task.obj,
+                    process_type=task.process_type,
+                    task_type=task.task_type,
+                    data_type=task.data_type,
+                    site_name=task.site_name,
+                    idempotency_key=task.idempotency_key,
+                )
+            except SyncBusError as exc:
+                rejections.append(Rejection(task, f"{type(exc).__name__}: {exc}"))
+            else:
+                # A repeated idempotency key returns the first task's id: either a task still
+                # queued from an earlier run, or one already applied (and so no longer queued).
+                if task_id is not None and task_id not in queued_before | seen:
+                    seen.add(task_id)
+                    if bus.get_task(task_id) is not None:
+                        logged += 1
+            progress.advance(bar)
+    return logged, rejections
+
+
+def _apply_tasks(bus: IntegrationBus, console: Console) -> ProcessResult:
+    """Process the connector's queue with a progress bar fed by the bus's progress callback."""
+    total = len(bus.list_tasks(CONNECTOR))
+    with _progress(console) as progress:
+        bar = progress.add_task("Applying tasks", total=total)
+
+        def on_progress(result: ProcessResult) -> None:
+            done = result.applied + result.failed + result.deleted + result.skipped
+            progress.update(bar, completed=min(done, total))
+
+        results = bus.process_tasks(CONNECTOR, on_progress=on_progress)
+        progress.update(bar, completed=total)
+    return results.get(CONNECTOR) or ProcessResult(CONNECTOR)
+
+
+def _content_table(bus: IntegrationBus, pages: list[dict[str, Any]]) -> Table:
+    table = Table(title="Content repository")
+    table.add_column("object type / page type")
+    table.add_column("count", justify="right")
+    for object_type in _OBJECT_TYPES:
+        table.add_row(object_type, str(len(bus.find_objects(object_type))))
+    classes = sorted({str(p["node_class_name"]) for p in pages})
+    for class_name in classes:
+        count = sum(1 for p in pages if p["node_class_name"] == class_name)
+        table.add_row(f"pages: {class_name}", str(count))
+    return table
+
+
+def _find_page(
+    bus: IntegrationBus, site: str, rec: dict[str, Any], parents: list[str]
+) -> dict[str, Any] | None:
+    """Where the page of a CRM record is now: under one of ``parents`` (it may have moved)."""
+    for parent in parents:
+        page = bus.get_page(site, f"{parent.rstrip('/')}/{rec['alias']}")
+        if page is not None and str(page["node_guid"]) == rec["node_guid"]:
+            return page
+    return None
+
+
+def crm_pages(bus: IntegrationBus, connector: CrmConnector) -> list[dict[str, Any]]:
+    """The CRM's folders and articles found in the repository, wherever they are now.
+
+    The contract reads pages by alias path, so look for each folder under the root and for
+    each article under the root and every folder found (an article may have been moved).
+    """
+    site = connector.site_name
+    folders = [p for r in connector.data["folders"] if (p := _find_page(bus, site, r, ["/"]))]
+    parents = ["/", *(str(p["node_alias_path"]) for p in folders)]
+    articles = [p for r in connector.data["articles"] if (p := _find_page(bus, site, r, parents))]
+    return sorted(folders + articles, key=lambda p: str(p["node_alias_path"]))
+
+
+def _page_table(pages: list[dict[str, Any]], site: str) -> Table:
+    table = Table(title=f"Pages of site {site!r}")
+    for column in ("alias path", "class", "name", "published"):
+        table.add_column(column)
+    for page in pages:
+        table.add_row(
+            str(page["node_alias_path"]),
+            str(page["node_class_name"]),
+            str(page["document_name"]),
+            "yes" if page.get("published") else "no",
+        )
+    return table
+
+
+def _user_table(bus: IntegrationBus) -> Table:
+    users = sorted(bus.find_objects("cms.user"), key=lambda u: str(u["user_name"]))
+    table = Table(title=f"Users (first 6 of {len(users)})")
+    for column in ("user name", "email", "name", "roles"):
+        table.add_column(column)
+    for user in users[:6]:
+        roles = len(bus.find_objects("cms.userrole", user_id=user["user_id"]))
+        name = f"{user['first_name']} {user['last_name']}"
+        table.add_row(str(user["user_name"]), str(user["email"]), name, str(roles))
+    return table
+
+
+def _waiting_table(bus: IntegrationBus) -> Table:
+    table = Table(title="Failed or waiting tasks")
+    for column in ("id", "title", "process type", "error"):
+        table.add_column(column)
+    for info in bus.list_tasks(CONNECTOR):
+        table.add_row(
+            str(info.task_id), info.title, info.process_type.value, info.error_message or ""
+        )
+    return table
+
+
+def _event_table(bus: IntegrationBus) -> Table:
+    table = Table(title="Event log")
+    for column in ("time", "code", "message"):
+        table.add_column(column)
+    for entry in bus.event_log():
+        table.add_row(entry.time.strftime("%Y-%m-%d %H:%M:%S"), entry.code, entry.message)
+    return table
+
+
+def _rejected_table(rejections: list[Rejection]) -> Table:
+    table = Table(title="Rejected at log time")
+    for column in ("task", "idempotency key", "error"):
+        table.add_column(column)
+    for rejection in rejections:
+        table.add_row(rejection.task.label, rejection.task.idempotency_key, rejection.error)
+    return table

@@ -1,0 +1,263 @@
+"""Logging incoming tasks: prepare, capture translation records, serialize, enqueue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syncbus.connectors import ConnectorRegistry
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.types import ObjectType
+from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.errors import (
+    ConnectorNotFoundError,
+    IntegrationDisabledError,
+    InvalidObjectError,
+    SiteNotFoundError,
+)
+from syncbus.model import InternalObject, Page
+from syncbus.payload import Payload, encode
+from syncbus.store import queue
+from syncbus.store.schema import BUILTIN_TABLES, task_table
+from syncbus.store.schema import connector_table as ct
+from syncbus.translation import Capture, check_object
+
+_site = BUILTIN_TABLES["cms.site"]
+
+_VERBS = {
+    TaskType.CREATE_OBJECT: "Create",
+    TaskType.UPDATE_OBJECT: "Update",
+    TaskType.DELETE_OBJECT: "Delete",
+    TaskType.ADD_TO_SITE: "Add to site",
+    TaskType.REMOVE_FROM_SITE: "Remove from site",
+    TaskType.CREATE_DOCUMENT: "Create page",
+    TaskType.UPDATE_DOCUMENT: "Update page",
+    TaskType.DELETE_DOCUMENT: "Delete page",
+    TaskType.DELETE_ALL_CULTURES: "Delete all cultures of page",
+    TaskType.PUBLISH_DOCUMENT: "Publish page",
+    TaskType.ARCHIVE_DOCUMENT: "Archive page",
+    TaskType.MOVE_DOCUMENT: "Move page",
+}
+
+
+def flag(value: str | None) -> bool:
+    """A boolean setting; a missing row means on."""
+    return value is None or value.lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class _State:
+    integration_enabled: bool
+    log_external: bool
+    connector_id: int | None
+    connector_enabled: bool
+    site_exists: bool
+    existing_task_id: int | None
+
+
+def object_title(task_type: TaskType, ot: ObjectType, data: dict[str, Any]) -> str:
+    if ot.key_column and data.get(ot.key_column) is not None:
+        name = str(data[ot.key_column])
+    else:
+        name = ", ".join(f"{c}={data.get(c)!r}" for c in ot.identity_columns())
+    return f"{_VERBS[task_type]} {ot.name} '{name}'"[:450]
+
+
+def page_title(task_type: TaskType, page: Page) -> str:
+    where = page.parent_path.rstrip("/") + "/" if page.parent_path else ""
+    return f"{_VERBS[task_type]} '{where}{page.alias or page.name}' ({page.culture})"[:450]
+
+
+class Intake:
+    """``process_external_task``: everything from the external object to a committed task row."""
+
+    def __init__(
+        self,
+        db: sa.Engine,
+        registry: TypeRegistry,
+        connectors: ConnectorRegistry,
+        on_logged: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.connectors = connectors
+        self.on_logged = on_logged
+
+    def _state(self, connector_name: str, site_name: str | None, key: str | None) -> _State:
+        cid = sa.select(ct.c.connector_id).where(ct.c.connector_name == connector_name)
+        cols: list[Any] = [
+            queue.setting_expr("integration_enabled").label("ie"),
+            queue.setting_expr("log_external").label("le"),
+            cid.scalar_subquery().label("cid"),
+            sa.select(ct.c.enabled)
+            .where(ct.c.connector_name == connector_name)
+            .scalar_subquery()
+            .label("cen"),
+            (
+                sa.select(_site.c.site_id).where(_site.c.site_name == site_name).scalar_subquery()
+                if site_name
+                else sa.null()
+            ).label("sid"),
+            (
+                sa.select(task_table.c.task_id)
+                .where(
+                    task_table.c.connector_id == cid.scalar_subquery(),
+                    task_table.c.idempotency_key == key,
+                )
+                .scalar_subquery()
+                if key is not None
+                else sa.null()
+            ).label("existing"),
+        ]
+        with self.db.connect().execution_options(readonly=True) as conn:
+            row = conn.execute(sa.select(*cols)).one()
+            conn.rollback()
+        return _State(
+            integration_enabled=flag(row.ie),
+            log_external=flag(row.le),
+            connector_id=row.cid,
+            connector_enabled=bool(row.cen),
+            site_exists=row.sid is not None,
+            existing_task_id=row.existing,
+        )
+
+    def log(
+        self,
+        connector_name: str,
+        external_obj: Any,
+        *,
+        process_type: ProcessType | str = ProcessType.DEFAULT,
+        task_type: TaskType | str = TaskType.CREATE_OBJECT,
+        data_type: TaskDataType | str = TaskDataType.SIMPLE,
+        site_name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int | None:
+        ptype = ProcessType.parse(process_type)
+        ttype = TaskType.parse(task_type)
+        dtype = TaskDataType.parse(data_type)
+        if idempotency_key is not None and not str(idempotency_key).strip():
+            raise InvalidObjectError("idempotency_key must not be empty")
+        state = self._state(connector_name, site_name, idempotency_key)
+        if not state.integration_enabled:
+            raise IntegrationDisabledError(
+                "the integration bus is switched off (settings.integration_enabled); "
+                "nothing was logged"
+            )
+        if not state.log_external:
+            raise IntegrationDisabledError(
+                "logging of incoming tasks is switched off (settings.log_external); "
+                "nothing was logged"
+            )
+        if state.connector_id is None:
+            raise ConnectorNotFoundError(f"no connector named {connector_name!r} is registered")
+        if not state.connector_enabled:
+            raise ConnectorNotFoundError(
+                f"connector {connector_name!r} is disabled; enable it to log tasks"
+            )
+        if site_name and not state.site_exists:
+            raise SiteNotFoundError(f"target site {site_name!r} not found")
+        if state.existing_task_id is not None:
+            return int(state.existing_task_id)
+
+        connector = self.connectors.get(connector_name)
+        prepared = connector.prepare_internal_object(external_obj, ttype, dtype, site_name)
+        if prepared is None:
+            return None
+        payload, object_type, class_name, title, dtype = self._build(
+            connector_name, prepared, ttype, dtype, site_name
+        )
+        if dtype is not TaskDataType.SIMPLE:
+            capture = Capture(connector, self.registry)
+            if payload.obj is not None:
+                capture.capture_object_tree(payload.obj)
+            elif payload.page is not None and payload.page.parent_id is not None:
+                page = payload.page
+                capture.page_ref(page.parent_id, page.class_name, f"the parent of '{page.name}'")
+            payload.records = capture.records
+        values = {
+            "connector_id": state.connector_id,
+            "task_type": ttype.value,
+            "data_type": dtype.value,
+            "process_type": ptype.value,
+            "object_type": object_type,
+            "class_name": class_name,
+            "title": title,
+            "site_name": site_name,
+            "created_at": queue.utcnow(),
+            "data": encode(payload),
+            "idempotency_key": idempotency_key,
+        }
+        task_id = self._insert(values)
+        if self.on_logged is not None:
+            self.on_logged(connector_name, task_id)
+        return task_id
+
+    def _build(
+        self,
+        connector_name: str,
+        prepared: Any,
+        ttype: TaskType,
+        dtype: TaskDataType,
+        site_name: str | None,
+    ) -> tuple[Payload, str | None, str | None, str, TaskDataType]:
+        if isinstance(prepared, InternalObject):
+            if ttype.is_document:
+                raise InvalidObjectError(
+                    f"task type {ttype.value} needs a Page, but connector {connector_name!r} "
+                    f"returned an object of type {prepared.object_type!r}"
+                )
+            ot = check_object(self.registry, prepared)
+            if ot.site_column and not site_name:
+                raise SiteNotFoundError(
+                    f"{ot.name} objects belong to a site: pass site_name when logging them"
+                )
+            if dtype is not TaskDataType.SNAPSHOT and prepared.children:
+                prepared = InternalObject(prepared.object_type, prepared.data)
+            title = object_title(ttype, ot, prepared.data)
+            return Payload(obj=prepared), ot.name, None, title, dtype
+        if isinstance(prepared, Page):
+            if not ttype.is_document:
+                raise InvalidObjectError(
+                    f"task type {ttype.value} needs an object, but connector "
+                    f"{connector_name!r} returned a page"
+                )
+            pt = self.registry.page_type(prepared.class_name)
+            pt.check_fields(prepared.fields)
+            if not site_name:
+                raise SiteNotFoundError("pages belong to a site: pass site_name when logging them")
+            if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
+                dtype = TaskDataType.SIMPLE_SNAPSHOT
+            return Payload(page=prepared), None, pt.class_name, page_title(ttype, prepared), dtype
+        raise InvalidObjectError(
+            f"connector {connector_name!r}: prepare_internal_object must return an "
+            f"InternalObject, a Page or None, not {type(prepared).__name__}"
+        )
+
+    def _insert(self, values: dict[str, Any]) -> int:
+        """Insert the task; with an idempotency key, a concurrent twin's id wins."""
+        with self.db.begin() as conn:
+            if values["idempotency_key"] is None:
+                stmt = task_table.insert().values(values).returning(task_table.c.task_id)
+                return int(conn.execute(stmt).scalar_one())
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = (
+                dialect.insert(task_table)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["connector_id", "idempotency_key"])
+                .returning(task_table.c.task_id)
+            )
+            new_id = conn.execute(stmt).scalar()
+            if new_id is not None:
+                return int(new_id)
+            return int(
+                conn.execute(
+                    sa.select(task_table.c.task_id).where(
+                        task_table.c.connector_id == values["connector_id"],
+                        task_table.c.idempotency_key == values["idempotency_key"],
+                    )
+                ).scalar_one()
+            )

@@ -1,0 +1,133 @@
+"""Value types: what connectors return, and what the bus reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from syncbus.enums import ProcessType, TaskDataType, TaskType
+
+
+@dataclass
+class InternalObject:
+    """An object of an object type, as ``prepare_internal_object`` returns it.
+
+    Under SIMPLE_SNAPSHOT and SNAPSHOT, foreign-key, parent and group columns hold the EXTERNAL
+    system's ids; the bus translates them. ``children`` are used only under SNAPSHOT.
+    """
+
+    object_type: str
+    data: dict[str, Any]
+    children: list[InternalObject] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    """A page (a node of the site's tree plus one culture's document)."""
+
+    class_name: str
+    name: str
+    culture: str = "en-US"
+    node_guid: UUID | str | None = None
+    alias: str | None = None
+    parent_id: Any = None
+    parent_path: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectParams:
+    """Identity of a referenced object; ``parent_id`` and ``group_id`` are EXTERNAL ids."""
+
+    code_name: str
+    site_name: str | None = None
+    parent_id: Any = None
+    group_id: Any = None
+
+
+@dataclass(frozen=True)
+class DocumentParams:
+    """Identity of a referenced page."""
+
+    node_guid: UUID | str
+    culture_code: str
+    site_name: str
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A queued incoming task, as the bus reports it."""
+
+    task_id: int
+    connector_name: str
+    task_type: TaskType
+    data_type: TaskDataType
+    process_type: ProcessType
+    object_type: str | None
+    class_name: str | None
+    title: str
+    site_name: str | None
+    created_at: datetime
+    error_message: str | None
+    last_run_at: datetime | None
+    is_running: bool
+    idempotency_key: str | None = None
+
+    @property
+    def is_failed(self) -> bool:
+        return self.error_message is not None
+
+
+@dataclass(frozen=True)
+class SyncLogEntry:
+    """One failed attempt of a task."""
+
+    time: datetime
+    error_message: str
+
+
+@dataclass(frozen=True)
+class EventLogEntry:
+    """An event worth an operator's attention (DELETE_ON_ERROR errors, load failures...)."""
+
+    time: datetime
+    source: str
+    code: str
+    message: str
+    event_type: str = "E"
+    event_id: int = 0
+
+
+@dataclass
+class ProcessResult:
+    """What one processing run of one connector did."""
+
+    connector_name: str
+    applied: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    stopped: bool = False
+    error: str | None = None
+    not_run_reason: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.not_run_reason is None
+
+
+@dataclass(frozen=True)
+class ConnectorInfo:
+    """A registered connector and its queue."""
+
+    name: str
+    display_name: str
+    class_path: str | None
+    enabled: bool
+    pending: int = 0
+    failed: int = 0
+    load_error: str | None = None

@@ -1,0 +1,51 @@
+"""Bus settings persisted in the database (``syncbus_setting``), read fresh on every access."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from syncbus.intake import flag
+from syncbus.store import queue
+
+
+class _Flag:
+    def __init__(self, key: str, doc: str) -> None:
+        self.key = key
+        self.__doc__ = doc
+
+    def __get__(self, obj: Settings | None, owner: type[Settings]) -> bool:
+        if obj is None:
+            return True
+        with obj.db.connect() as conn:
+            value = queue.read_setting(conn, self.key)
+        return flag(value)
+
+    def __set__(self, obj: Settings, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"settings.{self.key} takes True or False, not {value!r}")
+        with obj.db.begin() as conn:
+            queue.write_setting(conn, self.key, "true" if value else "false")
+
+
+class Settings:
+    """The master switch and the switches for logging and processing incoming tasks.
+
+    Each is effective only while the master switch is on. Defaults: all on.
+    """
+
+    integration_enabled = _Flag("integration_enabled", "Master switch of the integration bus.")
+    log_external = _Flag("log_external", "Logging of incoming tasks.")
+    process_external = _Flag("process_external", "Processing of incoming tasks.")
+
+    def __init__(self, db: sa.Engine) -> None:
+        self.db = db
+
+    def as_dict(self) -> dict[str, bool]:
+        return {
+            "integration_enabled": self.integration_enabled,
+            "log_external": self.log_external,
+            "process_external": self.process_external,
+        }
+
+    def __repr__(self) -> str:
+        return f"Settings({self.as_dict()})"

@@ -1,0 +1,145 @@
+"""Queue SQL in one place: settings, the event log, the sync log and per-connector leases."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syncbus.store.db import db_now_epoch
+from syncbus.store.schema import (
+    event_log_table,
+    lease_table,
+    setting_table,
+    sync_log_table,
+    task_table,
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; every time syncbus reports is aware UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on either dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(table).values(values).on_conflict_do_nothing())
+
+
+def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(values)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={k: stmt.excluded[k] for k in values if k not in keys},
+        )
+    )
+
+
+# -- settings ---------------------------------------------------------------------------------
+def read_setting(conn: sa.Connection, key: str) -> str | None:
+    value = conn.execute(
+        sa.select(setting_table.c.value).where(setting_table.c.key == key)
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def write_setting(conn: sa.Connection, key: str, value: str) -> None:
+    upsert(conn, setting_table, {"key": key, "value": value}, ["key"])
+
+
+def setting_expr(key: str) -> sa.ScalarSelect[Any]:
+    return sa.select(setting_table.c.value).where(setting_table.c.key == key).scalar_subquery()
+
+
+# -- logs -------------------------------------------------------------------------------------
+def write_event(
+    conn: sa.Connection, source: str, code: str, message: str, event_type: str = "E"
+) -> None:
+    conn.execute(
+        event_log_table.insert().values(
+            time=utcnow(), source=source, code=code, message=message, event_type=event_type
+        )
+    )
+
+
+def record_task_error(
+    conn: sa.Connection, task_id: int, message: str, *, set_error_state: bool
+) -> None:
+    """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT)."""
+    now = utcnow()
+    conn.execute(sync_log_table.insert().values(task_id=task_id, time=now, error_message=message))
+    values: dict[str, Any] = {"error_message": message, "last_run_at": now}
+    if set_error_state:
+        values["process_type"] = "Error"
+    conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))
+
+
+# -- leases -----------------------------------------------------------------------------------
+def ensure_lease_row(conn: sa.Connection, connector_id: int) -> None:
+    insert_ignore(conn, lease_table, {"connector_id": connector_id})
+
+
+def acquire_lease(conn: sa.Connection, connector_id: int, owner: str, seconds: float) -> bool:
+    """Take the connector's lease if it is free or expired: one atomic UPDATE."""
+    now = db_now_epoch(conn.dialect.name)
+    t = lease_table
+    result = conn.execute(
+        t.update()
+        .where(
+            t.c.connector_id == connector_id,
+            sa.or_(t.c.owner.is_(None), t.c.expires_at.is_(None), t.c.expires_at < now),
+        )
+        .values(
+            owner=owner,
+            expires_at=now + seconds,
+            run_first_task_id=None,
+            run_last_task_id=None,
+            last_run_started_at=utcnow(),
+        )
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(
+    conn: sa.Connection,
+    connector_id: int,
+    owner: str,
+    seconds: float,
+    **values: Any,
+) -> bool:
+    """Extend the lease (and record the batch in hand); False when it was lost."""
+    now = db_now_epoch(conn.dialect.name)
+    t = lease_table
+    result = conn.execute(
+        t.update()
+        .where(t.c.connector_id == connector_id, t.c.owner == owner)
+        .values(expires_at=now + seconds, **values)
+    )
+    return result.rowcount == 1
+
+
+def release_lease(conn: sa.Connection, connector_id: int, owner: str, **last_run: Any) -> None:
+    t = lease_table
+    conn.execute(
+        t.update()
+        .where(t.c.connector_id == connector_id, t.c.owner == owner)
+        .values(
+            owner=None,
+            expires_at=None,
+            run_first_task_id=None,
+            run_last_task_id=None,
+            last_run_finished_at=utcnow(),
+            **last_run,
+        )
+    )

@@ -1,0 +1,282 @@
+"""Foreign-key translation: capture identities at log time, resolve them at process time.
+
+At log time the connector names, for each external id in a foreign-key, parent or group
+column, the portable identity of what it points to (code name or GUID, site, parent, group;
+pages by node GUID + culture + site). Those records travel inside the task. At process time
+the records of a whole batch are resolved to internal ids with a few set-wise queries; a cache
+keeps the batch consistent as its own tasks create and delete objects.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.connector import BaseIntegrationConnector
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.types import ObjectType
+from syncbus.errors import InvalidObjectError, TranslationError
+from syncbus.model import DocumentParams, InternalObject, ObjectParams
+from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
+from syncbus.store.schema import tree_table
+
+_MAX_DEPTH = 32
+_CHUNK = 500
+
+
+class Capture:
+    """Builds the translation records of one task by asking the connector (log time)."""
+
+    def __init__(self, connector: BaseIntegrationConnector, registry: TypeRegistry) -> None:
+        self.connector = connector
+        self.registry = registry
+        self.records: list[TranslationRecord] = []
+        self._index: dict[tuple[str, str], int] = {}
+
+    def capture_object_tree(self, obj: InternalObject, main: ObjectType | None = None) -> None:
+        ot = self.registry.object_type(obj.object_type)
+        ot.check_columns(obj.data)
+        for col, target in ot.references().items():
+            value = obj.data.get(col)
+            if value is None:
+                continue
+            self.object_ref(value, target, f"column {col!r} of {ot.name}")
+        for child in obj.children:
+            self.capture_object_tree(child, ot)
+
+    def object_ref(self, external_id: Any, object_type: str, where: str, depth: int = 0) -> int:
+        key = id_key(object_type, external_id)
+        if key in self._index:
+            return self._index[key]
+        if depth > _MAX_DEPTH:
+            raise TranslationError(f"parent chain of {object_type} {external_id!r} is too deep")
+        name = self.connector.connector_name
+        params = self.connector.get_internal_object_params(external_id, object_type)
+        if params is None:
+            raise TranslationError(
+                f"connector {name!r} gave no identity for {object_type} {external_id!r} "
+                f"(referenced by {where}): get_internal_object_params returned None"
+            )
+        if not isinstance(params, ObjectParams) or not params.code_name:
+            raise TranslationError(
+                f"connector {name!r}: get_internal_object_params({external_id!r}, "
+                f"{object_type!r}) must return ObjectParams with a code_name, got {params!r}"
+            )
+        target = self.registry.object_type(object_type)
+        parent = group = None
+        if params.parent_id is not None and target.parent_type:
+            parent = self.object_ref(
+                params.parent_id, target.parent_type, f"the parent of {object_type}", depth + 1
+            )
+        if params.group_id is not None and target.group_type:
+            group = self.object_ref(
+                params.group_id, target.group_type, f"the group of {object_type}", depth + 1
+            )
+        record = TranslationRecord(
+            object_type, external_id, params.code_name, params.site_name, parent, group
+        )
+        return self._add(key, record)
+
+    def page_ref(self, external_id: Any, class_name: str, where: str) -> int:
+        key = id_key(PAGE_RECORD, external_id)
+        if key in self._index:
+            return self._index[key]
+        name = self.connector.connector_name
+        params = self.connector.get_internal_document_params(external_id, class_name)
+        if params is None:
+            raise TranslationError(
+                f"connector {name!r} gave no identity for page {external_id!r} (referenced by "
+                f"{where}): get_internal_document_params returned None"
+            )
+        if not isinstance(params, DocumentParams):
+            raise TranslationError(
+                f"connector {name!r}: get_internal_document_params must return DocumentParams, "
+                f"got {params!r}"
+            )
+        record = TranslationRecord(
+            PAGE_RECORD,
+            external_id,
+            str(params.node_guid).lower(),
+            params.site_name,
+            culture=params.culture_code,
+        )
+        return self._add(key, record)
+
+    def _add(self, key: tuple[str, str], record: TranslationRecord) -> int:
+        self._index[key] = len(self.records)
+        self.records.append(record)
+        return self._index[key]
+
+
+# An internal identity: (object type, code name or GUID, site id, parent id, group id);
+# pages: ("#page", node GUID, site id, None, None).
+Identity = tuple[str, str, int | None, int | None, int | None]
+
+
+class Resolver:
+    """Resolves translation records to internal ids for one batch (process time)."""
+
+    def __init__(self, conn: sa.Connection, registry: TypeRegistry, sites: dict[str, int]):
+        self.conn = conn
+        self.registry = registry
+        self.sites = sites
+        self._found: dict[Identity, int] = {}
+        self._missing: set[Identity] = set()
+
+    # -- identities -----------------------------------------------------------------------
+    def identity(
+        self, payload: Payload, index: int, task_site: str | None, depth: int = 0
+    ) -> Identity | None:
+        """The internal identity of record ``index``; None when a parent/group/site is unknown."""
+        rec = payload.records[index]
+        site_name = rec.site_name or task_site
+        if rec.is_page:
+            site_id = self.sites.get(site_name or "")
+            if site_id is None:
+                return None
+            return (PAGE_RECORD, str(rec.code_name), site_id, None, None)
+        ot = self.registry.object_type(rec.object_type)
+        site_id = None
+        if ot.site_column:
+            site_id = self.sites.get(site_name or "")
+            if site_id is None:
+                return None
+        parent = group = None
+        if depth > _MAX_DEPTH:
+            return None
+        if rec.parent is not None:
+            parent = self.resolve(payload, rec.parent, task_site, depth + 1)
+            if parent is None:
+                return None
+        if rec.group is not None:
+            group = self.resolve(payload, rec.group, task_site, depth + 1)
+            if group is None:
+                return None
+        return (ot.name, str(rec.code_name), site_id, parent, group)
+
+    def resolve(
+        self, payload: Payload, index: int, task_site: str | None, depth: int = 0
+    ) -> int | None:
+        ident = self.identity(payload, index, task_site, depth)
+        if ident is None:
+            return None
+        if ident in self._found:
+            return self._found[ident]
+        if ident not in self._missing:
+            self._query([ident])
+        return self._found.get(ident)
+
+    # -- set-wise prefetch ----------------------------------------------------------------
+    def prefetch(self, items: Iterable[tuple[Payload, str | None]]) -> None:
+        """Resolve every record of a batch with a few queries per type and level."""
+        pending = [(p, i, site) for p, site in items for i in range(len(p.records))]
+        for _ in range(_MAX_DEPTH):
+            wanted: list[Identity] = []
+            later = []
+            for payload, i, site in pending:
+                rec = payload.records[i]
+                deps = [d for d in (rec.parent, rec.group) if d is not None]
+                if any(self._unknown(payload, d, site) for d in deps):
+                    later.append((payload, i, site))
+                    continue
+                ident = self.identity(payload, i, site)
+                if ident is not None and ident not in self._found and ident not in self._missing:
+                    wanted.append(ident)
+            if wanted:
+                self._query(wanted)
+            if not later or len(later) == len(pending):
+                return
+            pending = later
+
+    def _unknown(self, payload: Payload, index: int, site: str | None) -> bool:
+        ident = self.identity(payload, index, site)
+        return ident is not None and ident not in self._found and ident not in self._missing
+
+    def _query(self, idents: list[Identity]) -> None:
+        by_type: dict[str, list[Identity]] = defaultdict(list)
+        for ident in set(idents):
+            by_type[ident[0]].append(ident)
+        for type_name, group in by_type.items():
+            if type_name == PAGE_RECORD:
+                self._query_pages(group)
+            else:
+                self._query_objects(self.registry.object_type(type_name), group)
+            for ident in group:
+                if ident not in self._found:
+                    self._missing.add(ident)
+
+    def _query_objects(self, ot: ObjectType, idents: list[Identity]) -> None:
+        table = self.registry.table(ot.name)
+        key_col = table.c[str(ot.key_column)]
+        cols = [table.c[ot.id_column], key_col]
+        for extra in (ot.site_column, ot.parent_column, ot.group_column):
+            cols.append(table.c[extra] if extra else sa.null())
+        codes = sorted({i[1] for i in idents})
+        candidates: dict[str, list[tuple[int, Any, Any, Any]]] = defaultdict(list)
+        for start in range(0, len(codes), _CHUNK):
+            stmt = sa.select(*cols).where(key_col.in_(codes[start : start + _CHUNK]))
+            for oid, code, site, parent, group in self.conn.execute(stmt):
+                candidates[str(code)].append((int(oid), site, parent, group))
+        for ident in idents:
+            _, code, site, parent, group = ident
+            matches = [
+                oid
+                for oid, s, p, g in candidates.get(code, ())
+                if (site is None or s == site)
+                and (parent is None or p == parent)
+                and (group is None or g == group)
+            ]
+            if matches:
+                self._found[ident] = min(matches)
+
+    def _query_pages(self, idents: list[Identity]) -> None:
+        guids = sorted({i[1] for i in idents})
+        t = tree_table
+        rows: dict[tuple[str, int], int] = {}
+        for start in range(0, len(guids), _CHUNK):
+            stmt = sa.select(t.c.node_id, t.c.node_guid, t.c.node_site_id).where(
+                t.c.node_guid.in_(guids[start : start + _CHUNK])
+            )
+            for node_id, guid, site_id in self.conn.execute(stmt):
+                rows[(str(guid), int(site_id))] = int(node_id)
+        for ident in idents:
+            found = rows.get((ident[1], int(ident[2] or 0)))
+            if found is not None:
+                self._found[ident] = found
+
+    # -- keeping the cache true within a batch --------------------------------------------
+    def learn(self, ot: ObjectType, row: dict[str, Any], site_id: int | None, oid: int) -> None:
+        """Remember an object a task of this batch just wrote."""
+        if ot.key_column is None or row.get(ot.key_column) is None:
+            return
+        ident: Identity = (
+            ot.name,
+            str(row[ot.key_column]),
+            site_id if ot.site_column else None,
+            row.get(ot.parent_column) if ot.parent_column else None,
+            row.get(ot.group_column) if ot.group_column else None,
+        )
+        self._found[ident] = oid
+        self._missing = {i for i in self._missing if i[0] != ot.name}
+
+    def forget(self, type_names: set[str]) -> None:
+        """Drop what the cache knows of these types (after a delete that may cascade)."""
+        self._found = {i: v for i, v in self._found.items() if i[0] not in type_names}
+        self._missing = {i for i in self._missing if i[0] not in type_names}
+
+    def forget_pages(self) -> None:
+        self.forget({PAGE_RECORD})
+
+
+def check_object(registry: TypeRegistry, obj: InternalObject) -> ObjectType:
+    """Validate an object tree's type and columns (log time)."""
+    ot = registry.object_type(obj.object_type)
+    ot.check_columns(obj.data)
+    for child in obj.children:
+        if not isinstance(child, InternalObject):
+            raise InvalidObjectError(f"children of {ot.name} must be InternalObject instances")
+        check_object(registry, child)
+    return ot

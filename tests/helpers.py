@@ -1,0 +1,192 @@
+"""Reusable connectors and shortcuts for the behaviour suite."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus import (
+    BaseIntegrationConnector,
+    DocumentParams,
+    IntegrationBus,
+    InternalObject,
+    ObjectParams,
+    Page,
+    ProcessResult,
+    ProcessType,
+    TaskDataType,
+    TaskType,
+)
+
+CONNECTOR = "TestConnector"
+
+
+def to_internal(external: Any) -> InternalObject | Page | None:
+    """``{"type", "data", "children"?}`` -> InternalObject; ready objects and pages pass through."""
+    if external is None or isinstance(external, InternalObject | Page):
+        return external
+    return InternalObject(
+        external["type"],
+        dict(external["data"]),
+        [c for c in (to_internal(c) for c in external.get("children", ())) if c is not None],
+    )
+
+
+class DictConnector(BaseIntegrationConnector):
+    """Prepares dicts as internal objects; answers translations from dicts the test fills in.
+
+    Every call is recorded, so tests can count them.
+    """
+
+    connector_name = CONNECTOR
+    display_name = "Test connector"
+
+    def __init__(self, name: str = CONNECTOR) -> None:
+        self.connector_name = name
+        self.objects: dict[tuple[str, Any], ObjectParams] = {}
+        self.documents: dict[Any, DocumentParams] = {}
+        self.prepare_calls: list[tuple[Any, TaskType, TaskDataType, str | None]] = []
+        self.object_calls: list[tuple[Any, str]] = []
+        self.document_calls: list[tuple[Any, str]] = []
+
+    def knows(
+        self,
+        object_type: str,
+        external_id: Any,
+        code_name: str,
+        site: str | None = None,
+        parent_id: Any = None,
+        group_id: Any = None,
+    ) -> None:
+        """Teach the connector which internal object an external id stands for."""
+        self.objects[(object_type, external_id)] = ObjectParams(code_name, site, parent_id, group_id)
+
+    def knows_page(self, external_id: Any, node_guid: str, culture: str = "en-US") -> None:
+        self.documents[external_id] = DocumentParams(node_guid, culture, "main")
+
+    def prepare_internal_object(
+        self, obj: Any, task_type: TaskType, data_type: TaskDataType, site_name: str | None
+    ) -> InternalObject | Page | None:
+        self.prepare_calls.append((obj, task_type, data_type, site_name))
+        return to_internal(obj)
+
+    def get_internal_object_params(self, id: Any, object_type: str) -> ObjectParams | None:
+        self.object_calls.append((id, object_type))
+        return self.objects.get((object_type, id))
+
+    def get_internal_document_params(self, id: Any, class_name: str) -> DocumentParams | None:
+        self.document_calls.append((id, class_name))
+        return self.documents.get(id)
+
+
+class FailingConnector(DictConnector):
+    """A connector whose prepare_internal_object raises."""
+
+    def prepare_internal_object(
+        self, obj: Any, task_type: TaskType, data_type: TaskDataType, site_name: str | None
+    ) -> InternalObject | Page | None:
+        raise ValueError("external system said no")
+
+
+# -- external objects --------------------------------------------------------------------------
+
+
+def ext(object_type: str, **data: Any) -> dict[str, Any]:
+    return {"type": object_type, "data": data}
+
+
+def user(name: str, **data: Any) -> dict[str, Any]:
+    return ext("cms.user", user_name=name, **data)
+
+
+def role(name: str, **data: Any) -> dict[str, Any]:
+    return ext("cms.role", role_name=name, **data)
+
+
+def membership(user_id: Any, role_id: Any) -> dict[str, Any]:
+    return ext("cms.userrole", user_id=user_id, role_id=role_id)
+
+
+# -- bus shortcuts -----------------------------------------------------------------------------
+
+
+def add_connector(bus: IntegrationBus, name: str = CONNECTOR) -> DictConnector:
+    conn = DictConnector(name)
+    bus.register_connector(conn)
+    return conn
+
+
+def log(
+    bus: IntegrationBus,
+    external: Any,
+    task_type: TaskType = TaskType.CREATE_OBJECT,
+    *,
+    connector: str = CONNECTOR,
+    data_type: TaskDataType = TaskDataType.SIMPLE,
+    process_type: ProcessType = ProcessType.DEFAULT,
+    site: str | None = "main",
+    key: str | None = None,
+) -> int:
+    """Log one task and return its id (it must be logged)."""
+    task_id = bus.process_external_task(
+        connector,
+        external,
+        process_type=process_type,
+        task_type=task_type,
+        data_type=data_type,
+        site_name=site,
+        idempotency_key=key,
+    )
+    assert isinstance(task_id, int), task_id
+    return task_id
+
+
+def run(bus: IntegrationBus, connector: str = CONNECTOR) -> ProcessResult:
+    """Process one connector's queue and return its result."""
+    results = bus.process_tasks(connector)
+    if isinstance(results, Mapping):
+        return results[connector]
+    return results
+
+
+def put(
+    bus: IntegrationBus, external: Any, task_type: TaskType = TaskType.CREATE_OBJECT, **kw: Any
+) -> None:
+    """Log one task, process its connector, and check that the task was applied."""
+    task_id = log(bus, external, task_type, **kw)
+    result = run(bus, kw.get("connector", CONNECTOR))
+    assert bus.get_task(task_id) is None, (result, bus.task_log(task_id))
+
+
+def pending(bus: IntegrationBus, connector: str | None = None) -> list[int]:
+    return [t.task_id for t in bus.list_tasks(connector_name=connector)]
+
+
+def object_id(bus: IntegrationBus, object_type: str, code_name: str, site: str | None = None) -> Any:
+    """The internal id of an object (first column of its row)."""
+    row = bus.get_object(object_type, code_name, site_name=site)
+    assert row is not None, f"{object_type} {code_name!r} does not exist"
+    id_column = {
+        "cms.site": "site_id",
+        "cms.user": "user_id",
+        "cms.role": "role_id",
+        "community.group": "group_id",
+        "forums.forum": "forum_id",
+        "forums.forumpost": "post_id",
+    }[object_type]
+    return row[id_column]
+
+
+def site_id(bus: IntegrationBus, name: str = "main") -> Any:
+    return object_id(bus, "cms.site", name)
+
+
+def corrupt(bus: IntegrationBus, task_id: int, data: str = "{not json") -> None:
+    """Overwrite a task's stored data with something undecodable."""
+    with bus.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE syncbus_task SET data = :data WHERE task_id = :task_id"),
+            {"data": data, "task_id": task_id},
+        )
