@@ -65,6 +65,7 @@ class ConnectorRegistry:
         self._failed: dict[str, str] = {}
 
     def register(self, target: ConnectorTarget) -> BaseIntegrationConnector:
+        path: str | None
         if isinstance(target, str):
             cls = import_connector_class(target)
             instance, path = _instantiate(cls, repr(target)), target

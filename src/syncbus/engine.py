@@ -243,7 +243,7 @@ class Engine:
     def _try_apply(
         self,
         conn: sa.Connection,
-        row: sa.Row[Any],
+        row: Any,
         payload: Payload | CorruptTaskError,
         resolver: Resolver,
         sites: dict[str, int],

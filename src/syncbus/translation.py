@@ -211,7 +211,7 @@ class Resolver:
     def _query_objects(self, ot: ObjectType, idents: list[Identity]) -> None:
         table = self.registry.table(ot.name)
         key_col = table.c[str(ot.key_column)]
-        cols = [table.c[ot.id_column], key_col]
+        cols: list[sa.ColumnElement[Any]] = [table.c[ot.id_column], key_col]
         for extra in (ot.site_column, ot.parent_column, ot.group_column):
             cols.append(table.c[extra] if extra else sa.null())
         codes = sorted({i[1] for i in idents})

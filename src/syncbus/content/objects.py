@@ -94,7 +94,11 @@ class ObjectStore:
         values.pop(ot.id_column, None)
         if ot.site_column:
             values[ot.site_column] = site_id
-        new_guid_object = ot.key_column == ot.guid_column and values.get(ot.guid_column) is None
+        new_guid_object = (
+            ot.guid_column is not None
+            and ot.key_column == ot.guid_column
+            and values.get(ot.guid_column) is None
+        )
         existing = None if new_guid_object else self.find_id(conn, ot, values, site_id)
         if existing is not None:
             if ot.guid_column and values.get(ot.guid_column) is None:

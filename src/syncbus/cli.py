@@ -1,0 +1,281 @@
+"""The ``syncbus`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from syncbus.bus import IntegrationBus
+from syncbus.errors import SyncBusError
+from syncbus.model import ProcessResult, TaskInfo
+
+app = typer.Typer(
+    help="syncbus: an integration bus that brings external data into your content repository.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="Inspect and act on queued incoming tasks.", no_args_is_help=True)
+connectors_app = typer.Typer(
+    help="Register, list, enable and disable connectors.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(connectors_app, name="connectors")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="SYNCBUS_DATABASE_URL",
+        help="Database URL (sqlite:///file.db or postgresql://user@host/db).",
+        show_default="sqlite:///syncbus.db",
+    ),
+]
+
+
+class _State:
+    db: str | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _main(db: DbOption = None) -> None:
+    _state.db = db
+
+
+def _bus(db: str | None) -> IntegrationBus:
+    bus = IntegrationBus(db or _state.db)
+    bus.create_schema()
+    return bus
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=1)
+
+
+def _results_table(results: dict[str, ProcessResult]) -> Table:
+    table = Table(title="Processing")
+    for col in ("connector", "applied", "failed", "skipped", "deleted", "outcome"):
+        table.add_column(col, justify="right" if col in ("applied", "failed") else "left")
+    for name, r in results.items():
+        if r.not_run_reason:
+            outcome = f"[yellow]not run: {r.not_run_reason}[/]"
+        elif r.stopped:
+            outcome = f"[red]stopped: {r.error}[/]"
+        else:
+            outcome = "[green]done[/]" if not r.failed else f"[yellow]{r.error}[/]"
+        table.add_row(name, str(r.applied), str(r.failed), str(r.skipped), str(r.deleted), outcome)
+    return table
+
+
+@app.command()
+def process(
+    connector: Annotated[
+        str | None, typer.Option("--connector", "-c", help="Only this connector.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Process queued incoming tasks (all connectors, or one)."""
+    try:
+        with _bus(db) as bus:
+            results = bus.process_tasks(connector)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+    if not results:
+        console.print("Nothing to process: the queue is empty.")
+        return
+    console.print(_results_table(results))
+    if any(r.stopped for r in results.values()):
+        raise typer.Exit(code=2)
+
+
+def _task_dict(t: TaskInfo) -> dict[str, Any]:
+    return {
+        "task_id": t.task_id,
+        "connector_name": t.connector_name,
+        "task_type": t.task_type.value,
+        "data_type": t.data_type.value,
+        "process_type": t.process_type.value,
+        "object_type": t.object_type,
+        "class_name": t.class_name,
+        "title": t.title,
+        "site_name": t.site_name,
+        "created_at": t.created_at.isoformat(),
+        "error_message": t.error_message,
+        "is_running": t.is_running,
+    }
+
+
+@tasks_app.command("list")
+def tasks_list(
+    connector: Annotated[str | None, typer.Option("--connector", "-c")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    db: DbOption = None,
+) -> None:
+    """List pending and failed incoming tasks in queue order."""
+    with _bus(db) as bus:
+        tasks = bus.list_tasks(connector)
+    if as_json:
+        console.print_json(json.dumps([_task_dict(t) for t in tasks]))
+        return
+    table = Table(title=f"Incoming tasks ({len(tasks)})")
+    for col in ("id", "connector", "title", "process type", "site", "result"):
+        table.add_column(col)
+    for t in tasks:
+        result = f"[red]Failed: {t.error_message}[/]" if t.error_message else "pending"
+        table.add_row(
+            str(t.task_id),
+            t.connector_name,
+            t.title,
+            t.process_type.value,
+            t.site_name or "",
+            result,
+        )
+    console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(task_id: int, db: DbOption = None) -> None:
+    """Show one task: its fields, stored data and error history."""
+    with _bus(db) as bus:
+        task = bus.get_task(task_id)
+        if task is None:
+            raise _fail(SyncBusError(f"no queued task with id {task_id}"))
+        data = bus.get_task_data(task_id)
+        log = bus.task_log(task_id)
+    console.print_json(json.dumps(_task_dict(task)))
+    console.print("[bold]data[/]")
+    console.print_json(data or "null")
+    if log:
+        console.print("[bold]error history[/]")
+        for entry in log:
+            console.print(f"{entry.time.isoformat()}  {entry.error_message}")
+
+
+@tasks_app.command("sync")
+def tasks_sync(task_id: int, db: DbOption = None) -> None:
+    """Run one task now, out of order, as DEFAULT."""
+    try:
+        with _bus(db) as bus:
+            applied = bus.synchronize_task(task_id)
+            task = None if applied else bus.get_task(task_id)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+    if applied:
+        console.print(f"[green]task {task_id} applied[/]")
+    else:
+        raise _fail(SyncBusError(f"task {task_id} failed: {task.error_message if task else ''}"))
+
+
+@tasks_app.command("delete")
+def tasks_delete(task_id: int, db: DbOption = None) -> None:
+    """Delete one task from the queue."""
+    try:
+        with _bus(db) as bus:
+            bus.delete_task(task_id)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+    console.print(f"task {task_id} deleted")
+
+
+@connectors_app.command("list")
+def connectors_list(db: DbOption = None) -> None:
+    """List registered connectors with their queues."""
+    with _bus(db) as bus:
+        infos = bus.list_connectors()
+    table = Table(title="Connectors")
+    for col in ("name", "display name", "class", "enabled", "pending", "failed"):
+        table.add_column(col)
+    for c in infos:
+        table.add_row(
+            c.name,
+            c.display_name,
+            c.class_path or "(not importable)",
+            "yes" if c.enabled else "[yellow]no[/]",
+            str(c.pending),
+            str(c.failed),
+        )
+    console.print(table)
+
+
+@connectors_app.command("add")
+def connectors_add(
+    class_path: Annotated[str, typer.Argument(help="Import path, e.g. 'mypkg.crm:CrmConnector'.")],
+    db: DbOption = None,
+) -> None:
+    """Register a connector by its import path."""
+    try:
+        with _bus(db) as bus:
+            connector = bus.register_connector(class_path)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+    console.print(f"connector {connector.connector_name!r} registered from {class_path}")
+
+
+def _set_enabled(name: str, enabled: bool, db: str | None) -> None:
+    try:
+        with _bus(db) as bus:
+            bus.set_connector_enabled(name, enabled)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+    console.print(f"connector {name!r} {'enabled' if enabled else 'disabled'}")
+
+
+@connectors_app.command("enable")
+def connectors_enable(name: str, db: DbOption = None) -> None:
+    """Enable a connector: its tasks are logged and processed again."""
+    _set_enabled(name, True, db)
+
+
+@connectors_app.command("disable")
+def connectors_disable(name: str, db: DbOption = None) -> None:
+    """Disable a connector: logging is refused, its queued tasks wait."""
+    _set_enabled(name, False, db)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from syncbus.store import migrate
+
+    bus = IntegrationBus(db or _state.db)
+    try:
+        changed = migrate.upgrade(bus.engine)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    finally:
+        bus.close()
+    console.print("schema upgraded" if changed else "schema is up to date")
+
+
+@app.command()
+def demo(db: DbOption = None) -> None:
+    """Log the sample CRM data set through its connector, process it, and show the result."""
+    from syncbus.examples.crm.demo import run_demo
+
+    url = db or _state.db or "sqlite:///syncbus.db"
+    console.print(f"[bold]syncbus demo[/] on {url}")
+    try:
+        with IntegrationBus(url) as bus:
+            run_demo(bus, console)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
