@@ -81,11 +81,13 @@ class Engine:
     def run(
         self, connector_id: int, connector_name: str, on_progress: ProgressCallback | None = None
     ) -> ProcessResult:
-        result = ProcessResult(connector_name, started_at=time.time())
+        result = ProcessResult(connector_name)
         owner = f"{uuid.uuid4().hex}"
         with self.db.begin() as conn:
             queue.ensure_lease_row(conn, connector_id)
             won = queue.acquire_lease(conn, connector_id, owner, self.lease_seconds)
+        # The run's times lie inside the lease: two runs' intervals never overlap.
+        result.started_at = time.time()
         if not won:
             result.not_run_reason = (
                 f"connector {connector_name!r} is being processed by another runner"
