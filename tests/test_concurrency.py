@@ -3,6 +3,7 @@ and idempotent logging across processes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -51,7 +52,7 @@ def test_two_processes_never_run_one_connector_at_once(pg_url: str, tmp_path: Pa
     # Both processes won runs, and no two runs (each timed inside its lease) overlap in time.
     assert {i for _, i in runs} == {0, 1}
     intervals = sorted((start, end) for (start, end, _), _ in runs)
-    for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False):
+    for (_, end), (next_start, _) in itertools.pairwise(intervals):
         assert end <= next_start
     # Every task applied exactly once, in order: the counts add up, the last write won.
     final = bus.process_tasks("Seq")["Seq"].applied  # whatever arrived after the workers quit
