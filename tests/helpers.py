@@ -61,7 +61,9 @@ class DictConnector(BaseIntegrationConnector):
         group_id: Any = None,
     ) -> None:
         """Teach the connector which internal object an external id stands for."""
-        self.objects[(object_type, external_id)] = ObjectParams(code_name, site, parent_id, group_id)
+        self.objects[(object_type, external_id)] = ObjectParams(
+            code_name, site, parent_id, group_id
+        )
 
     def knows_page(self, external_id: Any, node_guid: str, culture: str = "en-US") -> None:
         self.documents[external_id] = DocumentParams(node_guid, culture, "main")
@@ -164,7 +166,9 @@ def pending(bus: IntegrationBus, connector: str | None = None) -> list[int]:
     return [t.task_id for t in bus.list_tasks(connector_name=connector)]
 
 
-def object_id(bus: IntegrationBus, object_type: str, code_name: str, site: str | None = None) -> Any:
+def object_id(
+    bus: IntegrationBus, object_type: str, code_name: str, site: str | None = None
+) -> Any:
     """The internal id of an object (first column of its row)."""
     row = bus.get_object(object_type, code_name, site_name=site)
     assert row is not None, f"{object_type} {code_name!r} does not exist"

@@ -353,4 +353,3 @@ def test_find_objects_filters_by_columns(bus: IntegrationBus) -> None:
     assert bus.find_objects("cms.user", last_name="Nobody") == []
     assert len(bus.find_objects("cms.user", last_name="Smith", user_name="bob")) == 1
     assert pending(bus) == []
-

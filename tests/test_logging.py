@@ -192,7 +192,7 @@ def test_unknown_site_is_refused(bus: IntegrationBus) -> None:
 
 def test_unknown_object_type_is_refused(bus: IntegrationBus) -> None:
     add_connector(bus)
-    with pytest.raises(InvalidObjectError, match="cms.nosuch"):
+    with pytest.raises(InvalidObjectError, match=r"cms\.nosuch"):
         log(bus, ext("cms.nosuch", name="x"))
     assert pending(bus) == []
 
@@ -206,7 +206,7 @@ def test_unknown_column_is_refused(bus: IntegrationBus) -> None:
 
 def test_unknown_page_type_is_refused(bus: IntegrationBus) -> None:
     add_connector(bus)
-    with pytest.raises(InvalidObjectError, match="cms.nosuchpage"):
+    with pytest.raises(InvalidObjectError, match=r"cms\.nosuchpage"):
         log(bus, Page("cms.nosuchpage", "X", alias="x"), TaskType.CREATE_DOCUMENT)
     assert pending(bus) == []
 
@@ -303,7 +303,11 @@ def test_parent_and_group_ids_are_translated_recursively(bus: IntegrationBus) ->
     conn.knows("community.group", 11, "fans", site="main")
     conn.knows("cms.user", 5, "alice")
     post = ext(
-        "forums.forumpost", post_guid=str(uuid.uuid4()), forum_id=3, post_user_id=5, post_subject="s"
+        "forums.forumpost",
+        post_guid=str(uuid.uuid4()),
+        forum_id=3,
+        post_user_id=5,
+        post_subject="s",
     )
     log(bus, post, data_type=SIMPLE_SNAPSHOT)
     assert Counter(conn.object_calls) == {

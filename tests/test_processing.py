@@ -68,7 +68,9 @@ def error_of(bus: IntegrationBus, task_id: int) -> str:
 
 def test_tasks_run_in_ascending_order(bus: IntegrationBus) -> None:
     add_connector(bus)
-    ids = [log(bus, user("alice", email=f"a{i}@example.com"), TaskType.UPDATE_OBJECT) for i in range(5)]
+    ids = [
+        log(bus, user("alice", email=f"a{i}@example.com"), TaskType.UPDATE_OBJECT) for i in range(5)
+    ]
     assert pending(bus) == sorted(ids)
     run(bus)
     assert bus.get_object("cms.user", "alice")["email"] == "a4@example.com"
@@ -101,7 +103,9 @@ def test_applied_tasks_are_removed(bus: IntegrationBus) -> None:
 # -- DEFAULT and ERROR -------------------------------------------------------------------------
 
 
-def test_default_failure_sets_error_logs_it_and_stops(bus: IntegrationBus, conn: DictConnector) -> None:
+def test_default_failure_sets_error_logs_it_and_stops(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
     before = log(bus, user("bob"))
     failing = log_failing(bus)
     after = log(bus, user("carol"))
@@ -223,7 +227,9 @@ def test_delete_on_error_deletes_the_task_goes_on_and_reports_the_error(
 # -- synchronize_task and delete_task ----------------------------------------------------------
 
 
-def test_synchronize_runs_an_error_task_once_fixed(bus: IntegrationBus, conn: DictConnector) -> None:
+def test_synchronize_runs_an_error_task_once_fixed(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
     failing = log_failing(bus)
     run(bus)
     fix(bus)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,6 +37,7 @@ from syncbus.store.schema import (
     lease_table,
     sync_log_table,
     task_table,
+    type_table,
 )
 
 _site = BUILTIN_TABLES["cms.site"]
@@ -60,11 +62,13 @@ class IntegrationBus:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self.engine: sa.Engine = make_engine(url, echo=echo)
-        self.registry = TypeRegistry()
+        # Reads begin DEFERRED on SQLite, so they never wait for (or block) a writer.
+        self.reader: sa.Engine = self.engine.execution_options(readonly=True)
+        self.registry = TypeRegistry(loader=self._load_declaration)
         self.objects = ObjectStore(self.registry)
         self.pages = PageStore(self.registry)
-        self.connectors = ConnectorRegistry(self.engine)
-        self.settings = Settings(self.engine)
+        self.connectors = ConnectorRegistry(self.engine, self.reader)
+        self.settings = Settings(self.engine, self.reader)
         self._listeners: list[Callable[[str, int], None]] = []
         self.intake = Intake(self.engine, self.registry, self.connectors, self._task_logged)
         self.runner = Engine(
@@ -90,6 +94,29 @@ class IntegrationBus:
         migrate.upgrade(self.engine)
         with self.engine.begin() as conn:
             self.registry.create_user_tables(conn)
+            for kind, name, declaration in self.registry.declarations():
+                queue.upsert(
+                    conn,
+                    type_table,
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "declaration": json.dumps(declaration),
+                        "modified_at": queue.utcnow(),
+                    },
+                    ["kind", "name"],
+                )
+
+    def _load_declaration(self, kind: str, name: str) -> dict[str, Any] | None:
+        t = type_table
+        try:
+            with self.reader.connect() as conn:
+                raw = conn.execute(
+                    sa.select(t.c.declaration).where(t.c.kind == kind, t.c.name == name)
+                ).scalar()
+        except sa.exc.DBAPIError:  # no schema yet
+            return None
+        return None if raw is None else dict(json.loads(raw))
 
     def register_object_type(self, object_type: ObjectType) -> None:
         self.registry.register_object_type(object_type)
@@ -176,7 +203,7 @@ class IntegrationBus:
         across all processes sharing the database.
         """
         c = connector_table
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             blocked = self._processing_allowed(conn)
             if connector_name is not None:
                 rows = conn.execute(sa.select(c).where(c.c.connector_name == connector_name)).all()
@@ -292,18 +319,18 @@ class IntegrationBus:
         stmt = self._task_query().order_by(task_table.c.task_id)
         if connector_name is not None:
             stmt = stmt.where(connector_table.c.connector_name == connector_name)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [self._task_info(r) for r in conn.execute(stmt)]
 
     def get_task(self, task_id: int) -> TaskInfo | None:
         stmt = self._task_query().where(task_table.c.task_id == task_id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(stmt).first()
         return None if row is None else self._task_info(row)
 
     def get_task_data(self, task_id: int) -> str | None:
         """The stored payload (JSON) of a task: the internal object and translation records."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             value = conn.execute(
                 sa.select(task_table.c.data).where(task_table.c.task_id == task_id)
             ).scalar()
@@ -315,19 +342,19 @@ class IntegrationBus:
             stmt = stmt.join(connector_table).where(
                 connector_table.c.connector_name == connector_name
             )
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def task_log(self, task_id: int) -> list[SyncLogEntry]:
         t = sync_log_table
         stmt = sa.select(t.c.time, t.c.error_message).where(t.c.task_id == task_id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(stmt.order_by(t.c.log_id)).all()
         return [SyncLogEntry(queue.as_utc(r.time), r.error_message) for r in rows]  # type: ignore[arg-type]
 
     def event_log(self) -> list[EventLogEntry]:
         t = event_log_table
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(sa.select(t).order_by(t.c.event_id)).all()
         return [
             EventLogEntry(
@@ -353,18 +380,18 @@ class IntegrationBus:
     def get_object(
         self, object_type: str, code_name: str, site_name: str | None = None
     ) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             site_id = self._site_id(conn, site_name) if site_name else None
             return self.objects.get(conn, object_type, code_name, site_id)
 
     def find_objects(self, object_type: str, **column_equals: Any) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self.objects.find(conn, object_type, column_equals)
 
     def get_page(
         self, site_name: str, alias_path: str, culture: str = "en-US"
     ) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self.pages.get(conn, self._site_id(conn, site_name), alias_path, culture)
 
     def close(self) -> None:

@@ -58,8 +58,9 @@ def _instantiate(cls: type[BaseIntegrationConnector], where: str) -> BaseIntegra
 class ConnectorRegistry:
     """Connectors known to this process, backed by the connectors table."""
 
-    def __init__(self, db: sa.Engine) -> None:
+    def __init__(self, db: sa.Engine, reader: sa.Engine | None = None) -> None:
         self.db = db
+        self.reader = reader or db
         self._lock = threading.RLock()
         self._loaded: dict[str, BaseIntegrationConnector] = {}
         self._failed: dict[str, str] = {}
@@ -114,7 +115,7 @@ class ConnectorRegistry:
         with self._lock:
             if name in self._loaded:
                 return self._loaded[name]
-            with self.db.connect() as conn:
+            with self.reader.connect() as conn:
                 row = self.row(conn, name)
             if row is None:
                 raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
@@ -163,7 +164,7 @@ class ConnectorRegistry:
             .outerjoin(counts, counts.c.connector_id == ct.c.connector_id)
             .order_by(ct.c.connector_name)
         )
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(stmt).all()
         return [
             ConnectorInfo(

@@ -24,6 +24,7 @@ from syncbus.payload import Payload, encode
 from syncbus.store import queue
 from syncbus.store.schema import BUILTIN_TABLES, task_table
 from syncbus.store.schema import connector_table as ct
+from syncbus.store.schema import idempotency_table as keys
 from syncbus.translation import Capture, check_object
 
 _site = BUILTIN_TABLES["cms.site"]
@@ -103,10 +104,10 @@ class Intake:
                 else sa.null()
             ).label("sid"),
             (
-                sa.select(task_table.c.task_id)
+                sa.select(keys.c.task_id)
                 .where(
-                    task_table.c.connector_id == cid.scalar_subquery(),
-                    task_table.c.idempotency_key == key,
+                    keys.c.connector_id == cid.scalar_subquery(),
+                    keys.c.idempotency_key == key,
                 )
                 .scalar_subquery()
                 if key is not None
@@ -238,26 +239,40 @@ class Intake:
         )
 
     def _insert(self, values: dict[str, Any]) -> int:
-        """Insert the task; with an idempotency key, a concurrent twin's id wins."""
-        with self.db.begin() as conn:
-            if values["idempotency_key"] is None:
+        """Insert the task; with an idempotency key, the first task's id wins (also across
+        processes: the key's primary key serialises concurrent twins)."""
+        try:
+            with self.db.begin() as conn:
                 stmt = task_table.insert().values(values).returning(task_table.c.task_id)
-                return int(conn.execute(stmt).scalar_one())
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = (
-                dialect.insert(task_table)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["connector_id", "idempotency_key"])
-                .returning(task_table.c.task_id)
-            )
-            new_id = conn.execute(stmt).scalar()
-            if new_id is not None:
-                return int(new_id)
-            return int(
-                conn.execute(
-                    sa.select(task_table.c.task_id).where(
-                        task_table.c.connector_id == values["connector_id"],
-                        task_table.c.idempotency_key == values["idempotency_key"],
+                task_id = int(conn.execute(stmt).scalar_one())
+                key = values["idempotency_key"]
+                if key is None:
+                    return task_id
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                claimed = conn.execute(
+                    dialect.insert(keys)
+                    .values(
+                        connector_id=values["connector_id"],
+                        idempotency_key=key,
+                        task_id=task_id,
+                        created_at=values["created_at"],
                     )
-                ).scalar_one()
-            )
+                    .on_conflict_do_nothing()
+                    .returning(keys.c.task_id)
+                ).scalar()
+                if claimed is None:
+                    first = conn.execute(
+                        sa.select(keys.c.task_id).where(
+                            keys.c.connector_id == values["connector_id"],
+                            keys.c.idempotency_key == key,
+                        )
+                    ).scalar_one()
+                    raise _Duplicate(int(first))  # rolls back this task's insert
+                return task_id
+        except _Duplicate as dup:
+            return dup.task_id
+
+
+class _Duplicate(Exception):
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id

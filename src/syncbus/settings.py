@@ -16,7 +16,7 @@ class _Flag:
     def __get__(self, obj: Settings | None, owner: type[Settings]) -> bool:
         if obj is None:
             return True
-        with obj.db.connect() as conn:
+        with obj.reader.connect() as conn:
             value = queue.read_setting(conn, self.key)
         return flag(value)
 
@@ -37,8 +37,9 @@ class Settings:
     log_external = _Flag("log_external", "Logging of incoming tasks.")
     process_external = _Flag("process_external", "Processing of incoming tasks.")
 
-    def __init__(self, db: sa.Engine) -> None:
+    def __init__(self, db: sa.Engine, reader: sa.Engine | None = None) -> None:
         self.db = db
+        self.reader = reader or db
 
     def as_dict(self) -> dict[str, bool]:
         return {

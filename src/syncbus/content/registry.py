@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -11,16 +13,30 @@ from syncbus.content.types import (
     BUILTIN_PAGE_TYPES,
     ObjectType,
     PageType,
+    object_type_from_json,
+    object_type_to_json,
+    page_type_from_json,
+    page_type_to_json,
 )
 from syncbus.errors import ConfigurationError, InvalidObjectError, StoreError
 from syncbus.store import schema
 
+# loader(kind, name) -> the stored declaration, or None
+DeclarationLoader = Callable[[str, str], dict[str, Any] | None]
+
 
 class TypeRegistry:
-    """Object types and page types by name, and the SQLAlchemy table of each."""
+    """Object types and page types by name, and the SQLAlchemy table of each.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    User-defined types registered in code are stored by ``create_schema``; a type this process
+    has not registered is loaded from its stored declaration on first use.
+    """
+
+    def __init__(self, loader: DeclarationLoader | None = None) -> None:
+        self._lock = threading.RLock()
+        self._loader = loader
+        self._from_db: set[tuple[str, str]] = set()
+        self._user: dict[tuple[str, str], ObjectType | PageType] = {}
         self._metadata = sa.MetaData()
         self.object_types: dict[str, ObjectType] = {t.name: t for t in BUILTIN_OBJECT_TYPES}
         self.page_types: dict[str, PageType] = {t.class_name: t for t in BUILTIN_PAGE_TYPES}
@@ -32,17 +48,17 @@ class TypeRegistry:
     def register_object_type(self, ot: ObjectType) -> None:
         with self._lock:
             existing = self.object_types.get(ot.name)
-            if existing is not None:
+            if existing is not None and ("object", ot.name) not in self._from_db:
                 if existing == ot:
                     return
                 raise ConfigurationError(f"object type {ot.name!r} is already registered")
             for col, target in ot.references().items():
-                if target not in self.object_types and target != ot.name:
+                if target != ot.name and not self._known_object_type(target):
                     raise ConfigurationError(
                         f"object type {ot.name!r}: column {col!r} references unknown object "
                         f"type {target!r}; register {target!r} first"
                     )
-            if ot.site_binding and ot.site_binding not in self.object_types:
+            if ot.site_binding and not self._known_object_type(ot.site_binding):
                 raise ConfigurationError(
                     f"object type {ot.name!r}: site binding type {ot.site_binding!r} is unknown"
                 )
@@ -50,7 +66,12 @@ class TypeRegistry:
             for t in self._tables.values():
                 if t.name not in self._metadata.tables:
                     t.to_metadata(self._metadata)
+            if ot.table in self._metadata.tables:
+                self._metadata.remove(self._metadata.tables[ot.table])
             table = schema.object_table(ot, self._metadata, types)
+            self._from_db.discard(("object", ot.name))
+            self._user[("object", ot.name)] = ot
+            self._user_tables = [t for t in self._user_tables if t.name != ot.table]
             self.object_types[ot.name] = ot
             self._tables[ot.name] = table
             self._user_tables.append(table)
@@ -58,30 +79,72 @@ class TypeRegistry:
     def register_page_type(self, pt: PageType) -> None:
         with self._lock:
             existing = self.page_types.get(pt.class_name)
-            if existing is not None:
+            if existing is not None and ("page", pt.class_name) not in self._from_db:
                 if existing == pt:
                     return
                 raise ConfigurationError(f"page type {pt.class_name!r} is already registered")
             if "cms_document" not in self._metadata.tables:
                 schema.document_table.to_metadata(self._metadata)
+            if pt.table and pt.table in self._metadata.tables:
+                self._metadata.remove(self._metadata.tables[pt.table])
             table = schema.page_table(pt, self._metadata)
+            self._from_db.discard(("page", pt.class_name))
+            self._user[("page", pt.class_name)] = pt
+            self._user_tables = [t for t in self._user_tables if t.name != pt.table]
             self.page_types[pt.class_name] = pt
             if table is not None:
                 self._page_tables[pt.class_name] = table
                 self._user_tables.append(table)
 
+    # -- stored declarations --------------------------------------------------------------
+    def _known_object_type(self, name: str) -> bool:
+        return name in self.object_types or self._load("object", name)
+
+    def _load(self, kind: str, name: str) -> bool:
+        """Register a type from its stored declaration; False when none is stored."""
+        if self._loader is None:
+            return False
+        raw = self._loader(kind, name)
+        if raw is None:
+            return False
+        with self._lock:
+            if kind == "object":
+                self.register_object_type(object_type_from_json(raw))
+            else:
+                self.register_page_type(page_type_from_json(raw))
+            self._from_db.add((kind, name))
+        return True
+
+    def declarations(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(kind, name, declaration) of each user-defined type registered in this process."""
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for (kind, name), t in self._user.items():
+            if (kind, name) in self._from_db:
+                continue
+            if isinstance(t, ObjectType):
+                out.append((kind, name, object_type_to_json(t)))
+            else:
+                out.append((kind, name, page_type_to_json(t)))
+        return out
+
     # -- lookups ------------------------------------------------------------------------
     def object_type(self, name: str) -> ObjectType:
+        key = name.lower()
+        if key not in self.object_types:
+            self._load("object", key)
         try:
-            return self.object_types[name.lower()]
+            return self.object_types[key]
         except KeyError:
             raise InvalidObjectError(
                 f"unknown object type {name!r}; known types: {', '.join(sorted(self.object_types))}"
             ) from None
 
     def page_type(self, class_name: str) -> PageType:
+        key = class_name.lower()
+        if key not in self.page_types:
+            self._load("page", key)
         try:
-            return self.page_types[class_name.lower()]
+            return self.page_types[key]
         except KeyError:
             known = ", ".join(sorted(self.page_types))
             raise InvalidObjectError(
@@ -89,10 +152,10 @@ class TypeRegistry:
             ) from None
 
     def table(self, object_type: str) -> sa.Table:
-        return self._tables[object_type.lower()]
+        return self._tables[self.object_type(object_type).name]
 
     def page_table(self, class_name: str) -> sa.Table | None:
-        return self._page_tables.get(class_name.lower())
+        return self._page_tables.get(self.page_type(class_name).class_name)
 
     def dependents(self, object_type: str) -> set[str]:
         """Types whose rows go when a row of ``object_type`` is deleted (cascades), and itself."""

@@ -311,3 +311,69 @@ ARTICLE = PageType(
     {"article_title": sa.String(450), "article_summary": "text", "article_text": "text"},
 )
 BUILTIN_PAGE_TYPES: tuple[PageType, ...] = (PageType(ROOT_CLASS), FOLDER, ARTICLE)
+
+
+# -- declarations stored in the database, so that every process knows every type ----------------
+def type_name(typ: TypeEngine[Any]) -> str:
+    """A portable name for a column type (what another process needs to coerce values)."""
+    for cls, name in (
+        (sa.Boolean, "bool"),
+        (sa.DateTime, "datetime"),
+        (sa.Date, "date"),
+        (sa.BigInteger, "bigint"),
+        (sa.Integer, "int"),
+        (sa.Float, "float"),
+        (sa.Numeric, "float"),
+        (sa.JSON, "json"),
+        (sa.Text, "text"),
+        (sa.String, "str"),
+    ):
+        if isinstance(typ, cls):
+            return name
+    return "text"
+
+
+def object_type_to_json(ot: ObjectType) -> dict[str, Any]:
+    return {
+        "name": ot.name,
+        "table": ot.table,
+        "id_column": ot.id_column,
+        "code_name_column": ot.code_name_column,
+        "guid_column": ot.guid_column,
+        "site_column": ot.site_column,
+        "parent": list(ot.parent) if ot.parent else None,
+        "group": list(ot.group) if ot.group else None,
+        "foreign_keys": dict(ot.foreign_keys),
+        "columns": {c: type_name(sql_type(spec)) for c, spec in ot.columns.items()},
+        "site_binding": ot.site_binding,
+        "display_name": ot.display_name,
+    }
+
+
+def object_type_from_json(raw: dict[str, Any]) -> ObjectType:
+    return ObjectType(
+        raw["name"],
+        raw["table"],
+        raw["id_column"],
+        code_name_column=raw.get("code_name_column"),
+        guid_column=raw.get("guid_column"),
+        site_column=raw.get("site_column"),
+        parent=tuple(raw["parent"]) if raw.get("parent") else None,
+        group=tuple(raw["group"]) if raw.get("group") else None,
+        foreign_keys=raw.get("foreign_keys") or {},
+        columns=raw.get("columns") or {},
+        site_binding=raw.get("site_binding"),
+        display_name=raw.get("display_name"),
+    )
+
+
+def page_type_to_json(pt: PageType) -> dict[str, Any]:
+    return {
+        "class_name": pt.class_name,
+        "table": pt.table,
+        "fields": {c: type_name(sql_type(spec)) for c, spec in pt.fields.items()},
+    }
+
+
+def page_type_from_json(raw: dict[str, Any]) -> PageType:
+    return PageType(raw["class_name"], raw.get("table"), raw.get("fields") or {})

@@ -64,7 +64,22 @@ task_table = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("last_run_at", UtcDateTime),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
-    sa.UniqueConstraint("connector_id", "idempotency_key", name="uq_syncbus_task_idempotency"),
+)
+
+# Idempotency keys outlive their tasks: a key seen once maps to its first task id forever, so
+# a retry after the task was applied logs nothing new either.
+idempotency_table = sa.Table(
+    "syncbus_idempotency",
+    metadata,
+    sa.Column(
+        "connector_id",
+        sa.Integer,
+        sa.ForeignKey("syncbus_connector.connector_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("idempotency_key", sa.String(200), primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
 sync_log_table = sa.Table(
@@ -98,6 +113,17 @@ setting_table = sa.Table(
     metadata,
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.String(400), nullable=False),
+)
+
+# Declarations of user-defined object types and page types, so that every process (CLI,
+# workers) knows them without importing the code that registered them.
+type_table = sa.Table(
+    "syncbus_type",
+    metadata,
+    sa.Column("kind", sa.String(10), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("declaration", sa.Text, nullable=False),
+    sa.Column("modified_at", UtcDateTime, nullable=False),
 )
 
 # One row per connector: who runs it (a lease with an expiry on the database's clock), which

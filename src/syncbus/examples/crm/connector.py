@@ -17,6 +17,7 @@ from syncbus import (
     BaseIntegrationConnector,
     DocumentParams,
     InternalObject,
+    InvalidObjectError,
     ObjectParams,
     Page,
     TaskDataType,
@@ -75,13 +76,13 @@ class CrmConnector(BaseIntegrationConnector):
         site_name: str | None,
     ) -> InternalObject | Page | None:
         if not isinstance(obj, dict) or "kind" not in obj:
-            raise ValueError(f"a CRM record must be a dict with a 'kind' key, got {obj!r}")
+            raise InvalidObjectError(f"a CRM record must be a dict with a 'kind' key, got {obj!r}")
         kind = obj["kind"]
         if kind in ("folder", "article"):
             return self._page(obj)
         builder = _OBJECT_BUILDERS.get(kind)
         if builder is None:
-            raise ValueError(f"unknown CRM record kind {kind!r}")
+            raise InvalidObjectError(f"unknown CRM record kind {kind!r}; known: {_KINDS}")
         return builder(obj)
 
     def _page(self, rec: Record) -> Page:
@@ -200,3 +201,4 @@ _OBJECT_BUILDERS = {
     "forum": _forum,
     "post": _post,
 }
+_KINDS = ", ".join([*_OBJECT_BUILDERS, "folder", "article"])

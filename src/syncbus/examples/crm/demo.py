@@ -21,7 +21,7 @@ from syncbus.examples.crm.feed import CrmTask, crm_tasks
 
 CONNECTOR = CrmConnector.connector_name or "CrmConnector"
 
-# Object types shown in the "Content repository" table, with the CRM collection they mirror.
+# The object types the CRM feeds, counted in the "Content repository" table.
 _OBJECT_TYPES = (
     "cms.user",
     "cms.role",
@@ -55,6 +55,8 @@ def run_demo(bus: IntegrationBus, console: Console) -> DemoReport:
     """Send the sample CRM's tasks through ``bus``, apply them and print what happened."""
     bus.create_schema()
     connector = CrmConnector()
+    if bus.get_object("cms.site", connector.site_name) is None:
+        bus.create_site(connector.site_name)  # a fresh database already has site "main"
     bus.register_connector(connector)
     tasks = crm_tasks(connector.data)
 
@@ -137,12 +139,18 @@ def _apply_tasks(bus: IntegrationBus, console: Console) -> ProcessResult:
         bar = progress.add_task("Applying tasks", total=total)
 
         def on_progress(result: ProcessResult) -> None:
-            done = result.applied + result.failed + result.deleted + result.skipped
+            # Counts are cumulative; tasks deleted on error are among the failed ones.
+            done = result.applied + result.failed + result.skipped
             progress.update(bar, completed=min(done, total))
 
         results = bus.process_tasks(CONNECTOR, on_progress=on_progress)
-        progress.update(bar, completed=total)
-    return results.get(CONNECTOR) or ProcessResult(CONNECTOR)
+        result = results.get(CONNECTOR) or ProcessResult(CONNECTOR)
+        on_progress(result)
+    if result.not_run_reason:
+        console.print(f"[yellow]Tasks were not processed: {result.not_run_reason}[/]")
+    elif result.stopped:
+        console.print(f"[red]Processing stopped at a failed DEFAULT task:[/] {result.error}")
+    return result
 
 
 def _content_table(bus: IntegrationBus, pages: list[dict[str, Any]]) -> Table:
@@ -210,8 +218,7 @@ def _user_table(bus: IntegrationBus) -> Table:
 
 def _waiting_table(bus: IntegrationBus) -> Table:
     table = Table(title="Failed or waiting tasks")
-    for column in ("id", "title", "process type", "error"):
-        table.add_column(column)
+    _add_columns(table, "id", "title", "process type", "error")
     for info in bus.list_tasks(CONNECTOR):
         table.add_row(
             str(info.task_id), info.title, info.process_type.value, info.error_message or ""
@@ -221,8 +228,7 @@ def _waiting_table(bus: IntegrationBus) -> Table:
 
 def _event_table(bus: IntegrationBus) -> Table:
     table = Table(title="Event log")
-    for column in ("time", "code", "message"):
-        table.add_column(column)
+    _add_columns(table, "time", "code", "message")
     for entry in bus.event_log():
         table.add_row(entry.time.strftime("%Y-%m-%d %H:%M:%S"), entry.code, entry.message)
     return table
@@ -230,8 +236,14 @@ def _event_table(bus: IntegrationBus) -> Table:
 
 def _rejected_table(rejections: list[Rejection]) -> Table:
     table = Table(title="Rejected at log time")
-    for column in ("task", "idempotency key", "error"):
-        table.add_column(column)
+    _add_columns(table, "task", "idempotency key", "error")
     for rejection in rejections:
         table.add_row(rejection.task.label, rejection.task.idempotency_key, rejection.error)
     return table
+
+
+def _add_columns(table: Table, *names: str) -> None:
+    """Columns for a table whose last column holds long messages: fold them, never cut them."""
+    for name in names[:-1]:
+        table.add_column(name, overflow="fold")
+    table.add_column(names[-1], overflow="fold", ratio=3)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 23:54:26.811353
+Create Date: 2026-11-28 00:09:00.849446
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=100), nullable=False),
         sa.Column("value", sa.String(length=400), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_syncbus_setting")),
+    )
+    op.create_table(
+        "syncbus_type",
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("declaration", sa.Text(), nullable=False),
+        sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "name", name=op.f("pk_syncbus_type")),
     )
     op.create_table(
         "cms_role",
@@ -171,6 +179,22 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "syncbus_idempotency",
+        sa.Column("connector_id", sa.Integer(), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("task_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["connector_id"],
+            ["syncbus_connector.connector_id"],
+            name=op.f("fk_syncbus_idempotency_connector_id_syncbus_connector"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "connector_id", "idempotency_key", name=op.f("pk_syncbus_idempotency")
+        ),
+    )
+    op.create_table(
         "syncbus_lease",
         sa.Column("connector_id", sa.Integer(), nullable=False),
         sa.Column("owner", sa.String(length=200), nullable=True),
@@ -222,7 +246,6 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("task_id", name=op.f("pk_syncbus_task")),
-        sa.UniqueConstraint("connector_id", "idempotency_key", name="uq_syncbus_task_idempotency"),
     )
     with op.batch_alter_table("syncbus_task", schema=None) as batch_op:
         batch_op.create_index("ix_syncbus_task_queue", ["connector_id", "task_id"], unique=False)
@@ -416,6 +439,7 @@ def downgrade() -> None:
 
     op.drop_table("syncbus_task")
     op.drop_table("syncbus_lease")
+    op.drop_table("syncbus_idempotency")
     with op.batch_alter_table("community_group", schema=None) as batch_op:
         batch_op.drop_index("ix_community_group_identity")
 
@@ -429,6 +453,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_cms_role_identity")
 
     op.drop_table("cms_role")
+    op.drop_table("syncbus_type")
     op.drop_table("syncbus_setting")
     op.drop_table("syncbus_event_log")
     op.drop_table("syncbus_connector")
