@@ -216,7 +216,9 @@ class _FixConnector(PropConnector):
     connector_name = "Fix"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_state_machine_matches_reference_model(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
