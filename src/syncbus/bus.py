@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +26,7 @@ from syncbus.errors import (
     SiteNotFoundError,
     TaskNotFoundError,
 )
-from syncbus.intake import Intake, flag
+from syncbus.intake import Intake, LogOutcome, TaskRequest, flag
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
 from syncbus.store import migrate, queue
@@ -181,7 +182,11 @@ class IntegrationBus:
             data_type=data_type,
             site_name=site_name,
             idempotency_key=idempotency_key,
-        )
+        ).task_id
+
+    def log_tasks(self, connector_name: str, tasks: list[TaskRequest]) -> list[LogOutcome]:
+        """Log several tasks of one connector, all or nothing (one transaction)."""
+        return self.intake.log_many(connector_name, tasks)
 
     # -- processing -----------------------------------------------------------------------
     def _processing_allowed(self, conn: sa.Connection) -> str | None:
@@ -196,6 +201,7 @@ class IntegrationBus:
         connector_name: str | None = None,
         *,
         on_progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
     ) -> dict[str, ProcessResult]:
         """Process queued tasks of one connector, or of every connector with tasks.
 
@@ -231,13 +237,13 @@ class IntegrationBus:
         if len(runnable) == 1:
             row = runnable[0]
             results[row.connector_name] = self.runner.run(
-                row.connector_id, row.connector_name, on_progress
+                row.connector_id, row.connector_name, on_progress, stop
             )
         elif runnable:
             with ThreadPoolExecutor(max_workers=min(len(runnable), 16)) as pool:
                 futures = {
                     r.connector_name: pool.submit(
-                        self.runner.run, r.connector_id, r.connector_name, on_progress
+                        self.runner.run, r.connector_id, r.connector_name, on_progress, stop
                     )
                     for r in runnable
                 }

@@ -7,6 +7,7 @@ back alone, and a task's effect and its removal from the queue commit together.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -79,8 +80,17 @@ class Engine:
 
     # -- one run ------------------------------------------------------------------------
     def run(
-        self, connector_id: int, connector_name: str, on_progress: ProgressCallback | None = None
+        self,
+        connector_id: int,
+        connector_name: str,
+        on_progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
     ) -> ProcessResult:
+        """One run: take the lease, drain the queue in batches, release the lease.
+
+        ``stop`` asks the run to end after the task in hand (graceful shutdown): what is done
+        commits, the lease is released, the rest waits for the next run.
+        """
         result = ProcessResult(connector_name)
         owner = f"{uuid.uuid4().hex}"
         with self.db.begin() as conn:
@@ -94,8 +104,10 @@ class Engine:
             )
             result.finished_at = time.time()
             return result
+        heartbeat = _Heartbeat(self, connector_id, owner)
+        heartbeat.start()
         try:
-            self._drain(connector_id, owner, result, on_progress)
+            self._drain(connector_id, owner, result, on_progress, stop or threading.Event())
         except Exception as exc:
             result.error = error_text(exc)
             result.stopped = True
@@ -107,6 +119,7 @@ class Engine:
                     f"processing of connector {connector_name!r} failed: {result.error}",
                 )
         finally:
+            heartbeat.stop()
             result.finished_at = time.time()
             with self.db.begin() as conn:
                 queue.release_lease(
@@ -125,9 +138,10 @@ class Engine:
         owner: str,
         result: ProcessResult,
         on_progress: ProgressCallback | None,
+        stop: threading.Event,
     ) -> None:
         cursor = 0
-        while True:
+        while not stop.is_set():
             with self.db.begin() as conn:  # claim: visible to readers as "running"
                 ids = (
                     conn.execute(
@@ -155,7 +169,7 @@ class Engine:
             with self.db.begin() as conn:
                 if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds):
                     raise LeaseLostError("the lease was lost before the batch was applied")
-                outcome = self._apply_batch(conn, connector_id, cursor, ids[-1], result)
+                outcome = self._apply_batch(conn, connector_id, cursor, ids[-1], result, stop)
             if on_progress is not None:
                 on_progress(result)
             if outcome.stop:
@@ -180,7 +194,13 @@ class Engine:
         return list(conn.execute(stmt))
 
     def _apply_batch(
-        self, conn: sa.Connection, connector_id: int, after: int, upto: int, result: ProcessResult
+        self,
+        conn: sa.Connection,
+        connector_id: int,
+        after: int,
+        upto: int,
+        result: ProcessResult,
+        stop: threading.Event,
     ) -> _Outcome:
         rows = self._load_batch(conn, connector_id, after, upto)
         sites = self.applier.site_ids(conn)
@@ -197,6 +217,9 @@ class Engine:
         outcome = _Outcome(last_id=after)
         done: list[int] = []
         for row in rows:
+            if stop.is_set():
+                outcome.stop = True
+                break
             outcome.last_id = row.task_id
             try:
                 ptype = ProcessType.parse(row.process_type)
@@ -283,3 +306,33 @@ class Engine:
             return True, None
         queue.record_task_error(conn, task_id, error, set_error_state=True)
         return False, error
+
+
+class _Heartbeat:
+    """Extends a run's lease every third of its length while the run lasts, so a long batch
+    does not let the lease run out under a live runner."""
+
+    def __init__(self, engine: Engine, connector_id: int, owner: str) -> None:
+        self.engine = engine
+        self.connector_id = connector_id
+        self.owner = owner
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="syncbus-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        interval = self.engine.lease_seconds / 3
+        while not self._done.wait(interval):
+            try:
+                with self.engine.db.begin() as conn:
+                    queue.renew_lease(
+                        conn, self.connector_id, self.owner, self.engine.lease_seconds
+                    )
+            except sa.exc.SQLAlchemyError:
+                continue  # the next beat or batch tries again; fencing catches a real loss

@@ -22,6 +22,10 @@ class ConnectorNotFoundError(ConnectorError):
     """The connector is not registered, or it is disabled."""
 
 
+class ConnectorDisabledError(ConnectorNotFoundError):
+    """The connector is registered but disabled."""
+
+
 class ConnectorLoadError(ConnectorError):
     """The connector's class could not be imported, instantiated or initialised."""
 

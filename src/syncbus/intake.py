@@ -14,6 +14,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
+    ConnectorDisabledError,
     ConnectorNotFoundError,
     IntegrationDisabledError,
     InvalidObjectError,
@@ -28,6 +29,7 @@ from syncbus.store.schema import idempotency_table as keys
 from syncbus.translation import Capture, check_object
 
 _site = BUILTIN_TABLES["cms.site"]
+NOTIFY_CHANNEL = "syncbus_tasks"
 
 _VERBS = {
     TaskType.CREATE_OBJECT: "Create",
@@ -136,13 +138,28 @@ class Intake:
         data_type: TaskDataType | str = TaskDataType.SIMPLE,
         site_name: str | None = None,
         idempotency_key: str | None = None,
-    ) -> int | None:
-        ptype = ProcessType.parse(process_type)
-        ttype = TaskType.parse(task_type)
-        dtype = TaskDataType.parse(data_type)
-        if idempotency_key is not None and not str(idempotency_key).strip():
-            raise InvalidObjectError("idempotency_key must not be empty")
-        state = self._state(connector_name, site_name, idempotency_key)
+    ) -> LogOutcome:
+        request = TaskRequest(
+            external_obj, process_type, task_type, data_type, site_name, idempotency_key
+        )
+        return self.log_many(connector_name, [request])[0]
+
+    def log_many(self, connector_name: str, requests: list[TaskRequest]) -> list[LogOutcome]:
+        """Log several tasks all or nothing: every one is prepared (and may raise) before any
+        is written; then all are inserted in one transaction."""
+        prepared = [self._prepare(connector_name, r) for r in requests]
+        rows = [p for p in prepared if isinstance(p, dict)]
+        if rows:
+            ids = iter(self._insert(connector_name, rows))
+        outcomes = [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
+        if self.on_logged is not None:
+            for outcome in outcomes:
+                if outcome.created and outcome.task_id is not None:
+                    self.on_logged(connector_name, outcome.task_id)
+        return outcomes
+
+    def _check(self, connector_name: str, site_name: str | None, key: str | None) -> _State:
+        state = self._state(connector_name, site_name, key)
         if not state.integration_enabled:
             raise IntegrationDisabledError(
                 "the integration bus is switched off (settings.integration_enabled); "
@@ -156,20 +173,30 @@ class Intake:
         if state.connector_id is None:
             raise ConnectorNotFoundError(f"no connector named {connector_name!r} is registered")
         if not state.connector_enabled:
-            raise ConnectorNotFoundError(
+            raise ConnectorDisabledError(
                 f"connector {connector_name!r} is disabled; enable it to log tasks"
             )
         if site_name and not state.site_exists:
             raise SiteNotFoundError(f"target site {site_name!r} not found")
-        if state.existing_task_id is not None:
-            return int(state.existing_task_id)
+        return state
 
+    def _prepare(self, connector_name: str, req: TaskRequest) -> LogOutcome | dict[str, Any]:
+        """The task row to insert, or the outcome when there is nothing to insert."""
+        ptype = ProcessType.parse(req.process_type)
+        ttype = TaskType.parse(req.task_type)
+        dtype = TaskDataType.parse(req.data_type)
+        key = req.idempotency_key
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise InvalidObjectError("idempotency_key must be a non-empty string")
+        state = self._check(connector_name, req.site_name, key)
+        if state.existing_task_id is not None:
+            return LogOutcome(int(state.existing_task_id), created=False)
         connector = self.connectors.get(connector_name)
-        prepared = connector.prepare_internal_object(external_obj, ttype, dtype, site_name)
+        prepared = connector.prepare_internal_object(req.external_obj, ttype, dtype, req.site_name)
         if prepared is None:
-            return None
+            return LogOutcome(None, created=False)
         payload, object_type, class_name, title, dtype = self._build(
-            connector_name, prepared, ttype, dtype, site_name
+            connector_name, prepared, ttype, dtype, req.site_name
         )
         if dtype is not TaskDataType.SIMPLE:
             capture = Capture(connector, self.registry)
@@ -179,7 +206,7 @@ class Intake:
                 page = payload.page
                 capture.page_ref(page.parent_id, page.class_name, f"the parent of '{page.name}'")
             payload.records = capture.records
-        values = {
+        return {
             "connector_id": state.connector_id,
             "task_type": ttype.value,
             "data_type": dtype.value,
@@ -187,15 +214,11 @@ class Intake:
             "object_type": object_type,
             "class_name": class_name,
             "title": title,
-            "site_name": site_name,
+            "site_name": req.site_name,
             "created_at": queue.utcnow(),
             "data": encode(payload),
-            "idempotency_key": idempotency_key,
+            "idempotency_key": key,
         }
-        task_id = self._insert(values)
-        if self.on_logged is not None:
-            self.on_logged(connector_name, task_id)
-        return task_id
 
     def _build(
         self,
@@ -238,41 +261,95 @@ class Intake:
             f"InternalObject, a Page or None, not {type(prepared).__name__}"
         )
 
-    def _insert(self, values: dict[str, Any]) -> int:
-        """Insert the task; with an idempotency key, the first task's id wins (also across
-        processes: the key's primary key serialises concurrent twins)."""
+    def _insert(self, connector_name: str, rows: list[dict[str, Any]]) -> list[LogOutcome]:
+        """Insert tasks in one transaction. A task whose idempotency key is already taken
+        (earlier, in this batch, or by a concurrent twin in another process) yields the first
+        task's id instead: the key's primary key serialises the twins."""
         try:
-            with self.db.begin() as conn:
-                stmt = task_table.insert().values(values).returning(task_table.c.task_id)
-                task_id = int(conn.execute(stmt).scalar_one())
-                key = values["idempotency_key"]
-                if key is None:
-                    return task_id
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                claimed = conn.execute(
-                    dialect.insert(keys)
-                    .values(
-                        connector_id=values["connector_id"],
-                        idempotency_key=key,
-                        task_id=task_id,
-                        created_at=values["created_at"],
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(keys.c.task_id)
-                ).scalar()
-                if claimed is None:
-                    first = conn.execute(
-                        sa.select(keys.c.task_id).where(
-                            keys.c.connector_id == values["connector_id"],
-                            keys.c.idempotency_key == key,
-                        )
-                    ).scalar_one()
-                    raise _Duplicate(int(first))  # rolls back this task's insert
-                return task_id
+            return self._insert_tx(connector_name, rows)
         except _Duplicate as dup:
-            return dup.task_id
+            return [LogOutcome(dup.task_id, created=False)]
+
+    def _insert_tx(self, connector_name: str, rows: list[dict[str, Any]]) -> list[LogOutcome]:
+        with self.db.begin() as conn:
+            outcomes = []
+            for values in rows:
+                nested = (
+                    conn.begin_nested() if len(rows) > 1 and values["idempotency_key"] else None
+                )
+                task_id = int(
+                    conn.execute(
+                        task_table.insert().values(values).returning(task_table.c.task_id)
+                    ).scalar_one()
+                )
+                first = self._claim_key(conn, values, task_id)
+                if first is None:
+                    outcomes.append(LogOutcome(task_id, created=True))
+                    if nested is not None:
+                        nested.commit()
+                    continue
+                if nested is None:
+                    raise _Duplicate(first)  # rolls back this task's insert
+                nested.rollback()
+                outcomes.append(LogOutcome(first, created=False))
+            if conn.dialect.name == "postgresql" and any(o.created for o in outcomes):
+                # Delivered on commit to every LISTENing worker, on any machine.
+                conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, connector_name)))
+            return outcomes
+
+    @staticmethod
+    def _claim_key(conn: sa.Connection, values: dict[str, Any], task_id: int) -> int | None:
+        """Record the task's idempotency key; the first task's id when the key was taken."""
+        key = values["idempotency_key"]
+        if key is None:
+            return None
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        claimed = conn.execute(
+            dialect.insert(keys)
+            .values(
+                connector_id=values["connector_id"],
+                idempotency_key=key,
+                task_id=task_id,
+                created_at=values["created_at"],
+            )
+            .on_conflict_do_nothing()
+            .returning(keys.c.task_id)
+        ).scalar()
+        if claimed is not None:
+            return None
+        return int(
+            conn.execute(
+                sa.select(keys.c.task_id).where(
+                    keys.c.connector_id == values["connector_id"],
+                    keys.c.idempotency_key == key,
+                )
+            ).scalar_one()
+        )
 
 
 class _Duplicate(Exception):
+    """Raised inside the insert transaction to roll it back when a twin won the key."""
+
     def __init__(self, task_id: int) -> None:
         self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One task to log, as ``process_external_task`` takes it."""
+
+    external_obj: Any
+    process_type: ProcessType | str = ProcessType.DEFAULT
+    task_type: TaskType | str = TaskType.CREATE_OBJECT
+    data_type: TaskDataType | str = TaskDataType.SIMPLE
+    site_name: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LogOutcome:
+    """What logging one task did: its id (None if the connector skipped it), and whether it
+    is new (False for a repeated idempotency key)."""
+
+    task_id: int | None
+    created: bool
