@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from syncbus.bus import IntegrationBus
+from syncbus.client import request_tasks_processing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.content.types import ObjectType, PageType
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConfigurationError,
+    ConnectorDisabledError,
     ConnectorError,
     ConnectorLoadError,
     ConnectorNotFoundError,
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BaseIntegrationConnector",
     "ConfigurationError",
+    "ConnectorDisabledError",
     "ConnectorError",
     "ConnectorInfo",
     "ConnectorLoadError",
@@ -70,4 +73,15 @@ __all__ = [
     "TaskType",
     "TranslationError",
     "__version__",
+    "create_app",
+    "request_tasks_processing",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The HTTP service pulls in FastAPI; import it only when asked for.
+    if name == "create_app":
+        from syncbus.service import create_app
+
+        return create_app
+    raise AttributeError(f"module 'syncbus' has no attribute {name!r}")

@@ -320,11 +320,24 @@ class IntegrationBus:
             idempotency_key=row.idempotency_key,
         )
 
-    def list_tasks(self, connector_name: str | None = None) -> list[TaskInfo]:
-        """Pending and failed incoming tasks, in ascending task id."""
+    def list_tasks(
+        self,
+        connector_name: str | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[TaskInfo]:
+        """Pending and failed incoming tasks, in ascending task id.
+
+        ``after`` and ``limit`` page through a long queue by key (ids greater than ``after``).
+        """
         stmt = self._task_query().order_by(task_table.c.task_id)
         if connector_name is not None:
             stmt = stmt.where(connector_table.c.connector_name == connector_name)
+        if after is not None:
+            stmt = stmt.where(task_table.c.task_id > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         with self.reader.connect() as conn:
             return [self._task_info(r) for r in conn.execute(stmt)]
 

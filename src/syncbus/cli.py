@@ -259,6 +259,124 @@ def db_upgrade(db: DbOption = None) -> None:
     console.print("schema upgraded" if changed else "schema is up to date")
 
 
+WorkersOption = Annotated[
+    int, typer.Option("--workers", envvar="SYNCBUS_WORKERS", help="Connector runs at once.", min=1)
+]
+IntervalOption = Annotated[
+    float,
+    typer.Option(
+        "--scheduler-interval",
+        envvar="SYNCBUS_SCHEDULER_INTERVAL",
+        help="Seconds between scheduled 'process external tasks' runs (0: off).",
+        min=0,
+    ),
+]
+SchedulerConnectorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler-connector",
+        envvar="SYNCBUS_SCHEDULER_CONNECTOR",
+        help="Let the scheduler process only this connector.",
+    ),
+]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        "--lease-seconds",
+        envvar="SYNCBUS_LEASE_SECONDS",
+        help="How long a crashed worker holds a connector before another takes over.",
+        min=1,
+    ),
+]
+BatchOption = Annotated[
+    int,
+    typer.Option("--batch-size", envvar="SYNCBUS_BATCH_SIZE", help="Tasks per transaction.", min=1),
+]
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(envvar="SYNCBUS_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="SYNCBUS_PORT")] = 8000,
+    workers: WorkersOption = 4,
+    scheduler_interval: IntervalOption = 60.0,
+    scheduler_connector: SchedulerConnectorOption = None,
+    lease_seconds: LeaseOption = 30.0,
+    batch_size: BatchOption = 200,
+) -> None:
+    """Run the HTTP service with the scheduler and in-process workers.
+
+    The API token comes from SYNCBUS_API_TOKEN (no token: no authentication).
+    """
+    import uvicorn
+
+    from syncbus.service import create_app
+
+    bus = IntegrationBus(db or _state.db, batch_size=batch_size, lease_seconds=lease_seconds)
+    bus.create_schema()
+    application = create_app(
+        bus,
+        workers=workers,
+        scheduler_interval=scheduler_interval or None,
+        scheduler_connector=scheduler_connector,
+    )
+    console.print(
+        f"[bold]syncbus serve[/] on http://{host}:{port} ({bus.engine.url.get_backend_name()})"
+    )
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="info")
+    finally:
+        bus.close()
+
+
+@app.command()
+def worker(
+    db: DbOption = None,
+    workers: WorkersOption = 4,
+    scheduler_interval: IntervalOption = 60.0,
+    scheduler_connector: SchedulerConnectorOption = None,
+    lease_seconds: LeaseOption = 30.0,
+    batch_size: BatchOption = 200,
+) -> None:
+    """Process tasks without the HTTP service: run as many as you like, on any machine, against
+    one PostgreSQL database. Stops gracefully on SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from syncbus.dispatcher import Dispatcher
+
+    bus = IntegrationBus(db or _state.db, batch_size=batch_size, lease_seconds=lease_seconds)
+    bus.create_schema()
+    done = threading.Event()
+
+    def report(result: ProcessResult) -> None:
+        if result.not_run_reason is None and (result.applied or result.failed):
+            err_console.print(
+                f"{result.connector_name}: applied {result.applied}, failed {result.failed}"
+                + (f" (stopped: {result.error})" if result.stopped else "")
+            )
+
+    dispatcher = Dispatcher(
+        bus,
+        workers=workers,
+        scheduler_interval=scheduler_interval or None,
+        scheduler_connector=scheduler_connector,
+        on_result=report,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    dispatcher.start()
+    err_console.print(
+        f"syncbus worker started ({workers} workers) on {bus.engine.url.get_backend_name()}"
+    )
+    done.wait()
+    err_console.print("stopping: finishing the tasks in hand")
+    dispatcher.stop()
+    bus.close()
+    err_console.print("stopped")
+
+
 @app.command()
 def demo(db: DbOption = None) -> None:
     """Log the sample CRM data set through its connector, process it, and show the result."""

@@ -102,6 +102,7 @@ class Engine:
             result.not_run_reason = (
                 f"connector {connector_name!r} is being processed by another runner"
             )
+            result.busy = True
             result.finished_at = time.time()
             return result
         heartbeat = _Heartbeat(self, connector_id, owner)

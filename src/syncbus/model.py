@@ -112,6 +112,7 @@ class ProcessResult:
     stopped: bool = False
     error: str | None = None
     not_run_reason: str | None = None
+    busy: bool = False
     started_at: float | None = None
     finished_at: float | None = None
 

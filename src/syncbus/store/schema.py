@@ -64,6 +64,8 @@ task_table = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("last_run_at", UtcDateTime),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
+    # Ids are never reused, so "a task id greater than any seen" always means a new task.
+    sqlite_autoincrement=True,
 )
 
 # Idempotency keys outlive their tasks: a key seen once maps to its first task id forever, so

@@ -246,6 +246,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("task_id", name=op.f("pk_syncbus_task")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("syncbus_task", schema=None) as batch_op:
         batch_op.create_index("ix_syncbus_task_queue", ["connector_id", "task_id"], unique=False)

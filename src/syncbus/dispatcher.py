@@ -1,0 +1,217 @@
+"""Triggers to runs: the scheduler, notify calls, wake-ups on new tasks, and the worker pool.
+
+Every trigger marks a connector (or all connectors) as wanted. A wanted connector that is not
+running in this process starts a run on the worker pool; one that is running gets one more pass
+when its run ends, so a trigger is never lost and never starts a second run here. Across
+processes the connector's lease keeps runs exclusive; a run refused because another process
+holds the lease is retried shortly, which is also how a crashed worker's connector is taken
+over once its lease has run out.
+
+Wake-ups: on PostgreSQL every worker LISTENs on the channel each logged task NOTIFYs (across
+processes and machines); on SQLite the bus's in-process listener, plus a poll of the task-id
+counter every ``poll_interval`` for tasks other processes log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import sqlalchemy as sa
+
+from syncbus.bus import IntegrationBus
+from syncbus.intake import NOTIFY_CHANNEL
+from syncbus.model import ProcessResult
+from syncbus.store.schema import connector_table, task_table
+
+log = logging.getLogger("syncbus.dispatcher")
+
+ResultHook = Callable[[ProcessResult], None]
+
+
+class Dispatcher:
+    """Runs connectors on a pool of worker threads when something asks for it."""
+
+    def __init__(
+        self,
+        bus: IntegrationBus,
+        *,
+        workers: int = 4,
+        scheduler_interval: float | None = 60.0,
+        scheduler_connector: str | None = None,
+        busy_retry: float = 1.0,
+        poll_interval: float = 1.0,
+        listen: bool = True,
+        on_result: ResultHook | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.bus = bus
+        self.workers = workers
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_connector = scheduler_connector
+        self.busy_retry = busy_retry
+        self.poll_interval = poll_interval
+        self.listen = listen
+        self.on_result = on_result
+        self._cond = threading.Condition()
+        self._wanted: set[str] = set()
+        self._want_all = False
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._retry_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads: list[threading.Thread] = []
+        self._is_pg = bus.engine.dialect.name == "postgresql"
+        self.runs = 0
+
+    # -- public ---------------------------------------------------------------------------
+    def trigger(self, connector_name: str | None = None) -> None:
+        """Ask for a run of one connector (or of every connector with tasks). Never blocks."""
+        with self._cond:
+            if connector_name is None:
+                self._want_all = True
+            else:
+                self._wanted.add(connector_name)
+            self._cond.notify()
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="syncbus-worker")
+        self.bus.add_task_listener(lambda name, _task_id: self.trigger(name))
+        self._spawn(self._loop, "syncbus-dispatcher")
+        if self._is_pg and self.listen:
+            self._spawn(self._listen_pg, "syncbus-listener")
+        self.trigger()  # whatever is queued already
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful: runs finish the task in hand, commit, release their leases; then return."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not (self._running or self._wanted or self._want_all or self._again)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _loop(self) -> None:
+        now = time.monotonic()
+        next_schedule = now + self.scheduler_interval if self.scheduler_interval else None
+        next_poll = now + self.poll_interval
+        last_seq = self._task_sequence()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if next_schedule is not None and now >= next_schedule:
+                self.trigger(self.scheduler_connector)
+                next_schedule = now + float(self.scheduler_interval or 0)
+            if not self._is_pg and now >= next_poll:
+                seq = self._task_sequence()
+                if seq != last_seq:
+                    last_seq = seq
+                    self.trigger()
+                next_poll = now + self.poll_interval
+            self._dispatch()
+            deadlines = [next_poll if not self._is_pg else now + 1.0]
+            if next_schedule is not None:
+                deadlines.append(next_schedule)
+            with self._cond:
+                deadlines += list(self._retry_at.values())
+                if not (self._wanted or self._want_all) and not self._stop.is_set():
+                    self._cond.wait(max(0.0, min(deadlines) - time.monotonic()))
+
+    def _dispatch(self) -> None:
+        with self._cond:
+            want_all, self._want_all = self._want_all, False
+        names = self._connectors_with_tasks() if want_all else set()
+        with self._cond:
+            now = time.monotonic()
+            due = {n for n, t in self._retry_at.items() if t <= now}
+            for name in due:
+                del self._retry_at[name]
+            names |= self._wanted | due
+            self._wanted.clear()
+            for name in names:
+                if name in self._running:
+                    self._again.add(name)  # one more pass when the current run ends
+                elif self._pool is not None and not self._stop.is_set():
+                    self._running.add(name)
+                    self._retry_at.pop(name, None)
+                    self._pool.submit(self._run, name)
+
+    def _run(self, name: str) -> None:
+        result: ProcessResult | None = None
+        try:
+            result = self.bus.process_tasks(name, stop=self._stop).get(name)
+            self.runs += 1
+        except Exception:
+            log.exception("processing connector %r failed", name)
+        finally:
+            with self._cond:
+                self._running.discard(name)
+                if result is not None and result.busy and not self._stop.is_set():
+                    self._retry_at[name] = time.monotonic() + self.busy_retry
+                if name in self._again:
+                    self._again.discard(name)
+                    self._wanted.add(name)
+                self._cond.notify()
+        if result is not None and self.on_result is not None:
+            self.on_result(result)
+
+    # -- wake-ups -------------------------------------------------------------------------
+    def _connectors_with_tasks(self) -> set[str]:
+        c, t = connector_table, task_table
+        stmt = sa.select(c.c.connector_name).where(
+            c.c.enabled.is_(True), c.c.connector_id.in_(sa.select(t.c.connector_id).distinct())
+        )
+        try:
+            with self.bus.reader.connect() as conn:
+                return {str(n) for n in conn.execute(stmt).scalars()}
+        except sa.exc.SQLAlchemyError:
+            log.exception("cannot list connectors with tasks")
+            return set()
+
+    def _task_sequence(self) -> int | None:
+        """SQLite's task-id counter: it moves whenever anyone logs a task."""
+        if self._is_pg:
+            return None
+        try:
+            with self.bus.reader.connect() as conn:
+                value = conn.exec_driver_sql(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'syncbus_task'"
+                ).scalar()
+        except sa.exc.SQLAlchemyError:
+            return None
+        return None if value is None else int(value)
+
+    def _listen_pg(self) -> None:
+        import psycopg
+
+        url = self.bus.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.trigger()  # anything logged while we were not listening
+                    backoff = 0.5
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self.trigger(note.payload or None)
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; reconnecting in %.1fs", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)

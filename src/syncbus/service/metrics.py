@@ -1,0 +1,104 @@
+"""Prometheus metrics of one service: counters from this process, queue gauges from the database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from syncbus.bus import IntegrationBus
+from syncbus.model import ProcessResult
+from syncbus.store.queue import as_utc
+from syncbus.store.schema import connector_table, task_table
+
+
+class QueueCollector(Collector):
+    """Queue depth, failed tasks and the age of the oldest task per connector, read at scrape."""
+
+    def __init__(self, bus: IntegrationBus) -> None:
+        self.bus = bus
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "syncbus_queue_depth", "Tasks waiting in the queue.", labels=["connector"]
+        )
+        failed = GaugeMetricFamily(
+            "syncbus_queue_failed", "Queued tasks whose last attempt failed.", labels=["connector"]
+        )
+        age = GaugeMetricFamily(
+            "syncbus_oldest_task_age_seconds",
+            "Age of the oldest queued task.",
+            labels=["connector"],
+        )
+        c, t = connector_table, task_table
+        stmt = (
+            sa.select(
+                c.c.connector_name,
+                sa.func.count(t.c.task_id),
+                sa.func.count(t.c.error_message),
+                sa.func.min(t.c.created_at),
+            )
+            .select_from(c.outerjoin(t, t.c.connector_id == c.c.connector_id))
+            .group_by(c.c.connector_name)
+        )
+        with self.bus.reader.connect() as conn:
+            rows = conn.execute(stmt).all()
+        now = time.time()
+        for name, count, errors, oldest in rows:
+            depth.add_metric([name], float(count))
+            failed.add_metric([name], float(errors))
+            first = as_utc(oldest)
+            age.add_metric([name], max(0.0, now - first.timestamp()) if first else 0.0)
+        yield depth
+        yield failed
+        yield age
+
+
+class ServiceMetrics:
+    """The metrics registry of one app (not the global one, so several apps can coexist)."""
+
+    def __init__(self, bus: IntegrationBus) -> None:
+        self.registry = CollectorRegistry()
+        self.logged = Counter(
+            "syncbus_tasks_logged",
+            "Tasks logged through this process.",
+            ["connector"],
+            registry=self.registry,
+        )
+        self.applied = Counter(
+            "syncbus_tasks_applied",
+            "Tasks applied by this process's runs.",
+            ["connector"],
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "syncbus_tasks_failed",
+            "Task attempts that failed in this process's runs.",
+            ["connector"],
+            registry=self.registry,
+        )
+        self.run_seconds = Histogram(
+            "syncbus_run_duration_seconds",
+            "Duration of processing runs.",
+            ["connector"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.registry.register(QueueCollector(bus))
+
+    def task_logged(self, connector_name: str, _task_id: int) -> None:
+        self.logged.labels(connector_name).inc()
+
+    def run_finished(self, result: ProcessResult) -> None:
+        if result.not_run_reason is not None:
+            return
+        self.applied.labels(result.connector_name).inc(result.applied)
+        self.failed.labels(result.connector_name).inc(result.failed)
+        if result.started_at is not None and result.finished_at is not None:
+            self.run_seconds.labels(result.connector_name).observe(
+                result.finished_at - result.started_at
+            )
