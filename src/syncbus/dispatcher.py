@@ -45,6 +45,7 @@ class Dispatcher:
         busy_retry: float = 1.0,
         poll_interval: float = 1.0,
         listen: bool = True,
+        initial_pass: bool = True,
         on_result: ResultHook | None = None,
     ) -> None:
         if workers < 1:
@@ -56,6 +57,7 @@ class Dispatcher:
         self.busy_retry = busy_retry
         self.poll_interval = poll_interval
         self.listen = listen
+        self.initial_pass = initial_pass
         self.on_result = on_result
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
@@ -85,7 +87,8 @@ class Dispatcher:
         self._spawn(self._loop, "syncbus-dispatcher")
         if self._is_pg and self.listen:
             self._spawn(self._listen_pg, "syncbus-listener")
-        self.trigger()  # whatever is queued already
+        if self.initial_pass:
+            self.trigger()  # whatever is queued already
 
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful: runs finish the task in hand, commit, release their leases; then return."""

@@ -234,7 +234,9 @@ class Intake:
                     f"task type {ttype.value} needs a Page, but connector {connector_name!r} "
                     f"returned an object of type {prepared.object_type!r}"
                 )
-            ot = check_object(self.registry, prepared)
+            ot = check_object(
+                self.registry, prepared, external_refs=dtype is not TaskDataType.SIMPLE
+            )
             if ot.site_column and not site_name:
                 raise SiteNotFoundError(
                     f"{ot.name} objects belong to a site: pass site_name when logging them"

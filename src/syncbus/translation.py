@@ -271,12 +271,15 @@ class Resolver:
         self.forget({PAGE_RECORD})
 
 
-def check_object(registry: TypeRegistry, obj: InternalObject) -> ObjectType:
-    """Validate an object tree's type and columns (log time)."""
+def check_object(registry: TypeRegistry, obj: InternalObject, *, external_refs: bool) -> ObjectType:
+    """Validate an object tree's type, columns and values (log time)."""
+    if not isinstance(obj.data, dict):
+        raise InvalidObjectError(f"the data of a {obj.object_type} object must be a dict")
     ot = registry.object_type(obj.object_type)
     ot.check_columns(obj.data)
+    ot.check_values(obj.data, external_refs=external_refs)
     for child in obj.children:
         if not isinstance(child, InternalObject):
             raise InvalidObjectError(f"children of {ot.name} must be InternalObject instances")
-        check_object(registry, child)
+        check_object(registry, child, external_refs=external_refs)
     return ot

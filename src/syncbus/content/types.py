@@ -181,6 +181,56 @@ class ObjectType:
                 f"its columns are: {', '.join(known)}"
             )
 
+    def check_values(self, data: Mapping[str, Any], *, external_refs: bool) -> None:
+        """Refuse values that do not fit their column (SQLite would store them anyway).
+
+        Reference columns hold external ids (any scalar) when ``external_refs``.
+        """
+        types = self.all_columns()
+        refs = self.references()
+        for col, value in data.items():
+            if value is None:
+                continue
+            if col in refs and external_refs:
+                if isinstance(value, dict | list):
+                    raise InvalidObjectError(
+                        f"column {col!r} of {self.name}: an external id must be a scalar, "
+                        f"not {type(value).__name__}"
+                    )
+                continue
+            check_value(self.name, col, types[col], value)
+
+
+def check_value(owner: str, col: str, typ: TypeEngine[Any], value: Any) -> None:
+    """Raise InvalidObjectError when ``value`` cannot be stored in a column of type ``typ``."""
+    ok = True
+    if isinstance(typ, sa.Boolean):
+        ok = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
+    elif isinstance(typ, sa.Integer):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(typ, sa.Float | sa.Numeric):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(typ, sa.DateTime | sa.Date):
+        if isinstance(value, str):
+            try:
+                dt.datetime.fromisoformat(value)
+            except ValueError:
+                ok = False
+        else:
+            ok = isinstance(value, dt.date)
+    elif isinstance(typ, sa.String):
+        ok = isinstance(value, str | uuid.UUID)
+        if ok and typ.length is not None and len(str(value)) > typ.length:
+            raise InvalidObjectError(
+                f"column {col!r} of {owner}: value is {len(str(value))} characters long, "
+                f"the column holds at most {typ.length}"
+            )
+    if not ok:
+        raise InvalidObjectError(
+            f"column {col!r} of {owner} holds {type_name(typ)} values, not "
+            f"{type(value).__name__} {value!r:.80}"
+        )
+
 
 @dataclass(frozen=True)
 class PageType:
@@ -203,6 +253,11 @@ class PageType:
                 f"page type {self.class_name!r} has no field(s) {', '.join(map(repr, unknown))}; "
                 f"its fields are: {', '.join(self.fields) or '(none)'}"
             )
+        for name, value in fields.items():
+            if value is not None:
+                check_value(
+                    f"page type {self.class_name}", name, sql_type(self.fields[name]), value
+                )
 
 
 SITE = ObjectType(

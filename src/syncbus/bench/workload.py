@@ -1,0 +1,326 @@
+"""The benchmark's workload: a fixed, seeded, versioned sample external system.
+
+The external system has users, roles and forums and folders (the *setup* data, logged before any
+timed phase and never changed afterwards), and three kinds of records that churn over a limited
+key space during the timed phases:
+
+* ``post``: a forum post (``forums.forumpost``), FK to its forum (parent) and its author;
+* ``membership``: a user-role binding (``cms.userrole``), FK to a user and a role;
+* ``article``: an article page (``cms.article``) under a folder page.
+
+Every timed task is logged as ``SIMPLE_SNAPSHOT``, so each one translates one or two foreign keys.
+The operation mix is ~15% create / 80% update / 5% delete: creates prefer keys that do not exist
+(yet, or any more), updates and deletes prefer keys that do. Every update carries new random text,
+so the final content depends on the last operation per key: applying tasks out of order changes
+the result, which is how the correctness gate detects it.
+
+Changing anything that alters the generated stream must bump ``WORKLOAD_VERSION``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from syncbus.enums import TaskDataType, TaskType
+
+WORKLOAD_VERSION = 1
+CONNECTOR_NAME = "BenchConnector"
+SITE = "main"
+CULTURE = "en-US"
+DEFAULT_SEED = 20_240_601
+
+_NS = uuid.UUID("6c1b1f39-58a4-4d84-9d4b-1b8f2f6c0b17")
+_EPOCH = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+
+# External id ranges: the connector answers translations from the id alone (no I/O).
+AUTHOR_BASE = 100_000
+ROLE_BASE = 200_000
+FORUM_BASE = 300_000
+FOLDER_BASE = 400_000
+POST_BASE = 1_000_000
+ARTICLE_BASE = 2_000_000
+MEMBERSHIP_BASE = 3_000_000
+
+ROLES = 20
+FORUMS = 20
+FOLDERS = 10
+
+# Share of the key space (and of the tasks) per churned kind.
+KIND_SHARES = (("post", 0.5), ("article", 0.3), ("membership", 0.2))
+CREATE_SHARE = 0.15
+DELETE_SHARE = 0.05
+
+_WORDS = (
+    "account admin agenda answer archive audit backlog billing board branch budget build cache "
+    "campaign catalog change client cluster comment config contract customer dashboard data "
+    "deadline delivery deploy design digest domain draft editor email estimate event export "
+    "feature feedback filter forecast forum gateway invoice issue journal ledger license metric "
+    "migration milestone module notice onboarding order partner payment pipeline policy portal "
+    "pricing priority product profile project quota release report request review roadmap "
+    "schedule security segment server service session settings shipment sprint status storage "
+    "subscription summary support survey team template ticket timeline training update upgrade "
+    "vendor version warehouse webinar workflow"
+).split()
+_FIRST = "Anna Boris Clara David Eva Filip Greta Hugo Ida Jonas Karin Lukas Mia Nora Oskar".split()
+_LAST = "Novak Berg Dvorak Fischer Horak Jansen Kral Lindqvist Marek Nowak Olsen Svoboda".split()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A workload size. ``peer_tasks`` and ``e2e_tasks`` are prefixes of the same stream."""
+
+    name: str
+    tasks: int
+    keys: int
+    e2e_tasks: int
+    peer_tasks: int
+    drain_only: bool = False
+    seed: int = DEFAULT_SEED
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", tasks=500, keys=100, e2e_tasks=200, peer_tasks=500),
+    "quick": Profile("quick", tasks=20_000, keys=1_000, e2e_tasks=4_000, peer_tasks=20_000),
+    "full": Profile("full", tasks=200_000, keys=10_000, e2e_tasks=20_000, peer_tasks=50_000),
+    "drain-1m": Profile(
+        "drain-1m", tasks=1_000_000, keys=50_000, e2e_tasks=0, peer_tasks=0, drain_only=True
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchTask:
+    """One task of the workload: the external object and how it is logged."""
+
+    seq: int
+    kind: str
+    key: int
+    task_type: TaskType
+    obj: dict[str, Any]
+    data_type: TaskDataType = TaskDataType.SIMPLE_SNAPSHOT
+    site_name: str | None = SITE
+
+
+# -- names, derived from indexes (the connector and the reference model share them) ------------
+def author_name(i: int) -> str:
+    return f"author{i:05d}"
+
+
+def role_name(i: int) -> str:
+    return f"role-{i:02d}"
+
+
+def forum_name(i: int) -> str:
+    return f"forum-{i:02d}"
+
+
+def folder_alias(i: int) -> str:
+    return f"folder-{i:02d}"
+
+
+@lru_cache(maxsize=None)
+def folder_guid(i: int) -> str:
+    return str(uuid.uuid5(_NS, f"folder-{i}"))
+
+
+@lru_cache(maxsize=200_000)
+def post_guid(key: int) -> str:
+    return str(uuid.uuid5(_NS, f"post-{key}"))
+
+
+@lru_cache(maxsize=200_000)
+def article_guid(key: int) -> str:
+    return str(uuid.uuid5(_NS, f"article-{key}"))
+
+
+def article_alias(key: int) -> str:
+    return f"article-{key:06d}"
+
+
+class Workload:
+    """The setup records and the stream of timed tasks of one profile (deterministic)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.authors = max(20, profile.keys // 10)
+        self.key_space = {kind: max(1, int(profile.keys * share)) for kind, share in KIND_SHARES}
+        if self.key_space["membership"] > self.authors * ROLES:
+            raise ValueError("the membership key space exceeds the user-role pairs")
+
+    # -- key -> external ids ----------------------------------------------------------------
+    def post_forum(self, key: int) -> int:
+        return key % FORUMS
+
+    def article_folder(self, key: int) -> int:
+        return key % FOLDERS
+
+    def membership_pair(self, key: int) -> tuple[int, int]:
+        """(author index, role index) of a membership key; distinct for distinct keys."""
+        return key % self.authors, (key // self.authors) % ROLES
+
+    def article_path(self, key: int) -> str:
+        return f"/{folder_alias(self.article_folder(key))}/{article_alias(key)}"
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup_tasks(self) -> list[BenchTask]:
+        """Users, roles, forums and folders that the timed tasks reference."""
+        out: list[BenchTask] = []
+
+        def add(kind: str, key: int, obj: dict[str, Any], typ: TaskType) -> None:
+            out.append(BenchTask(-len(out) - 1, kind, key, typ, obj, TaskDataType.SIMPLE))
+
+        for i in range(self.authors):
+            add("user", i, self.author(i), TaskType.CREATE_OBJECT)
+        for i in range(ROLES):
+            obj = {"kind": "role", "id": ROLE_BASE + i, "name": role_name(i)}
+            obj["display_name"] = f"Role {i:02d}"
+            add("role", i, obj, TaskType.CREATE_OBJECT)
+        for i in range(FORUMS):
+            obj = {"kind": "forum", "id": FORUM_BASE + i, "name": forum_name(i)}
+            obj["display_name"] = f"Forum {i:02d}"
+            add("forum", i, obj, TaskType.CREATE_OBJECT)
+        for i in range(FOLDERS):
+            obj = {"kind": "folder", "id": FOLDER_BASE + i, "alias": folder_alias(i)}
+            obj.update(node_guid=folder_guid(i), name=f"Folder {i:02d}")
+            add("folder", i, obj, TaskType.CREATE_DOCUMENT)
+        return out
+
+    def author(self, i: int) -> dict[str, Any]:
+        first, last = _FIRST[i % len(_FIRST)], _LAST[(i // len(_FIRST)) % len(_LAST)]
+        return {
+            "kind": "user",
+            "id": AUTHOR_BASE + i,
+            "username": author_name(i),
+            "email": f"{author_name(i)}@example.com",
+            "first_name": first,
+            "last_name": last,
+        }
+
+    # -- the timed stream -------------------------------------------------------------------
+    def tasks(self, limit: int | None = None) -> Iterator[BenchTask]:
+        """The first ``limit`` (default: all) timed tasks, always the same for a profile."""
+        count = self.profile.tasks if limit is None else min(limit, self.profile.tasks)
+        rng = random.Random(f"{WORKLOAD_VERSION}:{self.profile.seed}")
+        kinds = [kind for kind, _ in KIND_SHARES]
+        weights = [share for _, share in KIND_SHARES]
+        pools = {kind: _KeyPool(n) for kind, n in self.key_space.items()}
+        for seq in range(count):
+            kind = rng.choices(kinds, weights)[0]
+            pool = pools[kind]
+            r = rng.random()
+            if r < CREATE_SHARE:
+                op, key = "create", pool.pick_dead(rng)
+                pool.revive(key)
+            elif r < CREATE_SHARE + DELETE_SHARE:
+                op, key = "delete", pool.pick_alive(rng)
+                pool.kill(key)
+            else:
+                op, key = "update", pool.pick_alive(rng)
+                pool.revive(key)
+            yield self._task(seq, kind, op, key, rng)
+
+    def _task(self, seq: int, kind: str, op: str, key: int, rng: random.Random) -> BenchTask:
+        doc = kind == "article"
+        task_type = {
+            ("create", False): TaskType.CREATE_OBJECT,
+            ("update", False): TaskType.UPDATE_OBJECT,
+            ("delete", False): TaskType.DELETE_OBJECT,
+            ("create", True): TaskType.CREATE_DOCUMENT,
+            ("update", True): TaskType.UPDATE_DOCUMENT,
+            ("delete", True): TaskType.DELETE_DOCUMENT,
+        }[(op, doc)]
+        when = (_EPOCH + dt.timedelta(seconds=seq)).isoformat()
+        if kind == "post":
+            obj = self._post(key, rng, seq, when)
+        elif kind == "article":
+            obj = self._article(key, rng, seq, when)
+        else:
+            obj = self._membership(key, rng, seq, when)
+        return BenchTask(seq, kind, key, task_type, obj)
+
+    def _post(self, key: int, rng: random.Random, seq: int, when: str) -> dict[str, Any]:
+        return {
+            "kind": "post",
+            "id": POST_BASE + key,
+            "guid": post_guid(key),
+            "forum_id": FORUM_BASE + self.post_forum(key),
+            "author_id": AUTHOR_BASE + rng.randrange(self.authors),
+            "subject": f"{_words(rng, 5).capitalize()} (rev {seq})",
+            "text": _words(rng, 28),
+            "posted_at": when,
+            "client": "bench-forum/1.0",
+        }
+
+    def _article(self, key: int, rng: random.Random, seq: int, when: str) -> dict[str, Any]:
+        return {
+            "kind": "article",
+            "id": ARTICLE_BASE + key,
+            "node_guid": article_guid(key),
+            "folder_id": FOLDER_BASE + self.article_folder(key),
+            "alias": article_alias(key),
+            "title": f"{_words(rng, 4).title()} {seq}",
+            "summary": _words(rng, 8),
+            "text": _words(rng, 22),
+            "modified_at": when,
+        }
+
+    def _membership(self, key: int, rng: random.Random, seq: int, when: str) -> dict[str, Any]:
+        author, role = self.membership_pair(key)
+        granter = rng.randrange(self.authors)
+        return {
+            "kind": "membership",
+            "id": MEMBERSHIP_BASE + key,
+            "user_id": AUTHOR_BASE + author,
+            "role_id": ROLE_BASE + role,
+            "user_email": f"{author_name(author)}@example.com",
+            "role_display_name": f"Role {role:02d}",
+            "granted_by": f"{author_name(granter)}@example.com",
+            "granted_at": when,
+            "note": _words(rng, 24),
+            "rev": seq,
+        }
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(_WORDS, k=n))
+
+
+class _KeyPool:
+    """Which keys of one kind exist in the external system, with O(1) random picks."""
+
+    def __init__(self, size: int) -> None:
+        self.alive: list[int] = []
+        self.dead: list[int] = list(range(size))
+        self.where: dict[int, tuple[bool, int]] = {k: (False, k) for k in range(size)}
+
+    def pick_dead(self, rng: random.Random) -> int:
+        source = self.dead or self.alive
+        return source[rng.randrange(len(source))]
+
+    def pick_alive(self, rng: random.Random) -> int:
+        source = self.alive or self.dead
+        return source[rng.randrange(len(source))]
+
+    def revive(self, key: int) -> None:
+        self._move(key, to_alive=True)
+
+    def kill(self, key: int) -> None:
+        self._move(key, to_alive=False)
+
+    def _move(self, key: int, *, to_alive: bool) -> None:
+        is_alive, index = self.where[key]
+        if is_alive == to_alive:
+            return
+        src, dst = (self.dead, self.alive) if to_alive else (self.alive, self.dead)
+        last = src.pop()
+        if last != key:
+            src[index] = last
+            self.where[last] = (not to_alive, index)
+        dst.append(key)
+        self.where[key] = (to_alive, len(dst) - 1)
