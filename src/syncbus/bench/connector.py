@@ -58,7 +58,9 @@ class BenchConnector(BaseIntegrationConnector):
                 },
             )
         if kind == "membership":
-            return InternalObject("cms.userrole", {"user_id": obj["user_id"], "role_id": obj["role_id"]})
+            return InternalObject(
+                "cms.userrole", {"user_id": obj["user_id"], "role_id": obj["role_id"]}
+            )
         if kind == "article":
             return Page(
                 "cms.article",
@@ -79,14 +81,17 @@ class BenchConnector(BaseIntegrationConnector):
     def _setup_object(kind: Any, obj: Any) -> InternalObject | Page:
         if kind == "user":
             data = {k: obj[k] for k in ("email", "first_name", "last_name")}
-            return InternalObject("cms.user", {"user_name": obj["username"], "enabled": True, **data})
+            return InternalObject(
+                "cms.user", {"user_name": obj["username"], "enabled": True, **data}
+            )
         if kind == "role":
             return InternalObject(
                 "cms.role", {"role_name": obj["name"], "role_display_name": obj["display_name"]}
             )
         if kind == "forum":
             return InternalObject(
-                "forums.forum", {"forum_name": obj["name"], "forum_display_name": obj["display_name"]}
+                "forums.forum",
+                {"forum_name": obj["name"], "forum_display_name": obj["display_name"]},
             )
         if kind == "folder":
             return Page(

@@ -98,7 +98,10 @@ class ReferenceModel:
                     obj["text"],
                 )
         elif task.kind == "membership":
-            pair = (author_name(obj["user_id"] - AUTHOR_BASE), role_name(obj["role_id"] - ROLE_BASE))
+            pair = (
+                author_name(obj["user_id"] - AUTHOR_BASE),
+                role_name(obj["role_id"] - ROLE_BASE),
+            )
             if delete:
                 c.memberships.discard(pair)
             else:

@@ -10,7 +10,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,6 +32,8 @@ from syncbus.service.limits import BodySizeLimit
 from syncbus.service.metrics import ServiceMetrics
 
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
+MAX_ID = 2**63 - 1
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="The task's id.")]
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
 bearer = HTTPBearer(auto_error=False, description="The SYNCBUS_API_TOKEN, when one is set.")
 
@@ -214,7 +216,7 @@ def _queue_routes(
     def list_tasks(
         connector: str | None = None,
         after: Annotated[
-            int | None, Query(ge=0, description="Only tasks with a greater id.")
+            int | None, Query(ge=0, le=MAX_ID, description="Only tasks with a greater id.")
         ] = None,
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     ) -> s.TaskList:
@@ -228,16 +230,16 @@ def _queue_routes(
         return s.TaskOut.of(task)
 
     @api.get("/api/tasks/{task_id}", response_model=s.TaskOut, tags=["queue"])
-    def get_task(task_id: int) -> s.TaskOut:
+    def get_task(task_id: TaskId) -> s.TaskOut:
         return one(task_id)
 
     @api.get("/api/tasks/{task_id}/log", response_model=s.TaskLog, tags=["queue"])
-    def task_log(task_id: int) -> s.TaskLog:
+    def task_log(task_id: TaskId) -> s.TaskLog:
         one(task_id)
         return s.TaskLog(task_id=task_id, log=[s.LogEntryOut.of(e) for e in bus.task_log(task_id)])
 
     @api.post("/api/tasks/{task_id}/synchronize", response_model=s.SyncResult, tags=["queue"])
-    def synchronize(task_id: int) -> s.SyncResult:
+    def synchronize(task_id: TaskId) -> s.SyncResult:
         task = one(task_id)
         applied = bus.synchronize_task(task_id)
         (metrics.applied if applied else metrics.failed).labels(task.connector_name).inc()
@@ -247,7 +249,7 @@ def _queue_routes(
         )
 
     @api.delete("/api/tasks/{task_id}", status_code=204, tags=["queue"])
-    def delete_task(task_id: int) -> Response:
+    def delete_task(task_id: TaskId) -> Response:
         bus.delete_task(task_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
