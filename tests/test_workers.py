@@ -1,0 +1,185 @@
+"""`syncbus worker` processes on one PostgreSQL database: exactly once, in order, crash-safe,
+graceful on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus
+
+from .seq import SEQ_TYPE, SeqConnector
+
+pytestmark = pytest.mark.postgres
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTORS = [type(f"Seq{i}", (SeqConnector,), {"connector_name": f"Seq{i}"}) for i in range(4)]
+
+
+def _audit(engine: sa.Engine, sleep: float = 0.0) -> None:
+    """Every write to seq_counter leaves an audit row (to spot lost, doubled or reordered
+    tasks) and, with ``sleep``, takes that long (to kill a worker mid-batch)."""
+    pause = f"PERFORM pg_sleep({sleep});" if sleep else ""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE seq_audit (id bigserial PRIMARY KEY, name text NOT NULL, n int NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            f"""CREATE FUNCTION seq_audit() RETURNS trigger AS $$
+            BEGIN {pause} INSERT INTO seq_audit (name, n) VALUES (NEW.counter_name, NEW.n);
+            RETURN NEW; END $$ LANGUAGE plpgsql"""
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER seq_audit BEFORE INSERT OR UPDATE ON seq_counter "
+            "FOR EACH ROW EXECUTE FUNCTION seq_audit()"
+        )
+
+
+@pytest.fixture
+def wbus(pg_url: str) -> Iterator[IntegrationBus]:
+    bus = IntegrationBus(pg_url)
+    bus.register_object_type(SEQ_TYPE)
+    bus.create_schema()
+    for cls in CONNECTORS:
+        bus.register_connector(cls)
+    yield bus
+    bus.close()
+
+
+class Workers:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncbus.cli", "worker", "--db", self.url, *extra],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> list[str]:
+        outputs = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            outputs.append(err)
+        return outputs
+
+
+@pytest.fixture
+def workers(pg_url: str) -> Iterator[Workers]:
+    w = Workers(pg_url)
+    yield w
+    for proc in w.procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def audit_rows(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT name, n FROM seq_audit ORDER BY id")))
+
+
+def assert_exactly_once_in_order(rows: list[Any], expected: dict[str, list[int]]) -> None:
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in rows:
+        seen[name].append(n)
+    assert dict(seen) == expected, "a task was lost, applied twice or applied out of order"
+
+
+def test_three_workers_four_connectors_apply_every_task_once_in_order(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    _audit(wbus.engine)
+    for _ in range(3):
+        workers.start("--workers", "4", "--scheduler-interval", "0", "--batch-size", "50")
+    per_connector = 600
+    expected: dict[str, list[int]] = defaultdict(list)
+    start = time.monotonic()
+    for n in range(1, per_connector + 1):  # interleaved, while the workers run
+        for i, cls in enumerate(CONNECTORS):
+            key = f"c{i}-k{n % 5}"
+            wbus.process_external_task(cls.connector_name, {"key": key, "n": n})
+            expected[key].append(n)
+    wait_for(lambda: wbus.queue_size() == 0, timeout=120)
+    elapsed = time.monotonic() - start
+    outputs = workers.stop_all()
+    assert all(p.returncode == 0 for p in workers.procs), outputs
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
+    applied_by = [
+        sum(
+            int(line.split("applied ")[1].split(",")[0])
+            for line in out.splitlines()
+            if "applied " in line
+        )
+        for out in outputs
+    ]
+    assert sum(applied_by) == 4 * per_connector
+    assert sum(1 for a in applied_by if a) >= 2, f"work was not shared: {applied_by}"
+    print(f"\n4x{per_connector} tasks through 3 workers in {elapsed:.2f}s; by worker {applied_by}")
+
+
+def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    _audit(wbus.engine, sleep=0.003)
+    total = 800
+    expected: dict[str, list[int]] = defaultdict(list)
+    for n in range(1, total + 1):
+        wbus.process_external_task("Seq0", {"key": f"k{n % 3}", "n": n})
+        expected[f"k{n % 3}"].append(n)
+    first = workers.start("--scheduler-interval", "0", "--lease-seconds", "2")
+    wait_for(lambda: wbus.queue_size() < total - 150, timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    left = wbus.queue_size()
+    assert 0 < left < total
+    workers.start("--scheduler-interval", "0", "--lease-seconds", "2")
+    wait_for(lambda: wbus.queue_size() == 0, timeout=60)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
+
+
+def test_sigterm_finishes_the_task_in_hand_and_releases_the_lease(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    _audit(wbus.engine, sleep=0.003)
+    total = 800
+    for n in range(1, total + 1):
+        wbus.process_external_task("Seq1", {"key": "k", "n": n})
+    proc = workers.start("--scheduler-interval", "0", "--lease-seconds", "60")
+    wait_for(lambda: wbus.queue_size() < total - 100, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped" in err
+    left = wbus.queue_size()
+    assert 0 < left < total, "SIGTERM should stop the run before the queue is drained"
+    # The lease was released (not left to expire after 60 s): another run takes over at once.
+    result = wbus.process_tasks("Seq1")["Seq1"]
+    assert result.not_run_reason is None and result.applied == left
+    rows = audit_rows(wbus.engine)
+    assert [n for _, n in rows] == list(range(1, total + 1))
