@@ -245,3 +245,20 @@ def test_move_moves_the_subtree_and_its_alias_paths(
     assert z_after["node_id"] == z_before["node_id"]
     assert z_after["article_title"] == "Deep"
     assert page(bus, "/a")["node_id"] is not None
+
+
+def test_simple_parent_id_must_be_an_internal_node_id(bus: IntegrationBus) -> None:
+    from syncbus import BaseIntegrationConnector, InvalidObjectError
+
+    class PageConnector(BaseIntegrationConnector):
+        connector_name = "PageOnly"
+
+        def prepare_internal_object(self, obj, task_type, data_type, site_name):  # type: ignore[no-untyped-def]
+            return Page("cms.folder", "Child", parent_id=obj)
+
+    bus.register_connector(PageConnector)
+    with pytest.raises(InvalidObjectError, match="parent_id"):
+        bus.process_external_task(
+            "PageOnly", "not-a-node-id", task_type="CreateDocument", site_name="main"
+        )
+    assert bus.list_tasks() == []

@@ -257,6 +257,14 @@ class Intake:
                 raise SiteNotFoundError("pages belong to a site: pass site_name when logging them")
             if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
                 dtype = TaskDataType.SIMPLE_SNAPSHOT
+            if dtype is TaskDataType.SIMPLE and prepared.parent_id is not None and (
+                not isinstance(prepared.parent_id, int) or isinstance(prepared.parent_id, bool)
+            ):
+                raise InvalidObjectError(
+                    f"page '{prepared.name}': under Simple, parent_id is the parent's internal "
+                    f"node id (an int), not {prepared.parent_id!r}; use SimpleSnapshot to pass "
+                    "an external id, or parent_path"
+                )
             return Payload(page=prepared), None, pt.class_name, page_title(ttype, prepared), dtype
         raise InvalidObjectError(
             f"connector {connector_name!r}: prepare_internal_object must return an "
