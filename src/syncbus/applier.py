@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.targets import TargetCache
 from syncbus.content.types import ObjectType
 from syncbus.enums import TaskDataType, TaskType
 from syncbus.errors import ContentError, PageNotFoundError, SiteNotFoundError, TranslationError
@@ -40,6 +41,7 @@ class Applier:
         payload: Payload,
         resolver: Resolver,
         sites: dict[str, int],
+        targets: TargetCache | None = None,
     ) -> None:
         task_type = TaskType.parse(row.task_type)
         data_type = TaskDataType.parse(row.data_type)
@@ -57,7 +59,37 @@ class Applier:
             return
         if payload.obj is None or task_type.is_document:
             raise ContentError(f"task type {task_type.value} needs a page, not an object")
-        self._apply_object(conn, task_type, data_type, site_id, payload, resolver, row.site_name)
+        self._apply_object(
+            conn, task_type, data_type, site_id, payload, resolver, row.site_name, targets
+        )
+
+    def prefetch_targets(
+        self,
+        conn: sa.Connection,
+        tasks: list[tuple[Any, Payload]],
+        resolver: Resolver,
+        sites: dict[str, int],
+    ) -> TargetCache:
+        """Look up, set-wise, the objects a batch's tasks will write."""
+        targets = TargetCache()
+        wanted = []
+        for row, payload in tasks:
+            if payload.obj is None:
+                continue
+            try:
+                ot = self.registry.object_type(payload.obj.object_type)
+                data_type = TaskDataType.parse(row.data_type)
+                values = self.translate(
+                    ot, payload.obj, data_type, payload, resolver, row.site_name
+                )
+            except Exception:  # the task will fail when applied, with its own error
+                continue
+            site_id = sites.get(row.site_name) if row.site_name else None
+            if ot.site_column:
+                values[ot.site_column] = site_id
+            wanted.append((ot, values, site_id if ot.site_column else None))
+        targets.prefetch(conn, self.registry, wanted)
+        return targets
 
     # -- objects ----------------------------------------------------------------------------
     def translate(
@@ -111,6 +143,7 @@ class Applier:
         payload: Payload,
         resolver: Resolver,
         task_site: str | None,
+        targets: TargetCache | None,
     ) -> None:
         assert payload.obj is not None
         ot = self.registry.object_type(payload.obj.object_type)
@@ -118,13 +151,16 @@ class Applier:
             raise SiteNotFoundError(f"{ot.name} objects belong to a site; the task names none")
         row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
         if task_type in (TaskType.CREATE_OBJECT, TaskType.UPDATE_OBJECT):
-            oid = self.objects.upsert(conn, ot, row, site_id)
+            oid = self.objects.upsert(conn, ot, row, site_id, targets)
             resolver.learn(ot, row, site_id, oid)
             if data_type is TaskDataType.SNAPSHOT:
                 self._apply_children(conn, ot, oid, payload, resolver, site_id, task_site)
         elif task_type is TaskType.DELETE_OBJECT:
-            if self.objects.delete(conn, ot, row, site_id):
-                resolver.forget(self.registry.dependents(ot.name))
+            if self.objects.delete(conn, ot, row, site_id, targets):
+                gone = self.registry.dependents(ot.name)
+                resolver.forget(gone)
+                if targets is not None:
+                    targets.forget(gone)
         elif task_type in (TaskType.ADD_TO_SITE, TaskType.REMOVE_FROM_SITE):
             if site_id is None:
                 raise SiteNotFoundError(f"{task_type.value} needs the task's site_name")

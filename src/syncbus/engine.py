@@ -7,6 +7,7 @@ back alone, and a task's effect and its removal from the queue commit together.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.targets import TargetCache
 from syncbus.enums import ProcessType
 from syncbus.errors import CorruptTaskError, SyncBusError
 from syncbus.model import ProcessResult
@@ -39,6 +41,10 @@ _TASK_COLUMNS = (
     task_table.c.data,
     task_table.c.error_message,
 )
+
+
+class _FastPathFailed(Exception):
+    """A task failed in the optimistic pass: roll the batch back and apply it carefully."""
 
 
 class LeaseLostError(SyncBusError):
@@ -167,10 +173,7 @@ class Engine:
                     run_last_task_id=ids[-1],
                 ):
                     raise LeaseLostError("the lease was lost before the batch was applied")
-            with self.db.begin() as conn:
-                if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds):
-                    raise LeaseLostError("the lease was lost before the batch was applied")
-                outcome = self._apply_batch(conn, connector_id, cursor, ids[-1], result, stop)
+            outcome = self._apply_batch_tx(connector_id, owner, cursor, ids[-1], result, stop)
             if on_progress is not None:
                 on_progress(result)
             if outcome.stop:
@@ -178,6 +181,31 @@ class Engine:
             cursor = max(outcome.last_id, ids[-1])
 
     # -- one batch ----------------------------------------------------------------------
+    def _apply_batch_tx(
+        self,
+        connector_id: int,
+        owner: str,
+        after: int,
+        upto: int,
+        result: ProcessResult,
+        stop: threading.Event,
+    ) -> _Outcome:
+        """Apply a batch in one transaction: first optimistically, without a SAVEPOINT per task
+        (two round trips fewer per task); if any task fails, the transaction is rolled back and
+        the batch is applied again carefully, each task in its own SAVEPOINT, so the
+        process-type rules hold exactly."""
+        before = dataclasses.replace(result)
+        for careful in (False, True):
+            try:
+                with self.db.begin() as conn:
+                    if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds):
+                        raise LeaseLostError("the lease was lost before the batch was applied")
+                    return self._apply_batch(conn, connector_id, after, upto, result, stop, careful)
+            except _FastPathFailed:
+                for f in dataclasses.fields(result):
+                    setattr(result, f.name, getattr(before, f.name))
+        raise AssertionError("unreachable: the careful pass never raises _FastPathFailed")
+
     def _load_batch(
         self, conn: sa.Connection, connector_id: int, after: int, upto: int
     ) -> list[sa.Row[Any]]:
@@ -202,8 +230,11 @@ class Engine:
         upto: int,
         result: ProcessResult,
         stop: threading.Event,
+        careful: bool = True,
     ) -> _Outcome:
         rows = self._load_batch(conn, connector_id, after, upto)
+        # Tasks that failed before will likely fail again: go careful at once.
+        careful = careful or any(row.error_message is not None for row in rows)
         sites = self.applier.site_ids(conn)
         payloads: dict[int, Payload | CorruptTaskError] = {}
         for row in rows:
@@ -214,6 +245,12 @@ class Engine:
         resolver = Resolver(conn, self.registry, sites)
         resolver.prefetch(
             (p, row.site_name) for row in rows if isinstance(p := payloads[row.task_id], Payload)
+        )
+        targets = self.applier.prefetch_targets(
+            conn,
+            [(row, p) for row in rows if isinstance(p := payloads[row.task_id], Payload)],
+            resolver,
+            sites,
         )
         outcome = _Outcome(last_id=after)
         done: list[int] = []
@@ -239,7 +276,18 @@ class Engine:
                 )
                 result.skipped += 1
                 continue
-            error = self._try_apply(conn, row, payloads[row.task_id], resolver, sites)
+            if not careful:
+                payload = payloads[row.task_id]
+                if not isinstance(payload, Payload):
+                    raise _FastPathFailed
+                try:
+                    self.applier.apply(conn, row, payload, resolver, sites, targets)
+                except Exception as exc:
+                    raise _FastPathFailed from exc
+                done.append(row.task_id)
+                result.applied += 1
+                continue
+            error = self._try_apply(conn, row, payloads[row.task_id], resolver, sites, targets)
             if error is None:
                 done.append(row.task_id)
                 result.applied += 1
@@ -273,15 +321,19 @@ class Engine:
         payload: Payload | CorruptTaskError,
         resolver: Resolver,
         sites: dict[str, int],
+        targets: TargetCache | None = None,
     ) -> str | None:
         """Apply one task inside a SAVEPOINT; the error text on failure, else None."""
         if isinstance(payload, CorruptTaskError):
             return f"corrupt task: {payload}"
         savepoint = conn.begin_nested()
         try:
-            self.applier.apply(conn, row, payload, resolver, sites)
+            self.applier.apply(conn, row, payload, resolver, sites, targets)
         except Exception as exc:
             savepoint.rollback()
+            resolver.reset()  # what the rolled-back task wrote is gone again
+            if targets is not None:
+                targets.ids.clear()
             return error_text(exc)
         savepoint.commit()
         return None

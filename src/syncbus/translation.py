@@ -267,6 +267,11 @@ class Resolver:
         self._found = {i: v for i, v in self._found.items() if i[0] not in type_names}
         self._missing = {i for i in self._missing if i[0] not in type_names}
 
+    def reset(self) -> None:
+        """Forget everything (after a rolled-back task: what it wrote is gone again)."""
+        self._found.clear()
+        self._missing.clear()
+
     def forget_pages(self) -> None:
         self.forget({PAGE_RECORD})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -13,7 +13,24 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType
 from syncbus.errors import ContentError
 
+if TYPE_CHECKING:
+    from syncbus.content.targets import TargetCache
+
 _MISSING = object()
+
+TargetKey = tuple[str, tuple[Any, ...], int | None]
+
+
+def target_key(ot: ObjectType, values: Mapping[str, Any], site_id: int | None) -> TargetKey | None:
+    """The exact identity of an object row, or None when it cannot be cached (an identity
+    column left out means "any value", which only a query answers)."""
+    parts = []
+    for col in ot.identity_columns():
+        value = values.get(col)
+        if value is None:
+            return None
+        parts.append(value)
+    return ot.name, tuple(parts), site_id if ot.site_column and not ot.is_binding else None
 
 
 def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,8 +102,27 @@ class ObjectStore:
         found = conn.execute(stmt).scalar()
         return None if found is None else int(found)
 
+    def _existing(
+        self,
+        conn: sa.Connection,
+        ot: ObjectType,
+        values: Mapping[str, Any],
+        site_id: int | None,
+        cache: TargetCache | None,
+    ) -> int | None:
+        if cache is not None:
+            known, oid = cache.get(target_key(ot, values, site_id))
+            if known:
+                return oid
+        return self.find_id(conn, ot, values, site_id)
+
     def upsert(
-        self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+        self,
+        conn: sa.Connection,
+        ot: ObjectType,
+        row: Mapping[str, Any],
+        site_id: int | None,
+        cache: TargetCache | None = None,
     ) -> int:
         """Update the object with the same identity, or insert it; returns its id."""
         table = self.registry.table(ot.name)
@@ -99,7 +135,7 @@ class ObjectStore:
             and ot.key_column == ot.guid_column
             and values.get(ot.guid_column) is None
         )
-        existing = None if new_guid_object else self.find_id(conn, ot, values, site_id)
+        existing = None if new_guid_object else self._existing(conn, ot, values, site_id, cache)
         if existing is not None:
             if ot.guid_column and values.get(ot.guid_column) is None:
                 values.pop(ot.guid_column, None)
@@ -109,14 +145,24 @@ class ObjectStore:
         if ot.guid_column and values.get(ot.guid_column) is None:
             values[ot.guid_column] = str(uuid.uuid4())
         result = conn.execute(table.insert().values(values).returning(table.c[ot.id_column]))
-        return int(result.scalar_one())
+        new_id = int(result.scalar_one())
+        if cache is not None:
+            cache.put(target_key(ot, values, site_id), new_id)
+        return new_id
 
     def delete(
-        self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+        self,
+        conn: sa.Connection,
+        ot: ObjectType,
+        row: Mapping[str, Any],
+        site_id: int | None,
+        cache: TargetCache | None = None,
     ) -> int:
-        """Delete the object with this identity; a missing object is not an error (it is gone)."""
+        """Delete the object with this identity; a missing object is not an error (it is gone).
+
+        The caller drops what ``cache`` knows of the types the delete cascades to."""
         table = self.registry.table(ot.name)
-        existing = self.find_id(conn, ot, coerce_row(ot, row), site_id)
+        existing = self._existing(conn, ot, coerce_row(ot, row), site_id, cache)
         if existing is None:
             return 0
         conn.execute(table.delete().where(table.c[ot.id_column] == existing))

@@ -1,0 +1,78 @@
+"""Ids of the objects a batch writes, looked up set-wise before the batch is applied.
+
+Without it every upsert first SELECTs its object by identity (one round trip per task); with it
+the batch's identities are fetched with one query per object type, and each task goes straight
+to its UPDATE or INSERT. The cache stays true within the batch: inserts add their id, deletes
+drop their type and the types that cascade from it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.content.objects import TargetKey, coerce_row, target_key
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.types import ObjectType
+
+_CHUNK = 500
+
+
+class TargetCache:
+    """Known ids (None: known to be absent) of target objects, by exact identity."""
+
+    def __init__(self) -> None:
+        self.ids: dict[TargetKey, int | None] = {}
+
+    def get(self, key: TargetKey | None) -> tuple[bool, int | None]:
+        if key is None or key not in self.ids:
+            return False, None
+        return True, self.ids[key]
+
+    def put(self, key: TargetKey | None, oid: int | None) -> None:
+        if key is not None:
+            self.ids[key] = oid
+
+    def forget(self, type_names: set[str]) -> None:
+        self.ids = {k: v for k, v in self.ids.items() if k[0] not in type_names}
+
+    def prefetch(
+        self,
+        conn: sa.Connection,
+        registry: TypeRegistry,
+        targets: Iterable[tuple[ObjectType, Mapping[str, Any], int | None]],
+    ) -> None:
+        """Look up every (type, row, site) identity with one query per type."""
+        wanted: dict[str, dict[TargetKey, ObjectType]] = defaultdict(dict)
+        for ot, row, site_id in targets:
+            key = target_key(ot, coerce_row(ot, row), site_id)
+            if key is not None and key not in self.ids:
+                wanted[ot.name][key] = ot
+        for keys in wanted.values():
+            ot = next(iter(keys.values()))
+            self._fetch(conn, registry, ot, list(keys))
+
+    def _fetch(
+        self, conn: sa.Connection, registry: TypeRegistry, ot: ObjectType, keys: list[TargetKey]
+    ) -> None:
+        table = registry.table(ot.name)
+        ident = ot.identity_columns()
+        scope = ot.site_column if ot.site_column and not ot.is_binding else None
+        cols = [table.c[ot.id_column], *(table.c[c] for c in ident)]
+        if scope:
+            cols.append(table.c[scope])
+        lead = table.c[ident[0]]
+        firsts = sorted({k[1][0] for k in keys}, key=repr)
+        found: dict[TargetKey, int] = {}
+        for start in range(0, len(firsts), _CHUNK):
+            stmt = sa.select(*cols).where(lead.in_(firsts[start : start + _CHUNK]))
+            for row in conn.execute(stmt):
+                site = row[-1] if scope else None
+                key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)
+                if key not in found or row[0] < found[key]:
+                    found[key] = int(row[0])
+        for key in keys:
+            self.ids[key] = found.get(key)
