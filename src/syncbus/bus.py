@@ -71,7 +71,9 @@ class IntegrationBus:
         self.connectors = ConnectorRegistry(self.engine, self.reader)
         self.settings = Settings(self.engine, self.reader)
         self._listeners: list[Callable[[str, int], None]] = []
-        self.intake = Intake(self.engine, self.registry, self.connectors, self._task_logged)
+        self.intake = Intake(
+            self.engine, self.registry, self.connectors, self._task_logged, self.reader
+        )
         self.runner = Engine(
             self.engine,
             self.registry,

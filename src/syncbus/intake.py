@@ -31,6 +31,28 @@ from syncbus.translation import Capture, check_object
 _site = BUILTIN_TABLES["cms.site"]
 NOTIFY_CHANNEL = "syncbus_tasks"
 
+
+def _state_query() -> sa.Select[Any]:
+    """One round trip for every check a logging call makes (built once, bound per call)."""
+    name = sa.bindparam("name", type_=sa.String())
+    site = sa.bindparam("site", type_=sa.String())
+    key = sa.bindparam("key", type_=sa.String())
+    cid = sa.select(ct.c.connector_id).where(ct.c.connector_name == name).scalar_subquery()
+    return sa.select(
+        queue.setting_expr("integration_enabled").label("ie"),
+        queue.setting_expr("log_external").label("le"),
+        cid.label("cid"),
+        sa.select(ct.c.enabled).where(ct.c.connector_name == name).scalar_subquery().label("cen"),
+        sa.select(_site.c.site_id).where(_site.c.site_name == site).scalar_subquery().label("sid"),
+        sa.select(keys.c.task_id)
+        .where(keys.c.connector_id == cid, keys.c.idempotency_key == key)
+        .scalar_subquery()
+        .label("existing"),
+    )
+
+
+_STATE_QUERY = _state_query()
+
 _VERBS = {
     TaskType.CREATE_OBJECT: "Create",
     TaskType.UPDATE_OBJECT: "Update",
@@ -84,41 +106,20 @@ class Intake:
         registry: TypeRegistry,
         connectors: ConnectorRegistry,
         on_logged: Callable[[str, int], None] | None = None,
+        reader: sa.Engine | None = None,
     ) -> None:
         self.db = db
+        self.reader = reader or db
         self.registry = registry
         self.connectors = connectors
         self.on_logged = on_logged
 
-    def _state(self, connector_name: str, site_name: str | None, key: str | None) -> _State:
-        cid = sa.select(ct.c.connector_id).where(ct.c.connector_name == connector_name)
-        cols: list[Any] = [
-            queue.setting_expr("integration_enabled").label("ie"),
-            queue.setting_expr("log_external").label("le"),
-            cid.scalar_subquery().label("cid"),
-            sa.select(ct.c.enabled)
-            .where(ct.c.connector_name == connector_name)
-            .scalar_subquery()
-            .label("cen"),
-            (
-                sa.select(_site.c.site_id).where(_site.c.site_name == site_name).scalar_subquery()
-                if site_name
-                else sa.null()
-            ).label("sid"),
-            (
-                sa.select(keys.c.task_id)
-                .where(
-                    keys.c.connector_id == cid.scalar_subquery(),
-                    keys.c.idempotency_key == key,
-                )
-                .scalar_subquery()
-                if key is not None
-                else sa.null()
-            ).label("existing"),
-        ]
-        with self.db.connect().execution_options(readonly=True) as conn:
-            row = conn.execute(sa.select(*cols)).one()
-            conn.rollback()
+    def _state(
+        self, conn: sa.Connection, connector_name: str, site_name: str | None, key: str | None
+    ) -> _State:
+        row = conn.execute(
+            _STATE_QUERY, {"name": connector_name, "site": site_name, "key": key}
+        ).one()
         return _State(
             integration_enabled=flag(row.ie),
             log_external=flag(row.le),
@@ -145,21 +146,47 @@ class Intake:
         return self.log_many(connector_name, [request])[0]
 
     def log_many(self, connector_name: str, requests: list[TaskRequest]) -> list[LogOutcome]:
-        """Log several tasks all or nothing: every one is prepared (and may raise) before any
-        is written; then all are inserted in one transaction."""
-        prepared = [self._prepare(connector_name, r) for r in requests]
-        rows = [p for p in prepared if isinstance(p, dict)]
-        if rows:
-            ids = iter(self._insert(connector_name, rows))
-        outcomes = [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
+        """Log several tasks all or nothing: every one is checked and prepared (and may raise)
+        before any is written; then all are inserted in one transaction.
+
+        On PostgreSQL the checks, the inserts and the commit share one session (four round
+        trips for a task). On SQLite the checks read outside the write transaction, so the
+        connector's code never runs while the database's single write lock is held."""
+        try:
+            if self.db.dialect.name == "postgresql":
+                with self.db.connect() as conn:
+                    outcomes = self._log(conn, conn, connector_name, requests)
+                    conn.commit()
+            else:
+                with self.reader.connect() as rconn, self.db.connect() as wconn:
+                    outcomes = self._log(rconn, wconn, connector_name, requests)
+                    wconn.commit()
+        except _Duplicate as dup:  # a concurrent twin won the key: ours was rolled back
+            outcomes = [LogOutcome(dup.task_id, created=False)]
         if self.on_logged is not None:
             for outcome in outcomes:
                 if outcome.created and outcome.task_id is not None:
                     self.on_logged(connector_name, outcome.task_id)
         return outcomes
 
-    def _check(self, connector_name: str, site_name: str | None, key: str | None) -> _State:
-        state = self._state(connector_name, site_name, key)
+    def _log(
+        self,
+        rconn: sa.Connection,
+        wconn: sa.Connection,
+        connector_name: str,
+        requests: list[TaskRequest],
+    ) -> list[LogOutcome]:
+        prepared = [self._prepare(rconn, connector_name, r) for r in requests]
+        if rconn is not wconn:
+            rconn.rollback()
+        rows = [p for p in prepared if isinstance(p, dict)]
+        ids = iter(self._insert(wconn, connector_name, rows) if rows else [])
+        return [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
+
+    def _check(
+        self, conn: sa.Connection, connector_name: str, site_name: str | None, key: str | None
+    ) -> _State:
+        state = self._state(conn, connector_name, site_name, key)
         if not state.integration_enabled:
             raise IntegrationDisabledError(
                 "the integration bus is switched off (settings.integration_enabled); "
@@ -180,7 +207,9 @@ class Intake:
             raise SiteNotFoundError(f"target site {site_name!r} not found")
         return state
 
-    def _prepare(self, connector_name: str, req: TaskRequest) -> LogOutcome | dict[str, Any]:
+    def _prepare(
+        self, conn: sa.Connection, connector_name: str, req: TaskRequest
+    ) -> LogOutcome | dict[str, Any]:
         """The task row to insert, or the outcome when there is nothing to insert."""
         ptype = ProcessType.parse(req.process_type)
         ttype = TaskType.parse(req.task_type)
@@ -188,7 +217,7 @@ class Intake:
         key = req.idempotency_key
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise InvalidObjectError("idempotency_key must be a non-empty string")
-        state = self._check(connector_name, req.site_name, key)
+        state = self._check(conn, connector_name, req.site_name, key)
         if state.existing_task_id is not None:
             return LogOutcome(int(state.existing_task_id), created=False)
         connector = self.connectors.get(connector_name)
@@ -257,8 +286,12 @@ class Intake:
                 raise SiteNotFoundError("pages belong to a site: pass site_name when logging them")
             if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
                 dtype = TaskDataType.SIMPLE_SNAPSHOT
-            if dtype is TaskDataType.SIMPLE and prepared.parent_id is not None and (
-                not isinstance(prepared.parent_id, int) or isinstance(prepared.parent_id, bool)
+            if (
+                dtype is TaskDataType.SIMPLE
+                and prepared.parent_id is not None
+                and (
+                    not isinstance(prepared.parent_id, int) or isinstance(prepared.parent_id, bool)
+                )
             ):
                 raise InvalidObjectError(
                     f"page '{prepared.name}': under Simple, parent_id is the parent's internal "
@@ -271,41 +304,39 @@ class Intake:
             f"InternalObject, a Page or None, not {type(prepared).__name__}"
         )
 
-    def _insert(self, connector_name: str, rows: list[dict[str, Any]]) -> list[LogOutcome]:
-        """Insert tasks in one transaction. A task whose idempotency key is already taken
+    def _insert(
+        self, conn: sa.Connection, connector_name: str, rows: list[dict[str, Any]]
+    ) -> list[LogOutcome]:
+        """Insert tasks in the connection's transaction. A task whose idempotency key is taken
         (earlier, in this batch, or by a concurrent twin in another process) yields the first
-        task's id instead: the key's primary key serialises the twins."""
-        try:
-            return self._insert_tx(connector_name, rows)
-        except _Duplicate as dup:
-            return [LogOutcome(dup.task_id, created=False)]
-
-    def _insert_tx(self, connector_name: str, rows: list[dict[str, Any]]) -> list[LogOutcome]:
-        with self.db.begin() as conn:
-            outcomes = []
-            for values in rows:
-                nested = (
-                    conn.begin_nested() if len(rows) > 1 and values["idempotency_key"] else None
-                )
-                task_id = int(
-                    conn.execute(
-                        task_table.insert().values(values).returning(task_table.c.task_id)
-                    ).scalar_one()
-                )
-                first = self._claim_key(conn, values, task_id)
-                if first is None:
-                    outcomes.append(LogOutcome(task_id, created=True))
-                    if nested is not None:
-                        nested.commit()
-                    continue
-                if nested is None:
-                    raise _Duplicate(first)  # rolls back this task's insert
-                nested.rollback()
-                outcomes.append(LogOutcome(first, created=False))
-            if conn.dialect.name == "postgresql" and any(o.created for o in outcomes):
-                # Delivered on commit to every LISTENing worker, on any machine.
-                conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, connector_name)))
-            return outcomes
+        task's id instead: the key's primary key serialises the twins. On PostgreSQL the
+        insert also NOTIFYs every listening worker, delivered on commit."""
+        pg = conn.dialect.name == "postgresql"
+        notify = sa.func.pg_notify(NOTIFY_CHANNEL, connector_name) if pg else None
+        outcomes = []
+        for values in rows:
+            keyed = values["idempotency_key"] is not None
+            nested = conn.begin_nested() if len(rows) > 1 and keyed else None
+            insert = task_table.insert().values(values).returning(task_table.c.task_id)
+            if notify is not None and not keyed:
+                ins = insert.cte("ins")
+                stmt: Any = sa.select(ins.c.task_id, notify).select_from(ins)
+            else:
+                stmt = insert
+            task_id = int(conn.execute(stmt).scalar_one())
+            first = self._claim_key(conn, values, task_id) if keyed else None
+            if first is None:
+                outcomes.append(LogOutcome(task_id, created=True))
+                if nested is not None:
+                    nested.commit()
+                if notify is not None and keyed:
+                    conn.execute(sa.select(notify))
+                continue
+            if nested is None:
+                raise _Duplicate(first)  # rolls back this task's insert
+            nested.rollback()
+            outcomes.append(LogOutcome(first, created=False))
+        return outcomes
 
     @staticmethod
     def _claim_key(conn: sa.Connection, values: dict[str, Any], task_id: int) -> int | None:
