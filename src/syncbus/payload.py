@@ -71,9 +71,15 @@ class Payload:
     obj: InternalObject | None = None
     page: Page | None = None
     records: list[TranslationRecord] = field(default_factory=list)
+    _index: dict[tuple[str, str], int] | None = field(default=None, repr=False, compare=False)
 
     def record_index(self) -> dict[tuple[str, str], int]:
-        return {id_key(r.object_type, r.external_id): i for i, r in enumerate(self.records)}
+        """Record positions by (type, external id); computed once per payload."""
+        if self._index is None or len(self._index) != len(self.records):
+            self._index = {
+                id_key(r.object_type, r.external_id): i for i, r in enumerate(self.records)
+            }
+        return self._index
 
 
 def _json_default(value: Any) -> Any:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from syncbus.content.targets import TargetCache
 
 _MISSING = object()
+_ID_PARAM = "syncbus_object_id"
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
 
@@ -64,6 +65,22 @@ class ObjectStore:
 
     def __init__(self, registry: TypeRegistry) -> None:
         self.registry = registry
+        self._updates: dict[str, Any] = {}
+        self._inserts: dict[str, Any] = {}
+
+    def _update_stmt(self, ot: ObjectType, table: sa.Table) -> Any:
+        stmt = self._updates.get(ot.name)
+        if stmt is None or stmt.table is not table:
+            stmt = table.update().where(table.c[ot.id_column] == sa.bindparam(_ID_PARAM))
+            self._updates[ot.name] = stmt
+        return stmt
+
+    def _insert_stmt(self, ot: ObjectType, table: sa.Table) -> Any:
+        stmt = self._inserts.get(ot.name)
+        if stmt is None or stmt.table is not table:
+            stmt = table.insert().returning(table.c[ot.id_column])
+            self._inserts[ot.name] = stmt
+        return stmt
 
     def identity_filter(
         self, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
@@ -140,11 +157,12 @@ class ObjectStore:
             if ot.guid_column and values.get(ot.guid_column) is None:
                 values.pop(ot.guid_column, None)
             if values:
-                conn.execute(table.update().where(table.c[ot.id_column] == existing).values(values))
+                # SET takes the columns present in the parameters (one compiled form each).
+                conn.execute(self._update_stmt(ot, table), {**values, _ID_PARAM: existing})
             return existing
         if ot.guid_column and values.get(ot.guid_column) is None:
             values[ot.guid_column] = str(uuid.uuid4())
-        result = conn.execute(table.insert().values(values).returning(table.c[ot.id_column]))
+        result = conn.execute(self._insert_stmt(ot, table), values)
         new_id = int(result.scalar_one())
         if cache is not None:
             cache.put(target_key(ot, values, site_id), new_id)
