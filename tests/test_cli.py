@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -93,3 +100,33 @@ def test_bad_database_url_is_a_clear_error() -> None:
     result = runner.invoke(app, ["--db", "mysql://x@y/z", "tasks", "list"])
     assert result.exit_code != 0
     assert "unsupported database 'mysql'" in str(result.exception) + result.output
+
+
+def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    from .http_server import free_port
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncbus.cli", "serve", "--db", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "SYNCBUS_API_TOKEN": "t"},
+    )
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "serve did not start"
+                time.sleep(0.1)
+        assert health.json()["status"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/tasks").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "Application shutdown complete" in out

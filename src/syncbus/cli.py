@@ -312,6 +312,7 @@ def serve(
     import uvicorn
 
     from syncbus.service import create_app
+    from syncbus.service.server import GracefulServer
 
     bus = IntegrationBus(db or _state.db, batch_size=batch_size, lease_seconds=lease_seconds)
     bus.create_schema()
@@ -324,8 +325,11 @@ def serve(
     console.print(
         f"[bold]syncbus serve[/] on http://{host}:{port} ({bus.engine.url.get_backend_name()})"
     )
+    server = GracefulServer(
+        uvicorn.Config(application, host=host, port=port, log_level="info", lifespan="on")
+    )
     try:
-        uvicorn.run(application, host=host, port=port, log_level="info")
+        server.run()
     finally:
         bus.close()
 
