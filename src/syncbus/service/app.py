@@ -27,6 +27,7 @@ from syncbus.errors import (
     TaskNotFoundError,
 )
 from syncbus.intake import TaskRequest
+from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.limits import BodySizeLimit
 from syncbus.service.metrics import ServiceMetrics
@@ -221,22 +222,22 @@ def _queue_routes(
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     ) -> s.TaskList:
         tasks = bus.list_tasks(connector, after=after, limit=limit)
-        return s.TaskList(tasks=[s.TaskOut.of(t) for t in tasks])
+        return s.TaskList(tasks=[t for t in tasks])
 
-    def one(task_id: int) -> s.TaskOut:
+    def one(task_id: int) -> TaskInfo:
         task = bus.get_task(task_id)
         if task is None:
             raise TaskNotFoundError(f"no queued task with id {task_id}")
-        return s.TaskOut.of(task)
+        return task
 
-    @api.get("/api/tasks/{task_id}", response_model=s.TaskOut, tags=["queue"])
-    def get_task(task_id: TaskId) -> s.TaskOut:
+    @api.get("/api/tasks/{task_id}", response_model=TaskInfo, tags=["queue"])
+    def get_task(task_id: TaskId) -> TaskInfo:
         return one(task_id)
 
     @api.get("/api/tasks/{task_id}/log", response_model=s.TaskLog, tags=["queue"])
     def task_log(task_id: TaskId) -> s.TaskLog:
         one(task_id)
-        return s.TaskLog(task_id=task_id, log=[s.LogEntryOut.of(e) for e in bus.task_log(task_id)])
+        return s.TaskLog(task_id=task_id, log=bus.task_log(task_id))
 
     @api.post("/api/tasks/{task_id}/synchronize", response_model=s.SyncResult, tags=["queue"])
     def synchronize(task_id: TaskId) -> s.SyncResult:
@@ -244,9 +245,7 @@ def _queue_routes(
         applied = bus.synchronize_task(task_id)
         (metrics.applied if applied else metrics.failed).labels(task.connector_name).inc()
         after = bus.get_task(task_id)
-        return s.SyncResult(
-            task_id=task_id, applied=applied, task=s.TaskOut.of(after) if after else None
-        )
+        return s.SyncResult(task_id=task_id, applied=applied, task=after)
 
     @api.delete("/api/tasks/{task_id}", status_code=204, tags=["queue"])
     def delete_task(task_id: TaskId) -> Response:
@@ -255,12 +254,11 @@ def _queue_routes(
 
     @api.get("/api/connectors", response_model=s.ConnectorList, tags=["connectors"])
     def list_connectors() -> s.ConnectorList:
-        return s.ConnectorList(connectors=[s.ConnectorOut.of(c) for c in bus.list_connectors()])
+        return s.ConnectorList(connectors=bus.list_connectors())
 
-    @api.patch("/api/connectors/{name}", response_model=s.ConnectorOut, tags=["connectors"])
-    def patch_connector(name: str, patch: s.ConnectorPatch) -> s.ConnectorOut:
+    @api.patch("/api/connectors/{name}", response_model=ConnectorInfo, tags=["connectors"])
+    def patch_connector(name: str, patch: s.ConnectorPatch) -> ConnectorInfo:
         bus.set_connector_enabled(name, patch.enabled)
         if patch.enabled:
             disp.trigger(name)  # its waiting tasks can run now
-        info = next(c for c in bus.list_connectors() if c.name == name)
-        return s.ConnectorOut.of(info)
+        return next(c for c in bus.list_connectors() if c.name == name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -50,88 +49,23 @@ class TasksCreated(BaseModel):
     task_ids: list[int | None]
 
 
-class TaskOut(BaseModel):
-    task_id: int
-    connector_name: str
-    task_type: TaskType
-    data_type: TaskDataType
-    process_type: ProcessType
-    object_type: str | None
-    class_name: str | None
-    title: str
-    site_name: str | None
-    created_at: datetime
-    error_message: str | None
-    last_run_at: datetime | None
-    is_running: bool
-    idempotency_key: str | None
-
-    @classmethod
-    def of(cls, t: TaskInfo) -> TaskOut:
-        return cls(
-            task_id=t.task_id,
-            connector_name=t.connector_name,
-            task_type=t.task_type,
-            data_type=t.data_type,
-            process_type=t.process_type,
-            object_type=t.object_type,
-            class_name=t.class_name,
-            title=t.title,
-            site_name=t.site_name,
-            created_at=t.created_at,
-            error_message=t.error_message,
-            last_run_at=t.last_run_at,
-            is_running=t.is_running,
-            idempotency_key=t.idempotency_key,
-        )
-
-
 class TaskList(BaseModel):
-    tasks: list[TaskOut]
-
-
-class LogEntryOut(BaseModel):
-    time: datetime
-    error_message: str
-
-    @classmethod
-    def of(cls, e: SyncLogEntry) -> LogEntryOut:
-        return cls(time=e.time, error_message=e.error_message)
+    tasks: list[TaskInfo]
 
 
 class TaskLog(BaseModel):
     task_id: int
-    log: list[LogEntryOut]
+    log: list[SyncLogEntry]
 
 
 class SyncResult(BaseModel):
     task_id: int
     applied: bool
-    task: TaskOut | None = Field(description="The task as it is now (None once applied).")
-
-
-class ConnectorOut(BaseModel):
-    name: str
-    display_name: str
-    class_path: str | None
-    enabled: bool
-    pending: int
-    failed: int
-
-    @classmethod
-    def of(cls, c: ConnectorInfo) -> ConnectorOut:
-        return cls(
-            name=c.name,
-            display_name=c.display_name,
-            class_path=c.class_path,
-            enabled=c.enabled,
-            pending=c.pending,
-            failed=c.failed,
-        )
+    task: TaskInfo | None = Field(description="The task as it is now (None once applied).")
 
 
 class ConnectorList(BaseModel):
-    connectors: list[ConnectorOut]
+    connectors: list[ConnectorInfo]
 
 
 class ConnectorPatch(BaseModel):
