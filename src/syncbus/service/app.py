@@ -29,6 +29,7 @@ from syncbus.errors import (
 from syncbus.intake import TaskRequest
 from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
+from syncbus.service.admin import install_admin
 from syncbus.service.limits import BodySizeLimit
 from syncbus.service.metrics import ServiceMetrics
 
@@ -123,6 +124,7 @@ def create_app(
     _task_routes(api, bus, disp, metrics)
     _queue_routes(api, bus, disp, metrics)
     app.include_router(api)
+    install_admin(app, bus, disp, token)
 
     @app.get("/healthz", response_model=s.Health, tags=["service"])
     def healthz() -> s.Health | JSONResponse:

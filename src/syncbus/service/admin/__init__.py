@@ -1,0 +1,69 @@
+"""The admin web UI at ``/admin/``: server-rendered pages (Jinja2) with htmx, shipped inside the
+package (no CDN, no build step). ``install_admin`` adds it to the service's FastAPI app."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from syncbus.bus import IntegrationBus
+from syncbus.dispatcher import Dispatcher
+from syncbus.service.admin.context import (
+    STATIC_DIR,
+    AdminContext,
+    CsrfRejected,
+    SignInRequired,
+    is_htmx,
+    render,
+    secure,
+)
+from syncbus.service.admin.security import safe_next
+
+__all__ = ["AdminContext", "install_admin"]
+
+
+def _return_path(request: Request) -> str:
+    """Where to go after signing in: this page, or the page an htmx request came from."""
+    if request.method == "GET" and not is_htmx(request):
+        query = request.url.query
+        return request.url.path + ("?" + query if query else "")
+    current = urlsplit(request.headers.get("hx-current-url", ""))
+    return current.path + ("?" + current.query if current.query else "")
+
+
+async def _sign_in_required(request: Request, _exc: Exception) -> Response:
+    location = "/admin/signin?next=" + quote(safe_next(_return_path(request)), safe="")
+    if is_htmx(request):
+        return secure(request, Response(status_code=200, headers={"HX-Redirect": location}))
+    return secure(request, RedirectResponse(location, status_code=303))
+
+
+async def _csrf_rejected(request: Request, _exc: Exception) -> Response:
+    return render(
+        request,
+        "error.html",
+        403,
+        session=None,
+        heading="Forbidden",
+        message="The request did not carry this session's CSRF token (or came from another "
+        "site). Reload the page and try again.",
+    )
+
+
+def install_admin(
+    app: FastAPI, bus: IntegrationBus, dispatcher: Dispatcher, token: str | None
+) -> AdminContext:
+    """Serve the admin UI under ``/admin/`` on ``app`` (same token as the API, if any)."""
+    from syncbus.service.admin import actions, pages
+
+    ctx = AdminContext(bus=bus, dispatcher=dispatcher, token=token or None)
+    app.state.admin = ctx
+    app.include_router(pages.router)
+    app.include_router(actions.router)
+    app.mount("/admin/static", StaticFiles(directory=STATIC_DIR), name="admin-static")
+    app.add_exception_handler(SignInRequired, _sign_in_required)
+    app.add_exception_handler(CsrfRejected, _csrf_rejected)
+    return ctx

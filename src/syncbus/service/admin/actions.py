@@ -1,0 +1,233 @@
+"""The admin's state changes, all POST with the session's CSRF token: sign-in and sign-out,
+the switches, connectors, "process now", per-task synchronize/delete, and mass actions.
+
+A request from htmx gets the fragment it swaps in; a plain form post is redirected (303) to
+a page that shows the outcome as a flash message, so everything also works without script.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import HTMLResponse, Response
+
+from syncbus import readmodel
+from syncbus.errors import ConnectorNotFoundError, SyncBusError, TaskNotFoundError
+from syncbus.service.admin import security
+from syncbus.service.admin.context import (
+    AdminContext,
+    CsrfRejected,
+    Form,
+    admin_context,
+    back_to,
+    checked_form,
+    is_htmx,
+    redirect,
+    render,
+    session_cookie,
+)
+from syncbus.service.admin.jobs import Action
+from syncbus.service.admin.pages import MAX_ID, stats_data, task_filter, tasks_url
+
+router = APIRouter(include_in_schema=False)
+Ctx = Annotated[AdminContext, Depends(admin_context)]
+CheckedForm = Annotated[Form, Depends(checked_form)]
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+@router.post("/admin/signin")
+async def signin(request: Request, ctx: Ctx) -> Response:
+    if not security.same_origin(request):
+        raise CsrfRejected
+    fields = security.parse_form(await request.body())
+
+    def field(key: str) -> str:
+        return (fields.get(key) or [""])[0]
+
+    target = security.safe_next(field("next"))
+    if ctx.token is None:
+        return redirect(request, target)
+    client = security.client_address(request)
+    name = field("name").strip()[: security.MAX_NAME]
+    if ctx.throttle.blocked(client):
+        return render(
+            request, "signin.html", 429, session=None, next_url=target, name=name,
+            error="Too many wrong tokens from your address: wait a few minutes.",
+        )  # fmt: skip
+    if not security.token_matches(field("token"), ctx.token):
+        ctx.throttle.failed(client)
+        return render(
+            request, "signin.html", 401, session=None, next_url=target, name=name,
+            error="Wrong token.",
+        )  # fmt: skip
+    ctx.throttle.succeeded(client)
+    _session, value = ctx.signer.issue(name or "admin")
+    response = redirect(request, target)
+    session_cookie(request, response, value, ctx.signer.lifetime)
+    return response
+
+
+@router.post("/admin/signout")
+def signout(request: Request, form: CheckedForm) -> Response:
+    response = redirect(request, "/admin/signin", "Signed out.")
+    response.delete_cookie(security.COOKIE, path="/admin", httponly=True, samesite="strict")
+    return response
+
+
+def _stats_or_redirect(
+    request: Request, ctx: AdminContext, form: Form, message: str, kind: str = "info"
+) -> Response:
+    if is_htmx(request):
+        notice = message if kind == "info" else f"Error: {message}"
+        return render(request, "_stats.html", session=form.session, **stats_data(ctx, notice))
+    return redirect(request, back_to(form, "/admin/"), message, kind)
+
+
+@router.post("/admin/settings")
+def change_setting(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
+    key, value = form.get("key"), form.get("value")
+    if key not in readmodel.SETTING_KEYS or value not in ("on", "off"):
+        return _stats_or_redirect(request, ctx, form, f"Unknown setting {key!r}.", "error")
+    setattr(ctx.bus.settings, key, value == "on")
+    if value == "on":
+        ctx.dispatcher.trigger()  # what waited may run now
+    label = key.replace("_", " ")
+    return _stats_or_redirect(request, ctx, form, f"Switched {label} {value}.")
+
+
+@router.post("/admin/connectors/{name}/enabled")
+def set_enabled(request: Request, ctx: Ctx, form: CheckedForm, name: str) -> Response:
+    enabled = form.get("enabled") in ("true", "1", "on")
+    try:
+        ctx.bus.set_connector_enabled(name, enabled)
+    except ConnectorNotFoundError as exc:
+        return _stats_or_redirect(request, ctx, form, str(exc), "error")
+    if enabled:
+        ctx.dispatcher.trigger(name)  # its waiting tasks can run now
+    state = "enabled" if enabled else "disabled"
+    return _stats_or_redirect(request, ctx, form, f"Connector {name} {state}.")
+
+
+@router.post("/admin/process")
+def process_now(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
+    connector = form.get("connector") or None
+    if connector is not None and connector not in readmodel.connector_names(ctx.bus):
+        message = f"No connector named {connector!r} is registered."
+        return _stats_or_redirect(request, ctx, form, message, "error")
+    ctx.dispatcher.trigger(connector)
+    what = f"connector {connector}" if connector else "all connectors"
+    return _stats_or_redirect(request, ctx, form, f"Processing of {what} requested.")
+
+
+def _count(request: Request, connector: str, applied: bool) -> None:
+    metrics: Any = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        (metrics.applied if applied else metrics.failed).labels(connector).inc()
+
+
+def _row_response(
+    request: Request, ctx: AdminContext, form: Form, task_id: int, gone: str | None, message: str
+) -> HTMLResponse:
+    row = None if gone else readmodel.task_row(ctx.bus, task_id)
+    return render(
+        request,
+        "_row.html",
+        session=form.session,
+        task_id=task_id,
+        gone=gone or ("no longer queued" if row is None else None),
+        row=row,
+        message=message,
+    )
+
+
+@router.post("/admin/tasks/{task_id}/synchronize")
+def synchronize(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) -> Response:
+    before = ctx.bus.get_task(task_id)
+    list_url = tasks_url(task_filter(before.connector_name if before else None, "", "", ""))
+    gone: str | None = None
+    kind = "info"
+    try:
+        applied = ctx.bus.synchronize_task(task_id)
+    except TaskNotFoundError:
+        applied, gone, kind = False, "is no longer queued", "error"
+        message = f"Task {task_id} is no longer queued."
+    except SyncBusError as exc:
+        applied, kind, message = False, "error", f"Task {task_id} was not run: {exc}"
+    else:
+        assert before is not None
+        _count(request, before.connector_name, applied)
+        if applied:
+            gone, message = "was applied", f"Task {task_id} “{before.title}” was applied."
+        else:
+            after = ctx.bus.get_task(task_id)
+            error = after.error_message if after else "unknown error"
+            kind, message = "error", f"Task {task_id} failed again: {error}"
+    if is_htmx(request):
+        return _row_response(request, ctx, form, task_id, gone, message if not gone else "")
+    back = back_to(form, list_url)
+    if gone and back.startswith(f"/admin/tasks/{task_id}"):
+        back = list_url
+    return redirect(request, back, message, kind)
+
+
+@router.post("/admin/tasks/{task_id}/delete")
+def delete(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) -> Response:
+    try:
+        ctx.bus.delete_task(task_id)
+        gone, kind, message = "was deleted", "info", f"Task {task_id} was deleted."
+    except TaskNotFoundError:
+        gone, kind = "is no longer queued", "error"
+        message = f"Task {task_id} is no longer queued."
+    if is_htmx(request):
+        return _row_response(request, ctx, form, task_id, gone, "")
+    back = back_to(form, "/admin/tasks")
+    if back.startswith(f"/admin/tasks/{task_id}"):
+        back = "/admin/tasks"
+    return redirect(request, back, message, kind)
+
+
+OPS: dict[str, tuple[Action, bool]] = {
+    "sync-selected": ("sync", False),
+    "delete-selected": ("delete", False),
+    "sync-all": ("sync", True),
+    "delete-all": ("delete", True),
+}
+
+
+@router.post("/admin/jobs")
+def start_job(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
+    op = OPS.get(form.get("op"))
+    back = back_to(form, "/admin/tasks")
+    if op is None:
+        return redirect(request, back, "Choose an action.", "error")
+    action, everything = op
+    who = form.session.name
+    if not everything:
+        ids = sorted({int(v) for v in form.getlist("ids") if v.isdigit() and 0 < int(v) <= MAX_ID})
+        if not ids:
+            return redirect(request, back, "Select at least one task first.", "error")
+        job = ctx.job_manager.start_selected(action, ids, who, form.client)
+    else:
+        flt = task_filter(form.get("f_connector"), form.get("f_state"), form.get("f_type"),
+                          form.get("f_text"))  # fmt: skip
+        if action == "delete" and form.get("confirm") != "yes":
+            total = readmodel.count_tasks(ctx.bus, flt)
+            return render(
+                request, "confirm.html", session=form.session, flt=flt, total=total, back=back
+            )
+        job = ctx.job_manager.start_matching(action, flt, who, form.client)
+    job.back = back
+    return redirect(request, f"/admin/jobs/{job.job_id}")
+
+
+@router.post("/admin/jobs/{job_id}/cancel")
+def cancel_job(request: Request, ctx: Ctx, form: CheckedForm, job_id: str) -> Response:
+    job = ctx.job_manager.get(job_id)
+    if job is None:
+        return redirect(request, "/admin/tasks", "This mass action is not known (any more).")
+    job.cancel_event.set()
+    job.line("warn", f"Cancel requested by {form.session.name}")
+    if is_htmx(request):
+        return render(request, "_progress.html", session=form.session, job=job)
+    return redirect(request, f"/admin/jobs/{job_id}")

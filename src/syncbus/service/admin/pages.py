@@ -1,0 +1,179 @@
+"""The admin's pages (GET): dashboard and its stats fragment, the task list, a task, the event
+log, a mass action's progress, and the sign-in form."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from syncbus import readmodel
+from syncbus.readmodel import STATES, State, TaskFilter
+from syncbus.service.admin import security, views
+from syncbus.service.admin.context import (
+    AdminContext,
+    admin_context,
+    page_session,
+    redirect,
+    render,
+)
+from syncbus.service.admin.security import Session
+
+MAX_ID = 2**63 - 1
+PAGE_SIZE = 50
+
+router = APIRouter(include_in_schema=False)
+Ctx = Annotated[AdminContext, Depends(admin_context)]
+PageSession = Annotated[Session, Depends(page_session)]
+Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID)]
+
+
+def stats_data(ctx: AdminContext, notice: str | None = None) -> dict[str, Any]:
+    """What the dashboard's self-refreshing fragment shows."""
+    return {
+        "connectors": readmodel.connector_stats(ctx.bus),
+        "settings": readmodel.read_settings(ctx.bus),
+        "blockers": readmodel.blockers(ctx.bus),
+        "now": dt.datetime.now(dt.UTC),
+        "notice": notice,
+    }
+
+
+@router.get("/admin")
+def admin_root() -> Response:
+    return RedirectResponse("/admin/", status_code=307)
+
+
+@router.get("/admin/")
+def dashboard(request: Request, ctx: Ctx, session: PageSession) -> HTMLResponse:
+    return render(
+        request,
+        "dashboard.html",
+        session=session,
+        events=readmodel.event_page(ctx.bus, limit=5).events,
+        jobs=ctx.job_manager.recent()[:5],
+        **stats_data(ctx),
+    )
+
+
+@router.get("/admin/stats")
+def stats(request: Request, ctx: Ctx, session: PageSession) -> HTMLResponse:
+    return render(request, "_stats.html", session=session, **stats_data(ctx))
+
+
+@router.get("/admin/signin")
+def signin_form(request: Request, ctx: Ctx, next: str | None = None) -> Response:
+    target = security.safe_next(next)
+    if ctx.token is None or ctx.signer.read(request.cookies.get(security.COOKIE)):
+        return redirect(request, target)
+    return render(request, "signin.html", session=None, next_url=target, name="", error=None)
+
+
+def task_filter(
+    connector: str | None, state: str | None, type: str | None, text: str | None
+) -> TaskFilter:
+    clean_state: State = next((s for s in STATES if s == (state or "")), "")
+    return TaskFilter(
+        connector=connector or None,
+        state=clean_state,
+        type=type or None,
+        text=(text or "").strip()[:200] or None,
+    )
+
+
+def filter_params(flt: TaskFilter, sort: str) -> dict[str, str]:
+    params = {
+        "connector": flt.connector or "",
+        "state": flt.state,
+        "type": flt.type or "",
+        "text": flt.text or "",
+        "sort": sort if sort != "asc" else "",
+    }
+    return {k: v for k, v in params.items() if v}
+
+
+@router.get("/admin/tasks")
+def tasks(
+    request: Request,
+    ctx: Ctx,
+    session: PageSession,
+    connector: str | None = None,
+    state: str | None = None,
+    type: str | None = None,
+    text: str | None = None,
+    sort: str = "asc",
+    after: Cursor = None,
+    before: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = PAGE_SIZE,
+) -> HTMLResponse:
+    flt = task_filter(connector, state, type, text)
+    order: readmodel.Sort = "desc" if sort == "desc" else "asc"
+    page = readmodel.task_page(ctx.bus, flt, sort=order, after=after, before=before, limit=limit)
+    params = filter_params(flt, order)
+    here = request.url.path + ("?" + request.url.query if request.url.query else "")
+    return render(
+        request,
+        "tasks.html",
+        session=session,
+        flt=flt,
+        sort=order,
+        page=page,
+        params=params,
+        back=here,
+        total=readmodel.count_tasks(ctx.bus, flt),
+        blockers=readmodel.blockers(ctx.bus, flt.connector),
+        connector_names=readmodel.connector_names(ctx.bus),
+        type_names=readmodel.type_names(ctx.bus),
+    )
+
+
+def not_found(request: Request, session: Session, message: str) -> HTMLResponse:
+    return render(request, "error.html", 404, session=session, heading="Not found", message=message)
+
+
+@router.get("/admin/tasks/{task_id}")
+def task(
+    request: Request,
+    ctx: Ctx,
+    session: PageSession,
+    task_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+) -> HTMLResponse:
+    detail = readmodel.task_detail(ctx.bus, task_id)
+    if detail is None:
+        return not_found(
+            request, session, f"Task {task_id} is not queued: it was applied or deleted."
+        )
+    records = views.record_views(detail.records)
+    return render(request, "task.html", session=session, d=detail, records=records)
+
+
+@router.get("/admin/events")
+def events(
+    request: Request, ctx: Ctx, session: PageSession, before: Cursor = None, after: Cursor = None
+) -> HTMLResponse:
+    page = readmodel.event_page(ctx.bus, before=before, after=after)
+    return render(request, "events.html", session=session, page=page, events=page.events)
+
+
+@router.get("/admin/jobs/{job_id}")
+def job(request: Request, ctx: Ctx, session: PageSession, job_id: str) -> HTMLResponse:
+    found = ctx.job_manager.get(job_id)
+    if found is None:
+        return not_found(request, session, "This mass action is not known (any more).")
+    return render(request, "job.html", session=session, job=found, back=found.back)
+
+
+@router.get("/admin/jobs/{job_id}/progress")
+def job_progress(request: Request, ctx: Ctx, session: PageSession, job_id: str) -> HTMLResponse:
+    found = ctx.job_manager.get(job_id)
+    if found is None:
+        return not_found(request, session, "This mass action is not known (any more).")
+    return render(request, "_progress.html", session=session, job=found)
+
+
+def tasks_url(flt: TaskFilter) -> str:
+    query = urlencode(filter_params(flt, "asc"))
+    return "/admin/tasks" + ("?" + query if query else "")
