@@ -64,6 +64,22 @@ task_table = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("last_run_at", UtcDateTime),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
+    # Failed and blocking tasks are few among many: partial indexes find them without a scan
+    # (the admin's "failed" filter, the blocked-connector banner).
+    sa.Index(
+        "ix_syncbus_task_failed",
+        "connector_id",
+        "task_id",
+        sqlite_where=sa.text("error_message IS NOT NULL"),
+        postgresql_where=sa.text("error_message IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_syncbus_task_blocking",
+        "connector_id",
+        "task_id",
+        sqlite_where=sa.text("process_type = 'Error'"),
+        postgresql_where=sa.text("process_type = 'Error'"),
+    ),
     # Ids are never reused, so "a task id greater than any seen" always means a new task.
     sqlite_autoincrement=True,
 )
