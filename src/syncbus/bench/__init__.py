@@ -1,0 +1,96 @@
+"""syncbus bench: throughput of the bus against raw SQL floors and peer job queues.
+
+``run_bench(profile, db_url, json_path, console)`` runs one profile on one backend and returns a
+:class:`BenchReport`; method and figures: ``docs/performance.md`` and ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from syncbus.bench.drain import run_drain
+from syncbus.bench.environment import open_scratch
+from syncbus.bench.gate import BenchGateError
+from syncbus.bench.prepare import BenchHooks
+from syncbus.bench.report import BenchReport, Row, draw_chart
+from syncbus.bench.runner import BenchRun
+from syncbus.bench.workload import PROFILES, WORKLOAD_VERSION, Profile, Workload
+from syncbus.errors import ConfigurationError
+
+__all__ = [
+    "PROFILES",
+    "WORKLOAD_VERSION",
+    "BenchGateError",
+    "BenchHooks",
+    "BenchReport",
+    "Profile",
+    "Row",
+    "Workload",
+    "run_bench",
+]
+
+DEFAULT_BATCH_SIZE = 200
+
+
+def run_bench(
+    profile: str,
+    db_url: str | None,
+    json_path: str | None,
+    console: Console,
+    chart_path: str | None = None,
+    *,
+    hooks: BenchHooks | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> BenchReport:
+    """Run one bench profile on one database and print its table; the LAST line printed is
+    the one-line summary of the headline ratios.
+
+    ``db_url`` None means a fresh temporary SQLite file; a PostgreSQL URL names the server on
+    which a scratch database is created (and dropped afterwards). A failed correctness gate
+    raises :class:`BenchGateError` and nothing is reported. The chart goes to ``chart_path``,
+    else next to the JSON file (``.png``), when matplotlib is installed.
+    """
+    prof = PROFILES.get(profile)
+    if prof is None:
+        raise ConfigurationError(
+            f"unknown bench profile {profile!r}; one of: {', '.join(PROFILES)}"
+        )
+    hooks = hooks or BenchHooks()
+    scratch = open_scratch(db_url)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as progress:
+            if prof.drain_only:
+                report = run_drain(prof, scratch, progress, batch_size, hooks)
+            else:
+                report = BenchRun(prof, scratch, progress, batch_size, hooks).run()
+    finally:
+        scratch.drop()
+    chart = chart_path or (str(Path(json_path).with_suffix(".png")) if json_path else None)
+    if chart is not None and draw_chart([report.to_dict()], chart):
+        report.chart_path = chart
+    if json_path is not None:
+        report.write_json(json_path)
+    console.print(report.markdown(), markup=False, highlight=False, soft_wrap=True)
+    if report.json_path:
+        console.print(f"JSON: {report.json_path}", markup=False, highlight=False, soft_wrap=True)
+    if report.chart_path:
+        console.print(f"chart: {report.chart_path}", markup=False, highlight=False, soft_wrap=True)
+    console.print(report.summary_line(), markup=False, highlight=False, soft_wrap=True)
+    return report

@@ -134,7 +134,7 @@ def read_content(engine: sa.Engine, registry: TypeRegistry) -> Content:
             .join(users, users.c.user_id == userroles.c.user_id)
             .join(roles, roles.c.role_id == userroles.c.role_id)
         )
-        out.memberships = {(u, r) for u, r in conn.execute(stmt)}
+        out.memberships = {(str(row[0]), str(row[1])) for row in conn.execute(stmt)}
         _read_pages(conn, registry, site_id, out)
     return out
 

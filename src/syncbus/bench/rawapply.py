@@ -30,27 +30,25 @@ class RawApplier:
     """Applies one stored task payload to the content tables; no framework in between."""
 
     def __init__(self, engine: sa.Engine, registry: TypeRegistry) -> None:
-        pg = engine.dialect.name == "postgresql"
-        insert = postgresql.insert if pg else sqlite.insert
-        users, roles = registry.table("cms.user"), registry.table("cms.role")
-        forums, posts = registry.table("forums.forum"), registry.table("forums.forumpost")
-        members, site = registry.table("cms.userrole"), registry.table("cms.site")
-        articles = registry.page_table("cms.article")
-        assert articles is not None
-        tree, docs = tree_table, document_table
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        site = registry.table("cms.site")
         with engine.connect() as conn:
             self.sites = {
                 str(n): int(i) for n, i in conn.execute(sa.select(site.c.site_name, site.c.site_id))
             }
+        self._object_statements(registry, insert)
+        self._page_statements(registry, insert)
+
+    def _object_statements(self, registry: TypeRegistry, insert: Any) -> None:
+        users, roles = registry.table("cms.user"), registry.table("cms.role")
+        forums, posts = registry.table("forums.forum"), registry.table("forums.forumpost")
+        members = registry.table("cms.userrole")
         self.user_id = sa.select(users.c.user_id).where(users.c.user_name == _bp("c"))
         self.role_id = sa.select(roles.c.role_id).where(
             roles.c.role_name == _bp("c"), roles.c.site_id == _bp("s")
         )
         self.forum_id = sa.select(forums.c.forum_id).where(
             forums.c.forum_name == _bp("c"), forums.c.site_id == _bp("s")
-        )
-        self.node = sa.select(tree.c.node_id, tree.c.node_alias_path, tree.c.node_level).where(
-            tree.c.node_site_id == _bp("s"), tree.c.node_guid == _bp("g")
         )
         ins = insert(posts)
         self.upsert_post = ins.on_conflict_do_update(
@@ -66,6 +64,14 @@ class RawApplier:
         )
         self.delete_member = members.delete().where(
             members.c.user_id == _bp("u"), members.c.role_id == _bp("r")
+        )
+
+    def _page_statements(self, registry: TypeRegistry, insert: Any) -> None:
+        articles = registry.page_table("cms.article")
+        assert articles is not None
+        tree, docs = tree_table, document_table
+        self.node = sa.select(tree.c.node_id, tree.c.node_alias_path, tree.c.node_level).where(
+            tree.c.node_site_id == _bp("s"), tree.c.node_guid == _bp("g")
         )
         self.insert_node = tree.insert().returning(tree.c.node_id)
         ins = insert(docs)

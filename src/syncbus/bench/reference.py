@@ -8,6 +8,7 @@ GUIDs and alias paths, never internal ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from syncbus.bench.workload import (
     AUTHOR_BASE,
@@ -41,7 +42,7 @@ class Content:
     # alias path -> (document name, title, summary, text)
     articles: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
 
-    def sections(self) -> dict[str, dict[object, object]]:
+    def sections(self) -> dict[str, dict[Any, Any]]:
         """Every part as a mapping (memberships map to True), for a uniform comparison."""
         return {
             "cms.user": dict(self.users),

@@ -24,7 +24,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from syncbus.enums import TaskDataType, TaskType
@@ -56,19 +56,22 @@ KIND_SHARES = (("post", 0.5), ("article", 0.3), ("membership", 0.2))
 CREATE_SHARE = 0.15
 DELETE_SHARE = 0.05
 
-_WORDS = (
-    "account admin agenda answer archive audit backlog billing board branch budget build cache "
-    "campaign catalog change client cluster comment config contract customer dashboard data "
-    "deadline delivery deploy design digest domain draft editor email estimate event export "
-    "feature feedback filter forecast forum gateway invoice issue journal ledger license metric "
-    "migration milestone module notice onboarding order partner payment pipeline policy portal "
-    "pricing priority product profile project quota release report request review roadmap "
-    "schedule security segment server service session settings shipment sprint status storage "
-    "subscription summary support survey team template ticket timeline training update upgrade "
-    "vendor version warehouse webinar workflow"
-).split()
-_FIRST = "Anna Boris Clara David Eva Filip Greta Hugo Ida Jonas Karin Lukas Mia Nora Oskar".split()
-_LAST = "Novak Berg Dvorak Fischer Horak Jansen Kral Lindqvist Marek Nowak Olsen Svoboda".split()
+_WORD_TEXT = (
+    "account admin agenda answer archive audit backlog billing board branch budget build "
+    "cache campaign catalog change client cluster comment config contract customer dashboard "
+    "data deadline delivery deploy design digest domain draft editor email estimate event "
+    "export feature feedback filter forecast forum gateway invoice issue journal ledger "
+    "license metric migration milestone module notice onboarding order partner payment "
+    "pipeline policy portal pricing priority product profile project quota release report "
+    "request review roadmap schedule security segment server service session settings "
+    "shipment sprint status storage subscription summary support survey team template ticket "
+    "timeline training update upgrade vendor version warehouse webinar workflow"
+)
+_FIRST_TEXT = "Anna Boris Clara David Eva Filip Greta Hugo Ida Jonas Karin Lukas Mia Nora Oskar"
+_LAST_TEXT = "Novak Berg Dvorak Fischer Horak Jansen Kral Lindqvist Marek Nowak Olsen Svoboda"
+_WORDS = tuple(_WORD_TEXT.split())
+_FIRST = tuple(_FIRST_TEXT.split())
+_LAST = tuple(_LAST_TEXT.split())
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,13 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", tasks=500, keys=100, e2e_tasks=200, peer_tasks=500),
     "quick": Profile("quick", tasks=20_000, keys=1_000, e2e_tasks=4_000, peer_tasks=20_000),
-    "full": Profile("full", tasks=200_000, keys=10_000, e2e_tasks=20_000, peer_tasks=50_000),
+    "full": Profile("full", tasks=200_000, keys=10_000, e2e_tasks=20_000, peer_tasks=20_000),
+    "drain-smoke": Profile(
+        "drain-smoke", tasks=2_000, keys=200, e2e_tasks=0, peer_tasks=0, drain_only=True
+    ),
+    "drain-200k": Profile(
+        "drain-200k", tasks=200_000, keys=10_000, e2e_tasks=0, peer_tasks=0, drain_only=True
+    ),
     "drain-1m": Profile(
         "drain-1m", tasks=1_000_000, keys=50_000, e2e_tasks=0, peer_tasks=0, drain_only=True
     ),
@@ -124,7 +133,7 @@ def folder_alias(i: int) -> str:
     return f"folder-{i:02d}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def folder_guid(i: int) -> str:
     return str(uuid.uuid5(_NS, f"folder-{i}"))
 

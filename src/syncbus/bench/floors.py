@@ -1,0 +1,219 @@
+"""The baselines that run beside the bus in the same process, on the same database.
+
+* raw insert floors (logging): the very rows the bus logged, inserted into a table of the same
+  shape (same columns, index and foreign key to the connector table), either one INSERT and one
+  COMMIT per row (like one ``process_external_task`` call), or ``executemany`` in transactions
+  of the bus's batch size;
+* raw SQL floor (processing): a hand-written loop over a copy of the bus's queue (the same JSON
+  payloads) that per task does what the bus must do at a minimum (see ``rawapply``), and deletes
+  the batch's queue rows, in one transaction per batch of the bus's batch size.
+
+All use the bus's own engine, so connection settings and durability are the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.bench.rawapply import RawApplier
+from syncbus.store.schema import task_table
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+bench_metadata = sa.MetaData()
+# Only so that the log tables can reference the bus's connector table, as its task table does.
+_connector_stub = sa.Table(
+    "syncbus_connector", bench_metadata, sa.Column("connector_id", sa.Integer, primary_key=True)
+)
+
+
+def _payload_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        bench_metadata,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("task_type", sa.String(30), nullable=False),
+        sa.Column("site_name", sa.String(100)),
+        sa.Column("data", sa.Text, nullable=False),
+        sqlite_autoincrement=True,
+    )
+
+
+# The payloads the bus stored, in task-id order (kept for the peers), and the raw SQL floor's
+# queue (a copy of them that the floor drains).
+payloads = _payload_table("bench_payload")
+queue_copy = _payload_table("bench_queue")
+
+
+def _log_table(name: str) -> sa.Table:
+    """A table shaped like the bus's task table (the columns a logged task fills in)."""
+    return sa.Table(
+        name,
+        bench_metadata,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column(
+            "connector_id",
+            sa.Integer,
+            sa.ForeignKey("syncbus_connector.connector_id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("task_type", sa.String(30), nullable=False),
+        sa.Column("data_type", sa.String(20), nullable=False),
+        sa.Column("process_type", sa.String(20), nullable=False),
+        sa.Column("object_type", sa.String(100)),
+        sa.Column("class_name", sa.String(100)),
+        sa.Column("title", sa.String(450), nullable=False),
+        sa.Column("site_name", sa.String(100)),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("idempotency_key", sa.String(200)),
+        sa.Index(f"ix_{name}_queue", "connector_id", "id"),
+        sqlite_autoincrement=True,
+    )
+
+
+log_single = _log_table("bench_log_single")
+log_many = _log_table("bench_log_many")
+_LOG_COLUMNS = [c.name for c in log_single.columns if c.name != "id"]
+BENCH_TABLES = (payloads, queue_copy, log_single, log_many)
+
+Progress = Callable[[int], None]
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """(Re)create the bench's own tables."""
+    with engine.begin() as conn:
+        bench_metadata.drop_all(conn, tables=list(BENCH_TABLES))
+        bench_metadata.create_all(conn, tables=list(BENCH_TABLES))
+
+
+def drop_tables(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        bench_metadata.drop_all(conn, tables=list(BENCH_TABLES))
+
+
+def copy_payloads(engine: sa.Engine) -> int:
+    """Keep the payloads of the bus's queued tasks (before it processes them)."""
+    t = task_table
+    with engine.begin() as conn:
+        src = sa.select(t.c.task_type, t.c.site_name, t.c.data).order_by(t.c.task_id)
+        conn.execute(payloads.insert().from_select(["task_type", "site_name", "data"], src))
+    return _count(engine, payloads)
+
+
+def fill_queue(engine: sa.Engine) -> int:
+    """The raw SQL floor's queue: the same payloads, in the same order."""
+    p = payloads
+    with engine.begin() as conn:
+        conn.execute(queue_copy.delete())
+        src = sa.select(p.c.task_type, p.c.site_name, p.c.data).order_by(p.c.id)
+        conn.execute(queue_copy.insert().from_select(["task_type", "site_name", "data"], src))
+    return _count(engine, queue_copy)
+
+
+def payload_rows(engine: sa.Engine, limit: int, chunk: int = 1_000) -> Iterator[list[Any]]:
+    """The first ``limit`` stored payloads, in chunks (read outside the timed parts)."""
+    p = payloads
+    after, left = 0, limit
+    while left > 0:
+        with engine.connect() as conn:
+            stmt = (
+                sa.select(p.c.id, p.c.task_type, p.c.site_name, p.c.data)
+                .where(p.c.id > after)
+                .order_by(p.c.id)
+                .limit(min(chunk, left))
+            )
+            rows = list(conn.execute(stmt))
+        if not rows:
+            return
+        after, left = rows[-1].id, left - len(rows)
+        yield rows
+
+
+def logged_rows(engine: sa.Engine, chunk: int) -> Iterator[list[dict[str, Any]]]:
+    """The rows the bus logged, in chunks (read outside the timed parts)."""
+    cols = [task_table.c[c] for c in _LOG_COLUMNS]
+    after = 0
+    while True:
+        with engine.connect() as conn:
+            stmt = (
+                sa.select(task_table.c.task_id, *cols)
+                .where(task_table.c.task_id > after)
+                .order_by(task_table.c.task_id)
+                .limit(chunk)
+            )
+            rows = conn.execute(stmt).mappings().all()
+        if not rows:
+            return
+        after = rows[-1]["task_id"]
+        yield [{c: r[c] for c in _LOG_COLUMNS} for r in rows]
+
+
+def insert_single(engine: sa.Engine, progress: Progress) -> tuple[float, int]:
+    """One INSERT ... RETURNING id and one COMMIT per row: the floor of a single-task log call."""
+    stmt = log_single.insert().returning(log_single.c.id)
+    seconds, done = 0.0, 0
+    for rows in logged_rows(engine, 1_000):
+        start = time.perf_counter()
+        for row in rows:
+            with engine.begin() as conn:
+                conn.execute(stmt, row).scalar_one()
+        seconds += time.perf_counter() - start
+        done += len(rows)
+        progress(done)
+    return seconds, _count(engine, log_single)
+
+
+def insert_many(engine: sa.Engine, batch_size: int, progress: Progress) -> tuple[float, int]:
+    """executemany of the rows, one transaction per ``batch_size`` rows."""
+    stmt = log_many.insert()
+    seconds, done = 0.0, 0
+    for rows in logged_rows(engine, 1_000):
+        start = time.perf_counter()
+        for i in range(0, len(rows), batch_size):
+            with engine.begin() as conn:
+                conn.execute(stmt, rows[i : i + batch_size])
+        seconds += time.perf_counter() - start
+        done += len(rows)
+        progress(done)
+    return seconds, _count(engine, log_many)
+
+
+def raw_process(
+    engine: sa.Engine, applier: RawApplier, batch_size: int, progress: Progress
+) -> tuple[float, int]:
+    """Drain the queue copy in order, ``batch_size`` tasks per transaction. (seconds, applied)"""
+    q = queue_copy
+    read = (
+        sa.select(q.c.id, q.c.task_type, q.c.site_name, q.c.data)
+        .where(q.c.id > sa.bindparam("after"))
+        .order_by(q.c.id)
+        .limit(batch_size)
+    )
+    remove = q.delete().where(q.c.id <= sa.bindparam("upto"))
+    after, applied = 0, 0
+    start = time.perf_counter()
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(read, {"after": after}).all()
+            if not rows:
+                break
+            for row in rows:
+                applier.apply(conn, row.task_type, row.site_name, row.data)
+            conn.execute(remove, {"upto": rows[-1].id})
+        after = rows[-1].id
+        applied += len(rows)
+        progress(applied)
+    return time.perf_counter() - start, applied
+
+
+def queued_in_copy(engine: sa.Engine) -> int:
+    return _count(engine, queue_copy)
+
+
+def _count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())

@@ -1,0 +1,212 @@
+"""The bench's output: a Markdown table, a JSON file, a chart, and a one-line summary.
+
+Every figure is a ratio to a baseline measured in the same run (same process, same database,
+same durability settings). ``peak RSS`` is the process's peak resident set size so far
+(``getrusage(RUSAGE_SELF).ru_maxrss``), read right after the path ran; the drain-1m profile
+runs its drain in a fresh subprocess, so that figure is the drain's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HEADLINE_KEYS = (
+    "process/raw-floor",
+    "log/raw-insert",
+    "syncbus/procrastinate",
+    "syncbus/huey",
+)
+
+
+@dataclass
+class Row:
+    """One timed path (or baseline) of one run."""
+
+    backend: str
+    path: str
+    tasks: int
+    seconds: float
+    peak_rss_mb: float
+    baseline: str | None = None
+    ratio: float | None = None
+    kind: str = "syncbus"  # syncbus | baseline | peer
+    note: str = ""
+    statements: int | None = None  # SQL statements on the bus's engine during the phase
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.tasks / self.seconds if self.seconds > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tasks_per_s"] = round(self.tasks_per_s, 1)
+        out["seconds"] = round(self.seconds, 3)
+        out["ratio"] = None if self.ratio is None else round(self.ratio, 3)
+        out["statements_per_task"] = (
+            None if self.statements is None else round(self.statements / self.tasks, 2)
+        )
+        return out
+
+
+@dataclass
+class BenchReport:
+    profile: str
+    backend: str
+    workload_version: int
+    batch_size: int
+    database: str
+    machine: dict[str, Any]
+    durability: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
+    gates: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    headline: dict[str, float | None] = field(default_factory=dict)
+    extra_summary: dict[str, str] = field(default_factory=dict)
+    json_path: str | None = None
+    chart_path: str | None = None
+
+    def row(self, path: str) -> Row | None:
+        return next((r for r in self.rows if r.path == path), None)
+
+    def set_ratio(self, path: str, baseline: str) -> None:
+        row, base = self.row(path), self.row(baseline)
+        if row is not None and base is not None:
+            row.baseline = baseline
+            row.ratio = row.tasks_per_s / base.tasks_per_s
+
+    def ratio_of(self, path: str, baseline: str) -> float | None:
+        row, base = self.row(path), self.row(baseline)
+        if row is None or base is None:
+            return None
+        return row.tasks_per_s / base.tasks_per_s
+
+    def summary_line(self) -> str:
+        def fmt(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.2f}"
+
+        parts = [f"{k}={fmt(self.headline.get(k))}" for k in HEADLINE_KEYS]
+        parts += [f"{k}={v}" for k, v in self.extra_summary.items()]
+        return "  ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "backend": self.backend,
+            "workload_version": self.workload_version,
+            "batch_size": self.batch_size,
+            "database": self.database,
+            "machine": self.machine,
+            "durability": self.durability,
+            "results": [r.to_dict() for r in self.rows],
+            "latency": self.latency,
+            "gates": self.gates,
+            "skipped": self.skipped,
+            "headline": {k: None if v is None else round(v, 3) for k, v in self.headline.items()},
+            "summary": self.summary_line(),
+        }
+
+    def write_json(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.json_path = path
+
+    def markdown(self) -> str:
+        m = self.machine
+        lines = [
+            f"### syncbus bench: profile `{self.profile}` on {self.backend} "
+            f"(workload v{self.workload_version}, batch size {self.batch_size})",
+            "",
+            "| backend | path | tasks | seconds | tasks/s | baseline | ratio | peak RSS (MB) "
+            "| SQL stmts/task |",
+            "|---|---|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for r in self.rows:
+            ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+            stmts = "" if r.statements is None else f"{r.statements / r.tasks:.2f}"
+            lines.append(
+                f"| {r.backend} | {r.path} | {r.tasks:,} | {r.seconds:.2f} | "
+                f"{r.tasks_per_s:,.0f} | {r.baseline or ''} | {ratio} | {r.peak_rss_mb:.0f} "
+                f"| {stmts} |"
+            )
+        lines += [f"- {r.path}: {r.note}" for r in self.rows if r.note]
+        if self.latency:
+            lat = self.latency
+            lines += [
+                "",
+                f"End to end: {lat['tasks']:,} tasks logged at {lat['rate_target']:.0f}/s "
+                f"(achieved {lat['rate_achieved']:.0f}/s, logger at most "
+                f"{lat.get('schedule_lag_max_ms', 0):.0f} ms behind schedule); "
+                "latency from log call to applied: "
+                f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, "
+                f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms.",
+            ]
+        for s in self.skipped:
+            lines.append(f"- not measured: **{s['path']}**: {s['reason']}")
+        lines += [
+            "",
+            f"Machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model')}), {m.get('ram_gb')} GB RAM, "
+            f"syncbus {m.get('syncbus')} (source {m.get('source') or 'n/a'}), "
+            f"Python {m.get('python')}, SQLAlchemy {m.get('sqlalchemy')}, SQLite "
+            f"{m.get('sqlite')}, PostgreSQL {m.get('postgresql') or 'n/a'}.",
+            "Durability: " + ", ".join(f"{k}={v}" for k, v in self.durability.items()) + ".",
+            f"Correctness gates passed: {len(self.gates)} "
+            f"({', '.join(sorted({g['gate'] for g in self.gates}))}).",
+        ]
+        return "\n".join(lines)
+
+
+def draw_chart(reports: list[dict[str, Any]], path: str) -> bool:
+    """tasks/s per path beside its baseline, one panel per backend. False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        return False
+    colors = {"syncbus": "#2b6cb0", "baseline": "#a0aec0", "peer": "#dd6b20"}
+    fig, axes = plt.subplots(1, len(reports), figsize=(6.5 * len(reports), 4.8), squeeze=False)
+    for ax, rep in zip(axes[0], reports, strict=True):
+        rows = sorted(
+            (r for r in rep["results"] if r["path"] != "end-to-end"),
+            key=lambda r: _group(r["path"]),
+        )
+        labels = [r["path"].replace(" (", "\n(") for r in rows]
+        values = [r["tasks_per_s"] for r in rows]
+        bars = ax.bar(range(len(rows)), values, color=[colors[r["kind"]] for r in rows])
+        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+        ax.set_xticks(range(len(rows)), labels, rotation=35, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("tasks/s (log scale)")
+        ax.set_title(f"{rep['backend']}, profile {rep['profile']}")
+    handles = [Patch(color=c) for c in colors.values()]
+    labels = ["syncbus", "raw floor (baseline)", "peer job queue"]
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _group(path: str) -> int:
+    """Logging paths first, then processing paths, each beside its baselines."""
+    return 0 if path.startswith("log") or "insert" in path or "enqueue" in path else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m syncbus.bench chart OUT.png RUN.json [RUN.json ...]``: one chart of runs."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m syncbus.bench chart OUT.png RUN.json [RUN.json ...]")
+    reports = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args[1:]]
+    if not draw_chart(reports, args[0]):
+        raise SystemExit("matplotlib is not installed: pip install -e '.[bench]'")

@@ -1,0 +1,320 @@
+"""One bench run on one backend: the phases in order, each timed alone and gated.
+
+1. setup (not timed): schema, connector, the referenced users/roles/forums/folders;
+2. ``log-api``: every task through ``process_external_task``, one call each;
+3. ``raw-insert-single`` / ``raw-insert-many``: the same rows into tables of the same shape;
+4. ``process``: ``bus.process_tasks()`` drains the queue; content gate;
+5. ``raw-sql-floor``: the hand-written loop drains a copy of the queue into the same (reset)
+   content tables; content gate;
+6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite; content gate;
+7. ``end-to-end``: logging at a fixed rate while processing; latency; content gate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from rich.progress import Progress, TaskID
+
+from syncbus.bench import floors
+from syncbus.bench.e2e import percentile, run_e2e
+from syncbus.bench.environment import Scratch, durability, machine, reset_content
+from syncbus.bench.gate import BenchGateError, Gates
+from syncbus.bench.peers import PeerRun, installed, run_huey, run_procrastinate
+from syncbus.bench.prepare import BenchHooks, chunks, peak_rss_mb, prepare_bus
+from syncbus.bench.rawapply import RawApplier
+from syncbus.bench.reference import ReferenceModel
+from syncbus.bench.report import BenchReport, Row
+from syncbus.bench.workload import CONNECTOR_NAME, WORKLOAD_VERSION, Profile, Workload
+from syncbus.bus import IntegrationBus
+from syncbus.model import ProcessResult
+
+# TODO(http): the HTTP logging paths (POST /api/connectors/{name}/tasks and .../tasks/batch
+# through create_app) belong here, timed against the same raw insert floors: start uvicorn on
+# the bench's bus in a thread, log the same workload with an httpx client, gate as log-api.
+E2E_LOAD = 1 / 3
+HTTP_PATHS = ("log-http-single", "log-http-batch")
+HTTP_REASON = "the HTTP logging paths are not benchmarked yet (TODO(http) in bench/runner.py)"
+
+
+class BenchRun:
+    """The phases of one run against one scratch database."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        scratch: Scratch,
+        progress: Progress,
+        batch_size: int,
+        hooks: BenchHooks,
+    ) -> None:
+        self.profile = profile
+        self.scratch = scratch
+        self.progress = progress
+        self.hooks = hooks
+        self.workload = Workload(profile)
+        self.bus = IntegrationBus(scratch.url, batch_size=batch_size)
+        self.engine: sa.Engine = self.bus.engine
+        self.gates = Gates(self.bus.registry, hooks.before_gate)
+        self.backend = scratch.backend
+        self.statements = 0  # SQL statements sent through the bus's engine (bus and floors)
+        sa.event.listen(self.engine, "before_cursor_execute", self._count_statement)
+        self.report = BenchReport(
+            profile=profile.name,
+            backend=self.backend,
+            workload_version=WORKLOAD_VERSION,
+            batch_size=batch_size,
+            database=scratch.name,
+            machine={},
+            durability={},
+            gates=self.gates.passed,
+        )
+
+    def run(self) -> BenchReport:
+        try:
+            prepare_bus(self.bus, self.workload, self.gates)
+            floors.create_tables(self.engine)
+            self.report.machine = machine(self.engine)
+            self.report.durability = durability(self.engine)
+            expected = ReferenceModel.of(self.workload)
+            self.log_path()
+            self.insert_floors()
+            self.process_path(expected)
+            self.raw_floor(expected)
+            self.peers()
+            self.end_to_end()
+            self.report.skipped += [{"path": p, "reason": HTTP_REASON} for p in HTTP_PATHS]
+            self.headline()
+        finally:
+            self.bus.close()
+        return self.report
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _count_statement(self, *_: Any) -> None:
+        self.statements += 1
+
+    def _bar(self, label: str, total: int) -> TaskID:
+        return self.progress.add_task(f"[{self.backend}] {label}", total=total)
+
+    def _row(
+        self,
+        path: str,
+        tasks: int,
+        seconds: float,
+        kind: str = "syncbus",
+        statements: int | None = None,
+    ) -> None:
+        row = Row(self.backend, path, tasks, seconds, peak_rss_mb(), kind=kind)
+        row.statements = statements
+        self.report.rows.append(row)
+
+    def _reset(self) -> None:
+        reset_content(self.engine, self.bus.registry)
+
+    # -- paths ----------------------------------------------------------------------------------
+    def log_path(self) -> None:
+        n, bus = self.profile.tasks, self.bus
+        bar = self._bar("log: process_external_task", n)
+        seconds, last, count = 0.0, 0, 0
+        s0 = self.statements
+        with self.hooks.wrap("log-api"):
+            for chunk in chunks(self.workload.tasks(), 1_000):  # generated outside the timer
+                start = time.perf_counter()
+                for t in chunk:
+                    task_id = bus.process_external_task(
+                        CONNECTOR_NAME,
+                        t.obj,
+                        task_type=t.task_type,
+                        data_type=t.data_type,
+                        site_name=t.site_name,
+                    )
+                    if task_id is None or task_id <= last:
+                        detail = f"task {t.seq} got id {task_id} after id {last}"
+                        raise BenchGateError("log", "log-api", detail)
+                    last = task_id
+                seconds += time.perf_counter() - start
+                count += len(chunk)
+                self.progress.update(bar, completed=count)
+        statements = self.statements - s0
+        queued = bus.queue_size()
+        self.gates.require(
+            count == n and queued == n, "log", "log-api", f"logged={count} queued={queued} of {n}"
+        )
+        self._row("log-api", n, seconds, statements=statements)
+
+    def insert_floors(self) -> None:
+        n = self.profile.tasks
+        kept = floors.copy_payloads(self.engine)
+        self.gates.require(kept == n, "copy", "payloads", f"{kept} payloads kept of {n}")
+        bar = self._bar("raw insert floor: 1 row per commit", n)
+        s0 = self.statements
+        seconds, rows = floors.insert_single(self.engine, self._advance(bar))
+        statements = self.statements - s0
+        self.gates.require(rows == n, "counts", "raw-insert-single", f"{rows} rows of {n}")
+        self._row("raw-insert-single", n, seconds, "baseline", statements)
+        bar = self._bar("raw insert floor: executemany", n)
+        s0 = self.statements
+        seconds, rows = floors.insert_many(self.engine, self.report.batch_size, self._advance(bar))
+        self.gates.require(rows == n, "counts", "raw-insert-many", f"{rows} rows of {n}")
+        self._row("raw-insert-many", n, seconds, "baseline", self.statements - s0)
+
+    def _advance(self, bar: TaskID) -> Any:
+        def update(done: int) -> None:
+            self.progress.update(bar, completed=done)
+
+        return update
+
+    def process_path(self, expected: Any) -> None:
+        n, bus = self.profile.tasks, self.bus
+        bar = self._bar("process: bus.process_tasks", n)
+        applied = failed = 0
+
+        def on_progress(result: ProcessResult) -> None:
+            self.progress.update(bar, completed=applied + result.applied)
+
+        s0 = self.statements
+        start = time.perf_counter()
+        with self.hooks.wrap("process"):
+            while True:
+                result = bus.process_tasks(on_progress=on_progress).get(CONNECTOR_NAME)
+                if result is None:
+                    break
+                applied, failed = applied + result.applied, failed + result.failed
+                if result.stopped or not result.ran or result.applied + result.failed == 0:
+                    break
+        seconds = time.perf_counter() - start
+        statements = self.statements - s0
+        self.gates.counts(
+            "process", logged=n, applied=applied, failed=failed, queued=bus.queue_size()
+        )
+        self.gates.content("process", self.engine, expected)
+        self._row("process", n, seconds, statements=statements)
+
+    def raw_floor(self, expected: Any) -> None:
+        n = self.profile.tasks
+        self._reset()
+        applier = RawApplier(self.engine, self.bus.registry)
+        queued = floors.fill_queue(self.engine)
+        self.gates.require(queued == n, "copy", "raw-sql-floor", f"{queued} queued of {n}")
+        bar = self._bar("raw SQL floor", n)
+        s0 = self.statements
+        with self.hooks.wrap("raw-sql-floor"):
+            seconds, applied = floors.raw_process(
+                self.engine, applier, self.report.batch_size, self._advance(bar)
+            )
+        statements = self.statements - s0
+        left = floors.queued_in_copy(self.engine)
+        self.gates.counts("raw-sql-floor", logged=n, applied=applied, failed=0, queued=left)
+        self.gates.content("raw-sql-floor", self.engine, expected)
+        self._row("raw-sql-floor", n, seconds, "baseline", statements)
+
+    # -- peers ----------------------------------------------------------------------------------
+    def peers(self) -> None:
+        wanted = {"procrastinate": "postgresql", "huey": "sqlite"}
+        for name, backend in wanted.items():
+            if "peers" in self.hooks.skip:
+                reason = "left out on request (--skip peers)"
+            elif backend != self.backend:
+                reason = f"runs on {backend} only (this run is on {self.backend})"
+            elif not installed(name):
+                reason = "not installed (pip install -e '.[bench]')"
+            elif self.profile.peer_tasks <= 0:
+                reason = f"the {self.profile.name} profile has no peer phase"
+            else:
+                self._peer(name)
+                continue
+            self.report.skipped.append({"path": name, "reason": reason})
+
+    def _peer(self, name: str) -> None:
+        m = self.profile.peer_tasks
+        self._reset()
+        applier = RawApplier(self.engine, self.bus.registry)
+        bar_in = self._bar(f"{name}: enqueue", m)
+        bar_work = self._bar(f"{name}: worker", m)
+
+        def rows() -> Iterator[list[Any]]:
+            return floors.payload_rows(self.engine, m)
+
+        args = (self.engine, applier, rows, self._advance(bar_in), self._advance(bar_work))
+        with self.hooks.wrap(name):
+            run: PeerRun = (
+                run_procrastinate(self.scratch.url, *args)
+                if name == "procrastinate"
+                else run_huey(str(self.scratch.sqlite_path), *args)
+            )
+        self.gates.counts(
+            name, logged=run.tasks, applied=run.executed, failed=0, queued=run.queued_after
+        )
+        self.gates.require(run.tasks == m, "counts", name, f"{run.tasks} jobs of {m}")
+        self.gates.content(name, self.engine, ReferenceModel.of(self.workload, m))
+        self._row(f"{name} enqueue", m, run.enqueue_seconds, "peer")
+        self._row(f"{name} work", m, run.work_seconds, "peer")
+
+    # -- end to end -----------------------------------------------------------------------------
+    def end_to_end(self) -> None:
+        n = self.profile.e2e_tasks
+        if "end-to-end" in self.hooks.skip:
+            self.report.skipped.append({"path": "end-to-end", "reason": "left out on request"})
+            return
+        if n <= 0:
+            return
+        log_row, proc_row = self.report.row("log-api"), self.report.row("process")
+        assert log_row is not None and proc_row is not None
+        # One task costs 1/L of logging and 1/P of processing, done one after the other; log at a
+        # third of that capacity (logging and processing contend for the GIL and, on SQLite, the
+        # write lock, so the serial estimate is optimistic).
+        rate = E2E_LOAD / (1 / log_row.tasks_per_s + 1 / proc_row.tasks_per_s)
+        self._reset()
+        tasks = list(self.workload.tasks(n))
+        bar = self._bar(f"end to end at {rate:.0f} tasks/s", n)
+        s0 = self.statements
+        with self.hooks.wrap("end-to-end"):
+            run = run_e2e(self.bus, tasks, rate, self._advance(bar))
+        statements = self.statements - s0
+        self.gates.counts(
+            "end-to-end",
+            logged=n,
+            applied=run.applied,
+            failed=run.failed,
+            queued=self.bus.queue_size(),
+        )
+        self.gates.require(
+            len(run.latencies) == n,
+            "latency",
+            "end-to-end",
+            f"{len(run.latencies)} of {n} tasks seen applied",
+        )
+        self.gates.content("end-to-end", self.engine, ReferenceModel.of(self.workload, n))
+        self._row("end-to-end", n, run.seconds, statements=statements)
+        ms = [x * 1000 for x in run.latencies]
+        self.report.latency = {
+            "tasks": n,
+            "rate_target": round(rate, 1),
+            "rate_achieved": round(run.rate_achieved, 1),
+            "schedule_lag_max_ms": round(run.lag_max * 1000, 2),
+            "p50_ms": round(percentile(ms, 50), 2),
+            "p95_ms": round(percentile(ms, 95), 2),
+            "p99_ms": round(percentile(ms, 99), 2),
+            "max_ms": round(max(ms), 2),
+            "mean_ms": round(sum(ms) / len(ms), 2),
+        }
+
+    def headline(self) -> None:
+        rep = self.report
+        rep.set_ratio("log-api", "raw-insert-single")
+        rep.set_ratio("process", "raw-sql-floor")
+        for peer in ("procrastinate", "huey"):
+            rep.set_ratio(f"{peer} enqueue", "log-api")
+            rep.set_ratio(f"{peer} work", "process")
+        rep.headline = {
+            "process/raw-floor": rep.ratio_of("process", "raw-sql-floor"),
+            "log/raw-insert": rep.ratio_of("log-api", "raw-insert-single"),
+            "syncbus/procrastinate": rep.ratio_of("process", "procrastinate work"),
+            "syncbus/huey": rep.ratio_of("process", "huey work"),
+            "log/raw-insert-many": rep.ratio_of("log-api", "raw-insert-many"),
+            "syncbus-log/procrastinate-enqueue": rep.ratio_of("log-api", "procrastinate enqueue"),
+            "syncbus-log/huey-enqueue": rep.ratio_of("log-api", "huey enqueue"),
+        }

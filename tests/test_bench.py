@@ -1,0 +1,210 @@
+"""The bench as a smoke test: its phases run, its correctness gates run and pass, its JSON holds
+what the report promises, and a wrong result is caught. No timing is asserted."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
+from syncbus.bench import PROFILES, BenchGateError, BenchHooks, Workload, run_bench
+from syncbus.bench.gate import compare
+from syncbus.bench.reference import ReferenceModel
+
+PG_URL = os.environ.get("SYNCBUS_TEST_POSTGRES_URL")
+RESULT_KEYS = {
+    "backend",
+    "path",
+    "tasks",
+    "seconds",
+    "tasks_per_s",
+    "baseline",
+    "ratio",
+    "peak_rss_mb",
+}
+TOP_KEYS = {
+    "profile",
+    "backend",
+    "workload_version",
+    "batch_size",
+    "machine",
+    "durability",
+    "results",
+    "latency",
+    "gates",
+    "skipped",
+    "headline",
+    "summary",
+}
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, force_terminal=False), out
+
+
+def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json_path.read_text())
+    assert set(data) >= TOP_KEYS
+    assert data["backend"] == backend
+    assert data["profile"] == "smoke"
+    paths = {r["path"] for r in data["results"]}
+    assert {"log-api", "raw-insert-single", "raw-insert-many", "process", "raw-sql-floor"} <= paths
+    assert "end-to-end" in paths
+    for row in data["results"]:
+        assert set(row) >= RESULT_KEYS
+        assert row["tasks"] > 0 and row["seconds"] > 0
+    gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
+    for phase in ("process", "raw-sql-floor", "end-to-end"):
+        assert gates[("content", phase)] == 1
+        assert gates[("counts", phase)] == 1
+    assert data["machine"]["cpu_count"] and data["machine"]["sqlite"]
+    assert set(data["latency"]) >= {"p50_ms", "p95_ms", "p99_ms"}
+    assert data["headline"]["process/raw-floor"] is not None
+    assert data["headline"]["log/raw-insert"] is not None
+    last = [line for line in printed.splitlines() if line.strip()][-1]
+    assert last == data["summary"]
+    assert last.startswith("process/raw-floor=") and "syncbus/huey=" in last
+    return data
+
+
+@pytest.mark.slow
+def test_smoke_profile_on_sqlite(tmp_path: Path) -> None:
+    console, out = _console()
+    json_path = tmp_path / "bench.json"
+    report = run_bench("smoke", None, str(json_path), console)
+    data = _check_run(json_path, out.getvalue(), "sqlite")
+    assert data["durability"] == {"journal_mode": "wal", "synchronous": "FULL"}
+    assert report.gates and all(g["gate"] for g in report.gates)
+    peers = {s["path"]: s["reason"] for s in data["skipped"]}
+    assert "procrastinate" in peers  # PostgreSQL only
+    if data["headline"]["syncbus/huey"] is None:
+        assert "not installed" in peers["huey"]
+    else:
+        assert ("content", "huey") in {(g["gate"], g["phase"]) for g in data["gates"]}
+
+
+@pytest.fixture
+def own_pg_database() -> Iterator[str]:
+    """A database of this test's own on the test server, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("SYNCBUS_TEST_POSTGRES_URL is not set")
+    url = make_url(PG_URL).set(drivername="postgresql+psycopg")
+    name = f"syncbus_benchtest_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_smoke_profile_on_postgres(tmp_path: Path, own_pg_database: str) -> None:
+    console, out = _console()
+    json_path = tmp_path / "bench.json"
+    run_bench("smoke", own_pg_database, str(json_path), console)
+    data = _check_run(json_path, out.getvalue(), "postgresql")
+    assert data["machine"]["postgresql"]
+    assert {"synchronous_commit", "fsync"} <= set(data["durability"])
+    # The bench ran in a scratch database of its own, and dropped it.
+    admin = sa.create_engine(own_pg_database)
+    with admin.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM pg_database WHERE datname = :n"), {"n": data["database"]}
+        ).scalar_one()
+        tables = conn.execute(
+            sa.text("SELECT count(*) FROM information_schema.tables WHERE table_schema='public'")
+        ).scalar_one()
+    admin.dispose()
+    assert left == 0
+    assert tables == 0  # the database the URL names was never written to
+
+
+def _corrupt_one_post(phase: str, engine: sa.Engine) -> None:
+    if phase != "process":
+        return
+    with engine.begin() as conn:
+        post_id = conn.execute(sa.text("SELECT min(post_id) FROM forums_forumpost")).scalar_one()
+        conn.execute(
+            sa.text("UPDATE forums_forumpost SET post_subject = 'tampered' WHERE post_id = :i"),
+            {"i": post_id},
+        )
+
+
+@pytest.mark.slow
+def test_gate_catches_a_wrong_result(tmp_path: Path) -> None:
+    console, out = _console()
+    json_path = tmp_path / "bench.json"
+    with pytest.raises(BenchGateError) as caught:
+        run_bench(
+            "smoke", None, str(json_path), console, hooks=BenchHooks(before_gate=_corrupt_one_post)
+        )
+    assert caught.value.gate == "content"
+    assert caught.value.phase == "process"
+    assert "forums.forumpost" in str(caught.value) and "tampered" in str(caught.value)
+    assert not json_path.exists()  # a failed run reports no figures
+    assert "process/raw-floor=" not in out.getvalue()
+
+
+def test_workload_is_fixed_and_mixed() -> None:
+    workload = Workload(PROFILES["quick"])
+    first = [(t.task_type, t.obj) for t in workload.tasks(2_000)]
+    again = [(t.task_type, t.obj) for t in Workload(PROFILES["quick"]).tasks(2_000)]
+    assert first == again
+    ops = Counter(
+        t.task_type.value.removesuffix("Object").removesuffix("Document") for t in workload.tasks()
+    )
+    total = sum(ops.values())
+    assert abs(ops["Create"] / total - 0.15) < 0.02
+    assert abs(ops["Update"] / total - 0.80) < 0.02
+    assert abs(ops["Delete"] / total - 0.05) < 0.02
+    sizes = [len(json.dumps(obj)) for _, obj in first]
+    assert min(sizes) >= 300 and max(sizes) <= 550
+
+
+def test_reference_model_depends_on_order() -> None:
+    """Swapping two operations on one key changes the expected content: the content gate
+    detects tasks applied out of order."""
+    workload = Workload(PROFILES["smoke"])
+    tasks = list(workload.tasks())
+    expected = ReferenceModel.of(workload)
+    by_key: dict[tuple[str, int], list[int]] = {}
+    for i, t in enumerate(tasks):
+        by_key.setdefault((t.kind, t.key), []).append(i)
+    i, j = next(v[-2:] for (kind, _), v in by_key.items() if kind == "post" and len(v) >= 2)
+    tasks[i], tasks[j] = tasks[j], tasks[i]
+    model = ReferenceModel(workload)
+    for t in tasks:
+        model.apply(t)
+    assert compare(expected, model.content)
+    assert not compare(expected, ReferenceModel.of(workload))
+
+
+@pytest.mark.slow
+def test_drain_profile_measures_a_fresh_subprocess(tmp_path: Path) -> None:
+    """drain-smoke is drain-1m in small: the queue is drained by a subprocess of its own."""
+    console, out = _console()
+    json_path = tmp_path / "drain.json"
+    run_bench("drain-smoke", None, str(json_path), console)
+    data = json.loads(json_path.read_text())
+    (row,) = data["results"]
+    assert row["path"] == "process (fresh subprocess)" and row["tasks"] == 2_000
+    assert row["peak_rss_mb"] > 0 and "RSS when the drain started" in row["note"]
+    assert ("content", "drain") in {(g["gate"], g["phase"]) for g in data["gates"]}
+    last = [line for line in out.getvalue().splitlines() if line.strip()][-1]
+    assert last.endswith(f"drain-peak-rss-mb={row['peak_rss_mb']:.0f}")
