@@ -125,3 +125,30 @@ def test_idempotency_key_holds_across_processes(pg_url: str) -> None:
     assert len(set(outputs[0])) == len(keys)
     assert bus.queue_size("Seq") == len(keys)
     bus.close()
+
+
+def test_ids_commit_in_order_across_concurrent_loggers(pg_url: str) -> None:
+    """A task whose id is lower but whose transaction commits later must not be overtaken:
+    logging a connector's tasks is serialised until commit."""
+    import threading
+
+    bus = make_bus(pg_url)
+    other = make_bus(pg_url)
+    holder = sa.create_engine(bus.engine.url)
+    with holder.connect() as conn:
+        cid = conn.execute(
+            sa.text("SELECT connector_id FROM syncbus_connector WHERE connector_name = 'Seq'")
+        ).scalar_one()
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": 0x5342, "b": cid})
+        done = threading.Event()
+        threading.Thread(
+            target=lambda: (other.process_external_task("Seq", {"key": "k", "n": 2}), done.set()),
+            daemon=True,
+        ).start()
+        time.sleep(0.3)
+        assert not done.is_set(), "a logger got past another logger's open transaction"
+        conn.rollback()
+    assert done.wait(10)
+    holder.dispose()
+    other.close()
+    bus.close()

@@ -382,6 +382,26 @@ def worker(
 
 
 @app.command()
+def bench(
+    profile: Annotated[
+        str, typer.Option("--profile", help="smoke, quick, full, drain-200k or drain-1m.")
+    ] = "quick",
+    db: DbOption = None,
+    json_path: Annotated[str | None, typer.Option("--json", help="Write the figures here.")] = None,
+    chart: Annotated[str | None, typer.Option("--chart", help="Write a PNG chart here.")] = None,
+) -> None:
+    """Measure throughput against raw SQL floors and peer queues (see docs/performance.md).
+
+    On PostgreSQL, --db names a server: a scratch database is created and dropped."""
+    from syncbus.bench import run_bench
+
+    try:
+        run_bench(profile, db or _state.db, json_path, console, chart)
+    except SyncBusError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
 def demo(db: DbOption = None) -> None:
     """Log the sample CRM data set through its connector, process it, and show the result."""
     from syncbus.examples.crm.demo import run_demo

@@ -30,6 +30,7 @@ from syncbus.translation import Capture, check_object
 
 _site = BUILTIN_TABLES["cms.site"]
 NOTIFY_CHANNEL = "syncbus_tasks"
+_LOG_LOCK = 0x5342  # advisory lock class for logging, keyed by connector id
 
 
 def _state_query() -> sa.Select[Any]:
@@ -314,6 +315,14 @@ class Intake:
         pg = conn.dialect.name == "postgresql"
         notify = sa.func.pg_notify(NOTIFY_CHANNEL, connector_name) if pg else None
         outcomes = []
+        if pg and rows:
+            # Ids come from a sequence at INSERT, but become visible at COMMIT: two concurrent
+            # loggers could commit out of id order, and a run could pass a lower id before it
+            # is visible. Serialising a connector's inserts until commit keeps ids in commit
+            # order (released when the transaction ends).
+            conn.execute(
+                sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK, rows[0]["connector_id"]))
+            )
         for values in rows:
             keyed = values["idempotency_key"] is not None
             nested = conn.begin_nested() if len(rows) > 1 and keyed else None
