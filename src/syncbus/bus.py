@@ -35,7 +35,6 @@ from syncbus.store.schema import (
     BUILTIN_TABLES,
     connector_table,
     event_log_table,
-    lease_table,
     sync_log_table,
     task_table,
     type_table,
@@ -287,21 +286,7 @@ class IntegrationBus:
 
     # -- reading the queue ----------------------------------------------------------------
     def _task_query(self) -> sa.Select[Any]:
-        t, c, lease = task_table, connector_table, lease_table
-        running = sa.and_(
-            lease.c.owner.is_not(None),
-            t.c.task_id >= lease.c.run_first_task_id,
-            t.c.task_id <= lease.c.run_last_task_id,
-        )
-        return (
-            sa.select(
-                t,
-                c.c.connector_name,
-                sa.case((running, True), else_=False).label("is_running"),
-            )
-            .join(c, c.c.connector_id == t.c.connector_id)
-            .outerjoin(lease, lease.c.connector_id == t.c.connector_id)
-        )
+        return queue.task_joined(task_table)
 
     @staticmethod
     def _task_info(row: Any) -> TaskInfo:

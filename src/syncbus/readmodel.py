@@ -150,21 +150,7 @@ _ROW_FIELDS = [
 
 
 def _rows_query() -> sa.Select[Any]:
-    t, c, lease = task_table, connector_table, lease_table
-    running = sa.and_(
-        lease.c.owner.is_not(None),
-        t.c.task_id >= lease.c.run_first_task_id,
-        t.c.task_id <= lease.c.run_last_task_id,
-    )
-    return (
-        sa.select(
-            *(t.c[name] for name in _ROW_FIELDS),
-            c.c.connector_name,
-            sa.case((running, True), else_=False).label("is_running"),
-        )
-        .join(c, c.c.connector_id == t.c.connector_id)
-        .outerjoin(lease, lease.c.connector_id == t.c.connector_id)
-    )
+    return queue.task_joined(*(task_table.c[name] for name in _ROW_FIELDS))
 
 
 def _task_row(r: Any) -> TaskRow:

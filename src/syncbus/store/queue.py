@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from syncbus.store.db import db_now_epoch
 from syncbus.store.schema import (
+    connector_table,
     event_log_table,
     lease_table,
     setting_table,
@@ -83,6 +84,26 @@ def record_task_error(
     if set_error_state:
         values["process_type"] = "Error"
     conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))
+
+
+def task_joined(*columns: Any) -> sa.Select[Any]:
+    """Tasks with their connector's name and whether a run holds them now (the one place that
+    rule is written: the task lies in the batch range the current lease owner claimed)."""
+    t, lease = task_table, lease_table
+    running = sa.and_(
+        lease.c.owner.is_not(None),
+        t.c.task_id >= lease.c.run_first_task_id,
+        t.c.task_id <= lease.c.run_last_task_id,
+    )
+    return (
+        sa.select(
+            *columns,
+            connector_table.c.connector_name,
+            sa.case((running, True), else_=False).label("is_running"),
+        )
+        .join(connector_table, connector_table.c.connector_id == t.c.connector_id)
+        .outerjoin(lease, lease.c.connector_id == t.c.connector_id)
+    )
 
 
 # -- leases -----------------------------------------------------------------------------------
