@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -15,11 +16,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from rich.console import Console
+from rich.progress import Progress
 from sqlalchemy.engine import make_url
 
 from syncbus.bench import PROFILES, BenchGateError, BenchHooks, Workload, run_bench
+from syncbus.bench.environment import open_scratch
 from syncbus.bench.gate import compare
+from syncbus.bench.http import THREAD_NAME
+from syncbus.bench.prepare import prepare_bus
 from syncbus.bench.reference import ReferenceModel
+from syncbus.bench.runner import HTTP_PATHS, BenchRun
+from syncbus.bench.workload import CONNECTOR_NAME
 
 PG_URL = os.environ.get("SYNCBUS_TEST_POSTGRES_URL")
 RESULT_KEYS = {
@@ -53,6 +60,31 @@ def _console() -> tuple[Console, io.StringIO]:
     return Console(file=out, width=200, force_terminal=False), out
 
 
+def _check_http_rows(data: dict[str, Any]) -> None:
+    """Both HTTP logging paths ran, were gated, and sit beside the other logging rows."""
+    rows = {r["path"]: r for r in data["results"]}
+    order = [r["path"] for r in data["results"]]
+    http_tasks = PROFILES["smoke"].http_tasks
+    assert order.index("raw-insert-many") + 1 == order.index("log-http-single")
+    assert order.index("log-http-single") + 1 == order.index("log-http-batch")
+    for path, baseline in zip(HTTP_PATHS, ("raw-insert-single", "raw-insert-many"), strict=True):
+        row = rows[path]
+        assert row["tasks"] == http_tasks and row["kind"] == "syncbus"
+        assert row["tasks_per_s"] > 0 and row["baseline"] == baseline
+        expected = row["tasks_per_s"] / rows[baseline]["tasks_per_s"]
+        assert row["ratio"] == pytest.approx(expected, rel=0.01)
+        assert row["statements_per_task"] >= 1  # the app ran on the bench bus's engine
+        passed = {g["gate"] for g in data["gates"] if g["phase"] == path}
+        assert passed == {"log", "cleanup"}
+    assert data["headline"]["log-http-single/raw-insert"] == pytest.approx(
+        rows["log-http-single"]["ratio"], abs=0.002
+    )
+    assert data["headline"]["log-http-batch/raw-insert-many"] == pytest.approx(
+        rows["log-http-batch"]["ratio"], abs=0.002
+    )
+    assert not {s["path"] for s in data["skipped"]} & set(HTTP_PATHS)
+
+
 def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(json_path.read_text())
     assert set(data) >= TOP_KEYS
@@ -64,6 +96,7 @@ def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     for row in data["results"]:
         assert set(row) >= RESULT_KEYS
         assert row["tasks"] > 0 and row["seconds"] > 0
+    _check_http_rows(data)
     gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
     for phase in ("process", "raw-sql-floor", "end-to-end"):
         assert gates[("content", phase)] == 1
@@ -159,6 +192,35 @@ def test_gate_catches_a_wrong_result(tmp_path: Path) -> None:
     assert "forums.forumpost" in str(caught.value) and "tampered" in str(caught.value)
     assert not json_path.exists()  # a failed run reports no figures
     assert "process/raw-floor=" not in out.getvalue()
+
+
+def _http_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+@pytest.mark.slow
+def test_http_gate_catches_a_refused_request() -> None:
+    """A request the service refuses (here: the connector is disabled, 409) fails the HTTP
+    phase's gate, and the server is stopped all the same."""
+    console, _ = _console()
+    scratch = open_scratch(None)
+    try:
+        with Progress(console=console) as progress:
+            run = BenchRun(PROFILES["smoke"], scratch, progress, 200, BenchHooks())
+            try:
+                prepare_bus(run.bus, run.workload, run.gates)
+                run.bus.set_connector_enabled(CONNECTOR_NAME, False)
+                with pytest.raises(BenchGateError) as caught:
+                    run.http_paths()
+            finally:
+                run.bus.close()
+    finally:
+        scratch.drop()
+    assert caught.value.gate == "log"
+    assert caught.value.phase == "log-http-single"
+    assert "task 0: HTTP 409" in caught.value.detail and "disabled" in caught.value.detail
+    assert run.report.row("log-http-single") is None
+    assert _http_threads() == []
 
 
 def test_workload_is_fixed_and_mixed() -> None:

@@ -7,37 +7,47 @@
 5. ``raw-sql-floor``: the hand-written loop drains a copy of the queue into the same (reset)
    content tables; content gate;
 6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite; content gate;
-7. ``end-to-end``: logging at a fixed rate while processing; latency; content gate.
+7. ``end-to-end``: logging at a fixed rate while processing; latency; content gate;
+8. ``log-http-single`` / ``log-http-batch``: the first ``http_tasks`` tasks POSTed to the real
+   service app (``bench/http.py``), one per request, then in batches of the batch size.
+
+The HTTP phases run last, on the queue every earlier phase left empty (each of those gates
+``queued == 0``), under the bench connector, so they cannot disturb what the process path and
+its content gate expect. Their tasks are never processed: after each HTTP phase they are
+deleted with plain SQL (not timed), so the next starts from an empty queue as well.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from rich.progress import Progress, TaskID
 
-from syncbus.bench import floors
+from syncbus.bench import floors, http
 from syncbus.bench.e2e import percentile, run_e2e
-from syncbus.bench.environment import Scratch, durability, machine, reset_content
+from syncbus.bench.environment import Scratch, durability, machine, maintenance, reset_content
 from syncbus.bench.gate import BenchGateError, Gates
 from syncbus.bench.peers import PeerRun, installed, run_huey, run_procrastinate
 from syncbus.bench.prepare import BenchHooks, chunks, peak_rss_mb, prepare_bus
 from syncbus.bench.rawapply import RawApplier
 from syncbus.bench.reference import ReferenceModel
 from syncbus.bench.report import BenchReport, Row
-from syncbus.bench.workload import CONNECTOR_NAME, WORKLOAD_VERSION, Profile, Workload
+from syncbus.bench.workload import (
+    CONNECTOR_NAME,
+    WORKLOAD_VERSION,
+    BenchTask,
+    Profile,
+    Workload,
+)
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
+from syncbus.store.schema import task_table
 
-# TODO(http): the HTTP logging paths (POST /api/connectors/{name}/tasks and .../tasks/batch
-# through create_app) belong here, timed against the same raw insert floors: start uvicorn on
-# the bench's bus in a thread, log the same workload with an httpx client, gate as log-api.
 E2E_LOAD = 1 / 3
 HTTP_PATHS = ("log-http-single", "log-http-batch")
-HTTP_REASON = "the HTTP logging paths are not benchmarked yet (TODO(http) in bench/runner.py)"
 
 
 class BenchRun:
@@ -86,7 +96,7 @@ class BenchRun:
             self.raw_floor(expected)
             self.peers()
             self.end_to_end()
-            self.report.skipped += [{"path": p, "reason": HTTP_REASON} for p in HTTP_PATHS]
+            self.http_paths()
             self.headline()
         finally:
             self.bus.close()
@@ -302,9 +312,90 @@ class BenchRun:
             "mean_ms": round(sum(ms) / len(ms), 2),
         }
 
+    # -- HTTP ------------------------------------------------------------------------------------
+    def http_paths(self) -> None:
+        """Both HTTP logging paths, on one server; the server stops even when a gate fails."""
+        m = min(self.profile.http_tasks, self.profile.tasks)
+        reason = None
+        if "http" in self.hooks.skip:
+            reason = "left out on request"
+        elif m <= 0:
+            reason = f"the {self.profile.name} profile has no HTTP phase"
+        if reason is not None:
+            self.report.skipped += [{"path": p, "reason": reason} for p in HTTP_PATHS]
+            return
+        batch = min(self.report.batch_size, http.MAX_BATCH)
+        with http.serve(self.bus) as client:
+            self._http_phase(
+                "log-http-single",
+                m,
+                "1 task per POST",
+                lambda tasks, phase, advance: http.log_single(
+                    client, CONNECTOR_NAME, tasks, phase, advance
+                ),
+            )
+            self._http_phase(
+                "log-http-batch",
+                m,
+                f"{batch} tasks per POST",
+                lambda tasks, phase, advance: http.log_batch(
+                    client, CONNECTOR_NAME, tasks, batch, phase, advance
+                ),
+            )
+        if batch != self.report.batch_size:
+            row = self.report.row("log-http-batch")
+            assert row is not None
+            note = f"{batch} tasks per request (the batch endpoint's limit)"
+            row.note = f"{row.note}; {note}" if row.note else note
+        # Shown beside the other logging rows (they ran last, see the module's docstring).
+        rows = self.report.rows
+        moved = [r for r in rows if r.path in HTTP_PATHS]
+        rest = [r for r in rows if r.path not in HTTP_PATHS]
+        at = next((i + 1 for i, r in enumerate(rest) if r.path == "raw-insert-many"), len(rest))
+        self.report.rows = rest[:at] + moved + rest[at:]
+
+    def _http_phase(
+        self,
+        path: str,
+        m: int,
+        label: str,
+        send: Callable[[Iterator[BenchTask], str, http.Advance], http.HttpLog],
+    ) -> None:
+        maintenance(self.engine)  # the dead rows of the earlier phases (not timed)
+        before = self.bus.queue_size()
+        bar = self._bar(f"HTTP log: {label}", m)
+        s0 = self.statements
+        with self.hooks.wrap(path):
+            log = send(self.workload.tasks(m), path, self._advance(bar))
+        statements = self.statements - s0
+        queued = self.bus.queue_size()
+        self.gates.require(
+            before == 0 and log.sent == m and len(log.ids) == m and queued == m,
+            "log",
+            path,
+            f"sent={log.sent} created={len(log.ids)} queued={queued} of {m} "
+            f"(queued before: {before})",
+        )
+        row = Row(self.backend, path, m, log.seconds, peak_rss_mb())
+        row.statements = statements
+        if m < self.profile.tasks:
+            row.note = (
+                f"the first {m:,} of the {self.profile.tasks:,} tasks (profile field "
+                "http_tasks); its ratio compares rates (tasks/s)"
+            )
+        self.report.rows.append(row)
+        # Not processed by anything: remove them, so the next phase starts from an empty queue.
+        t = task_table
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.task_id.between(log.ids[0], log.ids[-1])))
+        left = self.bus.queue_size()
+        self.gates.require(left == 0, "cleanup", path, f"{m} HTTP tasks removed, {left} left")
+
     def headline(self) -> None:
         rep = self.report
         rep.set_ratio("log-api", "raw-insert-single")
+        rep.set_ratio("log-http-single", "raw-insert-single")
+        rep.set_ratio("log-http-batch", "raw-insert-many")
         rep.set_ratio("process", "raw-sql-floor")
         for peer in ("procrastinate", "huey"):
             rep.set_ratio(f"{peer} enqueue", "log-api")
@@ -317,4 +408,6 @@ class BenchRun:
             "log/raw-insert-many": rep.ratio_of("log-api", "raw-insert-many"),
             "syncbus-log/procrastinate-enqueue": rep.ratio_of("log-api", "procrastinate enqueue"),
             "syncbus-log/huey-enqueue": rep.ratio_of("log-api", "huey enqueue"),
+            "log-http-single/raw-insert": rep.ratio_of("log-http-single", "raw-insert-single"),
+            "log-http-batch/raw-insert-many": rep.ratio_of("log-http-batch", "raw-insert-many"),
         }

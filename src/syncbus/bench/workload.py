@@ -76,21 +76,28 @@ _LAST = tuple(_LAST_TEXT.split())
 
 @dataclass(frozen=True)
 class Profile:
-    """A workload size. ``peer_tasks`` and ``e2e_tasks`` are prefixes of the same stream."""
+    """A workload size. ``peer_tasks``, ``e2e_tasks`` and ``http_tasks`` are prefixes of the
+    same stream (``http_tasks``: the tasks the HTTP logging paths send, each path all of them;
+    fewer than ``tasks`` where one request per task would take too long)."""
 
     name: str
     tasks: int
     keys: int
     e2e_tasks: int
     peer_tasks: int
+    http_tasks: int = 0
     drain_only: bool = False
     seed: int = DEFAULT_SEED
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", tasks=500, keys=100, e2e_tasks=200, peer_tasks=500),
-    "quick": Profile("quick", tasks=20_000, keys=1_000, e2e_tasks=4_000, peer_tasks=20_000),
-    "full": Profile("full", tasks=200_000, keys=10_000, e2e_tasks=20_000, peer_tasks=20_000),
+    "smoke": Profile("smoke", tasks=500, keys=100, e2e_tasks=200, peer_tasks=500, http_tasks=200),
+    "quick": Profile(
+        "quick", tasks=20_000, keys=1_000, e2e_tasks=4_000, peer_tasks=20_000, http_tasks=3_000
+    ),
+    "full": Profile(
+        "full", tasks=200_000, keys=10_000, e2e_tasks=20_000, peer_tasks=20_000, http_tasks=20_000
+    ),
     "drain-smoke": Profile(
         "drain-smoke", tasks=2_000, keys=200, e2e_tasks=0, peer_tasks=0, drain_only=True
     ),
