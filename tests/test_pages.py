@@ -262,3 +262,45 @@ def test_simple_parent_id_must_be_an_internal_node_id(bus: IntegrationBus) -> No
             "PageOnly", "not-a-node-id", task_type="CreateDocument", site_name="main"
         )
     assert bus.list_tasks() == []
+
+
+# -- many operations on one page within one batch (the batch's page cache stays true) -----------
+
+
+def test_one_batch_of_operations_on_the_same_page_ends_as_applied_one_by_one(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    put(bus, folder("news"), CREATE)
+    put(bus, folder("archive"), CREATE)
+    guid = str(uuid.uuid4())
+
+    def hello(title: str, culture: str = "en-US", alias: str = "hello", **kw: Any) -> Page:
+        return article(alias, title, node_guid=guid, culture=culture, **kw)
+
+    put(bus, hello("A", parent_path="/news"), CREATE)  # exists when the batch starts
+    steps = [
+        (hello("Hallo", "de-DE", parent_path="/news"), CREATE),
+        (hello("Hallo", "de-DE", parent_path="/news"), TaskType.UPDATE_DOCUMENT),
+        (hello("B", parent_path="/news"), TaskType.UPDATE_DOCUMENT),
+        (hello("B", parent_path="/news"), TaskType.DELETE_DOCUMENT),  # en-US goes, node stays
+        (hello("C", parent_path="/news"), TaskType.UPDATE_DOCUMENT),  # en-US comes back
+        (hello("C", parent_path="/news"), TaskType.DELETE_ALL_CULTURES),  # node goes
+        (hello("D", parent_path="/news"), CREATE),  # a new node with the same GUID
+        (hello("E", alias="hello2", parent_path="/news"), TaskType.UPDATE_DOCUMENT),  # rename
+        (hello("E", alias="hello2", parent_path="/archive"), TaskType.MOVE_DOCUMENT),
+        (hello("F", alias="hello2", parent_path="/archive"), TaskType.UPDATE_DOCUMENT),
+        (hello("Hallo 2", "de-DE", alias="hello2", parent_path="/archive"), CREATE),
+        (hello("F", alias="hello2", parent_path="/archive"), TaskType.ARCHIVE_DOCUMENT),
+    ]
+    ids = [log(bus, p, t) for p, t in steps]
+    result = run(bus)
+    assert result.applied == len(steps), (result, [bus.task_log(i) for i in ids])
+    assert bus.get_page("main", "/news/hello") is None
+    assert bus.get_page("main", "/news/hello2") is None
+    en = page(bus, "/archive/hello2")
+    de = page(bus, "/archive/hello2", "de-DE")
+    assert (en["article_title"], en["archived"], en["published"]) == ("F", True, False)
+    assert (de["article_title"], de["archived"]) == ("Hallo 2", False)
+    assert en["node_id"] == de["node_id"]
+    assert en["node_guid"] == guid
+    assert en["node_parent_id"] == page(bus, "/archive")["node_id"]

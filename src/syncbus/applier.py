@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.content.objects import ObjectStore
-from syncbus.content.pages import PageStore
+from syncbus.content.pages import PageCache, PageStore
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.targets import TargetCache
 from syncbus.content.types import ObjectType
@@ -19,6 +19,9 @@ from syncbus.store.schema import BUILTIN_TABLES
 from syncbus.translation import Resolver
 
 _site_table = BUILTIN_TABLES["cms.site"]
+_site_type = "cms.site"
+_PAGE_REMOVALS = frozenset({TaskType.DELETE_DOCUMENT, TaskType.DELETE_ALL_CULTURES})
+_PAGE_WRITES = frozenset({TaskType.CREATE_DOCUMENT, TaskType.UPDATE_DOCUMENT})
 
 
 class Applier:
@@ -55,7 +58,10 @@ class Applier:
                 raise ContentError(f"task type {task_type.value} needs an object, not a page")
             if site_id is None:
                 raise SiteNotFoundError("a page task needs a site")
-            self._apply_page(conn, task_type, data_type, site_id, payload, resolver, row.site_name)
+            pages = targets.pages if targets is not None else None
+            self._apply_page(
+                conn, task_type, data_type, site_id, payload, resolver, row.site_name, pages
+            )
             return
         if payload.obj is None or task_type.is_document:
             raise ContentError(f"task type {task_type.value} needs a page, not an object")
@@ -73,7 +79,13 @@ class Applier:
         """Look up, set-wise, the objects a batch's tasks will write."""
         targets = TargetCache()
         wanted = []
+        pages: list[tuple[int, str, str]] = []
         for row, payload in tasks:
+            if payload.page is not None:
+                site_id = sites.get(row.site_name) if row.site_name else None
+                if site_id is not None and payload.page.node_guid is not None:
+                    pages.append((site_id, str(payload.page.node_guid), payload.page.culture))
+                continue
             if payload.obj is None:
                 continue
             try:
@@ -89,6 +101,8 @@ class Applier:
                 values[ot.site_column] = site_id
             wanted.append((ot, values, site_id if ot.site_column else None))
         targets.prefetch(conn, self.registry, wanted)
+        if pages:
+            targets.pages.prefetch(conn, pages)
         return targets
 
     # -- objects ----------------------------------------------------------------------------
@@ -159,7 +173,13 @@ class Applier:
             if self.objects.delete(conn, ot, row, site_id, targets):
                 gone = self.registry.dependents(ot.name)
                 resolver.forget(gone)
-                if targets is not None:
+                if ot.name == _site_type:  # its page tree goes with it
+                    resolver.forget_pages()
+                    if targets is not None:
+                        targets.pages.clear()
+                if targets is not None:  # the deleted row itself is known absent now
+                    if not self.registry.cascades_to_itself(ot.name):
+                        gone = gone - {ot.name}
                     targets.forget(gone)
         elif task_type in (TaskType.ADD_TO_SITE, TaskType.REMOVE_FROM_SITE):
             if site_id is None:
@@ -205,6 +225,7 @@ class Applier:
         payload: Payload,
         resolver: Resolver,
         task_site: str | None,
+        cache: PageCache | None = None,
     ) -> None:
         page = payload.page
         assert page is not None
@@ -212,10 +233,12 @@ class Applier:
         def get_parent() -> dict[str, Any]:
             return self._parent_node(conn, page, data_type, site_id, payload, resolver, task_site)
 
-        try:
-            self.pages.apply(conn, task_type, site_id, page, get_parent)
-        finally:
+        self.pages.apply(conn, task_type, site_id, page, get_parent, cache)
+        # Node ids change only when nodes come or go; a failed task resets the resolver.
+        if task_type in _PAGE_REMOVALS:
             resolver.forget_pages()
+        elif task_type in _PAGE_WRITES:
+            resolver.pages_created()
 
     def _parent_node(
         self,

@@ -70,9 +70,7 @@ class IntegrationBus:
         self.connectors = ConnectorRegistry(self.engine, self.reader)
         self.settings = Settings(self.engine, self.reader)
         self._listeners: list[Callable[[str, int], None]] = []
-        self.intake = Intake(
-            self.engine, self.registry, self.connectors, self._task_logged, self.reader
-        )
+        self.intake = Intake(self.engine, self.registry, self.connectors, self._task_logged)
         self.runner = Engine(
             self.engine,
             self.registry,

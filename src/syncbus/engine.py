@@ -333,7 +333,7 @@ class Engine:
             savepoint.rollback()
             resolver.reset()  # what the rolled-back task wrote is gone again
             if targets is not None:
-                targets.ids.clear()
+                targets.clear()
             return error_text(exc)
         savepoint.commit()
         return None

@@ -13,6 +13,9 @@ class _WireEnum(StrEnum):
     def parse(cls, value: str | Self) -> Self:
         if isinstance(value, cls):
             return value
+        exact = cls._value2member_map_.get(value)  # the wire value as stored: no scan
+        if exact is not None:
+            return exact  # type: ignore[return-value]
         if isinstance(value, str):
             folded = value.strip().casefold()
             for member in cls:

@@ -23,6 +23,7 @@ from syncbus.errors import (
 from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
 from syncbus.store import queue
+from syncbus.store.db import AUTOCOMMIT_READS
 from syncbus.store.schema import BUILTIN_TABLES, task_table
 from syncbus.store.schema import connector_table as ct
 from syncbus.store.schema import idempotency_table as keys
@@ -53,6 +54,61 @@ def _state_query() -> sa.Select[Any]:
 
 
 _STATE_QUERY = _state_query()
+
+_TASK_COLUMNS = (
+    "connector_id",
+    "task_type",
+    "data_type",
+    "process_type",
+    "object_type",
+    "class_name",
+    "title",
+    "site_name",
+    "created_at",
+    "data",
+    "idempotency_key",
+)
+_INSERT_TASK = task_table.insert().returning(task_table.c.task_id)
+
+# PostgreSQL: ids come from a sequence at INSERT but become visible at COMMIT, so two
+# concurrent loggers could commit out of id order, and a run could pass a lower id before it
+# is visible. A connector's inserts are serialised until commit by a transaction-scoped
+# advisory lock (released when the transaction ends), which keeps ids in commit order.
+_PG_LOCK = sa.select(
+    sa.func.pg_advisory_xact_lock(_LOG_LOCK, sa.bindparam("connector_id", type_=sa.Integer()))
+)
+
+
+def _pg_insert_notify() -> Any:
+    """Lock, insert and NOTIFY in one statement. The row is selected FROM the lock, so the
+    lock is held before the INSERT draws the task id from its sequence."""
+    lock = sa.select(
+        sa.func.pg_advisory_xact_lock(
+            _LOG_LOCK, sa.bindparam("connector_id", type_=sa.Integer())
+        ).label("locked")
+    ).cte("lock")
+    row = sa.select(
+        *(sa.bindparam(c, type_=task_table.c[c].type).label(c) for c in _TASK_COLUMNS)
+    ).select_from(lock)
+    ins = (
+        task_table.insert()
+        .from_select(list(_TASK_COLUMNS), row)
+        .returning(task_table.c.task_id)
+        .cte("ins")
+    )
+    notify = sa.func.pg_notify(
+        sa.bindparam("channel", type_=sa.String()),
+        sa.bindparam("connector_name", type_=sa.String()),
+    )
+    return sa.select(ins.c.task_id, notify).select_from(ins)
+
+
+_PG_INSERT_NOTIFY = _pg_insert_notify()
+_PG_NOTIFY = sa.select(
+    sa.func.pg_notify(
+        sa.bindparam("channel", type_=sa.String()), sa.bindparam("name", type_=sa.String())
+    )
+)
 
 _VERBS = {
     TaskType.CREATE_OBJECT: "Create",
@@ -107,10 +163,8 @@ class Intake:
         registry: TypeRegistry,
         connectors: ConnectorRegistry,
         on_logged: Callable[[str, int], None] | None = None,
-        reader: sa.Engine | None = None,
     ) -> None:
         self.db = db
-        self.reader = reader or db
         self.registry = registry
         self.connectors = connectors
         self.on_logged = on_logged
@@ -150,18 +204,14 @@ class Intake:
         """Log several tasks all or nothing: every one is checked and prepared (and may raise)
         before any is written; then all are inserted in one transaction.
 
-        On PostgreSQL the checks, the inserts and the commit share one session (four round
-        trips for a task). On SQLite the checks read outside the write transaction, so the
-        connector's code never runs while the database's single write lock is held."""
+        The checks, the inserts and the commit share one connection: on PostgreSQL three
+        round trips for a task (checks; lock, insert and NOTIFY; commit). On SQLite the checks
+        read in autocommit mode, outside any transaction, so the connector's code never runs
+        while the database's single write lock is held; the inserts then BEGIN IMMEDIATE."""
         try:
-            if self.db.dialect.name == "postgresql":
-                with self.db.connect() as conn:
-                    outcomes = self._log(conn, conn, connector_name, requests)
-                    conn.commit()
-            else:
-                with self.reader.connect() as rconn, self.db.connect() as wconn:
-                    outcomes = self._log(rconn, wconn, connector_name, requests)
-                    wconn.commit()
+            with self.db.connect() as conn:
+                outcomes = self._log(conn, connector_name, requests)
+                conn.commit()
         except _Duplicate as dup:  # a concurrent twin won the key: ours was rolled back
             outcomes = [LogOutcome(dup.task_id, created=False)]
         if self.on_logged is not None:
@@ -171,17 +221,17 @@ class Intake:
         return outcomes
 
     def _log(
-        self,
-        rconn: sa.Connection,
-        wconn: sa.Connection,
-        connector_name: str,
-        requests: list[TaskRequest],
+        self, conn: sa.Connection, connector_name: str, requests: list[TaskRequest]
     ) -> list[LogOutcome]:
-        prepared = [self._prepare(rconn, connector_name, r) for r in requests]
-        if rconn is not wconn:
-            rconn.rollback()
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:  # single-statement reads, no BEGIN (see store.db)
+            conn.execution_options(**{AUTOCOMMIT_READS: True})
+        prepared = [self._prepare(conn, connector_name, r) for r in requests]
+        if sqlite:
+            conn.rollback()  # ends SQLAlchemy's notional transaction; SQLite has none open
+            conn.execution_options(**{AUTOCOMMIT_READS: False})
         rows = [p for p in prepared if isinstance(p, dict)]
-        ids = iter(self._insert(wconn, connector_name, rows) if rows else [])
+        ids = iter(self._insert(conn, connector_name, rows) if rows else [])
         return [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
 
     def _check(
@@ -313,33 +363,30 @@ class Intake:
         task's id instead: the key's primary key serialises the twins. On PostgreSQL the
         insert also NOTIFYs every listening worker, delivered on commit."""
         pg = conn.dialect.name == "postgresql"
-        notify = sa.func.pg_notify(NOTIFY_CHANNEL, connector_name) if pg else None
         outcomes = []
-        if pg and rows:
-            # Ids come from a sequence at INSERT, but become visible at COMMIT: two concurrent
-            # loggers could commit out of id order, and a run could pass a lower id before it
-            # is visible. Serialising a connector's inserts until commit keeps ids in commit
-            # order (released when the transaction ends).
-            conn.execute(
-                sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK, rows[0]["connector_id"]))
-            )
+        locked = False
         for values in rows:
             keyed = values["idempotency_key"] is not None
             nested = conn.begin_nested() if len(rows) > 1 and keyed else None
-            insert = task_table.insert().values(values).returning(task_table.c.task_id)
-            if notify is not None and not keyed:
-                ins = insert.cte("ins")
-                stmt: Any = sa.select(ins.c.task_id, notify).select_from(ins)
+            params = values
+            if pg and not keyed:
+                # One round trip: take the connector's logging lock, insert, NOTIFY.
+                stmt: Any = _PG_INSERT_NOTIFY
+                params = {**values, "channel": NOTIFY_CHANNEL, "connector_name": connector_name}
+                locked = True
             else:
-                stmt = insert
-            task_id = int(conn.execute(stmt).scalar_one())
+                if pg and not locked:
+                    conn.execute(_PG_LOCK, {"connector_id": values["connector_id"]})
+                    locked = True
+                stmt = _INSERT_TASK
+            task_id = int(conn.execute(stmt, params).scalar_one())
             first = self._claim_key(conn, values, task_id) if keyed else None
             if first is None:
                 outcomes.append(LogOutcome(task_id, created=True))
                 if nested is not None:
                     nested.commit()
-                if notify is not None and keyed:
-                    conn.execute(sa.select(notify))
+                if pg and keyed:
+                    conn.execute(_PG_NOTIFY, {"channel": NOTIFY_CHANNEL, "name": connector_name})
                 continue
             if nested is None:
                 raise _Duplicate(first)  # rolls back this task's insert

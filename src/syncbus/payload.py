@@ -62,7 +62,15 @@ class TranslationRecord:
 
 
 def id_key(object_type: str, external_id: Any) -> tuple[str, str]:
-    """A hashable key for an external id of a type (ids may be ints, strings, ...)."""
+    """A hashable key for an external id of a type (ids may be ints, strings, ...).
+
+    Keys of different values never collide: ints and strings (the common ids) take a fast,
+    injective form that equals their JSON text for ints and, for strings, is a JSON-string
+    look-alike that JSON never produces for another value; the rest is canonical JSON."""
+    if isinstance(external_id, str):  # subclasses (StrEnum) key as their plain text
+        return object_type, f'"{str.__str__(external_id)}"'
+    if isinstance(external_id, int) and not isinstance(external_id, bool):
+        return object_type, int.__repr__(external_id)
     return object_type, json.dumps(external_id, sort_keys=True, default=str)
 
 

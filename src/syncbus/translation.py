@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import sqlalchemy as sa
@@ -123,8 +124,9 @@ class Resolver:
         self.conn = conn
         self.registry = registry
         self.sites = sites
-        self._found: dict[Identity, int] = {}
-        self._missing: set[Identity] = set()
+        # Per object type (pages: PAGE_RECORD), so that forgetting a type costs nothing.
+        self._found: dict[str, dict[Identity, int]] = defaultdict(dict)
+        self._missing: dict[str, set[Identity]] = defaultdict(set)
 
     # -- identities -----------------------------------------------------------------------
     def identity(
@@ -163,11 +165,14 @@ class Resolver:
         ident = self.identity(payload, index, task_site, depth)
         if ident is None:
             return None
-        if ident in self._found:
-            return self._found[ident]
-        if ident not in self._missing:
+        found = self._found[ident[0]].get(ident)
+        if found is None and ident not in self._missing[ident[0]]:
             self._query([ident])
-        return self._found.get(ident)
+            found = self._found[ident[0]].get(ident)
+        return found
+
+    def _known(self, ident: Identity) -> bool:
+        return ident in self._found[ident[0]] or ident in self._missing[ident[0]]
 
     # -- set-wise prefetch ----------------------------------------------------------------
     def prefetch(self, items: Iterable[tuple[Payload, str | None]]) -> None:
@@ -183,7 +188,7 @@ class Resolver:
                     later.append((payload, i, site))
                     continue
                 ident = self.identity(payload, i, site)
-                if ident is not None and ident not in self._found and ident not in self._missing:
+                if ident is not None and not self._known(ident):
                     wanted.append(ident)
             if wanted:
                 self._query(wanted)
@@ -193,7 +198,7 @@ class Resolver:
 
     def _unknown(self, payload: Payload, index: int, site: str | None) -> bool:
         ident = self.identity(payload, index, site)
-        return ident is not None and ident not in self._found and ident not in self._missing
+        return ident is not None and not self._known(ident)
 
     def _query(self, idents: list[Identity]) -> None:
         by_type: dict[str, list[Identity]] = defaultdict(list)
@@ -204,9 +209,8 @@ class Resolver:
                 self._query_pages(group)
             else:
                 self._query_objects(self.registry.object_type(type_name), group)
-            for ident in group:
-                if ident not in self._found:
-                    self._missing.add(ident)
+            found = self._found[type_name]
+            self._missing[type_name].update(i for i in group if i not in found)
 
     def _query_objects(self, ot: ObjectType, idents: list[Identity]) -> None:
         table = self.registry.table(ot.name)
@@ -230,7 +234,7 @@ class Resolver:
                 and (group is None or g == group)
             ]
             if matches:
-                self._found[ident] = min(matches)
+                self._found[ot.name][ident] = min(matches)
 
     def _query_pages(self, idents: list[Identity]) -> None:
         guids = sorted({i[1] for i in idents})
@@ -245,7 +249,7 @@ class Resolver:
         for ident in idents:
             found = rows.get((ident[1], int(ident[2] or 0)))
             if found is not None:
-                self._found[ident] = found
+                self._found[PAGE_RECORD][ident] = found
 
     # -- keeping the cache true within a batch --------------------------------------------
     def learn(self, ot: ObjectType, row: dict[str, Any], site_id: int | None, oid: int) -> None:
@@ -259,13 +263,14 @@ class Resolver:
             row.get(ot.parent_column) if ot.parent_column else None,
             row.get(ot.group_column) if ot.group_column else None,
         )
-        self._found[ident] = oid
-        self._missing = {i for i in self._missing if i[0] != ot.name}
+        self._found[ot.name][ident] = oid
+        self._missing.pop(ot.name, None)
 
-    def forget(self, type_names: set[str]) -> None:
+    def forget(self, type_names: AbstractSet[str]) -> None:
         """Drop what the cache knows of these types (after a delete that may cascade)."""
-        self._found = {i: v for i, v in self._found.items() if i[0] not in type_names}
-        self._missing = {i for i in self._missing if i[0] not in type_names}
+        for name in type_names:
+            self._found.pop(name, None)
+            self._missing.pop(name, None)
 
     def reset(self) -> None:
         """Forget everything (after a rolled-back task: what it wrote is gone again)."""
@@ -273,7 +278,12 @@ class Resolver:
         self._missing.clear()
 
     def forget_pages(self) -> None:
+        """After a page delete: nodes (and their subtrees) are gone."""
         self.forget({PAGE_RECORD})
+
+    def pages_created(self) -> None:
+        """After a page create: a page that was missing may exist now."""
+        self._missing.pop(PAGE_RECORD, None)
 
 
 def check_object(registry: TypeRegistry, obj: InternalObject, *, external_refs: bool) -> ObjectType:

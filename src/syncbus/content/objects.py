@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from syncbus.content.targets import TargetCache
 
 _MISSING = object()
+_GIVEN, _NULL, _LEFT_OUT = 0, 1, 2  # how an identity column appears in a lookup
 _ID_PARAM = "syncbus_object_id"
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
@@ -34,28 +35,55 @@ def target_key(ot: ObjectType, values: Mapping[str, Any], site_id: int | None) -
     return ot.name, tuple(parts), site_id if ot.site_column and not ot.is_binding else None
 
 
+def _to_datetime(value: Any) -> Any:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _to_date(value: Any) -> Any:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _to_bool(value: Any) -> Any:
+    return bool(value) if value in (0, 1) and not isinstance(value, bool) else value
+
+
+def _to_str(value: Any) -> Any:
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def _coercers(ot: ObjectType) -> dict[str, tuple[Callable[[Any], Any], Any]]:
+    """Per column that may need it: the conversion and the column type (built once per type)."""
+
+    def build() -> dict[str, tuple[Callable[[Any], Any], Any]]:
+        out: dict[str, tuple[Callable[[Any], Any], Any]] = {}
+        for col, typ in ot.all_columns().items():
+            if isinstance(typ, sa.DateTime):
+                out[col] = (_to_datetime, typ)
+            elif isinstance(typ, sa.Date):
+                out[col] = (_to_date, typ)
+            elif isinstance(typ, sa.Boolean):
+                out[col] = (_to_bool, typ)
+            elif isinstance(typ, sa.String):
+                out[col] = (_to_str, typ)
+        return out
+
+    coercers: dict[str, tuple[Callable[[Any], Any], Any]] = ot.derived("coercers", build)
+    return coercers
+
+
 def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
     """Bring JSON-decoded values to the column types (ISO dates, UUIDs, 0/1 booleans)."""
-    types = ot.all_columns()
+    coercers = _coercers(ot)
     out: dict[str, Any] = {}
     for col, value in row.items():
-        typ = types.get(col)
-        if value is None or typ is None:
-            out[col] = value
-            continue
-        try:
-            if isinstance(typ, sa.DateTime) and isinstance(value, str):
-                value = dt.datetime.fromisoformat(value)
-            elif isinstance(typ, sa.Date) and isinstance(value, str):
-                value = dt.date.fromisoformat(value)
-            elif isinstance(typ, sa.Boolean) and value in (0, 1) and not isinstance(value, bool):
-                value = bool(value)
-            elif isinstance(typ, sa.String) and isinstance(value, uuid.UUID):
-                value = str(value)
-        except ValueError as exc:
-            raise ContentError(
-                f"column {col!r} of {ot.name}: {value!r} is not a valid {typ}: {exc}"
-            ) from exc
+        conv = coercers.get(col)
+        if conv is not None and value is not None:
+            try:
+                value = conv[0](value)
+            except ValueError as exc:
+                raise ContentError(
+                    f"column {col!r} of {ot.name}: {value!r} is not a valid {conv[1]}: {exc}"
+                ) from exc
         out[col] = value
     return out
 
@@ -67,6 +95,9 @@ class ObjectStore:
         self.registry = registry
         self._updates: dict[str, Any] = {}
         self._inserts: dict[str, Any] = {}
+        self._deletes: dict[str, Any] = {}
+        # find_id statements by (type, which identity columns are given / NULL / left out)
+        self._finds: dict[tuple[str, tuple[int, ...]], Any] = {}
 
     def _update_stmt(self, ot: ObjectType, table: sa.Table) -> Any:
         stmt = self._updates.get(ot.name)
@@ -82,12 +113,21 @@ class ObjectStore:
             self._inserts[ot.name] = stmt
         return stmt
 
+    def _delete_stmt(self, ot: ObjectType, table: sa.Table) -> Any:
+        stmt = self._deletes.get(ot.name)
+        if stmt is None or stmt.table is not table:
+            stmt = table.delete().where(table.c[ot.id_column] == sa.bindparam(_ID_PARAM))
+            self._deletes[ot.name] = stmt
+        return stmt
+
     def identity_filter(
-        self, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
+        self, ot: ObjectType, row: Mapping[str, Any], site_id: int | None, bind: bool = False
     ) -> list[sa.ColumnElement[bool]]:
+        """The WHERE clause that finds an object by identity; with ``bind``, values are bound
+        parameters (``k<i>`` per identity column, ``site``) so the clause can be reused."""
         table = self.registry.table(ot.name)
         conds: list[sa.ColumnElement[bool]] = []
-        for col in ot.identity_columns():
+        for i, col in enumerate(ot.identity_columns()):
             value = row.get(col, _MISSING)
             if value is _MISSING:
                 if col == ot.key_column or ot.is_binding:
@@ -100,23 +140,41 @@ class ObjectStore:
                     raise ContentError(f"{ot.name} object has an empty {col!r}")
                 conds.append(table.c[col].is_(None))
             else:
-                conds.append(table.c[col] == value)
+                conds.append(table.c[col] == (sa.bindparam(f"k{i}") if bind else value))
         if ot.site_column and not ot.is_binding:
-            conds.append(table.c[ot.site_column] == site_id)
+            site: Any = sa.bindparam("site") if bind else site_id
+            conds.append(table.c[ot.site_column] == site)
         return conds
 
     def find_id(
         self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
     ) -> int | None:
+        """The id of the object with this identity (the lowest, if several match)."""
         table = self.registry.table(ot.name)
-        id_col = table.c[ot.id_column]
-        stmt = (
-            sa.select(id_col)
-            .where(*self.identity_filter(ot, row, site_id))
-            .order_by(id_col)
-            .limit(1)
-        )
-        found = conn.execute(stmt).scalar()
+        params: dict[str, Any] = {}
+        shape = []
+        for i, col in enumerate(ot.identity_columns()):
+            value = row.get(col, _MISSING)
+            if value is _MISSING:
+                shape.append(_LEFT_OUT)
+            elif value is None:
+                shape.append(_NULL)
+            else:
+                shape.append(_GIVEN)
+                params[f"k{i}"] = value
+        params["site"] = site_id
+        key = (ot.name, tuple(shape))
+        cached = self._finds.get(key)
+        if cached is None or cached[0] is not table:
+            id_col = table.c[ot.id_column]
+            stmt = (
+                sa.select(id_col)
+                .where(*self.identity_filter(ot, row, site_id, bind=True))
+                .order_by(id_col)
+                .limit(1)
+            )
+            cached = self._finds[key] = (table, stmt)
+        found = conn.execute(cached[1], params).scalar()
         return None if found is None else int(found)
 
     def _existing(
@@ -180,10 +238,13 @@ class ObjectStore:
 
         The caller drops what ``cache`` knows of the types the delete cascades to."""
         table = self.registry.table(ot.name)
-        existing = self._existing(conn, ot, coerce_row(ot, row), site_id, cache)
+        values = coerce_row(ot, row)
+        existing = self._existing(conn, ot, values, site_id, cache)
         if existing is None:
             return 0
-        conn.execute(table.delete().where(table.c[ot.id_column] == existing))
+        conn.execute(self._delete_stmt(ot, table), {_ID_PARAM: existing})
+        if cache is not None:
+            cache.put(target_key(ot, values, site_id), None)
         return 1
 
     def _binding(self, ot: ObjectType) -> tuple[ObjectType, str, str]:

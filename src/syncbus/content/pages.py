@@ -43,11 +43,92 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# Statements built once; values are bound per call.
+_bp = sa.bindparam
+_NODE_BY_PATH = sa.select(tree).where(
+    tree.c.node_site_id == _bp("site"), tree.c.node_alias_path == _bp("path")
+)
+_NODE_BY_GUID = sa.select(tree).where(
+    tree.c.node_site_id == _bp("site"), tree.c.node_guid == _bp("guid")
+)
+_NODE_BY_ID = sa.select(tree).where(tree.c.node_id == _bp("node"))
+_INSERT_NODE = tree.insert().returning(tree.c.node_id)
+_DELETE_NODE = tree.delete().where(tree.c.node_id == _bp("node"))
+_DOCUMENT_ID = sa.select(docs.c.document_id).where(
+    docs.c.document_node_id == _bp("node"), docs.c.document_culture == _bp("culture")
+)
+_INSERT_DOCUMENT = docs.insert().returning(docs.c.document_id)
+# SET takes the columns present in the parameters; "syncbus_document_id" names the row.
+_UPDATE_DOCUMENT = docs.update().where(docs.c.document_id == _bp("syncbus_document_id"))
+_DELETE_CULTURE = docs.delete().where(
+    docs.c.document_node_id == _bp("node"), docs.c.document_culture == _bp("culture")
+)
+_COUNT_DOCUMENTS = (
+    sa.select(sa.func.count()).select_from(docs).where(docs.c.document_node_id == _bp("node"))
+)
+
+
+_CHUNK = 500
+
+
+class PageCache:
+    """Nodes by (site, node GUID) and document ids by (node, culture), looked up set-wise for
+    a batch (None: known to be absent). Writes keep it true; deletes and moves, which can
+    change a whole subtree, empty it."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[tuple[int, str], dict[str, Any] | None] = {}
+        self.documents: dict[tuple[int, str], int | None] = {}
+
+    def clear(self) -> None:
+        self.nodes.clear()
+        self.documents.clear()
+
+    def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
+        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
+        keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
+        guids = sorted({guid for _, guid in keys})
+        for start in range(0, len(guids), _CHUNK):
+            stmt = sa.select(tree).where(tree.c.node_guid.in_(guids[start : start + _CHUNK]))
+            for row in conn.execute(stmt).mappings():
+                key = (int(row["node_site_id"]), str(row["node_guid"]))
+                if key in keys:
+                    self.nodes[key] = dict(row)
+        for key in keys:
+            self.nodes.setdefault(key, None)
+        docs_wanted: set[tuple[int, str]] = set()
+        for site, guid, culture in wanted:
+            node = self.nodes.get((site, guid.lower()))
+            if node is not None:
+                docs_wanted.add((int(node["node_id"]), culture))
+        docs_wanted -= self.documents.keys()
+        node_ids = sorted({node_id for node_id, _ in docs_wanted})
+        for start in range(0, len(node_ids), _CHUNK):
+            stmt = sa.select(
+                docs.c.document_id, docs.c.document_node_id, docs.c.document_culture
+            ).where(docs.c.document_node_id.in_(node_ids[start : start + _CHUNK]))
+            for doc_id, node_id, culture in conn.execute(stmt):
+                key = (int(node_id), str(culture))
+                if key in docs_wanted:
+                    self.documents[key] = int(doc_id)
+        for key in docs_wanted:
+            self.documents.setdefault(key, None)
+
+
 class PageStore:
-    """Page operations on a caller's connection."""
+    """Page operations on a caller's connection; ``cache`` (optional) spares the lookups a
+    batch prefetched."""
 
     def __init__(self, registry: TypeRegistry) -> None:
         self.registry = registry
+        self._field_updates: dict[str, tuple[sa.Table, Any]] = {}
+
+    def _field_update(self, class_name: str, table: sa.Table) -> Any:
+        cached = self._field_updates.get(class_name)
+        if cached is None or cached[0] is not table:
+            stmt = table.update().where(table.c.document_id == _bp("syncbus_document_id"))
+            cached = self._field_updates[class_name] = (table, stmt)
+        return cached[1]
 
     # -- nodes ------------------------------------------------------------------------------
     def root(self, conn: sa.Connection, site_id: int) -> dict[str, Any]:
@@ -56,44 +137,52 @@ class PageStore:
         if node is not None:
             return node
         conn.execute(
-            tree.insert().values(
-                node_guid=str(uuid.uuid4()),
-                node_alias="",
-                node_alias_path="/",
-                node_parent_id=None,
-                node_class_name=ROOT_CLASS,
-                node_site_id=site_id,
-                node_level=0,
-            )
+            _INSERT_NODE,
+            {
+                "node_guid": str(uuid.uuid4()),
+                "node_alias": "",
+                "node_alias_path": "/",
+                "node_parent_id": None,
+                "node_class_name": ROOT_CLASS,
+                "node_site_id": site_id,
+                "node_level": 0,
+            },
         )
         node = self.node_by_path(conn, site_id, "/")
         assert node is not None
         return node
 
     def node_by_path(self, conn: sa.Connection, site_id: int, path: str) -> dict[str, Any] | None:
-        stmt = sa.select(tree).where(
-            tree.c.node_site_id == site_id, tree.c.node_alias_path == normalize_path(path)
-        )
-        row = conn.execute(stmt).mappings().first()
+        params = {"site": site_id, "path": normalize_path(path)}
+        row = conn.execute(_NODE_BY_PATH, params).mappings().first()
         return dict(row) if row else None
 
     def node_by_guid(self, conn: sa.Connection, site_id: int, guid: str) -> dict[str, Any] | None:
-        stmt = sa.select(tree).where(
-            tree.c.node_site_id == site_id, tree.c.node_guid == str(guid).lower()
-        )
-        row = conn.execute(stmt).mappings().first()
+        params = {"site": site_id, "guid": str(guid).lower()}
+        row = conn.execute(_NODE_BY_GUID, params).mappings().first()
         return dict(row) if row else None
 
     def node_by_id(self, conn: sa.Connection, node_id: int) -> dict[str, Any] | None:
-        row = conn.execute(sa.select(tree).where(tree.c.node_id == node_id)).mappings().first()
+        row = conn.execute(_NODE_BY_ID, {"node": node_id}).mappings().first()
         return dict(row) if row else None
 
     def find_node(
-        self, conn: sa.Connection, site_id: int, page: Page, get_parent: ParentResolver
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        get_parent: ParentResolver,
+        cache: PageCache | None = None,
     ) -> dict[str, Any] | None:
         """The page's node: by node GUID, else by alias path under its parent."""
         if page.node_guid is not None:
-            return self.node_by_guid(conn, site_id, str(page.node_guid))
+            key = (site_id, str(page.node_guid).lower())
+            if cache is not None and key in cache.nodes:
+                return cache.nodes[key]
+            node = self.node_by_guid(conn, site_id, key[1])
+            if cache is not None:
+                cache.nodes[key] = node
+            return node
         alias = page.alias or make_alias(page.name)
         return self.node_by_path(conn, site_id, join_path(get_parent()["node_alias_path"], alias))
 
@@ -105,39 +194,54 @@ class PageStore:
         site_id: int,
         page: Page,
         get_parent: ParentResolver,
+        cache: PageCache | None = None,
     ) -> None:
         """Apply a page task. ``get_parent`` returns the parent node, or raises
         PageNotFoundError; it is called only where the parent matters."""
         pt = self.registry.page_type(page.class_name)
         pt.check_fields(page.fields)
-        node = self.find_node(conn, site_id, page, get_parent)
+        node = self.find_node(conn, site_id, page, get_parent, cache)
         if task_type in (TaskType.CREATE_DOCUMENT, TaskType.UPDATE_DOCUMENT):
             if node is None:
                 node = self._create_node(conn, site_id, page, get_parent())
+                if cache is not None:
+                    cache.nodes[(site_id, node["node_guid"])] = node
             elif page.alias and page.alias != node["node_alias"]:
+                if cache is not None:
+                    cache.clear()  # alias paths of the subtree change
                 self._relocate(
                     conn, node, self.node_by_id(conn, node["node_parent_id"]), page.alias
                 )
-            self._upsert_document(conn, node, page)
+            self._upsert_document(conn, node, page, cache)
         elif task_type is TaskType.DELETE_DOCUMENT:
             if node is not None:
+                if cache is not None:
+                    cache.clear()  # the node (and its subtree) may go with its last culture
                 self._delete_culture(conn, node, page.culture)
         elif task_type is TaskType.DELETE_ALL_CULTURES:
             if node is not None:
-                conn.execute(tree.delete().where(tree.c.node_id == node["node_id"]))
+                if cache is not None:
+                    cache.clear()
+                conn.execute(_DELETE_NODE, {"node": node["node_id"]})
         elif task_type in (TaskType.PUBLISH_DOCUMENT, TaskType.ARCHIVE_DOCUMENT):
             publish = task_type is TaskType.PUBLISH_DOCUMENT
-            doc_id = self._document_id(conn, node, page) if node else None
+            doc_id = self._document_id(conn, node, page, cache) if node else None
             if node is None or doc_id is None:
                 raise PageNotFoundError(f"page {self._describe(page)} does not exist")
             conn.execute(
-                docs.update()
-                .where(docs.c.document_id == doc_id)
-                .values(published=publish, archived=not publish, modified_at=_now())
+                _UPDATE_DOCUMENT,
+                {
+                    "syncbus_document_id": doc_id,
+                    "published": publish,
+                    "archived": not publish,
+                    "modified_at": _now(),
+                },
             )
         elif task_type is TaskType.MOVE_DOCUMENT:
             if node is None:
                 raise PageNotFoundError(f"page {self._describe(page)} to move does not exist")
+            if cache is not None:
+                cache.clear()
             self._relocate(conn, node, get_parent(), node["node_alias"])
         else:
             raise ContentError(f"task type {task_type.value} does not apply to pages")
@@ -155,74 +259,76 @@ class PageStore:
         if self.node_by_path(conn, site_id, path) is not None:
             raise ContentError(f"another page already exists at {path!r}")
         guid = str(page.node_guid).lower() if page.node_guid else str(uuid.uuid4())
-        node_id = conn.execute(
-            tree.insert()
-            .values(
-                node_guid=guid,
-                node_alias=alias,
-                node_alias_path=path,
-                node_parent_id=parent["node_id"],
-                node_class_name=page.class_name.lower(),
-                node_site_id=site_id,
-                node_level=parent["node_level"] + 1,
-            )
-            .returning(tree.c.node_id)
-        ).scalar_one()
-        node = self.node_by_id(conn, int(node_id))
-        assert node is not None
+        node = {
+            "node_guid": guid,
+            "node_alias": alias,
+            "node_alias_path": path,
+            "node_parent_id": parent["node_id"],
+            "node_class_name": page.class_name.lower(),
+            "node_site_id": site_id,
+            "node_level": parent["node_level"] + 1,
+        }
+        node["node_id"] = int(conn.execute(_INSERT_NODE, node).scalar_one())
         return node
 
-    def _document_id(self, conn: sa.Connection, node: dict[str, Any], page: Page) -> int | None:
-        stmt = sa.select(docs.c.document_id).where(
-            docs.c.document_node_id == node["node_id"], docs.c.document_culture == page.culture
-        )
-        found = conn.execute(stmt).scalar()
-        return None if found is None else int(found)
+    def _document_id(
+        self,
+        conn: sa.Connection,
+        node: dict[str, Any],
+        page: Page,
+        cache: PageCache | None = None,
+    ) -> int | None:
+        key = (int(node["node_id"]), page.culture)
+        if cache is not None and key in cache.documents:
+            return cache.documents[key]
+        params = {"node": node["node_id"], "culture": page.culture}
+        found = conn.execute(_DOCUMENT_ID, params).scalar()
+        doc_id = None if found is None else int(found)
+        if cache is not None:
+            cache.documents[key] = doc_id
+        return doc_id
 
-    def _upsert_document(self, conn: sa.Connection, node: dict[str, Any], page: Page) -> None:
-        doc_id = self._document_id(conn, node, page)
+    def _upsert_document(
+        self, conn: sa.Connection, node: dict[str, Any], page: Page, cache: PageCache | None
+    ) -> None:
+        doc_id = self._document_id(conn, node, page, cache)
         if doc_id is None:
             doc_id = conn.execute(
-                docs.insert()
-                .values(
-                    document_node_id=node["node_id"],
-                    document_culture=page.culture,
-                    document_name=page.name,
-                    published=True,
-                    archived=False,
-                    modified_at=_now(),
-                )
-                .returning(docs.c.document_id)
+                _INSERT_DOCUMENT,
+                {
+                    "document_node_id": node["node_id"],
+                    "document_culture": page.culture,
+                    "document_name": page.name,
+                    "published": True,
+                    "archived": False,
+                    "modified_at": _now(),
+                },
             ).scalar_one()
+            if cache is not None:
+                cache.documents[(int(node["node_id"]), page.culture)] = int(doc_id)
             is_new = True
         else:
             conn.execute(
-                docs.update()
-                .where(docs.c.document_id == doc_id)
-                .values(document_name=page.name, modified_at=_now())
+                _UPDATE_DOCUMENT,
+                {"syncbus_document_id": doc_id, "document_name": page.name, "modified_at": _now()},
             )
             is_new = False
         table = self.registry.page_table(page.class_name)
         if table is None:
             return
         if is_new:
-            conn.execute(table.insert().values(document_id=doc_id, **page.fields))
+            conn.execute(table.insert(), {**page.fields, "document_id": doc_id})
         elif page.fields:
-            conn.execute(table.update().where(table.c.document_id == doc_id).values(page.fields))
+            conn.execute(
+                self._field_update(page.class_name, table),
+                {**page.fields, "syncbus_document_id": doc_id},
+            )
 
     def _delete_culture(self, conn: sa.Connection, node: dict[str, Any], culture: str) -> None:
-        conn.execute(
-            docs.delete().where(
-                docs.c.document_node_id == node["node_id"], docs.c.document_culture == culture
-            )
-        )
-        remaining = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(docs)
-            .where(docs.c.document_node_id == node["node_id"])
-        ).scalar_one()
+        conn.execute(_DELETE_CULTURE, {"node": node["node_id"], "culture": culture})
+        remaining = conn.execute(_COUNT_DOCUMENTS, {"node": node["node_id"]}).scalar_one()
         if remaining == 0:
-            conn.execute(tree.delete().where(tree.c.node_id == node["node_id"]))
+            conn.execute(_DELETE_NODE, {"node": node["node_id"]})
 
     def _relocate(
         self,

@@ -43,6 +43,7 @@ class TypeRegistry:
         self._tables: dict[str, sa.Table] = dict(schema.BUILTIN_TABLES)
         self._page_tables: dict[str, sa.Table] = dict(schema.BUILTIN_PAGE_TABLES)
         self._user_tables: list[sa.Table] = []
+        self._dependents: dict[str, frozenset[str]] = {}  # cleared on registration
 
     # -- registration ------------------------------------------------------------------
     def register_object_type(self, ot: ObjectType) -> None:
@@ -73,6 +74,7 @@ class TypeRegistry:
             self._user[("object", ot.name)] = ot
             self._user_tables = [t for t in self._user_tables if t.name != ot.table]
             self.object_types[ot.name] = ot
+            self._dependents.clear()
             self._tables[ot.name] = table
             self._user_tables.append(table)
 
@@ -157,8 +159,21 @@ class TypeRegistry:
     def page_table(self, class_name: str) -> sa.Table | None:
         return self._page_tables.get(self.page_type(class_name).class_name)
 
-    def dependents(self, object_type: str) -> set[str]:
-        """Types whose rows go when a row of ``object_type`` is deleted (cascades), and itself."""
+    def dependents(self, object_type: str) -> frozenset[str]:
+        """Types whose rows go when a row of ``object_type`` is deleted (cascades), and itself.
+
+        Computed once per type while the set of registered types stays the same."""
+        found = self._dependents.get(object_type)
+        if found is None:
+            found = self._dependents[object_type] = frozenset(self._cascade(object_type))
+        return found
+
+    def cascades_to_itself(self, object_type: str) -> bool:
+        """Whether deleting a row of this type can delete other rows of the same type (a
+        parent column pointing at its own type)."""
+        return self.object_type(object_type).parent_type == object_type
+
+    def _cascade(self, object_type: str) -> set[str]:
         out = {object_type}
         changed = True
         while changed:

@@ -3,18 +3,20 @@
 Without it every upsert first SELECTs its object by identity (one round trip per task); with it
 the batch's identities are fetched with one query per object type, and each task goes straight
 to its UPDATE or INSERT. The cache stays true within the batch: inserts add their id, deletes
-drop their type and the types that cascade from it.
+mark their row absent and drop the other types that cascade from them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import sqlalchemy as sa
 
 from syncbus.content.objects import TargetKey, coerce_row, target_key
+from syncbus.content.pages import PageCache
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType
 
@@ -22,10 +24,17 @@ _CHUNK = 500
 
 
 class TargetCache:
-    """Known ids (None: known to be absent) of target objects, by exact identity."""
+    """Known ids (None: known to be absent) of target objects, by exact identity; and the
+    batch's page nodes and documents."""
 
     def __init__(self) -> None:
         self.ids: dict[TargetKey, int | None] = {}
+        self.pages = PageCache()
+
+    def clear(self) -> None:
+        """Forget everything (after a rolled-back task: what it wrote is gone again)."""
+        self.ids.clear()
+        self.pages.clear()
 
     def get(self, key: TargetKey | None) -> tuple[bool, int | None]:
         if key is None or key not in self.ids:
@@ -36,8 +45,9 @@ class TargetCache:
         if key is not None:
             self.ids[key] = oid
 
-    def forget(self, type_names: set[str]) -> None:
-        self.ids = {k: v for k, v in self.ids.items() if k[0] not in type_names}
+    def forget(self, type_names: AbstractSet[str]) -> None:
+        if type_names:
+            self.ids = {k: v for k, v in self.ids.items() if k[0] not in type_names}
 
     def prefetch(
         self,

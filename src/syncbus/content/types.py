@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,8 +137,20 @@ class ObjectType:
         """The column that names an object: its code name, else its GUID."""
         return self.code_name_column or self.guid_column
 
+    def derived(self, name: str, build: Callable[[], Any]) -> Any:
+        """A value derived from the (frozen) declaration, computed once: the hot path asks
+        for these per task. Callers must not mutate what they get."""
+        cache: dict[str, Any] = self.__dict__.setdefault("_derived_cache", {})
+        if name not in cache:
+            cache[name] = build()
+        return cache[name]
+
     def references(self) -> dict[str, str]:
         """Every column that holds the id of another object: column -> object type."""
+        refs: dict[str, str] = self.derived("references", self._references)
+        return refs
+
+    def _references(self) -> dict[str, str]:
         refs = dict(self.foreign_keys)
         if self.parent:
             refs[self.parent[0]] = self.parent[1]
@@ -148,6 +160,10 @@ class ObjectType:
 
     def identity_columns(self) -> list[str]:
         """The columns whose values identify one object (site column excluded)."""
+        cols: list[str] = self.derived("identity_columns", self._identity_columns)
+        return cols
+
+    def _identity_columns(self) -> list[str]:
         if self.is_binding:
             return sorted(self.foreign_keys)
         cols = [str(self.key_column)]
@@ -156,6 +172,11 @@ class ObjectType:
         return cols
 
     def all_columns(self) -> dict[str, TypeEngine[Any]]:
+        """Every column with its SQL type (declared, else the default for its role)."""
+        cols: dict[str, TypeEngine[Any]] = self.derived("all_columns", self._all_columns)
+        return cols
+
+    def _all_columns(self) -> dict[str, TypeEngine[Any]]:
         out: dict[str, TypeEngine[Any]] = {self.id_column: sa.Integer()}
         defaults: dict[str, TypeEngine[Any]] = {}
         if self.code_name_column:
@@ -253,11 +274,18 @@ class PageType:
                 f"page type {self.class_name!r} has no field(s) {', '.join(map(repr, unknown))}; "
                 f"its fields are: {', '.join(self.fields) or '(none)'}"
             )
+        types = self.field_types()
         for name, value in fields.items():
             if value is not None:
-                check_value(
-                    f"page type {self.class_name}", name, sql_type(self.fields[name]), value
-                )
+                check_value(f"page type {self.class_name}", name, types[name], value)
+
+    def field_types(self) -> dict[str, TypeEngine[Any]]:
+        """The SQL type of each field (built once; callers must not mutate it)."""
+        types: dict[str, TypeEngine[Any]] | None = self.__dict__.get("_field_types")
+        if types is None:
+            types = {name: sql_type(spec) for name, spec in self.fields.items()}
+            self.__dict__["_field_types"] = types
+        return types
 
 
 SITE = ObjectType(

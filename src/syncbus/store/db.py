@@ -13,6 +13,10 @@ from syncbus.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///syncbus.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option (SQLite): the connection's next statements run in autocommit mode, each in
+# its own implicit transaction, with no BEGIN and no ROLLBACK round trip. For single-statement
+# reads only; switch it off (after ``rollback()``) before writing.
+AUTOCOMMIT_READS = "syncbus_autocommit_reads"
 
 
 def resolve_url(url: str | URL | None) -> URL:
@@ -56,7 +60,8 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
 
     pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN is the one
     that runs: writers take the write lock up front (no lock-upgrade deadlocks that a busy
-    timeout cannot resolve); a connection marked ``readonly`` begins DEFERRED.
+    timeout cannot resolve); a connection marked ``readonly`` begins DEFERRED; one marked
+    ``AUTOCOMMIT_READS`` does not begin at all.
     """
     memory = url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
@@ -78,8 +83,10 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        readonly = conn.get_execution_options().get("readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get(AUTOCOMMIT_READS, False):
+            return  # each statement is its own read transaction; no lock, nothing to end
+        conn.exec_driver_sql("BEGIN" if options.get("readonly", False) else "BEGIN IMMEDIATE")
 
     return engine
 
