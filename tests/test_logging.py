@@ -22,6 +22,7 @@ from syncbus import (
     TaskType,
     TranslationError,
 )
+from syncbus.intake import TaskRequest
 
 from .helpers import (
     CONNECTOR,
@@ -382,3 +383,33 @@ def test_idempotency_key_holds_under_concurrent_logging(bus: IntegrationBus, db_
     assert len(ids) == len(buses)
     assert len(set(ids)) == 1
     assert pending(bus) == ids[:1]
+
+
+# -- several tasks in one call (log_tasks) -----------------------------------------------------
+
+
+def test_log_tasks_logs_in_order_with_increasing_ids(bus: IntegrationBus) -> None:
+    add_connector(bus)
+    bus.create_site("other", "Other site")
+    requests = [
+        TaskRequest(ext("cms.role", role_name=f"r{n}"), site_name="main" if n % 2 else "other")
+        for n in range(7)
+    ]
+    outcomes = bus.log_tasks(CONNECTOR, requests)
+    ids = [o.task_id for o in outcomes]
+    assert all(o.created for o in outcomes)
+    assert all(i is not None for i in ids) and ids == sorted(ids) and len(set(ids)) == 7
+    tasks = {t.task_id: t for t in bus.list_tasks(connector_name=CONNECTOR)}
+    assert [tasks[i].site_name for i in ids if i is not None] == [r.site_name for r in requests]
+    assert [tasks[i].title for i in ids if i is not None] == [
+        f"Create cms.role 'r{n}'" for n in range(7)
+    ]
+
+
+def test_log_tasks_with_one_unknown_site_logs_nothing(bus: IntegrationBus) -> None:
+    add_connector(bus)
+    requests = [TaskRequest(ext("cms.role", role_name=f"r{n}"), site_name="main") for n in range(3)]
+    requests.append(TaskRequest(ext("cms.role", role_name="r9"), site_name="nowhere"))
+    with pytest.raises(SiteNotFoundError, match="nowhere"):
+        bus.log_tasks(CONNECTOR, requests)
+    assert pending(bus) == []

@@ -69,6 +69,7 @@ _TASK_COLUMNS = (
     "idempotency_key",
 )
 _INSERT_TASK = task_table.insert().returning(task_table.c.task_id)
+_INSERT_TASKS = task_table.insert().returning(task_table.c.task_id, sort_by_parameter_order=True)
 
 # PostgreSQL: ids come from a sequence at INSERT but become visible at COMMIT, so two
 # concurrent loggers could commit out of id order, and a run could pass a lower id before it
@@ -226,7 +227,8 @@ class Intake:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # single-statement reads, no BEGIN (see store.db)
             conn.execution_options(**{AUTOCOMMIT_READS: True})
-        prepared = [self._prepare(conn, connector_name, r) for r in requests]
+        states: dict[str | None, _State] = {}  # per site, for tasks without a key
+        prepared = [self._prepare(conn, connector_name, r, states) for r in requests]
         if sqlite:
             conn.rollback()  # ends SQLAlchemy's notional transaction; SQLite has none open
             conn.execution_options(**{AUTOCOMMIT_READS: False})
@@ -259,7 +261,11 @@ class Intake:
         return state
 
     def _prepare(
-        self, conn: sa.Connection, connector_name: str, req: TaskRequest
+        self,
+        conn: sa.Connection,
+        connector_name: str,
+        req: TaskRequest,
+        states: dict[str | None, _State],
     ) -> LogOutcome | dict[str, Any]:
         """The task row to insert, or the outcome when there is nothing to insert."""
         ptype = ProcessType.parse(req.process_type)
@@ -268,7 +274,11 @@ class Intake:
         key = req.idempotency_key
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise InvalidObjectError("idempotency_key must be a non-empty string")
-        state = self._check(conn, connector_name, req.site_name, key)
+        state = states.get(req.site_name) if key is None else None
+        if state is None:  # a batch checks once per site (and once per idempotency key)
+            state = self._check(conn, connector_name, req.site_name, key)
+            if key is None:
+                states[req.site_name] = state
         if state.existing_task_id is not None:
             return LogOutcome(int(state.existing_task_id), created=False)
         connector = self.connectors.get(connector_name)
@@ -363,6 +373,14 @@ class Intake:
         task's id instead: the key's primary key serialises the twins. On PostgreSQL the
         insert also NOTIFYs every listening worker, delivered on commit."""
         pg = conn.dialect.name == "postgresql"
+        if len(rows) > 1 and all(v["idempotency_key"] is None for v in rows):
+            # A batch without keys: one multi-row INSERT, ids returned in the rows' order.
+            if pg:
+                conn.execute(_PG_LOCK, {"connector_id": rows[0]["connector_id"]})
+            ids = conn.execute(_INSERT_TASKS, rows).scalars().all()
+            if pg:
+                conn.execute(_PG_NOTIFY, {"channel": NOTIFY_CHANNEL, "name": connector_name})
+            return [LogOutcome(int(task_id), created=True) for task_id in ids]
         outcomes = []
         locked = False
         for values in rows:
