@@ -109,7 +109,7 @@ def create_app(
             {"detail": f"database unavailable: {type(exc).__name__}"}, status_code=503
         )
 
-    def authorize(
+    async def authorize(  # async: a pure check needs no worker thread per request
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
         if token is None:
