@@ -98,7 +98,11 @@ def main() -> None:
     parser.add_argument("--pyinstrument", default=None, metavar="DIR")
     parser.add_argument("--pyinstrument-phase", action="append", default=None)
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["peers", "end-to-end"], help="leave out"
+        "--skip",
+        action="append",
+        default=[],
+        choices=["peers", "end-to-end", "http"],
+        help="leave out",
     )
     args = parser.parse_args()
     hooks = BenchHooks(skip=frozenset(args.skip))
