@@ -304,3 +304,40 @@ def test_one_batch_of_operations_on_the_same_page_ends_as_applied_one_by_one(
     assert en["node_id"] == de["node_id"]
     assert en["node_guid"] == guid
     assert en["node_parent_id"] == page(bus, "/archive")["node_id"]
+
+
+@pytest.mark.parametrize("removal", [TaskType.DELETE_DOCUMENT, TaskType.DELETE_ALL_CULTURES])
+def test_a_parent_removed_and_recreated_in_the_batch_is_translated_to_its_new_node(
+    bus: IntegrationBus, conn: DictConnector, removal: TaskType
+) -> None:
+    leaf, sub = str(uuid.uuid4()), str(uuid.uuid4())
+    put(bus, folder("leaf", node_guid=leaf), CREATE)  # a node without children (a leaf)
+    put(bus, folder("tree"), CREATE)
+    put(bus, folder("sub", node_guid=sub, parent_path="/tree"), CREATE)  # goes with /tree
+    put(bus, folder("keep"), CREATE)  # holds the highest node id: SQLite then reuses no id
+    conn.knows_page(1, leaf)
+    conn.knows_page(2, sub)
+    snapshot = TaskDataType.SIMPLE_SNAPSHOT
+    # Each batch resolves the parent up front (its translation prefetch), removes the parent
+    # (a leaf; a subtree through its root), creates a new node with the same GUID, and a
+    # page under it.
+    batches = [
+        [
+            (folder("leaf", node_guid=leaf), removal, TaskDataType.SIMPLE),
+            (folder("leaf2", node_guid=leaf), CREATE, TaskDataType.SIMPLE),
+            (article("b1", parent_id=1), CREATE, snapshot),
+        ],
+        [
+            (folder("tree"), removal, TaskDataType.SIMPLE),
+            (folder("sub2", node_guid=sub), CREATE, TaskDataType.SIMPLE),
+            (article("b2", parent_id=2), CREATE, snapshot),
+        ],
+    ]
+    for steps in batches:
+        ids = [log(bus, p, t, data_type=d) for p, t, d in steps]
+        result = run(bus)
+        assert result.applied == len(steps), (result, [bus.task_log(i) for i in ids])
+    assert page(bus, "/leaf2/b1")["node_parent_id"] == page(bus, "/leaf2")["node_id"]
+    assert page(bus, "/sub2/b2")["node_parent_id"] == page(bus, "/sub2")["node_id"]
+    for path in ("/leaf", "/tree", "/tree/sub"):
+        assert bus.get_page("main", path) is None, path

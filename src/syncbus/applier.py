@@ -20,8 +20,6 @@ from syncbus.translation import Resolver
 
 _site_table = BUILTIN_TABLES["cms.site"]
 _site_type = "cms.site"
-_PAGE_REMOVALS = frozenset({TaskType.DELETE_DOCUMENT, TaskType.DELETE_ALL_CULTURES})
-_PAGE_WRITES = frozenset({TaskType.CREATE_DOCUMENT, TaskType.UPDATE_DOCUMENT})
 
 
 class Applier:
@@ -233,11 +231,13 @@ class Applier:
         def get_parent() -> dict[str, Any]:
             return self._parent_node(conn, page, data_type, site_id, payload, resolver, task_site)
 
-        self.pages.apply(conn, task_type, site_id, page, get_parent, cache)
+        effect = self.pages.apply(conn, task_type, site_id, page, get_parent, cache)
         # Node ids change only when nodes come or go; a failed task resets the resolver.
-        if task_type in _PAGE_REMOVALS:
+        if effect.subtree_removed:
             resolver.forget_pages()
-        elif task_type in _PAGE_WRITES:
+        elif effect.removed is not None:
+            resolver.forget_page(*effect.removed)
+        if effect.created:
             resolver.pages_created()
 
     def _parent_node(

@@ -278,8 +278,12 @@ class Resolver:
         self._missing.clear()
 
     def forget_pages(self) -> None:
-        """After a page delete: nodes (and their subtrees) are gone."""
+        """After a subtree of pages went."""
         self.forget({PAGE_RECORD})
+
+    def forget_page(self, site_id: int, node_guid: str) -> None:
+        """After a leaf page's node went."""
+        self._found[PAGE_RECORD].pop((PAGE_RECORD, node_guid, site_id, None, None), None)
 
     def pages_created(self) -> None:
         """After a page create: a page that was missing may exist now."""

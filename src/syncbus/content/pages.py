@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,6 +70,16 @@ _COUNT_DOCUMENTS = (
 
 
 _CHUNK = 500
+_FIRST_CHILD = sa.select(tree.c.node_id).where(tree.c.node_parent_id == _bp("node")).limit(1)
+
+
+@dataclass
+class PageEffect:
+    """What a page task did to the tree's nodes (callers keep their caches true with it)."""
+
+    created: bool = False  # a node was created
+    removed: tuple[int, str] | None = None  # (site id, node GUID) of a leaf node that went
+    subtree_removed: bool = False  # a node went with its descendants
 
 
 class PageCache:
@@ -83,6 +94,13 @@ class PageCache:
     def clear(self) -> None:
         self.nodes.clear()
         self.documents.clear()
+
+    def forget_node(self, node: dict[str, Any]) -> None:
+        """A leaf node went, with its documents."""
+        node_id = int(node["node_id"])
+        self.nodes[(int(node["node_site_id"]), str(node["node_guid"]))] = None
+        for key in [k for k in self.documents if k[0] == node_id]:
+            del self.documents[key]
 
     def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
         """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
@@ -195,15 +213,18 @@ class PageStore:
         page: Page,
         get_parent: ParentResolver,
         cache: PageCache | None = None,
-    ) -> None:
+    ) -> PageEffect:
         """Apply a page task. ``get_parent`` returns the parent node, or raises
-        PageNotFoundError; it is called only where the parent matters."""
+        PageNotFoundError; it is called only where the parent matters. Returns what the task
+        did to the tree's nodes."""
         pt = self.registry.page_type(page.class_name)
         pt.check_fields(page.fields)
         node = self.find_node(conn, site_id, page, get_parent, cache)
+        effect = PageEffect()
         if task_type in (TaskType.CREATE_DOCUMENT, TaskType.UPDATE_DOCUMENT):
             if node is None:
                 node = self._create_node(conn, site_id, page, get_parent())
+                effect.created = True
                 if cache is not None:
                     cache.nodes[(site_id, node["node_guid"])] = node
             elif page.alias and page.alias != node["node_alias"]:
@@ -215,14 +236,10 @@ class PageStore:
             self._upsert_document(conn, node, page, cache)
         elif task_type is TaskType.DELETE_DOCUMENT:
             if node is not None:
-                if cache is not None:
-                    cache.clear()  # the node (and its subtree) may go with its last culture
-                self._delete_culture(conn, node, page.culture)
+                effect = self._delete_culture(conn, node, page.culture, cache)
         elif task_type is TaskType.DELETE_ALL_CULTURES:
             if node is not None:
-                if cache is not None:
-                    cache.clear()
-                conn.execute(_DELETE_NODE, {"node": node["node_id"]})
+                effect = self._remove_node(conn, node, cache)
         elif task_type in (TaskType.PUBLISH_DOCUMENT, TaskType.ARCHIVE_DOCUMENT):
             publish = task_type is TaskType.PUBLISH_DOCUMENT
             doc_id = self._document_id(conn, node, page, cache) if node else None
@@ -245,6 +262,7 @@ class PageStore:
             self._relocate(conn, node, get_parent(), node["node_alias"])
         else:
             raise ContentError(f"task type {task_type.value} does not apply to pages")
+        return effect
 
     @staticmethod
     def _describe(page: Page) -> str:
@@ -324,11 +342,32 @@ class PageStore:
                 {**page.fields, "syncbus_document_id": doc_id},
             )
 
-    def _delete_culture(self, conn: sa.Connection, node: dict[str, Any], culture: str) -> None:
+    def _delete_culture(
+        self, conn: sa.Connection, node: dict[str, Any], culture: str, cache: PageCache | None
+    ) -> PageEffect:
+        """Delete one culture; the node goes with its last one."""
         conn.execute(_DELETE_CULTURE, {"node": node["node_id"], "culture": culture})
+        if cache is not None:
+            cache.documents[(int(node["node_id"]), culture)] = None
         remaining = conn.execute(_COUNT_DOCUMENTS, {"node": node["node_id"]}).scalar_one()
         if remaining == 0:
-            conn.execute(_DELETE_NODE, {"node": node["node_id"]})
+            return self._remove_node(conn, node, cache)
+        return PageEffect()
+
+    @staticmethod
+    def _remove_node(
+        conn: sa.Connection, node: dict[str, Any], cache: PageCache | None
+    ) -> PageEffect:
+        """Delete a node with its documents; its subtree goes with it (ON DELETE CASCADE)."""
+        leaf = conn.execute(_FIRST_CHILD, {"node": node["node_id"]}).first() is None
+        conn.execute(_DELETE_NODE, {"node": node["node_id"]})
+        if not leaf:
+            if cache is not None:
+                cache.clear()
+            return PageEffect(subtree_removed=True)
+        if cache is not None:
+            cache.forget_node(node)
+        return PageEffect(removed=(int(node["node_site_id"]), str(node["node_guid"])))
 
     def _relocate(
         self,
