@@ -73,7 +73,9 @@ def _check_http_rows(data: dict[str, Any]) -> None:
         assert row["tasks_per_s"] > 0 and row["baseline"] == baseline
         expected = row["tasks_per_s"] / rows[baseline]["tasks_per_s"]
         assert row["ratio"] == pytest.approx(expected, rel=0.01)
-        assert row["statements_per_task"] >= 1  # the app ran on the bench bus's engine
+        # The app ran on the bench bus's engine: its statements were counted (a batch is a
+        # few statements for 200 tasks, so per task it is well below one).
+        assert row["statements_per_task"] > 0
         passed = {g["gate"] for g in data["gates"] if g["phase"] == path}
         assert passed == {"log", "cleanup"}
     assert data["headline"]["log-http-single/raw-insert"] == pytest.approx(
