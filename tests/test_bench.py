@@ -269,6 +269,8 @@ def test_drain_profile_measures_a_fresh_subprocess(tmp_path: Path) -> None:
     (row,) = data["results"]
     assert row["path"] == "process (fresh subprocess)" and row["tasks"] == 2_000
     assert row["peak_rss_mb"] > 0 and "RSS when the drain started" in row["note"]
+    tenths = row["note"].split("after each tenth of the queue: ")[1].removesuffix(" MB")
+    assert len(tenths.split(", ")) == 10 and all(float(mb) > 0 for mb in tenths.split(", "))
     assert ("content", "drain") in {(g["gate"], g["phase"]) for g in data["gates"]}
     last = [line for line in out.getvalue().splitlines() if line.strip()][-1]
     assert last.endswith(f"drain-peak-rss-mb={row['peak_rss_mb']:.0f}")

@@ -64,6 +64,10 @@ def run_drain(
     row = Row(scratch.backend, "process (fresh subprocess)", n, child["seconds"], 0.0)
     row.peak_rss_mb = child["maxrss_kb"] / 1024
     row.note = f"RSS when the drain started: {child['rss_start_kb'] / 1024:.0f} MB"
+    samples = child.get("rss_samples_kb") or []
+    if samples:
+        steps = ", ".join(f"{kb / 1024:.0f}" for _, kb in samples)
+        row.note += f"; after each tenth of the queue: {steps} MB"
     report.rows.append(row)
     report.headline = {}
     report.extra_summary["drain-peak-rss-mb"] = f"{row.peak_rss_mb:.0f}"

@@ -18,6 +18,7 @@ from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
 
 _PROGRESS_EVERY = 10_000
+_SAMPLES = 10
 
 
 def _rss_now_kb() -> int:
@@ -31,9 +32,12 @@ def _rss_now_kb() -> int:
 def child_main(url: str, batch_size: int) -> dict[str, Any]:
     """Drain every queued task and return the figures (runs in the subprocess)."""
     bus = IntegrationBus(url, batch_size=batch_size)
+    total = bus.queue_size()
     rss_start = _rss_now_kb()
     applied = failed = 0
     shown = 0
+    # Resident memory after each tenth of the queue: flat means it does not grow with the queue.
+    samples: list[tuple[int, int]] = []
 
     def on_progress(result: ProcessResult) -> None:
         nonlocal shown
@@ -41,6 +45,8 @@ def child_main(url: str, batch_size: int) -> dict[str, Any]:
         if done - shown >= _PROGRESS_EVERY:
             shown = done
             print(f"applied {done}", file=sys.stderr, flush=True)
+        if total and done * _SAMPLES >= total * (len(samples) + 1):
+            samples.append((done, _rss_now_kb()))
 
     start = time.perf_counter()
     while True:
@@ -57,6 +63,7 @@ def child_main(url: str, batch_size: int) -> dict[str, Any]:
         "applied": applied,
         "failed": failed,
         "rss_start_kb": rss_start,
+        "rss_samples_kb": samples,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 
