@@ -2,7 +2,7 @@
 
 The parent fills the queue through the bus's batch logging API (not timed), then starts
 ``python -m syncbus.bench.drainchild URL BATCH_SIZE``, which only runs ``bus.process_tasks()`` until
-the queue is empty and prints its figures (seconds, applied, its own ``ru_maxrss``) as JSON.
+the queue is empty and prints its figures (seconds, applied, its own peak RSS: ``VmHWM``) as JSON.
 The parent then checks the gates against the reference model.
 """
 

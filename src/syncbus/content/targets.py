@@ -74,11 +74,15 @@ class TargetCache:
         cols = [table.c[ot.id_column], *(table.c[c] for c in ident)]
         if scope:
             cols.append(table.c[scope])
-        lead = table.c[ident[0]]
-        firsts = sorted({k[1][0] for k in keys}, key=repr)
+        # By the whole identity: a binding type's first column alone (e.g. the role of a
+        # user-role binding) would match a large share of the table in every batch.
+        identity: Any = (
+            table.c[ident[0]] if len(ident) == 1 else sa.tuple_(*(table.c[c] for c in ident))
+        )
+        wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
         found: dict[TargetKey, int] = {}
-        for start in range(0, len(firsts), _CHUNK):
-            stmt = sa.select(*cols).where(lead.in_(firsts[start : start + _CHUNK]))
+        for start in range(0, len(wanted), _CHUNK):
+            stmt = sa.select(*cols).where(identity.in_(wanted[start : start + _CHUNK]))
             for row in conn.execute(stmt):
                 site = row[-1] if scope else None
                 key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)
