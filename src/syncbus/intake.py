@@ -377,7 +377,13 @@ class Intake:
             # A batch without keys: one multi-row INSERT, ids returned in the rows' order.
             if pg:
                 conn.execute(_PG_LOCK, {"connector_id": rows[0]["connector_id"]})
-            ids = conn.execute(_INSERT_TASKS, rows).scalars().all()
+                ids = conn.execute(_INSERT_TASKS, rows).scalars().all()
+            else:
+                # SQLAlchemy inserts row by row on SQLite when asked to keep the order of
+                # RETURNING (SQLite leaves that order unspecified). One multi-row INSERT is
+                # enough: under the write lock this transaction holds, AUTOINCREMENT gives the
+                # rows ascending ids in the order of their VALUES, so sorting restores it.
+                ids = sorted(conn.execute(_INSERT_TASK, rows).scalars().all())
             if pg:
                 conn.execute(_PG_NOTIFY, {"channel": NOTIFY_CHANNEL, "name": connector_name})
             return [LogOutcome(int(task_id), created=True) for task_id in ids]
