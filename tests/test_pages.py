@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from syncbus import IntegrationBus, Page, ProcessType, TaskDataType, TaskType
 
@@ -151,6 +152,55 @@ def test_update_changes_fields(bus: IntegrationBus, conn: DictConnector) -> None
     assert after["article_title"] == "Changed"
     assert after["node_id"] == before["node_id"]
     assert after["document_id"] == before["document_id"]
+
+
+def test_update_renames_the_document_and_changes_only_its_fields(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    guid = news_with_hello(bus)
+    put(bus, article("other", "Other", parent_path="/news"), CREATE)
+    before, other = page(bus, "/news/hello"), page(bus, "/news/other")
+    renamed = Page(
+        "cms.article",
+        "Hello Again",
+        alias="hello",
+        node_guid=guid,
+        parent_path="/news",
+        fields={"article_title": "Changed", "article_summary": "new", "article_text": "new"},
+    )
+    put(bus, renamed, TaskType.UPDATE_DOCUMENT)
+    after = page(bus, "/news/hello")
+    assert after["document_name"] == "Hello Again"
+    assert (after["article_title"], after["article_summary"]) == ("Changed", "new")
+    assert after["document_id"] == before["document_id"]
+    assert page(bus, "/news/other") == other
+
+
+def test_page_update_is_one_update_statement_on_postgresql(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """PostgreSQL renames the document in the statement that updates its fields; SQLite, which
+    has no UPDATE inside WITH, runs two."""
+    guid = news_with_hello(bus)
+    log(
+        bus,
+        article("hello", "Changed", node_guid=guid, parent_path="/news"),
+        TaskType.UPDATE_DOCUMENT,
+    )
+    updates: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "UPDATE cms_document" in statement or "UPDATE content_article" in statement:
+            updates.append(statement)
+
+    event.listen(bus.engine, "before_cursor_execute", count)
+    try:
+        assert run(bus).applied == 1
+    finally:
+        event.remove(bus.engine, "before_cursor_execute", count)
+    assert page(bus, "/news/hello")["article_title"] == "Changed"
+    postgres = bus.engine.dialect.name == "postgresql"
+    assert len(updates) == (1 if postgres else 2), updates
 
 
 def test_page_without_guid_is_identified_by_alias_path(
