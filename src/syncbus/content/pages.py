@@ -323,6 +323,7 @@ class PageStore:
         self, conn: sa.Connection, node: dict[str, Any], page: Page, cache: PageCache | None
     ) -> None:
         doc_id = self._document_id(conn, node, page, cache)
+        table = self.registry.page_table(page.class_name)
         if doc_id is None:
             doc_id = conn.execute(
                 _INSERT_DOCUMENT,
@@ -337,11 +338,11 @@ class PageStore:
             ).scalar_one()
             if cache is not None:
                 cache.documents[(int(node["node_id"]), page.culture)] = int(doc_id)
-            table = self.registry.page_table(page.class_name)
             if table is not None:
                 conn.execute(table.insert(), {**page.fields, "document_id": doc_id})
             return
-        table = self.registry.page_table(page.class_name) if page.fields else None
+        if not page.fields:
+            table = None  # nothing to SET in the fields table
         if table is not None and conn.dialect.name == "postgresql":
             conn.execute(
                 self._field_update(page.class_name, table, rename=True),
