@@ -374,7 +374,11 @@ def worker(
     err_console.print(
         f"syncbus worker started ({workers} workers) on {bus.engine.url.get_backend_name()}"
     )
-    done.wait()
+    # Wait in short steps: the kernel may deliver SIGTERM to one of the worker threads, and
+    # Python runs the handler only when the main thread next runs bytecode, which an untimed
+    # wait() would never let it do.
+    while not done.wait(0.5):
+        pass
     err_console.print("stopping: finishing the tasks in hand")
     dispatcher.stop()
     bus.close()
