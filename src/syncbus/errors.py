@@ -62,6 +62,11 @@ class TaskNotFoundError(SyncBusError):
     """No task with that id is queued."""
 
 
+class TaskBusyError(SyncBusError):
+    """The task is in a batch that a runner is applying right now (HTTP 409): try again when
+    the batch has ended. Raised instead of waiting on the batch's locks."""
+
+
 class StoreError(SyncBusError):
     """Family: the database (connection, schema, migrations)."""
 
