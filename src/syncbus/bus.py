@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,19 +19,21 @@ from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType, PageType
-from syncbus.engine import Engine, ProgressCallback
+from syncbus.engine import Engine, ProgressCallback, is_lock_wait
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
+    ConnectorDisabledError,
     ConnectorNotFoundError,
     IntegrationDisabledError,
     SiteNotFoundError,
+    TaskBusyError,
     TaskNotFoundError,
 )
 from syncbus.intake import Intake, LogOutcome, TaskRequest, flag
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
 from syncbus.store import migrate, queue
-from syncbus.store.db import make_engine
+from syncbus.store.db import BUSY_TIMEOUT, make_engine
 from syncbus.store.schema import (
     BUILTIN_TABLES,
     connector_table,
@@ -41,6 +44,7 @@ from syncbus.store.schema import (
 )
 
 _site = BUILTIN_TABLES["cms.site"]
+ADMIN_WAIT_MS = 3000
 
 
 class IntegrationBus:
@@ -61,7 +65,9 @@ class IntegrationBus:
             raise ValueError("batch_size must be at least 1")
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        self.engine: sa.Engine = make_engine(url, echo=echo)
+        self.engine: sa.Engine = make_engine(url, echo=echo, idle_in_transaction_s=lease_seconds)
+        # Admin actions on one task wait a few seconds for locks at most, then answer busy.
+        self._admin_db = self.engine.execution_options(**{BUSY_TIMEOUT: ADMIN_WAIT_MS})
         # Reads begin DEFERRED on SQLite, so they never wait for (or block) a writer.
         self.reader: sa.Engine = self.engine.execution_options(readonly=True)
         self.registry = TypeRegistry(loader=self._load_declaration)
@@ -251,36 +257,56 @@ class IntegrationBus:
         return results
 
     def synchronize_task(self, task_id: int) -> bool:
-        """Run one task now as DEFAULT, out of order. True if it was applied (and removed)."""
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(
-                    task_table.c.task_id,
-                    connector_table.c.connector_name,
-                    connector_table.c.enabled,
-                )
-                .join(connector_table)
-                .where(task_table.c.task_id == task_id)
-            ).first()
+        """Run one task now, out of order. True if it was applied (and removed); on failure
+        the error is logged and the task keeps its process type (DEFAULT becomes ERROR).
+        Never waits on a running batch: a task it holds raises ``TaskBusyError``."""
+        with self._admin_tx(task_id) as conn:
+            row = self.runner.lock_task(conn, task_id)
             if row is None:
-                raise TaskNotFoundError(f"no queued task with id {task_id}")
+                raise TaskNotFoundError(
+                    f"no queued task with id {task_id} (a task leaves the queue when it is "
+                    "applied or deleted)"
+                )
+            connector = conn.execute(
+                sa.select(connector_table.c.connector_name, connector_table.c.enabled).where(
+                    connector_table.c.connector_id == row.connector_id
+                )
+            ).one()
             blocked = self._processing_allowed(conn)
             if blocked:
                 raise IntegrationDisabledError(f"cannot synchronize task {task_id}: {blocked}")
-            if not row.enabled:
-                raise ConnectorNotFoundError(
-                    f"cannot synchronize task {task_id}: connector {row.connector_name!r} "
-                    "is disabled"
+            if not connector.enabled:
+                raise ConnectorDisabledError(
+                    f"cannot synchronize task {task_id}: connector "
+                    f"{connector.connector_name!r} is disabled; enable it first"
                 )
-            applied, _ = self.runner.synchronize(conn, task_id)
+            applied, _ = self.runner.synchronize(conn, row)
         return applied
 
     def delete_task(self, task_id: int) -> None:
-        """Remove a task from the queue (with its log). A missing task is an error."""
-        with self.engine.begin() as conn:
-            result = conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
-        if result.rowcount == 0:
-            raise TaskNotFoundError(f"no queued task with id {task_id}")
+        """Remove a task from the queue (with its log). A missing task is an error; a task
+        that a running batch holds raises ``TaskBusyError`` instead of waiting."""
+        with self._admin_tx(task_id) as conn:
+            if self.runner.lock_task(conn, task_id) is None:
+                raise TaskNotFoundError(f"no queued task with id {task_id}")
+            conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
+
+    @contextlib.contextmanager
+    def _admin_tx(self, task_id: int) -> Iterator[sa.Connection]:
+        """A transaction for an admin action on one task that gives up on locks after a few
+        seconds (SQLite: the write lock; PostgreSQL: row locks) and says the task is busy."""
+        try:
+            with self._admin_db.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ADMIN_WAIT_MS}")
+                yield conn
+        except sa.exc.OperationalError as exc:
+            if not is_lock_wait(exc):
+                raise
+            raise TaskBusyError(
+                f"task {task_id} is being applied by a running batch right now (the database "
+                "is locked); try again in a moment"
+            ) from exc
 
     # -- reading the queue ----------------------------------------------------------------
     def _task_query(self) -> sa.Select[Any]:

@@ -1,13 +1,19 @@
 """Processing: exclusive runs per connector, batches, and the process-type state machine.
 
 A run takes the connector's lease, then repeatedly claims the next batch of tasks in task-id
-order and applies it in ONE transaction, each task inside a SAVEPOINT: a failing task rolls
-back alone, and a task's effect and its removal from the queue commit together.
+order (bounded by count and by bytes) and applies it in ONE transaction: first optimistically,
+then, if a task failed, again with a SAVEPOINT per task so that it fails alone. A task's effect
+and its removal from the queue commit together, and only while the run still owns the lease
+(checked as the transaction's last statement: no lock is held on the lease across a batch).
+If even the careful pass fails in a step the whole batch shares, the batch is applied one task
+per transaction, so no accepted task can stop a queue without failing visibly itself.
+Transient database errors (lock timeouts, deadlocks, lost connections) are never a task's
+failure: the run ends, nothing it did commits, and the dispatcher tries again.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -21,12 +27,14 @@ from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.targets import TargetCache
 from syncbus.enums import ProcessType
-from syncbus.errors import CorruptTaskError, SyncBusError
+from syncbus.errors import CorruptTaskError, SyncBusError, TaskBusyError
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.store import queue
 from syncbus.store.schema import task_table
 from syncbus.translation import Resolver
+
+log = logging.getLogger("syncbus.engine")
 
 ProgressCallback = Callable[[ProcessResult], None]
 
@@ -51,19 +59,79 @@ class LeaseLostError(SyncBusError):
     """Another runner took the connector over (this runner stalled past its lease)."""
 
 
+MAX_ERROR_CHARS = 2000
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\t"}
+
+
+def readable(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Text any database can store and an operator can read: control characters (a NUL
+    quoted from bad input, say) are escaped, and the length is capped."""
+    text = text.translate(_UNPRINTABLE)
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more characters)"
+    return text
+
+
 def error_text(exc: BaseException) -> str:
     """A task error as an operator reads it: the cause, without SQL noise."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
-        return f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+        return readable(f"{type(exc.orig).__name__}: {str(exc.orig).strip()}")
     if isinstance(exc, SyncBusError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return readable(str(exc))
+    return readable(f"{type(exc).__name__}: {exc}")
+
+
+_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o")
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_lock_wait(exc: BaseException) -> bool:
+    """The statement gave up waiting for a lock (PostgreSQL lock_timeout/NOWAIT; SQLite's
+    busy timeout on the write lock)."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    orig = exc.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return "locked" in str(orig).lower() or "busy" in str(orig).lower()
+    return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error of the database or the run, not of the task: a lock timeout, a deadlock, a
+    serialization failure, a lost connection, a lost lease. Never a task's failure."""
+    if isinstance(exc, LeaseLostError):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        # SQLite also says OperationalError for "no such table": the task's problem.
+        return any(word in str(exc.orig).lower() for word in _SQLITE_TRANSIENT)
+    return True  # psycopg: lock/statement timeouts, deadlocks, serialization, connections
 
 
 @dataclass
 class _Outcome:
     stop: bool = False
     last_id: int = 0
+
+
+def _tally(result: ProcessResult) -> ProcessResult:
+    """A blank result to count one transaction's work in, merged only once it commits."""
+    return ProcessResult(result.connector_name)
+
+
+def _merge(result: ProcessResult, tally: ProcessResult) -> None:
+    result.applied += tally.applied
+    result.failed += tally.failed
+    result.skipped += tally.skipped
+    result.deleted += tally.deleted
+    result.stopped = result.stopped or tally.stopped
+    if tally.error is not None:
+        result.error = tally.error
 
 
 class Engine:
@@ -76,13 +144,22 @@ class Engine:
         applier: Applier,
         *,
         batch_size: int = 200,
+        batch_bytes: int = 16 * 1024 * 1024,
         lease_seconds: float = 30.0,
     ) -> None:
         self.db = db
         self.registry = registry
         self.applier = applier
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.lease_seconds = lease_seconds
+        self._pg = db.dialect.name == "postgresql"
+        size = sa.func.octet_length if self._pg else sa.func.length
+        self._size = (
+            size(task_table.c.data)
+            if self._pg
+            else size(sa.cast(task_table.c.data, sa.LargeBinary))
+        )
 
     # -- one run ------------------------------------------------------------------------
     def run(
@@ -99,9 +176,14 @@ class Engine:
         """
         result = ProcessResult(connector_name)
         owner = f"{uuid.uuid4().hex}"
-        with self.db.begin() as conn:
-            queue.ensure_lease_row(conn, connector_id)
-            won = queue.acquire_lease(conn, connector_id, owner, self.lease_seconds)
+        try:
+            with self.db.begin() as conn:
+                queue.ensure_lease_row(conn, connector_id)
+                won = queue.acquire_lease(conn, connector_id, owner, self.lease_seconds)
+        except sa.exc.DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            won = False  # the lease row is locked for a moment: as good as taken
         # The run's times lie inside the lease: two runs' intervals never overlap.
         result.started_at = time.time()
         if not won:
@@ -116,8 +198,23 @@ class Engine:
         try:
             self._drain(connector_id, owner, result, on_progress, stop or threading.Event())
         except Exception as exc:
-            result.error = error_text(exc)
-            result.stopped = True
+            self._run_failed(connector_name, result, exc)
+        finally:
+            heartbeat.stop()
+            result.finished_at = time.time()
+            self._release(connector_id, owner, result)
+        return result
+
+    def _run_failed(self, connector_name: str, result: ProcessResult, exc: Exception) -> None:
+        """A run that could not go on: transient trouble is tried again soon (``busy``);
+        anything else is written to the event log."""
+        result.error = error_text(exc)
+        result.stopped = True
+        if is_transient(exc):
+            result.busy = True
+            log.warning("run of connector %r interrupted, will retry: %s", connector_name, exc)
+            return
+        try:
             with self.db.begin() as conn:
                 queue.write_event(
                     conn,
@@ -125,9 +222,11 @@ class Engine:
                     "PROCESSEXTERNAL",
                     f"processing of connector {connector_name!r} failed: {result.error}",
                 )
-        finally:
-            heartbeat.stop()
-            result.finished_at = time.time()
+        except sa.exc.SQLAlchemyError:
+            log.exception("cannot write the event of a failed run of %r", connector_name)
+
+    def _release(self, connector_id: int, owner: str, result: ProcessResult) -> None:
+        try:
             with self.db.begin() as conn:
                 queue.release_lease(
                     conn,
@@ -137,7 +236,37 @@ class Engine:
                     last_run_failed=result.failed,
                     last_run_error=result.error,
                 )
-        return result
+        except sa.exc.SQLAlchemyError:  # the lease expires by itself
+            log.warning("cannot release the lease of connector %d", connector_id, exc_info=True)
+
+    def _claim(self, connector_id: int, owner: str, cursor: int) -> list[int]:
+        """The next batch's task ids, in order: at most ``batch_size`` tasks and, past the
+        first, no more than ``batch_bytes`` of stored payload (a run's memory stays bounded
+        whatever the size of the tasks). Recorded on the lease, so readers see them running."""
+        with self.db.begin() as conn:
+            rows = conn.execute(
+                sa.select(task_table.c.task_id, self._size)
+                .where(task_table.c.connector_id == connector_id, task_table.c.task_id > cursor)
+                .order_by(task_table.c.task_id)
+                .limit(self.batch_size)
+            ).all()
+            ids: list[int] = []
+            total = 0
+            for task_id, size in rows:
+                total += int(size or 0)
+                if ids and total > self.batch_bytes:
+                    break
+                ids.append(int(task_id))
+            if ids and not queue.renew_lease(
+                conn,
+                connector_id,
+                owner,
+                self.lease_seconds,
+                run_first_task_id=ids[0],
+                run_last_task_id=ids[-1],
+            ):
+                raise LeaseLostError("the lease was lost before the batch was applied")
+        return ids
 
     def _drain(
         self,
@@ -149,30 +278,9 @@ class Engine:
     ) -> None:
         cursor = 0
         while not stop.is_set():
-            with self.db.begin() as conn:  # claim: visible to readers as "running"
-                ids = (
-                    conn.execute(
-                        sa.select(task_table.c.task_id)
-                        .where(
-                            task_table.c.connector_id == connector_id, task_table.c.task_id > cursor
-                        )
-                        .order_by(task_table.c.task_id)
-                        .limit(self.batch_size)
-                    )
-                    .scalars()
-                    .all()
-                )
-                if not ids:
-                    return
-                if not queue.renew_lease(
-                    conn,
-                    connector_id,
-                    owner,
-                    self.lease_seconds,
-                    run_first_task_id=ids[0],
-                    run_last_task_id=ids[-1],
-                ):
-                    raise LeaseLostError("the lease was lost before the batch was applied")
+            ids = self._claim(connector_id, owner, cursor)
+            if not ids:
+                return
             outcome = self._apply_batch_tx(connector_id, owner, cursor, ids[-1], result, stop)
             if on_progress is not None:
                 on_progress(result)
@@ -191,20 +299,106 @@ class Engine:
         stop: threading.Event,
     ) -> _Outcome:
         """Apply a batch in one transaction: first optimistically, without a SAVEPOINT per task
-        (two round trips fewer per task); if any task fails, the transaction is rolled back and
+        (two round trips fewer per task); if anything fails, the transaction is rolled back and
         the batch is applied again carefully, each task in its own SAVEPOINT, so the
-        process-type rules hold exactly."""
-        before = dataclasses.replace(result)
+        process-type rules hold exactly. Should the careful pass fail too, in a step the
+        batch shares, the batch goes one task per transaction."""
         for careful in (False, True):
             try:
-                with self.db.begin() as conn:
-                    if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds):
-                        raise LeaseLostError("the lease was lost before the batch was applied")
-                    return self._apply_batch(conn, connector_id, after, upto, result, stop, careful)
+                return self._apply_once(connector_id, owner, after, upto, result, stop, careful)
             except _FastPathFailed:
-                for f in dataclasses.fields(result):
-                    setattr(result, f.name, getattr(before, f.name))
-        raise AssertionError("unreachable: the careful pass never raises _FastPathFailed")
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                cause = exc
+        log.warning("batch (%d, %d] failed in a shared step: %s", after, upto, cause)
+        return self._apply_isolated(connector_id, owner, after, upto, result, stop)
+
+    def _apply_once(
+        self,
+        connector_id: int,
+        owner: str,
+        after: int,
+        upto: int,
+        result: ProcessResult,
+        stop: threading.Event,
+        careful: bool,
+    ) -> _Outcome:
+        """One transaction over the tasks in (after, upto]; counted only once committed."""
+        tally = _tally(result)
+        with self.db.begin() as conn:
+            outcome = self._apply_batch(conn, connector_id, after, upto, tally, stop, careful)
+            self._fence(conn, connector_id, owner)
+        _merge(result, tally)
+        return outcome
+
+    def _fence(self, conn: sa.Connection, connector_id: int, owner: str) -> None:
+        """The batch's last statement: it commits only while this run owns the lease. The
+        lease row is locked from here to the commit, never across the batch."""
+        if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds):
+            raise LeaseLostError("the lease was lost before the batch was applied")
+
+    def _apply_isolated(
+        self,
+        connector_id: int,
+        owner: str,
+        after: int,
+        upto: int,
+        result: ProcessResult,
+        stop: threading.Event,
+    ) -> _Outcome:
+        """The last resort: one transaction per task; a task whose own transaction still
+        fails is failed alone, by its process type, in a transaction of its own."""
+        with self.db.connect() as conn:
+            ids = (
+                conn.execute(
+                    sa.select(task_table.c.task_id)
+                    .where(
+                        task_table.c.connector_id == connector_id,
+                        task_table.c.task_id > after,
+                        task_table.c.task_id <= upto,
+                    )
+                    .order_by(task_table.c.task_id)
+                )
+                .scalars()
+                .all()
+            )
+        outcome = _Outcome(last_id=after)
+        previous = after
+        for task_id in ids:
+            if stop.is_set():
+                outcome.stop = True
+                break
+            try:
+                step = self._apply_once(connector_id, owner, previous, task_id, result, stop, True)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                step = self._fail_alone(connector_id, owner, task_id, error_text(exc), result)
+            outcome.last_id = task_id
+            previous = task_id
+            if step.stop:
+                outcome.stop = True
+                break
+        return outcome
+
+    def _fail_alone(
+        self, connector_id: int, owner: str, task_id: int, error: str, result: ProcessResult
+    ) -> _Outcome:
+        tally = _tally(result)
+        with self.db.begin() as conn:
+            row = conn.execute(
+                sa.select(*_TASK_COLUMNS).where(task_table.c.task_id == task_id)
+            ).first()
+            if row is None:
+                return _Outcome(last_id=task_id)
+            stop, drop = self._failed(conn, row, _process_type(row), error, tally)
+            if drop:
+                conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
+            self._fence(conn, connector_id, owner)
+        _merge(result, tally)
+        return _Outcome(stop=stop, last_id=task_id)
 
     def _load_batch(
         self, conn: sa.Connection, connector_id: int, after: int, upto: int
@@ -218,9 +412,36 @@ class Engine:
             )
             .order_by(task_table.c.task_id)
         )
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
+        if self._pg:  # an admin action holding a task: try again shortly, never wait on it
+            stmt = stmt.with_for_update(nowait=True)
         return list(conn.execute(stmt))
+
+    def _prefetch(
+        self,
+        conn: sa.Connection,
+        rows: list[sa.Row[Any]],
+        payloads: dict[int, Payload | CorruptTaskError],
+        sites: dict[str, int],
+        careful: bool,
+    ) -> tuple[Resolver, TargetCache | None]:
+        """Resolve the batch's translations and find its targets set-wise. In the careful
+        pass a failure here (a value the database refuses in a lookup) only costs speed:
+        each task then looks up what it needs inside its own SAVEPOINT."""
+        resolver = Resolver(conn, self.registry, sites)
+        ready = [(row, p) for row in rows if isinstance(p := payloads[row.task_id], Payload)]
+        savepoint = conn.begin_nested() if careful else None
+        try:
+            resolver.prefetch((p, row.site_name) for row, p in ready)
+            targets = self.applier.prefetch_targets(conn, ready, resolver, sites)
+        except Exception as exc:
+            if savepoint is None or is_transient(exc):
+                raise
+            savepoint.rollback()
+            resolver.reset()
+            return resolver, None
+        if savepoint is not None:
+            savepoint.commit()
+        return resolver, targets
 
     def _apply_batch(
         self,
@@ -242,16 +463,7 @@ class Engine:
                 payloads[row.task_id] = decode(row.data)
             except CorruptTaskError as exc:
                 payloads[row.task_id] = exc
-        resolver = Resolver(conn, self.registry, sites)
-        resolver.prefetch(
-            (p, row.site_name) for row in rows if isinstance(p := payloads[row.task_id], Payload)
-        )
-        targets = self.applier.prefetch_targets(
-            conn,
-            [(row, p) for row in rows if isinstance(p := payloads[row.task_id], Payload)],
-            resolver,
-            sites,
-        )
+        resolver, targets = self._prefetch(conn, rows, payloads, sites, careful)
         outcome = _Outcome(last_id=after)
         done: list[int] = []
         for row in rows:
@@ -259,10 +471,7 @@ class Engine:
                 outcome.stop = True
                 break
             outcome.last_id = row.task_id
-            try:
-                ptype = ProcessType.parse(row.process_type)
-            except ValueError:
-                ptype = ProcessType.DEFAULT
+            ptype = _process_type(row)
             if ptype is ProcessType.ERROR:
                 result.stopped = True
                 result.error = row.error_message
@@ -283,6 +492,8 @@ class Engine:
                 try:
                     self.applier.apply(conn, row, payload, resolver, sites, targets)
                 except Exception as exc:
+                    if is_transient(exc):
+                        raise
                     raise _FastPathFailed from exc
                 done.append(row.task_id)
                 result.applied += 1
@@ -292,27 +503,39 @@ class Engine:
                 done.append(row.task_id)
                 result.applied += 1
                 continue
-            result.failed += 1
-            result.error = error
-            if ptype is ProcessType.SKIP_ON_ERROR:
-                queue.record_task_error(conn, row.task_id, error, set_error_state=False)
-            elif ptype is ProcessType.DELETE_ON_ERROR:
+            stop_here, drop = self._failed(conn, row, ptype, error, result)
+            if drop:
                 done.append(row.task_id)
-                result.deleted += 1
-                queue.write_event(
-                    conn,
-                    "Integration",
-                    "DELETEONERROR",
-                    f"task {row.task_id} '{row.title}' was deleted after it failed: {error}",
-                )
-            else:  # DEFAULT: sticky ERROR that blocks the connector
-                queue.record_task_error(conn, row.task_id, error, set_error_state=True)
-                result.stopped = True
+            if stop_here:
                 outcome.stop = True
                 break
         if done:
             conn.execute(task_table.delete().where(task_table.c.task_id.in_(done)))
         return outcome
+
+    @staticmethod
+    def _failed(
+        conn: sa.Connection, row: Any, ptype: ProcessType, error: str, result: ProcessResult
+    ) -> tuple[bool, bool]:
+        """A task failed: act by its process type. (stop the run?, drop the task?)"""
+        result.failed += 1
+        result.error = error
+        if ptype is ProcessType.SKIP_ON_ERROR:
+            queue.record_task_error(conn, row.task_id, error, set_error_state=False)
+            return False, False
+        if ptype is ProcessType.DELETE_ON_ERROR:
+            result.deleted += 1
+            queue.write_event(
+                conn,
+                "Integration",
+                "DELETEONERROR",
+                f"task {row.task_id} '{row.title}' was deleted after it failed: {error}",
+            )
+            return False, True
+        # DEFAULT (or anything else): a sticky ERROR that blocks the connector
+        queue.record_task_error(conn, row.task_id, error, set_error_state=True)
+        result.stopped = True
+        return True, False
 
     def _try_apply(
         self,
@@ -323,13 +546,16 @@ class Engine:
         sites: dict[str, int],
         targets: TargetCache | None = None,
     ) -> str | None:
-        """Apply one task inside a SAVEPOINT; the error text on failure, else None."""
+        """Apply one task inside a SAVEPOINT; the error text on failure, else None.
+        Transient database errors are not the task's: they end the transaction."""
         if isinstance(payload, CorruptTaskError):
             return f"corrupt task: {payload}"
         savepoint = conn.begin_nested()
         try:
             self.applier.apply(conn, row, payload, resolver, sites, targets)
         except Exception as exc:
+            if is_transient(exc):
+                raise
             savepoint.rollback()
             resolver.reset()  # what the rolled-back task wrote is gone again
             if targets is not None:
@@ -339,14 +565,9 @@ class Engine:
         return None
 
     # -- one task, out of order -----------------------------------------------------------
-    def synchronize(self, conn: sa.Connection, task_id: int) -> tuple[bool, str | None]:
-        """Run one task now as DEFAULT: success removes it; failure sets ERROR and logs."""
-        stmt = sa.select(*_TASK_COLUMNS).where(task_table.c.task_id == task_id)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
-        if row is None:
-            return False, None
+    def synchronize(self, conn: sa.Connection, row: Any) -> tuple[bool, str | None]:
+        """Run one (locked) task now: success removes it; failure logs the error and keeps
+        the task's process type, except that DEFAULT becomes ERROR."""
         sites = self.applier.site_ids(conn)
         try:
             payload: Payload | CorruptTaskError = decode(row.data)
@@ -355,10 +576,40 @@ class Engine:
         resolver = Resolver(conn, self.registry, sites)
         error = self._try_apply(conn, row, payload, resolver, sites)
         if error is None:
-            conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
+            conn.execute(task_table.delete().where(task_table.c.task_id == row.task_id))
             return True, None
-        queue.record_task_error(conn, task_id, error, set_error_state=True)
+        queue.record_task_error(
+            conn,
+            row.task_id,
+            error,
+            set_error_state=_process_type(row) is ProcessType.DEFAULT,
+        )
         return False, error
+
+    def lock_task(self, conn: sa.Connection, task_id: int) -> Any:
+        """The task's row, locked for an admin action without waiting: a task that a running
+        batch holds raises ``TaskBusyError`` at once. None when it is not queued."""
+        stmt = sa.select(*_TASK_COLUMNS, task_table.c.connector_id).where(
+            task_table.c.task_id == task_id
+        )
+        if self._pg:
+            stmt = stmt.with_for_update(nowait=True)
+        try:
+            return conn.execute(stmt).first()
+        except sa.exc.OperationalError as exc:
+            if not is_lock_wait(exc):
+                raise
+            raise TaskBusyError(
+                f"task {task_id} is being applied by a running batch right now; "
+                "try again in a moment"
+            ) from exc
+
+
+def _process_type(row: Any) -> ProcessType:
+    try:
+        return ProcessType.parse(row.process_type)
+    except ValueError:
+        return ProcessType.DEFAULT
 
 
 class _Heartbeat:

@@ -17,6 +17,21 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # its own implicit transaction, with no BEGIN and no ROLLBACK round trip. For single-statement
 # reads only; switch it off (after ``rollback()``) before writing.
 AUTOCOMMIT_READS = "syncbus_autocommit_reads"
+# Execution option (SQLite): how long this connection's next BEGIN waits for the write lock,
+# in ms. Admin actions wait a few seconds, then say the task is busy, instead of 30 s.
+BUSY_TIMEOUT = "syncbus_busy_timeout_ms"
+# PostgreSQL session settings of every bus connection: no statement waits on a lock for
+# longer than LOCK_TIMEOUT, and a session that stays idle inside a transaction (its process
+# was frozen, paused or cut off by the network) is ended by the server, which rolls its
+# transaction back and frees its locks, so that other workers can take its connector over.
+LOCK_TIMEOUT_S = 5.0
+# libpq TCP keepalives: a peer that vanished is noticed in about a minute, not hours.
+_PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def resolve_url(url: str | URL | None) -> URL:
@@ -48,11 +63,42 @@ def resolve_url(url: str | URL | None) -> URL:
     return parsed
 
 
-def make_engine(url: str | URL | None, *, echo: bool = False) -> sa.Engine:
+def make_engine(
+    url: str | URL | None, *, echo: bool = False, idle_in_transaction_s: float = 30.0
+) -> sa.Engine:
+    """An engine for the bus. On PostgreSQL, ``idle_in_transaction_s`` is how long the server
+    lets a session sit idle inside a transaction before it ends it (the bus passes its lease
+    length: a frozen runner's batch is rolled back by the time its lease has run out)."""
     parsed = resolve_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, echo=echo)
-    return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return _pg_engine(parsed, echo=echo, idle_in_transaction_s=idle_in_transaction_s)
+
+
+def _pg_engine(url: URL, *, echo: bool, idle_in_transaction_s: float) -> sa.Engine:
+    connect_args = {k: v for k, v in _PG_KEEPALIVES.items() if k not in url.query}
+    engine = sa.create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=connect_args,
+    )
+    settings = (
+        f"SET lock_timeout = {int(LOCK_TIMEOUT_S * 1000)}; "
+        f"SET idle_in_transaction_session_timeout = {max(1000, int(idle_in_transaction_s * 1000))}"
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # session settings, outside any transaction
+        with dbapi_conn.cursor() as cur:
+            cur.execute(settings)
+        dbapi_conn.autocommit = autocommit
+
+    return engine
 
 
 def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
@@ -86,6 +132,11 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
         options = conn.get_execution_options()
         if options.get(AUTOCOMMIT_READS, False):
             return  # each statement is its own read transaction; no lock, nothing to end
+        busy = int(options.get(BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS))
+        info = conn.connection.info
+        if info.get(BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS) != busy:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
+            info[BUSY_TIMEOUT] = busy
         conn.exec_driver_sql("BEGIN" if options.get("readonly", False) else "BEGIN IMMEDIATE")
 
     return engine

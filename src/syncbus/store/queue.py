@@ -77,9 +77,27 @@ def write_event(
 def record_task_error(
     conn: sa.Connection, task_id: int, message: str, *, set_error_state: bool
 ) -> None:
-    """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT)."""
+    """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT).
+
+    The same error of the same task within a second is written once: a task retried on every
+    trigger must not flood its log with identical entries."""
     now = utcnow()
-    conn.execute(sync_log_table.insert().values(task_id=task_id, time=now, error_message=message))
+    t = sync_log_table
+    last = conn.execute(
+        sa.select(t.c.time, t.c.error_message)
+        .where(t.c.task_id == task_id)
+        .order_by(t.c.log_id.desc())
+        .limit(1)
+    ).first()
+    last_time = as_utc(last.time) if last is not None else None
+    repeated = (
+        last is not None
+        and last.error_message == message
+        and last_time is not None
+        and (now - last_time).total_seconds() < 1.0
+    )
+    if not repeated:
+        conn.execute(t.insert().values(task_id=task_id, time=now, error_message=message))
     values: dict[str, Any] = {"error_message": message, "last_run_at": now}
     if set_error_state:
         values["process_type"] = "Error"
