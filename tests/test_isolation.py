@@ -71,9 +71,7 @@ def _log_bad(bus: IntegrationBus, case: str, process_type: ProcessType) -> int:
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_task_fails_alone_and_the_tasks_behind_it_apply(
-    bus: IntegrationBus, case: str
-) -> None:
+def test_bad_task_fails_alone_and_the_tasks_behind_it_apply(bus: IntegrationBus, case: str) -> None:
     add_connector(bus)
     first = log(bus, user("before"))
     bad = _log_bad(bus, case, ProcessType.SKIP_ON_ERROR)
@@ -138,9 +136,7 @@ def test_bad_delete_on_error_task_is_dropped_to_the_event_log(
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_synchronize_of_a_bad_task_records_a_readable_error(
-    bus: IntegrationBus, case: str
-) -> None:
+def test_synchronize_of_a_bad_task_records_a_readable_error(bus: IntegrationBus, case: str) -> None:
     add_connector(bus)
     bad = _log_bad(bus, case, ProcessType.SKIP_ON_ERROR)
     if not _refused(bus, case):

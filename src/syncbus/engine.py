@@ -521,7 +521,9 @@ class Engine:
         result.failed += 1
         result.error = error
         if ptype is ProcessType.SKIP_ON_ERROR:
-            queue.record_task_error(conn, row.task_id, error, set_error_state=False)
+            queue.record_task_error(
+                conn, row.task_id, error, set_error_state=False, collapse_repeats=True
+            )
             return False, False
         if ptype is ProcessType.DELETE_ON_ERROR:
             result.deleted += 1

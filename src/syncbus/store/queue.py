@@ -75,23 +75,34 @@ def write_event(
 
 
 def record_task_error(
-    conn: sa.Connection, task_id: int, message: str, *, set_error_state: bool
+    conn: sa.Connection,
+    task_id: int,
+    message: str,
+    *,
+    set_error_state: bool,
+    collapse_repeats: bool = False,
 ) -> None:
     """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT).
 
-    The same error of the same task within a second is written once: a task retried on every
-    trigger must not flood its log with identical entries."""
+    With ``collapse_repeats`` (automatic retries) the same error of the same task within a
+    second is written once: a task retried on every trigger must not flood its log with
+    identical entries. An operator's attempt is always written."""
     now = utcnow()
     t = sync_log_table
-    last = conn.execute(
-        sa.select(t.c.time, t.c.error_message)
-        .where(t.c.task_id == task_id)
-        .order_by(t.c.log_id.desc())
-        .limit(1)
-    ).first()
+    last = (
+        None
+        if not collapse_repeats
+        else conn.execute(
+            sa.select(t.c.time, t.c.error_message)
+            .where(t.c.task_id == task_id)
+            .order_by(t.c.log_id.desc())
+            .limit(1)
+        ).first()
+    )
     last_time = as_utc(last.time) if last is not None else None
     repeated = (
-        last is not None
+        collapse_repeats
+        and last is not None
         and last.error_message == message
         and last_time is not None
         and (now - last_time).total_seconds() < 1.0
