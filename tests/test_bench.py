@@ -72,7 +72,8 @@ def _check_http_rows(data: dict[str, Any]) -> None:
         assert row["tasks"] == http_tasks and row["kind"] == "syncbus"
         assert row["tasks_per_s"] > 0 and row["baseline"] == baseline
         expected = row["tasks_per_s"] / rows[baseline]["tasks_per_s"]
-        assert row["ratio"] == pytest.approx(expected, rel=0.01)
+        # The report rounds ratios to 3 decimals: allow that much besides 1 %.
+        assert row["ratio"] == pytest.approx(expected, rel=0.01, abs=0.0005)
         # The app ran on the bench bus's engine: its statements were counted (a batch is a
         # few statements for 200 tasks, so per task it is well below one).
         assert row["statements_per_task"] > 0

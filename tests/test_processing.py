@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ProcessType, TaskDataType, TaskType
 
@@ -54,6 +57,21 @@ def is_member(bus: IntegrationBus) -> bool:
 
 def exists(bus: IntegrationBus, user_name: str) -> bool:
     return bus.get_object("cms.user", user_name) is not None
+
+
+def _age_log(bus: IntegrationBus, task_id: int) -> None:
+    """Move the task's log entries back in time, as if a second had passed."""
+    with bus.engine.begin() as c:
+        for log_id, time in c.execute(
+            sa.text("SELECT log_id, time FROM syncbus_sync_log WHERE task_id = :t"),
+            {"t": task_id},
+        ).all():
+            if isinstance(time, str):  # SQLite without type information
+                time = dt.datetime.fromisoformat(time)
+            c.execute(
+                sa.text("UPDATE syncbus_sync_log SET time = :time WHERE log_id = :id"),
+                {"time": time - dt.timedelta(seconds=2), "id": log_id},
+            )
 
 
 def error_of(bus: IntegrationBus, task_id: int) -> str:
@@ -198,6 +216,7 @@ def test_skip_on_error_is_retried_and_succeeds_once_fixed(
 ) -> None:
     failing = log_failing(bus, ProcessType.SKIP_ON_ERROR)
     run(bus)
+    _age_log(bus, failing)  # a second later, the retry's error is written again
     run(bus)
     assert len(bus.task_log(failing)) == 2
     fix(bus)
@@ -255,13 +274,24 @@ def test_synchronize_runs_a_task_out_of_order(bus: IntegrationBus, conn: DictCon
     assert pending(bus) == [failing]
 
 
-def test_synchronize_failure_sets_error_and_logs_it(
+def test_synchronize_failure_keeps_the_process_type_and_logs_it(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:
+    """CONTRACT §4: a failed manual synchronize keeps the process type (DEFAULT becomes
+    ERROR: see test_synchronize_failure_of_a_default_task_makes_it_an_error)."""
     failing = log_failing(bus, ProcessType.SKIP_ON_ERROR)
     assert bus.synchronize_task(failing) is False
-    assert bus.get_task(failing).process_type is ProcessType.ERROR
+    assert bus.get_task(failing).process_type is ProcessType.SKIP_ON_ERROR
     assert "Cannot translate columns" in error_of(bus, failing)
+    assert len(bus.task_log(failing)) == 1
+
+
+def test_synchronize_failure_of_a_default_task_makes_it_an_error(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    failing = log(bus, membership(1, 2), data_type=SIMPLE_SNAPSHOT)
+    assert bus.synchronize_task(failing) is False
+    assert bus.get_task(failing).process_type is ProcessType.ERROR
     assert len(bus.task_log(failing)) == 1
 
 

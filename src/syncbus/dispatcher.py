@@ -30,6 +30,9 @@ from syncbus.store.schema import connector_table, task_table
 log = logging.getLogger("syncbus.dispatcher")
 
 ResultHook = Callable[[ProcessResult], None]
+# How often the LISTEN loop looks up from its socket to see whether it should stop: a
+# stopping service waits for it, and a quarter of a second keeps a SIGTERM's exit under 1 s.
+_LISTEN_TICK = 0.25
 
 
 class Dispatcher:
@@ -90,15 +93,24 @@ class Dispatcher:
         if self.initial_pass:
             self.trigger()  # whatever is queued already
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Graceful: runs finish the task in hand, commit, release their leases; then return."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Graceful: runs finish the task in hand, commit, release their leases; then return.
+
+        Waits at most ``timeout`` seconds; False if runs were still in flight then (their
+        transactions roll back when the process exits; nothing they did is half-written)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            clean = not self._running
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return clean
 
     def idle(self) -> bool:
         with self._cond:
@@ -212,7 +224,7 @@ class Dispatcher:
                     self.trigger()  # anything logged while we were not listening
                     backoff = 0.5
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=_LISTEN_TICK):
                             self.trigger(note.payload or None)
             except psycopg.Error:
                 log.warning("LISTEN connection lost; reconnecting in %.1fs", backoff)

@@ -83,6 +83,8 @@ def error_text(exc: BaseException) -> str:
 
 _SQLITE_TRANSIENT = ("locked", "busy", "disk i/o")
 _PG_LOCK_NOT_AVAILABLE = "55P03"
+_PG_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_PG_TRANSIENT_STATES = frozenset({_PG_LOCK_NOT_AVAILABLE, "25P03"})
 
 
 def is_lock_wait(exc: BaseException) -> bool:
@@ -110,7 +112,13 @@ def is_transient(exc: BaseException) -> bool:
     if type(exc.orig).__module__.startswith("sqlite3"):
         # SQLite also says OperationalError for "no such table": the task's problem.
         return any(word in str(exc.orig).lower() for word in _SQLITE_TRANSIENT)
-    return True  # psycopg: lock/statement timeouts, deadlocks, serialization, connections
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is None:  # psycopg: no server answer at all (a connection failure)
+        return True
+    # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),
+    # operator intervention (shutdown, cancel), system errors; a lock or idle timeout. Not
+    # "program limit exceeded" (a value too big for an index): that one is the task's.
+    return sqlstate[:2] in _PG_TRANSIENT_CLASSES or sqlstate in _PG_TRANSIENT_STATES
 
 
 @dataclass
