@@ -118,6 +118,8 @@ def test_errors_quoting_markup_are_printed_literally(db_url: str, evil_bus: Inte
         ("sqlite:///{tmp}/text.db", "{tmp}/text.db is not a SQLite database"),
         ("mysql://user@host/db", "unsupported database 'mysql'"),
         ("postgres ql://", "cannot parse database URL"),
+        ("postgresql://u@h:notaport/db", "cannot parse database URL"),
+        ("sqlite+nosuchdriver:///x.db", "cannot use database URL"),
     ],
 )
 def test_database_errors_are_one_line_with_the_fix(tmp_path: Path, url: str, expected: str) -> None:

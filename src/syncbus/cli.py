@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
 from pydantic import TypeAdapter
 from rich.console import Console
@@ -82,6 +83,8 @@ def _new_sqlite_file(url: str | None) -> Path | None:
         resolved = resolve_url(url)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{exc} ({FIX_URL})") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:  # e.g. a port that is not a number
+        raise ConfigurationError(f"cannot parse database URL: {exc} ({FIX_URL})") from exc
     path = resolved.database
     if resolved.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
         return None
@@ -105,7 +108,10 @@ def _open(
         )
     if new_file is not None and may_create:
         err_console.print(Text(f"creating a new SQLite database at {new_file}"))
-    bus = IntegrationBus(url, **kwargs)
+    try:
+        bus = IntegrationBus(url, **kwargs)
+    except sa.exc.ArgumentError as exc:  # e.g. a driver that is not installed
+        raise ConfigurationError(f"cannot use database URL: {exc} ({FIX_URL})") from exc
     opened.url = bus.engine.url
     if schema:
         try:
