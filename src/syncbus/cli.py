@@ -443,9 +443,8 @@ def serve(
     url = bus.engine.url.render_as_string(hide_password=True)
     _say(("syncbus serve", "bold"), f" on http://{host}:{port}, database {url}")
     if no_auth:
-        err_console.print(
-            Text.assemble(("warning: ", "yellow"), "--no-auth: anyone who reaches the port can act")
-        )
+        warning = f"--no-auth: anyone who reaches http://{host}:{port} can change the queue"
+        err_console.print(Text.assemble(("warning: ", "yellow"), warning))
     server = GracefulServer(
         uvicorn.Config(application, host=host, port=port, log_level="info", lifespan="on")
     )
