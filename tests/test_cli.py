@@ -72,7 +72,7 @@ def test_tasks_sync_and_delete(db_url: str, seq_bus: IntegrationBus) -> None:
     assert seq_bus.list_tasks() == []
     assert seq_bus.get_object("seq.counter", "a") is None
     code, out = invoke(db_url, "tasks", "delete", str(first))
-    assert code == 1 and f"no queued task with id {first}" in out
+    assert code == 2 and f"no queued task with id {first}" in out
 
 
 def test_connectors_add_list_disable_enable(db_url: str, seq_bus: IntegrationBus) -> None:
@@ -90,15 +90,15 @@ def test_connectors_add_list_disable_enable(db_url: str, seq_bus: IntegrationBus
 
 def test_connectors_add_bad_path_is_a_clear_error(db_url: str) -> None:
     code, out = invoke(db_url, "connectors", "add", "no_such_module:Nope")
-    assert code == 1
+    assert code == 2
     assert "no_such_module:Nope" in out and "cannot import" in out
     code, out = invoke(db_url, "connectors", "enable", "Ghost")
-    assert code == 1 and "Ghost" in out
+    assert code == 2 and "Ghost" in out
 
 
 def test_bad_database_url_is_a_clear_error() -> None:
     result = runner.invoke(app, ["--db", "mysql://x@y/z", "tasks", "list"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "unsupported database 'mysql'" in str(result.exception) + result.output
 
 

@@ -1,22 +1,39 @@
-"""The ``syncbus`` command line (Typer + Rich)."""
+"""The ``syncbus`` command line (Typer + Rich).
+
+Text that comes from users or connectors (titles, errors, names) is printed as ``Text``, never
+read as Rich markup. Expected failures end in one line on stderr and exit status 2
+(``cli_errors``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
-import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
+from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from syncbus.bus import IntegrationBus
-from syncbus.errors import SyncBusError
-from syncbus.model import ProcessResult, TaskInfo
+from syncbus.cli_errors import FIX_URL, OneLineErrors, err_console, opened, report
+from syncbus.errors import (
+    ConfigurationError,
+    ConnectorLoadError,
+    ConnectorNotFoundError,
+    TaskNotFoundError,
+)
+from syncbus.model import ConnectorInfo, ProcessResult, SyncLogEntry, TaskInfo
+from syncbus.store.db import resolve_url
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="syncbus: an integration bus that brings external data into your content repository.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -31,7 +48,13 @@ app.add_typer(connectors_app, name="connectors")
 app.add_typer(db_app, name="db")
 
 console = Console()
-err_console = Console(stderr=True)
+
+# The API's own types, serialised the way FastAPI serialises them, so that --json and the HTTP
+# API cannot drift apart.
+_TASKS = TypeAdapter(list[TaskInfo])
+_TASK = TypeAdapter(TaskInfo)
+_CONNECTORS = TypeAdapter(list[ConnectorInfo])
+_LOG = TypeAdapter(list[SyncLogEntry])
 
 DbOption = Annotated[
     str | None,
@@ -54,31 +77,78 @@ _state = _State()
 @app.callback()
 def _main(db: DbOption = None) -> None:
     _state.db = db
+    opened.url = None
 
 
-def _bus(db: str | None) -> IntegrationBus:
-    bus = IntegrationBus(db or _state.db)
-    bus.create_schema()
+def _new_sqlite_file(url: str | None) -> Path | None:
+    """The SQLite file that opening ``url`` would create, or None (it exists, or not SQLite)."""
+    try:
+        resolved = resolve_url(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc} ({FIX_URL})") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:  # e.g. a port that is not a number
+        raise ConfigurationError(f"cannot parse database URL: {exc} ({FIX_URL})") from exc
+    path = resolved.database
+    if resolved.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return None
+    return None if Path(path).exists() else Path(path).resolve()
+
+
+def _open(
+    db: str | None, *, may_create: bool = False, schema: bool = True, **kwargs: Any
+) -> IntegrationBus:
+    """The bus on --db, else SYNCBUS_DATABASE_URL, else ./syncbus.db.
+
+    Only commands that set up (``may_create``) may create the implicit ./syncbus.db: anywhere
+    else its absence means the command runs in the wrong folder.
+    """
+    url = db or _state.db
+    new_file = _new_sqlite_file(url)
+    if new_file is not None and url is None and not may_create:
+        raise ConfigurationError(
+            f"no database at ./{new_file.name} ({new_file}): pass --db or set "
+            "SYNCBUS_DATABASE_URL, or run `syncbus db upgrade` to create one here"
+        )
+    if new_file is not None and may_create:
+        err_console.print(Text(f"creating a new SQLite database at {new_file}"))
+    try:
+        bus = IntegrationBus(url, **kwargs)
+    except sa.exc.ArgumentError as exc:  # e.g. a driver that is not installed
+        raise ConfigurationError(f"cannot use database URL: {exc} ({FIX_URL})") from exc
+    opened.url = bus.engine.url
+    if schema:
+        try:
+            bus.create_schema()
+        except BaseException:
+            bus.close()
+            raise
     return bus
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(code=1)
+# Cells fold rather than end in "…": a title or an error is worth reading whole.
+_FULL: dict[str, Any] = {"overflow": "fold"}
+
+
+def _say(*parts: str | tuple[str, str]) -> None:
+    """One line on stdout; plain strings are printed as they are, never read as markup."""
+    console.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _outcome(r: ProcessResult) -> Text:
+    if r.not_run_reason:
+        return Text(f"not run: {r.not_run_reason}", style="yellow")
+    if r.stopped:
+        return Text(f"stopped: {r.error}", style="red")
+    return Text("done", style="green") if not r.failed else Text(str(r.error), style="yellow")
 
 
 def _results_table(results: dict[str, ProcessResult]) -> Table:
     table = Table(title="Processing")
     for col in ("connector", "applied", "failed", "skipped", "deleted", "outcome"):
-        table.add_column(col, justify="right" if col in ("applied", "failed") else "left")
+        table.add_column(col, justify="right" if col in ("applied", "failed") else "left", **_FULL)
     for name, r in results.items():
-        if r.not_run_reason:
-            outcome = f"[yellow]not run: {r.not_run_reason}[/]"
-        elif r.stopped:
-            outcome = f"[red]stopped: {r.error}[/]"
-        else:
-            outcome = "[green]done[/]" if not r.failed else f"[yellow]{r.error}[/]"
-        table.add_row(name, str(r.applied), str(r.failed), str(r.skipped), str(r.deleted), outcome)
+        counts = (str(n) for n in (r.applied, r.failed, r.skipped, r.deleted))
+        table.add_row(Text(name), *counts, _outcome(r))
     return table
 
 
@@ -90,11 +160,8 @@ def process(
     db: DbOption = None,
 ) -> None:
     """Process queued incoming tasks (all connectors, or one)."""
-    try:
-        with _bus(db) as bus:
-            results = bus.process_tasks(connector)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
+    with _open(db) as bus:
+        results = bus.process_tasks(connector)
     if not results:
         console.print("Nothing to process: the queue is empty.")
         return
@@ -103,46 +170,42 @@ def process(
         raise typer.Exit(code=2)
 
 
-def _task_dict(t: TaskInfo) -> dict[str, Any]:
-    return {
-        "task_id": t.task_id,
-        "connector_name": t.connector_name,
-        "task_type": t.task_type.value,
-        "data_type": t.data_type.value,
-        "process_type": t.process_type.value,
-        "object_type": t.object_type,
-        "class_name": t.class_name,
-        "title": t.title,
-        "site_name": t.site_name,
-        "created_at": t.created_at.isoformat(),
-        "error_message": t.error_message,
-        "is_running": t.is_running,
-    }
+def _print_json(adapter: TypeAdapter[Any], value: Any) -> None:
+    # Plain stdout, not Rich: machine output must come out byte for byte as serialised.
+    typer.echo(adapter.dump_json(value, indent=2).decode())
 
 
 @tasks_app.command("list")
 def tasks_list(
     connector: Annotated[str | None, typer.Option("--connector", "-c")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, as GET /api/tasks lists them.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """List pending and failed incoming tasks in queue order."""
-    with _bus(db) as bus:
+    with _open(db) as bus:
+        if connector is not None and connector not in {c.name for c in bus.list_connectors()}:
+            raise ConnectorNotFoundError(
+                f"no connector named {connector!r}; see `syncbus connectors list`"
+            )
         tasks = bus.list_tasks(connector)
     if as_json:
-        console.print_json(json.dumps([_task_dict(t) for t in tasks]))
+        _print_json(_TASKS, tasks)
         return
     table = Table(title=f"Incoming tasks ({len(tasks)})")
     for col in ("id", "connector", "title", "process type", "site", "result"):
-        table.add_column(col)
+        table.add_column(col, **_FULL)
     for t in tasks:
-        result = f"[red]Failed: {t.error_message}[/]" if t.error_message else "pending"
+        result = (
+            Text(f"Failed: {t.error_message}", style="red") if t.error_message else Text("pending")
+        )
         table.add_row(
             str(t.task_id),
-            t.connector_name,
-            t.title,
+            Text(t.connector_name),
+            Text(t.title),
             t.process_type.value,
-            t.site_name or "",
+            Text(t.site_name or ""),
             result,
         )
     console.print(table)
@@ -150,66 +213,92 @@ def tasks_list(
 
 @tasks_app.command("show")
 def tasks_show(task_id: int, db: DbOption = None) -> None:
-    """Show one task: its fields, stored data and error history."""
-    with _bus(db) as bus:
+    """Show one task (as GET /api/tasks/ID), its stored data and its error history."""
+    with _open(db) as bus:
         task = bus.get_task(task_id)
         if task is None:
-            raise _fail(SyncBusError(f"no queued task with id {task_id}"))
+            raise TaskNotFoundError(f"no queued task with id {task_id}; see `syncbus tasks list`")
         data = bus.get_task_data(task_id)
         log = bus.task_log(task_id)
-    console.print_json(json.dumps(_task_dict(task)))
-    console.print("[bold]data[/]")
+    _print_json(_TASK, task)
+    _say(("data", "bold"))
     console.print_json(data or "null")
     if log:
-        console.print("[bold]error history[/]")
-        for entry in log:
-            console.print(f"{entry.time.isoformat()}  {entry.error_message}")
+        _say(("error history", "bold"))
+        for entry in _LOG.dump_python(log, mode="json"):
+            _say(entry["time"], "  ", entry["error_message"])
 
 
 @tasks_app.command("sync")
 def tasks_sync(task_id: int, db: DbOption = None) -> None:
     """Run one task now, out of order, as DEFAULT."""
-    try:
-        with _bus(db) as bus:
-            applied = bus.synchronize_task(task_id)
-            task = None if applied else bus.get_task(task_id)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
-    if applied:
-        console.print(f"[green]task {task_id} applied[/]")
-    else:
-        raise _fail(SyncBusError(f"task {task_id} failed: {task.error_message if task else ''}"))
+    with _open(db) as bus:
+        applied = bus.synchronize_task(task_id)
+        task = None if applied else bus.get_task(task_id)
+    if not applied:
+        # The command worked; the task did not: exit status 1, as for any failed run.
+        report(f"task {task_id} failed: {task.error_message if task else ''}")
+        raise typer.Exit(code=1)
+    _say((f"task {task_id} applied", "green"))
 
 
 @tasks_app.command("delete")
 def tasks_delete(task_id: int, db: DbOption = None) -> None:
     """Delete one task from the queue."""
-    try:
-        with _bus(db) as bus:
-            bus.delete_task(task_id)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
-    console.print(f"task {task_id} deleted")
+    with _open(db) as bus:
+        bus.delete_task(task_id)
+    _say(f"task {task_id} deleted")
+
+
+def _load_errors(bus: IntegrationBus) -> dict[str, str]:
+    """Why each connector that this process cannot load fails to load (by name).
+
+    Loading is what logging a task does first, so a connector that fails here cannot take
+    tasks in a process set up like this one.
+    """
+    errors: dict[str, str] = {}
+    for info in bus.list_connectors():
+        try:
+            bus.get_connector(info.name)
+        except ConnectorLoadError as exc:
+            errors[info.name] = str(exc)
+    return errors
 
 
 @connectors_app.command("list")
-def connectors_list(db: DbOption = None) -> None:
-    """List registered connectors with their queues."""
-    with _bus(db) as bus:
-        infos = bus.list_connectors()
+def connectors_list(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, as GET /api/connectors lists them.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """List registered connectors with their queues, and why any fails to load here."""
+    with _open(db) as bus:
+        errors = _load_errors(bus)
+        infos = [
+            dataclasses.replace(c, load_error=errors.get(c.name, c.load_error))
+            for c in bus.list_connectors()
+        ]
+    if as_json:
+        _print_json(_CONNECTORS, infos)
+        return
     table = Table(title="Connectors")
-    for col in ("name", "display name", "class", "enabled", "pending", "failed"):
-        table.add_column(col)
+    for col in ("name", "display name", "class", "enabled", "pending", "failed", "loads"):
+        table.add_column(col, **_FULL)
     for c in infos:
         table.add_row(
-            c.name,
-            c.display_name,
-            c.class_path or "(not importable)",
-            "yes" if c.enabled else "[yellow]no[/]",
+            Text(c.name),
+            Text(c.display_name),
+            Text(c.class_path or "(not importable)"),
+            Text("yes") if c.enabled else Text("no", style="yellow"),
             str(c.pending),
             str(c.failed),
+            Text("no: see below", style="red") if c.load_error else Text("yes"),
         )
     console.print(table)
+    for c in infos:
+        if c.load_error:
+            _say(("load error: ", "red"), c.load_error)  # it names the connector
 
 
 @connectors_app.command("add")
@@ -217,22 +306,16 @@ def connectors_add(
     class_path: Annotated[str, typer.Argument(help="Import path, e.g. 'mypkg.crm:CrmConnector'.")],
     db: DbOption = None,
 ) -> None:
-    """Register a connector by its import path."""
-    try:
-        with _bus(db) as bus:
-            connector = bus.register_connector(class_path)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
-    console.print(f"connector {connector.connector_name!r} registered from {class_path}")
+    """Register a connector by its import path (its module must be importable: PYTHONPATH)."""
+    with _open(db) as bus:
+        connector = bus.register_connector(class_path)
+    _say(f"connector {connector.connector_name!r} registered from {class_path}")
 
 
 def _set_enabled(name: str, enabled: bool, db: str | None) -> None:
-    try:
-        with _bus(db) as bus:
-            bus.set_connector_enabled(name, enabled)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
-    console.print(f"connector {name!r} {'enabled' if enabled else 'disabled'}")
+    with _open(db) as bus:
+        bus.set_connector_enabled(name, enabled)
+    _say(f"connector {name!r} {'enabled' if enabled else 'disabled'}")
 
 
 @connectors_app.command("enable")
@@ -252,13 +335,8 @@ def db_upgrade(db: DbOption = None) -> None:
     """Create or migrate the schema to the newest revision."""
     from syncbus.store import migrate
 
-    bus = IntegrationBus(db or _state.db)
-    try:
+    with _open(db, may_create=True, schema=False) as bus:
         changed = migrate.upgrade(bus.engine)
-    except Exception as exc:
-        raise _fail(exc) from exc
-    finally:
-        bus.close()
     console.print("schema upgraded" if changed else "schema is up to date")
 
 
@@ -297,6 +375,41 @@ BatchOption = Annotated[
 ]
 
 
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="SYNCBUS_API_TOKEN",
+        help="The API and admin token (better in SYNCBUS_API_TOKEN: arguments show in ps).",
+        show_default=False,
+    ),
+]
+NoAuthOption = Annotated[
+    bool,
+    typer.Option("--no-auth", help="Serve without any authentication (trusted networks only)."),
+]
+
+
+def _serve_token(token: str | None, no_auth: bool) -> str | None:
+    """The token to require, or None with --no-auth; a blank token is no token."""
+    given = (token or "").strip()
+    if no_auth and given:
+        raise ConfigurationError(
+            "--no-auth and a token (--token or SYNCBUS_API_TOKEN) are both given: drop one"
+        )
+    if not no_auth and not given:
+        raise ConfigurationError(
+            "no API token: set SYNCBUS_API_TOKEN (or pass --token) to protect the API and the "
+            "admin UI, or pass --no-auth to serve without authentication"
+        )
+    return given or None
+
+
+def _warn_load_errors(bus: IntegrationBus) -> None:
+    for error in _load_errors(bus).values():  # each names its connector
+        err_console.print(Text.assemble(("warning: ", "yellow"), error))
+
+
 @app.command()
 def serve(
     db: DbOption = None,
@@ -307,27 +420,34 @@ def serve(
     scheduler_connector: SchedulerConnectorOption = None,
     lease_seconds: LeaseOption = 30.0,
     batch_size: BatchOption = 200,
+    token: TokenOption = None,
+    no_auth: NoAuthOption = False,
 ) -> None:
     """Run the HTTP service with the scheduler and in-process workers.
 
-    The API token comes from SYNCBUS_API_TOKEN (no token: no authentication).
+    The API and the admin UI require the token from SYNCBUS_API_TOKEN (or --token); without
+    one, serve refuses to start unless --no-auth is given.
     """
     import uvicorn
 
     from syncbus.service import create_app
     from syncbus.service.server import GracefulServer
 
-    bus = IntegrationBus(db or _state.db, batch_size=batch_size, lease_seconds=lease_seconds)
-    bus.create_schema()
+    api_token = _serve_token(token, no_auth)
+    bus = _open(db, may_create=True, batch_size=batch_size, lease_seconds=lease_seconds)
+    _warn_load_errors(bus)
     application = create_app(
         bus,
+        api_token,
         workers=workers,
         scheduler_interval=scheduler_interval or None,
         scheduler_connector=scheduler_connector,
     )
-    console.print(
-        f"[bold]syncbus serve[/] on http://{host}:{port} ({bus.engine.url.get_backend_name()})"
-    )
+    url = bus.engine.url.render_as_string(hide_password=True)
+    _say(("syncbus serve", "bold"), f" on http://{host}:{port}, database {url}")
+    if no_auth:
+        warning = f"--no-auth: anyone who reaches http://{host}:{port} can change the queue"
+        err_console.print(Text.assemble(("warning: ", "yellow"), warning))
     server = GracefulServer(
         uvicorn.Config(application, host=host, port=port, log_level="info", lifespan="on")
     )
@@ -367,15 +487,16 @@ def worker(
 
     from syncbus.dispatcher import Dispatcher
 
-    bus = IntegrationBus(db or _state.db, batch_size=batch_size, lease_seconds=lease_seconds)
-    bus.create_schema()
+    bus = _open(db, batch_size=batch_size, lease_seconds=lease_seconds)
     done = threading.Event()
 
-    def report(result: ProcessResult) -> None:
+    def report_result(result: ProcessResult) -> None:
         if result.not_run_reason is None and (result.applied or result.failed):
             err_console.print(
-                f"{result.connector_name}: applied {result.applied}, failed {result.failed}"
-                + (f" (stopped: {result.error})" if result.stopped else "")
+                Text(
+                    f"{result.connector_name}: applied {result.applied}, failed {result.failed}"
+                    + (f" (stopped: {result.error})" if result.stopped else "")
+                )
             )
 
     dispatcher = Dispatcher(
@@ -383,7 +504,7 @@ def worker(
         workers=workers,
         scheduler_interval=scheduler_interval or None,
         scheduler_connector=scheduler_connector,
-        on_result=report,
+        on_result=report_result,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -422,10 +543,7 @@ def bench(
     On PostgreSQL, --db names a server: a scratch database is created and dropped."""
     from syncbus.bench import run_bench
 
-    try:
-        run_bench(profile, db or _state.db, json_path, console, chart)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
+    run_bench(profile, db or _state.db, json_path, console, chart)
 
 
 @app.command()
@@ -433,13 +551,9 @@ def demo(db: DbOption = None) -> None:
     """Log the sample CRM data set through its connector, process it, and show the result."""
     from syncbus.examples.crm.demo import run_demo
 
-    url = db or _state.db or "sqlite:///syncbus.db"
-    console.print(f"[bold]syncbus demo[/] on {url}")
-    try:
-        with IntegrationBus(url) as bus:
-            run_demo(bus, console)
-    except SyncBusError as exc:
-        raise _fail(exc) from exc
+    with _open(db, may_create=True, schema=False) as bus:
+        _say(("syncbus demo", "bold"), f" on {bus.engine.url.render_as_string(hide_password=True)}")
+        run_demo(bus, console)
 
 
 def main() -> None:
