@@ -110,10 +110,15 @@ def queued_creator(
 ) -> int | None:
     """The first queued task of the connector (other than ``task_id``) that creates ``missing``."""
     t = task_table
-    # The JSON text of the code name must occur in the payload: a cheap filter before decoding.
+    # The cheap columns first (the type, or a SNAPSHOT whose children may hold it), then the
+    # JSON text of the code name in the payload, before anything is decoded.
     needle = json.dumps(missing.code)
-    text = t.c.data.icontains(needle, autoescape=True)
-    if missing.object_type != PAGE_RECORD:
+    kind: sa.ColumnElement[bool]
+    if missing.object_type == PAGE_RECORD:
+        kind = t.c.class_name.is_not(None)
+        text = t.c.data.icontains(needle, autoescape=True)  # a GUID in either case
+    else:
+        kind = sa.or_(t.c.object_type == missing.object_type, t.c.data_type == "Snapshot")
         text = t.c.data.contains(needle, autoescape=True)
     stmt = (
         sa.select(t.c.task_id, t.c.site_name, t.c.data)
@@ -121,6 +126,7 @@ def queued_creator(
             t.c.connector_id == connector_id,
             t.c.task_id != task_id,
             t.c.task_type.in_(_UPSERTS),
+            kind,
             text,
         )
         .order_by(t.c.task_id)
