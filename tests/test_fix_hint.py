@@ -185,3 +185,41 @@ def test_a_role_on_another_site_is_not_the_fix(bus: IntegrationBus, hr: DictConn
     assert task_detail(bus, membership).info.hint is None  # type: ignore[union-attr]
     fix = log(bus, {"type": "cms.role", "data": {"role_name": "editors"}}, site_name="main")
     assert expected(fix) in (task_detail(bus, membership).info.hint or "")  # type: ignore[union-attr]
+
+
+def test_a_child_of_a_snapshot_queued_behind_is_named(
+    bus: IntegrationBus, hr: DictConnector
+) -> None:
+    post_guid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    hr.knows("forums.forum", 50, "help", site="main")
+    hr.knows("forums.forumpost", 900, post_guid, parent_id=50)
+    forum = {"type": "forums.forum", "data": {"forum_name": "help"}}
+    log(bus, forum, site_name="main")
+    reply = {
+        "type": "forums.forumpost",
+        "data": {
+            "post_guid": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            "forum_id": 50,
+            "post_parent_id": 900,  # the post it answers is not there yet
+            "post_subject": "Re: hello",
+        },
+    }
+    failed = log(bus, reply, data_type=TaskDataType.SIMPLE_SNAPSHOT)
+    assert bus.process_tasks("Hr")["Hr"].stopped
+    snapshot = {
+        "type": "forums.forum",
+        "data": {"forum_name": "help"},
+        "children": [{"type": "forums.forumpost", "data": {"post_guid": post_guid}}],
+    }
+    fix = log(
+        bus,
+        snapshot,
+        task_type=TaskType.UPDATE_OBJECT,
+        data_type=TaskDataType.SNAPSHOT,
+        site_name="main",
+    )
+    hint = task_detail(bus, failed).info.hint  # type: ignore[union-attr]
+    assert hint is not None and expected(fix) in hint
+    assert f"creates forums.forumpost '{post_guid}'" in hint
+    assert bus.synchronize_task(fix) is True
+    assert bus.synchronize_task(failed) is True

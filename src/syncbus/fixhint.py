@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
-from syncbus.content.types import ObjectType
 from syncbus.errors import SyncBusError
 from syncbus.model import InternalObject
 from syncbus.payload import PAGE_RECORD, Payload, decode
@@ -159,19 +158,14 @@ def _creates(
         if obj.object_type.lower() != missing.object_type:
             continue
         ot = registry.object_type(obj.object_type)
-        if ot.key_column is None or not _same_code(ot, obj.data.get(ot.key_column), missing):
+        # Compared exactly, as the resolver compares them (a GUID in another case would not
+        # resolve either).
+        key = None if ot.key_column is None else obj.data.get(ot.key_column)
+        if key is None or str(key) != missing.code:
             continue
         if ot.site_column is None or site_name == missing.site_name:
             return True
     return False
-
-
-def _same_code(ot: ObjectType, value: Any, missing: Missing) -> bool:
-    if value is None:
-        return False
-    if ot.code_name_column:  # code names compare exactly, as the resolver compares them
-        return str(value) == missing.code
-    return str(value).lower() == missing.code.lower()  # a GUID may be written in either case
 
 
 def _tree(obj: InternalObject) -> Iterator[InternalObject]:
