@@ -223,3 +223,19 @@ def test_a_child_of_a_snapshot_queued_behind_is_named(
     assert f"creates forums.forumpost '{post_guid}'" in hint
     assert bus.synchronize_task(fix) is True
     assert bus.synchronize_task(failed) is True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs cli.py's `tasks show` to print readmodel.with_hint(bus, task).hint",
+)
+def test_tasks_show_prints_the_hint(db_url: str, bus: IntegrationBus, hr: DictConnector) -> None:
+    from typer.testing import CliRunner
+
+    from syncbus.cli import app
+
+    membership = failed_membership(bus)
+    user = log(bus, user_ada())
+    result = CliRunner().invoke(app, ["tasks", "show", str(membership), "--db", db_url])
+    assert result.exit_code == 0, result.output
+    assert expected(user) in " ".join(result.output.split())
