@@ -25,6 +25,16 @@ def class_path_of(cls: type) -> str | None:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _import_fix(module_name: str, exc: Exception) -> str:
+    """The likely fix for an import failure: the connector's own module not being found is a
+    sys.path problem (the usual one with `syncbus serve`), a missing dependency is not."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return ""
+    if module_name == exc.name or module_name.startswith(exc.name + "."):
+        return f"; put the folder that holds {exc.name!r} on PYTHONPATH"
+    return f"; install the package that provides {exc.name!r}"
+
+
 def import_connector_class(path: str) -> type[BaseIntegrationConnector]:
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
@@ -38,6 +48,7 @@ def import_connector_class(path: str) -> type[BaseIntegrationConnector]:
     except Exception as exc:
         raise ConnectorLoadError(
             f"cannot import connector {path!r}: {type(exc).__name__}: {exc}"
+            f"{_import_fix(module_name, exc)}"
         ) from exc
     if not (isinstance(obj, type) and issubclass(obj, BaseIntegrationConnector)):
         raise ConnectorLoadError(f"{path!r} is not a BaseIntegrationConnector subclass")
@@ -121,8 +132,11 @@ class ConnectorRegistry:
                 raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
             if not row.class_path:
                 raise ConnectorLoadError(
-                    f"connector {name!r} was registered from code this process cannot import "
-                    "(a class defined in __main__ or inside a function); register it here"
+                    f"connector {name!r} was registered from a class this process cannot "
+                    "import (defined in __main__ or inside a function): move the class into an "
+                    "importable module and register it as 'module:Class' (e.g. `syncbus "
+                    "connectors add mymodule:MyConnector`); set PYTHONPATH so the service can "
+                    "import it"
                 )
             try:
                 instance = _instantiate(import_connector_class(row.class_path), repr(name))

@@ -74,6 +74,9 @@ class TaskInfo:
     last_run_at: datetime | None
     is_running: bool
     idempotency_key: str | None = None
+    # What to do first when the fix of this failed task is queued behind it in the same
+    # connector (see syncbus.fixhint); filled in by the read side, None otherwise.
+    hint: str | None = None
 
     @property
     def is_failed(self) -> bool:

@@ -7,6 +7,7 @@ so a page deep in a queue of 100,000 tasks costs what the first page costs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
+from syncbus.fixhint import fix_hint
 from syncbus.intake import flag
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import queue
@@ -115,6 +117,7 @@ class Blocker:
     reason: str
     task: TaskRow | None = None
     waiting_behind: int = 0
+    hint: str | None = None  # the fix is queued behind the task: synchronize it first
 
 
 @dataclass(frozen=True)
@@ -327,8 +330,16 @@ def blockers(bus: IntegrationBus, connector: str | None = None) -> list[Blocker]
                 .where(t.c.connector_id == cid, t.c.task_id > row.task_id)
             ).scalar_one()
             reason = row.error_message or "the task failed"
-            out.append(Blocker(name, reason, row, int(behind)))
+            hint = fix_hint(bus.reader, bus.registry, row.task_id)
+            out.append(Blocker(name, reason, row, int(behind), hint))
     return out
+
+
+def with_hint(bus: IntegrationBus, task: TaskInfo) -> TaskInfo:
+    """The task with its fix hint (see syncbus.fixhint) filled in."""
+    if task.error_message is None:
+        return task
+    return dataclasses.replace(task, hint=fix_hint(bus.reader, bus.registry, task.task_id))
 
 
 def task_detail(bus: IntegrationBus, task_id: int) -> TaskDetail | None:
@@ -336,6 +347,7 @@ def task_detail(bus: IntegrationBus, task_id: int) -> TaskDetail | None:
     info = bus.get_task(task_id)
     if info is None:
         return None
+    info = with_hint(bus, info)
     raw = bus.get_task_data(task_id) or ""
     t = task_table
     with bus.reader.connect() as conn:
