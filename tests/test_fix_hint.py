@@ -225,10 +225,6 @@ def test_a_child_of_a_snapshot_queued_behind_is_named(
     assert bus.synchronize_task(failed) is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cli.py's `tasks show` to print readmodel.with_hint(bus, task).hint",
-)
 def test_tasks_show_prints_the_hint(db_url: str, bus: IntegrationBus, hr: DictConnector) -> None:
     from typer.testing import CliRunner
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from syncbus import readmodel
 from syncbus.bus import IntegrationBus
 from syncbus.cli_errors import FIX_URL, OneLineErrors, err_console, opened, report
 from syncbus.errors import (
@@ -218,6 +219,7 @@ def tasks_show(task_id: int, db: DbOption = None) -> None:
         task = bus.get_task(task_id)
         if task is None:
             raise TaskNotFoundError(f"no queued task with id {task_id}; see `syncbus tasks list`")
+        task = readmodel.with_hint(bus, task)
         data = bus.get_task_data(task_id)
         log = bus.task_log(task_id)
     _print_json(_TASK, task)
@@ -227,6 +229,8 @@ def tasks_show(task_id: int, db: DbOption = None) -> None:
         _say(("error history", "bold"))
         for entry in _LOG.dump_python(log, mode="json"):
             _say(entry["time"], "  ", entry["error_message"])
+    if task.hint:
+        _say(("how to fix: ", "bold"), task.hint)
 
 
 @tasks_app.command("sync")
