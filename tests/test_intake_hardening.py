@@ -24,6 +24,7 @@ from syncbus import (
     ObjectParams,
     ObjectType,
     Page,
+    PageType,
     ProcessType,
     SiteNotFoundError,
     TaskDataType,
@@ -174,6 +175,22 @@ def test_values_at_the_edge_of_their_columns_are_accepted_and_applied(
     row = bus.get_object("hard.item", "x" * 450)
     assert row is not None and row["count"] == 2**31 - 1 and row["big"] == -(2**63)
     assert row["day"] == dt.date(2024, 5, 6) and row["flag"] is True
+
+
+def test_page_fields_of_every_accepted_kind_apply(bus: IntegrationBus, conn: DictConnector) -> None:
+    """Dates, datetimes and 0/1 booleans in page fields are accepted at log time, so they must
+    apply (they failed on SQLite, whose Date type takes only date objects)."""
+    bus.register_page_type(PageType("my.event", "my_event", {"day": "date", "at": "datetime"}))
+    bus.register_page_type(PageType("my.flag", "my_flag", {"ok": bool}))
+    bus.create_schema()
+    fields = {"day": "2024-05-06", "at": "2024-05-06T10:00:00+00:00"}
+    put(bus, Page("my.event", "E", alias="e", fields=fields), CREATE_PAGE)
+    put(bus, Page("my.flag", "F", alias="f", fields={"ok": 1}), CREATE_PAGE)
+    fields = {"day": "2024-05-07", "at": "2024-05-07T10:00:00+00:00"}
+    put(bus, Page("my.event", "E", alias="e", fields=fields), TaskType.UPDATE_DOCUMENT)
+    event, flag = bus.get_page("main", "/e"), bus.get_page("main", "/f")
+    assert event is not None and flag is not None
+    assert event["day"] == dt.date(2024, 5, 7) and flag["ok"] is True
 
 
 PAGE_ATTRIBUTES = [

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
+from syncbus.content.objects import Coercers, coerce_values, column_coercers
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ROOT_CLASS, external_id_problem, show, text_problem
 from syncbus.enums import TaskType
@@ -385,11 +386,25 @@ class PageStore:
             cache.documents[key] = doc_id
         return doc_id
 
+    def _fields(self, page: Page) -> dict[str, Any]:
+        """The page's fields as their columns take them (a task's JSON holds dates as ISO
+        text; SQLite's Date and DateTime take only Python objects). Coercers built once."""
+        if not page.fields:
+            return page.fields
+        pt = self.registry.page_type(page.class_name)
+        coercers: Coercers | None = pt.__dict__.get("_coercers")
+        if coercers is None:
+            coercers = pt.__dict__["_coercers"] = column_coercers(pt.field_types())
+        if not coercers:
+            return page.fields
+        return coerce_values(f"page type {pt.class_name}", coercers, page.fields)
+
     def _upsert_document(
         self, conn: sa.Connection, node: dict[str, Any], page: Page, cache: PageCache | None
     ) -> None:
         doc_id = self._document_id(conn, node, page, cache)
         table = self.registry.page_table(page.class_name)
+        fields = self._fields(page)
         if doc_id is None:
             doc_id = conn.execute(
                 _INSERT_DOCUMENT,
@@ -405,15 +420,15 @@ class PageStore:
             if cache is not None:
                 cache.documents[(int(node["node_id"]), page.culture)] = int(doc_id)
             if table is not None:
-                conn.execute(table.insert(), {**page.fields, "document_id": doc_id})
+                conn.execute(table.insert(), {**fields, "document_id": doc_id})
             return
-        if not page.fields:
+        if not fields:
             table = None  # nothing to SET in the fields table
         if table is not None and conn.dialect.name == "postgresql":
             conn.execute(
                 self._field_update(page.class_name, table, rename=True),
                 {
-                    **page.fields,
+                    **fields,
                     "syncbus_document_id": doc_id,
                     "syncbus_document_name": page.name,
                     "syncbus_modified_at": _now(),
@@ -427,7 +442,7 @@ class PageStore:
         if table is not None:
             conn.execute(
                 self._field_update(page.class_name, table, rename=False),
-                {**page.fields, "syncbus_document_id": doc_id},
+                {**fields, "syncbus_document_id": doc_id},
             )
 
     def _delete_culture(
