@@ -317,6 +317,8 @@ def external_id_problem(value: Any) -> str | None:
         return text_problem(value)
     if isinstance(value, float) and not math.isfinite(value):
         return f"an external id must be a finite number, not {show(value)}"
+    if isinstance(value, int) and not -INT64_MAX <= value <= INT64_MAX:
+        return f"an external id must be a string or a number within 64 bits, not {show(value)}"
     if isinstance(value, int | float | uuid.UUID):
         return None
     return f"an external id must be a string or a number, not {type(value).__name__}"
@@ -360,14 +362,22 @@ def _date_problem(value: Any) -> str | None:
 
 
 def _datetime_problem(value: Any) -> str | None:
-    if isinstance(value, dt.date):
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
         return None
-    if not isinstance(value, str):
+    elif not isinstance(value, str):
         return _wrong("datetime", value)
-    try:
-        dt.datetime.fromisoformat(value)  # what the bus parses it with when the task is applied
-    except ValueError:
-        return f"{show(value)} is not an ISO date and time (YYYY-MM-DDTHH:MM:SS[+HH:MM])"
+    else:
+        try:  # what the bus parses it with when the task is applied
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return f"{show(value)} is not an ISO date and time (YYYY-MM-DDTHH:MM:SS[+HH:MM])"
+    if parsed.tzinfo is not None and parsed.year in (1, 9999):
+        try:  # stored in UTC: its year must stay within 1..9999 to be read back
+            parsed.astimezone(dt.UTC)
+        except OverflowError:
+            return f"{show(value)} is out of range once converted to UTC"
     return None
 
 
