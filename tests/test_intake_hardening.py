@@ -269,6 +269,23 @@ def test_bad_name_is_refused_before_any_sql(
     assert pending(bus) == []
 
 
+def test_bad_argument_of_a_later_task_in_a_batch_is_refused_before_any_sql(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    seen = statements(bus)
+    requests = [
+        TaskRequest(user("a"), site_name="main"),
+        TaskRequest(user("b"), site_name="main", process_type="nope"),
+    ]
+    with pytest.raises(InvalidObjectError, match="process_type"):
+        bus.log_tasks(CONNECTOR, requests)
+    requests[1] = TaskRequest(user("b"), site_name="ma\x00in")
+    with pytest.raises(InvalidObjectError, match="site_name"):
+        bus.log_tasks(CONNECTOR, requests)
+    assert seen == []
+    assert conn.prepare_calls == []
+
+
 def test_unknown_site_says_how_to_create_one(bus: IntegrationBus, conn: DictConnector) -> None:
     with pytest.raises(SiteNotFoundError) as caught:
         log(bus, user("a"), site="nowhere")

@@ -142,6 +142,27 @@ def check_text(what: str, value: Any, max_length: int) -> None:
         raise InvalidObjectError(f"{what}: {problem}")
 
 
+_Parsed = tuple[ProcessType, TaskType, TaskDataType]
+
+
+def _parse(req: TaskRequest) -> _Parsed:
+    """The task's enumerations; refuses what no task could be logged with."""
+    ptype = ProcessType.parse(req.process_type)
+    if ptype is ProcessType.ERROR:
+        raise InvalidObjectError(
+            "process_type Error is set by the bus after a failure, and a task logged with "
+            "it would stop its connector without ever running; log with Default"
+        )
+    key = req.idempotency_key
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise InvalidObjectError("idempotency_key must be a non-empty string")
+    if key is not None:
+        check_text("idempotency_key", key, _KEY_MAX)
+    if req.site_name is not None:
+        check_text("site_name", req.site_name, _SITE_MAX)
+    return ptype, TaskType.parse(req.task_type), TaskDataType.parse(req.data_type)
+
+
 def _encode(payload: Payload) -> str:
     try:
         return encode(payload)
@@ -232,9 +253,10 @@ class Intake:
         read in autocommit mode, outside any transaction, so the connector's code never runs
         while the database's single write lock is held; the inserts then BEGIN IMMEDIATE."""
         check_text("connector name", connector_name, _NAME_MAX)
+        parsed = [_parse(r) for r in requests]  # every argument of every task, before any SQL
         try:
             with self.db.connect() as conn:
-                outcomes = self._log(conn, connector_name, requests)
+                outcomes = self._log(conn, connector_name, requests, parsed)
                 conn.commit()
         except _Duplicate as dup:  # a concurrent twin won the key: ours was rolled back
             outcomes = [LogOutcome(dup.task_id, created=False)]  # a call of one task only
@@ -245,13 +267,20 @@ class Intake:
         return outcomes
 
     def _log(
-        self, conn: sa.Connection, connector_name: str, requests: list[TaskRequest]
+        self,
+        conn: sa.Connection,
+        connector_name: str,
+        requests: list[TaskRequest],
+        parsed: list[_Parsed],
     ) -> list[LogOutcome]:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # single-statement reads, no BEGIN (see store.db)
             conn.execution_options(**{AUTOCOMMIT_READS: True})
         states: dict[str | None, _State] = {}  # per site, for tasks without a key
-        prepared = [self._prepare(conn, connector_name, r, states) for r in requests]
+        prepared = [
+            self._prepare(conn, connector_name, r, p, states)
+            for r, p in zip(requests, parsed, strict=True)
+        ]
         if sqlite:
             conn.rollback()  # ends SQLAlchemy's notional transaction; SQLite has none open
             conn.execution_options(**{AUTOCOMMIT_READS: False})
@@ -293,24 +322,12 @@ class Intake:
         conn: sa.Connection,
         connector_name: str,
         req: TaskRequest,
+        parsed: _Parsed,
         states: dict[str | None, _State],
     ) -> LogOutcome | dict[str, Any]:
         """The task row to insert, or the outcome when there is nothing to insert."""
-        ptype = ProcessType.parse(req.process_type)
-        if ptype is ProcessType.ERROR:
-            raise InvalidObjectError(
-                "process_type Error is set by the bus after a failure, and a task logged with "
-                "it would stop its connector without ever running; log with Default"
-            )
-        ttype = TaskType.parse(req.task_type)
-        dtype = TaskDataType.parse(req.data_type)
+        ptype, ttype, dtype = parsed
         key = req.idempotency_key
-        if key is not None and (not isinstance(key, str) or not key.strip()):
-            raise InvalidObjectError("idempotency_key must be a non-empty string")
-        if key is not None:
-            check_text("idempotency_key", key, _KEY_MAX)
-        if req.site_name is not None:
-            check_text("site_name", req.site_name, _SITE_MAX)
         state = states.get(req.site_name) if key is None else None
         if state is None:  # a batch checks once per site (and once per idempotency key)
             state = self._check(conn, connector_name, req.site_name, key)
