@@ -5,6 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
+from syncbus.errors import InvalidObjectError
+
+
+class InvalidEnumValueError(InvalidObjectError, ValueError):
+    """An unknown wire value for an enumeration (a ValueError too, as parsing always raised)."""
+
 
 class _WireEnum(StrEnum):
     """A StrEnum whose wire values parse case-insensitively; unknown values are an error."""
@@ -13,16 +19,19 @@ class _WireEnum(StrEnum):
     def parse(cls, value: str | Self) -> Self:
         if isinstance(value, cls):
             return value
-        exact = cls._value2member_map_.get(value)  # the wire value as stored: no scan
-        if exact is not None:
-            return exact  # type: ignore[return-value]
         if isinstance(value, str):
+            exact = cls._value2member_map_.get(value)  # the wire value as stored: no scan
+            if exact is not None:
+                return exact  # type: ignore[return-value]
             folded = value.strip().casefold()
             for member in cls:
                 if member.value.casefold() == folded or member.name.casefold() == folded:
                     return member
         allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown {cls.__name__} {value!r}; expected one of: {allowed}")
+        field = _FIELDS.get(cls.__name__, cls.__name__)
+        raise InvalidEnumValueError(
+            f"{field}: unknown {cls.__name__} {value!r:.80}; expected one of: {allowed}"
+        )
 
     @classmethod
     def _missing_(cls, value: object) -> Self | None:
@@ -78,3 +87,7 @@ class ProcessType(_WireEnum):
     SKIP_ON_ERROR = "SkipOnError"
     DELETE_ON_ERROR = "DeleteOnError"
     ERROR = "Error"
+
+
+# The name of the argument (and JSON field) each enumeration is given as, for error messages.
+_FIELDS = {"TaskType": "task_type", "TaskDataType": "data_type", "ProcessType": "process_type"}

@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syncbus.connectors import ConnectorRegistry
+from syncbus.content.pages import check_page
 from syncbus.content.registry import TypeRegistry
-from syncbus.content.types import ObjectType
+from syncbus.content.types import ObjectType, text_problem
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
@@ -127,6 +128,48 @@ _VERBS = {
 }
 
 
+# Lengths of the columns the logging call writes or compares (store.schema).
+_NAME_MAX, _SITE_MAX, _KEY_MAX = 100, 100, 200
+
+
+def check_text(what: str, value: Any, max_length: int) -> None:
+    """Refuse, before any SQL runs, a name the database cannot take (a NUL makes PostgreSQL
+    fail the statement; that is bad input, not an unavailable database)."""
+    if not isinstance(value, str):
+        raise InvalidObjectError(f"{what} must be a string, not {type(value).__name__}")
+    problem = text_problem(value, max_length)
+    if problem is not None:
+        raise InvalidObjectError(f"{what}: {problem}")
+
+
+_Parsed = tuple[ProcessType, TaskType, TaskDataType]
+
+
+def _parse(req: TaskRequest) -> _Parsed:
+    """The task's enumerations; refuses what no task could be logged with."""
+    ptype = ProcessType.parse(req.process_type)
+    if ptype is ProcessType.ERROR:
+        raise InvalidObjectError(
+            "process_type Error is set by the bus after a failure, and a task logged with "
+            "it would stop its connector without ever running; log with Default"
+        )
+    key = req.idempotency_key
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise InvalidObjectError("idempotency_key must be a non-empty string")
+    if key is not None:
+        check_text("idempotency_key", key, _KEY_MAX)
+    if req.site_name is not None:
+        check_text("site_name", req.site_name, _SITE_MAX)
+    return ptype, TaskType.parse(req.task_type), TaskDataType.parse(req.data_type)
+
+
+def _encode(payload: Payload) -> str:
+    try:
+        return encode(payload)
+    except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry
+        raise InvalidObjectError(f"the prepared object cannot be stored: {exc}") from None
+
+
 def flag(value: str | None) -> bool:
     """A boolean setting; a missing row means on."""
     return value is None or value.lower() in ("1", "true", "yes", "on")
@@ -209,12 +252,14 @@ class Intake:
         round trips for a task (checks; lock, insert and NOTIFY; commit). On SQLite the checks
         read in autocommit mode, outside any transaction, so the connector's code never runs
         while the database's single write lock is held; the inserts then BEGIN IMMEDIATE."""
+        check_text("connector name", connector_name, _NAME_MAX)
+        parsed = [_parse(r) for r in requests]  # every argument of every task, before any SQL
         try:
             with self.db.connect() as conn:
-                outcomes = self._log(conn, connector_name, requests)
+                outcomes = self._log(conn, connector_name, requests, parsed)
                 conn.commit()
         except _Duplicate as dup:  # a concurrent twin won the key: ours was rolled back
-            outcomes = [LogOutcome(dup.task_id, created=False)]
+            outcomes = [LogOutcome(dup.task_id, created=False)]  # a call of one task only
         if self.on_logged is not None:
             for outcome in outcomes:
                 if outcome.created and outcome.task_id is not None:
@@ -222,18 +267,27 @@ class Intake:
         return outcomes
 
     def _log(
-        self, conn: sa.Connection, connector_name: str, requests: list[TaskRequest]
+        self,
+        conn: sa.Connection,
+        connector_name: str,
+        requests: list[TaskRequest],
+        parsed: list[_Parsed],
     ) -> list[LogOutcome]:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # single-statement reads, no BEGIN (see store.db)
             conn.execution_options(**{AUTOCOMMIT_READS: True})
         states: dict[str | None, _State] = {}  # per site, for tasks without a key
-        prepared = [self._prepare(conn, connector_name, r, states) for r in requests]
+        prepared = [
+            self._prepare(conn, connector_name, r, p, states)
+            for r, p in zip(requests, parsed, strict=True)
+        ]
         if sqlite:
             conn.rollback()  # ends SQLAlchemy's notional transaction; SQLite has none open
             conn.execution_options(**{AUTOCOMMIT_READS: False})
         rows = [p for p in prepared if isinstance(p, dict)]
-        ids = iter(self._insert(conn, connector_name, rows) if rows else [])
+        # A lone task whose key a twin won raises _Duplicate; in a batch of several it must
+        # take a savepoint instead, so that every other task keeps its outcome.
+        ids = iter(self._insert(conn, connector_name, rows, len(requests) > 1) if rows else [])
         return [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
 
     def _check(
@@ -257,7 +311,10 @@ class Intake:
                 f"connector {connector_name!r} is disabled; enable it to log tasks"
             )
         if site_name and not state.site_exists:
-            raise SiteNotFoundError(f"target site {site_name!r} not found")
+            raise SiteNotFoundError(
+                f"target site {site_name!r} not found; create it with "
+                f"bus.create_site({site_name!r}) (the default site is 'main')"
+            )
         return state
 
     def _prepare(
@@ -265,15 +322,12 @@ class Intake:
         conn: sa.Connection,
         connector_name: str,
         req: TaskRequest,
+        parsed: _Parsed,
         states: dict[str | None, _State],
     ) -> LogOutcome | dict[str, Any]:
         """The task row to insert, or the outcome when there is nothing to insert."""
-        ptype = ProcessType.parse(req.process_type)
-        ttype = TaskType.parse(req.task_type)
-        dtype = TaskDataType.parse(req.data_type)
+        ptype, ttype, dtype = parsed
         key = req.idempotency_key
-        if key is not None and (not isinstance(key, str) or not key.strip()):
-            raise InvalidObjectError("idempotency_key must be a non-empty string")
         state = states.get(req.site_name) if key is None else None
         if state is None:  # a batch checks once per site (and once per idempotency key)
             state = self._check(conn, connector_name, req.site_name, key)
@@ -306,7 +360,7 @@ class Intake:
             "title": title,
             "site_name": req.site_name,
             "created_at": queue.utcnow(),
-            "data": encode(payload),
+            "data": _encode(payload),
             "idempotency_key": key,
         }
 
@@ -341,24 +395,13 @@ class Intake:
                     f"task type {ttype.value} needs an object, but connector "
                     f"{connector_name!r} returned a page"
                 )
+            check_page(prepared, simple=dtype is TaskDataType.SIMPLE)
             pt = self.registry.page_type(prepared.class_name)
             pt.check_fields(prepared.fields)
             if not site_name:
                 raise SiteNotFoundError("pages belong to a site: pass site_name when logging them")
             if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
                 dtype = TaskDataType.SIMPLE_SNAPSHOT
-            if (
-                dtype is TaskDataType.SIMPLE
-                and prepared.parent_id is not None
-                and (
-                    not isinstance(prepared.parent_id, int) or isinstance(prepared.parent_id, bool)
-                )
-            ):
-                raise InvalidObjectError(
-                    f"page '{prepared.name}': under Simple, parent_id is the parent's internal "
-                    f"node id (an int), not {prepared.parent_id!r}; use SimpleSnapshot to pass "
-                    "an external id, or parent_path"
-                )
             return Payload(page=prepared), None, pt.class_name, page_title(ttype, prepared), dtype
         raise InvalidObjectError(
             f"connector {connector_name!r}: prepare_internal_object must return an "
@@ -366,7 +409,7 @@ class Intake:
         )
 
     def _insert(
-        self, conn: sa.Connection, connector_name: str, rows: list[dict[str, Any]]
+        self, conn: sa.Connection, connector_name: str, rows: list[dict[str, Any]], batch: bool
     ) -> list[LogOutcome]:
         """Insert tasks in the connection's transaction. A task whose idempotency key is taken
         (earlier, in this batch, or by a concurrent twin in another process) yields the first
@@ -391,7 +434,7 @@ class Intake:
         locked = False
         for values in rows:
             keyed = values["idempotency_key"] is not None
-            nested = conn.begin_nested() if len(rows) > 1 and keyed else None
+            nested = conn.begin_nested() if batch and keyed else None
             params = values
             if pg and not keyed:
                 # One round trip: take the connector's logging lock, insert, NOTIFY.

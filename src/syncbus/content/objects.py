@@ -51,29 +51,31 @@ def _to_str(value: Any) -> Any:
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def _coercers(ot: ObjectType) -> dict[str, tuple[Callable[[Any], Any], Any]]:
-    """Per column that may need it: the conversion and the column type (built once per type)."""
+Coercers = dict[str, tuple[Callable[[Any], Any], Any]]
 
-    def build() -> dict[str, tuple[Callable[[Any], Any], Any]]:
-        out: dict[str, tuple[Callable[[Any], Any], Any]] = {}
-        for col, typ in ot.all_columns().items():
-            if isinstance(typ, sa.DateTime):
-                out[col] = (_to_datetime, typ)
-            elif isinstance(typ, sa.Date):
-                out[col] = (_to_date, typ)
-            elif isinstance(typ, sa.Boolean):
-                out[col] = (_to_bool, typ)
-            elif isinstance(typ, sa.String):
-                out[col] = (_to_str, typ)
-        return out
 
-    coercers: dict[str, tuple[Callable[[Any], Any], Any]] = ot.derived("coercers", build)
+def column_coercers(types: Mapping[str, Any]) -> Coercers:
+    """Per column that may need it: the conversion and the column type (build once)."""
+    out: Coercers = {}
+    for col, typ in types.items():
+        if isinstance(typ, sa.DateTime):
+            out[col] = (_to_datetime, typ)
+        elif isinstance(typ, sa.Date):
+            out[col] = (_to_date, typ)
+        elif isinstance(typ, sa.Boolean):
+            out[col] = (_to_bool, typ)
+        elif isinstance(typ, sa.String):
+            out[col] = (_to_str, typ)
+    return out
+
+
+def _coercers(ot: ObjectType) -> Coercers:
+    coercers: Coercers = ot.derived("coercers", lambda: column_coercers(ot.all_columns()))
     return coercers
 
 
-def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
+def coerce_values(owner: str, coercers: Coercers, row: Mapping[str, Any]) -> dict[str, Any]:
     """Bring JSON-decoded values to the column types (ISO dates, UUIDs, 0/1 booleans)."""
-    coercers = _coercers(ot)
     out: dict[str, Any] = {}
     for col, value in row.items():
         conv = coercers.get(col)
@@ -82,10 +84,14 @@ def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
                 value = conv[0](value)
             except ValueError as exc:
                 raise ContentError(
-                    f"column {col!r} of {ot.name}: {value!r} is not a valid {conv[1]}: {exc}"
+                    f"column {col!r} of {owner}: {value!r:.80} is not a valid {conv[1]}: {exc}"
                 ) from exc
         out[col] = value
     return out
+
+
+def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
+    return coerce_values(ot.name, _coercers(ot), row)
 
 
 class ObjectStore:

@@ -7,14 +7,15 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
+from syncbus.content.objects import Coercers, coerce_values, column_coercers
 from syncbus.content.registry import TypeRegistry
-from syncbus.content.types import ROOT_CLASS
+from syncbus.content.types import ROOT_CLASS, external_id_problem, show, text_problem
 from syncbus.enums import TaskType
-from syncbus.errors import ContentError, PageNotFoundError
+from syncbus.errors import ContentError, InvalidObjectError, PageNotFoundError
 from syncbus.model import Page
 from syncbus.store.schema import document_table as docs
 from syncbus.store.schema import tree_table as tree
@@ -38,6 +39,72 @@ def normalize_path(path: str) -> str:
 
 
 ParentResolver = Callable[[], dict[str, Any]]
+
+# Column lengths of cms_tree / cms_document (store.schema).
+_ALIAS_MAX, _PATH_MAX, _NAME_MAX, _CULTURE_MAX, _GUID_MAX, _CLASS_MAX = 200, 450, 450, 10, 36, 100
+
+
+def check_page(page: Page, *, simple: bool) -> None:
+    """Refuse, at log time, a page that no task could store: text the database cannot hold,
+    an alias that is not one path segment, a parent path that is not absolute. Under Simple,
+    ``parent_id`` is an internal node id (a positive integer); else an external id."""
+    _text("class_name", page.class_name, _CLASS_MAX)
+    _text("name", page.name, _NAME_MAX)
+    _text("culture", page.culture, _CULTURE_MAX, required=True)
+    if page.node_guid is not None and not isinstance(page.node_guid, uuid.UUID):
+        _text("node_guid", page.node_guid, _GUID_MAX, required=True)
+    alias = page.alias
+    if alias is not None:
+        _text("alias", alias, _ALIAS_MAX, required=True)
+        if "/" in alias:
+            _bad("alias", alias, "an alias is one path segment: it must not contain '/'")
+    elif len(make_alias(page.name)) > _ALIAS_MAX:
+        _bad("name", page.name, f"its alias would be longer than {_ALIAS_MAX}; give an alias")
+    path = page.parent_path
+    if path is not None:
+        _text("parent_path", path, _PATH_MAX, required=True)
+        inner = path.strip().strip("/")
+        if not path.strip().startswith("/") or "//" in path or (inner and not inner.strip()):
+            _bad("parent_path", path, "give an absolute alias path such as '/news'")
+        full = join_path(normalize_path(path), alias or make_alias(page.name))
+        if len(full) > _PATH_MAX:
+            _bad("alias", alias, f"the page's path {full[:60]!r}... is longer than {_PATH_MAX}")
+    if page.parent_id is not None:
+        _parent_id(page, simple)
+    if not isinstance(page.fields, dict):
+        _bad("fields", page.fields, "the page's fields must be a dict")
+
+
+def _parent_id(page: Page, simple: bool) -> None:
+    value = page.parent_id
+    if not simple:
+        problem = external_id_problem(value)
+        if problem is not None:
+            _bad("parent_id", value, problem)
+    elif not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _NODE_ID_MAX:
+        _bad(
+            "parent_id",
+            value,
+            f"under Simple, parent_id is the parent's internal node id (a positive integer up "
+            f"to {_NODE_ID_MAX}); use SimpleSnapshot to pass an external id, or parent_path",
+        )
+
+
+_NODE_ID_MAX = 2**31 - 1
+
+
+def _text(what: str, value: Any, max_length: int, *, required: bool = False) -> None:
+    if not isinstance(value, str):
+        _bad(what, value, f"{what} must be a string, not {type(value).__name__}")
+    problem = text_problem(value, max_length)
+    if problem is not None:
+        _bad(what, value, problem)
+    if required and not value.strip():
+        _bad(what, value, f"{what} must not be empty")
+
+
+def _bad(what: str, value: Any, problem: str) -> NoReturn:
+    raise InvalidObjectError(f"page {what} {show(value)}: {problem}")
 
 
 def _now() -> dt.datetime:
@@ -319,11 +386,25 @@ class PageStore:
             cache.documents[key] = doc_id
         return doc_id
 
+    def _fields(self, page: Page) -> dict[str, Any]:
+        """The page's fields as their columns take them (a task's JSON holds dates as ISO
+        text; SQLite's Date and DateTime take only Python objects). Coercers built once."""
+        if not page.fields:
+            return page.fields
+        pt = self.registry.page_type(page.class_name)
+        coercers: Coercers | None = pt.__dict__.get("_coercers")
+        if coercers is None:
+            coercers = pt.__dict__["_coercers"] = column_coercers(pt.field_types())
+        if not coercers:
+            return page.fields
+        return coerce_values(f"page type {pt.class_name}", coercers, page.fields)
+
     def _upsert_document(
         self, conn: sa.Connection, node: dict[str, Any], page: Page, cache: PageCache | None
     ) -> None:
         doc_id = self._document_id(conn, node, page, cache)
         table = self.registry.page_table(page.class_name)
+        fields = self._fields(page)
         if doc_id is None:
             doc_id = conn.execute(
                 _INSERT_DOCUMENT,
@@ -339,15 +420,15 @@ class PageStore:
             if cache is not None:
                 cache.documents[(int(node["node_id"]), page.culture)] = int(doc_id)
             if table is not None:
-                conn.execute(table.insert(), {**page.fields, "document_id": doc_id})
+                conn.execute(table.insert(), {**fields, "document_id": doc_id})
             return
-        if not page.fields:
+        if not fields:
             table = None  # nothing to SET in the fields table
         if table is not None and conn.dialect.name == "postgresql":
             conn.execute(
                 self._field_update(page.class_name, table, rename=True),
                 {
-                    **page.fields,
+                    **fields,
                     "syncbus_document_id": doc_id,
                     "syncbus_document_name": page.name,
                     "syncbus_modified_at": _now(),
@@ -361,7 +442,7 @@ class PageStore:
         if table is not None:
             conn.execute(
                 self._field_update(page.class_name, table, rename=False),
-                {**page.fields, "syncbus_document_id": doc_id},
+                {**fields, "syncbus_document_id": doc_id},
             )
 
     def _delete_culture(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -203,54 +205,237 @@ class ObjectType:
             )
 
     def check_values(self, data: Mapping[str, Any], *, external_refs: bool) -> None:
-        """Refuse values that do not fit their column (SQLite would store them anyway).
+        """Refuse values that do not fit their column, at log time: what the database would
+        refuse (or SQLite would silently mangle) when the task is applied.
 
-        Reference columns hold external ids (any scalar) when ``external_refs``.
-        """
-        types = self.all_columns()
-        refs = self.references()
+        Reference columns hold external ids (any scalar) when ``external_refs``, else
+        internal ids (positive integers). The checks are built once per type."""
+        checks: dict[str, Checker] = self.derived(
+            "checks_external" if external_refs else "checks_simple",
+            lambda: self._checks(external_refs),
+        )
         for col, value in data.items():
-            if value is None:
-                continue
-            if col in refs and external_refs:
-                if isinstance(value, dict | list):
-                    raise InvalidObjectError(
-                        f"column {col!r} of {self.name}: an external id must be a scalar, "
-                        f"not {type(value).__name__}"
-                    )
-                continue
-            check_value(self.name, col, types[col], value)
+            if value is not None:
+                problem = checks[col](value)
+                if problem is not None:
+                    raise InvalidObjectError(f"column {col!r} of {self.name}: {problem}")
+
+    def _checks(self, external_refs: bool) -> dict[str, Checker]:
+        types = self.all_columns()
+        checks = {col: checker(typ) for col, typ in types.items()}
+        for col, target in self.references().items():
+            checks[col] = external_id_problem if external_refs else _internal_id_checker(target)
+        return checks
+
+    def check_identity(self, data: Mapping[str, Any], *, child: bool = False) -> None:
+        """Refuse an object that no task could find or store: a missing or empty code name;
+        for a binding type (except as a child, whose reference to its parent may be left out),
+        a missing end."""
+        col = self.code_name_column
+        if col is not None:
+            name = data.get(col)
+            if name is None or (isinstance(name, str) and not name.strip()):
+                raise InvalidObjectError(
+                    f"column {col!r} of {self.name}: the code name is required (it identifies "
+                    f"the object) and must not be empty, got {name!r}"
+                )
+        if self.is_binding and not child:
+            missing = [c for c in sorted(self.foreign_keys) if data.get(c) is None]
+            if missing:
+                raise InvalidObjectError(
+                    f"{self.name} binds two objects: column(s) {', '.join(map(repr, missing))} "
+                    "must be given"
+                )
+
+
+# -- value checks (log time) -------------------------------------------------------------------
+# A checker returns what is wrong with a (non-null) value for its column, or None when it fits.
+Checker = Callable[[Any], str | None]
+
+_INT_BITS: tuple[tuple[type[TypeEngine[Any]], int], ...] = (
+    (sa.BigInteger, 64),
+    (sa.SmallInteger, 16),
+    (sa.Integer, 32),  # PostgreSQL's integer; SQLite holds more, but a task must fit both
+)
+INT64_MAX = 2**63 - 1
+_ID_MAX = 2**31 - 1  # id columns are integer (PostgreSQL's int4)
+
+
+def show(value: Any) -> str:
+    """A short, safe rendering of a value for an error message (repr refuses huge ints)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def text_problem(value: str, max_length: int | None = None) -> str | None:
+    """What keeps the database from storing this text, or None."""
+    if "\x00" in value:
+        return f"{show(value)} contains a NUL character (\\x00), which a database cannot store"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{show(value)} is not valid Unicode (a lone surrogate)"
+    if max_length is not None and len(value) > max_length:
+        return f"the value is {len(value)} characters long; the column holds at most {max_length}"
+    return None
+
+
+def _wrong(kind: str, value: Any) -> str:
+    return f"the column holds {kind} values, not {type(value).__name__} {show(value)}"
+
+
+def _int_checker(lo: int, hi: int) -> Checker:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return _wrong("int", value)
+        if lo <= value <= hi:
+            return None
+        return f"{show(value)} is out of range: the column holds integers from {lo} to {hi}"
+
+    return check
+
+
+def _internal_id_checker(target: str) -> Checker:
+    def check(value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _ID_MAX:
+            return None
+        return (
+            f"under Simple, this column holds the internal id of a {target} (a positive "
+            f"integer up to {_ID_MAX}), not {show(value)}; log with SimpleSnapshot to pass "
+            "the external system's id"
+        )
+
+    return check
+
+
+def external_id_problem(value: Any) -> str | None:
+    """An external id must be a scalar the task's JSON and the translation can carry."""
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"an external id must be a finite number, not {show(value)}"
+    if isinstance(value, int) and not -INT64_MAX <= value <= INT64_MAX:
+        return f"an external id must be a string or a number within 64 bits, not {show(value)}"
+    if isinstance(value, int | float | uuid.UUID):
+        return None
+    return f"an external id must be a string or a number, not {type(value).__name__}"
+
+
+def _bool_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+        return None
+    return _wrong("bool (true/false, or 0/1)", value)
+
+
+def _float_problem(value: Any) -> str | None:
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return f"{show(value)} is not a finite number (NaN and infinities are refused)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -INT64_MAX <= value <= INT64_MAX:
+            return None  # bound as a 64-bit integer; larger ones: write them as floats
+        return f"{show(value)} is out of range for a 64-bit integer; write it as a float"
+    return _wrong("float", value)
+
+
+def _date_problem(value: Any) -> str | None:
+    if isinstance(value, dt.datetime):
+        return f"{show(value)} is a date and time; the column holds dates: give only the date"
+    if isinstance(value, dt.date):
+        return None
+    if not isinstance(value, str):
+        return _wrong("date", value)
+    try:
+        dt.date.fromisoformat(value)  # what the bus parses it with when the task is applied
+        return None
+    except ValueError:
+        pass
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return f"{show(value)} is not an ISO date (YYYY-MM-DD)"
+    return f"{show(value)} is a date and time; the column holds dates: give only YYYY-MM-DD"
+
+
+def _datetime_problem(value: Any) -> str | None:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        return None
+    elif not isinstance(value, str):
+        return _wrong("datetime", value)
+    else:
+        try:  # what the bus parses it with when the task is applied
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return f"{show(value)} is not an ISO date and time (YYYY-MM-DDTHH:MM:SS[+HH:MM])"
+    if parsed.tzinfo is not None and parsed.year in (1, 9999):
+        try:  # stored in UTC: its year must stay within 1..9999 to be read back
+            parsed.astimezone(dt.UTC)
+        except OverflowError:
+            return f"{show(value)} is out of range once converted to UTC"
+    return None
+
+
+def _string_checker(max_length: int | None) -> Checker:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str):
+            return text_problem(value, max_length)
+        if isinstance(value, uuid.UUID):
+            return None if max_length is None or max_length >= 36 else _wrong("str", value)
+        return _wrong("str", value)
+
+    return check
+
+
+def _json_problem(value: Any) -> str | None:
+    try:
+        json.dumps(value, allow_nan=False, default=_json_scalar)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"the value cannot be stored as JSON: {exc}"
+    return None
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, dt.date | uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _any_problem(value: Any) -> str | None:
+    """Columns of other SQLAlchemy types: only what no database stores."""
+    return text_problem(value) if isinstance(value, str) else None
+
+
+def checker(typ: TypeEngine[Any]) -> Checker:
+    """The check of a column of type ``typ`` (build once per column, call per value)."""
+    if isinstance(typ, sa.Boolean):
+        return _bool_problem
+    if isinstance(typ, sa.Integer):
+        bits = next(b for cls, b in _INT_BITS if isinstance(typ, cls))
+        return _int_checker(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if isinstance(typ, sa.Float | sa.Numeric):
+        return _float_problem
+    if isinstance(typ, sa.DateTime):
+        return _datetime_problem
+    if isinstance(typ, sa.Date):
+        return _date_problem
+    if isinstance(typ, sa.JSON):
+        return _json_problem
+    if isinstance(typ, sa.String):
+        return _string_checker(typ.length)
+    return _any_problem
 
 
 def check_value(owner: str, col: str, typ: TypeEngine[Any], value: Any) -> None:
     """Raise InvalidObjectError when ``value`` cannot be stored in a column of type ``typ``."""
-    ok = True
-    if isinstance(typ, sa.Boolean):
-        ok = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
-    elif isinstance(typ, sa.Integer):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(typ, sa.Float | sa.Numeric):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif isinstance(typ, sa.DateTime | sa.Date):
-        if isinstance(value, str):
-            try:
-                dt.datetime.fromisoformat(value)
-            except ValueError:
-                ok = False
-        else:
-            ok = isinstance(value, dt.date)
-    elif isinstance(typ, sa.String):
-        ok = isinstance(value, str | uuid.UUID)
-        if ok and typ.length is not None and len(str(value)) > typ.length:
-            raise InvalidObjectError(
-                f"column {col!r} of {owner}: value is {len(str(value))} characters long, "
-                f"the column holds at most {typ.length}"
-            )
-    if not ok:
-        raise InvalidObjectError(
-            f"column {col!r} of {owner} holds {type_name(typ)} values, not "
-            f"{type(value).__name__} {value!r:.80}"
-        )
+    problem = checker(typ)(value)
+    if problem is not None:
+        raise InvalidObjectError(f"column {col!r} of {owner}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -274,10 +459,17 @@ class PageType:
                 f"page type {self.class_name!r} has no field(s) {', '.join(map(repr, unknown))}; "
                 f"its fields are: {', '.join(self.fields) or '(none)'}"
             )
-        types = self.field_types()
+        checks: dict[str, Checker] | None = self.__dict__.get("_checks")
+        if checks is None:
+            checks = {name: checker(typ) for name, typ in self.field_types().items()}
+            self.__dict__["_checks"] = checks
         for name, value in fields.items():
             if value is not None:
-                check_value(f"page type {self.class_name}", name, types[name], value)
+                problem = checks[name](value)
+                if problem is not None:
+                    raise InvalidObjectError(
+                        f"field {name!r} of page type {self.class_name}: {problem}"
+                    )
 
     def field_types(self) -> dict[str, TypeEngine[Any]]:
         """The SQL type of each field (built once; callers must not mutate it)."""
