@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from syncbus import IntegrationBus, ProcessType
@@ -58,12 +57,7 @@ def test_tasks_list_show_process(db_url: str, seq_bus: IntegrationBus) -> None:
 
 
 def test_process_reports_a_stopped_connector(db_url: str, seq_bus: IntegrationBus) -> None:
-    task_id = seq_bus.process_external_task("Seq", {"key": "a", "n": 1})
-    with seq_bus.engine.begin() as conn:  # as a failure leaves it (Error cannot be logged)
-        conn.execute(
-            sa.text("UPDATE syncbus_task SET process_type = :p WHERE task_id = :t"),
-            {"p": ProcessType.ERROR.value, "t": task_id},
-        )
+    seq_bus.process_external_task("Seq", {"key": "a", "n": 1}, process_type=ProcessType.ERROR)
     code, out = invoke(db_url, "process")
     assert code == 2 and "stopped" in out
 

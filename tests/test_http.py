@@ -202,12 +202,7 @@ def test_batch_with_repeated_keys_keeps_the_first(
 
 # -- the queue ---------------------------------------------------------------------------------
 def test_list_detail_log_synchronize_delete(api: httpx.Client, http_bus: IntegrationBus) -> None:
-    a = log(api, object={"key": "a", "n": 1}).json()["task_id"]
-    with http_bus.engine.begin() as conn:  # as a failure leaves it (Error cannot be logged)
-        conn.execute(
-            sa.text("UPDATE syncbus_task SET process_type = 'Error' WHERE task_id = :t"),
-            {"t": a},
-        )
+    a = log(api, object={"key": "a", "n": 1}, process_type="Error").json()["task_id"]
     b = log(api, object={"key": "b", "n": 2}).json()["task_id"]
     listed = api.get("/api/tasks", params={"connector": "Seq"}).json()["tasks"]
     assert [t["task_id"] for t in listed] == [a, b]

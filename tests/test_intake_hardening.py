@@ -296,13 +296,23 @@ def test_unknown_site_says_how_to_create_one(bus: IntegrationBus, conn: DictConn
 # -- item 10: inputs that can only fail --------------------------------------------------------
 
 
-def test_process_type_error_is_refused_at_log_time(
+def test_a_task_logged_as_error_says_why_it_blocks(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:
+    """CONTRACT §4 keeps Error loggable (an Error task at the head stops the run); the task
+    says why from the start, so the stop is never silent."""
     for value in (ProcessType.ERROR, "Error", "error"):
-        with pytest.raises(InvalidObjectError, match=r"process_type Error.*log with Default"):
-            bus.process_external_task(CONNECTOR, user("a"), process_type=value, site_name="main")
-    assert pending(bus) == []
+        task_id = bus.process_external_task(
+            CONNECTOR, user("a"), process_type=value, site_name="main"
+        )
+        assert task_id is not None
+        info = bus.get_task(task_id)
+        assert info is not None and info.process_type is ProcessType.ERROR
+        assert info.error_message and "logged with process type Error" in info.error_message
+    result = bus.process_tasks(CONNECTOR)[CONNECTOR]
+    assert result.stopped and result.applied == 0
+    assert result.error and "logged with process type Error" in result.error
+    assert len(pending(bus)) == 3
 
 
 @pytest.mark.parametrize("field", ["process_type", "task_type", "data_type"])

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
@@ -124,8 +123,6 @@ class Model:
         return True
 
 
-_MARK_ERROR = sa.text("UPDATE syncbus_task SET process_type = 'Error' WHERE task_id = :t")
-
 log_step = st.tuples(
     st.just("log"),
     st.sampled_from("abc"),
@@ -193,19 +190,14 @@ def _run(url: str, ops: list[tuple[Any, ...]]) -> None:
             kind = op[0]
             if kind == "log":
                 _, key, value, delete, needs_ref, ptype = op
-                # Error is refused at log time (issue 10): such a task is logged as Default
-                # and turned into Error as a failure would, at the same place in the queue.
                 task_id = bus.process_external_task(
                     "Prop",
                     {"type": "item", "key": key, "value": value, "needs_ref": needs_ref},
-                    process_type=ProcessType.DEFAULT if ptype is ProcessType.ERROR else ptype,
+                    process_type=ptype,
                     task_type=TaskType.DELETE_OBJECT if delete else TaskType.UPDATE_OBJECT,
                     data_type=TaskDataType.SIMPLE_SNAPSHOT,
                 )
                 assert task_id is not None
-                if ptype is ProcessType.ERROR:
-                    with bus.engine.begin() as conn:
-                        conn.execute(_MARK_ERROR, {"t": task_id})
                 model.queue.append(ModelTask(task_id, key, value, delete, needs_ref, ptype))
             elif kind == "process":
                 result = bus.process_tasks("Prop")["Prop"]

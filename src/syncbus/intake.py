@@ -56,6 +56,13 @@ def _state_query() -> sa.Select[Any]:
 
 _STATE_QUERY = _state_query()
 
+# A task logged as Error stops its connector before it ever ran (CONTRACT §4): the reason is
+# on the task from the start, so the dashboard, the banner and the run's result say why.
+LOGGED_AS_ERROR = (
+    "logged with process type Error: the connector stops at this task until it is "
+    "synchronized or deleted"
+)
+
 _TASK_COLUMNS = (
     "connector_id",
     "task_type",
@@ -68,6 +75,7 @@ _TASK_COLUMNS = (
     "created_at",
     "data",
     "idempotency_key",
+    "error_message",
 )
 _INSERT_TASK = task_table.insert().returning(task_table.c.task_id)
 _INSERT_TASKS = task_table.insert().returning(task_table.c.task_id, sort_by_parameter_order=True)
@@ -148,11 +156,6 @@ _Parsed = tuple[ProcessType, TaskType, TaskDataType]
 def _parse(req: TaskRequest) -> _Parsed:
     """The task's enumerations; refuses what no task could be logged with."""
     ptype = ProcessType.parse(req.process_type)
-    if ptype is ProcessType.ERROR:
-        raise InvalidObjectError(
-            "process_type Error is set by the bus after a failure, and a task logged with "
-            "it would stop its connector without ever running; log with Default"
-        )
     key = req.idempotency_key
     if key is not None and (not isinstance(key, str) or not key.strip()):
         raise InvalidObjectError("idempotency_key must be a non-empty string")
@@ -362,6 +365,7 @@ class Intake:
             "created_at": queue.utcnow(),
             "data": _encode(payload),
             "idempotency_key": key,
+            "error_message": LOGGED_AS_ERROR if ptype is ProcessType.ERROR else None,
         }
 
     def _build(
