@@ -53,9 +53,12 @@ BAD = {
 
 
 def _refused(bus: IntegrationBus, case: str) -> bool:
-    """Whether the database refuses the value: SQLite stores a NUL in text, PostgreSQL does
-    not; neither takes an integer past 64 bits. (Log time refuses all of them on both.)"""
-    return case == "huge-foreign-key" or bus.engine.dialect.name == "postgresql"
+    """Whether processing refuses the value: neither database takes an integer past 64 bits;
+    page fields are checked again when applied; SQLite stores a NUL in other text, PostgreSQL
+    does not. (Log time refuses all of them on both.)"""
+    return case in ("huge-foreign-key", "nul-in-article-title") or (
+        bus.engine.dialect.name == "postgresql"
+    )
 
 
 def _log_bad(bus: IntegrationBus, case: str, process_type: ProcessType) -> int:
