@@ -15,7 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
-from syncbus.errors import SyncBusError, TaskNotFoundError
+from syncbus.errors import SyncBusError, TaskBusyError, TaskNotFoundError
 from syncbus.readmodel import (
     Items,
     TaskFilter,
@@ -40,6 +40,7 @@ CODES: dict[tuple[str, str], str] = {
 }
 BATCH = 200
 Source = Callable[[], Iterator[Items]]
+Counter = Callable[[str, bool], None]
 KEEP_LINES = 300
 KEEP_JOBS = 20
 
@@ -97,8 +98,9 @@ class Job:
 class JobManager:
     """Runs jobs on daemon threads; keeps the last few for their progress pages."""
 
-    def __init__(self, bus: IntegrationBus) -> None:
+    def __init__(self, bus: IntegrationBus, on_synchronized: Counter | None = None) -> None:
         self.bus = bus
+        self.on_synchronized = on_synchronized  # (connector, applied): for /metrics
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -217,10 +219,16 @@ class JobManager:
                 job.skipped += 1
                 job.line("skip", f"Skipping '{title}' task - it is no longer queued.")
                 continue
+            except TaskBusyError:
+                job.skipped += 1
+                job.line("skip", f"Skipping '{title}' task - it is being applied right now.")
+                continue
             except SyncBusError as exc:
                 job.skipped += 1
                 job.line("skip", f"Skipping '{title}' task - {exc}.")
                 continue
+            if self.on_synchronized is not None:
+                self.on_synchronized(connector, applied)
             if applied:
                 job.applied += 1
                 job.line("ok", f"'{title}' applied")
