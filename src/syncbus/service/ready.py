@@ -30,7 +30,10 @@ def _sqlite_free_bytes(bus: IntegrationBus) -> int | None:
     database = bus.engine.url.database
     if not database or database == ":memory:":
         return None
-    stats = os.statvfs(os.path.dirname(os.path.abspath(database)))
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(database)))
+    except OSError:
+        return None  # no such directory: opening the database will say so
     return stats.f_bavail * stats.f_frsize
 
 
@@ -97,4 +100,6 @@ async def readiness(bus: IntegrationBus, min_free_bytes: int = MIN_FREE_BYTES) -
         return str(exc)
     except TimeoutError:
         return f"the database did not answer within {DEADLINE_SECONDS:g} s"
+    except Exception as exc:  # a probe answers, whatever went wrong
+        return f"the database cannot be written ({type(exc).__name__})"
     return None
