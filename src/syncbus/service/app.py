@@ -139,6 +139,11 @@ def create_app(
     app.include_router(api)
     install_admin(app, bus, disp, token, throttle=throttle, metrics=metrics)
 
+    _service_routes(app, bus, metrics)
+    return app
+
+
+def _service_routes(app: FastAPI, bus: IntegrationBus, metrics: ServiceMetrics) -> None:
     @app.get("/healthz", response_model=s.Health, tags=["service"])
     def healthz() -> s.Health | JSONResponse:
         try:
@@ -171,8 +176,6 @@ def create_app(
     @app.get("/metrics", tags=["service"], dependencies=[Depends(bearer)])
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def _resolve_token(api_token: str | None, no_auth: bool) -> str | None:
