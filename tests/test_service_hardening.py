@@ -563,3 +563,27 @@ def test_authentication_comes_before_body_validation(url: str, seq_bus: Integrat
     r = httpx.post(url + "/api/connectors/Seq/tasks", content=b"{nope", headers={**bad, **AUTH})
     assert r.status_code == 422
     assert seq_bus.list_tasks() == []
+
+
+def test_mass_delete_skips_a_task_a_running_batch_holds(pg_url: str) -> None:
+    """PostgreSQL: a worker's batch holds its tasks' row locks (a stalled worker, for ever);
+    a mass delete must not wait on them."""
+    bus = make_admin_bus(pg_url)
+    held, free = log_items(bus, "Shop", ["held", "free"])
+    holder = bus.engine.connect()
+    holder.begin()
+    holder.exec_driver_sql(f"SELECT 1 FROM syncbus_task WHERE task_id = {held} FOR UPDATE")
+    try:
+        with running(admin_app(bus)) as base, httpx.Client(base_url=base) as client:
+            assert sign_in(client).status_code == 303
+            fields = [("op", "delete-selected"), ("ids", str(held)), ("ids", str(free))]
+            r = post_form(client, "/admin/jobs", fields)
+            progress = wait_job(client, r.headers["location"])
+            assert "it is being applied right now" in progress
+    finally:
+        holder.rollback()
+        holder.close()
+    assert [t.task_id for t in bus.list_tasks()] == [held]
+    [event] = [e for e in bus.event_log() if e.code == "DELETESELECTEDTASKS"]
+    assert "1 deleted, 1 skipped" in event.message
+    bus.close()

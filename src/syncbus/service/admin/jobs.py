@@ -26,6 +26,7 @@ from syncbus.readmodel import (
 )
 from syncbus.service.admin.views import describe
 from syncbus.store import queue
+from syncbus.store.db import is_postgres
 from syncbus.store.schema import connector_table, task_table
 
 Action = Literal["sync", "delete"]
@@ -90,7 +91,7 @@ class Job:
         if self.action == "sync":
             parts.append(f"{self.applied} applied, {self.failed} failed, {self.skipped} skipped")
         else:
-            parts.append(f"{self.deleted} deleted")
+            parts.append(f"{self.deleted} deleted, {self.skipped} skipped")
         how = {"cancelled": "; cancelled", "failed": f"; stopped: {self.error}"}.get(ending, "")
         return f"{verb} tasks: {'; '.join(parts)}; by {self.who} from {self.client}{how}"
 
@@ -239,11 +240,26 @@ class JobManager:
                 job.line("fail", f"'{title}' failed: {error}")
 
     def _delete_batch(self, job: Job, batch: Items) -> None:
-        """One transaction per batch: deleting 100,000 tasks is a few hundred commits."""
+        """One transaction per batch: deleting 100,000 tasks is a few hundred commits.
+
+        On PostgreSQL, tasks whose rows a running batch has locked are skipped (``SKIP
+        LOCKED``) instead of waited for: a stalled worker must not hang the mass action."""
         t = task_table
+        ids = [i for i, _, _ in batch]
+        busy: set[int] = set()
         with self.bus.engine.begin() as conn:
-            gone = conn.execute(t.delete().where(t.c.task_id.in_([i for i, _, _ in batch])))
+            if is_postgres(conn):
+                wanted = t.c.task_id.in_(ids)
+                queued = set(conn.execute(sa.select(t.c.task_id).where(wanted)).scalars())
+                lock = sa.select(t.c.task_id).where(wanted).with_for_update(skip_locked=True)
+                free = set(conn.execute(lock).scalars())
+                busy, ids = queued - free, sorted(free)
+            gone = conn.execute(t.delete().where(t.c.task_id.in_(ids)))
         job.done += len(batch)
         job.deleted += int(gone.rowcount)
-        for _task_id, title, _connector in batch:
-            job.line("ok", f"Deleting '{title}' task")
+        for task_id, title, _connector in batch:
+            if task_id in busy:
+                job.skipped += 1
+                job.line("skip", f"Skipping '{title}' task - it is being applied right now.")
+            else:
+                job.line("ok", f"Deleting '{title}' task")
