@@ -24,7 +24,15 @@ def running(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` over real HTTP; yields its base URL; shuts down (lifespan included)."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        # No proxy headers, as `syncbus serve` runs it (the app decides whom to trust).
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -216,7 +216,7 @@ def test_list_detail_log_synchronize_delete(api: httpx.Client, http_bus: Integra
     assert r.status_code == 200 and r.json()["applied"] is True and r.json()["task"] is None
     assert http_bus.get_object("seq.counter", "b")["n"] == 2
     assert api.delete(f"/api/tasks/{a}").status_code == 204
-    assert api.get("/api/tasks").json() == {"tasks": []}
+    assert api.get("/api/tasks").json() == {"tasks": [], "next_after": None}
 
 
 def test_wrongly_typed_value_is_422(api: httpx.Client, http_bus: IntegrationBus) -> None:
@@ -310,10 +310,18 @@ def test_every_route_but_healthz_needs_the_token(api: httpx.Client, method: str,
     assert httpx.get(base + "/healthz").json() == {"status": "ok", "database": "ok"}
 
 
-def test_without_a_token_no_auth_is_asked(http_bus: IntegrationBus) -> None:
-    app = create_app(http_bus, api_token="", run_dispatcher=False)
-    with running(app) as url:
-        assert httpx.get(url + "/api/tasks").status_code == 200
+def test_without_a_token_no_auth_is_asked(
+    http_bus: IntegrationBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # §11: an empty token is refused (test_service_hardening.py); no auth is asked when no
+    # token is configured at all, or when no_auth=True says so.
+    monkeypatch.delenv("SYNCBUS_API_TOKEN", raising=False)
+    for app in (
+        create_app(http_bus, run_dispatcher=False),
+        create_app(http_bus, api_token="", no_auth=True, run_dispatcher=False),
+    ):
+        with running(app) as url:
+            assert httpx.get(url + "/api/tasks").status_code == 200
 
 
 # -- processing in the background --------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -12,34 +12,44 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncbus import __version__
 from syncbus.bus import IntegrationBus
 from syncbus.dispatcher import Dispatcher
 from syncbus.errors import (
+    ConfigurationError,
     ConnectorDisabledError,
     ConnectorLoadError,
     ConnectorNotFoundError,
     IntegrationDisabledError,
     SyncBusError,
+    TaskBusyError,
     TaskNotFoundError,
 )
 from syncbus.intake import TaskRequest
 from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.admin import install_admin
-from syncbus.service.limits import BodySizeLimit
+from syncbus.service.auth import BearerAuth, FailureThrottle, TrustedProxies, parse_networks
+from syncbus.service.limits import BodySizeLimit, NulGuard
 from syncbus.service.metrics import ServiceMetrics
+from syncbus.service.ready import readiness
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
 MAX_ID = 2**63 - 1
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+RETRY_AFTER_SECONDS = 5
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="The task's id.")]
-# Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
+# Only documents the scheme in the OpenAPI schema; the check itself is the BearerAuth
+# middleware, which runs before routing and body parsing.
 bearer = HTTPBearer(auto_error=False, description="The SYNCBUS_API_TOKEN, when one is set.")
 
 _STATUS: list[tuple[type[Exception], int]] = [
+    (TaskBusyError, 409),
     (ConnectorDisabledError, 409),
     (ConnectorNotFoundError, 404),
     (TaskNotFoundError, 404),
@@ -63,10 +73,26 @@ def create_app(
     scheduler_interval: float | None = 60.0,
     scheduler_connector: str | None = None,
     max_body_bytes: int | None = None,
+    no_auth: bool = False,
+    trusted_proxies: str | Sequence[str] | None = None,
+    auth_throttle: FailureThrottle | None = None,
 ) -> FastAPI:
     """The API, with processing in the background (workers, scheduler, wake-ups) unless
-    ``run_dispatcher`` is False. The token comes from ``api_token`` or ``SYNCBUS_API_TOKEN``."""
-    token = api_token if api_token is not None else os.environ.get("SYNCBUS_API_TOKEN") or None
+    ``run_dispatcher`` is False.
+
+    The token comes from ``api_token`` or ``SYNCBUS_API_TOKEN``; an empty one is a
+    ``ConfigurationError`` (it would open everything silently): run without authentication
+    only with ``no_auth=True``. With no token configured at all, the app is open, as for
+    embedding and tests. ``X-Forwarded-For`` / ``-Proto`` are honoured only from
+    ``trusted_proxies`` (or ``SYNCBUS_TRUSTED_PROXIES``: addresses or networks, comma-separated).
+    """
+    token = _resolve_token(api_token, no_auth)
+    networks = parse_networks(
+        trusted_proxies
+        if trusted_proxies is not None
+        else os.environ.get("SYNCBUS_TRUSTED_PROXIES")
+    )
+    throttle = auth_throttle or FailureThrottle()
     limit = max_body_bytes or int(os.environ.get("SYNCBUS_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     metrics = ServiceMetrics(bus)
     bus.add_task_listener(metrics.task_logged)
@@ -97,35 +123,27 @@ def create_app(
     app.state.bus = bus
     app.state.dispatcher = disp
     app.state.metrics = metrics
+    # Added innermost first: proxies are resolved, then the token is checked (before any
+    # body is read or validated), then the path and query are screened, then the body size.
     app.add_middleware(BodySizeLimit, max_bytes=limit)
+    app.add_middleware(NulGuard)
+    if token is not None:
+        app.add_middleware(BearerAuth, token=token, throttle=throttle)
+    app.add_middleware(TrustedProxies, networks=networks)
+    app.add_exception_handler(SyncBusError, _syncbus_error)  # type: ignore[arg-type]
+    app.add_exception_handler(sa.exc.SQLAlchemyError, _db_error)  # type: ignore[arg-type]
 
-    @app.exception_handler(SyncBusError)
-    async def _syncbus_error(_request: Request, exc: SyncBusError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
-
-    @app.exception_handler(sa.exc.SQLAlchemyError)
-    async def _db_error(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"database unavailable: {type(exc).__name__}"}, status_code=503
-        )
-
-    async def authorize(  # async: a pure check needs no worker thread per request
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if token is None:
-            return
-        given = credentials.credentials if credentials else ""
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    api = APIRouter(dependencies=[Depends(authorize)])
+    api = APIRouter(dependencies=[Depends(bearer)])
     _task_routes(api, bus, disp, metrics)
     _queue_routes(api, bus, disp, metrics)
     app.include_router(api)
-    install_admin(app, bus, disp, token)
+    install_admin(app, bus, disp, token, throttle=throttle, metrics=metrics)
 
+    _service_routes(app, bus, metrics)
+    return app
+
+
+def _service_routes(app: FastAPI, bus: IntegrationBus, metrics: ServiceMetrics) -> None:
     @app.get("/healthz", response_model=s.Health, tags=["service"])
     def healthz() -> s.Health | JSONResponse:
         try:
@@ -137,11 +155,78 @@ def create_app(
             )
         return s.Health(status="ok", database="ok")
 
-    @app.get("/metrics", tags=["service"], dependencies=[Depends(authorize)])
+    @app.get(
+        "/readyz",
+        response_model=s.Ready,
+        responses={503: {"model": s.Ready}},
+        tags=["service"],
+    )
+    async def readyz() -> s.Ready | JSONResponse:
+        """Whether the database can be written now (a rolled-back insert, short timeouts).
+        No token needed, like /healthz: the answer names no URL, path or query."""
+        reason = await readiness(bus)
+        if reason is not None:
+            return JSONResponse(
+                {"status": "unavailable", "database": reason},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return s.Ready(status="ready", database="writable")
+
+    @app.get("/metrics", tags=["service"], dependencies=[Depends(bearer)])
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+
+def _resolve_token(api_token: str | None, no_auth: bool) -> str | None:
+    """The bearer token, or None for no authentication (see ``create_app``)."""
+    from_env = api_token is None
+    token = os.environ.get("SYNCBUS_API_TOKEN") if from_env else api_token
+    if no_auth:
+        if not from_env and token and token.strip():
+            raise ConfigurationError("create_app: pass either api_token or no_auth=True, not both")
+        log.warning("syncbus service: authentication is off (no_auth): anyone can call it")
+        return None
+    if token is None:
+        return None
+    if not token.strip():
+        where = "SYNCBUS_API_TOKEN" if from_env else "api_token"
+        raise ConfigurationError(
+            f"{where} is empty: an empty token would leave the API and the admin open. Set a "
+            "token, or run without authentication explicitly (create_app(..., no_auth=True), "
+            "syncbus serve --no-auth)"
+        )
+    return token
+
+
+async def _syncbus_error(_request: Request, exc: SyncBusError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
+
+
+_UNAVAILABLE = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+)
+
+
+async def _db_error(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+    """503 only for a database that cannot be reached or used now; a value the database
+    refuses is the caller's bad input (422); anything else is our bug (500)."""
+    name = type(exc).__name__
+    if isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)):
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+        detail = f"the database refused a value of this request ({name}): {reason}"
+        return JSONResponse({"detail": detail}, status_code=422)
+    if isinstance(exc, _UNAVAILABLE):
+        return JSONResponse(
+            {"detail": f"database unavailable ({name}): try again later"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    log.error("database error", exc_info=exc)
+    return JSONResponse({"detail": f"internal database error ({name})"}, status_code=500)
 
 
 def _request(task: s.TaskIn) -> TaskRequest:
@@ -221,10 +306,13 @@ def _queue_routes(
         after: Annotated[
             int | None, Query(ge=0, le=MAX_ID, description="Only tasks with a greater id.")
         ] = None,
-        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
     ) -> s.TaskList:
-        tasks = bus.list_tasks(connector, after=after, limit=limit)
-        return s.TaskList(tasks=[t for t in tasks])
+        """One page of the queue by key: pass the answer's ``next_after`` as ``after``."""
+        tasks = bus.list_tasks(connector, after=after, limit=limit + 1)
+        page = tasks[:limit]
+        more = len(tasks) > limit
+        return s.TaskList(tasks=page, next_after=page[-1].task_id if more else None)
 
     def one(task_id: int) -> TaskInfo:
         task = bus.get_task(task_id)
@@ -245,7 +333,7 @@ def _queue_routes(
     def synchronize(task_id: TaskId) -> s.SyncResult:
         task = one(task_id)
         applied = bus.synchronize_task(task_id)
-        (metrics.applied if applied else metrics.failed).labels(task.connector_name).inc()
+        metrics.synchronized(task.connector_name, applied)
         after = bus.get_task(task_id)
         return s.SyncResult(task_id=task_id, applied=applied, task=after)
 

@@ -1,11 +1,32 @@
-"""Request body size limit (413 past it), as plain ASGI middleware."""
+"""Request limits as plain ASGI middleware: body size (413 past it), no NUL in path or query."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+async def send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """A whole JSON response, from middleware that answers before the app runs."""
+    raw = json.dumps(payload).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
 
 
 class BodySizeLimit:
@@ -51,18 +72,45 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
-        payload: dict[str, Any] = {
-            "detail": f"request body is larger than the limit of {self.max_bytes} bytes"
-        }
-        raw = json.dumps(payload).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": raw})
+        detail = f"request body is larger than the limit of {self.max_bytes} bytes"
+        await send_json(send, 413, {"detail": detail})
+
+
+NUL_MESSAGE = "must not contain a NUL character (\\u0000 / %00): no database can store it"
+
+
+def nul_error(loc: list[str | int], what: str) -> dict[str, Any]:
+    """One validation error in FastAPI's shape (``loc``, ``msg``, ``type``)."""
+    return {"loc": loc, "msg": f"{what} {NUL_MESSAGE}", "type": "value_error.nul"}
+
+
+class NulGuard:
+    """Refuse a NUL character in the URL path or a query parameter with 422, naming it.
+
+    PostgreSQL cannot store (or even compare) text with NUL; answered here, such input never
+    reaches the database as a confusing driver error. JSON bodies are checked by the schemas.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            errors = self._errors(scope)
+            if errors:
+                await send_json(send, 422, {"detail": errors})
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _errors(scope: Scope) -> list[dict[str, Any]]:
+        errors = []
+        if "\x00" in scope["path"]:
+            errors.append(nul_error(["path"], "the URL path"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        if "%00" in query or "\x00" in query:
+            for name, value in parse_qsl(query, keep_blank_values=True):
+                if "\x00" in name or "\x00" in value:
+                    label = name.replace("\x00", "\\u0000")
+                    errors.append(nul_error(["query", label], f"query parameter {label!r}"))
+        return errors

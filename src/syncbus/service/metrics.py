@@ -71,13 +71,13 @@ class ServiceMetrics:
         )
         self.applied = Counter(
             "syncbus_tasks_applied",
-            "Tasks applied by this process's runs.",
+            "Tasks applied by this process's runs and manual synchronizes.",
             ["connector"],
             registry=self.registry,
         )
         self.failed = Counter(
             "syncbus_tasks_failed",
-            "Task attempts that failed in this process's runs.",
+            "Task attempts that failed in this process's runs and manual synchronizes.",
             ["connector"],
             registry=self.registry,
         )
@@ -92,6 +92,10 @@ class ServiceMetrics:
 
     def task_logged(self, connector_name: str, _task_id: int) -> None:
         self.logged.labels(connector_name).inc()
+
+    def synchronized(self, connector_name: str, applied: bool) -> None:
+        """One manual synchronize (API, admin row or mass action)."""
+        (self.applied if applied else self.failed).labels(connector_name).inc()
 
     def run_finished(self, result: ProcessResult) -> None:
         if result.not_run_reason is not None:

@@ -20,7 +20,9 @@ from syncbus.service.admin.context import (
     render,
     secure,
 )
-from syncbus.service.admin.security import safe_next
+from syncbus.service.admin.security import BadForm, safe_next
+from syncbus.service.auth import FailureThrottle
+from syncbus.service.metrics import ServiceMetrics
 
 __all__ = ["AdminContext", "install_admin"]
 
@@ -53,17 +55,37 @@ async def _csrf_rejected(request: Request, _exc: Exception) -> Response:
     )
 
 
+async def _bad_form(request: Request, exc: Exception) -> Response:
+    status = exc.status if isinstance(exc, BadForm) else 400
+    heading = "Bad request" if status == 400 else "Invalid input"
+    return render(request, "error.html", status, session=None, heading=heading, message=str(exc))
+
+
 def install_admin(
-    app: FastAPI, bus: IntegrationBus, dispatcher: Dispatcher, token: str | None
+    app: FastAPI,
+    bus: IntegrationBus,
+    dispatcher: Dispatcher,
+    token: str | None,
+    *,
+    throttle: FailureThrottle | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> AdminContext:
-    """Serve the admin UI under ``/admin/`` on ``app`` (same token as the API, if any)."""
+    """Serve the admin UI under ``/admin/`` on ``app`` (same token as the API, if any; the
+    same throttle of wrong tokens per client as the API's, so both share one budget)."""
     from syncbus.service.admin import actions, pages
 
-    ctx = AdminContext(bus=bus, dispatcher=dispatcher, token=token or None)
+    ctx = AdminContext(
+        bus=bus,
+        dispatcher=dispatcher,
+        token=token or None,
+        throttle=throttle or FailureThrottle(),
+        metrics=metrics,
+    )
     app.state.admin = ctx
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC_DIR), name="admin-static")
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
+    app.add_exception_handler(BadForm, _bad_form)
     return ctx

@@ -7,13 +7,14 @@ a page that shows the outcome as a flash message, so everything also works witho
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from syncbus import readmodel
-from syncbus.errors import ConnectorNotFoundError, SyncBusError, TaskNotFoundError
+from syncbus.errors import ConnectorNotFoundError, SyncBusError, TaskBusyError, TaskNotFoundError
 from syncbus.service.admin import security
 from syncbus.service.admin.context import (
     AdminContext,
@@ -40,7 +41,7 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 async def signin(request: Request, ctx: Ctx) -> Response:
     if not security.same_origin(request):
         raise CsrfRejected
-    fields = security.parse_form(await request.body())
+    fields = security.parse_form(await request.body(), security.MAX_SIGNIN_FIELDS)
 
     def field(key: str) -> str:
         return (fields.get(key) or [""])[0]
@@ -50,18 +51,22 @@ async def signin(request: Request, ctx: Ctx) -> Response:
         return redirect(request, target)
     client = security.client_address(request)
     name = field("name").strip()[: security.MAX_NAME]
-    if ctx.throttle.blocked(client):
-        return render(
-            request, "signin.html", 429, session=None, next_url=target, name=name,
-            error="Too many wrong tokens from your address: wait a few minutes.",
-        )  # fmt: skip
+    # The right token always signs in: only wrong guesses are throttled, so whoever guesses
+    # from the operator's address cannot lock the operator out.
     if not security.token_matches(field("token"), ctx.token):
+        wait = ctx.throttle.retry_after(client)
+        if wait:
+            refused = render(
+                request, "signin.html", 429, session=None, next_url=target, name=name,
+                error=f"Too many wrong tokens from your address: try again in {wait} s.",
+            )  # fmt: skip
+            refused.headers["Retry-After"] = str(wait)
+            return refused
         ctx.throttle.failed(client)
         return render(
             request, "signin.html", 401, session=None, next_url=target, name=name,
             error="Wrong token.",
         )  # fmt: skip
-    ctx.throttle.succeeded(client)
     _session, value = ctx.signer.issue(name or "admin")
     response = redirect(request, target)
     session_cookie(request, response, value, ctx.signer.lifetime)
@@ -120,10 +125,8 @@ def process_now(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
     return _stats_or_redirect(request, ctx, form, f"Processing of {what} requested.")
 
 
-def _count(request: Request, connector: str, applied: bool) -> None:
-    metrics: Any = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        (metrics.applied if applied else metrics.failed).labels(connector).inc()
+def busy_message(task_id: int) -> str:
+    return f"Task {task_id} is being applied right now; try again in a moment."
 
 
 def _row_response(
@@ -152,11 +155,13 @@ def synchronize(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
     except TaskNotFoundError:
         applied, gone, kind = False, "is no longer queued", "error"
         message = f"Task {task_id} is no longer queued."
+    except TaskBusyError:
+        applied, kind, message = False, "error", busy_message(task_id)
     except SyncBusError as exc:
         applied, kind, message = False, "error", f"Task {task_id} was not run: {exc}"
     else:
         assert before is not None
-        _count(request, before.connector_name, applied)
+        ctx.count_synchronized(before.connector_name, applied)
         if applied:
             gone, message = "was applied", f"Task {task_id} “{before.title}” was applied."
         else:
@@ -173,16 +178,19 @@ def synchronize(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
 
 @router.post("/admin/tasks/{task_id}/delete")
 def delete(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) -> Response:
+    gone: str | None
     try:
         ctx.bus.delete_task(task_id)
         gone, kind, message = "was deleted", "info", f"Task {task_id} was deleted."
     except TaskNotFoundError:
         gone, kind = "is no longer queued", "error"
         message = f"Task {task_id} is no longer queued."
+    except TaskBusyError:
+        gone, kind, message = None, "error", busy_message(task_id)
     if is_htmx(request):
-        return _row_response(request, ctx, form, task_id, gone, "")
+        return _row_response(request, ctx, form, task_id, gone, message if not gone else "")
     back = back_to(form, "/admin/tasks")
-    if back.startswith(f"/admin/tasks/{task_id}"):
+    if gone and back.startswith(f"/admin/tasks/{task_id}"):
         back = "/admin/tasks"
     return redirect(request, back, message, kind)
 
@@ -195,6 +203,26 @@ OPS: dict[str, tuple[Action, bool]] = {
 }
 
 
+ID_TEXT = re.compile(r"[0-9]{1,19}")
+
+
+def selected_ids(values: list[str]) -> list[int]:
+    """The ``ids`` of a form: ASCII decimal task ids (``int()`` would also take ``²``-like
+    digits of other scripts, or raise), at most ``MAX_SELECTED`` of them."""
+    if len(values) > security.MAX_SELECTED:
+        raise security.BadForm(
+            f"{len(values)} tasks are selected; a mass action takes at most "
+            f"{security.MAX_SELECTED}: act on all tasks matching a filter instead",
+            422,
+        )
+    bad = [v for v in values if not (ID_TEXT.fullmatch(v) and 0 < int(v) <= MAX_ID)]
+    if bad:
+        raise security.BadForm(
+            f"ids: {bad[0][:40]!r} is not a task id (a whole number from 1 to {MAX_ID})", 422
+        )
+    return sorted({int(v) for v in values})
+
+
 @router.post("/admin/jobs")
 def start_job(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
     op = OPS.get(form.get("op"))
@@ -204,7 +232,7 @@ def start_job(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
     action, everything = op
     who = form.session.name
     if not everything:
-        ids = sorted({int(v) for v in form.getlist("ids") if v.isdigit() and 0 < int(v) <= MAX_ID})
+        ids = selected_ids(form.getlist("ids"))
         if not ids:
             return redirect(request, back, "Select at least one task first.", "error")
         job = ctx.job_manager.start_selected(action, ids, who, form.client)

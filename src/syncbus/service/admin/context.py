@@ -17,8 +17,10 @@ from syncbus.bus import IntegrationBus
 from syncbus.dispatcher import Dispatcher
 from syncbus.service.admin import security
 from syncbus.service.admin.jobs import JobManager
-from syncbus.service.admin.security import Session, SessionSigner, SignInThrottle
+from syncbus.service.admin.security import Session, SessionSigner
 from syncbus.service.admin.views import describe
+from syncbus.service.auth import FailureThrottle
+from syncbus.service.metrics import ServiceMetrics
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -93,13 +95,19 @@ class AdminContext:
     dispatcher: Dispatcher
     token: str | None
     signer: SessionSigner = field(default_factory=SessionSigner)
-    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    metrics: ServiceMetrics | None = None
     env: jinja2.Environment = field(default_factory=make_environment)
     jobs: JobManager | None = None
 
     def __post_init__(self) -> None:
         if self.jobs is None:
-            self.jobs = JobManager(self.bus)
+            self.jobs = JobManager(self.bus, on_synchronized=self.count_synchronized)
+
+    def count_synchronized(self, connector: str, applied: bool) -> None:
+        """A manual synchronize counts in /metrics like a worker's attempt."""
+        if self.metrics is not None:
+            self.metrics.synchronized(connector, applied)
 
     @property
     def job_manager(self) -> JobManager:
@@ -145,11 +153,11 @@ async def checked_form(request: Request) -> Form:
     """The form of a state-changing request, after checking session, origin and CSRF token."""
     ctx = admin_context(request)
     session = ctx.signer.read(request.cookies.get(security.COOKIE))
-    fields = security.parse_form(await request.body())
     if session is None:
         if ctx.token is not None and security.same_origin(request):
             raise SignInRequired
         raise CsrfRejected
+    fields = security.parse_form(await request.body())
     given = (
         request.headers.get(security.CSRF_HEADER) or (fields.get(security.CSRF_FIELD) or [""])[0]
     )
@@ -182,7 +190,14 @@ def _read_flash(ctx: AdminContext, request: Request) -> dict[str, str] | None:
 def flash(request: Request, response: Response, text: str, kind: str = "info") -> None:
     """A one-time message shown by the next page."""
     value = admin_context(request).signer.sign({"t": text[:2000], "k": kind})
-    response.set_cookie(FLASH_COOKIE, value, path="/admin", httponly=True, samesite="strict")
+    response.set_cookie(
+        FLASH_COOKIE,
+        value,
+        path="/admin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def secure(request: Request, response: Response) -> Response:

@@ -15,7 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
-from syncbus.errors import SyncBusError, TaskNotFoundError
+from syncbus.errors import SyncBusError, TaskBusyError, TaskNotFoundError
 from syncbus.readmodel import (
     Items,
     TaskFilter,
@@ -26,6 +26,7 @@ from syncbus.readmodel import (
 )
 from syncbus.service.admin.views import describe
 from syncbus.store import queue
+from syncbus.store.db import is_postgres
 from syncbus.store.schema import connector_table, task_table
 
 Action = Literal["sync", "delete"]
@@ -40,6 +41,7 @@ CODES: dict[tuple[str, str], str] = {
 }
 BATCH = 200
 Source = Callable[[], Iterator[Items]]
+Counter = Callable[[str, bool], None]
 KEEP_LINES = 300
 KEEP_JOBS = 20
 
@@ -89,7 +91,7 @@ class Job:
         if self.action == "sync":
             parts.append(f"{self.applied} applied, {self.failed} failed, {self.skipped} skipped")
         else:
-            parts.append(f"{self.deleted} deleted")
+            parts.append(f"{self.deleted} deleted, {self.skipped} skipped")
         how = {"cancelled": "; cancelled", "failed": f"; stopped: {self.error}"}.get(ending, "")
         return f"{verb} tasks: {'; '.join(parts)}; by {self.who} from {self.client}{how}"
 
@@ -97,8 +99,9 @@ class Job:
 class JobManager:
     """Runs jobs on daemon threads; keeps the last few for their progress pages."""
 
-    def __init__(self, bus: IntegrationBus) -> None:
+    def __init__(self, bus: IntegrationBus, on_synchronized: Counter | None = None) -> None:
         self.bus = bus
+        self.on_synchronized = on_synchronized  # (connector, applied): for /metrics
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -217,10 +220,16 @@ class JobManager:
                 job.skipped += 1
                 job.line("skip", f"Skipping '{title}' task - it is no longer queued.")
                 continue
+            except TaskBusyError:
+                job.skipped += 1
+                job.line("skip", f"Skipping '{title}' task - it is being applied right now.")
+                continue
             except SyncBusError as exc:
                 job.skipped += 1
                 job.line("skip", f"Skipping '{title}' task - {exc}.")
                 continue
+            if self.on_synchronized is not None:
+                self.on_synchronized(connector, applied)
             if applied:
                 job.applied += 1
                 job.line("ok", f"'{title}' applied")
@@ -231,11 +240,26 @@ class JobManager:
                 job.line("fail", f"'{title}' failed: {error}")
 
     def _delete_batch(self, job: Job, batch: Items) -> None:
-        """One transaction per batch: deleting 100,000 tasks is a few hundred commits."""
+        """One transaction per batch: deleting 100,000 tasks is a few hundred commits.
+
+        On PostgreSQL, tasks whose rows a running batch has locked are skipped (``SKIP
+        LOCKED``) instead of waited for: a stalled worker must not hang the mass action."""
         t = task_table
+        ids = [i for i, _, _ in batch]
+        busy: set[int] = set()
         with self.bus.engine.begin() as conn:
-            gone = conn.execute(t.delete().where(t.c.task_id.in_([i for i, _, _ in batch])))
+            if is_postgres(conn):
+                wanted = t.c.task_id.in_(ids)
+                queued = set(conn.execute(sa.select(t.c.task_id).where(wanted)).scalars())
+                lock = sa.select(t.c.task_id).where(wanted).with_for_update(skip_locked=True)
+                free = set(conn.execute(lock).scalars())
+                busy, ids = queued - free, sorted(free)
+            gone = conn.execute(t.delete().where(t.c.task_id.in_(ids)))
         job.done += len(batch)
         job.deleted += int(gone.rowcount)
-        for _task_id, title, _connector in batch:
-            job.line("ok", f"Deleting '{title}' task")
+        for task_id, title, _connector in batch:
+            if task_id in busy:
+                job.skipped += 1
+                job.line("skip", f"Skipping '{title}' task - it is being applied right now.")
+            else:
+                job.line("ok", f"Deleting '{title}' task")

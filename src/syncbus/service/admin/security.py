@@ -1,5 +1,5 @@
 """Admin sessions and CSRF: a signed session cookie (HMAC-SHA256, per-process secret) holding
-the operator's name, an expiry and the session's CSRF token; sign-in throttling.
+the operator's name, an expiry and the session's CSRF token; form parsing with limits.
 
 The cookie is HttpOnly, SameSite=Strict and scoped to ``/admin``. Every state-changing request
 is a POST that must carry the session's CSRF token (hidden form field ``csrf_token`` or header
@@ -13,9 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,6 +24,10 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_SECONDS = 12 * 3600
 MAX_NAME = 60
+# A mass action on selected tasks takes at most this many ids (more: act on a filter).
+MAX_SELECTED = 5_000
+MAX_FORM_FIELDS = MAX_SELECTED + 50
+MAX_SIGNIN_FIELDS = 20
 
 
 def _b64(raw: bytes) -> str:
@@ -92,38 +94,6 @@ class SessionSigner:
         return Session(name, csrf, expires)
 
 
-class SignInThrottle:
-    """At most ``limit`` wrong tokens per client address in ``window`` seconds."""
-
-    def __init__(self, limit: int = 10, window: float = 300.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(client, deque())
-        while failures and failures[0] < now - self.window:
-            failures.popleft()
-        return failures
-
-    def blocked(self, client: str) -> bool:
-        with self._lock:
-            return len(self._recent(client, time.monotonic())) >= self.limit
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._recent(client, now).append(now)
-            if len(self._failures) > 10_000:  # forget addresses quiet for a whole window
-                for key in [k for k, v in self._failures.items() if v[-1] < now - self.window]:
-                    del self._failures[key]
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
-
-
 def token_matches(given: str, token: str) -> bool:
     return secrets.compare_digest(given.encode(), token.encode())
 
@@ -147,13 +117,35 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def parse_form(body: bytes) -> dict[str, list[str]]:
-    """An ``application/x-www-form-urlencoded`` body (no multipart: the admin never uploads)."""
+class BadForm(Exception):
+    """A form the admin's pages never send (400, or 422 for a value no field may hold)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_form(body: bytes, max_fields: int = MAX_FORM_FIELDS) -> dict[str, list[str]]:
+    """An ``application/x-www-form-urlencoded`` body (no multipart: the admin never uploads).
+
+    The body's size is bounded by the service; here the number of fields is (a form of
+    100,000 empty fields is small but costly to parse), and text a database cannot store."""
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return {}
-    return parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
+    except UnicodeDecodeError as exc:
+        raise BadForm("the form is not UTF-8 text") from exc
+    try:
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError as exc:
+        raise BadForm(
+            f"the form has more than {max_fields} fields: select at most {MAX_SELECTED} tasks "
+            "at a time, or act on all tasks matching a filter"
+        ) from exc
+    for name, values in fields.items():
+        if "\x00" in name or any("\x00" in value for value in values):
+            shown = name.replace("\x00", "\\u0000")
+            raise BadForm(f"form field {shown!r} must not contain a NUL character", 422)
+    return fields
 
 
 def safe_next(value: str | None) -> str:
