@@ -112,10 +112,6 @@ def test_the_admin_pages_show_the_hint(bus: IntegrationBus, hr: DictConnector) -
         assert expected(user) in html
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs service/app.py's GET /api/tasks/{id} to return readmodel.with_hint(bus, task)",
-)
 def test_the_api_answers_the_hint(bus: IntegrationBus, hr: DictConnector) -> None:
     membership = failed_membership(bus)
     user = log(bus, user_ada())

@@ -443,6 +443,7 @@ def serve(
     application = create_app(
         bus,
         api_token,
+        no_auth=no_auth,
         workers=workers,
         scheduler_interval=scheduler_interval or None,
         scheduler_connector=scheduler_connector,

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from syncbus import __version__
+from syncbus import __version__, readmodel
 from syncbus.bus import IntegrationBus
 from syncbus.dispatcher import Dispatcher
 from syncbus.errors import (
@@ -322,7 +322,7 @@ def _queue_routes(
 
     @api.get("/api/tasks/{task_id}", response_model=TaskInfo, tags=["queue"])
     def get_task(task_id: TaskId) -> TaskInfo:
-        return one(task_id)
+        return readmodel.with_hint(bus, one(task_id))
 
     @api.get("/api/tasks/{task_id}/log", response_model=s.TaskLog, tags=["queue"])
     def task_log(task_id: TaskId) -> s.TaskLog:
