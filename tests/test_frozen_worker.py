@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus
 from syncbus.errors import TaskBusyError
 
-from .helpers import add_connector, log, pending, user
+from .helpers import DictConnector, add_connector, log, pending, user
 from .test_workers import (
     CONNECTORS,
     Workers,
@@ -205,3 +205,24 @@ def test_a_frozen_worker_stalls_no_one_and_is_taken_over(
     _, err = first.communicate(timeout=20)
     assert first.returncode == 0, err
     assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
+
+
+class _SlowConnector(DictConnector):
+    def prepare_internal_object(self, obj: Any, *args: Any) -> Any:
+        time.sleep(1.5)
+        return super().prepare_internal_object(obj, *args)
+
+
+def test_a_slow_connector_is_not_cut_off_by_the_idle_in_transaction_timeout(
+    db_url: str,
+) -> None:
+    """The server ends sessions idle inside a transaction for the lease length (1 s here);
+    the connector's code runs outside any transaction, so taking longer is fine."""
+    bus = IntegrationBus(db_url, lease_seconds=1.0)
+    try:
+        bus.create_schema()
+        bus.register_connector(_SlowConnector())
+        task_id = bus.process_external_task("TestConnector", user("slow"), site_name="main")
+        assert task_id is not None and pending(bus) == [task_id]
+    finally:
+        bus.close()

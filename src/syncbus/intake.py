@@ -276,17 +276,24 @@ class Intake:
         requests: list[TaskRequest],
         parsed: list[_Parsed],
     ) -> list[LogOutcome]:
+        # The checks read in autocommit mode, so that the connector's code never runs inside
+        # an open transaction (SQLite: the write lock; PostgreSQL: a session idle in a
+        # transaction, which the server ends after the lease length).
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # single-statement reads, no BEGIN (see store.db)
             conn.execution_options(**{AUTOCOMMIT_READS: True})
+        else:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
         states: dict[str | None, _State] = {}  # per site, for tasks without a key
         prepared = [
             self._prepare(conn, connector_name, r, p, states)
             for r, p in zip(requests, parsed, strict=True)
         ]
+        conn.rollback()  # ends SQLAlchemy's notional transaction; the database has none open
         if sqlite:
-            conn.rollback()  # ends SQLAlchemy's notional transaction; SQLite has none open
             conn.execution_options(**{AUTOCOMMIT_READS: False})
+        else:
+            conn.execution_options(isolation_level=conn.default_isolation_level)
         rows = [p for p in prepared if isinstance(p, dict)]
         # A lone task whose key a twin won raises _Duplicate; in a batch of several it must
         # take a savepoint instead, so that every other task keeps its outcome.
