@@ -35,7 +35,7 @@ runner = CliRunner()
 # Wide enough that no table cell folds: the tests look for whole strings.
 ENV: dict[str, str | None] = {"COLUMNS": "400", "SYNCBUS_DATABASE_URL": None}
 # Rich markup that crashes a markup parser ([/x] closes nothing) or silently vanishes ([bold]).
-EVIL_PATH = "/no[/x]/[link=https://e.invalid]y"
+EVIL_PATH = "/no[/x]/[link=mailto:e@e.invalid]y"
 EVIL_NAME = "[bold]b"
 
 

@@ -29,6 +29,7 @@ from .test_workers import (
     audit_rows,
     wait_for,
 )
+from .test_workers import wbus as wbus
 
 T = TypeVar("T")
 
@@ -101,19 +102,6 @@ def test_admin_action_on_a_task_in_a_running_batch_answers_busy_within_5s(
 
 
 # -- a real frozen worker, on PostgreSQL ---------------------------------------------------------
-
-
-@pytest.fixture
-def wbus(pg_url: str) -> Iterator[IntegrationBus]:
-    from .seq import SEQ_TYPE
-
-    bus = IntegrationBus(pg_url)
-    bus.register_object_type(SEQ_TYPE)
-    bus.create_schema()
-    for cls in CONNECTORS:
-        bus.register_connector(cls)
-    yield bus
-    bus.close()
 
 
 @pytest.fixture
