@@ -483,10 +483,11 @@ def worker(
         ),
     ] = 30.0,
 ) -> None:
-    """Process tasks without the HTTP service: run as many as you like, on any machine, against
-    one PostgreSQL database. Stops gracefully on SIGTERM or Ctrl-C: runs finish the task in
-    hand and commit; past the grace period the worker exits anyway (status 1) and what was in
-    flight rolls back, to be done by the next run."""
+    """Process tasks without the HTTP service (as many workers as you like, on any machine).
+
+    All workers share one PostgreSQL database. Stops gracefully on SIGTERM or Ctrl-C: runs
+    finish the task in hand and commit; past the grace period the worker exits anyway (status
+    1) and what was in flight rolls back, to be done by the next run."""
     import signal
     import threading
 
