@@ -214,3 +214,28 @@ def test_a_slow_connector_is_not_cut_off_by_the_idle_in_transaction_timeout(
         assert task_id is not None and pending(bus) == [task_id]
     finally:
         bus.close()
+
+
+@pytest.mark.parametrize("command", ["sync", "delete"])
+def test_cli_action_on_a_task_in_a_running_batch_answers_busy_within_5s(
+    db_url: str, bus: IntegrationBus, holder: Callable[[int], None], command: str
+) -> None:
+    """The command line too: its start-up (schema check) does not wait for the write lock,
+    and the action itself gives up within seconds."""
+    from typer.testing import CliRunner
+
+    from syncbus.cli import app
+
+    add_connector(bus)
+    task_id = log(bus, user("held"))
+    holder(task_id)
+
+    outcome, elapsed = within(
+        20, lambda: CliRunner().invoke(app, ["--db", db_url, "tasks", command, str(task_id)])
+    )
+
+    assert not isinstance(outcome, BaseException), outcome
+    assert outcome.exit_code == 2, outcome.output
+    assert "being applied" in outcome.output
+    assert elapsed < 5.0
+    assert pending(bus) == [task_id]

@@ -98,9 +98,12 @@ class IntegrationBus:
     def create_schema(self) -> None:
         """Apply migrations and create the tables of user-defined types. Idempotent."""
         migrate.upgrade(self.engine)
+        declarations = self.registry.declarations()
+        if not declarations and not self.registry.has_user_tables():
+            return  # nothing to write: no wait for SQLite's write lock
         with self.engine.begin() as conn:
             self.registry.create_user_tables(conn)
-            for kind, name, declaration in self.registry.declarations():
+            for kind, name, declaration in declarations:
                 queue.upsert(
                     conn,
                     type_table,

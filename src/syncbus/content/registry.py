@@ -192,6 +192,10 @@ class TypeRegistry:
         return out
 
     # -- schema -------------------------------------------------------------------------
+    def has_user_tables(self) -> bool:
+        """Whether user-defined types registered in this process have tables to create."""
+        return bool(self._user_tables)
+
     def create_user_tables(self, conn: sa.Connection) -> None:
         """Create the tables of user-defined types; check the columns of tables that exist."""
         inspector = sa.inspect(conn)

@@ -37,7 +37,9 @@ def current_revision(conn: sa.Connection) -> str | None:
 def upgrade(engine: sa.Engine) -> bool:
     """Bring the schema to the newest revision; returns True when anything was applied."""
     head = head_revision()
-    with engine.connect() as probe:
+    # A read-only probe: on SQLite it begins DEFERRED, so an up-to-date schema costs no wait
+    # for the write lock (a running batch may hold it for a while).
+    with engine.execution_options(readonly=True).connect() as probe:
         if current_revision(probe) == head:
             return False
     with engine.begin() as conn:
