@@ -338,6 +338,18 @@ def test_api_tasks_pages_by_key(api: httpx.Client, seq_bus: IntegrationBus) -> N
         assert r.status_code == 422 and ["query", "limit"] in locs(r)
 
 
+def test_api_tasks_of_an_unknown_connector_is_404(
+    api: httpx.Client, seq_bus: IntegrationBus
+) -> None:
+    """As the CLI says: an unknown name is an error, not an empty queue."""
+    assert api.get("/api/tasks", params={"connector": "Seq"}).json() == {
+        "tasks": [],
+        "next_after": None,
+    }
+    r = api.get("/api/tasks", params={"connector": "Nope"})
+    assert r.status_code == 404 and "Nope" in r.text
+
+
 # -- 11. busy tasks, and manual synchronizes in /metrics -------------------------------------------
 def busy(task_id: int) -> None:
     raise TaskBusyError(f"task {task_id} is in a batch that is being applied right now")
