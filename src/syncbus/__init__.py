@@ -6,7 +6,7 @@ from syncbus.bus import IntegrationBus
 from syncbus.client import request_tasks_processing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.content.types import ObjectType, PageType
-from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.enums import InvalidEnumValueError, ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConfigurationError,
     ConnectorDisabledError,
@@ -22,6 +22,7 @@ from syncbus.errors import (
     SiteNotFoundError,
     StoreError,
     SyncBusError,
+    TaskBusyError,
     TaskNotFoundError,
     TranslationError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "IntegrationBus",
     "IntegrationDisabledError",
     "InternalObject",
+    "InvalidEnumValueError",
     "InvalidObjectError",
     "ObjectParams",
     "ObjectType",
@@ -67,6 +69,7 @@ __all__ = [
     "StoreError",
     "SyncBusError",
     "SyncLogEntry",
+    "TaskBusyError",
     "TaskDataType",
     "TaskInfo",
     "TaskNotFoundError",
