@@ -136,10 +136,17 @@ def test_a_connector_registered_from_main_answers_503_naming_the_fix(db_url: str
             headers={"Authorization": "Bearer t"},
             json={"task_type": "CreateObject", "object": {"type": "cms.user", "data": {}}},
         )
+        listed = httpx.get(f"{url}/api/connectors", headers={"Authorization": "Bearer t"})
     assert answer.status_code == 503
     detail = answer.json()["detail"]
     assert "move the class into an importable module" in detail
     assert "'module:Class'" in detail and "PYTHONPATH" in detail
+    # Recorded like any load failure: the API's load_error and a LOADCONNECTOR event.
+    (info,) = listed.json()["connectors"]
+    assert info["load_error"] and "importable module" in info["load_error"]
+    with IntegrationBus(db_url) as bus:
+        events = [e for e in bus.event_log() if e.code == "LOADCONNECTOR"]
+    assert len(events) == 1 and "importable module" in events[0].message
 
 
 def test_a_connector_module_not_on_the_path_names_pythonpath(db_url: str) -> None:

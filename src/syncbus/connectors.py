@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
@@ -131,22 +131,20 @@ class ConnectorRegistry:
             if row is None:
                 raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
             if not row.class_path:
-                raise ConnectorLoadError(
+                self._load_failed(
+                    name,
                     f"connector {name!r} was registered from a class this process cannot "
                     "import (defined in __main__ or inside a function): move the class into an "
                     "importable module and register it as 'module:Class' (e.g. `syncbus "
                     "connectors add mymodule:MyConnector`); set PYTHONPATH so the service can "
-                    "import it"
+                    "import it",
                 )
             try:
                 instance = _instantiate(import_connector_class(row.class_path), repr(name))
             except ConnectorLoadError as exc:
-                message = f"failed to load connector {name!r} ({row.class_path}): {exc}"
-                if self._failed.get(name) != message:
-                    self._failed[name] = message
-                    with self.db.begin() as conn:
-                        queue.write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
-                raise ConnectorLoadError(message) from exc
+                self._load_failed(
+                    name, f"failed to load connector {name!r} ({row.class_path}): {exc}", exc
+                )
             if instance.connector_name != name:
                 raise ConnectorLoadError(
                     f"connector class {row.class_path} names itself "
@@ -154,6 +152,15 @@ class ConnectorRegistry:
                 )
             self._loaded[name] = instance
             return instance
+
+    def _load_failed(self, name: str, message: str, cause: Exception | None = None) -> NoReturn:
+        """Record a load failure once (as the API's ``load_error`` and a LOADCONNECTOR event
+        in the event log), then raise it."""
+        if self._failed.get(name) != message:
+            self._failed[name] = message
+            with self.db.begin() as conn:
+                queue.write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
+        raise ConnectorLoadError(message) from cause
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.db.begin() as conn:
