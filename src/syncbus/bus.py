@@ -29,6 +29,7 @@ from syncbus.errors import (
     TaskBusyError,
     TaskNotFoundError,
 )
+from syncbus.hooks import Hooks, TaskLogged
 from syncbus.intake import Intake, LogOutcome, TaskRequest, flag
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
@@ -75,14 +76,15 @@ class IntegrationBus:
         self.pages = PageStore(self.registry)
         self.connectors = ConnectorRegistry(self.engine, self.reader)
         self.settings = Settings(self.engine, self.reader)
-        self._listeners: list[Callable[[str, int], None]] = []
-        self.intake = Intake(self.engine, self.registry, self.connectors, self._task_logged)
+        self.hooks = Hooks()
+        self.intake = Intake(self.engine, self.registry, self.connectors, self.hooks.task_logged)
         self.runner = Engine(
             self.engine,
             self.registry,
             Applier(self.registry, self.objects, self.pages),
             batch_size=batch_size,
             lease_seconds=lease_seconds,
+            hooks=self.hooks,
         )
 
     def __repr__(self) -> str:
@@ -164,12 +166,9 @@ class IntegrationBus:
 
     # -- logging --------------------------------------------------------------------------
     def add_task_listener(self, listener: Callable[[str, int], None]) -> None:
-        """Call ``listener(connector_name, task_id)`` after each task this bus logs."""
-        self._listeners.append(listener)
-
-    def _task_logged(self, connector_name: str, task_id: int) -> None:
-        for listener in self._listeners:
-            listener(connector_name, task_id)
+        """Call ``listener(connector_name, task_id)`` after each task this bus logs.
+        (A shortcut for ``bus.hooks.subscribe`` with a ``task_logged`` method.)"""
+        self.hooks.subscribe(TaskLogged(listener))
 
     def process_external_task(
         self,
@@ -283,7 +282,11 @@ class IntegrationBus:
                     f"cannot synchronize task {task_id}: connector "
                     f"{connector.connector_name!r} is disabled; enable it first"
                 )
-            applied, _ = self.runner.synchronize(conn, row)
+            applied, error = self.runner.synchronize(conn, row)
+        if applied:
+            self.hooks.task_applied(connector.connector_name, task_id, True)
+        else:
+            self.hooks.task_failed(connector.connector_name, task_id, error or "", True)
         return applied
 
     def delete_task(self, task_id: int) -> None:

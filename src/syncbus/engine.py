@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.targets import TargetCache
 from syncbus.enums import ProcessType
 from syncbus.errors import CorruptTaskError, SyncBusError, TaskBusyError
+from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.store import queue
@@ -127,9 +128,16 @@ class _Outcome:
     last_id: int = 0
 
 
-def _tally(result: ProcessResult) -> ProcessResult:
-    """A blank result to count one transaction's work in, merged only once it commits."""
-    return ProcessResult(result.connector_name)
+@dataclass
+class _Tally(ProcessResult):
+    """One transaction's work: counted, and told to the hooks, only once it commits."""
+
+    applied_ids: list[int] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _tally(result: ProcessResult) -> _Tally:
+    return _Tally(result.connector_name)
 
 
 def _merge(result: ProcessResult, tally: ProcessResult) -> None:
@@ -154,8 +162,10 @@ class Engine:
         batch_size: int = 200,
         batch_bytes: int = 16 * 1024 * 1024,
         lease_seconds: float = 30.0,
+        hooks: Hooks | None = None,
     ) -> None:
         self.db = db
+        self.hooks = hooks or Hooks()
         self.registry = registry
         self.applier = applier
         self.batch_size = batch_size
@@ -200,6 +210,7 @@ class Engine:
             )
             result.busy = True
             result.finished_at = time.time()
+            self.hooks.run_finished(result)
             return result
         heartbeat = _Heartbeat(self, connector_id, owner)
         heartbeat.start()
@@ -211,6 +222,7 @@ class Engine:
             heartbeat.stop()
             result.finished_at = time.time()
             self._release(connector_id, owner, result)
+        self.hooks.run_finished(result)
         return result
 
     def _run_failed(self, connector_name: str, result: ProcessResult, exc: Exception) -> None:
@@ -338,8 +350,15 @@ class Engine:
         with self.db.begin() as conn:
             outcome = self._apply_batch(conn, connector_id, after, upto, tally, stop, careful)
             self._fence(conn, connector_id, owner)
-        _merge(result, tally)
+        self._committed(result, tally)
         return outcome
+
+    def _committed(self, result: ProcessResult, tally: _Tally) -> None:
+        _merge(result, tally)
+        for task_id in tally.applied_ids:
+            self.hooks.task_applied(tally.connector_name, task_id)
+        for task_id, error in tally.failures:
+            self.hooks.task_failed(tally.connector_name, task_id, error)
 
     def _fence(self, conn: sa.Connection, connector_id: int, owner: str) -> None:
         """The batch's last statement: it commits only while this run owns the lease. The
@@ -405,7 +424,7 @@ class Engine:
             if drop:
                 conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
             self._fence(conn, connector_id, owner)
-        _merge(result, tally)
+        self._committed(result, tally)
         return _Outcome(stop=stop, last_id=task_id)
 
     def _load_batch(
@@ -457,7 +476,7 @@ class Engine:
         connector_id: int,
         after: int,
         upto: int,
-        result: ProcessResult,
+        result: _Tally,
         stop: threading.Event,
         careful: bool = True,
     ) -> _Outcome:
@@ -505,11 +524,13 @@ class Engine:
                     raise _FastPathFailed from exc
                 done.append(row.task_id)
                 result.applied += 1
+                result.applied_ids.append(row.task_id)
                 continue
             error = self._try_apply(conn, row, payloads[row.task_id], resolver, sites, targets)
             if error is None:
                 done.append(row.task_id)
                 result.applied += 1
+                result.applied_ids.append(row.task_id)
                 continue
             stop_here, drop = self._failed(conn, row, ptype, error, result)
             if drop:
@@ -523,11 +544,12 @@ class Engine:
 
     @staticmethod
     def _failed(
-        conn: sa.Connection, row: Any, ptype: ProcessType, error: str, result: ProcessResult
+        conn: sa.Connection, row: Any, ptype: ProcessType, error: str, result: _Tally
     ) -> tuple[bool, bool]:
         """A task failed: act by its process type. (stop the run?, drop the task?)"""
         result.failed += 1
         result.error = error
+        result.failures.append((row.task_id, error))
         if ptype is ProcessType.SKIP_ON_ERROR:
             queue.record_task_error(
                 conn, row.task_id, error, set_error_state=False, collapse_repeats=True

@@ -95,14 +95,13 @@ def create_app(
     throttle = auth_throttle or FailureThrottle()
     limit = max_body_bytes or int(os.environ.get("SYNCBUS_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     metrics = ServiceMetrics(bus)
-    bus.add_task_listener(metrics.task_logged)
+    bus.hooks.subscribe(metrics)
     disp = dispatcher or Dispatcher(
         bus,
         workers=workers,
         scheduler_interval=scheduler_interval,
         scheduler_connector=scheduler_connector,
     )
-    disp.on_result = metrics.run_finished
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -337,9 +336,8 @@ def _queue_routes(
 
     @api.post("/api/tasks/{task_id}/synchronize", response_model=s.SyncResult, tags=["queue"])
     def synchronize(task_id: TaskId) -> s.SyncResult:
-        task = one(task_id)
-        applied = bus.synchronize_task(task_id)
-        metrics.synchronized(task.connector_name, applied)
+        one(task_id)
+        applied = bus.synchronize_task(task_id)  # counted in /metrics through the bus's hooks
         after = bus.get_task(task_id)
         return s.SyncResult(task_id=task_id, applied=applied, task=after)
 

@@ -90,18 +90,19 @@ class ServiceMetrics:
         )
         self.registry.register(QueueCollector(bus))
 
+    # -- hooks (subscribed to the bus: see syncbus.hooks) ----------------------------------
     def task_logged(self, connector_name: str, _task_id: int) -> None:
         self.logged.labels(connector_name).inc()
 
-    def synchronized(self, connector_name: str, applied: bool) -> None:
-        """One manual synchronize (API, admin row or mass action)."""
-        (self.applied if applied else self.failed).labels(connector_name).inc()
+    def task_applied(self, connector_name: str, _task_id: int, _manual: bool) -> None:
+        self.applied.labels(connector_name).inc()
+
+    def task_failed(self, connector_name: str, _task_id: int, _error: str, _manual: bool) -> None:
+        self.failed.labels(connector_name).inc()
 
     def run_finished(self, result: ProcessResult) -> None:
         if result.not_run_reason is not None:
             return
-        self.applied.labels(result.connector_name).inc(result.applied)
-        self.failed.labels(result.connector_name).inc(result.failed)
         if result.started_at is not None and result.finished_at is not None:
             self.run_seconds.labels(result.connector_name).observe(
                 result.finished_at - result.started_at

@@ -161,7 +161,6 @@ def synchronize(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
         applied, kind, message = False, "error", f"Task {task_id} was not run: {exc}"
     else:
         assert before is not None
-        ctx.count_synchronized(before.connector_name, applied)
         if applied:
             gone, message = "was applied", f"Task {task_id} “{before.title}” was applied."
         else:

@@ -102,12 +102,7 @@ class AdminContext:
 
     def __post_init__(self) -> None:
         if self.jobs is None:
-            self.jobs = JobManager(self.bus, on_synchronized=self.count_synchronized)
-
-    def count_synchronized(self, connector: str, applied: bool) -> None:
-        """A manual synchronize counts in /metrics like a worker's attempt."""
-        if self.metrics is not None:
-            self.metrics.synchronized(connector, applied)
+            self.jobs = JobManager(self.bus)
 
     @property
     def job_manager(self) -> JobManager:

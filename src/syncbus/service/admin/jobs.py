@@ -41,7 +41,6 @@ CODES: dict[tuple[str, str], str] = {
 }
 BATCH = 200
 Source = Callable[[], Iterator[Items]]
-Counter = Callable[[str, bool], None]
 KEEP_LINES = 300
 KEEP_JOBS = 20
 
@@ -99,9 +98,8 @@ class Job:
 class JobManager:
     """Runs jobs on daemon threads; keeps the last few for their progress pages."""
 
-    def __init__(self, bus: IntegrationBus, on_synchronized: Counter | None = None) -> None:
-        self.bus = bus
-        self.on_synchronized = on_synchronized  # (connector, applied): for /metrics
+    def __init__(self, bus: IntegrationBus) -> None:
+        self.bus = bus  # its synchronizes count in /metrics through the bus's hooks
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -228,8 +226,6 @@ class JobManager:
                 job.skipped += 1
                 job.line("skip", f"Skipping '{title}' task - {exc}.")
                 continue
-            if self.on_synchronized is not None:
-                self.on_synchronized(connector, applied)
             if applied:
                 job.applied += 1
                 job.line("ok", f"'{title}' applied")
