@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
 from syncbus.errors import ConfigurationError, InvalidObjectError
+from syncbus.store.db import MAX_ID as INT64_MAX
 
 ColumnSpec = type | str | TypeEngine[Any] | type[TypeEngine[Any]]
 
@@ -257,7 +258,6 @@ _INT_BITS: tuple[tuple[type[TypeEngine[Any]], int], ...] = (
     (sa.SmallInteger, 16),
     (sa.Integer, 32),  # PostgreSQL's integer; SQLite holds more, but a task must fit both
 )
-INT64_MAX = 2**63 - 1
 _ID_MAX = 2**31 - 1  # id columns are integer (PostgreSQL's int4)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from syncbus.enums import ProcessType
 from syncbus.store.db import db_now_epoch
 from syncbus.store.schema import (
     connector_table,
@@ -111,7 +112,7 @@ def record_task_error(
         conn.execute(t.insert().values(task_id=task_id, time=now, error_message=message))
     values: dict[str, Any] = {"error_message": message, "last_run_at": now}
     if set_error_state:
-        values["process_type"] = "Error"
+        values["process_type"] = ProcessType.ERROR.value
     conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))
 
 
