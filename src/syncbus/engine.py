@@ -27,13 +27,14 @@ from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.targets import TargetCache
 from syncbus.enums import ProcessType
-from syncbus.errors import CorruptTaskError, SyncBusError, TaskBusyError
+from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError, TaskBusyError
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.store import queue
 from syncbus.store.schema import task_table
 from syncbus.translation import Resolver
 
+# LeaseLostError (from errors.py) stays importable from here, where it used to live.
 log = logging.getLogger("syncbus.engine")
 
 ProgressCallback = Callable[[ProcessResult], None]
@@ -53,10 +54,6 @@ _TASK_COLUMNS = (
 
 class _FastPathFailed(Exception):
     """A task failed in the optimistic pass: roll the batch back and apply it carefully."""
-
-
-class LeaseLostError(SyncBusError):
-    """Another runner took the connector over (this runner stalled past its lease)."""
 
 
 MAX_ERROR_CHARS = 2000
