@@ -29,11 +29,12 @@ from syncbus.errors import (
     TaskBusyError,
     TaskNotFoundError,
 )
-from syncbus.intake import Intake, LogOutcome, TaskRequest, flag
+from syncbus.intake import Intake, LogOutcome, TaskRequest
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
 from syncbus.store import migrate, queue
 from syncbus.store.db import BUSY_TIMEOUT, make_engine
+from syncbus.store.queue import flag
 from syncbus.store.schema import (
     BUILTIN_TABLES,
     connector_table,

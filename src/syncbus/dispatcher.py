@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
-from syncbus.intake import NOTIFY_CHANNEL
 from syncbus.model import ProcessResult
+from syncbus.store.queue import NOTIFY_CHANNEL
 from syncbus.store.schema import connector_table, task_table
 
 log = logging.getLogger("syncbus.dispatcher")

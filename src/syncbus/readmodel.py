@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from syncbus.bus import IntegrationBus
 from syncbus.enums import ProcessType
 from syncbus.fixhint import fix_hint
-from syncbus.intake import flag
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import queue
+from syncbus.store.queue import flag
 from syncbus.store.schema import (
     connector_table,
     event_log_table,

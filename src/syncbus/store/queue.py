@@ -19,6 +19,10 @@ from syncbus.store.schema import (
     task_table,
 )
 
+# PostgreSQL: logging a task NOTIFYs this channel (payload: the connector's name); the
+# dispatcher LISTENs on it to wake up.
+NOTIFY_CHANNEL = "syncbus_tasks"
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -49,6 +53,11 @@ def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: l
 
 
 # -- settings ---------------------------------------------------------------------------------
+def flag(value: str | None) -> bool:
+    """A boolean setting; a missing row means on."""
+    return value is None or value.lower() in ("1", "true", "yes", "on")
+
+
 def read_setting(conn: sa.Connection, key: str) -> str | None:
     value = conn.execute(
         sa.select(setting_table.c.value).where(setting_table.c.key == key)
