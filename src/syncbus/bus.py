@@ -1,4 +1,9 @@
-"""The ``IntegrationBus`` facade: wires store, registry, connectors, intake and engine."""
+"""The ``IntegrationBus`` facade: wires the store, the type registry, the connectors, intake
+and processing (``syncbus.engine``).
+
+It also still holds SQL of its own: the processing switches, the admin actions on one task
+(synchronize, delete) and the reads of the Python API (tasks, logs, objects, pages).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Object types and page types: declarations, built-ins, and their SQLAlchemy tables."""
+"""Object types and page types: their declarations, the built-in ones, and their JSON form.
+
+A declaration names its columns (SQLAlchemy types), keys and references; a column's type
+gives the check that a connector's value must pass (``check_value``). The tables themselves
+are built from these declarations in ``store/schema.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Queue SQL in one place: settings, the event log, the sync log and per-connector leases."""
+"""Shared helpers on the bus's own tables, not the task queue's SQL (most of that is still
+written where it is used: intake, engine, bus, readmodel, dispatcher, the admin's jobs).
+
+Here: the clock (``utcnow``, ``as_utc``); insert-or-ignore and upsert on either dialect; the
+switches (``flag``, settings rows) and the PostgreSQL notify channel; the event log and a
+task's sync log (``record_task_error``); the task query with connector name and running
+state (``task_joined``); and the per-connector leases.
+"""
 
 from __future__ import annotations
 
