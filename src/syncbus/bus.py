@@ -24,7 +24,7 @@ from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType, PageType
-from syncbus.engine import Engine, ProgressCallback, is_lock_wait
+from syncbus.engine import Processor, ProgressCallback, is_lock_wait
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
@@ -83,7 +83,7 @@ class IntegrationBus:
         self.settings = Settings(self.engine, self.reader)
         self._listeners: list[Callable[[str, int], None]] = []
         self.intake = Intake(self.engine, self.registry, self.connectors, self._task_logged)
-        self.runner = Engine(
+        self.runner = Processor(
             self.engine,
             self.registry,
             Applier(self.registry, self.objects, self.pages),

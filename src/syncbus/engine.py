@@ -139,7 +139,7 @@ def _merge(result: ProcessResult, tally: ProcessResult) -> None:
         result.error = tally.error
 
 
-class Engine:
+class Processor:
     """Runs connectors' queues against the content repository."""
 
     def __init__(
@@ -623,8 +623,8 @@ class _Heartbeat:
     """Extends a run's lease every third of its length while the run lasts, so a long batch
     does not let the lease run out under a live runner."""
 
-    def __init__(self, engine: Engine, connector_id: int, owner: str) -> None:
-        self.engine = engine
+    def __init__(self, processor: Processor, connector_id: int, owner: str) -> None:
+        self.processor = processor
         self.connector_id = connector_id
         self.owner = owner
         self._done = threading.Event()
@@ -638,12 +638,16 @@ class _Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        interval = self.engine.lease_seconds / 3
+        interval = self.processor.lease_seconds / 3
         while not self._done.wait(interval):
             try:
-                with self.engine.db.begin() as conn:
+                with self.processor.db.begin() as conn:
                     queue.renew_lease(
-                        conn, self.connector_id, self.owner, self.engine.lease_seconds
+                        conn, self.connector_id, self.owner, self.processor.lease_seconds
                     )
             except sa.exc.SQLAlchemyError:
                 continue  # the next beat or batch tries again; fencing catches a real loss
+
+
+# The old name: "Engine" also names SQLAlchemy's engine, so the class is now Processor.
+Engine = Processor
