@@ -1,4 +1,9 @@
-"""The ``IntegrationBus`` facade: wires store, registry, connectors, intake and engine."""
+"""The ``IntegrationBus`` facade: wires the store, the type registry, the connectors, intake
+and processing (``syncbus.engine``).
+
+It also still holds SQL of its own: the processing switches, the admin actions on one task
+(synchronize, delete) and the reads of the Python API (tasks, logs, objects, pages).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType, PageType
-from syncbus.engine import Engine, ProgressCallback, is_lock_wait
+from syncbus.engine import Processor, ProgressCallback, is_lock_wait
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
@@ -30,11 +35,12 @@ from syncbus.errors import (
     TaskNotFoundError,
 )
 from syncbus.hooks import Hooks, TaskLogged
-from syncbus.intake import Intake, LogOutcome, TaskRequest, flag
+from syncbus.intake import Intake, LogOutcome, TaskRequest
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
 from syncbus.store import migrate, queue
 from syncbus.store.db import BUSY_TIMEOUT, make_engine
+from syncbus.store.queue import flag
 from syncbus.store.schema import (
     BUILTIN_TABLES,
     connector_table,
@@ -78,7 +84,7 @@ class IntegrationBus:
         self.settings = Settings(self.engine, self.reader)
         self.hooks = Hooks()
         self.intake = Intake(self.engine, self.registry, self.connectors, self.hooks.task_logged)
-        self.runner = Engine(
+        self.runner = Processor(
             self.engine,
             self.registry,
             Applier(self.registry, self.objects, self.pages),

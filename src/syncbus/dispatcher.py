@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
-from syncbus.intake import NOTIFY_CHANNEL
 from syncbus.model import ProcessResult
+from syncbus.store.queue import NOTIFY_CHANNEL
 from syncbus.store.schema import connector_table, task_table
 
 log = logging.getLogger("syncbus.dispatcher")
@@ -72,7 +72,6 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
         self._is_pg = bus.engine.dialect.name == "postgresql"
-        self.runs = 0
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, connector_name: str | None = None) -> None:
@@ -170,7 +169,6 @@ class Dispatcher:
         result: ProcessResult | None = None
         try:
             result = self.bus.process_tasks(name, stop=self._stop).get(name)
-            self.runs += 1
         except Exception:
             log.exception("processing connector %r failed", name)
         finally:

@@ -27,7 +27,7 @@ from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.targets import TargetCache
 from syncbus.enums import ProcessType
-from syncbus.errors import CorruptTaskError, SyncBusError, TaskBusyError
+from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError, TaskBusyError
 from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
@@ -35,6 +35,7 @@ from syncbus.store import queue
 from syncbus.store.schema import task_table
 from syncbus.translation import Resolver
 
+# LeaseLostError (from errors.py) stays importable from here, where it used to live.
 log = logging.getLogger("syncbus.engine")
 
 ProgressCallback = Callable[[ProcessResult], None]
@@ -54,10 +55,6 @@ _TASK_COLUMNS = (
 
 class _FastPathFailed(Exception):
     """A task failed in the optimistic pass: roll the batch back and apply it carefully."""
-
-
-class LeaseLostError(SyncBusError):
-    """Another runner took the connector over (this runner stalled past its lease)."""
 
 
 MAX_ERROR_CHARS = 2000
@@ -150,7 +147,7 @@ def _merge(result: ProcessResult, tally: ProcessResult) -> None:
         result.error = tally.error
 
 
-class Engine:
+class Processor:
     """Runs connectors' queues against the content repository."""
 
     def __init__(
@@ -648,8 +645,8 @@ class _Heartbeat:
     """Extends a run's lease every third of its length while the run lasts, so a long batch
     does not let the lease run out under a live runner."""
 
-    def __init__(self, engine: Engine, connector_id: int, owner: str) -> None:
-        self.engine = engine
+    def __init__(self, processor: Processor, connector_id: int, owner: str) -> None:
+        self.processor = processor
         self.connector_id = connector_id
         self.owner = owner
         self._done = threading.Event()
@@ -663,12 +660,16 @@ class _Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        interval = self.engine.lease_seconds / 3
+        interval = self.processor.lease_seconds / 3
         while not self._done.wait(interval):
             try:
-                with self.engine.db.begin() as conn:
+                with self.processor.db.begin() as conn:
                     queue.renew_lease(
-                        conn, self.connector_id, self.owner, self.engine.lease_seconds
+                        conn, self.connector_id, self.owner, self.processor.lease_seconds
                     )
             except sa.exc.SQLAlchemyError:
                 continue  # the next beat or batch tries again; fencing catches a real loss
+
+
+# The old name: "Engine" also names SQLAlchemy's engine, so the class is now Processor.
+Engine = Processor

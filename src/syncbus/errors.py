@@ -73,3 +73,7 @@ class StoreError(SyncBusError):
 
 class CorruptTaskError(SyncBusError):
     """A stored task row cannot be decoded."""
+
+
+class LeaseLostError(SyncBusError):
+    """Another runner took the connector over (this runner stalled past its lease)."""

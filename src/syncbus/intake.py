@@ -25,13 +25,13 @@ from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
 from syncbus.store import queue
 from syncbus.store.db import AUTOCOMMIT_READS
+from syncbus.store.queue import NOTIFY_CHANNEL, flag
 from syncbus.store.schema import BUILTIN_TABLES, task_table
 from syncbus.store.schema import connector_table as ct
 from syncbus.store.schema import idempotency_table as keys
 from syncbus.translation import Capture, check_object
 
 _site = BUILTIN_TABLES["cms.site"]
-NOTIFY_CHANNEL = "syncbus_tasks"
 _LOG_LOCK = 0x5342  # advisory lock class for logging, keyed by connector id
 
 
@@ -171,11 +171,6 @@ def _encode(payload: Payload) -> str:
         return encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry
         raise InvalidObjectError(f"the prepared object cannot be stored: {exc}") from None
-
-
-def flag(value: str | None) -> bool:
-    """A boolean setting; a missing row means on."""
-    return value is None or value.lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
+from syncbus.enums import ProcessType
 from syncbus.fixhint import fix_hint
-from syncbus.intake import flag
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import queue
+from syncbus.store.queue import flag
 from syncbus.store.schema import (
     connector_table,
     event_log_table,
@@ -55,7 +56,7 @@ class TaskFilter:
         elif self.state == "failed":
             out.append(t.c.error_message.is_not(None))
         elif self.state == "blocked":
-            out.append(t.c.process_type == "Error")
+            out.append(t.c.process_type == ProcessType.ERROR.value)
         if self.type:
             out.append(sa.or_(t.c.object_type == self.type, t.c.class_name == self.type))
         if self.text:
@@ -258,12 +259,13 @@ def read_settings(bus: IntegrationBus) -> dict[str, bool]:
 def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
     """Per connector: queue counts, the oldest queued task's time, and the last run (lease)."""
     t, c, lease = task_table, connector_table, lease_table
+    blocking = t.c.process_type == ProcessType.ERROR.value
     counts = (
         sa.select(
             t.c.connector_id,
             sa.func.count().label("queued"),
             sa.func.sum(sa.case((t.c.error_message.is_not(None), 1), else_=0)).label("failed"),
-            sa.func.sum(sa.case((t.c.process_type == "Error", 1), else_=0)).label("blocked"),
+            sa.func.sum(sa.case((blocking, 1), else_=0)).label("blocked"),
             sa.func.min(t.c.created_at).label("oldest"),
         )
         .group_by(t.c.connector_id)
@@ -317,7 +319,7 @@ def blockers(bus: IntegrationBus, connector: str | None = None) -> list[Blocker]
                 out.append(Blocker(name, "The connector is disabled: its tasks wait."))
             first_error = conn.execute(
                 _rows_query()
-                .where(t.c.connector_id == cid, t.c.process_type == "Error")
+                .where(t.c.connector_id == cid, t.c.process_type == ProcessType.ERROR.value)
                 .order_by(t.c.task_id)
                 .limit(1)
             ).first()

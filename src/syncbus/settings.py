@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncbus.intake import flag
 from syncbus.store import queue
+from syncbus.store.queue import flag
 
 
 class _Flag:

@@ -22,10 +22,10 @@ from syncbus.content.types import ObjectType, external_id_problem, show, text_pr
 from syncbus.errors import InvalidObjectError, TranslationError
 from syncbus.model import DocumentParams, InternalObject, ObjectParams
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
+from syncbus.store.db import IN_CHUNK
 from syncbus.store.schema import tree_table
 
 _MAX_DEPTH = 32
-_CHUNK = 500
 
 
 class Capture:
@@ -229,8 +229,8 @@ class Resolver:
             cols.append(table.c[extra] if extra else sa.null())
         codes = sorted({i[1] for i in idents})
         candidates: dict[str, list[tuple[int, Any, Any, Any]]] = defaultdict(list)
-        for start in range(0, len(codes), _CHUNK):
-            stmt = sa.select(*cols).where(key_col.in_(codes[start : start + _CHUNK]))
+        for start in range(0, len(codes), IN_CHUNK):
+            stmt = sa.select(*cols).where(key_col.in_(codes[start : start + IN_CHUNK]))
             for oid, code, site, parent, group in self.conn.execute(stmt):
                 candidates[str(code)].append((int(oid), site, parent, group))
         for ident in idents:
@@ -249,9 +249,9 @@ class Resolver:
         guids = sorted({i[1] for i in idents})
         t = tree_table
         rows: dict[tuple[str, int], int] = {}
-        for start in range(0, len(guids), _CHUNK):
+        for start in range(0, len(guids), IN_CHUNK):
             stmt = sa.select(t.c.node_id, t.c.node_guid, t.c.node_site_id).where(
-                t.c.node_guid.in_(guids[start : start + _CHUNK])
+                t.c.node_guid.in_(guids[start : start + IN_CHUNK])
             )
             for node_id, guid, site_id in self.conn.execute(stmt):
                 rows[(str(guid), int(site_id))] = int(node_id)

@@ -90,11 +90,6 @@ def create_tables(engine: sa.Engine) -> None:
         bench_metadata.create_all(conn, tables=list(BENCH_TABLES))
 
 
-def drop_tables(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        bench_metadata.drop_all(conn, tables=list(BENCH_TABLES))
-
-
 def copy_payloads(engine: sa.Engine) -> int:
     """Keep the payloads of the bus's queued tasks (before it processes them)."""
     t = task_table

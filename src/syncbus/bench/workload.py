@@ -180,9 +180,6 @@ class Workload:
         """(author index, role index) of a membership key; distinct for distinct keys."""
         return key % self.authors, (key // self.authors) % ROLES
 
-    def article_path(self, key: int) -> str:
-        return f"/{folder_alias(self.article_folder(key))}/{article_alias(key)}"
-
     # -- setup ------------------------------------------------------------------------------
     def setup_tasks(self) -> list[BenchTask]:
         """Users, roles, forums and folders that the timed tasks reference."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from syncbus.content.types import ROOT_CLASS, external_id_problem, show, text_pr
 from syncbus.enums import TaskType
 from syncbus.errors import ContentError, InvalidObjectError, PageNotFoundError
 from syncbus.model import Page
+from syncbus.store.db import IN_CHUNK
+from syncbus.store.queue import utcnow
 from syncbus.store.schema import document_table as docs
 from syncbus.store.schema import tree_table as tree
 
@@ -107,10 +108,6 @@ def _bad(what: str, value: Any, problem: str) -> NoReturn:
     raise InvalidObjectError(f"page {what} {show(value)}: {problem}")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 # Statements built once; values are bound per call.
 _bp = sa.bindparam
 _NODE_BY_PATH = sa.select(tree).where(
@@ -145,7 +142,6 @@ _COUNT_DOCUMENTS = (
 )
 
 
-_CHUNK = 500
 _FIRST_CHILD = sa.select(tree.c.node_id).where(tree.c.node_parent_id == _bp("node")).limit(1)
 
 
@@ -182,8 +178,8 @@ class PageCache:
         """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
         keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
         guids = sorted({guid for _, guid in keys})
-        for start in range(0, len(guids), _CHUNK):
-            stmt = sa.select(tree).where(tree.c.node_guid.in_(guids[start : start + _CHUNK]))
+        for start in range(0, len(guids), IN_CHUNK):
+            stmt = sa.select(tree).where(tree.c.node_guid.in_(guids[start : start + IN_CHUNK]))
             for row in conn.execute(stmt).mappings():
                 key = (int(row["node_site_id"]), str(row["node_guid"]))
                 if key in keys:
@@ -197,10 +193,10 @@ class PageCache:
                 docs_wanted.add((int(node["node_id"]), culture))
         docs_wanted -= self.documents.keys()
         node_ids = sorted({node_id for node_id, _ in docs_wanted})
-        for start in range(0, len(node_ids), _CHUNK):
+        for start in range(0, len(node_ids), IN_CHUNK):
             stmt = sa.select(
                 docs.c.document_id, docs.c.document_node_id, docs.c.document_culture
-            ).where(docs.c.document_node_id.in_(node_ids[start : start + _CHUNK]))
+            ).where(docs.c.document_node_id.in_(node_ids[start : start + IN_CHUNK]))
             for doc_id, node_id, culture in conn.execute(stmt):
                 key = (int(node_id), str(culture))
                 if key in docs_wanted:
@@ -331,7 +327,7 @@ class PageStore:
                     "syncbus_document_id": doc_id,
                     "published": publish,
                     "archived": not publish,
-                    "modified_at": _now(),
+                    "modified_at": utcnow(),
                 },
             )
         elif task_type is TaskType.MOVE_DOCUMENT:
@@ -414,7 +410,7 @@ class PageStore:
                     "document_name": page.name,
                     "published": True,
                     "archived": False,
-                    "modified_at": _now(),
+                    "modified_at": utcnow(),
                 },
             ).scalar_one()
             if cache is not None:
@@ -431,13 +427,13 @@ class PageStore:
                     **fields,
                     "syncbus_document_id": doc_id,
                     "syncbus_document_name": page.name,
-                    "syncbus_modified_at": _now(),
+                    "syncbus_modified_at": utcnow(),
                 },
             )
             return
         conn.execute(
             _UPDATE_DOCUMENT,
-            {"syncbus_document_id": doc_id, "document_name": page.name, "modified_at": _now()},
+            {"syncbus_document_id": doc_id, "document_name": page.name, "modified_at": utcnow()},
         )
         if table is not None:
             conn.execute(

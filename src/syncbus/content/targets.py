@@ -19,8 +19,7 @@ from syncbus.content.objects import TargetKey, coerce_row, target_key
 from syncbus.content.pages import PageCache
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType
-
-_CHUNK = 500
+from syncbus.store.db import IN_CHUNK
 
 
 class TargetCache:
@@ -81,8 +80,8 @@ class TargetCache:
         )
         wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
         found: dict[TargetKey, int] = {}
-        for start in range(0, len(wanted), _CHUNK):
-            stmt = sa.select(*cols).where(identity.in_(wanted[start : start + _CHUNK]))
+        for start in range(0, len(wanted), IN_CHUNK):
+            stmt = sa.select(*cols).where(identity.in_(wanted[start : start + IN_CHUNK]))
             for row in conn.execute(stmt):
                 site = row[-1] if scope else None
                 key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)

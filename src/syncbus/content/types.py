@@ -1,4 +1,9 @@
-"""Object types and page types: declarations, built-ins, and their SQLAlchemy tables."""
+"""Object types and page types: their declarations, the built-in ones, and their JSON form.
+
+A declaration names its columns (SQLAlchemy types), keys and references; a column's type
+gives the check that a connector's value must pass (``check_value``). The tables themselves
+are built from these declarations in ``store/schema.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
 from syncbus.errors import ConfigurationError, InvalidObjectError
+from syncbus.store.db import MAX_ID as INT64_MAX
 
 ColumnSpec = type | str | TypeEngine[Any] | type[TypeEngine[Any]]
 
@@ -257,7 +263,6 @@ _INT_BITS: tuple[tuple[type[TypeEngine[Any]], int], ...] = (
     (sa.SmallInteger, 16),
     (sa.Integer, 32),  # PostgreSQL's integer; SQLite holds more, but a task must fit both
 )
-INT64_MAX = 2**63 - 1
 _ID_MAX = 2**31 - 1  # id columns are integer (PostgreSQL's int4)
 
 

@@ -36,10 +36,10 @@ from syncbus.service.auth import BearerAuth, FailureThrottle, TrustedProxies, pa
 from syncbus.service.limits import BodySizeLimit, NulGuard
 from syncbus.service.metrics import ServiceMetrics
 from syncbus.service.ready import readiness
+from syncbus.store.db import MAX_ID
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
-MAX_ID = 2**63 - 1
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 RETRY_AFTER_SECONDS = 5

@@ -134,7 +134,3 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str = Field(description="``ready``, or ``unavailable`` (with status 503).")
     database: str = Field(description="``writable``, or why the database cannot be written.")
-
-
-class ErrorOut(BaseModel):
-    detail: Any

@@ -12,6 +12,10 @@ from sqlalchemy.engine import URL, make_url
 from syncbus.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///syncbus.db"
+# The largest BIGINT (int8): the highest task id, and the range of 64-bit integer columns.
+MAX_ID = 2**63 - 1
+# Values bound per IN list: well under SQLite's default limit of 999 parameters a statement.
+IN_CHUNK = 500
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option (SQLite): the connection's next statements run in autocommit mode, each in
 # its own implicit transaction, with no BEGIN and no ROLLBACK round trip. For single-statement

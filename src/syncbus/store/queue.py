@@ -1,4 +1,11 @@
-"""Queue SQL in one place: settings, the event log, the sync log and per-connector leases."""
+"""Shared helpers on the bus's own tables, not the task queue's SQL (most of that is still
+written where it is used: intake, engine, bus, readmodel, dispatcher, the admin's jobs).
+
+Here: the clock (``utcnow``, ``as_utc``); insert-or-ignore and upsert on either dialect; the
+switches (``flag``, settings rows) and the PostgreSQL notify channel; the event log and a
+task's sync log (``record_task_error``); the task query with connector name and running
+state (``task_joined``); and the per-connector leases.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from syncbus.enums import ProcessType
 from syncbus.store.db import db_now_epoch
 from syncbus.store.schema import (
     connector_table,
@@ -17,6 +25,10 @@ from syncbus.store.schema import (
     sync_log_table,
     task_table,
 )
+
+# PostgreSQL: logging a task NOTIFYs this channel (payload: the connector's name); the
+# dispatcher LISTENs on it to wake up.
+NOTIFY_CHANNEL = "syncbus_tasks"
 
 
 def utcnow() -> dt.datetime:
@@ -48,6 +60,11 @@ def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: l
 
 
 # -- settings ---------------------------------------------------------------------------------
+def flag(value: str | None) -> bool:
+    """A boolean setting; a missing row means on."""
+    return value is None or value.lower() in ("1", "true", "yes", "on")
+
+
 def read_setting(conn: sa.Connection, key: str) -> str | None:
     value = conn.execute(
         sa.select(setting_table.c.value).where(setting_table.c.key == key)
@@ -111,7 +128,7 @@ def record_task_error(
         conn.execute(t.insert().values(task_id=task_id, time=now, error_message=message))
     values: dict[str, Any] = {"error_message": message, "last_run_at": now}
     if set_error_state:
-        values["process_type"] = "Error"
+        values["process_type"] = ProcessType.ERROR.value
     conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))
 
 

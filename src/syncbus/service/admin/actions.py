@@ -29,7 +29,8 @@ from syncbus.service.admin.context import (
     session_cookie,
 )
 from syncbus.service.admin.jobs import Action
-from syncbus.service.admin.pages import MAX_ID, stats_data, task_filter, tasks_url
+from syncbus.service.admin.pages import stats_data, task_filter, tasks_url
+from syncbus.store.db import MAX_ID
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AdminContext, Depends(admin_context)]

@@ -21,8 +21,8 @@ from syncbus.service.admin.context import (
     render,
 )
 from syncbus.service.admin.security import Session
+from syncbus.store.db import MAX_ID
 
-MAX_ID = 2**63 - 1
 PAGE_SIZE = 50
 
 router = APIRouter(include_in_schema=False)
