@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import subprocess
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from syncbus import (
@@ -21,6 +24,33 @@ from syncbus import (
 )
 
 CONNECTOR = "TestConnector"
+
+
+def wait_for(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.02) -> float:
+    """Poll ``check`` until it returns something true; the seconds that took.
+
+    ``timeout`` only keeps a broken test from hanging: it is generous, because a busy CI machine
+    is slow, and no test may depend on it being short. Fails the test when it runs out.
+    """
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+def healthz(base_url: str, proc: subprocess.Popen[str] | None = None) -> int | None:
+    """The status a service answers on /healthz, None while nothing listens yet (for wait_for).
+
+    With ``proc``, a service process that has died fails the test with its output at once.
+    """
+    if proc is not None:
+        assert proc.poll() is None, proc.communicate()
+    try:
+        return httpx.get(base_url + "/healthz", timeout=1).status_code
+    except httpx.TransportError:
+        return None
 
 
 def to_internal(external: Any) -> InternalObject | Page | None:

@@ -13,11 +13,12 @@ import pytest
 
 from syncbus import IntegrationBus, ProcessType, create_app
 
+from .admin import TOKEN, log_items, make_admin_bus, make_failed_task
 from .browser import LAPTOP, PHONE, browser, needs_chromium, sign_in
+from .helpers import wait_for
 from .http_server import running
-from .test_admin import TOKEN, log_items, make_admin_bus, make_failed_task, wait_for
 
-pytestmark = needs_chromium
+pytestmark = [needs_chromium, pytest.mark.browser]
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus, create_app
 from syncbus.store.schema import task_table
 
+from .admin import TOKEN, item, make_admin_bus, row_ids, sign_in
 from .http_server import running
-from .test_admin import TOKEN, item, make_admin_bus, row_ids, sign_in
 
 FAILED_EVERY = 1000
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 from syncbus import IntegrationBus, ProcessType
 from syncbus.cli import app
 
+from .helpers import healthz, wait_for
 from .seq import make_bus
 
 runner = CliRunner()
@@ -102,6 +102,7 @@ def test_bad_database_url_is_a_clear_error() -> None:
     assert "unsupported database 'mysql'" in str(result.exception) + result.output
 
 
+@pytest.mark.multiprocess
 def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     from .http_server import free_port
 
@@ -115,14 +116,8 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         env={**os.environ, "SYNCBUS_API_TOKEN": "t"},
     )
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.TransportError:
-                assert time.time() < deadline, "serve did not start"
-                time.sleep(0.1)
+        wait_for(lambda: healthz(f"http://127.0.0.1:{port}"))
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz")
         assert health.json()["status"] == "ok"
         assert httpx.get(f"http://127.0.0.1:{port}/api/tasks").status_code == 401
     finally:

@@ -26,7 +26,7 @@ from syncbus.service import create_app
 
 from .cli_connectors import EVIL_DISPLAY, BrokenInitConnector, MarkupConnector
 from .conftest import PG_URL
-from .helpers import DictConnector, role
+from .helpers import DictConnector, healthz, role, wait_for
 from .http_server import free_port
 from .seq import make_bus
 
@@ -298,15 +298,7 @@ def serving(db: Path, *args: str, env: dict[str, str]) -> Iterator[tuple[str, li
     )
     output: list[str] = []
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.communicate()[0]
-                assert time.time() < deadline, "serve did not start"
-                time.sleep(0.1)
+        wait_for(lambda: healthz(f"http://127.0.0.1:{port}", proc))
         yield f"http://127.0.0.1:{port}", output
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -315,6 +307,7 @@ def serving(db: Path, *args: str, env: dict[str, str]) -> Iterator[tuple[str, li
 
 
 @pytest.mark.parametrize("token", [None, "", "  \t "])
+@pytest.mark.multiprocess
 def test_serve_refuses_to_start_without_a_token(tmp_path: Path, token: str | None) -> None:
     env = _env() if token is None else _env(SYNCBUS_API_TOKEN=token)
     proc = subprocess.run(
@@ -331,6 +324,7 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, token: str | Non
     assert not (tmp_path / "serve.db").exists()  # refused before touching the database
 
 
+@pytest.mark.multiprocess
 def test_serve_refuses_no_auth_with_a_token(tmp_path: Path) -> None:
     proc = subprocess.run(
         _serve_command(tmp_path / "serve.db", free_port(), "--no-auth"),
@@ -342,12 +336,14 @@ def test_serve_refuses_no_auth_with_a_token(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--no-auth" in proc.stderr and "drop one" in proc.stderr
 
 
+@pytest.mark.multiprocess
 def test_serve_with_no_auth_answers_without_a_token(tmp_path: Path) -> None:
     with serving(tmp_path / "serve.db", "--no-auth", env=_env()) as (url, output):
         assert httpx.get(f"{url}/api/tasks").status_code == 200
     assert "--no-auth" in output[0]  # the warning
 
 
+@pytest.mark.multiprocess
 def test_serve_takes_the_token_from_the_option(tmp_path: Path) -> None:
     with serving(tmp_path / "serve.db", "--token", "s3cret", env=_env()) as (url, _):
         assert httpx.get(f"{url}/api/tasks").status_code == 401
@@ -355,6 +351,7 @@ def test_serve_takes_the_token_from_the_option(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/api/tasks", headers=auth).status_code == 200
 
 
+@pytest.mark.multiprocess
 def test_serve_says_where_and_logs_connector_load_errors_at_start(tmp_path: Path) -> None:
     db = tmp_path / "serve.db"
     with IntegrationBus(f"sqlite:///{db}") as bus:
@@ -368,6 +365,7 @@ def test_serve_says_where_and_logs_connector_load_errors_at_start(tmp_path: Path
     assert "crm credentials missing" in output[0]
 
 
+@pytest.mark.multiprocess
 def test_serve_creating_the_implicit_database_says_where(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "syncbus.cli", "serve", "--port", str(port), "--no-auth"]

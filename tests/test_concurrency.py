@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.seq import make_bus
+from .helpers import wait_for
+from .seq import make_bus
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,7 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.multiprocess
 def test_two_processes_never_run_one_connector_at_once(pg_url: str, tmp_path: Path) -> None:
     bus = make_bus(pg_url)
     total = 1500
@@ -79,6 +81,7 @@ def _slow_audit_trigger(engine: sa.Engine) -> None:
         )
 
 
+@pytest.mark.multiprocess
 def test_killed_runner_loses_nothing_and_the_lease_expires(pg_url: str) -> None:
     bus = make_bus(pg_url, lease_seconds=2.0)
     _slow_audit_trigger(bus.engine)
@@ -87,9 +90,7 @@ def test_killed_runner_loses_nothing_and_the_lease_expires(pg_url: str) -> None:
         bus.process_external_task("Seq", {"key": f"c{n % 7}", "n": n})
     runner = _spawn("run", pg_url, "2.0")
     # Wait until the runner has committed some batches, then kill it mid-batch.
-    deadline = time.time() + 30
-    while bus.queue_size("Seq") > total - 60 and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: bus.queue_size("Seq") <= total - 60, timeout=30)
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait(timeout=10)
     left = bus.queue_size("Seq")
@@ -112,6 +113,7 @@ def test_killed_runner_loses_nothing_and_the_lease_expires(pg_url: str) -> None:
     bus.close()
 
 
+@pytest.mark.multiprocess
 def test_idempotency_key_holds_across_processes(pg_url: str) -> None:
     bus = make_bus(pg_url)
     keys = [f"key-{i}" for i in range(40)]
@@ -125,6 +127,20 @@ def test_idempotency_key_holds_across_processes(pg_url: str) -> None:
     assert len(set(outputs[0])) == len(keys)
     assert bus.queue_size("Seq") == len(keys)
     bus.close()
+
+
+def _waits_for_log_lock(engine: sa.Engine, connector_id: int) -> bool:
+    """Whether a session waits for the logging lock of this connector (advisory, two keys)."""
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND classid::bigint = :a AND objid::bigint = :b AND objsubid = 2"
+                ),
+                {"a": 0x5342, "b": connector_id},
+            ).scalar_one()
+        )
 
 
 def test_ids_commit_in_order_across_concurrent_loggers(pg_url: str) -> None:
@@ -145,7 +161,8 @@ def test_ids_commit_in_order_across_concurrent_loggers(pg_url: str) -> None:
             target=lambda: (other.process_external_task("Seq", {"key": "k", "n": 2}), done.set()),
             daemon=True,
         ).start()
-        time.sleep(0.3)
+        # Wait until the other logger either finished (the bug) or queued for the lock.
+        wait_for(lambda: done.is_set() or _waits_for_log_lock(bus.engine, cid))
         assert not done.is_set(), "a logger got past another logger's open transaction"
         conn.rollback()
     assert done.wait(10)

@@ -10,14 +10,8 @@ import pytest
 from syncbus import IntegrationBus, ProcessResult
 from syncbus.dispatcher import Dispatcher
 
+from .helpers import wait_for
 from .seq import make_bus
-
-
-def wait_for(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -101,8 +95,8 @@ def test_trigger_all_runs_only_connectors_with_tasks(pair) -> None:  # type: ign
     assert ran == ["Seq"]
 
 
-def test_sqlite_poll_notices_tasks_other_processes_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'poll.db'}"
+def test_sqlite_poll_notices_tasks_other_processes_log(sqlite_url: str) -> None:
+    url = sqlite_url
     inside, outside = make_bus(url), make_bus(url)
     dispatcher = Dispatcher(inside, scheduler_interval=None, poll_interval=0.1)
     dispatcher.start()

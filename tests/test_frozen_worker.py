@@ -20,16 +20,15 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus
 from syncbus.errors import TaskBusyError
 
-from .helpers import DictConnector, add_connector, log, pending, user
-from .test_workers import (
+from .helpers import DictConnector, add_connector, log, pending, user, wait_for
+from .workers import (
     CONNECTORS,
     Workers,
-    _audit,
     assert_exactly_once_in_order,
     audit_rows,
-    wait_for,
+    install_audit,
 )
-from .test_workers import wbus as wbus
+from .workers import wbus as wbus
 
 T = TypeVar("T")
 
@@ -142,10 +141,11 @@ def _open_transactions(bus: IntegrationBus) -> int:
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_frozen_worker_stalls_no_one_and_is_taken_over(
     wbus: IntegrationBus, workers: Workers
 ) -> None:
-    _audit(wbus.engine, sleep=0.05)  # each write takes 50 ms: a batch of 20 takes a second
+    install_audit(wbus.engine, sleep=0.05)  # each write takes 50 ms: a batch of 20 takes a second
     frozen, other = CONNECTORS[0].connector_name, CONNECTORS[1].connector_name
     expected: dict[str, list[int]] = defaultdict(list)
     for n in range(1, 101):

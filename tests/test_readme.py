@@ -87,6 +87,7 @@ def _run_service_block(body: str, cwd: Path, env: dict[str, str]) -> str:
     return out
 
 
+@pytest.mark.multiprocess
 def test_readme_followed_top_to_bottom_in_a_fresh_folder(tmp_path: Path) -> None:
     env = _env(tmp_path)
     work = tmp_path / "work"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,8 +15,8 @@ from .seq import SEQ_TYPE, SeqConnector
 TOKEN = "fuzz-token"
 
 
-def test_no_server_errors(tmp_path: Path) -> None:
-    bus = IntegrationBus(f"sqlite:///{tmp_path / 'syncbus.db'}")
+def test_no_server_errors(sqlite_url: str) -> None:
+    bus = IntegrationBus(sqlite_url)
     bus.register_object_type(SEQ_TYPE)
     bus.create_schema()
     bus.register_connector(SeqConnector)

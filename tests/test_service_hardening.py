@@ -22,12 +22,10 @@ from syncbus import IntegrationBus, create_app
 from syncbus.errors import ConfigurationError, TaskBusyError
 from syncbus.store.schema import setting_table
 
-from .http_server import free_port, running
-from .seq import SEQ_TYPE, SeqConnector
-from .test_admin import (
+from .admin import (
     TOKEN as ADMIN_TOKEN,
 )
-from .test_admin import (
+from .admin import (
     RecordingDispatcher,
     csrf_of,
     log_items,
@@ -36,6 +34,9 @@ from .test_admin import (
     sign_in,
     wait_job,
 )
+from .helpers import healthz, wait_for
+from .http_server import free_port, running
+from .seq import SEQ_TYPE, SeqConnector
 
 TOKEN = "hardening-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -190,10 +191,10 @@ def test_readyz_is_503_within_2s_while_another_writer_holds_the_lock(
     assert not [k for k in keys if "readyz" in k]
 
 
-def test_readyz_checks_the_free_space_of_sqlite(tmp_path: Path) -> None:
+def test_readyz_checks_the_free_space_of_sqlite(sqlite_url: str) -> None:
     from syncbus.service.ready import NotReady, check_writable
 
-    bus = IntegrationBus(f"sqlite:///{tmp_path / 'x.db'}")
+    bus = IntegrationBus(sqlite_url)
     bus.create_schema()
     check_writable(bus)
     with pytest.raises(NotReady, match="disk holding the database is full"):
@@ -482,6 +483,7 @@ def test_forwarded_for_is_honoured_only_from_trusted_proxies(admin_bus: Integrat
         assert guesses(base, "203.0.113.1, 203.0.113.2", 1) == [401]  # the last hop counts
 
 
+@pytest.mark.multiprocess
 def test_serve_does_not_believe_forwarded_for_from_loopback(tmp_path: Path) -> None:
     """`syncbus serve` as deployed: uvicorn alone would take X-Forwarded-For from any
     loopback peer as the client, and each guess would come from a 'new' address."""
@@ -504,14 +506,7 @@ def test_serve_does_not_believe_forwarded_for_from_loopback(tmp_path: Path) -> N
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                httpx.get(base + "/healthz")
-                break
-            except httpx.TransportError:
-                assert time.time() < deadline, "serve did not start"
-                time.sleep(0.1)
+        wait_for(lambda: healthz(base), timeout=30)
         statuses = []
         for n in range(11):
             headers = {"X-Forwarded-For": f"198.51.100.{n}"}

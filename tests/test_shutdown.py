@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from syncbus import IntegrationBus
 
-from .test_workers import Workers, _audit, wait_for
-from .test_workers import wbus as wbus
+from .helpers import healthz, wait_for
+from .workers import Workers, install_audit
+from .workers import wbus as wbus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,16 +36,7 @@ def _serve_and_stop(db_url: str) -> float:
         env={**os.environ, "SYNCBUS_API_TOKEN": "shutdown-test"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
+        wait_for(lambda: healthz(f"http://127.0.0.1:{port}", proc) == 200, timeout=30)
         time.sleep(0.5)  # idle
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -59,6 +50,7 @@ def _serve_and_stop(db_url: str) -> float:
             proc.wait()
 
 
+@pytest.mark.multiprocess
 def test_idle_serve_exits_within_a_second_of_sigterm(db_url: str) -> None:
     IntegrationBus(db_url).create_schema()
     # Best of two: one slow start of the machine is not the service's doing.
@@ -67,11 +59,12 @@ def test_idle_serve_exits_within_a_second_of_sigterm(db_url: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.multiprocess
 def test_worker_exits_after_its_grace_period_and_loses_nothing(
     wbus: IntegrationBus,
     pg_url: str,
 ) -> None:
-    _audit(wbus.engine, sleep=20)  # the first write of the batch takes 20 s
+    install_audit(wbus.engine, sleep=20)  # the first write of the batch takes 20 s
     task_id = wbus.process_external_task("Seq0", {"key": "k", "n": 1})
     workers = Workers(pg_url)
     proc = workers.start("--scheduler-interval", "0", "--grace", "2")

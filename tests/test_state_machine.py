@@ -9,10 +9,10 @@ the content and the event log must equal the model's.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from syncbus import (
     TaskType,
 )
 
-from .conftest import PG_URL, _admin_engine
+from .conftest import PG_URL, _admin_engine, sqlite_copy
 
 REF = ObjectType("prop.ref", "prop_ref", "ref_id", code_name_column="ref_name")
 ITEM = ObjectType(
@@ -144,10 +144,11 @@ steps = st.lists(
 )
 
 
-def _fresh_url(backend: str, template: str | None) -> tuple[str, Any]:
+def _fresh_url(backend: str, template: Any) -> tuple[str, Any]:
+    """A fresh migrated database per example: a copy of the SQLite template file, or a clone of
+    the PostgreSQL template database."""
     if backend == "sqlite":
-        path = os.path.join(tempfile.mkdtemp(), "prop.db")
-        return f"sqlite:///{path}", None
+        return sqlite_copy(template, Path(tempfile.mkdtemp()) / "prop.db"), None
     assert template and PG_URL
     name = f"syncbus_p_{uuid.uuid4().hex[:12]}"
     admin = _admin_engine()
@@ -230,7 +231,7 @@ class _FixConnector(PropConnector):
 def test_state_machine_matches_reference_model(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
-    template = request.getfixturevalue("pg_template") if backend == "postgres" else None
+    template = request.getfixturevalue(f"{'pg' if backend == 'postgres' else 'sqlite'}_template")
 
     @settings(
         max_examples=40 if backend == "sqlite" else 20,

@@ -3,118 +3,32 @@ graceful on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from syncbus import IntegrationBus
 
-from .seq import SEQ_TYPE, SeqConnector
+from .helpers import wait_for
+from .workers import (
+    CONNECTORS,
+    Workers,
+    assert_exactly_once_in_order,
+    audit_rows,
+    install_audit,
+)
+from .workers import wbus as wbus
+from .workers import workers as workers
 
-pytestmark = pytest.mark.postgres
-ROOT = Path(__file__).resolve().parent.parent
-CONNECTORS = [type(f"Seq{i}", (SeqConnector,), {"connector_name": f"Seq{i}"}) for i in range(4)]
-
-
-def _audit(engine: sa.Engine, sleep: float = 0.0) -> None:
-    """Every write to seq_counter leaves an audit row (to spot lost, doubled or reordered
-    tasks) and, with ``sleep``, takes that long (to kill a worker mid-batch)."""
-    pause = f"PERFORM pg_sleep({sleep});" if sleep else ""
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE seq_audit (id bigserial PRIMARY KEY, name text NOT NULL, n int NOT NULL)"
-        )
-        conn.exec_driver_sql(
-            f"""CREATE FUNCTION seq_audit() RETURNS trigger AS $$
-            BEGIN {pause} INSERT INTO seq_audit (name, n) VALUES (NEW.counter_name, NEW.n);
-            RETURN NEW; END $$ LANGUAGE plpgsql"""
-        )
-        conn.exec_driver_sql(
-            "CREATE TRIGGER seq_audit BEFORE INSERT OR UPDATE ON seq_counter "
-            "FOR EACH ROW EXECUTE FUNCTION seq_audit()"
-        )
-
-
-@pytest.fixture
-def wbus(pg_url: str) -> Iterator[IntegrationBus]:
-    bus = IntegrationBus(pg_url)
-    bus.register_object_type(SEQ_TYPE)
-    bus.create_schema()
-    for cls in CONNECTORS:
-        bus.register_connector(cls)
-    yield bus
-    bus.close()
-
-
-class Workers:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *extra: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "syncbus.cli", "worker", "--db", self.url, *extra],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> list[str]:
-        outputs = []
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=60)
-            outputs.append(err)
-        return outputs
-
-
-@pytest.fixture
-def workers(pg_url: str) -> Iterator[Workers]:
-    w = Workers(pg_url)
-    yield w
-    for proc in w.procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def wait_for(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def audit_rows(engine: sa.Engine) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT name, n FROM seq_audit ORDER BY id")))
-
-
-def assert_exactly_once_in_order(rows: list[Any], expected: dict[str, list[int]]) -> None:
-    seen: dict[str, list[int]] = defaultdict(list)
-    for name, n in rows:
-        seen[name].append(n)
-    assert dict(seen) == expected, "a task was lost, applied twice or applied out of order"
+pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess]
 
 
 def test_three_workers_four_connectors_apply_every_task_once_in_order(
     wbus: IntegrationBus, workers: Workers
 ) -> None:
-    _audit(wbus.engine)
+    install_audit(wbus.engine)
     for _ in range(3):
         workers.start("--workers", "4", "--scheduler-interval", "0", "--batch-size", "50")
     per_connector = 600
@@ -146,7 +60,7 @@ def test_three_workers_four_connectors_apply_every_task_once_in_order(
 def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
     wbus: IntegrationBus, workers: Workers
 ) -> None:
-    _audit(wbus.engine, sleep=0.003)
+    install_audit(wbus.engine, sleep=0.003)
     total = 800
     expected: dict[str, list[int]] = defaultdict(list)
     for n in range(1, total + 1):
@@ -166,7 +80,7 @@ def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
 def test_sigterm_finishes_the_task_in_hand_and_releases_the_lease(
     wbus: IntegrationBus, workers: Workers
 ) -> None:
-    _audit(wbus.engine, sleep=0.003)
+    install_audit(wbus.engine, sleep=0.003)
     total = 800
     for n in range(1, total + 1):
         wbus.process_external_task("Seq1", {"key": "k", "n": n})

@@ -1,0 +1,128 @@
+"""What the admin UI tests share: the Shop and Refs connectors over two small object types, a bus
+with them, task shortcuts and the sign-in and CSRF helpers of a client."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from syncbus import (
+    BaseIntegrationConnector,
+    IntegrationBus,
+    InternalObject,
+    ObjectParams,
+    ObjectType,
+    TaskDataType,
+    TaskType,
+)
+from syncbus.dispatcher import Dispatcher
+from syncbus.intake import TaskRequest
+
+from .helpers import wait_for
+
+TOKEN = "admin-s3cret"
+REF = ObjectType("adm.ref", "adm_ref", "ref_id", code_name_column="ref_name")
+ITEM = ObjectType(
+    "adm.item",
+    "adm_item",
+    "item_id",
+    code_name_column="item_name",
+    foreign_keys={"ref_id": "adm.ref"},
+    columns={"item_name": str, "value": int},
+)
+
+
+class ShopConnector(BaseIntegrationConnector):
+    """Items may reference a ``ref`` by external id: until it exists, the task fails with
+    "Cannot translate columns"."""
+
+    connector_name = "Shop"
+    display_name = "Web shop"
+
+    def prepare_internal_object(
+        self, obj: Any, task_type: TaskType, data_type: TaskDataType, site_name: str | None
+    ) -> InternalObject:
+        if obj["kind"] == "ref":
+            return InternalObject("adm.ref", {"ref_name": obj["name"]})
+        data: dict[str, Any] = {"item_name": obj["name"], "value": obj.get("value", 0)}
+        if "ref" in obj:
+            data["ref_id"] = obj["ref"]
+        return InternalObject("adm.item", data)
+
+    def get_internal_object_params(self, id: Any, object_type: str) -> ObjectParams:
+        return ObjectParams(code_name=f"ref{id}")
+
+
+class RefsConnector(ShopConnector):
+    connector_name = "Refs"
+    display_name = "Reference data"
+
+
+class RecordingDispatcher(Dispatcher):
+    """Remembers triggers instead of running anything (the app runs no dispatcher)."""
+
+    def __init__(self, bus: IntegrationBus) -> None:
+        super().__init__(bus)
+        self.triggered: list[str | None] = []
+
+    def trigger(self, connector_name: str | None = None) -> None:
+        self.triggered.append(connector_name)
+
+
+def make_admin_bus(url: str) -> IntegrationBus:
+    bus = IntegrationBus(url)
+    bus.register_object_type(REF)
+    bus.register_object_type(ITEM)
+    bus.create_schema()
+    bus.register_connector(ShopConnector)
+    bus.register_connector(RefsConnector)
+    return bus
+
+
+def item(name: str, ref: int | None = None, value: int = 0) -> TaskRequest:
+    obj: dict[str, Any] = {"kind": "item", "name": name, "value": value}
+    if ref is not None:
+        obj["ref"] = ref
+    return TaskRequest(obj, data_type=TaskDataType.SIMPLE_SNAPSHOT)
+
+
+def log_items(bus: IntegrationBus, connector: str, names: list[str], **kw: Any) -> list[int]:
+    outcomes = bus.log_tasks(connector, [item(n, **kw) for n in names])
+    return [o.task_id for o in outcomes if o.task_id is not None]
+
+
+def make_failed_task(bus: IntegrationBus, name: str = "needs-ref") -> int:
+    """A Shop task that fails (ERROR, blocking) because ref 1 does not exist."""
+    [task_id] = log_items(bus, "Shop", [name], ref=1)
+    result = bus.process_tasks("Shop")["Shop"]
+    assert result.failed == 1, result
+    return task_id
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def row_ids(html: str) -> list[int]:
+    return [int(m) for m in re.findall(r'<tr id="task-(\d+)"', html)]
+
+
+def sign_in(client: httpx.Client, token: str = TOKEN, name: str = "Olivia") -> httpx.Response:
+    return client.post("/admin/signin", data={"token": token, "name": name, "next": "/admin/"})
+
+
+def wait_job(client: httpx.Client, job_url: str) -> str:
+    """Poll a mass action's progress fragment until it ends; returns the fragment."""
+    html = ""
+
+    def ended() -> bool:
+        nonlocal html
+        html = client.get(job_url + "/progress").text
+        return 'data-testid="job-state">running<' not in html
+
+    wait_for(ended)
+    return html

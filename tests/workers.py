@@ -1,0 +1,102 @@
+"""What the multi-process worker tests share: the Seq connectors, a PostgreSQL bus for them, a
+trigger that audits every write, and a handle on `syncbus worker` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus
+
+from .seq import SEQ_TYPE, SeqConnector
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTORS = [type(f"Seq{i}", (SeqConnector,), {"connector_name": f"Seq{i}"}) for i in range(4)]
+
+
+def install_audit(engine: sa.Engine, sleep: float = 0.0) -> None:
+    """Every write to seq_counter leaves an audit row (to spot lost, doubled or reordered
+    tasks) and, with ``sleep``, takes that long (to kill a worker mid-batch)."""
+    pause = f"PERFORM pg_sleep({sleep});" if sleep else ""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE seq_audit (id bigserial PRIMARY KEY, name text NOT NULL, n int NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            f"""CREATE FUNCTION seq_audit() RETURNS trigger AS $$
+            BEGIN {pause} INSERT INTO seq_audit (name, n) VALUES (NEW.counter_name, NEW.n);
+            RETURN NEW; END $$ LANGUAGE plpgsql"""
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER seq_audit BEFORE INSERT OR UPDATE ON seq_counter "
+            "FOR EACH ROW EXECUTE FUNCTION seq_audit()"
+        )
+
+
+@pytest.fixture
+def wbus(pg_url: str) -> Iterator[IntegrationBus]:
+    bus = IntegrationBus(pg_url)
+    bus.register_object_type(SEQ_TYPE)
+    bus.create_schema()
+    for cls in CONNECTORS:
+        bus.register_connector(cls)
+    yield bus
+    bus.close()
+
+
+class Workers:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncbus.cli", "worker", "--db", self.url, *extra],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> list[str]:
+        outputs = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            outputs.append(err)
+        return outputs
+
+
+@pytest.fixture
+def workers(pg_url: str) -> Iterator[Workers]:
+    w = Workers(pg_url)
+    yield w
+    for proc in w.procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def audit_rows(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT name, n FROM seq_audit ORDER BY id")))
+
+
+def assert_exactly_once_in_order(rows: list[Any], expected: dict[str, list[int]]) -> None:
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in rows:
+        seen[name].append(n)
+    assert dict(seen) == expected, "a task was lost, applied twice or applied out of order"
