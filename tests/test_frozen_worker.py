@@ -29,6 +29,7 @@ from .workers import (
     install_audit,
 )
 from .workers import wbus as wbus
+from .workers import workers as workers  # SIGKILL ends a stopped worker too
 
 T = TypeVar("T")
 
@@ -101,17 +102,6 @@ def test_admin_action_on_a_task_in_a_running_batch_answers_busy_within_5s(
 
 
 # -- a real frozen worker, on PostgreSQL ---------------------------------------------------------
-
-
-@pytest.fixture
-def workers(pg_url: str) -> Iterator[Workers]:
-    w = Workers(pg_url)
-    yield w
-    for proc in w.procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-            proc.wait()
 
 
 def _batch_in_hand(bus: IntegrationBus, connector: str) -> tuple[int, int] | None:

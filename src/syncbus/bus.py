@@ -316,8 +316,8 @@ class IntegrationBus:
             if not is_lock_wait(exc):
                 raise
             raise TaskBusyError(
-                f"task {task_id} is being applied by a running batch right now (the database "
-                "is locked); try again in a moment"
+                f"task {task_id} is being applied by a running batch right now; "
+                "try again in a moment"
             ) from exc
 
     # -- reading the queue ----------------------------------------------------------------

@@ -27,7 +27,7 @@ from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.targets import TargetCache
 from syncbus.enums import ProcessType
-from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError, TaskBusyError
+from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
@@ -274,15 +274,10 @@ class Processor:
                 if ids and total > self.batch_bytes:
                     break
                 ids.append(int(task_id))
-            if ids and not queue.renew_lease(
-                conn,
-                connector_id,
-                owner,
-                self.lease_seconds,
-                run_first_task_id=ids[0],
-                run_last_task_id=ids[-1],
-            ):
-                raise LeaseLostError("the lease was lost before the batch was applied")
+            if ids:
+                self._fence(
+                    conn, connector_id, owner, run_first_task_id=ids[0], run_last_task_id=ids[-1]
+                )
         return ids
 
     def _drain(
@@ -357,10 +352,11 @@ class Processor:
         for task_id, error in tally.failures:
             self.hooks.task_failed(tally.connector_name, task_id, error)
 
-    def _fence(self, conn: sa.Connection, connector_id: int, owner: str) -> None:
-        """The batch's last statement: it commits only while this run owns the lease. The
-        lease row is locked from here to the commit, never across the batch."""
-        if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds):
+    def _fence(self, conn: sa.Connection, connector_id: int, owner: str, **values: Any) -> None:
+        """Renew the lease (recording ``values`` on it), or raise if the run lost it. As a
+        batch's last statement, it commits the batch only while this run owns the lease; the
+        lease row is locked from there to the commit, never across the batch."""
+        if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds, **values):
             raise LeaseLostError("the lease was lost before the batch was applied")
 
     def _apply_isolated(
@@ -375,19 +371,8 @@ class Processor:
         """The last resort: one transaction per task; a task whose own transaction still
         fails is failed alone, by its process type, in a transaction of its own."""
         with self.db.connect() as conn:
-            ids = (
-                conn.execute(
-                    sa.select(task_table.c.task_id)
-                    .where(
-                        task_table.c.connector_id == connector_id,
-                        task_table.c.task_id > after,
-                        task_table.c.task_id <= upto,
-                    )
-                    .order_by(task_table.c.task_id)
-                )
-                .scalars()
-                .all()
-            )
+            stmt = _in_batch(sa.select(task_table.c.task_id), connector_id, after, upto)
+            ids = conn.execute(stmt).scalars().all()
         outcome = _Outcome(last_id=after)
         previous = after
         for task_id in ids:
@@ -427,15 +412,7 @@ class Processor:
     def _load_batch(
         self, conn: sa.Connection, connector_id: int, after: int, upto: int
     ) -> list[sa.Row[Any]]:
-        stmt = (
-            sa.select(*_TASK_COLUMNS)
-            .where(
-                task_table.c.connector_id == connector_id,
-                task_table.c.task_id > after,
-                task_table.c.task_id <= upto,
-            )
-            .order_by(task_table.c.task_id)
-        )
+        stmt = _in_batch(sa.select(*_TASK_COLUMNS), connector_id, after, upto)
         if self._pg:  # an admin action holding a task: try again shortly, never wait on it
             stmt = stmt.with_for_update(nowait=True)
         return list(conn.execute(stmt))
@@ -616,22 +593,23 @@ class Processor:
         return False, error
 
     def lock_task(self, conn: sa.Connection, task_id: int) -> Any:
-        """The task's row, locked for an admin action without waiting: a task that a running
-        batch holds raises ``TaskBusyError`` at once. None when it is not queued."""
+        """The task's row, locked for an admin action without waiting (PostgreSQL: NOWAIT;
+        the caller turns the lock error into ``TaskBusyError``). None when it is not queued."""
         stmt = sa.select(*_TASK_COLUMNS, task_table.c.connector_id).where(
             task_table.c.task_id == task_id
         )
         if self._pg:
             stmt = stmt.with_for_update(nowait=True)
-        try:
-            return conn.execute(stmt).first()
-        except sa.exc.OperationalError as exc:
-            if not is_lock_wait(exc):
-                raise
-            raise TaskBusyError(
-                f"task {task_id} is being applied by a running batch right now; "
-                "try again in a moment"
-            ) from exc
+        return conn.execute(stmt).first()
+
+
+def _in_batch(stmt: sa.Select[Any], connector_id: int, after: int, upto: int) -> sa.Select[Any]:
+    """The connector's tasks with ids in (after, upto], in order."""
+    return stmt.where(
+        task_table.c.connector_id == connector_id,
+        task_table.c.task_id > after,
+        task_table.c.task_id <= upto,
+    ).order_by(task_table.c.task_id)
 
 
 def _process_type(row: Any) -> ProcessType:
