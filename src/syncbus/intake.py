@@ -136,8 +136,15 @@ _VERBS = {
 }
 
 
-# Lengths of the columns the logging call writes or compares (store.schema).
-_NAME_MAX, _SITE_MAX, _KEY_MAX = 100, 100, 200
+# Lengths of the columns the logging call writes or compares, read from the schema.
+def _length(column: sa.Column[Any]) -> int:
+    assert isinstance(column.type, sa.String) and column.type.length
+    return column.type.length
+
+
+_NAME_MAX = _length(ct.c.connector_name)
+_SITE_MAX = _length(task_table.c.site_name)
+_KEY_MAX = _length(keys.c.idempotency_key)
 
 
 def check_text(what: str, value: Any, max_length: int) -> None:
@@ -247,9 +254,10 @@ class Intake:
         before any is written; then all are inserted in one transaction.
 
         The checks, the inserts and the commit share one connection: on PostgreSQL three
-        round trips for a task (checks; lock, insert and NOTIFY; commit). On SQLite the checks
-        read in autocommit mode, outside any transaction, so the connector's code never runs
-        while the database's single write lock is held; the inserts then BEGIN IMMEDIATE."""
+        round trips for a task (checks; lock, insert and NOTIFY; commit). The checks read in
+        autocommit mode, outside any transaction, so the connector's code never runs while a
+        transaction is open (SQLite's single write lock; a PostgreSQL session idle in a
+        transaction); the inserts then begin one (BEGIN IMMEDIATE on SQLite)."""
         check_text("connector name", connector_name, _NAME_MAX)
         parsed = [_parse(r) for r in requests]  # every argument of every task, before any SQL
         try:
@@ -271,9 +279,6 @@ class Intake:
         requests: list[TaskRequest],
         parsed: list[_Parsed],
     ) -> list[LogOutcome]:
-        # The checks read in autocommit mode, so that the connector's code never runs inside
-        # an open transaction (SQLite: the write lock; PostgreSQL: a session idle in a
-        # transaction, which the server ends after the lease length).
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:  # single-statement reads, no BEGIN (see store.db)
             conn.execution_options(**{AUTOCOMMIT_READS: True})
