@@ -186,7 +186,7 @@ def tasks_list(
 ) -> None:
     """List pending and failed incoming tasks in queue order."""
     with _open(db) as bus:
-        if connector is not None and connector not in {c.name for c in bus.list_connectors()}:
+        if connector is not None and not bus.connectors.exists(connector):
             raise ConnectorNotFoundError(
                 f"no connector named {connector!r}; see `syncbus connectors list`"
             )

@@ -121,6 +121,11 @@ class ConnectorRegistry:
     def row(self, conn: sa.Connection, name: str) -> sa.Row[Any] | None:
         return conn.execute(sa.select(ct).where(ct.c.connector_name == name)).first()
 
+    def exists(self, name: str) -> bool:
+        """Whether a connector of that name is registered (one indexed lookup, no counts)."""
+        with self.reader.connect() as conn:
+            return self.row(conn, name) is not None
+
     def get(self, name: str) -> BaseIntegrationConnector:
         """The loaded connector; loads it from its class path on first use."""
         with self._lock:

@@ -228,10 +228,6 @@ async def _db_error(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONRespo
     return JSONResponse({"detail": f"internal database error ({name})"}, status_code=500)
 
 
-def _known(bus: IntegrationBus, connector: str) -> bool:
-    return any(c.name == connector for c in bus.list_connectors())
-
-
 def _request(task: s.TaskIn) -> TaskRequest:
     return TaskRequest(
         task.object,
@@ -284,7 +280,7 @@ def _task_routes(
         return s.TasksCreated(task_ids=[o.task_id for o in outcomes])
 
     def notify(connector: str | None) -> s.NotifyOut:
-        if connector is not None and not _known(bus, connector):
+        if connector is not None and not bus.connectors.exists(connector):
             raise ConnectorNotFoundError(f"no connector named {connector!r} is registered")
         disp.trigger(connector)
         return s.NotifyOut(status="started", connector=connector)
@@ -313,7 +309,7 @@ def _queue_routes(
     ) -> s.TaskList:
         """One page of the queue by key: pass the answer's ``next_after`` as ``after``."""
         tasks = bus.list_tasks(connector, after=after, limit=limit + 1)
-        if not tasks and connector is not None and not _known(bus, connector):
+        if not tasks and connector is not None and not bus.connectors.exists(connector):
             raise ConnectorNotFoundError(f"no connector named {connector!r} is registered")
         page = tasks[:limit]
         more = len(tasks) > limit
