@@ -18,7 +18,7 @@ import httpx
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, create_app
-from syncbus.store.schema import task_table
+from syncbus.store.tables import task_table
 
 from .admin import TOKEN, item, make_admin_bus, row_ids, sign_in
 from .http_server import running

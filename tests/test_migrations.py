@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 
 from syncbus import IntegrationBus
 from syncbus.store import migrate
-from syncbus.store.schema import metadata
+from syncbus.store.db import metadata
 
 
 def test_migrations_match_the_declared_schema(bus: IntegrationBus) -> None:

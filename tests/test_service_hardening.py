@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from syncbus import IntegrationBus, create_app
 from syncbus.errors import ConfigurationError, TaskBusyError
-from syncbus.store.schema import setting_table
+from syncbus.store.tables import setting_table
 
 from .admin import (
     TOKEN as ADMIN_TOKEN,

@@ -9,13 +9,13 @@ import sqlalchemy as sa
 from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageCache, PageStore
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.targets import TargetCache
 from syncbus.content.types import ObjectType
 from syncbus.enums import TaskDataType, TaskType
 from syncbus.errors import ContentError, PageNotFoundError, SiteNotFoundError, TranslationError
 from syncbus.model import InternalObject, Page
 from syncbus.payload import PAGE_RECORD, Payload, id_key
-from syncbus.store.schema import BUILTIN_TABLES
 from syncbus.translation import Resolver
 
 _site_table = BUILTIN_TABLES["cms.site"]

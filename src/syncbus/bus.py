@@ -23,6 +23,7 @@ from syncbus.connectors import ConnectorRegistry, ConnectorTarget
 from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType, PageType
 from syncbus.engine import Processor, ProgressCallback, is_lock_wait
 from syncbus.enums import ProcessType, TaskDataType, TaskType
@@ -38,11 +39,12 @@ from syncbus.hooks import Hooks, TaskLogged
 from syncbus.intake import Intake, LogOutcome, TaskRequest
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
-from syncbus.store import migrate, queue
-from syncbus.store.db import BUSY_TIMEOUT, make_engine
-from syncbus.store.queue import flag
-from syncbus.store.schema import (
-    BUILTIN_TABLES,
+from syncbus.store import migrate
+from syncbus.store.db import BUSY_TIMEOUT, as_utc, make_engine, utcnow
+from syncbus.store.dialect import dialect_of
+from syncbus.store.reads import task_joined
+from syncbus.store.switches import flag, read_setting
+from syncbus.store.tables import (
     connector_table,
     event_log_table,
     sync_log_table,
@@ -112,14 +114,14 @@ class IntegrationBus:
         with self.engine.begin() as conn:
             self.registry.create_user_tables(conn)
             for kind, name, declaration in declarations:
-                queue.upsert(
+                dialect_of(conn).upsert(
                     conn,
                     type_table,
                     {
                         "kind": kind,
                         "name": name,
                         "declaration": json.dumps(declaration),
-                        "modified_at": queue.utcnow(),
+                        "modified_at": utcnow(),
                     },
                     ["kind", "name"],
                 )
@@ -203,9 +205,9 @@ class IntegrationBus:
 
     # -- processing -----------------------------------------------------------------------
     def _processing_allowed(self, conn: sa.Connection) -> str | None:
-        if not flag(queue.read_setting(conn, "integration_enabled")):
+        if not flag(read_setting(conn, "integration_enabled")):
             return "the integration bus is switched off"
-        if not flag(queue.read_setting(conn, "process_external")):
+        if not flag(read_setting(conn, "process_external")):
             return "processing of incoming tasks is switched off"
         return None
 
@@ -322,7 +324,7 @@ class IntegrationBus:
 
     # -- reading the queue ----------------------------------------------------------------
     def _task_query(self) -> sa.Select[Any]:
-        return queue.task_joined(task_table)
+        return task_joined(task_table)
 
     @staticmethod
     def _task_info(row: Any) -> TaskInfo:
@@ -336,9 +338,9 @@ class IntegrationBus:
             class_name=row.class_name,
             title=row.title,
             site_name=row.site_name,
-            created_at=queue.as_utc(row.created_at),  # type: ignore[arg-type]
+            created_at=as_utc(row.created_at),  # type: ignore[arg-type]
             error_message=row.error_message,
-            last_run_at=queue.as_utc(row.last_run_at),
+            last_run_at=as_utc(row.last_run_at),
             is_running=bool(row.is_running),
             idempotency_key=row.idempotency_key,
         )
@@ -392,7 +394,7 @@ class IntegrationBus:
         stmt = sa.select(t.c.time, t.c.error_message).where(t.c.task_id == task_id)
         with self.reader.connect() as conn:
             rows = conn.execute(stmt.order_by(t.c.log_id)).all()
-        return [SyncLogEntry(queue.as_utc(r.time), r.error_message) for r in rows]  # type: ignore[arg-type]
+        return [SyncLogEntry(as_utc(r.time), r.error_message) for r in rows]  # type: ignore[arg-type]
 
     def event_log(self) -> list[EventLogEntry]:
         t = event_log_table
@@ -400,7 +402,7 @@ class IntegrationBus:
             rows = conn.execute(sa.select(t).order_by(t.c.event_id)).all()
         return [
             EventLogEntry(
-                time=queue.as_utc(r.time),  # type: ignore[arg-type]
+                time=as_utc(r.time),  # type: ignore[arg-type]
                 source=r.source,
                 code=r.code,
                 message=r.message,

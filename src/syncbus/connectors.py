@@ -11,9 +11,12 @@ import sqlalchemy as sa
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.errors import ConnectorLoadError, ConnectorNotFoundError
 from syncbus.model import ConnectorInfo
-from syncbus.store import queue
-from syncbus.store.schema import connector_table as ct
-from syncbus.store.schema import task_table
+from syncbus.store.db import utcnow
+from syncbus.store.dialect import dialect_of
+from syncbus.store.leases import ensure_lease_row
+from syncbus.store.logs import write_event
+from syncbus.store.tables import connector_table as ct
+from syncbus.store.tables import task_table
 
 ConnectorTarget = type[BaseIntegrationConnector] | BaseIntegrationConnector | str
 
@@ -104,15 +107,17 @@ class ConnectorRegistry:
             existing = conn.execute(
                 sa.select(ct.c.connector_id).where(ct.c.connector_name == name)
             ).scalar()
-            values = {"display_name": display, "class_path": path, "modified_at": queue.utcnow()}
+            values = {"display_name": display, "class_path": path, "modified_at": utcnow()}
             if existing is None:
-                queue.insert_ignore(conn, ct, {"connector_name": name, "enabled": True, **values})
+                dialect_of(conn).insert_ignore(
+                    conn, ct, {"connector_name": name, "enabled": True, **values}
+                )
             else:
                 conn.execute(ct.update().where(ct.c.connector_id == existing).values(values))
             cid = conn.execute(
                 sa.select(ct.c.connector_id).where(ct.c.connector_name == name)
             ).scalar_one()
-            queue.ensure_lease_row(conn, int(cid))
+            ensure_lease_row(conn, int(cid))
         with self._lock:
             self._loaded[name] = instance
             self._failed.pop(name, None)
@@ -164,7 +169,7 @@ class ConnectorRegistry:
         if self._failed.get(name) != message:
             self._failed[name] = message
             with self.db.begin() as conn:
-                queue.write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
+                write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
         raise ConnectorLoadError(message) from cause
 
     def set_enabled(self, name: str, enabled: bool) -> None:
@@ -172,7 +177,7 @@ class ConnectorRegistry:
             result = conn.execute(
                 ct.update()
                 .where(ct.c.connector_name == name)
-                .values(enabled=enabled, modified_at=queue.utcnow())
+                .values(enabled=enabled, modified_at=utcnow())
             )
         if result.rowcount == 0:
             raise ConnectorNotFoundError(f"no connector named {name!r} is registered")

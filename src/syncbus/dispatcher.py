@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
-from syncbus.store.queue import NOTIFY_CHANNEL
-from syncbus.store.schema import connector_table, task_table
+from syncbus.store.dialect import NOTIFY_CHANNEL
+from syncbus.store.tables import connector_table, task_table
 
 log = logging.getLogger("syncbus.dispatcher")
 

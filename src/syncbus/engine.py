@@ -31,8 +31,9 @@ from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
-from syncbus.store import queue
-from syncbus.store.schema import task_table
+from syncbus.store.leases import acquire_lease, ensure_lease_row, release_lease, renew_lease
+from syncbus.store.logs import record_task_error, write_event
+from syncbus.store.tables import task_table
 from syncbus.translation import Resolver
 
 # LeaseLostError (from errors.py) stays importable from here, where it used to live.
@@ -193,8 +194,8 @@ class Processor:
         owner = f"{uuid.uuid4().hex}"
         try:
             with self.db.begin() as conn:
-                queue.ensure_lease_row(conn, connector_id)
-                won = queue.acquire_lease(conn, connector_id, owner, self.lease_seconds)
+                ensure_lease_row(conn, connector_id)
+                won = acquire_lease(conn, connector_id, owner, self.lease_seconds)
         except sa.exc.DBAPIError as exc:
             if not is_transient(exc):
                 raise
@@ -233,7 +234,7 @@ class Processor:
             return
         try:
             with self.db.begin() as conn:
-                queue.write_event(
+                write_event(
                     conn,
                     "Integration",
                     "PROCESSEXTERNAL",
@@ -245,7 +246,7 @@ class Processor:
     def _release(self, connector_id: int, owner: str, result: ProcessResult) -> None:
         try:
             with self.db.begin() as conn:
-                queue.release_lease(
+                release_lease(
                     conn,
                     connector_id,
                     owner,
@@ -356,7 +357,7 @@ class Processor:
         """Renew the lease (recording ``values`` on it), or raise if the run lost it. As a
         batch's last statement, it commits the batch only while this run owns the lease; the
         lease row is locked from there to the commit, never across the batch."""
-        if not queue.renew_lease(conn, connector_id, owner, self.lease_seconds, **values):
+        if not renew_lease(conn, connector_id, owner, self.lease_seconds, **values):
             raise LeaseLostError("the lease was lost before the batch was applied")
 
     def _apply_isolated(
@@ -525,13 +526,13 @@ class Processor:
         result.error = error
         result.failures.append((row.task_id, error))
         if ptype is ProcessType.SKIP_ON_ERROR:
-            queue.record_task_error(
+            record_task_error(
                 conn, row.task_id, error, set_error_state=False, collapse_repeats=True
             )
             return False, False
         if ptype is ProcessType.DELETE_ON_ERROR:
             result.deleted += 1
-            queue.write_event(
+            write_event(
                 conn,
                 "Integration",
                 "DELETEONERROR",
@@ -539,7 +540,7 @@ class Processor:
             )
             return False, True
         # DEFAULT (or anything else): a sticky ERROR that blocks the connector
-        queue.record_task_error(conn, row.task_id, error, set_error_state=True)
+        record_task_error(conn, row.task_id, error, set_error_state=True)
         result.stopped = True
         return True, False
 
@@ -584,7 +585,7 @@ class Processor:
         if error is None:
             conn.execute(task_table.delete().where(task_table.c.task_id == row.task_id))
             return True, None
-        queue.record_task_error(
+        record_task_error(
             conn,
             row.task_id,
             error,
@@ -642,9 +643,7 @@ class _Heartbeat:
         while not self._done.wait(interval):
             try:
                 with self.processor.db.begin() as conn:
-                    queue.renew_lease(
-                        conn, self.connector_id, self.owner, self.processor.lease_seconds
-                    )
+                    renew_lease(conn, self.connector_id, self.owner, self.processor.lease_seconds)
             except sa.exc.SQLAlchemyError:
                 continue  # the next beat or batch tries again; fencing catches a real loss
 

@@ -22,7 +22,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.errors import SyncBusError
 from syncbus.model import InternalObject
 from syncbus.payload import PAGE_RECORD, Payload, decode
-from syncbus.store.schema import task_table
+from syncbus.store.tables import task_table
 from syncbus.translation import Resolver
 
 TRIGGER = "Cannot translate columns"

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from syncbus.connectors import ConnectorRegistry
 from syncbus.content.pages import check_page
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType, text_problem
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
@@ -23,12 +24,12 @@ from syncbus.errors import (
 )
 from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
-from syncbus.store import queue
-from syncbus.store.db import AUTOCOMMIT_READS
-from syncbus.store.queue import NOTIFY_CHANNEL, flag
-from syncbus.store.schema import BUILTIN_TABLES, task_table
-from syncbus.store.schema import connector_table as ct
-from syncbus.store.schema import idempotency_table as keys
+from syncbus.store.db import AUTOCOMMIT_READS, utcnow
+from syncbus.store.dialect import NOTIFY_CHANNEL
+from syncbus.store.switches import flag, setting_expr
+from syncbus.store.tables import connector_table as ct
+from syncbus.store.tables import idempotency_table as keys
+from syncbus.store.tables import task_table
 from syncbus.translation import Capture, check_object
 
 _site = BUILTIN_TABLES["cms.site"]
@@ -42,8 +43,8 @@ def _state_query() -> sa.Select[Any]:
     key = sa.bindparam("key", type_=sa.String())
     cid = sa.select(ct.c.connector_id).where(ct.c.connector_name == name).scalar_subquery()
     return sa.select(
-        queue.setting_expr("integration_enabled").label("ie"),
-        queue.setting_expr("log_external").label("le"),
+        setting_expr("integration_enabled").label("ie"),
+        setting_expr("log_external").label("le"),
         cid.label("cid"),
         sa.select(ct.c.enabled).where(ct.c.connector_name == name).scalar_subquery().label("cen"),
         sa.select(_site.c.site_id).where(_site.c.site_name == site).scalar_subquery().label("sid"),
@@ -369,7 +370,7 @@ class Intake:
             "class_name": class_name,
             "title": title,
             "site_name": req.site_name,
-            "created_at": queue.utcnow(),
+            "created_at": utcnow(),
             "data": _encode(payload),
             "idempotency_key": key,
             "error_message": LOGGED_AS_ERROR if ptype is ProcessType.ERROR else None,

@@ -19,9 +19,10 @@ from syncbus.bus import IntegrationBus
 from syncbus.enums import ProcessType
 from syncbus.fixhint import fix_hint
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
-from syncbus.store import queue
-from syncbus.store.queue import flag
-from syncbus.store.schema import (
+from syncbus.store.db import as_utc, utcnow
+from syncbus.store.reads import task_joined
+from syncbus.store.switches import flag
+from syncbus.store.tables import (
     connector_table,
     event_log_table,
     lease_table,
@@ -154,15 +155,15 @@ _ROW_FIELDS = [
 
 
 def _rows_query() -> sa.Select[Any]:
-    return queue.task_joined(*(task_table.c[name] for name in _ROW_FIELDS))
+    return task_joined(*(task_table.c[name] for name in _ROW_FIELDS))
 
 
 def _task_row(r: Any) -> TaskRow:
     values = dict(r._mapping)
     values.update(
         task_id=int(r.task_id),
-        created_at=queue.as_utc(r.created_at) or queue.utcnow(),
-        last_run_at=queue.as_utc(r.last_run_at),
+        created_at=as_utc(r.created_at) or utcnow(),
+        last_run_at=as_utc(r.last_run_at),
         is_running=bool(r.is_running),
     )
     return TaskRow(**values)
@@ -291,9 +292,9 @@ def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
             last_run_applied=r.last_run_applied,
             last_run_failed=r.last_run_failed,
             last_run_error=r.last_run_error,
-            oldest_created_at=queue.as_utc(r.oldest),
-            last_run_started_at=queue.as_utc(r.last_run_started_at),
-            last_run_finished_at=queue.as_utc(r.last_run_finished_at),
+            oldest_created_at=as_utc(r.oldest),
+            last_run_started_at=as_utc(r.last_run_started_at),
+            last_run_finished_at=as_utc(r.last_run_finished_at),
         )
         for r in rows
     ]
@@ -392,7 +393,7 @@ def event_page(
         rows.reverse()
     events = [
         EventLogEntry(
-            time=queue.as_utc(r.time) or queue.utcnow(),
+            time=as_utc(r.time) or utcnow(),
             source=r.source,
             code=r.code,
             message=r.message,

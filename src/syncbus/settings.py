@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncbus.store import queue
-from syncbus.store.queue import flag
+from syncbus.store.switches import flag, read_setting, write_setting
 
 
 class _Flag:
@@ -17,14 +16,14 @@ class _Flag:
         if obj is None:
             return True
         with obj.reader.connect() as conn:
-            value = queue.read_setting(conn, self.key)
+            value = read_setting(conn, self.key)
         return flag(value)
 
     def __set__(self, obj: Settings, value: bool) -> None:
         if not isinstance(value, bool):
             raise TypeError(f"settings.{self.key} takes True or False, not {value!r}")
         with obj.db.begin() as conn:
-            queue.write_setting(conn, self.key, "true" if value else "false")
+            write_setting(conn, self.key, "true" if value else "false")
 
 
 class Settings:

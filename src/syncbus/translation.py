@@ -18,12 +18,12 @@ import sqlalchemy as sa
 
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import tree_table
 from syncbus.content.types import ObjectType, external_id_problem, show, text_problem
 from syncbus.errors import InvalidObjectError, TranslationError
 from syncbus.model import DocumentParams, InternalObject, ObjectParams
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
 from syncbus.store.db import IN_CHUNK
-from syncbus.store.schema import tree_table
 
 _MAX_DEPTH = 32
 

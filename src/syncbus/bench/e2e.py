@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from syncbus.bench.workload import CONNECTOR_NAME, BenchTask
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
-from syncbus.store.schema import task_table
+from syncbus.store.tables import task_table
 
 Progress = Callable[[int], None]
 

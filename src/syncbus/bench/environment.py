@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 
 import syncbus
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import tree_table
 from syncbus.errors import ConfigurationError
 from syncbus.store.db import resolve_url
-from syncbus.store.schema import tree_table
 
 MARKER = "bench_marker"
 _SQLITE_SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}

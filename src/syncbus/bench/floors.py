@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.bench.rawapply import RawApplier
-from syncbus.store.schema import task_table
+from syncbus.store.tables import task_table
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 bench_metadata = sa.MetaData()

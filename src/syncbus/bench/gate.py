@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from syncbus.bench.reference import Content
 from syncbus.bench.workload import SITE
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import document_table, tree_table
 from syncbus.errors import SyncBusError
-from syncbus.store.schema import document_table, tree_table
 
 _SHOW = 3
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syncbus.content.registry import TypeRegistry
-from syncbus.store.schema import document_table, tree_table
+from syncbus.content.tables import document_table, tree_table
 
 _DELETES = ("DeleteObject", "DeleteDocument")
 _bp = sa.bindparam

@@ -44,7 +44,7 @@ from syncbus.bench.workload import (
 )
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
-from syncbus.store.schema import task_table
+from syncbus.store.tables import task_table
 
 E2E_LOAD = 1 / 3
 HTTP_PATHS = ("log-http-single", "log-http-batch")

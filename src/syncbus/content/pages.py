@@ -12,14 +12,13 @@ import sqlalchemy as sa
 
 from syncbus.content.objects import Coercers, coerce_values, column_coercers
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import document_table as docs
+from syncbus.content.tables import tree_table as tree
 from syncbus.content.types import ROOT_CLASS, external_id_problem, show, text_problem
 from syncbus.enums import TaskType
 from syncbus.errors import ContentError, InvalidObjectError, PageNotFoundError
 from syncbus.model import Page
-from syncbus.store.db import IN_CHUNK
-from syncbus.store.queue import utcnow
-from syncbus.store.schema import document_table as docs
-from syncbus.store.schema import tree_table as tree
+from syncbus.store.db import IN_CHUNK, utcnow
 
 _ALIAS_BAD = re.compile(r"[^A-Za-z0-9_.~-]+")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.content import tables as schema
 from syncbus.content.types import (
     BUILTIN_OBJECT_TYPES,
     BUILTIN_PAGE_TYPES,
@@ -19,7 +20,6 @@ from syncbus.content.types import (
     page_type_to_json,
 )
 from syncbus.errors import ConfigurationError, InvalidObjectError, StoreError
-from syncbus.store import schema
 
 # loader(kind, name) -> the stored declaration, or None
 DeclarationLoader = Callable[[str, str], dict[str, Any] | None]

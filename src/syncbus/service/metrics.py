@@ -12,8 +12,8 @@ from prometheus_client.registry import Collector
 
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
-from syncbus.store.queue import as_utc
-from syncbus.store.schema import connector_table, task_table
+from syncbus.store.db import as_utc
+from syncbus.store.tables import connector_table, task_table
 
 
 class QueueCollector(Collector):

@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
-from syncbus.store.db import SQLITE_BUSY_TIMEOUT_MS, is_postgres
-from syncbus.store.schema import setting_table
+from syncbus.store.db import SQLITE_BUSY_TIMEOUT_MS
+from syncbus.store.dialect import POSTGRES, dialect_of
+from syncbus.store.tables import setting_table
 
 LOCK_WAIT_SECONDS = 1.0
 DEADLINE_SECONDS = 2.0
@@ -56,7 +57,7 @@ def _try_write(conn: sa.Connection) -> None:
     probe = {"key": f"syncbus.readyz.{uuid.uuid4().hex}", "value": ""}
     trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, i.e. the write lock, or a wait for it
     try:
-        if is_postgres(conn):
+        if dialect_of(conn) is POSTGRES:
             ms = int(LOCK_WAIT_SECONDS * 1000)
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms + 500}")
@@ -67,7 +68,7 @@ def _try_write(conn: sa.Connection) -> None:
 
 def check_writable(bus: IntegrationBus, min_free_bytes: int = MIN_FREE_BYTES) -> None:
     """Raise ``NotReady`` unless a write would succeed now."""
-    sqlite = not is_postgres(bus.engine)
+    sqlite = dialect_of(bus.engine) is not POSTGRES
     if sqlite:
         free = _sqlite_free_bytes(bus)
         if free is not None and free < min_free_bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Any
 
@@ -12,6 +13,20 @@ from sqlalchemy.engine import URL, make_url
 from syncbus.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///syncbus.db"
+
+# One MetaData for every table syncbus creates: the bus's own (``store.tables``) and the
+# content repository's (``content.tables``). The migrations create exactly these.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+# A 64-bit id on PostgreSQL; SQLite's rowid alias must be spelled INTEGER.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+UtcDateTime = sa.DateTime(timezone=True)
 # The largest BIGINT (int8): the highest task id, and the range of 64-bit integer columns.
 MAX_ID = 2**63 - 1
 # Values bound per IN list: well under SQLite's default limit of 999 parameters a statement.
@@ -146,12 +161,12 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
     return engine
 
 
-def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
-    return engine.dialect.name == "postgresql"
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-def db_now_epoch(dialect_name: str) -> sa.ColumnElement[float]:
-    """The database's clock as seconds since the epoch (leases use it, not the workers' clocks)."""
-    if dialect_name == "postgresql":
-        return sa.literal_column("extract(epoch from clock_timestamp())", sa.Float)
-    return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; every time syncbus reports is aware UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

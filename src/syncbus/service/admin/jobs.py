@@ -25,9 +25,9 @@ from syncbus.readmodel import (
     tasks_by_id,
 )
 from syncbus.service.admin.views import describe
-from syncbus.store import queue
-from syncbus.store.db import is_postgres
-from syncbus.store.schema import connector_table, task_table
+from syncbus.store.dialect import POSTGRES, dialect_of
+from syncbus.store.logs import write_event
+from syncbus.store.tables import connector_table, task_table
 
 Action = Literal["sync", "delete"]
 Scope = Literal["selected", "all"]
@@ -182,7 +182,7 @@ class JobManager:
         try:
             with self.bus.engine.begin() as conn:
                 message = job.summary(ending)
-                queue.write_event(conn, EVENT_SOURCE, job.code, message, event_type="I")
+                write_event(conn, EVENT_SOURCE, job.code, message, event_type="I")
         except Exception as exc:
             job.line("fail", f"Could not write the event log: {type(exc).__name__}: {exc}")
 
@@ -244,7 +244,7 @@ class JobManager:
         ids = [i for i, _, _ in batch]
         busy: set[int] = set()
         with self.bus.engine.begin() as conn:
-            if is_postgres(conn):
+            if dialect_of(conn) is POSTGRES:
                 wanted = t.c.task_id.in_(ids)
                 queued = set(conn.execute(sa.select(t.c.task_id).where(wanted)).scalars())
                 lock = sa.select(t.c.task_id).where(wanted).with_for_update(skip_locked=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from syncbus.store.schema import metadata
+import syncbus.content.tables
+import syncbus.store.tables  # noqa: F401  (registers the bus's tables on the metadata)
+from syncbus.store.db import metadata
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -1,0 +1,198 @@
+"""Every difference between SQLite and PostgreSQL, in one object per backend.
+
+The rest of the store asks ``dialect_of(conn)`` instead of comparing dialect names: how to
+insert-or-ignore and upsert, how to lock a row without waiting, how to bound a lock wait,
+what the database's clock reads, how a payload's size is measured, how writers are
+serialised (advisory locks), how workers are woken (PostgreSQL NOTIFY; SQLite has no
+channel, so workers poll), and which errors are transient (the database's trouble, never a
+task's).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syncbus.errors import LeaseLostError
+from syncbus.store.db import AUTOCOMMIT_READS
+
+# PostgreSQL: logging a task NOTIFYs this channel (payload: the connector's name); the
+# dispatcher LISTENs on it to wake up.
+NOTIFY_CHANNEL = "syncbus_tasks"
+
+
+class Dialect:
+    """What the store needs to know about a backend. One instance per backend."""
+
+    name: ClassVar[str]
+    # True when logging a task wakes the workers (LISTEN/NOTIFY); else they poll.
+    notifies: ClassVar[bool] = False
+    _insert: ClassVar[Any]
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT that knows ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+        return self._insert(table)
+
+    def insert_ignore(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> None:
+        """INSERT ... ON CONFLICT DO NOTHING."""
+        conn.execute(self.insert(table).values(values).on_conflict_do_nothing())
+
+    def upsert(
+        self, conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]
+    ) -> None:
+        stmt = self.insert(table).values(values)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={k: stmt.excluded[k] for k in values if k not in keys},
+            )
+        )
+
+    def now_epoch(self) -> sa.ColumnElement[float]:
+        """The database's clock as seconds since the epoch (leases use it, not the workers')."""
+        raise NotImplementedError
+
+    def byte_length(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        """The stored size of a text column in bytes."""
+        raise NotImplementedError
+
+    def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        """Lock the selected rows, failing at once (a lock-wait error) if another holds one.
+        SQLite locks the whole database for a writer: the statement is left as it is."""
+        return stmt
+
+    def skip_locked(self, stmt: sa.Select[Any]) -> sa.Select[Any] | None:
+        """Lock the selected rows, leaving out those another transaction holds; None where
+        row locks do not exist (SQLite: a writer holds the whole database)."""
+        return None
+
+    def bound_lock_wait(self, conn: sa.Connection, ms: int) -> None:
+        """Let this transaction's statements wait at most ``ms`` for a lock."""
+
+    def serialize(self, conn: sa.Connection, key: int) -> None:
+        """Hold a lock on ``key`` until the transaction ends (SQLite: the write lock that
+        BEGIN IMMEDIATE took already serialises writers)."""
+
+    def notify(self, conn: sa.Connection, payload: str) -> None:
+        """Wake listening workers when the transaction commits (where the backend can)."""
+
+    def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
+        """Switch the connection to single-statement reads outside any transaction (the
+        checks before logging), and back. Call ``conn.rollback()`` before switching back."""
+
+    def is_lock_wait(self, exc: BaseException) -> bool:
+        """The statement gave up waiting for a lock."""
+        raise NotImplementedError
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """An error of the database, not of the task being applied."""
+        raise NotImplementedError
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    _insert = staticmethod(sqlite.insert)
+    _TRANSIENT = ("locked", "busy", "disk i/o")
+
+    def now_epoch(self) -> sa.ColumnElement[float]:
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+
+    def byte_length(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        return sa.func.length(sa.cast(column, sa.LargeBinary))
+
+    def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
+        conn.execution_options(**{AUTOCOMMIT_READS: on})
+
+    def is_lock_wait(self, exc: BaseException) -> bool:
+        text = str(getattr(exc, "orig", exc)).lower()
+        return "locked" in text or "busy" in text
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # SQLite also says OperationalError for "no such table": that one is the task's.
+        text = str(getattr(exc, "orig", exc)).lower()
+        return any(word in text for word in self._TRANSIENT)
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    notifies = True
+    _insert = staticmethod(postgresql.insert)
+    _LOCK_NOT_AVAILABLE = "55P03"
+    # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),
+    # operator intervention (shutdown, cancel), system errors; a lock or idle timeout. Not
+    # "program limit exceeded" (a value too big for an index): that one is the task's.
+    _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+    _TRANSIENT_STATES = frozenset({_LOCK_NOT_AVAILABLE, "25P03"})
+
+    def now_epoch(self) -> sa.ColumnElement[float]:
+        return sa.literal_column("extract(epoch from clock_timestamp())", sa.Float)
+
+    def byte_length(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        return sa.func.octet_length(column)
+
+    def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        return stmt.with_for_update(nowait=True)
+
+    def skip_locked(self, stmt: sa.Select[Any]) -> sa.Select[Any] | None:
+        return stmt.with_for_update(skip_locked=True)
+
+    def bound_lock_wait(self, conn: sa.Connection, ms: int) -> None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(ms)}")
+
+    def serialize(self, conn: sa.Connection, key: int) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def notify(self, conn: sa.Connection, payload: str) -> None:
+        conn.execute(_PG_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": payload})
+
+    def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
+        level = "AUTOCOMMIT" if on else conn.default_isolation_level
+        conn.execution_options(isolation_level=level)
+
+    def is_lock_wait(self, exc: BaseException) -> bool:
+        return getattr(getattr(exc, "orig", None), "sqlstate", None) == self._LOCK_NOT_AVAILABLE
+
+    def is_transient(self, exc: BaseException) -> bool:
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if sqlstate is None:  # psycopg: no server answer at all (a connection failure)
+            return True
+        return sqlstate[:2] in self._TRANSIENT_CLASSES or sqlstate in self._TRANSIENT_STATES
+
+
+_PG_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+SQLITE = SQLiteDialect()
+POSTGRES = PostgresDialect()
+_BY_NAME: dict[str, Dialect] = {SQLITE.name: SQLITE, POSTGRES.name: POSTGRES}
+
+
+def dialect_of(bind: sa.Engine | sa.Connection) -> Dialect:
+    return _BY_NAME[bind.dialect.name]
+
+
+def _dialect_of_error(exc: sa.exc.DBAPIError) -> Dialect:
+    module = type(exc.orig).__module__ if exc.orig is not None else ""
+    return SQLITE if module.startswith("sqlite3") else POSTGRES
+
+
+def is_lock_wait(exc: BaseException) -> bool:
+    """The statement gave up waiting for a lock (PostgreSQL lock_timeout/NOWAIT; SQLite's
+    busy timeout on the write lock)."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    return _dialect_of_error(exc).is_lock_wait(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error of the database or the run, not of the task: a lock timeout, a deadlock, a
+    serialization failure, a lost connection, a lost lease. Never a task's failure."""
+    if isinstance(exc, LeaseLostError):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    return _dialect_of_error(exc).is_transient(exc)

@@ -1,0 +1,71 @@
+"""Per-connector leases: who runs a connector, until when (on the database's clock), which
+task ids the current run holds, and how the last run ended."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.store.db import utcnow
+from syncbus.store.dialect import dialect_of
+from syncbus.store.tables import lease_table
+
+
+def ensure_lease_row(conn: sa.Connection, connector_id: int) -> None:
+    dialect_of(conn).insert_ignore(conn, lease_table, {"connector_id": connector_id})
+
+
+def acquire_lease(conn: sa.Connection, connector_id: int, owner: str, seconds: float) -> bool:
+    """Take the connector's lease if it is free or expired: one atomic UPDATE."""
+    now = dialect_of(conn).now_epoch()
+    t = lease_table
+    result = conn.execute(
+        t.update()
+        .where(
+            t.c.connector_id == connector_id,
+            sa.or_(t.c.owner.is_(None), t.c.expires_at.is_(None), t.c.expires_at < now),
+        )
+        .values(
+            owner=owner,
+            expires_at=now + seconds,
+            run_first_task_id=None,
+            run_last_task_id=None,
+            last_run_started_at=utcnow(),
+        )
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(
+    conn: sa.Connection,
+    connector_id: int,
+    owner: str,
+    seconds: float,
+    **values: Any,
+) -> bool:
+    """Extend the lease (and record the batch in hand); False when it was lost."""
+    now = dialect_of(conn).now_epoch()
+    t = lease_table
+    result = conn.execute(
+        t.update()
+        .where(t.c.connector_id == connector_id, t.c.owner == owner)
+        .values(expires_at=now + seconds, **values)
+    )
+    return result.rowcount == 1
+
+
+def release_lease(conn: sa.Connection, connector_id: int, owner: str, **last_run: Any) -> None:
+    t = lease_table
+    conn.execute(
+        t.update()
+        .where(t.c.connector_id == connector_id, t.c.owner == owner)
+        .values(
+            owner=None,
+            expires_at=None,
+            run_first_task_id=None,
+            run_last_task_id=None,
+            last_run_finished_at=utcnow(),
+            **last_run,
+        )
+    )
