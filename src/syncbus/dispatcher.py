@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
-from syncbus.store.dialect import NOTIFY_CHANNEL
-from syncbus.store.tables import connector_table, task_table
+from syncbus.store import tasks, wakeups
+from syncbus.store.dialect import dialect_of
 
 log = logging.getLogger("syncbus.dispatcher")
 
@@ -71,7 +71,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
-        self._is_pg = bus.engine.dialect.name == "postgresql"
+        # PostgreSQL notifies workers of logged tasks; SQLite is polled.
+        self._notified = dialect_of(bus.engine).notifies
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, connector_name: str | None = None) -> None:
@@ -87,8 +88,8 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="syncbus-worker")
         self.bus.add_task_listener(lambda name, _task_id: self.trigger(name))
         self._spawn(self._loop, "syncbus-dispatcher")
-        if self._is_pg and self.listen:
-            self._spawn(self._listen_pg, "syncbus-listener")
+        if self._notified and self.listen:
+            self._spawn(self._listen, "syncbus-listener")
         if self.initial_pass:
             self.trigger()  # whatever is queued already
 
@@ -131,14 +132,14 @@ class Dispatcher:
             if next_schedule is not None and now >= next_schedule:
                 self.trigger(self.scheduler_connector)
                 next_schedule = now + float(self.scheduler_interval or 0)
-            if not self._is_pg and now >= next_poll:
+            if not self._notified and now >= next_poll:
                 seq = self._task_sequence()
                 if seq != last_seq:
                     last_seq = seq
                     self.trigger()
                 next_poll = now + self.poll_interval
             self._dispatch()
-            deadlines = [next_poll if not self._is_pg else now + 1.0]
+            deadlines = [next_poll if not self._notified else now + 1.0]
             if next_schedule is not None:
                 deadlines.append(next_schedule)
             with self._cond:
@@ -185,46 +186,22 @@ class Dispatcher:
 
     # -- wake-ups -------------------------------------------------------------------------
     def _connectors_with_tasks(self) -> set[str]:
-        c, t = connector_table, task_table
-        stmt = sa.select(c.c.connector_name).where(
-            c.c.enabled.is_(True), c.c.connector_id.in_(sa.select(t.c.connector_id).distinct())
-        )
         try:
             with self.bus.reader.connect() as conn:
-                return {str(n) for n in conn.execute(stmt).scalars()}
+                return tasks.connectors_with_tasks(conn)
         except sa.exc.SQLAlchemyError:
             log.exception("cannot list connectors with tasks")
             return set()
 
     def _task_sequence(self) -> int | None:
-        """SQLite's task-id counter: it moves whenever anyone logs a task."""
-        if self._is_pg:
+        """A number that moves whenever anyone logs a task (SQLite; None on PostgreSQL)."""
+        if self._notified:
             return None
         try:
             with self.bus.reader.connect() as conn:
-                value = conn.exec_driver_sql(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'syncbus_task'"
-                ).scalar()
+                return tasks.log_sequence(conn)
         except sa.exc.SQLAlchemyError:
             return None
-        return None if value is None else int(value)
 
-    def _listen_pg(self) -> None:
-        import psycopg
-
-        url = self.bus.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self.trigger()  # anything logged while we were not listening
-                    backoff = 0.5
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=_LISTEN_TICK):
-                            self.trigger(note.payload or None)
-            except psycopg.Error:
-                log.warning("LISTEN connection lost; reconnecting in %.1fs", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+    def _listen(self) -> None:
+        wakeups.listen(self.bus.engine, self._stop, self.trigger, tick=_LISTEN_TICK)

@@ -9,6 +9,10 @@ If even the careful pass fails in a step the whole batch shares, the batch is ap
 per transaction, so no accepted task can stop a queue without failing visibly itself.
 Transient database errors (lock timeouts, deadlocks, lost connections) are never a task's
 failure: the run ends, nothing it did commits, and the dispatcher tries again.
+
+What a task's process type means (run it, skip it, stop at it; what its failure does) is the
+table in ``syncbus.policies``; every statement on the queue and the leases is in
+``syncbus.store`` (``tasks``, ``leases``, ``logs``).
 """
 
 from __future__ import annotations
@@ -31,27 +35,17 @@ from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
-from syncbus.store.leases import acquire_lease, ensure_lease_row, release_lease, renew_lease
-from syncbus.store.logs import record_task_error, write_event
-from syncbus.store.tables import task_table
+from syncbus.policies import ErrorLog, Policy, Turn, policy
+from syncbus.store import leases, logs, tasks
+from syncbus.store.dialect import is_lock_wait, is_transient
 from syncbus.translation import Resolver
 
-# LeaseLostError (from errors.py) stays importable from here, where it used to live.
+# LeaseLostError (errors.py) and is_transient / is_lock_wait (store.dialect) stay importable
+# from here, where they used to live.
+__all__ = ["LeaseLostError", "Processor", "error_text", "is_lock_wait", "is_transient"]
 log = logging.getLogger("syncbus.engine")
 
 ProgressCallback = Callable[[ProcessResult], None]
-
-_TASK_COLUMNS = (
-    task_table.c.task_id,
-    task_table.c.task_type,
-    task_table.c.data_type,
-    task_table.c.process_type,
-    task_table.c.object_type,
-    task_table.c.site_name,
-    task_table.c.title,
-    task_table.c.data,
-    task_table.c.error_message,
-)
 
 
 class _FastPathFailed(Exception):
@@ -78,46 +72,6 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, SyncBusError):
         return readable(str(exc))
     return readable(f"{type(exc).__name__}: {exc}")
-
-
-_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o")
-_PG_LOCK_NOT_AVAILABLE = "55P03"
-_PG_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_PG_TRANSIENT_STATES = frozenset({_PG_LOCK_NOT_AVAILABLE, "25P03"})
-
-
-def is_lock_wait(exc: BaseException) -> bool:
-    """The statement gave up waiting for a lock (PostgreSQL lock_timeout/NOWAIT; SQLite's
-    busy timeout on the write lock)."""
-    if not isinstance(exc, sa.exc.OperationalError):
-        return False
-    orig = exc.orig
-    if type(orig).__module__.startswith("sqlite3"):
-        return "locked" in str(orig).lower() or "busy" in str(orig).lower()
-    return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
-
-
-def is_transient(exc: BaseException) -> bool:
-    """An error of the database or the run, not of the task: a lock timeout, a deadlock, a
-    serialization failure, a lost connection, a lost lease. Never a task's failure."""
-    if isinstance(exc, LeaseLostError):
-        return True
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
-        return True
-    if not isinstance(exc, sa.exc.OperationalError):
-        return False
-    if type(exc.orig).__module__.startswith("sqlite3"):
-        # SQLite also says OperationalError for "no such table": the task's problem.
-        return any(word in str(exc.orig).lower() for word in _SQLITE_TRANSIENT)
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate is None:  # psycopg: no server answer at all (a connection failure)
-        return True
-    # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),
-    # operator intervention (shutdown, cancel), system errors; a lock or idle timeout. Not
-    # "program limit exceeded" (a value too big for an index): that one is the task's.
-    return sqlstate[:2] in _PG_TRANSIENT_CLASSES or sqlstate in _PG_TRANSIENT_STATES
 
 
 @dataclass
@@ -169,13 +123,6 @@ class Processor:
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.lease_seconds = lease_seconds
-        self._pg = db.dialect.name == "postgresql"
-        size = sa.func.octet_length if self._pg else sa.func.length
-        self._size = (
-            size(task_table.c.data)
-            if self._pg
-            else size(sa.cast(task_table.c.data, sa.LargeBinary))
-        )
 
     # -- one run ------------------------------------------------------------------------
     def run(
@@ -194,8 +141,8 @@ class Processor:
         owner = f"{uuid.uuid4().hex}"
         try:
             with self.db.begin() as conn:
-                ensure_lease_row(conn, connector_id)
-                won = acquire_lease(conn, connector_id, owner, self.lease_seconds)
+                leases.ensure_lease_row(conn, connector_id)
+                won = leases.acquire_lease(conn, connector_id, owner, self.lease_seconds)
         except sa.exc.DBAPIError as exc:
             if not is_transient(exc):
                 raise
@@ -234,7 +181,7 @@ class Processor:
             return
         try:
             with self.db.begin() as conn:
-                write_event(
+                logs.write_event(
                     conn,
                     "Integration",
                     "PROCESSEXTERNAL",
@@ -246,7 +193,7 @@ class Processor:
     def _release(self, connector_id: int, owner: str, result: ProcessResult) -> None:
         try:
             with self.db.begin() as conn:
-                release_lease(
+                leases.release_lease(
                     conn,
                     connector_id,
                     owner,
@@ -262,19 +209,7 @@ class Processor:
         first, no more than ``batch_bytes`` of stored payload (a run's memory stays bounded
         whatever the size of the tasks). Recorded on the lease, so readers see them running."""
         with self.db.begin() as conn:
-            rows = conn.execute(
-                sa.select(task_table.c.task_id, self._size)
-                .where(task_table.c.connector_id == connector_id, task_table.c.task_id > cursor)
-                .order_by(task_table.c.task_id)
-                .limit(self.batch_size)
-            ).all()
-            ids: list[int] = []
-            total = 0
-            for task_id, size in rows:
-                total += int(size or 0)
-                if ids and total > self.batch_bytes:
-                    break
-                ids.append(int(task_id))
+            ids = tasks.next_ids(conn, connector_id, cursor, self.batch_size, self.batch_bytes)
             if ids:
                 self._fence(
                     conn, connector_id, owner, run_first_task_id=ids[0], run_last_task_id=ids[-1]
@@ -357,7 +292,7 @@ class Processor:
         """Renew the lease (recording ``values`` on it), or raise if the run lost it. As a
         batch's last statement, it commits the batch only while this run owns the lease; the
         lease row is locked from there to the commit, never across the batch."""
-        if not renew_lease(conn, connector_id, owner, self.lease_seconds, **values):
+        if not leases.renew_lease(conn, connector_id, owner, self.lease_seconds, **values):
             raise LeaseLostError("the lease was lost before the batch was applied")
 
     def _apply_isolated(
@@ -372,8 +307,7 @@ class Processor:
         """The last resort: one transaction per task; a task whose own transaction still
         fails is failed alone, by its process type, in a transaction of its own."""
         with self.db.connect() as conn:
-            stmt = _in_batch(sa.select(task_table.c.task_id), connector_id, after, upto)
-            ids = conn.execute(stmt).scalars().all()
+            ids = tasks.ids_in_range(conn, connector_id, after, upto)
         outcome = _Outcome(last_id=after)
         previous = after
         for task_id in ids:
@@ -398,25 +332,15 @@ class Processor:
     ) -> _Outcome:
         tally = _tally(result)
         with self.db.begin() as conn:
-            row = conn.execute(
-                sa.select(*_TASK_COLUMNS).where(task_table.c.task_id == task_id)
-            ).first()
+            row = tasks.row(conn, task_id)
             if row is None:
                 return _Outcome(last_id=task_id)
-            stop, drop = self._failed(conn, row, _process_type(row), error, tally)
+            stop, drop = self._failed(conn, row, policy(_process_type(row)), error, tally)
             if drop:
-                conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
+                tasks.remove(conn, [task_id])
             self._fence(conn, connector_id, owner)
         self._committed(result, tally)
         return _Outcome(stop=stop, last_id=task_id)
-
-    def _load_batch(
-        self, conn: sa.Connection, connector_id: int, after: int, upto: int
-    ) -> list[sa.Row[Any]]:
-        stmt = _in_batch(sa.select(*_TASK_COLUMNS), connector_id, after, upto)
-        if self._pg:  # an admin action holding a task: try again shortly, never wait on it
-            stmt = stmt.with_for_update(nowait=True)
-        return list(conn.execute(stmt))
 
     def _prefetch(
         self,
@@ -455,17 +379,13 @@ class Processor:
         stop: threading.Event,
         careful: bool = True,
     ) -> _Outcome:
-        rows = self._load_batch(conn, connector_id, after, upto)
+        rows = tasks.load_batch(conn, connector_id, after, upto)
         # Tasks that failed before will likely fail again: go careful at once.
         careful = careful or any(row.error_message is not None for row in rows)
         sites = self.applier.site_ids(conn)
-        payloads: dict[int, Payload | CorruptTaskError] = {}
-        for row in rows:
-            try:
-                payloads[row.task_id] = decode(row.data)
-            except CorruptTaskError as exc:
-                payloads[row.task_id] = exc
+        payloads = {row.task_id: _decode(row.data) for row in rows}
         resolver, targets = self._prefetch(conn, rows, payloads, sites, careful)
+        batch = _Batch(conn, resolver, sites, targets, careful)
         outcome = _Outcome(last_id=after)
         done: list[int] = []
         for row in rows:
@@ -473,76 +393,84 @@ class Processor:
                 outcome.stop = True
                 break
             outcome.last_id = row.task_id
-            ptype = _process_type(row)
-            if ptype is ProcessType.ERROR:
-                result.stopped = True
-                result.error = row.error_message
-                outcome.stop = True
-                break
-            if ptype is ProcessType.SKIP_ONCE:
-                conn.execute(
-                    task_table.update()
-                    .where(task_table.c.task_id == row.task_id)
-                    .values(process_type=ProcessType.DEFAULT.value)
-                )
-                result.skipped += 1
-                continue
-            if not careful:
-                payload = payloads[row.task_id]
-                if not isinstance(payload, Payload):
-                    raise _FastPathFailed
-                try:
-                    self.applier.apply(conn, row, payload, resolver, sites, targets)
-                except Exception as exc:
-                    if is_transient(exc):
-                        raise
-                    raise _FastPathFailed from exc
-                done.append(row.task_id)
-                result.applied += 1
-                result.applied_ids.append(row.task_id)
-                continue
-            error = self._try_apply(conn, row, payloads[row.task_id], resolver, sites, targets)
-            if error is None:
-                done.append(row.task_id)
-                result.applied += 1
-                result.applied_ids.append(row.task_id)
-                continue
-            stop_here, drop = self._failed(conn, row, ptype, error, result)
-            if drop:
+            stop_here, remove = self._turn(batch, row, payloads[row.task_id], result)
+            if remove:
                 done.append(row.task_id)
             if stop_here:
                 outcome.stop = True
                 break
-        if done:
-            conn.execute(task_table.delete().where(task_table.c.task_id.in_(done)))
+        tasks.remove(conn, done)
         return outcome
+
+    def _turn(
+        self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError, result: _Tally
+    ) -> tuple[bool, bool]:
+        """One task's turn, by its process type's policy: (stop the run?, take it out?)."""
+        rule = policy(_process_type(row))
+        if rule.turn is Turn.STOP:
+            result.stopped = True
+            result.error = row.error_message
+            return True, False
+        if rule.turn is Turn.SKIP:
+            tasks.set_process_type(batch.conn, row.task_id, rule.after_skip or ProcessType.DEFAULT)
+            result.skipped += 1
+            return False, False
+        if batch.careful:
+            error = self._try_apply(
+                batch.conn, row, payload, batch.resolver, batch.sites, batch.targets
+            )
+        else:
+            error = self._apply_fast(batch, row, payload)
+        if error is None:
+            result.applied += 1
+            result.applied_ids.append(row.task_id)
+            return False, True
+        return self._failed(batch.conn, row, rule, error, result)
+
+    def _apply_fast(
+        self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError
+    ) -> str | None:
+        """The optimistic pass: no SAVEPOINT; any failure of the task's own sends the whole
+        batch down the careful way (``_FastPathFailed``), so this never returns an error."""
+        if not isinstance(payload, Payload):
+            raise _FastPathFailed
+        try:
+            self.applier.apply(batch.conn, row, payload, batch.resolver, batch.sites, batch.targets)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise _FastPathFailed from exc
+        return None
 
     @staticmethod
     def _failed(
-        conn: sa.Connection, row: Any, ptype: ProcessType, error: str, result: _Tally
+        conn: sa.Connection, row: Any, rule: Policy, error: str, result: _Tally
     ) -> tuple[bool, bool]:
-        """A task failed: act by its process type. (stop the run?, drop the task?)"""
+        """A task failed in a run: act by its process type's policy. (stop the run?, drop
+        the task?)"""
         result.failed += 1
         result.error = error
         result.failures.append((row.task_id, error))
-        if ptype is ProcessType.SKIP_ON_ERROR:
-            record_task_error(
-                conn, row.task_id, error, set_error_state=False, collapse_repeats=True
-            )
-            return False, False
-        if ptype is ProcessType.DELETE_ON_ERROR:
-            result.deleted += 1
-            write_event(
+        if rule.log is ErrorLog.EVENT:
+            logs.write_event(
                 conn,
                 "Integration",
                 "DELETEONERROR",
                 f"task {row.task_id} '{row.title}' was deleted after it failed: {error}",
             )
-            return False, True
-        # DEFAULT (or anything else): a sticky ERROR that blocks the connector
-        record_task_error(conn, row.task_id, error, set_error_state=True)
-        result.stopped = True
-        return True, False
+        else:
+            logs.record_task_error(
+                conn,
+                row.task_id,
+                error,
+                set_error_state=rule.becomes_error,
+                collapse_repeats=rule.collapse_repeats,
+            )
+        if rule.drop:
+            result.deleted += 1
+        if rule.stop:
+            result.stopped = True
+        return rule.stop, rule.drop
 
     def _try_apply(
         self,
@@ -576,41 +504,40 @@ class Processor:
         """Run one (locked) task now: success removes it; failure logs the error and keeps
         the task's process type, except that DEFAULT becomes ERROR."""
         sites = self.applier.site_ids(conn)
-        try:
-            payload: Payload | CorruptTaskError = decode(row.data)
-        except CorruptTaskError as exc:
-            payload = exc
         resolver = Resolver(conn, self.registry, sites)
-        error = self._try_apply(conn, row, payload, resolver, sites)
+        error = self._try_apply(conn, row, _decode(row.data), resolver, sites)
         if error is None:
-            conn.execute(task_table.delete().where(task_table.c.task_id == row.task_id))
+            tasks.remove(conn, [row.task_id])
             return True, None
-        record_task_error(
-            conn,
-            row.task_id,
-            error,
-            set_error_state=_process_type(row) is ProcessType.DEFAULT,
+        rule = policy(_process_type(row))
+        logs.record_task_error(
+            conn, row.task_id, error, set_error_state=rule.sync_failure_becomes_error
         )
         return False, error
 
     def lock_task(self, conn: sa.Connection, task_id: int) -> Any:
         """The task's row, locked for an admin action without waiting (PostgreSQL: NOWAIT;
         the caller turns the lock error into ``TaskBusyError``). None when it is not queued."""
-        stmt = sa.select(*_TASK_COLUMNS, task_table.c.connector_id).where(
-            task_table.c.task_id == task_id
-        )
-        if self._pg:
-            stmt = stmt.with_for_update(nowait=True)
-        return conn.execute(stmt).first()
+        return tasks.lock_row(conn, task_id)
 
 
-def _in_batch(stmt: sa.Select[Any], connector_id: int, after: int, upto: int) -> sa.Select[Any]:
-    """The connector's tasks with ids in (after, upto], in order."""
-    return stmt.where(
-        task_table.c.connector_id == connector_id,
-        task_table.c.task_id > after,
-        task_table.c.task_id <= upto,
-    ).order_by(task_table.c.task_id)
+@dataclass
+class _Batch:
+    """What every task of a batch shares: the transaction, the resolved translations, the
+    sites, the prefetched targets, and whether each task gets a SAVEPOINT (careful)."""
+
+    conn: sa.Connection
+    resolver: Resolver
+    sites: dict[str, int]
+    targets: TargetCache | None
+    careful: bool
+
+
+def _decode(data: str) -> Payload | CorruptTaskError:
+    try:
+        return decode(data)
+    except CorruptTaskError as exc:
+        return exc
 
 
 def _process_type(row: Any) -> ProcessType:
@@ -643,7 +570,9 @@ class _Heartbeat:
         while not self._done.wait(interval):
             try:
                 with self.processor.db.begin() as conn:
-                    renew_lease(conn, self.connector_id, self.owner, self.processor.lease_seconds)
+                    leases.renew_lease(
+                        conn, self.connector_id, self.owner, self.processor.lease_seconds
+                    )
             except sa.exc.SQLAlchemyError:
                 continue  # the next beat or batch tries again; fencing catches a real loss
 
