@@ -14,6 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from syncbus.store.dialect import dialect_of
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x5359_4E43  # "SYNC": advisory lock id for schema upgrades
 
@@ -43,8 +45,7 @@ def upgrade(engine: sa.Engine) -> bool:
         if current_revision(probe) == head:
             return False
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        dialect_of(conn).serialize(conn, _LOCK_KEY)
         if current_revision(conn) == head:
             return False
         cfg = alembic_config()
