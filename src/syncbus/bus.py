@@ -189,15 +189,10 @@ class IntegrationBus:
         idempotency_key: str | None = None,
     ) -> int | None:
         """Log an incoming task; returns its id, or None if the connector skipped the object."""
-        return self.intake.log(
-            connector_name,
-            external_obj,
-            process_type=process_type,
-            task_type=task_type,
-            data_type=data_type,
-            site_name=site_name,
-            idempotency_key=idempotency_key,
-        ).task_id
+        task = TaskRequest(
+            external_obj, process_type, task_type, data_type, site_name, idempotency_key
+        )
+        return self.intake.log(connector_name, task).task_id
 
     def log_tasks(self, connector_name: str, tasks: list[TaskRequest]) -> list[LogOutcome]:
         """Log several tasks of one connector, all or nothing (one transaction)."""

@@ -78,6 +78,21 @@ class Dialect:
     def notify(self, conn: sa.Connection, payload: str) -> None:
         """Wake listening workers when the transaction commits (where the backend can)."""
 
+    def xact_lock(self, space: int, key: sa.ColumnElement[int]) -> sa.ColumnElement[Any] | None:
+        """An expression that, selected, holds the lock ``(space, key)`` until the transaction
+        ends; None where the write lock BEGIN IMMEDIATE took serialises writers already."""
+        return None
+
+    def notify_expr(self, payload: sa.ColumnElement[str]) -> sa.ColumnElement[Any] | None:
+        """An expression that, selected, does what ``notify`` does; None where workers poll."""
+        return None
+
+    def returning_ids(self, stmt: sa.Insert, column: sa.Column[int]) -> sa.Insert:
+        """A multi-row INSERT returning the new ids, which ascend in the rows' order (sort
+        them to match the rows). SQLite: AUTOINCREMENT under the write lock numbers the rows
+        in VALUES order; asking for the order would make SQLAlchemy insert row by row."""
+        return stmt.returning(column)
+
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         """Switch the connection to single-statement reads outside any transaction (the
         checks before logging), and back. Call ``conn.rollback()`` before switching back."""
@@ -146,6 +161,16 @@ class PostgresDialect(Dialect):
 
     def notify(self, conn: sa.Connection, payload: str) -> None:
         conn.execute(_PG_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": payload})
+
+    def xact_lock(self, space: int, key: sa.ColumnElement[int]) -> sa.ColumnElement[Any] | None:
+        return sa.func.pg_advisory_xact_lock(space, key)
+
+    def notify_expr(self, payload: sa.ColumnElement[str]) -> sa.ColumnElement[Any] | None:
+        return sa.func.pg_notify(NOTIFY_CHANNEL, payload)
+
+    def returning_ids(self, stmt: sa.Insert, column: sa.Column[int]) -> sa.Insert:
+        # One INSERT ... SELECT ... ORDER BY: the sequence draws the ids in the rows' order.
+        return stmt.returning(column, sort_by_parameter_order=True)
 
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         level = "AUTOCOMMIT" if on else conn.default_isolation_level

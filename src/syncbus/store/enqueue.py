@@ -1,0 +1,198 @@
+"""Logging's SQL: the checks before a task is logged, the task rows' INSERTs, the connector's
+logging lock, the NOTIFY that wakes workers, and idempotency keys.
+
+Intake (``syncbus.intake``) decides what to log; this module writes it. Statements are built
+once, at import, for each backend (``syncbus.store.dialect``).
+
+PostgreSQL: task ids come from a sequence at INSERT but become visible at COMMIT, so two
+concurrent loggers could commit out of id order, and a run could pass a lower id before it is
+visible. A connector's inserts are serialised until commit by a transaction-scoped advisory
+lock (released when the transaction ends), which keeps ids in commit order. Where it can, the
+lock is taken in the INSERT's own statement, with the NOTIFY: one round trip per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.store.dialect import POSTGRES, SQLITE, Dialect, dialect_of
+from syncbus.store.switches import flag, setting_expr
+from syncbus.store.tables import connector_table as ct
+from syncbus.store.tables import idempotency_table as keys
+from syncbus.store.tables import task_table
+
+_LOG_LOCK = 0x5342  # advisory lock class for logging, keyed by connector id
+
+# The keys of a task row to insert (``insert_task``, ``insert_tasks``).
+TASK_COLUMNS = (
+    "connector_id",
+    "task_type",
+    "data_type",
+    "process_type",
+    "object_type",
+    "class_name",
+    "title",
+    "site_name",
+    "created_at",
+    "data",
+    "idempotency_key",
+    "error_message",
+)
+
+
+# Lengths of the columns the logging call writes or compares, read from the schema.
+def _length(column: sa.Column[Any]) -> int:
+    assert isinstance(column.type, sa.String) and column.type.length
+    return column.type.length
+
+
+NAME_MAX = _length(ct.c.connector_name)
+SITE_MAX = _length(task_table.c.site_name)
+KEY_MAX = _length(keys.c.idempotency_key)
+
+
+@dataclass(frozen=True)
+class LogState:
+    """What a logging call checks before it runs the connector's code."""
+
+    integration_enabled: bool
+    log_external: bool
+    connector_id: int | None
+    connector_enabled: bool
+    site_exists: bool
+    existing_task_id: int | None  # the task logged earlier with the same idempotency key
+
+
+SiteLookup = Callable[[sa.BindParameter[str]], sa.ScalarSelect[Any]]
+
+
+def state_query(site_id: SiteLookup) -> sa.Select[Any]:
+    """One round trip for every check a logging call makes (build it once, read it with
+    ``read_state``). ``site_id`` gives the content layer's subquery of a site's id by name."""
+    name = sa.bindparam("name", type_=sa.String())
+    key = sa.bindparam("key", type_=sa.String())
+    cid = sa.select(ct.c.connector_id).where(ct.c.connector_name == name).scalar_subquery()
+    return sa.select(
+        setting_expr("integration_enabled").label("ie"),
+        setting_expr("log_external").label("le"),
+        cid.label("cid"),
+        sa.select(ct.c.enabled).where(ct.c.connector_name == name).scalar_subquery().label("cen"),
+        site_id(sa.bindparam("site", type_=sa.String())).label("sid"),
+        sa.select(keys.c.task_id)
+        .where(keys.c.connector_id == cid, keys.c.idempotency_key == key)
+        .scalar_subquery()
+        .label("existing"),
+    )
+
+
+def read_state(
+    conn: sa.Connection,
+    query: sa.Select[Any],
+    connector_name: str,
+    site_name: str | None,
+    key: str | None,
+) -> LogState:
+    row = conn.execute(query, {"name": connector_name, "site": site_name, "key": key}).one()
+    return LogState(
+        integration_enabled=flag(row.ie),
+        log_external=flag(row.le),
+        connector_id=row.cid,
+        connector_enabled=bool(row.cen),
+        site_exists=row.sid is not None,
+        existing_task_id=row.existing,
+    )
+
+
+_INSERT_TASK = task_table.insert().returning(task_table.c.task_id)
+_KEY_LOOKUP = sa.select(keys.c.task_id).where(
+    keys.c.connector_id == sa.bindparam("connector_id", type_=sa.Integer()),
+    keys.c.idempotency_key == sa.bindparam("idempotency_key", type_=sa.String()),
+)
+
+
+class _Statements:
+    """One backend's logging statements."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        connector_id = sa.bindparam("connector_id", type_=sa.Integer())
+        lock = dialect.xact_lock(_LOG_LOCK, connector_id)
+        notify = dialect.notify_expr(sa.bindparam("connector_name", type_=sa.String()))
+        self.lock = None if lock is None else sa.select(lock)
+        # Lock, insert and NOTIFY in one statement, where the backend has both.
+        self.insert_notify = (
+            None if lock is None or notify is None else _insert_notify(lock, notify)
+        )
+        self.insert_many = dialect.returning_ids(task_table.insert(), task_table.c.task_id)
+        self.claim_key = dialect.insert(keys).on_conflict_do_nothing().returning(keys.c.task_id)
+
+
+def _insert_notify(lock: sa.ColumnElement[Any], notify: sa.ColumnElement[Any]) -> Any:
+    """The row is selected FROM the lock, so the lock is held before the INSERT draws the
+    task id from its sequence."""
+    held = sa.select(lock.label("locked")).cte("lock")
+    row = sa.select(
+        *(sa.bindparam(c, type_=task_table.c[c].type).label(c) for c in TASK_COLUMNS)
+    ).select_from(held)
+    ins = (
+        task_table.insert()
+        .from_select(list(TASK_COLUMNS), row)
+        .returning(task_table.c.task_id)
+        .cte("ins")
+    )
+    return sa.select(ins.c.task_id, notify).select_from(ins)
+
+
+_BY_DIALECT: dict[Dialect, _Statements] = {d: _Statements(d) for d in (SQLITE, POSTGRES)}
+
+
+def insert_tasks(conn: sa.Connection, connector_name: str, rows: list[dict[str, Any]]) -> list[int]:
+    """Several tasks of one connector (none with an idempotency key) in one multi-row INSERT,
+    under the connector's logging lock; their ids in the rows' order. NOTIFYs the workers."""
+    dialect = dialect_of(conn)
+    st = _BY_DIALECT[dialect]
+    if st.lock is not None:
+        conn.execute(st.lock, {"connector_id": rows[0]["connector_id"]})
+    ids = sorted(int(i) for i in conn.execute(st.insert_many, rows).scalars())
+    dialect.notify(conn, connector_name)
+    return ids
+
+
+def insert_task(
+    conn: sa.Connection,
+    connector_name: str,
+    row: dict[str, Any],
+    *,
+    notify: bool,
+    locked: bool,
+) -> int:
+    """One task; its id. Takes the connector's logging lock unless ``locked`` says this
+    transaction holds it. With ``notify``, also NOTIFYs the workers (in the same statement)."""
+    st = _BY_DIALECT[dialect_of(conn)]
+    if notify and st.insert_notify is not None:
+        params = {**row, "connector_name": connector_name}
+        return int(conn.execute(st.insert_notify, params).scalar_one())
+    if not locked and st.lock is not None:
+        conn.execute(st.lock, {"connector_id": row["connector_id"]})
+    task_id = int(conn.execute(_INSERT_TASK, row).scalar_one())
+    if notify:
+        notify_workers(conn, connector_name)
+    return task_id
+
+
+def notify_workers(conn: sa.Connection, connector_name: str) -> None:
+    """Wake the connector's workers when the transaction commits (where the backend can)."""
+    dialect_of(conn).notify(conn, connector_name)
+
+
+def claim_key(conn: sa.Connection, row: dict[str, Any], task_id: int) -> int | None:
+    """Record the task's idempotency key; the first task's id when the key was taken (the
+    key's primary key serialises concurrent twins)."""
+    key = {"connector_id": row["connector_id"], "idempotency_key": row["idempotency_key"]}
+    claim = {**key, "task_id": task_id, "created_at": row["created_at"]}
+    if conn.execute(_BY_DIALECT[dialect_of(conn)].claim_key, claim).scalar() is not None:
+        return None
+    return int(conn.execute(_KEY_LOOKUP, key).scalar_one())
