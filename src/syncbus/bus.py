@@ -1,8 +1,8 @@
 """The ``IntegrationBus`` facade: wires the store, the type registry, the connectors, intake
 and processing (``syncbus.engine``).
 
-It also still holds SQL of its own: the processing switches, the admin actions on one task
-(synchronize, delete) and the reads of the Python API (tasks, logs, objects, pages).
+It also still holds SQL of its own: the processing switches and the admin actions on one task
+(synchronize, delete). The reads of the queue go through ``syncbus.store.reads``.
 """
 
 from __future__ import annotations
@@ -39,15 +39,12 @@ from syncbus.hooks import Hooks, TaskLogged
 from syncbus.intake import Intake, LogOutcome, TaskRequest
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
-from syncbus.store import migrate
-from syncbus.store.db import BUSY_TIMEOUT, as_utc, make_engine, utcnow
+from syncbus.store import migrate, reads
+from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of
-from syncbus.store.reads import task_joined
 from syncbus.store.switches import flag, read_setting
 from syncbus.store.tables import (
     connector_table,
-    event_log_table,
-    sync_log_table,
     task_table,
     type_table,
 )
@@ -127,12 +124,9 @@ class IntegrationBus:
                 )
 
     def _load_declaration(self, kind: str, name: str) -> dict[str, Any] | None:
-        t = type_table
         try:
             with self.reader.connect() as conn:
-                raw = conn.execute(
-                    sa.select(t.c.declaration).where(t.c.kind == kind, t.c.name == name)
-                ).scalar()
+                raw = reads.type_declaration(conn, kind, name)
         except sa.exc.DBAPIError:  # no schema yet
             return None
         return None if raw is None else dict(json.loads(raw))
@@ -317,29 +311,7 @@ class IntegrationBus:
                 "try again in a moment"
             ) from exc
 
-    # -- reading the queue ----------------------------------------------------------------
-    def _task_query(self) -> sa.Select[Any]:
-        return task_joined(task_table)
-
-    @staticmethod
-    def _task_info(row: Any) -> TaskInfo:
-        return TaskInfo(
-            task_id=int(row.task_id),
-            connector_name=row.connector_name,
-            task_type=TaskType.parse(row.task_type),
-            data_type=TaskDataType.parse(row.data_type),
-            process_type=ProcessType.parse(row.process_type),
-            object_type=row.object_type,
-            class_name=row.class_name,
-            title=row.title,
-            site_name=row.site_name,
-            created_at=as_utc(row.created_at),  # type: ignore[arg-type]
-            error_message=row.error_message,
-            last_run_at=as_utc(row.last_run_at),
-            is_running=bool(row.is_running),
-            idempotency_key=row.idempotency_key,
-        )
-
+    # -- reading the queue (statements in syncbus.store.reads) -----------------------------
     def list_tasks(
         self,
         connector_name: str | None = None,
@@ -351,61 +323,30 @@ class IntegrationBus:
 
         ``after`` and ``limit`` page through a long queue by key (ids greater than ``after``).
         """
-        stmt = self._task_query().order_by(task_table.c.task_id)
-        if connector_name is not None:
-            stmt = stmt.where(connector_table.c.connector_name == connector_name)
-        if after is not None:
-            stmt = stmt.where(task_table.c.task_id > after)
-        if limit is not None:
-            stmt = stmt.limit(limit)
+        flt = reads.TaskFilter(connector=connector_name)
         with self.reader.connect() as conn:
-            return [self._task_info(r) for r in conn.execute(stmt)]
+            return reads.tasks(conn, flt, cursor=after, limit=limit)
 
     def get_task(self, task_id: int) -> TaskInfo | None:
-        stmt = self._task_query().where(task_table.c.task_id == task_id)
         with self.reader.connect() as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else self._task_info(row)
+            return reads.task(conn, task_id)
 
     def get_task_data(self, task_id: int) -> str | None:
         """The stored payload (JSON) of a task: the internal object and translation records."""
         with self.reader.connect() as conn:
-            value = conn.execute(
-                sa.select(task_table.c.data).where(task_table.c.task_id == task_id)
-            ).scalar()
-        return None if value is None else str(value)
+            return reads.task_data(conn, task_id)
 
     def queue_size(self, connector_name: str | None = None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(task_table)
-        if connector_name is not None:
-            stmt = stmt.join(connector_table).where(
-                connector_table.c.connector_name == connector_name
-            )
         with self.reader.connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            return reads.count_tasks(conn, reads.TaskFilter(connector=connector_name))
 
     def task_log(self, task_id: int) -> list[SyncLogEntry]:
-        t = sync_log_table
-        stmt = sa.select(t.c.time, t.c.error_message).where(t.c.task_id == task_id)
         with self.reader.connect() as conn:
-            rows = conn.execute(stmt.order_by(t.c.log_id)).all()
-        return [SyncLogEntry(as_utc(r.time), r.error_message) for r in rows]  # type: ignore[arg-type]
+            return reads.task_log(conn, task_id)
 
     def event_log(self) -> list[EventLogEntry]:
-        t = event_log_table
         with self.reader.connect() as conn:
-            rows = conn.execute(sa.select(t).order_by(t.c.event_id)).all()
-        return [
-            EventLogEntry(
-                time=as_utc(r.time),  # type: ignore[arg-type]
-                source=r.source,
-                code=r.code,
-                message=r.message,
-                event_type=r.event_type,
-                event_id=int(r.event_id),
-            )
-            for r in rows
-        ]
+            return reads.events(conn)
 
     # -- reading content ------------------------------------------------------------------
     def _site_id(self, conn: sa.Connection, site_name: str) -> int:

@@ -22,7 +22,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.errors import SyncBusError
 from syncbus.model import InternalObject
 from syncbus.payload import PAGE_RECORD, Payload, decode
-from syncbus.store.tables import task_table
+from syncbus.store import reads
 from syncbus.translation import Resolver
 
 TRIGGER = "Cannot translate columns"
@@ -46,13 +46,8 @@ class Missing(NamedTuple):
 
 def fix_hint(engine: sa.Engine, registry: TypeRegistry, task_id: int) -> str | None:
     """What the operator should synchronize first, or None when nothing queued is the fix."""
-    t = task_table
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(t.c.connector_id, t.c.site_name, t.c.error_message, t.c.data).where(
-                t.c.task_id == task_id
-            )
-        ).first()
+        row = reads.failed_task(conn, task_id)
         if row is None or TRIGGER not in (row.error_message or ""):
             return None
         try:
@@ -108,30 +103,17 @@ def queued_creator(
     conn: sa.Connection, registry: TypeRegistry, connector_id: int, task_id: int, missing: Missing
 ) -> int | None:
     """The first queued task of the connector (other than ``task_id``) that creates ``missing``."""
-    t = task_table
-    # The cheap columns first (the type, or a SNAPSHOT whose children may hold it), then the
-    # JSON text of the code name in the payload, before anything is decoded.
-    needle = json.dumps(missing.code)
-    kind: sa.ColumnElement[bool]
-    if missing.object_type == PAGE_RECORD:
-        kind = t.c.class_name.is_not(None)
-        text = t.c.data.icontains(needle, autoescape=True)  # a GUID in either case
-    else:
-        kind = sa.or_(t.c.object_type == missing.object_type, t.c.data_type == "Snapshot")
-        text = t.c.data.contains(needle, autoescape=True)
-    stmt = (
-        sa.select(t.c.task_id, t.c.site_name, t.c.data)
-        .where(
-            t.c.connector_id == connector_id,
-            t.c.task_id != task_id,
-            t.c.task_type.in_(_UPSERTS),
-            kind,
-            text,
-        )
-        .order_by(t.c.task_id)
-        .limit(_MAX_CANDIDATES)
+    page = missing.object_type == PAGE_RECORD
+    candidates = reads.upsert_candidates(
+        conn,
+        connector_id,
+        task_id,
+        object_type=None if page else missing.object_type,
+        needle=json.dumps(missing.code),
+        upserts=_UPSERTS,
+        limit=_MAX_CANDIDATES,
     )
-    for cand in conn.execute(stmt):
+    for cand in candidates:
         try:
             payload = decode(cand.data)
             if _creates(registry, payload, cand.site_name, missing):

@@ -1,8 +1,10 @@
-"""Read queries for operators (the admin UI): the queue by filter and key, connector statistics,
-the blockers, one task in detail, the event log. SQLAlchemy Core on the bus's reader engine.
+"""What operators read (the admin UI, the CLI): the queue by filter and key, connector
+statistics, the blockers, one task in detail, the event log. The statements live in
+``syncbus.store.reads``; this module shapes their answers into pages and adds the fix hint.
 
-Every list is paged by key (``task_id > :cursor ORDER BY task_id LIMIT n``), never by OFFSET,
-so a page deep in a queue of 100,000 tasks costs what the first page costs.
+Every list is paged by key (ids past a cursor, in order, ``limit + 1`` rows to know whether
+there is more), never by OFFSET, so a page deep in a queue of 100,000 tasks costs what the
+first page costs.
 """
 
 from __future__ import annotations
@@ -13,83 +15,50 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import sqlalchemy as sa
-
 from syncbus.bus import IntegrationBus
-from syncbus.enums import ProcessType
 from syncbus.fixhint import fix_hint
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
-from syncbus.store.db import as_utc, utcnow
-from syncbus.store.reads import task_joined
+from syncbus.store import reads
+from syncbus.store.db import as_utc
+from syncbus.store.reads import STATES, Items, State, TaskFilter
 from syncbus.store.switches import flag
-from syncbus.store.tables import (
-    connector_table,
-    event_log_table,
-    lease_table,
-    setting_table,
-    task_table,
-    type_table,
-)
+from syncbus.store.switches import read_settings as _read_settings
 
-State = Literal["", "pending", "failed", "blocked"]
+__all__ = [
+    "STATES",
+    "Blocker",
+    "ConnectorStats",
+    "EventPage",
+    "Items",
+    "State",
+    "TaskDetail",
+    "TaskFilter",
+    "TaskPage",
+    "TaskRow",
+    "blockers",
+    "connector_names",
+    "connector_stats",
+    "count_tasks",
+    "event_page",
+    "matching_tasks",
+    "read_settings",
+    "task_detail",
+    "task_page",
+    "task_row",
+    "tasks_by_id",
+    "type_names",
+    "with_hint",
+]
+
 Sort = Literal["asc", "desc"]
-STATES: tuple[State, ...] = ("", "pending", "failed", "blocked")
 SETTING_KEYS = ("integration_enabled", "log_external", "process_external")
-
-
-@dataclass(frozen=True)
-class TaskFilter:
-    """Which queued tasks: by connector, state, object type or page type, text in the title."""
-
-    connector: str | None = None
-    state: State = ""
-    type: str | None = None
-    text: str | None = None
-
-    def clauses(self) -> list[sa.ColumnElement[bool]]:
-        t, c = task_table, connector_table
-        out: list[sa.ColumnElement[bool]] = []
-        if self.connector:
-            cid = sa.select(c.c.connector_id).where(c.c.connector_name == self.connector)
-            out.append(t.c.connector_id == cid.scalar_subquery())
-        if self.state == "pending":
-            out.append(t.c.error_message.is_(None))
-        elif self.state == "failed":
-            out.append(t.c.error_message.is_not(None))
-        elif self.state == "blocked":
-            out.append(t.c.process_type == ProcessType.ERROR.value)
-        if self.type:
-            out.append(sa.or_(t.c.object_type == self.type, t.c.class_name == self.type))
-        if self.text:
-            out.append(t.c.title.icontains(self.text, autoescape=True))
-        return out
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    """One line of the task list (without the payload)."""
-
-    task_id: int
-    connector_name: str
-    task_type: str
-    process_type: str
-    object_type: str | None
-    class_name: str | None
-    title: str
-    site_name: str | None
-    created_at: dt.datetime
-    error_message: str | None
-    last_run_at: dt.datetime | None
-    is_running: bool
-
-    @property
-    def kind(self) -> str:
-        return self.object_type or self.class_name or ""
+# One line of the task list: the task as the bus reports it (one mapping, in the store).
+TaskRow = TaskInfo
 
 
 @dataclass(frozen=True)
 class TaskPage:
-    rows: list[TaskRow]
+    rows: list[TaskInfo]
     next_after: int | None  # pass as ``after`` for the next page (in display order)
     prev_before: int | None  # pass as ``before`` for the previous page
 
@@ -117,7 +86,7 @@ class Blocker:
 
     connector_name: str
     reason: str
-    task: TaskRow | None = None
+    task: TaskInfo | None = None
     waiting_behind: int = 0
     hint: str | None = None  # the fix is queued behind the task: synchronize it first
 
@@ -139,36 +108,6 @@ class EventPage:
     prev_after: int | None  # newer
 
 
-Items = list[tuple[int, str, str]]  # (task id, title, connector name), for mass actions
-_ROW_FIELDS = [
-    "task_id",
-    "task_type",
-    "process_type",
-    "object_type",
-    "class_name",
-    "title",
-    "site_name",
-    "created_at",
-    "error_message",
-    "last_run_at",
-]
-
-
-def _rows_query() -> sa.Select[Any]:
-    return task_joined(*(task_table.c[name] for name in _ROW_FIELDS))
-
-
-def _task_row(r: Any) -> TaskRow:
-    values = dict(r._mapping)
-    values.update(
-        task_id=int(r.task_id),
-        created_at=as_utc(r.created_at) or utcnow(),
-        last_run_at=as_utc(r.last_run_at),
-        is_running=bool(r.is_running),
-    )
-    return TaskRow(**values)
-
-
 def task_page(
     bus: IntegrationBus,
     flt: TaskFilter,
@@ -180,17 +119,11 @@ def task_page(
 ) -> TaskPage:
     """One page of the queue in ``sort`` order of task id, by key: the page after ``after``,
     or the page before ``before`` (both in display order), or the first page."""
-    t = task_table
-    ascending = sort == "asc"
     backwards = before is not None and after is None
     cursor = before if backwards else after
-    scan_ascending = ascending != backwards
-    stmt = _rows_query().where(*flt.clauses())
-    if cursor is not None:
-        stmt = stmt.where(t.c.task_id > cursor if scan_ascending else t.c.task_id < cursor)
-    stmt = stmt.order_by(t.c.task_id if scan_ascending else t.c.task_id.desc()).limit(limit + 1)
+    descending = (sort == "asc") == backwards
     with bus.reader.connect() as conn:
-        rows = [_task_row(r) for r in conn.execute(stmt)]
+        rows = reads.tasks(conn, flt, cursor=cursor, descending=descending, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
@@ -206,80 +139,38 @@ def task_page(
     )
 
 
-def task_row(bus: IntegrationBus, task_id: int) -> TaskRow | None:
-    with bus.reader.connect() as conn:
-        row = conn.execute(_rows_query().where(task_table.c.task_id == task_id)).first()
-    return None if row is None else _task_row(row)
+def task_row(bus: IntegrationBus, task_id: int) -> TaskInfo | None:
+    return bus.get_task(task_id)
 
 
 def count_tasks(bus: IntegrationBus, flt: TaskFilter) -> int:
-    stmt = sa.select(sa.func.count()).select_from(task_table).where(*flt.clauses())
     with bus.reader.connect() as conn:
-        return int(conn.execute(stmt).scalar_one())
+        return reads.count_tasks(conn, flt)
 
 
 def matching_tasks(bus: IntegrationBus, flt: TaskFilter, after: int, limit: int) -> Items:
     """The next ``limit`` matching tasks with an id greater than ``after`` (ascending)."""
-    t, c = task_table, connector_table
-    stmt = (
-        sa.select(t.c.task_id, t.c.title, c.c.connector_name)
-        .join(c, c.c.connector_id == t.c.connector_id)
-        .where(*flt.clauses(), t.c.task_id > after)
-        .order_by(t.c.task_id)
-        .limit(limit)
-    )
     with bus.reader.connect() as conn:
-        return [(int(r[0]), r[1], r[2]) for r in conn.execute(stmt)]
+        return reads.matching_items(conn, flt, after, limit)
 
 
 def tasks_by_id(bus: IntegrationBus, ids: list[int]) -> Items:
     """The queued tasks among ``ids`` (ascending); ids no longer queued are left out."""
-    t, c = task_table, connector_table
-    out: Items = []
     with bus.reader.connect() as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            stmt = (
-                sa.select(t.c.task_id, t.c.title, c.c.connector_name)
-                .join(c, c.c.connector_id == t.c.connector_id)
-                .where(t.c.task_id.in_(chunk))
-            )
-            out += [(int(r[0]), r[1], r[2]) for r in conn.execute(stmt)]
-    return sorted(out)
+        return reads.items_by_id(conn, ids)
 
 
 def read_settings(bus: IntegrationBus) -> dict[str, bool]:
     """The three switches in one query (a missing row means on)."""
-    s = setting_table
     with bus.reader.connect() as conn:
-        stmt = sa.select(s.c.key, s.c.value).where(s.c.key.in_(SETTING_KEYS))
-        rows = {str(k): str(v) for k, v in conn.execute(stmt)}
+        rows = _read_settings(conn, SETTING_KEYS)
     return {key: flag(rows.get(key)) for key in SETTING_KEYS}
 
 
 def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
     """Per connector: queue counts, the oldest queued task's time, and the last run (lease)."""
-    t, c, lease = task_table, connector_table, lease_table
-    blocking = t.c.process_type == ProcessType.ERROR.value
-    counts = (
-        sa.select(
-            t.c.connector_id,
-            sa.func.count().label("queued"),
-            sa.func.sum(sa.case((t.c.error_message.is_not(None), 1), else_=0)).label("failed"),
-            sa.func.sum(sa.case((blocking, 1), else_=0)).label("blocked"),
-            sa.func.min(t.c.created_at).label("oldest"),
-        )
-        .group_by(t.c.connector_id)
-        .subquery()
-    )
-    stmt = (
-        sa.select(c, lease, counts.c.queued, counts.c.failed, counts.c.blocked, counts.c.oldest)
-        .outerjoin(counts, counts.c.connector_id == c.c.connector_id)
-        .outerjoin(lease, lease.c.connector_id == c.c.connector_id)
-        .order_by(c.c.connector_name)
-    )
     with bus.reader.connect() as conn:
-        rows = conn.execute(stmt).all()
+        rows = reads.connector_queues(conn)
     return [
         ConnectorStats(
             name=r.connector_name,
@@ -300,41 +191,30 @@ def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
     ]
 
 
+def _switch_blockers(bus: IntegrationBus) -> list[Blocker]:
+    settings = read_settings(bus)
+    if not settings["integration_enabled"]:
+        return [Blocker("", "The integration bus is switched off: no task is processed.")]
+    if not settings["process_external"]:
+        return [Blocker("", "Processing of incoming tasks is switched off: tasks wait.")]
+    return []
+
+
 def blockers(bus: IntegrationBus, connector: str | None = None) -> list[Blocker]:
     """Why queues do not move: switches that are off, disabled connectors with tasks, and per
     connector the first ERROR task (a run stops there), with how many tasks wait behind it."""
-    t, c = task_table, connector_table
-    settings = read_settings(bus)
-    out: list[Blocker] = []
-    if not settings["integration_enabled"]:
-        out.append(Blocker("", "The integration bus is switched off: no task is processed."))
-    elif not settings["process_external"]:
-        out.append(Blocker("", "Processing of incoming tasks is switched off: tasks wait."))
-    stmt = sa.select(c.c.connector_id, c.c.connector_name, c.c.enabled).order_by(c.c.connector_name)
-    if connector:
-        stmt = stmt.where(c.c.connector_name == connector)
+    out = _switch_blockers(bus)
     with bus.reader.connect() as conn:
-        for cid, name, enabled in conn.execute(stmt).all():
-            head = sa.select(t.c.task_id).where(t.c.connector_id == cid).limit(1)
-            if not enabled and conn.execute(head).first() is not None:
+        for cid, name, enabled in reads.connectors(conn, connector):
+            if not enabled and reads.has_tasks(conn, cid):
                 out.append(Blocker(name, "The connector is disabled: its tasks wait."))
-            first_error = conn.execute(
-                _rows_query()
-                .where(t.c.connector_id == cid, t.c.process_type == ProcessType.ERROR.value)
-                .order_by(t.c.task_id)
-                .limit(1)
-            ).first()
-            if first_error is None:
+            task = reads.first_blocking(conn, cid)
+            if task is None:
                 continue
-            row = _task_row(first_error)
-            behind = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(t)
-                .where(t.c.connector_id == cid, t.c.task_id > row.task_id)
-            ).scalar_one()
-            reason = row.error_message or "the task failed"
-            hint = fix_hint(bus.reader, bus.registry, row.task_id)
-            out.append(Blocker(name, reason, row, int(behind), hint))
+            behind = reads.tasks_behind(conn, cid, task.task_id)
+            reason = task.error_message or "the task failed"
+            hint = fix_hint(bus.reader, bus.registry, task.task_id)
+            out.append(Blocker(name, reason, task, behind, hint))
     return out
 
 
@@ -347,61 +227,38 @@ def with_hint(bus: IntegrationBus, task: TaskInfo) -> TaskInfo:
 
 def task_detail(bus: IntegrationBus, task_id: int) -> TaskDetail | None:
     """A task with its stored content (pretty JSON), translation records and error history."""
-    info = bus.get_task(task_id)
-    if info is None:
-        return None
-    info = with_hint(bus, info)
-    raw = bus.get_task_data(task_id) or ""
-    t = task_table
     with bus.reader.connect() as conn:
-        position = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(t)
-            .join(connector_table, connector_table.c.connector_id == t.c.connector_id)
-            .where(connector_table.c.connector_name == info.connector_name, t.c.task_id <= task_id)
-        ).scalar_one()
+        info = reads.task(conn, task_id)
+        if info is None:
+            return None
+        raw = reads.task_data(conn, task_id) or ""
+        log = reads.task_log(conn, task_id)
+        position = reads.position(conn, info.connector_name, task_id)
+    info = with_hint(bus, info)
     try:
         body = json.loads(raw)
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
-        return TaskDetail(info, raw, [], bus.task_log(task_id), int(position), str(exc))
+        return TaskDetail(info, raw, [], log, position, str(exc))
     content = {k: v for k, v in body.items() if k not in ("tr", "v")}
     pretty = json.dumps(content, indent=2, ensure_ascii=False, sort_keys=False)
     records = [r for r in body.get("tr") or [] if isinstance(r, dict)]
-    return TaskDetail(info, pretty, records, bus.task_log(task_id), int(position))
+    return TaskDetail(info, pretty, records, log, position)
 
 
 def event_page(
     bus: IntegrationBus, *, before: int | None = None, after: int | None = None, limit: int = 50
 ) -> EventPage:
     """Events newest first, by key: older than ``before``, or newer than ``after``."""
-    e = event_log_table
-    stmt = sa.select(e)
     newer = after is not None and before is None
-    if newer:
-        stmt = stmt.where(e.c.event_id > after).order_by(e.c.event_id)
-    else:
-        if before is not None:
-            stmt = stmt.where(e.c.event_id < before)
-        stmt = stmt.order_by(e.c.event_id.desc())
+    cursor = after if newer else before
     with bus.reader.connect() as conn:
-        rows = list(conn.execute(stmt.limit(limit + 1)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
+        events = reads.events(conn, cursor=cursor, descending=not newer, limit=limit + 1)
+    more = len(events) > limit
+    events = events[:limit]
     if newer:
-        rows.reverse()
-    events = [
-        EventLogEntry(
-            time=as_utc(r.time) or utcnow(),
-            source=r.source,
-            code=r.code,
-            message=r.message,
-            event_type=r.event_type,
-            event_id=int(r.event_id),
-        )
-        for r in rows
-    ]
+        events.reverse()
     if not events:
         return EventPage([], None, None)
     has_older = more if not newer else True
@@ -414,14 +271,8 @@ def event_page(
 
 
 def connector_names(bus: IntegrationBus) -> list[str]:
-    c = connector_table
     with bus.reader.connect() as conn:
-        return [
-            str(n)
-            for n in conn.execute(
-                sa.select(c.c.connector_name).order_by(c.c.connector_name)
-            ).scalars()
-        ]
+        return reads.connector_names(conn)
 
 
 def type_names(bus: IntegrationBus) -> list[str]:
@@ -429,5 +280,5 @@ def type_names(bus: IntegrationBus) -> list[str]:
     database by another process."""
     names = set(bus.registry.object_types) | set(bus.registry.page_types)
     with bus.reader.connect() as conn:
-        names |= {str(n) for n in conn.execute(sa.select(type_table.c.name)).scalars()}
+        names |= reads.declared_type_names(conn)
     return sorted(names)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -13,7 +12,7 @@ from prometheus_client.registry import Collector
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
 from syncbus.store.db import as_utc
-from syncbus.store.tables import connector_table, task_table
+from syncbus.store.reads import connector_queues
 
 
 class QueueCollector(Collector):
@@ -34,25 +33,14 @@ class QueueCollector(Collector):
             "Age of the oldest queued task.",
             labels=["connector"],
         )
-        c, t = connector_table, task_table
-        stmt = (
-            sa.select(
-                c.c.connector_name,
-                sa.func.count(t.c.task_id),
-                sa.func.count(t.c.error_message),
-                sa.func.min(t.c.created_at),
-            )
-            .select_from(c.outerjoin(t, t.c.connector_id == c.c.connector_id))
-            .group_by(c.c.connector_name)
-        )
         with self.bus.reader.connect() as conn:
-            rows = conn.execute(stmt).all()
+            rows = connector_queues(conn)
         now = time.time()
-        for name, count, errors, oldest in rows:
-            depth.add_metric([name], float(count))
-            failed.add_metric([name], float(errors))
-            first = as_utc(oldest)
-            age.add_metric([name], max(0.0, now - first.timestamp()) if first else 0.0)
+        for r in rows:
+            depth.add_metric([r.connector_name], float(r.queued or 0))
+            failed.add_metric([r.connector_name], float(r.failed or 0))
+            first = as_utc(r.oldest)
+            age.add_metric([r.connector_name], max(0.0, now - first.timestamp()) if first else 0.0)
         yield depth
         yield failed
         yield age

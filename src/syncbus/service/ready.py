@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
-from syncbus.store.db import SQLITE_BUSY_TIMEOUT_MS
+from syncbus.store.db import BUSY_TIMEOUT
 from syncbus.store.dialect import POSTGRES, dialect_of
-from syncbus.store.tables import setting_table
+from syncbus.store.switches import probe_write
 
 LOCK_WAIT_SECONDS = 1.0
 DEADLINE_SECONDS = 2.0
@@ -52,41 +51,18 @@ def _reason(exc: sa.exc.SQLAlchemyError) -> str:
     return f"the database cannot be written ({type(exc).__name__})"
 
 
-def _try_write(conn: sa.Connection) -> None:
-    # A key of its own per probe: two probes at once never wait on each other's row.
-    probe = {"key": f"syncbus.readyz.{uuid.uuid4().hex}", "value": ""}
-    trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, i.e. the write lock, or a wait for it
-    try:
-        if dialect_of(conn) is POSTGRES:
-            ms = int(LOCK_WAIT_SECONDS * 1000)
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms + 500}")
-        conn.execute(setting_table.insert().values(probe))
-    finally:
-        trans.rollback()
-
-
 def check_writable(bus: IntegrationBus, min_free_bytes: int = MIN_FREE_BYTES) -> None:
     """Raise ``NotReady`` unless a write would succeed now."""
-    sqlite = dialect_of(bus.engine) is not POSTGRES
-    if sqlite:
+    if dialect_of(bus.engine) is not POSTGRES:
         free = _sqlite_free_bytes(bus)
         if free is not None and free < min_free_bytes:
             raise NotReady(f"the disk holding the database is full ({free} bytes free)")
+    wait_ms = int(LOCK_WAIT_SECONDS * 1000)
+    # The bus's connections wait 30 s for SQLite's write lock; a probe must answer sooner.
+    probe_db = bus.engine.execution_options(**{BUSY_TIMEOUT: wait_ms})
     try:
-        with bus.engine.connect() as conn:
-            if not sqlite:
-                _try_write(conn)
-                return
-            # The bus's connections wait 30 s for SQLite's lock; a probe must answer sooner.
-            # Set on the driver's connection: through SQLAlchemy it would begin a transaction.
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            raw.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}")
-            try:
-                _try_write(conn)
-            finally:
-                raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        with probe_db.connect() as conn:
+            probe_write(conn, wait_ms)
     except sa.exc.SQLAlchemyError as exc:
         raise NotReady(_reason(exc)) from exc
 

@@ -71,6 +71,9 @@ class Dialect:
     def bound_lock_wait(self, conn: sa.Connection, ms: int) -> None:
         """Let this transaction's statements wait at most ``ms`` for a lock."""
 
+    def bound_statement_time(self, conn: sa.Connection, ms: int) -> None:
+        """Let this transaction's statements run at most ``ms`` (where the backend can)."""
+
     def serialize(self, conn: sa.Connection, key: int) -> None:
         """Hold a lock on ``key`` until the transaction ends (SQLite: the write lock that
         BEGIN IMMEDIATE took already serialises writers)."""
@@ -155,6 +158,9 @@ class PostgresDialect(Dialect):
 
     def bound_lock_wait(self, conn: sa.Connection, ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(ms)}")
+
+    def bound_statement_time(self, conn: sa.Connection, ms: int) -> None:
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(ms)}")
 
     def serialize(self, conn: sa.Connection, key: int) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})

@@ -1,14 +1,80 @@
-"""Reads of the queue for the Python API, the CLI, the HTTP API and the admin UI."""
+"""Reads of the queue for the Python API, the CLI, the HTTP API, the admin UI and the metrics:
+the one place their statements are built and run, and the one place a task row becomes a
+``TaskInfo`` and an event row an ``EventLogEntry``.
+
+Every list is paged by key (``task_id > :cursor ORDER BY task_id LIMIT n``), never by OFFSET,
+so a page deep in a queue of 100,000 tasks costs what the first page costs. The filters keep
+the shapes the partial indexes are declared with (``error_message IS NOT NULL``,
+``process_type = 'Error'``), per connector id, so those indexes serve them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
 
 import sqlalchemy as sa
 
-from syncbus.store.tables import connector_table, lease_table, task_table
+from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
+from syncbus.store.db import IN_CHUNK, as_utc
+from syncbus.store.tables import (
+    connector_table,
+    event_log_table,
+    lease_table,
+    sync_log_table,
+    task_table,
+    type_table,
+)
+
+State = Literal["", "pending", "failed", "blocked"]
+STATES: tuple[State, ...] = ("", "pending", "failed", "blocked")
+# A row of any shape (read by attribute; the functions below say which columns it has).
+Row: TypeAlias = "sa.Row[*tuple[Any, ...]]"
+Items = list[tuple[int, str, str]]  # (task id, title, connector name), for mass actions
+_BLOCKING = task_table.c.process_type == ProcessType.ERROR.value
+_FAILED = task_table.c.error_message.is_not(None)
 
 
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which queued tasks: by connector, state, object type or page type, text in the title.
+    Plain values; ``_where`` turns them into SQL."""
+
+    connector: str | None = None
+    state: State = ""
+    type: str | None = None
+    text: str | None = None
+
+
+def _where(flt: TaskFilter | None) -> list[sa.ColumnElement[bool]]:
+    t = task_table
+    if flt is None:
+        return []
+    out: list[sa.ColumnElement[bool]] = []
+    if flt.connector is not None:  # "" is a name no connector has
+        out.append(t.c.connector_id == _connector_id(flt.connector))
+    if flt.state == "pending":
+        out.append(t.c.error_message.is_(None))
+    elif flt.state == "failed":
+        out.append(_FAILED)
+    elif flt.state == "blocked":
+        out.append(_BLOCKING)
+    if flt.type:
+        out.append(sa.or_(t.c.object_type == flt.type, t.c.class_name == flt.type))
+    if flt.text:
+        out.append(t.c.title.icontains(flt.text, autoescape=True))
+    return out
+
+
+def _connector_id(name: str) -> sa.ScalarSelect[Any]:
+    c = connector_table
+    return sa.select(c.c.connector_id).where(c.c.connector_name == name).scalar_subquery()
+
+
+# -- tasks ------------------------------------------------------------------------------------
 def task_joined(*columns: Any) -> sa.Select[Any]:
     """Tasks with their connector's name and whether a run holds them now (the one place that
     rule is written: the task lies in the batch range the current lease owner claimed)."""
@@ -27,3 +93,269 @@ def task_joined(*columns: Any) -> sa.Select[Any]:
         .join(connector_table, connector_table.c.connector_id == t.c.connector_id)
         .outerjoin(lease, lease.c.connector_id == t.c.connector_id)
     )
+
+
+# Every column of a task but its payload (``data``: read alone, by ``task_data``).
+_TASKS = task_joined(*(col for col in task_table.c if col.name not in ("data", "connector_id")))
+
+
+def _stamp(value: dt.datetime | None) -> dt.datetime:
+    out = as_utc(value)
+    assert out is not None  # a NOT NULL column
+    return out
+
+
+def task_info(row: Any) -> TaskInfo:
+    """The one mapping of a task row (of ``_TASKS``) to what the bus reports."""
+    return TaskInfo(
+        task_id=int(row.task_id),
+        connector_name=row.connector_name,
+        task_type=TaskType.parse(row.task_type),
+        data_type=TaskDataType.parse(row.data_type),
+        process_type=ProcessType.parse(row.process_type),
+        object_type=row.object_type,
+        class_name=row.class_name,
+        title=row.title,
+        site_name=row.site_name,
+        created_at=_stamp(row.created_at),
+        error_message=row.error_message,
+        last_run_at=as_utc(row.last_run_at),
+        is_running=bool(row.is_running),
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def tasks(
+    conn: sa.Connection,
+    flt: TaskFilter | None = None,
+    *,
+    cursor: int | None = None,
+    descending: bool = False,
+    limit: int | None = None,
+) -> list[TaskInfo]:
+    """Matching tasks past ``cursor`` in the scan order (ids greater than it, ascending; or
+    smaller, descending), ``limit`` of them at most."""
+    tid = task_table.c.task_id
+    stmt = _TASKS.where(*_where(flt))
+    if cursor is not None:
+        stmt = stmt.where(tid < cursor if descending else tid > cursor)
+    stmt = stmt.order_by(tid.desc() if descending else tid)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [task_info(r) for r in conn.execute(stmt)]
+
+
+def task(conn: sa.Connection, task_id: int) -> TaskInfo | None:
+    row = conn.execute(_TASKS.where(task_table.c.task_id == task_id)).first()
+    return None if row is None else task_info(row)
+
+
+def task_data(conn: sa.Connection, task_id: int) -> str | None:
+    """The stored payload (JSON) of a task."""
+    t = task_table
+    value = conn.execute(sa.select(t.c.data).where(t.c.task_id == task_id)).scalar()
+    return None if value is None else str(value)
+
+
+def count_tasks(conn: sa.Connection, flt: TaskFilter | None = None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(task_table).where(*_where(flt))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def _items(conn: sa.Connection, *where: sa.ColumnElement[bool], limit: int | None = None) -> Items:
+    t, c = task_table, connector_table
+    stmt = (
+        sa.select(t.c.task_id, t.c.title, c.c.connector_name)
+        .join(c, c.c.connector_id == t.c.connector_id)
+        .where(*where)
+        .order_by(t.c.task_id)
+        .limit(limit)
+    )
+    return [(int(r[0]), r[1], r[2]) for r in conn.execute(stmt)]
+
+
+def matching_items(conn: sa.Connection, flt: TaskFilter, after: int, limit: int) -> Items:
+    """The next ``limit`` matching tasks with an id greater than ``after`` (ascending)."""
+    return _items(conn, *_where(flt), task_table.c.task_id > after, limit=limit)
+
+
+def items_by_id(conn: sa.Connection, ids: Sequence[int]) -> Items:
+    """The queued tasks among ``ids`` (ascending); ids no longer queued are left out."""
+    out: Items = []
+    for start in range(0, len(ids), IN_CHUNK):
+        out += _items(conn, task_table.c.task_id.in_(ids[start : start + IN_CHUNK]))
+    return sorted(out)
+
+
+def position(conn: sa.Connection, connector_name: str, task_id: int) -> int:
+    """The task's place in its connector's queue (1 = the head)."""
+    t = task_table
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(t)
+        .where(t.c.connector_id == _connector_id(connector_name), t.c.task_id <= task_id)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def task_log(conn: sa.Connection, task_id: int) -> list[SyncLogEntry]:
+    """The task's failed attempts, oldest first."""
+    t = sync_log_table
+    stmt = sa.select(t.c.time, t.c.error_message).where(t.c.task_id == task_id)
+    rows = conn.execute(stmt.order_by(t.c.log_id)).all()
+    return [SyncLogEntry(_stamp(r.time), r.error_message) for r in rows]
+
+
+# -- per connector --------------------------------------------------------------------------
+def connector_queues(conn: sa.Connection) -> list[Row]:
+    """Every connector (by name) with its lease row and its queue: ``queued``, ``failed``,
+    ``blocked`` (counts, None for an empty queue) and ``oldest`` (created_at of the first)."""
+    t, c, lease = task_table, connector_table, lease_table
+    counts = (
+        sa.select(
+            t.c.connector_id,
+            sa.func.count().label("queued"),
+            sa.func.sum(sa.case((_FAILED, 1), else_=0)).label("failed"),
+            sa.func.sum(sa.case((_BLOCKING, 1), else_=0)).label("blocked"),
+            sa.func.min(t.c.created_at).label("oldest"),
+        )
+        .group_by(t.c.connector_id)
+        .subquery()
+    )
+    stmt = (
+        sa.select(c, lease, counts.c.queued, counts.c.failed, counts.c.blocked, counts.c.oldest)
+        .outerjoin(counts, counts.c.connector_id == c.c.connector_id)
+        .outerjoin(lease, lease.c.connector_id == c.c.connector_id)
+        .order_by(c.c.connector_name)
+    )
+    return list(conn.execute(stmt).all())
+
+
+def connectors(conn: sa.Connection, name: str | None = None) -> list[tuple[int, str, bool]]:
+    """``connector_id``, ``connector_name``, ``enabled`` of every connector (or the one named),
+    by name."""
+    c = connector_table
+    stmt = sa.select(c.c.connector_id, c.c.connector_name, c.c.enabled)
+    if name:
+        stmt = stmt.where(c.c.connector_name == name)
+    rows = conn.execute(stmt.order_by(c.c.connector_name))
+    return [(int(cid), str(n), bool(enabled)) for cid, n, enabled in rows]
+
+
+def connector_names(conn: sa.Connection) -> list[str]:
+    c = connector_table
+    return [
+        str(n)
+        for n in conn.execute(sa.select(c.c.connector_name).order_by(c.c.connector_name)).scalars()
+    ]
+
+
+def has_tasks(conn: sa.Connection, connector_id: int) -> bool:
+    t = task_table
+    head = sa.select(t.c.task_id).where(t.c.connector_id == connector_id).limit(1)
+    return conn.execute(head).first() is not None
+
+
+def first_blocking(conn: sa.Connection, connector_id: int) -> TaskInfo | None:
+    """The connector's first ERROR task (a run stops there)."""
+    t = task_table
+    stmt = _TASKS.where(t.c.connector_id == connector_id, _BLOCKING).order_by(t.c.task_id)
+    row = conn.execute(stmt.limit(1)).first()
+    return None if row is None else task_info(row)
+
+
+def tasks_behind(conn: sa.Connection, connector_id: int, task_id: int) -> int:
+    t = task_table
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(t)
+        .where(t.c.connector_id == connector_id, t.c.task_id > task_id)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+# -- the fix hint's reads (see syncbus.fixhint) ------------------------------------------------
+def failed_task(conn: sa.Connection, task_id: int) -> Row | None:
+    """``connector_id``, ``site_name``, ``error_message`` and ``data`` of a queued task."""
+    t = task_table
+    stmt = sa.select(t.c.connector_id, t.c.site_name, t.c.error_message, t.c.data)
+    return conn.execute(stmt.where(t.c.task_id == task_id)).first()
+
+
+def upsert_candidates(
+    conn: sa.Connection,
+    connector_id: int,
+    task_id: int,
+    *,
+    object_type: str | None,
+    needle: str,
+    upserts: Sequence[str],
+    limit: int,
+) -> list[Row]:
+    """``task_id``, ``site_name``, ``data`` of the connector's queued upserts (but ``task_id``)
+    that may create an object of ``object_type`` (a SNAPSHOT's children may), or a page when
+    ``object_type`` is None, and whose payload holds the JSON text ``needle``: the cheap
+    columns first, then the text, before anything is decoded. Ascending, ``limit`` at most."""
+    t = task_table
+    kind: sa.ColumnElement[bool]
+    if object_type is None:
+        kind = t.c.class_name.is_not(None)
+        text = t.c.data.icontains(needle, autoescape=True)  # a GUID in either case
+    else:
+        snapshot = t.c.data_type == TaskDataType.SNAPSHOT.value
+        kind = sa.or_(t.c.object_type == object_type, snapshot)
+        text = t.c.data.contains(needle, autoescape=True)
+    stmt = (
+        sa.select(t.c.task_id, t.c.site_name, t.c.data)
+        .where(
+            t.c.connector_id == connector_id,
+            t.c.task_id != task_id,
+            t.c.task_type.in_(upserts),
+            kind,
+            text,
+        )
+        .order_by(t.c.task_id)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).all())
+
+
+# -- the event log ------------------------------------------------------------------------
+def _event(row: Any) -> EventLogEntry:
+    return EventLogEntry(
+        time=_stamp(row.time),
+        source=row.source,
+        code=row.code,
+        message=row.message,
+        event_type=row.event_type,
+        event_id=int(row.event_id),
+    )
+
+
+def events(
+    conn: sa.Connection,
+    *,
+    cursor: int | None = None,
+    descending: bool = False,
+    limit: int | None = None,
+) -> list[EventLogEntry]:
+    """Events past ``cursor`` in the scan order (as ``tasks``), ``limit`` of them at most."""
+    eid = event_log_table.c.event_id
+    stmt = sa.select(event_log_table)
+    if cursor is not None:
+        stmt = stmt.where(eid < cursor if descending else eid > cursor)
+    stmt = stmt.order_by(eid.desc() if descending else eid).limit(limit)
+    return [_event(r) for r in conn.execute(stmt)]
+
+
+# -- declared types -----------------------------------------------------------------------
+def type_declaration(conn: sa.Connection, kind: str, name: str) -> str | None:
+    """The stored declaration (JSON) of a user-defined object type or page type."""
+    t = type_table
+    stmt = sa.select(t.c.declaration).where(t.c.kind == kind, t.c.name == name)
+    value = conn.execute(stmt).scalar()
+    return None if value is None else str(value)
+
+
+def declared_type_names(conn: sa.Connection) -> set[str]:
+    return {str(n) for n in conn.execute(sa.select(type_table.c.name)).scalars()}
