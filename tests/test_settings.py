@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from syncbus import IntegrationBus
+from syncbus.store.switches import LOGGING, MASTER, PROCESSING, first_off
 
 SETTINGS = ["integration_enabled", "log_external", "process_external"]
 
@@ -34,3 +35,20 @@ def test_setting_turned_back_on_persists(bus: IntegrationBus, db_url: str) -> No
         assert other.settings.log_external is True
     finally:
         other.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "switch", "off"),
+    [
+        ({}, PROCESSING, None),
+        ({"integration_enabled": "false", "process_external": "false"}, PROCESSING, MASTER),
+        ({"process_external": "false"}, PROCESSING, PROCESSING),
+        ({"process_external": "false"}, LOGGING, None),
+        ({"log_external": "0", "integration_enabled": "true"}, LOGGING, LOGGING),
+    ],
+)
+def test_the_master_switch_governs_logging_and_processing(
+    stored: dict[str, str], switch: str, off: str | None
+) -> None:
+    """One rule for every caller: the master switch first, then the switch of the work."""
+    assert first_off(stored, switch) == off

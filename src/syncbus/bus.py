@@ -1,8 +1,7 @@
 """The ``IntegrationBus`` facade: wires the store, the type registry, the connectors, intake
-and processing (``syncbus.engine``).
-
-It also still holds SQL of its own: the processing switches and the admin actions on one task
-(synchronize, delete). The reads of the queue go through ``syncbus.store.reads``.
+and processing (``syncbus.engine``), and delegates. It holds no SQL: statements on the bus's
+tables are in ``syncbus.store`` (reads in ``store.reads``, the admin actions' in
+``store.admin``, connectors in ``store.connectors``, switches in ``store.switches``).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType, PageType
-from syncbus.engine import Processor, ProgressCallback, is_lock_wait
+from syncbus.engine import Processor, ProgressCallback
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
@@ -40,14 +39,12 @@ from syncbus.intake import Intake, LogOutcome, TaskRequest
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
 from syncbus.settings import Settings
 from syncbus.store import migrate, reads
-from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
-from syncbus.store.dialect import dialect_of
-from syncbus.store.switches import flag, read_setting
-from syncbus.store.tables import (
-    connector_table,
-    task_table,
-    type_table,
-)
+from syncbus.store.admin import delete_task
+from syncbus.store.connectors import connector_by_id, connector_by_name, connectors_with_tasks
+from syncbus.store.db import BUSY_TIMEOUT, make_engine
+from syncbus.store.dialect import dialect_of, is_lock_wait
+from syncbus.store.switches import why_not_processing
+from syncbus.store.types import save_type_declarations
 
 _site = BUILTIN_TABLES["cms.site"]
 ADMIN_WAIT_MS = 3000
@@ -110,18 +107,7 @@ class IntegrationBus:
             return  # nothing to write: no wait for SQLite's write lock
         with self.engine.begin() as conn:
             self.registry.create_user_tables(conn)
-            for kind, name, declaration in declarations:
-                dialect_of(conn).upsert(
-                    conn,
-                    type_table,
-                    {
-                        "kind": kind,
-                        "name": name,
-                        "declaration": json.dumps(declaration),
-                        "modified_at": utcnow(),
-                    },
-                    ["kind", "name"],
-                )
+            save_type_declarations(conn, declarations)
 
     def _load_declaration(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
@@ -193,13 +179,6 @@ class IntegrationBus:
         return self.intake.log_many(connector_name, tasks)
 
     # -- processing -----------------------------------------------------------------------
-    def _processing_allowed(self, conn: sa.Connection) -> str | None:
-        if not flag(read_setting(conn, "integration_enabled")):
-            return "the integration bus is switched off"
-        if not flag(read_setting(conn, "process_external")):
-            return "processing of incoming tasks is switched off"
-        return None
-
     def process_tasks(
         self,
         connector_name: str | None = None,
@@ -212,22 +191,17 @@ class IntegrationBus:
         Each connector runs in its own thread; at most one run per connector at a time
         across all processes sharing the database.
         """
-        c = connector_table
         with self.reader.connect() as conn:
-            blocked = self._processing_allowed(conn)
+            blocked = why_not_processing(conn)
             if connector_name is not None:
-                rows = conn.execute(sa.select(c).where(c.c.connector_name == connector_name)).all()
-                if not rows:
+                one = connector_by_name(conn, connector_name)
+                if one is None:
                     raise ConnectorNotFoundError(
                         f"no connector named {connector_name!r} is registered"
                     )
+                rows = [one]
             else:
-                with_tasks = sa.select(task_table.c.connector_id).distinct()
-                rows = conn.execute(
-                    sa.select(c)
-                    .where(c.c.connector_id.in_(with_tasks))
-                    .order_by(c.c.connector_name)
-                ).all()
+                rows = connectors_with_tasks(conn)
         results: dict[str, ProcessResult] = {}
         runnable = []
         for row in rows:
@@ -266,12 +240,8 @@ class IntegrationBus:
                     f"no queued task with id {task_id} (a task leaves the queue when it is "
                     "applied or deleted)"
                 )
-            connector = conn.execute(
-                sa.select(connector_table.c.connector_name, connector_table.c.enabled).where(
-                    connector_table.c.connector_id == row.connector_id
-                )
-            ).one()
-            blocked = self._processing_allowed(conn)
+            connector = connector_by_id(conn, row.connector_id)
+            blocked = why_not_processing(conn)
             if blocked:
                 raise IntegrationDisabledError(f"cannot synchronize task {task_id}: {blocked}")
             if not connector.enabled:
@@ -292,7 +262,7 @@ class IntegrationBus:
         with self._admin_tx(task_id) as conn:
             if self.runner.lock_task(conn, task_id) is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
-            conn.execute(task_table.delete().where(task_table.c.task_id == task_id))
+            delete_task(conn, task_id)
 
     @contextlib.contextmanager
     def _admin_tx(self, task_id: int) -> Iterator[sa.Connection]:
@@ -300,8 +270,7 @@ class IntegrationBus:
         seconds (SQLite: the write lock; PostgreSQL: row locks) and says the task is busy."""
         try:
             with self._admin_db.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ADMIN_WAIT_MS}")
+                dialect_of(conn).bound_lock_wait(conn, ADMIN_WAIT_MS)
                 yield conn
         except sa.exc.OperationalError as exc:
             if not is_lock_wait(exc):

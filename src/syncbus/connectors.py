@@ -1,4 +1,4 @@
-"""Connector registration and lazy loading (the ``syncbus_connector`` table)."""
+"""Connector registration and lazy loading (their rows: ``syncbus.store.connectors``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import sqlalchemy as sa
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.errors import ConnectorLoadError, ConnectorNotFoundError
 from syncbus.model import ConnectorInfo
-from syncbus.store.db import utcnow
-from syncbus.store.dialect import dialect_of
-from syncbus.store.leases import ensure_lease_row
+from syncbus.store.connectors import (
+    connector_by_name,
+    connector_exists,
+    connectors_with_counts,
+    register_connector,
+    set_connector_enabled,
+)
 from syncbus.store.logs import write_event
-from syncbus.store.tables import connector_table as ct
-from syncbus.store.tables import task_table
 
 ConnectorTarget = type[BaseIntegrationConnector] | BaseIntegrationConnector | str
 
@@ -104,32 +106,16 @@ class ConnectorRegistry:
             )
         display = instance.display_name or name
         with self.db.begin() as conn:
-            existing = conn.execute(
-                sa.select(ct.c.connector_id).where(ct.c.connector_name == name)
-            ).scalar()
-            values = {"display_name": display, "class_path": path, "modified_at": utcnow()}
-            if existing is None:
-                dialect_of(conn).insert_ignore(
-                    conn, ct, {"connector_name": name, "enabled": True, **values}
-                )
-            else:
-                conn.execute(ct.update().where(ct.c.connector_id == existing).values(values))
-            cid = conn.execute(
-                sa.select(ct.c.connector_id).where(ct.c.connector_name == name)
-            ).scalar_one()
-            ensure_lease_row(conn, int(cid))
+            register_connector(conn, name, display, path)
         with self._lock:
             self._loaded[name] = instance
             self._failed.pop(name, None)
         return instance
 
-    def row(self, conn: sa.Connection, name: str) -> sa.Row[Any] | None:
-        return conn.execute(sa.select(ct).where(ct.c.connector_name == name)).first()
-
     def exists(self, name: str) -> bool:
         """Whether a connector of that name is registered (one indexed lookup, no counts)."""
         with self.reader.connect() as conn:
-            return self.row(conn, name) is not None
+            return connector_exists(conn, name)
 
     def get(self, name: str) -> BaseIntegrationConnector:
         """The loaded connector; loads it from its class path on first use."""
@@ -137,7 +123,7 @@ class ConnectorRegistry:
             if name in self._loaded:
                 return self._loaded[name]
             with self.reader.connect() as conn:
-                row = self.row(conn, name)
+                row = connector_by_name(conn, name)
             if row is None:
                 raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
             if not row.class_path:
@@ -174,29 +160,13 @@ class ConnectorRegistry:
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.db.begin() as conn:
-            result = conn.execute(
-                ct.update()
-                .where(ct.c.connector_name == name)
-                .values(enabled=enabled, modified_at=utcnow())
-            )
-        if result.rowcount == 0:
+            found = set_connector_enabled(conn, name, enabled)
+        if not found:
             raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
 
     def list(self) -> list[ConnectorInfo]:
-        t = task_table
-        failed = sa.func.sum(sa.case((t.c.error_message.is_not(None), 1), else_=0))
-        counts = (
-            sa.select(t.c.connector_id, sa.func.count().label("pending"), failed.label("failed"))
-            .group_by(t.c.connector_id)
-            .subquery()
-        )
-        stmt = (
-            sa.select(ct, counts.c.pending, counts.c.failed)
-            .outerjoin(counts, counts.c.connector_id == ct.c.connector_id)
-            .order_by(ct.c.connector_name)
-        )
         with self.reader.connect() as conn:
-            rows = conn.execute(stmt).all()
+            rows = connectors_with_counts(conn)
         return [
             ConnectorInfo(
                 name=r.connector_name,

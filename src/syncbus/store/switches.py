@@ -1,14 +1,27 @@
-"""The switches: settings rows (a missing row means on) and reading them as flags."""
+"""The switches: settings rows (a missing row means on), reading them as flags, and the one
+rule of which switch stops what: the master switch stops everything; under it,
+``log_external`` stops logging incoming tasks and ``process_external`` processing them."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from syncbus.store.dialect import dialect_of
 from syncbus.store.tables import setting_table
+
+MASTER = "integration_enabled"
+LOGGING = "log_external"
+PROCESSING = "process_external"
+# What it means when a switch is off (callers add their own ending: "; nothing was logged").
+SWITCHED_OFF = {
+    MASTER: "the integration bus is switched off",
+    LOGGING: "logging of incoming tasks is switched off",
+    PROCESSING: "processing of incoming tasks is switched off",
+}
 
 
 def flag(value: str | None) -> bool:
@@ -53,3 +66,30 @@ def probe_write(conn: sa.Connection, wait_ms: int) -> None:
         conn.execute(setting_table.insert().values(probe))
     finally:
         trans.rollback()
+
+
+def first_off(values: Mapping[str, str | None], switch: str) -> str | None:
+    """Which switch stops ``switch``'s work (``LOGGING`` or ``PROCESSING``): the master switch
+    if it is off, else ``switch`` if it is off, else None. ``values`` are the settings' stored
+    values (a missing one means on), as ``read_settings`` or a query's columns give them."""
+    for key in (MASTER, switch):
+        if not flag(values.get(key)):
+            return key
+    return None
+
+
+def off_switch(conn: sa.Connection, switch: str) -> str | None:
+    """``first_off`` on the stored settings (one query)."""
+    return first_off(read_settings(conn, (MASTER, switch)), switch)
+
+
+def why_not_processing(conn: sa.Connection) -> str | None:
+    """Why no incoming task may be processed now (a switch is off), or None."""
+    key = off_switch(conn, PROCESSING)
+    return None if key is None else SWITCHED_OFF[key]
+
+
+def why_not_logging(conn: sa.Connection) -> str | None:
+    """Why no incoming task may be logged now (a switch is off), or None."""
+    key = off_switch(conn, LOGGING)
+    return None if key is None else SWITCHED_OFF[key]

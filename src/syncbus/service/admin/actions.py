@@ -224,7 +224,7 @@ def selected_ids(values: list[str]) -> list[int]:
 
 
 @router.post("/admin/jobs")
-def start_job(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
+def start_mass_action(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
     op = OPS.get(form.get("op"))
     back = back_to(form, "/admin/tasks")
     if op is None:
@@ -235,7 +235,7 @@ def start_job(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
         ids = selected_ids(form.getlist("ids"))
         if not ids:
             return redirect(request, back, "Select at least one task first.", "error")
-        job = ctx.job_manager.start_selected(action, ids, who, form.client)
+        mass_action = ctx.mass_actions.start_selected(action, ids, who, form.client)
     else:
         flt = task_filter(form.get("f_connector"), form.get("f_state"), form.get("f_type"),
                           form.get("f_text"))  # fmt: skip
@@ -244,18 +244,18 @@ def start_job(request: Request, ctx: Ctx, form: CheckedForm) -> Response:
             return render(
                 request, "confirm.html", session=form.session, flt=flt, total=total, back=back
             )
-        job = ctx.job_manager.start_matching(action, flt, who, form.client)
-    job.back = back
-    return redirect(request, f"/admin/jobs/{job.job_id}")
+        mass_action = ctx.mass_actions.start_matching(action, flt, who, form.client)
+    mass_action.back = back
+    return redirect(request, f"/admin/jobs/{mass_action.job_id}")
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
-def cancel_job(request: Request, ctx: Ctx, form: CheckedForm, job_id: str) -> Response:
-    job = ctx.job_manager.get(job_id)
-    if job is None:
+def cancel_mass_action(request: Request, ctx: Ctx, form: CheckedForm, job_id: str) -> Response:
+    mass_action = ctx.mass_actions.get(job_id)
+    if mass_action is None:
         return redirect(request, "/admin/tasks", "This mass action is not known (any more).")
-    job.cancel_event.set()
-    job.line("warn", f"Cancel requested by {form.session.name}")
+    mass_action.cancel_event.set()
+    mass_action.line("warn", f"Cancel requested by {form.session.name}")
     if is_htmx(request):
-        return render(request, "_progress.html", session=form.session, job=job)
+        return render(request, "_progress.html", session=form.session, job=mass_action)
     return redirect(request, f"/admin/jobs/{job_id}")

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from syncbus.bus import IntegrationBus
 from syncbus.dispatcher import Dispatcher
 from syncbus.service.admin import security
-from syncbus.service.admin.jobs import JobManager
+from syncbus.service.admin.jobs import MassActions
 from syncbus.service.admin.security import Session, SessionSigner
 from syncbus.service.admin.views import describe
 from syncbus.service.auth import FailureThrottle
@@ -98,16 +98,10 @@ class AdminContext:
     throttle: FailureThrottle = field(default_factory=FailureThrottle)
     metrics: ServiceMetrics | None = None
     env: jinja2.Environment = field(default_factory=make_environment)
-    jobs: JobManager | None = None
+    mass_actions: MassActions = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.jobs is None:
-            self.jobs = JobManager(self.bus)
-
-    @property
-    def job_manager(self) -> JobManager:
-        assert self.jobs is not None
-        return self.jobs
+        self.mass_actions = MassActions(self.bus)
 
 
 @dataclass(frozen=True)

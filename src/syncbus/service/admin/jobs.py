@@ -12,26 +12,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-import sqlalchemy as sa
-
 from syncbus.bus import IntegrationBus
 from syncbus.errors import SyncBusError, TaskBusyError, TaskNotFoundError
-from syncbus.readmodel import (
-    Items,
-    TaskFilter,
-    count_tasks,
-    matching_tasks,
-    read_settings,
-    tasks_by_id,
-)
+from syncbus.readmodel import Items, TaskFilter, count_tasks, matching_tasks, tasks_by_id
 from syncbus.service.admin.views import describe
-from syncbus.store.dialect import POSTGRES, dialect_of
+from syncbus.store.admin import delete_tasks, last_task_id
+from syncbus.store.connectors import enabled_by_name
 from syncbus.store.logs import write_event
-from syncbus.store.tables import connector_table, task_table
+from syncbus.store.switches import why_not_processing
 
 Action = Literal["sync", "delete"]
 Scope = Literal["selected", "all"]
-JobState = Literal["running", "finished", "cancelled", "failed"]
+MassActionState = Literal["running", "finished", "cancelled", "failed"]
 EVENT_SOURCE = "Integration bus"
 CODES: dict[tuple[str, str], str] = {
     ("sync", "selected"): "SYNCSELECTEDTASKS",
@@ -42,11 +34,11 @@ CODES: dict[tuple[str, str], str] = {
 BATCH = 200
 Source = Callable[[], Iterator[Items]]
 KEEP_LINES = 300
-KEEP_JOBS = 20
+KEEP_ACTIONS = 20
 
 
 @dataclass
-class Job:
+class MassAction:
     """One mass action and its progress (read by the progress fragment while it runs)."""
 
     action: Action
@@ -55,13 +47,14 @@ class Job:
     client: str
     description: str
     total: int
+    # The id in the admin's URLs (/admin/jobs/<id>), which keep their old name.
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     done: int = 0
     applied: int = 0
     failed: int = 0
     skipped: int = 0
     deleted: int = 0
-    state: JobState = "running"
+    state: MassActionState = "running"
     error: str | None = None
     back: str = "/admin/tasks"
     started_at: float = field(default_factory=time.time)
@@ -84,7 +77,7 @@ class Job:
     def line(self, kind: str, text: str) -> None:
         self.lines.append((kind, text))
 
-    def summary(self, ending: JobState) -> str:
+    def summary(self, ending: MassActionState) -> str:
         verb = "Synchronized" if self.action == "sync" else "Deleted"
         parts = [f"{self.done} of {self.total} {self.description} processed"]
         if self.action == "sync":
@@ -95,48 +88,53 @@ class Job:
         return f"{verb} tasks: {'; '.join(parts)}; by {self.who} from {self.client}{how}"
 
 
-class JobManager:
-    """Runs jobs on daemon threads; keeps the last few for their progress pages."""
+class MassActions:
+    """Runs mass actions on daemon threads; keeps the last few for their progress pages."""
 
     def __init__(self, bus: IntegrationBus) -> None:
         self.bus = bus  # its synchronizes count in /metrics through the bus's hooks
-        self._jobs: dict[str, Job] = {}
+        self._actions: dict[str, MassAction] = {}
         self._lock = threading.Lock()
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> MassAction | None:
         with self._lock:
-            return self._jobs.get(job_id)
+            return self._actions.get(job_id)
 
-    def recent(self) -> list[Job]:
+    def recent(self) -> list[MassAction]:
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)
+            return sorted(self._actions.values(), key=lambda a: a.started_at, reverse=True)
 
-    def start_selected(self, action: Action, ids: list[int], who: str, client: str) -> Job:
+    def start_selected(self, action: Action, ids: list[int], who: str, client: str) -> MassAction:
         unique = sorted(set(ids))
-        job = Job(action, "selected", who, client, "selected tasks", len(unique))
-        return self._start(job, lambda: self._selected(unique))
+        mass_action = MassAction(action, "selected", who, client, "selected tasks", len(unique))
+        return self._start(mass_action, lambda: self._selected(unique))
 
-    def start_matching(self, action: Action, flt: TaskFilter, who: str, client: str) -> Job:
+    def start_matching(self, action: Action, flt: TaskFilter, who: str, client: str) -> MassAction:
         """All tasks matching ``flt`` now (tasks logged later are left alone)."""
         with self.bus.reader.connect() as conn:
-            upto = conn.execute(sa.select(sa.func.max(task_table.c.task_id))).scalar() or 0
+            upto = last_task_id(conn)
         total = count_tasks(self.bus, flt)
-        job = Job(action, "all", who, client, f"tasks matching {describe(flt)}", total)
-        return self._start(job, lambda: self._matching(flt, int(upto)))
+        mass_action = MassAction(
+            action, "all", who, client, f"tasks matching {describe(flt)}", total
+        )
+        return self._start(mass_action, lambda: self._matching(flt, upto))
 
-    def _start(self, job: Job, source: Source) -> Job:
+    def _start(self, mass_action: MassAction, source: Source) -> MassAction:
         with self._lock:
-            finished = [j for j in self._jobs.values() if not j.running]
-            for old in sorted(finished, key=lambda j: j.started_at)[
-                : max(0, len(finished) - KEEP_JOBS)
+            finished = [a for a in self._actions.values() if not a.running]
+            for old in sorted(finished, key=lambda a: a.started_at)[
+                : max(0, len(finished) - KEEP_ACTIONS)
             ]:
-                del self._jobs[old.job_id]
-            self._jobs[job.job_id] = job
+                del self._actions[old.job_id]
+            self._actions[mass_action.job_id] = mass_action
         thread = threading.Thread(
-            target=self._run, args=(job, source), name=f"syncbus-admin-{job.job_id}", daemon=True
+            target=self._run,
+            args=(mass_action, source),
+            name=f"syncbus-admin-{mass_action.job_id}",
+            daemon=True,
         )
         thread.start()
-        return job
+        return mass_action
 
     # -- sources of tasks, in ascending id --------------------------------------------------
     def _selected(self, ids: list[int]) -> Iterator[Items]:
@@ -153,109 +151,93 @@ class JobManager:
             cursor = items[-1][0]
 
     # -- the run ----------------------------------------------------------------------------
-    def _run(self, job: Job, source: Source) -> None:
-        verb = "Synchronizing" if job.action == "sync" else "Deleting"
-        job.line("info", f"{verb} {job.total} {job.description}")
-        ending: JobState = "finished"
+    def _run(self, mass_action: MassAction, source: Source) -> None:
+        verb = "Synchronizing" if mass_action.action == "sync" else "Deleting"
+        mass_action.line("info", f"{verb} {mass_action.total} {mass_action.description}")
+        ending: MassActionState = "finished"
         try:
             for batch in source():
-                if job.cancel_event.is_set():
+                if mass_action.cancel_event.is_set():
                     break
-                if job.action == "sync":
-                    self._sync_batch(job, batch)
+                if mass_action.action == "sync":
+                    self._sync_batch(mass_action, batch)
                 else:
-                    self._delete_batch(job, batch)
-            if job.cancel_event.is_set():
+                    self._delete_batch(mass_action, batch)
+            if mass_action.cancel_event.is_set():
                 ending = "cancelled"
-        except Exception as exc:  # the job must end visibly, whatever happened
-            ending, job.error = "failed", f"{type(exc).__name__}: {exc}"
-            job.line("fail", f"Stopped: {job.error}")
+        except Exception as exc:  # the mass action must end visibly, whatever happened
+            ending, mass_action.error = "failed", f"{type(exc).__name__}: {exc}"
+            mass_action.line("fail", f"Stopped: {mass_action.error}")
         finally:
-            # The event is written before the job shows as ended, so whoever sees the end
+            # The event is written before the mass action shows as ended, so whoever sees the end
             # also finds the event.
-            job.finished_at = time.time()
-            self._write_event(job, ending)
-            job.line("warn" if ending == "cancelled" else "info", ending.capitalize())
-            job.state = ending
+            mass_action.finished_at = time.time()
+            self._write_event(mass_action, ending)
+            mass_action.line("warn" if ending == "cancelled" else "info", ending.capitalize())
+            mass_action.state = ending
 
-    def _write_event(self, job: Job, ending: JobState) -> None:
+    def _write_event(self, mass_action: MassAction, ending: MassActionState) -> None:
         try:
             with self.bus.engine.begin() as conn:
-                message = job.summary(ending)
-                write_event(conn, EVENT_SOURCE, job.code, message, event_type="I")
+                message = mass_action.summary(ending)
+                write_event(conn, EVENT_SOURCE, mass_action.code, message, event_type="I")
         except Exception as exc:
-            job.line("fail", f"Could not write the event log: {type(exc).__name__}: {exc}")
+            mass_action.line("fail", f"Could not write the event log: {type(exc).__name__}: {exc}")
 
     def _blocked_reasons(self) -> tuple[str | None, dict[str, bool]]:
-        settings = read_settings(self.bus)
-        blocked = None
-        if not settings["integration_enabled"]:
-            blocked = "the integration bus is switched off"
-        elif not settings["process_external"]:
-            blocked = "processing of incoming tasks is switched off"
-        c = connector_table
+        """Why no task may be processed now (a switch is off), and which connectors are on."""
         with self.bus.reader.connect() as conn:
-            enabled = {
-                str(n): bool(e) for n, e in conn.execute(sa.select(c.c.connector_name, c.c.enabled))
-            }
-        return blocked, enabled
+            return why_not_processing(conn), enabled_by_name(conn)
 
-    def _sync_batch(self, job: Job, batch: Items) -> None:
+    def _sync_batch(self, mass_action: MassAction, batch: Items) -> None:
         blocked, enabled = self._blocked_reasons()
         for task_id, title, connector in batch:
-            if job.cancel_event.is_set():
+            if mass_action.cancel_event.is_set():
                 return
-            job.done += 1
+            mass_action.done += 1
             if blocked or not enabled.get(connector, False):
                 why = blocked or "associated connector is disabled"
-                job.skipped += 1
-                job.line("skip", f"Skipping '{title}' task - {why}.")
+                mass_action.skipped += 1
+                mass_action.line("skip", f"Skipping '{title}' task - {why}.")
                 continue
-            job.line("info", f"Processing '{title}' task")
+            mass_action.line("info", f"Processing '{title}' task")
             try:
                 applied = self.bus.synchronize_task(task_id)
             except TaskNotFoundError:
-                job.skipped += 1
-                job.line("skip", f"Skipping '{title}' task - it is no longer queued.")
+                mass_action.skipped += 1
+                mass_action.line("skip", f"Skipping '{title}' task - it is no longer queued.")
                 continue
             except TaskBusyError:
-                job.skipped += 1
-                job.line("skip", f"Skipping '{title}' task - it is being applied right now.")
+                mass_action.skipped += 1
+                mass_action.line(
+                    "skip", f"Skipping '{title}' task - it is being applied right now."
+                )
                 continue
             except SyncBusError as exc:
-                job.skipped += 1
-                job.line("skip", f"Skipping '{title}' task - {exc}.")
+                mass_action.skipped += 1
+                mass_action.line("skip", f"Skipping '{title}' task - {exc}.")
                 continue
             if applied:
-                job.applied += 1
-                job.line("ok", f"'{title}' applied")
+                mass_action.applied += 1
+                mass_action.line("ok", f"'{title}' applied")
             else:
-                job.failed += 1
+                mass_action.failed += 1
                 info = self.bus.get_task(task_id)
                 error = info.error_message if info else "failed"
-                job.line("fail", f"'{title}' failed: {error}")
+                mass_action.line("fail", f"'{title}' failed: {error}")
 
-    def _delete_batch(self, job: Job, batch: Items) -> None:
-        """One transaction per batch: deleting 100,000 tasks is a few hundred commits.
-
-        On PostgreSQL, tasks whose rows a running batch has locked are skipped (``SKIP
-        LOCKED``) instead of waited for: a stalled worker must not hang the mass action."""
-        t = task_table
-        ids = [i for i, _, _ in batch]
-        busy: set[int] = set()
+    def _delete_batch(self, mass_action: MassAction, batch: Items) -> None:
+        """One transaction per batch: deleting 100,000 tasks is a few hundred commits. Tasks
+        that a running batch holds are skipped, not waited for (``store.admin.delete_tasks``)."""
         with self.bus.engine.begin() as conn:
-            if dialect_of(conn) is POSTGRES:
-                wanted = t.c.task_id.in_(ids)
-                queued = set(conn.execute(sa.select(t.c.task_id).where(wanted)).scalars())
-                lock = sa.select(t.c.task_id).where(wanted).with_for_update(skip_locked=True)
-                free = set(conn.execute(lock).scalars())
-                busy, ids = queued - free, sorted(free)
-            gone = conn.execute(t.delete().where(t.c.task_id.in_(ids)))
-        job.done += len(batch)
-        job.deleted += int(gone.rowcount)
+            deleted, busy = delete_tasks(conn, [i for i, _, _ in batch])
+        mass_action.done += len(batch)
+        mass_action.deleted += deleted
         for task_id, title, _connector in batch:
             if task_id in busy:
-                job.skipped += 1
-                job.line("skip", f"Skipping '{title}' task - it is being applied right now.")
+                mass_action.skipped += 1
+                mass_action.line(
+                    "skip", f"Skipping '{title}' task - it is being applied right now."
+                )
             else:
-                job.line("ok", f"Deleting '{title}' task")
+                mass_action.line("ok", f"Deleting '{title}' task")

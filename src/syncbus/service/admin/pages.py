@@ -54,7 +54,7 @@ def dashboard(request: Request, ctx: Ctx, session: PageSession) -> HTMLResponse:
         "dashboard.html",
         session=session,
         events=readmodel.event_page(ctx.bus, limit=5).events,
-        jobs=ctx.job_manager.recent()[:5],
+        jobs=ctx.mass_actions.recent()[:5],
         **stats_data(ctx),
     )
 
@@ -159,16 +159,18 @@ def events(
 
 
 @router.get("/admin/jobs/{job_id}")
-def job(request: Request, ctx: Ctx, session: PageSession, job_id: str) -> HTMLResponse:
-    found = ctx.job_manager.get(job_id)
+def mass_action(request: Request, ctx: Ctx, session: PageSession, job_id: str) -> HTMLResponse:
+    found = ctx.mass_actions.get(job_id)
     if found is None:
         return not_found(request, session, "This mass action is not known (any more).")
     return render(request, "job.html", session=session, job=found, back=found.back)
 
 
 @router.get("/admin/jobs/{job_id}/progress")
-def job_progress(request: Request, ctx: Ctx, session: PageSession, job_id: str) -> HTMLResponse:
-    found = ctx.job_manager.get(job_id)
+def mass_action_progress(
+    request: Request, ctx: Ctx, session: PageSession, job_id: str
+) -> HTMLResponse:
+    found = ctx.mass_actions.get(job_id)
     if found is None:
         return not_found(request, session, "This mass action is not known (any more).")
     return render(request, "_progress.html", session=session, job=found)
