@@ -8,6 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ObjectType, TaskDataType, TaskType
+from syncbus.applier import Applier
+from syncbus.content.pages import PageStore
+from syncbus.enums import TASK_TYPES
 
 from .helpers import (
     add_connector,
@@ -353,3 +356,14 @@ def test_find_objects_filters_by_columns(bus: IntegrationBus) -> None:
     assert bus.find_objects("cms.user", last_name="Nobody") == []
     assert len(bus.find_objects("cms.user", last_name="Smith", user_name="bob")) == 1
     assert pending(bus) == []
+
+
+def test_a_task_type_is_one_row_of_the_table() -> None:
+    """Every task type has its row in TASK_TYPES, and its handler exists on the applier
+    (object tasks) or the page store (page tasks)."""
+    assert set(TASK_TYPES) == set(TaskType)
+    for task_type, spec in TASK_TYPES.items():
+        owner = PageStore if spec.document else Applier
+        assert callable(getattr(owner, spec.handler, None)), task_type
+        assert task_type.is_document is spec.document
+        assert task_type.spec is spec and spec.verb

@@ -31,7 +31,7 @@ from syncbus import (
     TaskType,
     create_app,
 )
-from syncbus.content.types import BUILTIN_OBJECT_TYPES
+from syncbus.content.builtin import BUILTIN_OBJECT_TYPES
 from syncbus.intake import TaskRequest
 
 from .helpers import (

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.content.caches import PageCache, TargetCache
 from syncbus.content.objects import ObjectStore
-from syncbus.content.pages import PageCache, PageStore
+from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
-from syncbus.content.targets import TargetCache
 from syncbus.content.types import ObjectType
-from syncbus.enums import TaskDataType, TaskType
+from syncbus.enums import TaskDataType, TaskType, task_handlers
 from syncbus.errors import ContentError, PageNotFoundError, SiteNotFoundError, TranslationError
 from syncbus.model import InternalObject, Page
 from syncbus.payload import PAGE_RECORD, Payload, id_key
@@ -22,6 +24,21 @@ _site_table = BUILTIN_TABLES["cms.site"]
 _site_type = "cms.site"
 
 
+@dataclass(slots=True)
+class _ObjectTask:
+    """What an object task's handler works with."""
+
+    task_type: TaskType
+    data_type: TaskDataType
+    ot: ObjectType
+    row: dict[str, Any]
+    site_id: int | None
+    payload: Payload
+    resolver: Resolver
+    task_site: str | None
+    targets: TargetCache | None
+
+
 class Applier:
     """Turns a task's payload into content changes, translating foreign keys on the way."""
 
@@ -29,6 +46,9 @@ class Applier:
         self.registry = registry
         self.objects = objects
         self.pages = pages
+        self._handlers: dict[TaskType, Callable[[sa.Connection, _ObjectTask], None]] = (
+            task_handlers(self, document=False)
+        )
 
     @staticmethod
     def site_ids(conn: sa.Connection) -> dict[str, int]:
@@ -162,36 +182,55 @@ class Applier:
         if ot.site_column and site_id is None:
             raise SiteNotFoundError(f"{ot.name} objects belong to a site; the task names none")
         row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
-        if task_type in (TaskType.CREATE_OBJECT, TaskType.UPDATE_OBJECT):
-            oid = self.objects.upsert(conn, ot, row, site_id, targets)
-            resolver.learn(ot, row, site_id, oid)
-            if data_type is TaskDataType.SNAPSHOT:
-                self._apply_children(conn, ot, oid, payload, resolver, site_id, task_site)
-        elif task_type is TaskType.DELETE_OBJECT:
-            if self.objects.delete(conn, ot, row, site_id, targets):
-                gone = self.registry.dependents(ot.name)
-                resolver.forget(gone)
-                if ot.name == _site_type:  # its page tree goes with it
-                    resolver.forget_pages()
-                    if targets is not None:
-                        targets.pages.clear()
-                if targets is not None:  # the deleted row itself is known absent now
-                    if not self.registry.cascades_to_itself(ot.name):
-                        gone = gone - {ot.name}
-                    targets.forget(gone)
-        elif task_type in (TaskType.ADD_TO_SITE, TaskType.REMOVE_FROM_SITE):
-            if site_id is None:
-                raise SiteNotFoundError(f"{task_type.value} needs the task's site_name")
-            if task_type is TaskType.ADD_TO_SITE:
-                oid = self.objects.upsert(conn, ot, row, None)
-                resolver.learn(ot, row, None, oid)
-                self.objects.bind_site(conn, ot, oid, site_id)
-            else:
-                found = self.objects.find_id(conn, ot, row, None)
-                if found is not None:
-                    self.objects.unbind_site(conn, ot, found, site_id)
-        else:
+        handler = self._handlers.get(task_type)
+        if handler is None:
             raise ContentError(f"task type {task_type.value} does not apply to objects")
+        handler(
+            conn,
+            _ObjectTask(
+                task_type, data_type, ot, row, site_id, payload, resolver, task_site, targets
+            ),
+        )
+
+    # One per object task type (enums.TASK_TYPES names them).
+    def _upsert_object(self, conn: sa.Connection, t: _ObjectTask) -> None:
+        oid = self.objects.upsert(conn, t.ot, t.row, t.site_id, t.targets)
+        t.resolver.learn(t.ot, t.row, t.site_id, oid)
+        if t.data_type is TaskDataType.SNAPSHOT:
+            self._apply_children(conn, t.ot, oid, t.payload, t.resolver, t.site_id, t.task_site)
+
+    def _delete_object(self, conn: sa.Connection, t: _ObjectTask) -> None:
+        ot, targets = t.ot, t.targets
+        if not self.objects.delete(conn, ot, t.row, t.site_id, targets):
+            return
+        gone = self.registry.dependents(ot.name)
+        t.resolver.forget(gone)
+        if ot.name == _site_type:  # its page tree goes with it
+            t.resolver.forget_pages()
+            if targets is not None:
+                targets.pages.clear()
+        if targets is not None:  # the deleted row itself is known absent now
+            if not self.registry.cascades_to_itself(ot.name):
+                gone = gone - {ot.name}
+            targets.forget(gone)
+
+    def _add_to_site(self, conn: sa.Connection, t: _ObjectTask) -> None:
+        site_id = self._binding_site(t)
+        oid = self.objects.upsert(conn, t.ot, t.row, None)
+        t.resolver.learn(t.ot, t.row, None, oid)
+        self.objects.bind_site(conn, t.ot, oid, site_id)
+
+    def _remove_from_site(self, conn: sa.Connection, t: _ObjectTask) -> None:
+        site_id = self._binding_site(t)
+        found = self.objects.find_id(conn, t.ot, t.row, None)
+        if found is not None:
+            self.objects.unbind_site(conn, t.ot, found, site_id)
+
+    @staticmethod
+    def _binding_site(t: _ObjectTask) -> int:
+        if t.site_id is None:
+            raise SiteNotFoundError(f"{t.task_type.value} needs the task's site_name")
+        return t.site_id
 
     def _apply_children(
         self,

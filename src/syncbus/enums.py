@@ -1,9 +1,14 @@
-"""The three public enumerations; ``.value`` is the wire name (JSON, CLI, database)."""
+"""The three public enumerations; ``.value`` is the wire name (JSON, CLI, database).
+
+What each task type means to the bus (title verb, page or object, the method applying it) is
+one table, ``TASK_TYPES``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 from syncbus.errors import InvalidObjectError
 
@@ -59,20 +64,52 @@ class TaskType(_WireEnum):
 
     @property
     def is_document(self) -> bool:
+        """A page task (else an object task)."""
         return self in _DOCUMENT_TASKS
 
+    @property
+    def spec(self) -> TaskTypeSpec:
+        """This task type's row of ``TASK_TYPES``."""
+        return TASK_TYPES[self]
 
-_DOCUMENT_TASKS = frozenset(
-    {
-        TaskType.CREATE_DOCUMENT,
-        TaskType.UPDATE_DOCUMENT,
-        TaskType.DELETE_DOCUMENT,
-        TaskType.DELETE_ALL_CULTURES,
-        TaskType.PUBLISH_DOCUMENT,
-        TaskType.ARCHIVE_DOCUMENT,
-        TaskType.MOVE_DOCUMENT,
-    }
-)
+
+@dataclass(frozen=True)
+class TaskTypeSpec:
+    """What the bus knows of a task type: the verb of its tasks' titles, whether it applies to
+    a page (a document task) or to an object, and the name of the method that applies it (on
+    ``Applier`` for object tasks, on ``PageStore`` for page tasks; each resolves its names
+    once, when it is built). A new task type is a member of ``TaskType`` and a row here."""
+
+    verb: str
+    document: bool
+    handler: str
+
+
+_OBJECT, _PAGE = False, True
+TASK_TYPES: dict[TaskType, TaskTypeSpec] = {
+    TaskType.CREATE_OBJECT: TaskTypeSpec("Create", _OBJECT, "_upsert_object"),
+    TaskType.UPDATE_OBJECT: TaskTypeSpec("Update", _OBJECT, "_upsert_object"),
+    TaskType.DELETE_OBJECT: TaskTypeSpec("Delete", _OBJECT, "_delete_object"),
+    TaskType.ADD_TO_SITE: TaskTypeSpec("Add to site", _OBJECT, "_add_to_site"),
+    TaskType.REMOVE_FROM_SITE: TaskTypeSpec("Remove from site", _OBJECT, "_remove_from_site"),
+    TaskType.CREATE_DOCUMENT: TaskTypeSpec("Create page", _PAGE, "_create_or_update"),
+    TaskType.UPDATE_DOCUMENT: TaskTypeSpec("Update page", _PAGE, "_create_or_update"),
+    TaskType.DELETE_DOCUMENT: TaskTypeSpec("Delete page", _PAGE, "_delete_document"),
+    TaskType.DELETE_ALL_CULTURES: TaskTypeSpec(
+        "Delete all cultures of page", _PAGE, "_delete_all_cultures"
+    ),
+    TaskType.PUBLISH_DOCUMENT: TaskTypeSpec("Publish page", _PAGE, "_publish"),
+    TaskType.ARCHIVE_DOCUMENT: TaskTypeSpec("Archive page", _PAGE, "_archive"),
+    TaskType.MOVE_DOCUMENT: TaskTypeSpec("Move page", _PAGE, "_move"),
+}
+if set(TASK_TYPES) != set(TaskType):
+    raise RuntimeError("every TaskType needs a row in TASK_TYPES")
+_DOCUMENT_TASKS = frozenset(t for t, spec in TASK_TYPES.items() if spec.document)
+
+
+def task_handlers(owner: object, *, document: bool) -> dict[TaskType, Any]:
+    """The bound methods of ``owner`` that apply the object (or page) task types."""
+    return {t: getattr(owner, s.handler) for t, s in TASK_TYPES.items() if s.document is document}
 
 
 class TaskDataType(_WireEnum):

@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.connectors import ConnectorRegistry
-from syncbus.content.pages import check_page
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
-from syncbus.content.types import ObjectType, text_problem
+from syncbus.content.types import ObjectType
+from syncbus.content.validation import check_prepared, check_text
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
@@ -28,7 +28,7 @@ from syncbus.store import enqueue
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
-from syncbus.translation import Capture, check_object
+from syncbus.translation import Capture
 
 _site = BUILTIN_TABLES["cms.site"]
 # Every check of a logging call in one query; the site is the content layer's part.
@@ -42,31 +42,6 @@ LOGGED_AS_ERROR = (
     "logged with process type Error: the connector stops at this task until it is "
     "synchronized or deleted"
 )
-
-_VERBS = {
-    TaskType.CREATE_OBJECT: "Create",
-    TaskType.UPDATE_OBJECT: "Update",
-    TaskType.DELETE_OBJECT: "Delete",
-    TaskType.ADD_TO_SITE: "Add to site",
-    TaskType.REMOVE_FROM_SITE: "Remove from site",
-    TaskType.CREATE_DOCUMENT: "Create page",
-    TaskType.UPDATE_DOCUMENT: "Update page",
-    TaskType.DELETE_DOCUMENT: "Delete page",
-    TaskType.DELETE_ALL_CULTURES: "Delete all cultures of page",
-    TaskType.PUBLISH_DOCUMENT: "Publish page",
-    TaskType.ARCHIVE_DOCUMENT: "Archive page",
-    TaskType.MOVE_DOCUMENT: "Move page",
-}
-
-
-def check_text(what: str, value: Any, max_length: int) -> None:
-    """Refuse, before any SQL runs, a name the database cannot take (a NUL makes PostgreSQL
-    fail the statement; that is bad input, not an unavailable database)."""
-    if not isinstance(value, str):
-        raise InvalidObjectError(f"{what} must be a string, not {type(value).__name__}")
-    problem = text_problem(value, max_length)
-    if problem is not None:
-        raise InvalidObjectError(f"{what}: {problem}")
 
 
 _Parsed = tuple[ProcessType, TaskType, TaskDataType]
@@ -97,12 +72,12 @@ def object_title(task_type: TaskType, ot: ObjectType, data: dict[str, Any]) -> s
         name = str(data[ot.key_column])
     else:
         name = ", ".join(f"{c}={data.get(c)!r}" for c in ot.identity_columns())
-    return f"{_VERBS[task_type]} {ot.name} '{name}'"[:450]
+    return f"{task_type.spec.verb} {ot.name} '{name}'"[:450]
 
 
 def page_title(task_type: TaskType, page: Page) -> str:
     where = page.parent_path.rstrip("/") + "/" if page.parent_path else ""
-    return f"{_VERBS[task_type]} '{where}{page.alias or page.name}' ({page.culture})"[:450]
+    return f"{task_type.spec.verb} '{where}{page.alias or page.name}' ({page.culture})"[:450]
 
 
 class Intake:
@@ -252,41 +227,15 @@ class Intake:
         dtype: TaskDataType,
         site_name: str | None,
     ) -> tuple[Payload, str | None, str | None, str, TaskDataType]:
-        if isinstance(prepared, InternalObject):
-            if ttype.is_document:
-                raise InvalidObjectError(
-                    f"task type {ttype.value} needs a Page, but connector {connector_name!r} "
-                    f"returned an object of type {prepared.object_type!r}"
-                )
-            ot = check_object(
-                self.registry, prepared, external_refs=dtype is not TaskDataType.SIMPLE
-            )
-            if ot.site_column and not site_name:
-                raise SiteNotFoundError(
-                    f"{ot.name} objects belong to a site: pass site_name when logging them"
-                )
+        typ = check_prepared(self.registry, connector_name, prepared, ttype, dtype, site_name)
+        if isinstance(typ, ObjectType):
             if dtype is not TaskDataType.SNAPSHOT and prepared.children:
                 prepared = InternalObject(prepared.object_type, prepared.data)
-            title = object_title(ttype, ot, prepared.data)
-            return Payload(obj=prepared), ot.name, None, title, dtype
-        if isinstance(prepared, Page):
-            if not ttype.is_document:
-                raise InvalidObjectError(
-                    f"task type {ttype.value} needs an object, but connector "
-                    f"{connector_name!r} returned a page"
-                )
-            check_page(prepared, simple=dtype is TaskDataType.SIMPLE)
-            pt = self.registry.page_type(prepared.class_name)
-            pt.check_fields(prepared.fields)
-            if not site_name:
-                raise SiteNotFoundError("pages belong to a site: pass site_name when logging them")
-            if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
-                dtype = TaskDataType.SIMPLE_SNAPSHOT
-            return Payload(page=prepared), None, pt.class_name, page_title(ttype, prepared), dtype
-        raise InvalidObjectError(
-            f"connector {connector_name!r}: prepare_internal_object must return an "
-            f"InternalObject, a Page or None, not {type(prepared).__name__}"
-        )
+            title = object_title(ttype, typ, prepared.data)
+            return Payload(obj=prepared), typ.name, None, title, dtype
+        if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
+            dtype = TaskDataType.SIMPLE_SNAPSHOT
+        return Payload(page=prepared), None, typ.class_name, page_title(ttype, prepared), dtype
 
     @staticmethod
     def _insert(

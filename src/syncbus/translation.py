@@ -19,8 +19,14 @@ import sqlalchemy as sa
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import tree_table
-from syncbus.content.types import ObjectType, external_id_problem, show, text_problem
-from syncbus.errors import InvalidObjectError, TranslationError
+from syncbus.content.types import ObjectType
+from syncbus.content.validation import (
+    check_columns,
+    check_external_id,
+    check_identity_text,
+    show,
+)
+from syncbus.errors import TranslationError
 from syncbus.model import DocumentParams, InternalObject, ObjectParams
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
 from syncbus.store.db import IN_CHUNK
@@ -39,7 +45,7 @@ class Capture:
 
     def capture_object_tree(self, obj: InternalObject, main: ObjectType | None = None) -> None:
         ot = self.registry.object_type(obj.object_type)
-        ot.check_columns(obj.data)
+        check_columns(ot, obj.data)
         for col, target in ot.references().items():
             value = obj.data.get(col)
             if value is None:
@@ -54,7 +60,7 @@ class Capture:
             return self._index[key]
         if depth > _MAX_DEPTH:
             raise TranslationError(f"parent chain of {object_type} {show(external_id)} is too deep")
-        _check_external_id(external_id, where)
+        check_external_id(external_id, where)
         name = self.connector.connector_name
         params = self.connector.get_internal_object_params(external_id, object_type)
         if params is None:
@@ -68,8 +74,8 @@ class Capture:
                 f"{object_type!r}) must return ObjectParams with a code_name, got {params!r}"
             )
         what = f"the identity of {object_type} {show(external_id)}"
-        _check_identity_text(name, f"{what} (code_name)", params.code_name, 450)
-        _check_identity_text(name, f"{what} (site_name)", params.site_name, 100)
+        check_identity_text(name, f"{what} (code_name)", params.code_name, 450)
+        check_identity_text(name, f"{what} (site_name)", params.site_name, 100)
         target = self.registry.object_type(object_type)
         parent = group = None
         if params.parent_id is not None and target.parent_type:
@@ -89,7 +95,7 @@ class Capture:
         key = id_key(PAGE_RECORD, external_id)
         if key in self._index:
             return self._index[key]
-        _check_external_id(external_id, where)
+        check_external_id(external_id, where)
         name = self.connector.connector_name
         params = self.connector.get_internal_document_params(external_id, class_name)
         if params is None:
@@ -103,9 +109,9 @@ class Capture:
                 f"got {params!r}"
             )
         what = f"the identity of page {show(external_id)}"
-        _check_identity_text(name, f"{what} (node_guid)", str(params.node_guid), 36)
-        _check_identity_text(name, f"{what} (culture_code)", params.culture_code, 10)
-        _check_identity_text(name, f"{what} (site_name)", params.site_name, 100)
+        check_identity_text(name, f"{what} (node_guid)", str(params.node_guid), 36)
+        check_identity_text(name, f"{what} (culture_code)", params.culture_code, 10)
+        check_identity_text(name, f"{what} (site_name)", params.site_name, 100)
         record = TranslationRecord(
             PAGE_RECORD,
             external_id,
@@ -297,38 +303,3 @@ class Resolver:
     def pages_created(self) -> None:
         """After a page create: a page that was missing may exist now."""
         self._missing.pop(PAGE_RECORD, None)
-
-
-def check_object(
-    registry: TypeRegistry, obj: InternalObject, *, external_refs: bool, child: bool = False
-) -> ObjectType:
-    """Validate an object tree's type, columns and values (log time)."""
-    if not isinstance(obj.object_type, str) or text_problem(obj.object_type, 200):
-        raise InvalidObjectError(f"object type {show(obj.object_type)} is not a valid type name")
-    if not isinstance(obj.data, dict):
-        raise InvalidObjectError(f"the data of a {obj.object_type} object must be a dict")
-    ot = registry.object_type(obj.object_type)
-    ot.check_columns(obj.data)
-    ot.check_values(obj.data, external_refs=external_refs)
-    ot.check_identity(obj.data, child=child)
-    if not isinstance(obj.children, list):
-        raise InvalidObjectError(f"the children of a {ot.name} object must be a list")
-    for item in obj.children:
-        if not isinstance(item, InternalObject):
-            raise InvalidObjectError(f"children of {ot.name} must be InternalObject instances")
-        check_object(registry, item, external_refs=external_refs, child=True)
-    return ot
-
-
-def _check_external_id(external_id: Any, where: str) -> None:
-    problem = external_id_problem(external_id)
-    if problem is not None:
-        raise InvalidObjectError(f"the external id in {where}: {problem}")
-
-
-def _check_identity_text(connector: str | None, what: str, value: Any, max_length: int) -> None:
-    """Text a connector gave as an identity is stored in the task and queried at process
-    time: refuse what the database cannot hold."""
-    problem = text_problem(value, max_length) if isinstance(value, str) else None
-    if problem is not None:
-        raise InvalidObjectError(f"connector {connector!r} gave {what}: {problem}")

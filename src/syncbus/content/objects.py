@@ -2,96 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.content.caches import TargetCache, target_key
+from syncbus.content.coerce import coerce_row
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType
+from syncbus.content.validation import check_columns
 from syncbus.errors import ContentError
-
-if TYPE_CHECKING:
-    from syncbus.content.targets import TargetCache
 
 _MISSING = object()
 _GIVEN, _NULL, _LEFT_OUT = 0, 1, 2  # how an identity column appears in a lookup
 _ID_PARAM = "syncbus_object_id"
-
-TargetKey = tuple[str, tuple[Any, ...], int | None]
-
-
-def target_key(ot: ObjectType, values: Mapping[str, Any], site_id: int | None) -> TargetKey | None:
-    """The exact identity of an object row, or None when it cannot be cached (an identity
-    column left out means "any value", which only a query answers)."""
-    parts = []
-    for col in ot.identity_columns():
-        value = values.get(col)
-        if value is None:
-            return None
-        parts.append(value)
-    return ot.name, tuple(parts), site_id if ot.site_column and not ot.is_binding else None
-
-
-def _to_datetime(value: Any) -> Any:
-    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _to_date(value: Any) -> Any:
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _to_bool(value: Any) -> Any:
-    return bool(value) if value in (0, 1) and not isinstance(value, bool) else value
-
-
-def _to_str(value: Any) -> Any:
-    return str(value) if isinstance(value, uuid.UUID) else value
-
-
-Coercers = dict[str, tuple[Callable[[Any], Any], Any]]
-
-
-def column_coercers(types: Mapping[str, Any]) -> Coercers:
-    """Per column that may need it: the conversion and the column type (build once)."""
-    out: Coercers = {}
-    for col, typ in types.items():
-        if isinstance(typ, sa.DateTime):
-            out[col] = (_to_datetime, typ)
-        elif isinstance(typ, sa.Date):
-            out[col] = (_to_date, typ)
-        elif isinstance(typ, sa.Boolean):
-            out[col] = (_to_bool, typ)
-        elif isinstance(typ, sa.String):
-            out[col] = (_to_str, typ)
-    return out
-
-
-def _coercers(ot: ObjectType) -> Coercers:
-    coercers: Coercers = ot.derived("coercers", lambda: column_coercers(ot.all_columns()))
-    return coercers
-
-
-def coerce_values(owner: str, coercers: Coercers, row: Mapping[str, Any]) -> dict[str, Any]:
-    """Bring JSON-decoded values to the column types (ISO dates, UUIDs, 0/1 booleans)."""
-    out: dict[str, Any] = {}
-    for col, value in row.items():
-        conv = coercers.get(col)
-        if conv is not None and value is not None:
-            try:
-                value = conv[0](value)
-            except ValueError as exc:
-                raise ContentError(
-                    f"column {col!r} of {owner}: {value!r:.80} is not a valid {conv[1]}: {exc}"
-                ) from exc
-        out[col] = value
-    return out
-
-
-def coerce_row(ot: ObjectType, row: Mapping[str, Any]) -> dict[str, Any]:
-    return coerce_values(ot.name, _coercers(ot), row)
 
 
 class ObjectStore:
@@ -298,7 +224,7 @@ class ObjectStore:
         self, conn: sa.Connection, object_type: str, equals: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         ot = self.registry.object_type(object_type)
-        ot.check_columns(equals)
+        check_columns(ot, equals)
         table = self.registry.table(ot.name)
         stmt = sa.select(table).order_by(table.c[ot.id_column])
         for col, value in coerce_row(ot, equals).items():

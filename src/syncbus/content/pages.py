@@ -2,110 +2,28 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import sqlalchemy as sa
 
-from syncbus.content.objects import Coercers, coerce_values, column_coercers
+from syncbus.content.builtin import ROOT_CLASS
+from syncbus.content.caches import PageCache
+from syncbus.content.coerce import Coercers, coerce_values, column_coercers
+from syncbus.content.paths import join_path, make_alias, normalize_path
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table as docs
 from syncbus.content.tables import tree_table as tree
-from syncbus.content.types import ROOT_CLASS, external_id_problem, show, text_problem
-from syncbus.enums import TaskType
-from syncbus.errors import ContentError, InvalidObjectError, PageNotFoundError
+from syncbus.content.validation import check_fields
+from syncbus.enums import TaskType, task_handlers
+from syncbus.errors import ContentError, PageNotFoundError
 from syncbus.model import Page
-from syncbus.store.db import IN_CHUNK, utcnow
-
-_ALIAS_BAD = re.compile(r"[^A-Za-z0-9_.~-]+")
-
-
-def make_alias(name: str) -> str:
-    """A URL-safe alias from a page name ("Hello, world!" -> "Hello-world")."""
-    alias = _ALIAS_BAD.sub("-", name.strip()).strip("-.")
-    return alias or "page"
-
-
-def join_path(parent_path: str, alias: str) -> str:
-    return ("" if parent_path == "/" else parent_path.rstrip("/")) + "/" + alias
-
-
-def normalize_path(path: str) -> str:
-    path = "/" + path.strip().strip("/")
-    return path
-
+from syncbus.store.db import utcnow
+from syncbus.store.dialect import dialect_of
 
 ParentResolver = Callable[[], dict[str, Any]]
-
-# Column lengths of cms_tree / cms_document (store.schema).
-_ALIAS_MAX, _PATH_MAX, _NAME_MAX, _CULTURE_MAX, _GUID_MAX, _CLASS_MAX = 200, 450, 450, 10, 36, 100
-
-
-def check_page(page: Page, *, simple: bool) -> None:
-    """Refuse, at log time, a page that no task could store: text the database cannot hold,
-    an alias that is not one path segment, a parent path that is not absolute. Under Simple,
-    ``parent_id`` is an internal node id (a positive integer); else an external id."""
-    _text("class_name", page.class_name, _CLASS_MAX)
-    _text("name", page.name, _NAME_MAX)
-    _text("culture", page.culture, _CULTURE_MAX, required=True)
-    if page.node_guid is not None and not isinstance(page.node_guid, uuid.UUID):
-        _text("node_guid", page.node_guid, _GUID_MAX, required=True)
-    alias = page.alias
-    if alias is not None:
-        _text("alias", alias, _ALIAS_MAX, required=True)
-        if "/" in alias:
-            _bad("alias", alias, "an alias is one path segment: it must not contain '/'")
-    elif len(make_alias(page.name)) > _ALIAS_MAX:
-        _bad("name", page.name, f"its alias would be longer than {_ALIAS_MAX}; give an alias")
-    path = page.parent_path
-    if path is not None:
-        _text("parent_path", path, _PATH_MAX, required=True)
-        inner = path.strip().strip("/")
-        if not path.strip().startswith("/") or "//" in path or (inner and not inner.strip()):
-            _bad("parent_path", path, "give an absolute alias path such as '/news'")
-        full = join_path(normalize_path(path), alias or make_alias(page.name))
-        if len(full) > _PATH_MAX:
-            _bad("alias", alias, f"the page's path {full[:60]!r}... is longer than {_PATH_MAX}")
-    if page.parent_id is not None:
-        _parent_id(page, simple)
-    if not isinstance(page.fields, dict):
-        _bad("fields", page.fields, "the page's fields must be a dict")
-
-
-def _parent_id(page: Page, simple: bool) -> None:
-    value = page.parent_id
-    if not simple:
-        problem = external_id_problem(value)
-        if problem is not None:
-            _bad("parent_id", value, problem)
-    elif not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _NODE_ID_MAX:
-        _bad(
-            "parent_id",
-            value,
-            f"under Simple, parent_id is the parent's internal node id (a positive integer up "
-            f"to {_NODE_ID_MAX}); use SimpleSnapshot to pass an external id, or parent_path",
-        )
-
-
-_NODE_ID_MAX = 2**31 - 1
-
-
-def _text(what: str, value: Any, max_length: int, *, required: bool = False) -> None:
-    if not isinstance(value, str):
-        _bad(what, value, f"{what} must be a string, not {type(value).__name__}")
-    problem = text_problem(value, max_length)
-    if problem is not None:
-        _bad(what, value, problem)
-    if required and not value.strip():
-        _bad(what, value, f"{what} must not be empty")
-
-
-def _bad(what: str, value: Any, problem: str) -> NoReturn:
-    raise InvalidObjectError(f"page {what} {show(value)}: {problem}")
-
 
 # Statements built once; values are bound per call.
 _bp = sa.bindparam
@@ -122,8 +40,9 @@ _DOCUMENT_ID = sa.select(docs.c.document_id).where(
     docs.c.document_node_id == _bp("node"), docs.c.document_culture == _bp("culture")
 )
 _INSERT_DOCUMENT = docs.insert().returning(docs.c.document_id)
-# PostgreSQL: a page update renames its document in a data-modifying CTE of the statement that
-# updates its fields, one round trip instead of two (SQLite has no DML in WITH).
+# Where the dialect takes data-modifying CTEs (PostgreSQL; SQLite has no DML in WITH), a page
+# update renames its document in a CTE of the statement that updates its fields: one round
+# trip instead of two.
 _RENAME_DOCUMENT = (
     docs.update()
     .where(docs.c.document_id == _bp("syncbus_document_id"))
@@ -153,57 +72,6 @@ class PageEffect:
     subtree_removed: bool = False  # a node went with its descendants
 
 
-class PageCache:
-    """Nodes by (site, node GUID) and document ids by (node, culture), looked up set-wise for
-    a batch (None: known to be absent). Writes keep it true; deletes and moves, which can
-    change a whole subtree, empty it."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[tuple[int, str], dict[str, Any] | None] = {}
-        self.documents: dict[tuple[int, str], int | None] = {}
-
-    def clear(self) -> None:
-        self.nodes.clear()
-        self.documents.clear()
-
-    def forget_node(self, node: dict[str, Any]) -> None:
-        """A leaf node went, with its documents."""
-        node_id = int(node["node_id"])
-        self.nodes[(int(node["node_site_id"]), str(node["node_guid"]))] = None
-        for key in [k for k in self.documents if k[0] == node_id]:
-            del self.documents[key]
-
-    def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
-        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
-        keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
-        guids = sorted({guid for _, guid in keys})
-        for start in range(0, len(guids), IN_CHUNK):
-            stmt = sa.select(tree).where(tree.c.node_guid.in_(guids[start : start + IN_CHUNK]))
-            for row in conn.execute(stmt).mappings():
-                key = (int(row["node_site_id"]), str(row["node_guid"]))
-                if key in keys:
-                    self.nodes[key] = dict(row)
-        for key in keys:
-            self.nodes.setdefault(key, None)
-        docs_wanted: set[tuple[int, str]] = set()
-        for site, guid, culture in wanted:
-            node = self.nodes.get((site, guid.lower()))
-            if node is not None:
-                docs_wanted.add((int(node["node_id"]), culture))
-        docs_wanted -= self.documents.keys()
-        node_ids = sorted({node_id for node_id, _ in docs_wanted})
-        for start in range(0, len(node_ids), IN_CHUNK):
-            stmt = sa.select(
-                docs.c.document_id, docs.c.document_node_id, docs.c.document_culture
-            ).where(docs.c.document_node_id.in_(node_ids[start : start + IN_CHUNK]))
-            for doc_id, node_id, culture in conn.execute(stmt):
-                key = (int(node_id), str(culture))
-                if key in docs_wanted:
-                    self.documents[key] = int(doc_id)
-        for key in docs_wanted:
-            self.documents.setdefault(key, None)
-
-
 class PageStore:
     """Page operations on a caller's connection; ``cache`` (optional) spares the lookups a
     batch prefetched."""
@@ -211,10 +79,12 @@ class PageStore:
     def __init__(self, registry: TypeRegistry) -> None:
         self.registry = registry
         self._field_updates: dict[tuple[str, bool], tuple[sa.Table, Any]] = {}
+        self._handlers = task_handlers(self, document=True)
 
     def _field_update(self, class_name: str, table: sa.Table, rename: bool) -> Any:
-        """UPDATE of a document's page fields; with ``rename`` (PostgreSQL), the document's
-        name and modification time are updated by the same statement."""
+        """UPDATE of a document's page fields; with ``rename`` (where the database takes an
+        UPDATE in a WITH clause), the document's name and modification time are updated by the
+        same statement."""
         cached = self._field_updates.get((class_name, rename))
         if cached is None or cached[0] is not table:
             stmt = table.update().where(table.c.document_id == _bp("syncbus_document_id"))
@@ -293,51 +163,123 @@ class PageStore:
         PageNotFoundError; it is called only where the parent matters. Returns what the task
         did to the tree's nodes."""
         pt = self.registry.page_type(page.class_name)
-        pt.check_fields(page.fields)
+        check_fields(pt, page.fields)
         node = self.find_node(conn, site_id, page, get_parent, cache)
-        effect = PageEffect()
-        if task_type in (TaskType.CREATE_DOCUMENT, TaskType.UPDATE_DOCUMENT):
-            if node is None:
-                node = self._create_node(conn, site_id, page, get_parent())
-                effect.created = True
-                if cache is not None:
-                    cache.nodes[(site_id, node["node_guid"])] = node
-            elif page.alias and page.alias != node["node_alias"]:
-                if cache is not None:
-                    cache.clear()  # alias paths of the subtree change
-                self._relocate(
-                    conn, node, self.node_by_id(conn, node["node_parent_id"]), page.alias
-                )
-            self._upsert_document(conn, node, page, cache)
-        elif task_type is TaskType.DELETE_DOCUMENT:
-            if node is not None:
-                effect = self._delete_culture(conn, node, page.culture, cache)
-        elif task_type is TaskType.DELETE_ALL_CULTURES:
-            if node is not None:
-                effect = self._remove_node(conn, node, cache)
-        elif task_type in (TaskType.PUBLISH_DOCUMENT, TaskType.ARCHIVE_DOCUMENT):
-            publish = task_type is TaskType.PUBLISH_DOCUMENT
-            doc_id = self._document_id(conn, node, page, cache) if node else None
-            if node is None or doc_id is None:
-                raise PageNotFoundError(f"page {self._describe(page)} does not exist")
-            conn.execute(
-                _UPDATE_DOCUMENT,
-                {
-                    "syncbus_document_id": doc_id,
-                    "published": publish,
-                    "archived": not publish,
-                    "modified_at": utcnow(),
-                },
-            )
-        elif task_type is TaskType.MOVE_DOCUMENT:
-            if node is None:
-                raise PageNotFoundError(f"page {self._describe(page)} to move does not exist")
-            if cache is not None:
-                cache.clear()
-            self._relocate(conn, node, get_parent(), node["node_alias"])
-        else:
+        handler = self._handlers.get(task_type)
+        if handler is None:
             raise ContentError(f"task type {task_type.value} does not apply to pages")
+        effect: PageEffect = handler(conn, site_id, page, node, get_parent, cache)
         return effect
+
+    # One per page task type (enums.TASK_TYPES names them); same arguments, same result.
+    def _create_or_update(
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        node: dict[str, Any] | None,
+        get_parent: ParentResolver,
+        cache: PageCache | None,
+    ) -> PageEffect:
+        effect = PageEffect()
+        if node is None:
+            node = self._create_node(conn, site_id, page, get_parent())
+            effect.created = True
+            if cache is not None:
+                cache.nodes[(site_id, node["node_guid"])] = node
+        elif page.alias and page.alias != node["node_alias"]:
+            if cache is not None:
+                cache.clear()  # alias paths of the subtree change
+            self._relocate(conn, node, self.node_by_id(conn, node["node_parent_id"]), page.alias)
+        self._upsert_document(conn, node, page, cache)
+        return effect
+
+    def _delete_document(
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        node: dict[str, Any] | None,
+        get_parent: ParentResolver,
+        cache: PageCache | None,
+    ) -> PageEffect:
+        if node is None:
+            return PageEffect()
+        return self._delete_culture(conn, node, page.culture, cache)
+
+    def _delete_all_cultures(
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        node: dict[str, Any] | None,
+        get_parent: ParentResolver,
+        cache: PageCache | None,
+    ) -> PageEffect:
+        if node is None:
+            return PageEffect()
+        return self._remove_node(conn, node, cache)
+
+    def _publish(
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        node: dict[str, Any] | None,
+        get_parent: ParentResolver,
+        cache: PageCache | None,
+    ) -> PageEffect:
+        return self._set_published(conn, page, node, cache, publish=True)
+
+    def _archive(
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        node: dict[str, Any] | None,
+        get_parent: ParentResolver,
+        cache: PageCache | None,
+    ) -> PageEffect:
+        return self._set_published(conn, page, node, cache, publish=False)
+
+    def _move(
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        node: dict[str, Any] | None,
+        get_parent: ParentResolver,
+        cache: PageCache | None,
+    ) -> PageEffect:
+        if node is None:
+            raise PageNotFoundError(f"page {self._describe(page)} to move does not exist")
+        if cache is not None:
+            cache.clear()
+        self._relocate(conn, node, get_parent(), node["node_alias"])
+        return PageEffect()
+
+    def _set_published(
+        self,
+        conn: sa.Connection,
+        page: Page,
+        node: dict[str, Any] | None,
+        cache: PageCache | None,
+        *,
+        publish: bool,
+    ) -> PageEffect:
+        doc_id = self._document_id(conn, node, page, cache) if node else None
+        if node is None or doc_id is None:
+            raise PageNotFoundError(f"page {self._describe(page)} does not exist")
+        conn.execute(
+            _UPDATE_DOCUMENT,
+            {
+                "syncbus_document_id": doc_id,
+                "published": publish,
+                "archived": not publish,
+                "modified_at": utcnow(),
+            },
+        )
+        return PageEffect()
 
     @staticmethod
     def _describe(page: Page) -> str:
@@ -387,9 +329,7 @@ class PageStore:
         if not page.fields:
             return page.fields
         pt = self.registry.page_type(page.class_name)
-        coercers: Coercers | None = pt.__dict__.get("_coercers")
-        if coercers is None:
-            coercers = pt.__dict__["_coercers"] = column_coercers(pt.field_types())
+        coercers: Coercers = pt.derived("coercers", lambda: column_coercers(pt.field_types()))
         if not coercers:
             return page.fields
         return coerce_values(f"page type {pt.class_name}", coercers, page.fields)
@@ -419,7 +359,7 @@ class PageStore:
             return
         if not fields:
             table = None  # nothing to SET in the fields table
-        if table is not None and conn.dialect.name == "postgresql":
+        if table is not None and dialect_of(conn).dml_in_cte:
             conn.execute(
                 self._field_update(page.class_name, table, rename=True),
                 {

@@ -9,9 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.content import tables as schema
+from syncbus.content.builtin import BUILTIN_OBJECT_TYPES, BUILTIN_PAGE_TYPES
 from syncbus.content.types import (
-    BUILTIN_OBJECT_TYPES,
-    BUILTIN_PAGE_TYPES,
     ObjectType,
     PageType,
     object_type_from_json,

@@ -9,13 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from syncbus.content.types import (
-    BUILTIN_OBJECT_TYPES,
-    BUILTIN_PAGE_TYPES,
-    ObjectType,
-    PageType,
-    sql_type,
-)
+from syncbus.content.builtin import BUILTIN_OBJECT_TYPES, BUILTIN_PAGE_TYPES
+from syncbus.content.types import ObjectType, PageType, sql_type
 from syncbus.store.db import UtcDateTime, metadata
 
 

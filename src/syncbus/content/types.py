@@ -1,15 +1,14 @@
-"""Object types and page types: their declarations, the built-in ones, and their JSON form.
+"""Object types and page types: their declarations, their column types, and their JSON form.
 
 A declaration names its columns (SQLAlchemy types), keys and references; a column's type
-gives the check that a connector's value must pass (``check_value``). The tables themselves
-are built from these declarations in ``store/schema.py``.
+gives the check that a connector's value must pass (``content.validation``). The tables are
+built from these declarations in ``content.tables``; the built-in types are declared in
+``content.builtin``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
-from syncbus.errors import ConfigurationError, InvalidObjectError
-from syncbus.store.db import MAX_ID as INT64_MAX
+from syncbus.errors import ConfigurationError
 
 ColumnSpec = type | str | TypeEngine[Any] | type[TypeEngine[Any]]
 
@@ -66,6 +64,13 @@ def sql_type(spec: ColumnSpec) -> TypeEngine[Any]:
         f"unknown column type {spec!r}; use a Python type (str, int, float, bool, datetime, "
         f"UUID, dict), one of {sorted(_NAMED_TYPES)} or a SQLAlchemy type"
     )
+
+
+def _derived(declaration: Any, name: str, build: Callable[[], Any]) -> Any:
+    cache: dict[str, Any] = declaration.__dict__.setdefault("_derived_cache", {})
+    if name not in cache:
+        cache[name] = build()
+    return cache[name]
 
 
 def _ref(value: Any, what: str, type_name: str) -> tuple[str, str] | None:
@@ -148,10 +153,7 @@ class ObjectType:
     def derived(self, name: str, build: Callable[[], Any]) -> Any:
         """A value derived from the (frozen) declaration, computed once: the hot path asks
         for these per task. Callers must not mutate what they get."""
-        cache: dict[str, Any] = self.__dict__.setdefault("_derived_cache", {})
-        if name not in cache:
-            cache[name] = build()
-        return cache[name]
+        return _derived(self, name, build)
 
     def references(self) -> dict[str, str]:
         """Every column that holds the id of another object: column -> object type."""
@@ -201,247 +203,6 @@ class ObjectType:
             out.setdefault(col, typ)
         return out
 
-    def check_columns(self, data: Mapping[str, Any]) -> None:
-        known = self.all_columns()
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise InvalidObjectError(
-                f"object type {self.name!r} has no column(s) {', '.join(map(repr, unknown))}; "
-                f"its columns are: {', '.join(known)}"
-            )
-
-    def check_values(self, data: Mapping[str, Any], *, external_refs: bool) -> None:
-        """Refuse values that do not fit their column, at log time: what the database would
-        refuse (or SQLite would silently mangle) when the task is applied.
-
-        Reference columns hold external ids (any scalar) when ``external_refs``, else
-        internal ids (positive integers). The checks are built once per type."""
-        checks: dict[str, Checker] = self.derived(
-            "checks_external" if external_refs else "checks_simple",
-            lambda: self._checks(external_refs),
-        )
-        for col, value in data.items():
-            if value is not None:
-                problem = checks[col](value)
-                if problem is not None:
-                    raise InvalidObjectError(f"column {col!r} of {self.name}: {problem}")
-
-    def _checks(self, external_refs: bool) -> dict[str, Checker]:
-        types = self.all_columns()
-        checks = {col: checker(typ) for col, typ in types.items()}
-        for col, target in self.references().items():
-            checks[col] = external_id_problem if external_refs else _internal_id_checker(target)
-        return checks
-
-    def check_identity(self, data: Mapping[str, Any], *, child: bool = False) -> None:
-        """Refuse an object that no task could find or store: a missing or empty code name;
-        for a binding type (except as a child, whose reference to its parent may be left out),
-        a missing end."""
-        col = self.code_name_column
-        if col is not None:
-            name = data.get(col)
-            if name is None or (isinstance(name, str) and not name.strip()):
-                raise InvalidObjectError(
-                    f"column {col!r} of {self.name}: the code name is required (it identifies "
-                    f"the object) and must not be empty, got {name!r}"
-                )
-        if self.is_binding and not child:
-            missing = [c for c in sorted(self.foreign_keys) if data.get(c) is None]
-            if missing:
-                raise InvalidObjectError(
-                    f"{self.name} binds two objects: column(s) {', '.join(map(repr, missing))} "
-                    "must be given"
-                )
-
-
-# -- value checks (log time) -------------------------------------------------------------------
-# A checker returns what is wrong with a (non-null) value for its column, or None when it fits.
-Checker = Callable[[Any], str | None]
-
-_INT_BITS: tuple[tuple[type[TypeEngine[Any]], int], ...] = (
-    (sa.BigInteger, 64),
-    (sa.SmallInteger, 16),
-    (sa.Integer, 32),  # PostgreSQL's integer; SQLite holds more, but a task must fit both
-)
-_ID_MAX = 2**31 - 1  # id columns are integer (PostgreSQL's int4)
-
-
-def show(value: Any) -> str:
-    """A short, safe rendering of a value for an error message (repr refuses huge ints)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def text_problem(value: str, max_length: int | None = None) -> str | None:
-    """What keeps the database from storing this text, or None."""
-    if "\x00" in value:
-        return f"{show(value)} contains a NUL character (\\x00), which a database cannot store"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{show(value)} is not valid Unicode (a lone surrogate)"
-    if max_length is not None and len(value) > max_length:
-        return f"the value is {len(value)} characters long; the column holds at most {max_length}"
-    return None
-
-
-def _wrong(kind: str, value: Any) -> str:
-    return f"the column holds {kind} values, not {type(value).__name__} {show(value)}"
-
-
-def _int_checker(lo: int, hi: int) -> Checker:
-    def check(value: Any) -> str | None:
-        if not isinstance(value, int) or isinstance(value, bool):
-            return _wrong("int", value)
-        if lo <= value <= hi:
-            return None
-        return f"{show(value)} is out of range: the column holds integers from {lo} to {hi}"
-
-    return check
-
-
-def _internal_id_checker(target: str) -> Checker:
-    def check(value: Any) -> str | None:
-        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _ID_MAX:
-            return None
-        return (
-            f"under Simple, this column holds the internal id of a {target} (a positive "
-            f"integer up to {_ID_MAX}), not {show(value)}; log with SimpleSnapshot to pass "
-            "the external system's id"
-        )
-
-    return check
-
-
-def external_id_problem(value: Any) -> str | None:
-    """An external id must be a scalar the task's JSON and the translation can carry."""
-    if isinstance(value, str):
-        return text_problem(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"an external id must be a finite number, not {show(value)}"
-    if isinstance(value, int) and not -INT64_MAX <= value <= INT64_MAX:
-        return f"an external id must be a string or a number within 64 bits, not {show(value)}"
-    if isinstance(value, int | float | uuid.UUID):
-        return None
-    return f"an external id must be a string or a number, not {type(value).__name__}"
-
-
-def _bool_problem(value: Any) -> str | None:
-    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
-        return None
-    return _wrong("bool (true/false, or 0/1)", value)
-
-
-def _float_problem(value: Any) -> str | None:
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return None
-        return f"{show(value)} is not a finite number (NaN and infinities are refused)"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if -INT64_MAX <= value <= INT64_MAX:
-            return None  # bound as a 64-bit integer; larger ones: write them as floats
-        return f"{show(value)} is out of range for a 64-bit integer; write it as a float"
-    return _wrong("float", value)
-
-
-def _date_problem(value: Any) -> str | None:
-    if isinstance(value, dt.datetime):
-        return f"{show(value)} is a date and time; the column holds dates: give only the date"
-    if isinstance(value, dt.date):
-        return None
-    if not isinstance(value, str):
-        return _wrong("date", value)
-    try:
-        dt.date.fromisoformat(value)  # what the bus parses it with when the task is applied
-        return None
-    except ValueError:
-        pass
-    try:
-        dt.datetime.fromisoformat(value)
-    except ValueError:
-        return f"{show(value)} is not an ISO date (YYYY-MM-DD)"
-    return f"{show(value)} is a date and time; the column holds dates: give only YYYY-MM-DD"
-
-
-def _datetime_problem(value: Any) -> str | None:
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, dt.date):
-        return None
-    elif not isinstance(value, str):
-        return _wrong("datetime", value)
-    else:
-        try:  # what the bus parses it with when the task is applied
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return f"{show(value)} is not an ISO date and time (YYYY-MM-DDTHH:MM:SS[+HH:MM])"
-    if parsed.tzinfo is not None and parsed.year in (1, 9999):
-        try:  # stored in UTC: its year must stay within 1..9999 to be read back
-            parsed.astimezone(dt.UTC)
-        except OverflowError:
-            return f"{show(value)} is out of range once converted to UTC"
-    return None
-
-
-def _string_checker(max_length: int | None) -> Checker:
-    def check(value: Any) -> str | None:
-        if isinstance(value, str):
-            return text_problem(value, max_length)
-        if isinstance(value, uuid.UUID):
-            return None if max_length is None or max_length >= 36 else _wrong("str", value)
-        return _wrong("str", value)
-
-    return check
-
-
-def _json_problem(value: Any) -> str | None:
-    try:
-        json.dumps(value, allow_nan=False, default=_json_scalar)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return f"the value cannot be stored as JSON: {exc}"
-    return None
-
-
-def _json_scalar(value: Any) -> Any:
-    if isinstance(value, dt.date | uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _any_problem(value: Any) -> str | None:
-    """Columns of other SQLAlchemy types: only what no database stores."""
-    return text_problem(value) if isinstance(value, str) else None
-
-
-def checker(typ: TypeEngine[Any]) -> Checker:
-    """The check of a column of type ``typ`` (build once per column, call per value)."""
-    if isinstance(typ, sa.Boolean):
-        return _bool_problem
-    if isinstance(typ, sa.Integer):
-        bits = next(b for cls, b in _INT_BITS if isinstance(typ, cls))
-        return _int_checker(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-    if isinstance(typ, sa.Float | sa.Numeric):
-        return _float_problem
-    if isinstance(typ, sa.DateTime):
-        return _datetime_problem
-    if isinstance(typ, sa.Date):
-        return _date_problem
-    if isinstance(typ, sa.JSON):
-        return _json_problem
-    if isinstance(typ, sa.String):
-        return _string_checker(typ.length)
-    return _any_problem
-
-
-def check_value(owner: str, col: str, typ: TypeEngine[Any], value: Any) -> None:
-    """Raise InvalidObjectError when ``value`` cannot be stored in a column of type ``typ``."""
-    problem = checker(typ)(value)
-    if problem is not None:
-        raise InvalidObjectError(f"column {col!r} of {owner}: {problem}")
-
 
 @dataclass(frozen=True)
 class PageType:
@@ -457,140 +218,16 @@ class PageType:
         if self.fields and not self.table:
             raise ConfigurationError(f"page type {self.class_name!r} has fields but no table")
 
-    def check_fields(self, fields: Mapping[str, Any]) -> None:
-        unknown = [k for k in fields if k not in self.fields]
-        if unknown:
-            raise InvalidObjectError(
-                f"page type {self.class_name!r} has no field(s) {', '.join(map(repr, unknown))}; "
-                f"its fields are: {', '.join(self.fields) or '(none)'}"
-            )
-        checks: dict[str, Checker] | None = self.__dict__.get("_checks")
-        if checks is None:
-            checks = {name: checker(typ) for name, typ in self.field_types().items()}
-            self.__dict__["_checks"] = checks
-        for name, value in fields.items():
-            if value is not None:
-                problem = checks[name](value)
-                if problem is not None:
-                    raise InvalidObjectError(
-                        f"field {name!r} of page type {self.class_name}: {problem}"
-                    )
+    def derived(self, name: str, build: Callable[[], Any]) -> Any:
+        """A value derived from the (frozen) declaration, computed once (see ObjectType)."""
+        return _derived(self, name, build)
 
     def field_types(self) -> dict[str, TypeEngine[Any]]:
         """The SQL type of each field (built once; callers must not mutate it)."""
-        types: dict[str, TypeEngine[Any]] | None = self.__dict__.get("_field_types")
-        if types is None:
-            types = {name: sql_type(spec) for name, spec in self.fields.items()}
-            self.__dict__["_field_types"] = types
+        types: dict[str, TypeEngine[Any]] = self.derived(
+            "field_types", lambda: {name: sql_type(spec) for name, spec in self.fields.items()}
+        )
         return types
-
-
-SITE = ObjectType(
-    "cms.site",
-    "cms_site",
-    "site_id",
-    code_name_column="site_name",
-    guid_column="site_guid",
-    columns={
-        "site_guid": "guid",
-        "site_name": sa.String(100),
-        "site_display_name": sa.String(200),
-        "site_domain": sa.String(400),
-    },
-)
-USER = ObjectType(
-    "cms.user",
-    "cms_user",
-    "user_id",
-    code_name_column="user_name",
-    guid_column="user_guid",
-    site_binding="cms.usersite",
-    columns={
-        "user_guid": "guid",
-        "user_name": sa.String(200),
-        "email": sa.String(254),
-        "first_name": sa.String(100),
-        "last_name": sa.String(100),
-        "enabled": bool,
-    },
-)
-USER_SITE = ObjectType(
-    "cms.usersite",
-    "cms_usersite",
-    "user_site_id",
-    foreign_keys={"user_id": "cms.user", "site_id": "cms.site"},
-)
-ROLE = ObjectType(
-    "cms.role",
-    "cms_role",
-    "role_id",
-    code_name_column="role_name",
-    guid_column="role_guid",
-    site_column="site_id",
-    columns={"role_guid": "guid", "role_name": sa.String(100), "role_display_name": sa.String(200)},
-)
-USER_ROLE = ObjectType(
-    "cms.userrole",
-    "cms_userrole",
-    "user_role_id",
-    foreign_keys={"user_id": "cms.user", "role_id": "cms.role"},
-)
-GROUP = ObjectType(
-    "community.group",
-    "community_group",
-    "group_id",
-    code_name_column="group_name",
-    guid_column="group_guid",
-    site_column="site_id",
-    columns={
-        "group_guid": "guid",
-        "group_name": sa.String(100),
-        "group_display_name": sa.String(200),
-    },
-)
-FORUM = ObjectType(
-    "forums.forum",
-    "forums_forum",
-    "forum_id",
-    code_name_column="forum_name",
-    guid_column="forum_guid",
-    site_column="site_id",
-    group=("forum_group_id", "community.group"),
-    columns={
-        "forum_guid": "guid",
-        "forum_name": sa.String(100),
-        "forum_display_name": sa.String(200),
-    },
-)
-FORUM_POST = ObjectType(
-    "forums.forumpost",
-    "forums_forumpost",
-    "post_id",
-    guid_column="post_guid",
-    parent=("forum_id", "forums.forum"),
-    foreign_keys={"post_parent_id": "forums.forumpost", "post_user_id": "cms.user"},
-    columns={"post_guid": "guid", "post_subject": sa.String(450), "post_text": "text"},
-)
-
-BUILTIN_OBJECT_TYPES: tuple[ObjectType, ...] = (
-    SITE,
-    USER,
-    USER_SITE,
-    ROLE,
-    USER_ROLE,
-    GROUP,
-    FORUM,
-    FORUM_POST,
-)
-
-ROOT_CLASS = "cms.root"
-FOLDER = PageType("cms.folder")
-ARTICLE = PageType(
-    "cms.article",
-    "content_article",
-    {"article_title": sa.String(450), "article_summary": "text", "article_text": "text"},
-)
-BUILTIN_PAGE_TYPES: tuple[PageType, ...] = (PageType(ROOT_CLASS), FOLDER, ARTICLE)
 
 
 # -- declarations stored in the database, so that every process knows every type ----------------

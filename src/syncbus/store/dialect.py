@@ -2,10 +2,10 @@
 
 The rest of the store asks ``dialect_of(conn)`` instead of comparing dialect names: how to
 insert-or-ignore and upsert, how to lock a row without waiting, how to bound a lock wait,
-what the database's clock reads, how a payload's size is measured, how writers are
-serialised (advisory locks), how workers are woken (PostgreSQL NOTIFY; SQLite has no
-channel, so workers poll), and which errors are transient (the database's trouble, never a
-task's).
+what the database's clock reads, how a payload's size is measured, whether a WITH clause
+may write (data-modifying CTEs), how writers are serialised (advisory locks), how workers
+are woken (PostgreSQL NOTIFY; SQLite has no channel, so workers poll), and which errors are
+transient (the database's trouble, never a task's).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class Dialect:
     name: ClassVar[str]
     # True when logging a task wakes the workers (LISTEN/NOTIFY); else they poll.
     notifies: ClassVar[bool] = False
+    # True when a WITH clause may hold an INSERT/UPDATE/DELETE (a data-modifying CTE), so two
+    # writes can go in one statement; SQLite has no DML in WITH.
+    dml_in_cte: ClassVar[bool] = False
     _insert: ClassVar[Any]
 
     def insert(self, table: sa.Table) -> Any:
@@ -136,6 +139,7 @@ class SQLiteDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgresql"
     notifies = True
+    dml_in_cte = True
     _insert = staticmethod(postgresql.insert)
     _LOCK_NOT_AVAILABLE = "55P03"
     # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),

@@ -1,0 +1,162 @@
+"""The caches a batch keeps of what it writes, looked up set-wise before it is applied.
+
+``TargetCache``: ids of the objects a batch writes. Without it every upsert first SELECTs its
+object by identity (one round trip per task); with it the batch's identities are fetched with
+one query per object type, and each task goes straight to its UPDATE or INSERT. The cache
+stays true within the batch: inserts add their id, deletes mark their row absent and drop the
+other types that cascade from them.
+
+``PageCache`` (``TargetCache.pages``): the batch's page nodes and documents, the same way.
+
+(The translation of foreign keys has its own batch cache: ``translation.Resolver``.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.content.coerce import coerce_row
+from syncbus.content.registry import TypeRegistry
+from syncbus.content.tables import document_table as docs
+from syncbus.content.tables import tree_table as tree
+from syncbus.content.types import ObjectType
+from syncbus.store.db import IN_CHUNK
+
+TargetKey = tuple[str, tuple[Any, ...], int | None]
+
+
+def target_key(ot: ObjectType, values: Mapping[str, Any], site_id: int | None) -> TargetKey | None:
+    """The exact identity of an object row, or None when it cannot be cached (an identity
+    column left out means "any value", which only a query answers)."""
+    parts = []
+    for col in ot.identity_columns():
+        value = values.get(col)
+        if value is None:
+            return None
+        parts.append(value)
+    return ot.name, tuple(parts), site_id if ot.site_column and not ot.is_binding else None
+
+
+class PageCache:
+    """Nodes by (site, node GUID) and document ids by (node, culture), looked up set-wise for
+    a batch (None: known to be absent). Writes keep it true; deletes and moves, which can
+    change a whole subtree, empty it."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[tuple[int, str], dict[str, Any] | None] = {}
+        self.documents: dict[tuple[int, str], int | None] = {}
+
+    def clear(self) -> None:
+        self.nodes.clear()
+        self.documents.clear()
+
+    def forget_node(self, node: dict[str, Any]) -> None:
+        """A leaf node went, with its documents."""
+        node_id = int(node["node_id"])
+        self.nodes[(int(node["node_site_id"]), str(node["node_guid"]))] = None
+        for key in [k for k in self.documents if k[0] == node_id]:
+            del self.documents[key]
+
+    def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
+        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
+        keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
+        guids = sorted({guid for _, guid in keys})
+        for start in range(0, len(guids), IN_CHUNK):
+            stmt = sa.select(tree).where(tree.c.node_guid.in_(guids[start : start + IN_CHUNK]))
+            for row in conn.execute(stmt).mappings():
+                key = (int(row["node_site_id"]), str(row["node_guid"]))
+                if key in keys:
+                    self.nodes[key] = dict(row)
+        for key in keys:
+            self.nodes.setdefault(key, None)
+        docs_wanted: set[tuple[int, str]] = set()
+        for site, guid, culture in wanted:
+            node = self.nodes.get((site, guid.lower()))
+            if node is not None:
+                docs_wanted.add((int(node["node_id"]), culture))
+        docs_wanted -= self.documents.keys()
+        node_ids = sorted({node_id for node_id, _ in docs_wanted})
+        for start in range(0, len(node_ids), IN_CHUNK):
+            stmt = sa.select(
+                docs.c.document_id, docs.c.document_node_id, docs.c.document_culture
+            ).where(docs.c.document_node_id.in_(node_ids[start : start + IN_CHUNK]))
+            for doc_id, node_id, culture in conn.execute(stmt):
+                key = (int(node_id), str(culture))
+                if key in docs_wanted:
+                    self.documents[key] = int(doc_id)
+        for key in docs_wanted:
+            self.documents.setdefault(key, None)
+
+
+class TargetCache:
+    """Known ids (None: known to be absent) of target objects, by exact identity; and the
+    batch's page nodes and documents."""
+
+    def __init__(self) -> None:
+        self.ids: dict[TargetKey, int | None] = {}
+        self.pages = PageCache()
+
+    def clear(self) -> None:
+        """Forget everything (after a rolled-back task: what it wrote is gone again)."""
+        self.ids.clear()
+        self.pages.clear()
+
+    def get(self, key: TargetKey | None) -> tuple[bool, int | None]:
+        if key is None or key not in self.ids:
+            return False, None
+        return True, self.ids[key]
+
+    def put(self, key: TargetKey | None, oid: int | None) -> None:
+        if key is not None:
+            self.ids[key] = oid
+
+    def forget(self, type_names: AbstractSet[str]) -> None:
+        if type_names:
+            self.ids = {k: v for k, v in self.ids.items() if k[0] not in type_names}
+
+    def prefetch(
+        self,
+        conn: sa.Connection,
+        registry: TypeRegistry,
+        targets: Iterable[tuple[ObjectType, Mapping[str, Any], int | None]],
+    ) -> None:
+        """Look up every (type, row, site) identity with one query per type."""
+        wanted: dict[str, dict[TargetKey, ObjectType]] = defaultdict(dict)
+        for ot, row, site_id in targets:
+            key = target_key(ot, coerce_row(ot, row), site_id)
+            if key is not None and key not in self.ids:
+                wanted[ot.name][key] = ot
+        for keys in wanted.values():
+            ot = next(iter(keys.values()))
+            self._fetch(conn, registry, ot, list(keys))
+
+    def _fetch(
+        self, conn: sa.Connection, registry: TypeRegistry, ot: ObjectType, keys: list[TargetKey]
+    ) -> None:
+        table = registry.table(ot.name)
+        ident = ot.identity_columns()
+        scope = ot.site_column if ot.site_column and not ot.is_binding else None
+        cols = [table.c[ot.id_column], *(table.c[c] for c in ident)]
+        if scope:
+            cols.append(table.c[scope])
+        # By the whole identity: a binding type's first column alone (e.g. the role of a
+        # user-role binding) would match a large share of the table in every batch.
+        identity: Any = (
+            table.c[ident[0]] if len(ident) == 1 else sa.tuple_(*(table.c[c] for c in ident))
+        )
+        wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
+        found: dict[TargetKey, int] = {}
+        for start in range(0, len(wanted), IN_CHUNK):
+            stmt = sa.select(*cols).where(identity.in_(wanted[start : start + IN_CHUNK]))
+            for row in conn.execute(stmt):
+                site = row[-1] if scope else None
+                key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)
+                if key not in found or row[0] < found[key]:
+                    found[key] = int(row[0])
+        for key in keys:
+            self.ids[key] = found.get(key)
