@@ -40,8 +40,16 @@ from syncbus.bench.http import task_body
 from syncbus.bench.prepare import BenchHooks, prepare_bus
 from syncbus.bench.reference import ReferenceModel
 from syncbus.bench.report import BenchReport, Timing
-from syncbus.bench.workload import CONNECTOR_NAME, WORKLOAD_VERSION, BenchTask, Profile, Workload
+from syncbus.bench.workload import (
+    CONNECTOR_NAME,
+    LATENCY_KEYS,
+    WORKLOAD_VERSION,
+    BenchTask,
+    Profile,
+    Workload,
+)
 from syncbus.bus import IntegrationBus
+from syncbus.errors import ConfigurationError
 
 PHASE = "latency"
 HOST = "127.0.0.1"
@@ -56,6 +64,8 @@ STOP_SECONDS = 30.0
 def run_latency(
     profile: Profile, scratch: Scratch, progress: Progress, batch_size: int, hooks: BenchHooks
 ) -> BenchReport:
+    if profile.keys != LATENCY_KEYS:  # the server's LatencyConnector builds its own workload
+        raise ConfigurationError(f"a latency profile has a key space of {LATENCY_KEYS}")
     workload = Workload(profile)
     bus = IntegrationBus(scratch.url, batch_size=batch_size)
     gates = Gates(bus.registry, hooks.before_gate)
