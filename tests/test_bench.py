@@ -93,6 +93,7 @@ def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     assert set(data) >= TOP_KEYS
     assert data["backend"] == backend
     assert data["profile"] == "smoke"
+    assert "timings" not in data  # the latency and admin-scale profiles' table only
     paths = {r["path"] for r in data["results"]}
     assert {"log-api", "raw-insert-single", "raw-insert-many", "process", "raw-sql-floor"} <= paths
     assert "end-to-end" in paths
@@ -275,3 +276,64 @@ def test_drain_profile_measures_a_fresh_subprocess(tmp_path: Path) -> None:
     assert ("content", "drain") in {(g["gate"], g["phase"]) for g in data["gates"]}
     last = [line for line in out.getvalue().splitlines() if line.strip()][-1]
     assert last.endswith(f"drain-peak-rss-mb={row['peak_rss_mb']:.0f}")
+
+
+def _last_line(printed: str) -> str:
+    return [line for line in printed.splitlines() if line.strip()][-1]
+
+
+def _check_latency_run(json_path: Path, printed: str, backend: str) -> None:
+    data = json.loads(json_path.read_text())
+    assert data["backend"] == backend and data["profile"] == "latency-smoke"
+    (timing,) = data["timings"]
+    assert timing["label"] == "POST to applied"
+    assert timing["runs"] == PROFILES["latency-smoke"].tasks
+    assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["max_ms"]
+    gates = {(g["gate"], g["phase"]) for g in data["gates"]}
+    assert {("counts", "latency"), ("content", "latency")} <= gates
+    last = _last_line(printed)
+    assert last == data["summary"]
+    assert last.endswith(f"latency-p99-ms={timing['p99_ms']:.1f}")
+    assert not json_path.with_suffix(".png").exists()  # no tasks/s chart for times
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_latency_profile_times_tasks_through_serve_on_sqlite(tmp_path: Path) -> None:
+    """``syncbus serve`` in a subprocess applies each POSTed task; every one is timed and
+    gated, and the server is stopped afterwards."""
+    console, out = _console()
+    json_path = tmp_path / "latency.json"
+    run_bench("latency-smoke", None, str(json_path), console)
+    _check_latency_run(json_path, out.getvalue(), "sqlite")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.multiprocess
+def test_latency_profile_times_tasks_through_serve_on_postgres(
+    tmp_path: Path, own_pg_database: str
+) -> None:
+    console, out = _console()
+    json_path = tmp_path / "latency.json"
+    run_bench("latency-smoke", own_pg_database, str(json_path), console)
+    _check_latency_run(json_path, out.getvalue(), "postgresql")
+
+
+@pytest.mark.slow
+def test_admin_scale_profile_times_every_page(tmp_path: Path) -> None:
+    console, out = _console()
+    json_path = tmp_path / "admin.json"
+    run_bench("admin-scale-smoke", None, str(json_path), console)
+    data = json.loads(json_path.read_text())
+    (fill,) = data["results"]
+    assert fill["path"] == "fill: bus.log_tasks" and fill["tasks"] == 2_500
+    assert len(data["timings"]) == 9
+    assert all(t["runs"] == 1 and t["median_ms"] > 0 for t in data["timings"])
+    assert "tasks, deep page (after=2250)" in {t["label"] for t in data["timings"]}
+    gates = {(g["gate"], g["phase"]) for g in data["gates"]}
+    assert gates == {("log", "fill"), ("pages", "admin-scale")}
+    slowest = max(t["median_ms"] for t in data["timings"])
+    last = _last_line(out.getvalue())
+    assert last == data["summary"]
+    assert last.endswith(f"admin-slowest-page-median-ms={slowest:.1f}")

@@ -538,13 +538,18 @@ def worker(
 @app.command()
 def bench(
     profile: Annotated[
-        str, typer.Option("--profile", help="smoke, quick, full, drain-200k or drain-1m.")
+        str,
+        typer.Option(
+            "--profile",
+            help="smoke, quick, full, drain-200k, drain-1m, latency or admin-scale.",
+        ),
     ] = "quick",
     db: DbOption = None,
     json_path: Annotated[str | None, typer.Option("--json", help="Write the figures here.")] = None,
     chart: Annotated[str | None, typer.Option("--chart", help="Write a PNG chart here.")] = None,
 ) -> None:
-    """Measure throughput against raw SQL floors and peer queues (see docs/performance.md).
+    """Measure throughput against raw SQL floors and peer queues, or the latency from a POST
+    to applied, or the admin pages over a long queue (see docs/performance.md).
 
     On PostgreSQL, --db names a server: a scratch database is created and dropped."""
     from syncbus.bench import run_bench

@@ -1,7 +1,8 @@
-"""syncbus bench: throughput of the bus against raw SQL floors and peer job queues.
+"""syncbus bench: throughput of the bus against raw SQL floors and peer job queues, the
+latency from a POST to ``syncbus serve`` until applied, and the admin pages over a long queue.
 
 ``run_bench(profile, db_url, json_path, console)`` runs one profile on one backend and returns a
-:class:`BenchReport`; method and figures: ``docs/performance.md`` and ``bench/README.md``.
+:class:`BenchReport`; how to run it, what it measures and the figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from syncbus.bench.adminscale import run_admin_scale
 from syncbus.bench.drain import run_drain
-from syncbus.bench.environment import open_scratch
+from syncbus.bench.environment import Scratch, open_scratch
 from syncbus.bench.gate import BenchGateError
+from syncbus.bench.latency import run_latency
 from syncbus.bench.prepare import BenchHooks
 from syncbus.bench.report import BenchReport, Row, draw_chart
 from syncbus.bench.runner import BenchRun
@@ -42,6 +45,21 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 200
 
 
+def _run_throughput(
+    prof: Profile, scratch: Scratch, progress: Progress, batch_size: int, hooks: BenchHooks
+) -> BenchReport:
+    return BenchRun(prof, scratch, progress, batch_size, hooks).run()
+
+
+# What runs a profile, by its kind (``Profile.kind``).
+_RUNNERS = {
+    "throughput": _run_throughput,
+    "drain": run_drain,
+    "latency": run_latency,
+    "admin-scale": run_admin_scale,
+}
+
+
 def run_bench(
     profile: str,
     db_url: str | None,
@@ -58,7 +76,8 @@ def run_bench(
     ``db_url`` None means a fresh temporary SQLite file; a PostgreSQL URL names the server on
     which a scratch database is created (and dropped afterwards). A failed correctness gate
     raises :class:`BenchGateError` and nothing is reported. The chart goes to ``chart_path``,
-    else next to the JSON file (``.png``), when matplotlib is installed.
+    else next to the JSON file (``.png``), when matplotlib is installed (throughput and drain
+    profiles only).
     """
     prof = PROFILES.get(profile)
     if prof is None:
@@ -76,14 +95,12 @@ def run_bench(
     )
     try:
         with Progress(*columns, console=console) as progress:
-            if prof.drain_only:
-                report = run_drain(prof, scratch, progress, batch_size, hooks)
-            else:
-                report = BenchRun(prof, scratch, progress, batch_size, hooks).run()
+            report = _RUNNERS[prof.kind](prof, scratch, progress, batch_size, hooks)
     finally:
         scratch.drop()
     chart = chart_path or (str(Path(json_path).with_suffix(".png")) if json_path else None)
-    if chart is not None and draw_chart([report.to_dict()], chart):
+    # A chart of tasks/s: the profiles that measure times (latency, admin-scale) have none.
+    if chart is not None and not report.timings and draw_chart([report.to_dict()], chart):
         report.chart_path = chart
     if json_path is not None:
         report.write_json(json_path)

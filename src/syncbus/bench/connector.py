@@ -17,6 +17,7 @@ from syncbus.bench.workload import (
     FOLDERS,
     FORUM_BASE,
     FORUMS,
+    PROFILES,
     ROLE_BASE,
     ROLES,
     SITE,
@@ -122,3 +123,11 @@ class BenchConnector(BaseIntegrationConnector):
         if 0 <= id - ARTICLE_BASE < self.workload.key_space["article"]:
             return DocumentParams(article_guid(id - ARTICLE_BASE), CULTURE, SITE)
         return None
+
+
+class LatencyConnector(BenchConnector):
+    """The bench connector of the latency profiles, built without arguments: the
+    ``syncbus serve`` subprocess of those profiles loads it by its class path."""
+
+    def __init__(self) -> None:
+        super().__init__(Workload(PROFILES["latency"]))

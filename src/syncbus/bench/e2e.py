@@ -11,7 +11,6 @@ The error is the time between a batch's commit and its callback (one small query
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -145,10 +144,3 @@ def _latencies(
             break  # never seen applied: the counts gate reports it
         out.append(marks[j][0] - submit)
     return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]

@@ -20,14 +20,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.bench.rawapply import RawApplier
+from syncbus.store.db import BigId
 from syncbus.store.tables import task_table
 
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 bench_metadata = sa.MetaData()
-# Only so that the log tables can reference the bus's connector table, as its task table does.
-_connector_stub = sa.Table(
-    "syncbus_connector", bench_metadata, sa.Column("connector_id", sa.Integer, primary_key=True)
+# The columns a logging call fills in (the others are written when the task runs or fails).
+_LOG_COLUMNS = tuple(
+    c.name for c in task_table.c if c.name not in ("task_id", "error_message", "last_run_at")
 )
+
+
+def _copy_column(column: sa.Column[Any]) -> sa.Column[Any]:
+    """A column like one of the task table's; a foreign key points at the bus's own table."""
+    keys = [sa.ForeignKey(fk.column, ondelete=fk.ondelete) for fk in column.foreign_keys]
+    return sa.Column(column.name, column.type, *keys, nullable=column.nullable)
 
 
 def _payload_table(name: str) -> sa.Table:
@@ -35,9 +41,7 @@ def _payload_table(name: str) -> sa.Table:
         name,
         bench_metadata,
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column("task_type", sa.String(30), nullable=False),
-        sa.Column("site_name", sa.String(100)),
-        sa.Column("data", sa.Text, nullable=False),
+        *(_copy_column(task_table.c[c]) for c in ("task_type", "site_name", "data")),
         sqlite_autoincrement=True,
     )
 
@@ -49,27 +53,14 @@ queue_copy = _payload_table("bench_queue")
 
 
 def _log_table(name: str) -> sa.Table:
-    """A table shaped like the bus's task table (the columns a logged task fills in)."""
+    """A table shaped like the bus's task table: its columns that a logged task fills in (same
+    names, types and nullability, the same foreign key to the bus's connector table) and its
+    queue index, under an id of its own."""
     return sa.Table(
         name,
         bench_metadata,
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column(
-            "connector_id",
-            sa.Integer,
-            sa.ForeignKey("syncbus_connector.connector_id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column("task_type", sa.String(30), nullable=False),
-        sa.Column("data_type", sa.String(20), nullable=False),
-        sa.Column("process_type", sa.String(20), nullable=False),
-        sa.Column("object_type", sa.String(100)),
-        sa.Column("class_name", sa.String(100)),
-        sa.Column("title", sa.String(450), nullable=False),
-        sa.Column("site_name", sa.String(100)),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("data", sa.Text, nullable=False),
-        sa.Column("idempotency_key", sa.String(200)),
+        *(_copy_column(task_table.c[c]) for c in _LOG_COLUMNS),
         sa.Index(f"ix_{name}_queue", "connector_id", "id"),
         sqlite_autoincrement=True,
     )
@@ -77,7 +68,6 @@ def _log_table(name: str) -> sa.Table:
 
 log_single = _log_table("bench_log_single")
 log_many = _log_table("bench_log_many")
-_LOG_COLUMNS = [c.name for c in log_single.columns if c.name != "id"]
 BENCH_TABLES = (payloads, queue_copy, log_single, log_many)
 
 Progress = Callable[[int], None]

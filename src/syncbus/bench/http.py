@@ -95,6 +95,16 @@ def serve(bus: IntegrationBus) -> Iterator[httpx.Client]:
     client to it. The server is always stopped (and its thread joined) on the way out."""
     token = secrets.token_urlsafe(24)
     app = create_app(bus, token, run_dispatcher=False, max_body_bytes=BODY_LIMIT)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with serve_app(app, headers) as client:
+        yield client
+
+
+@contextmanager
+def serve_app(app: Any, headers: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    """``app`` under uvicorn on 127.0.0.1 (a port the OS picks) in a background thread; yields
+    a keep-alive client to it that sends ``headers``. The server is always stopped (and its
+    thread joined) on the way out."""
     # IPPROTO_TCP, not 0: see the module's docstring (TCP_NODELAY).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
@@ -118,7 +128,7 @@ def serve(bus: IntegrationBus) -> Iterator[httpx.Client]:
             _wait_started(server, thread)
             with httpx.Client(
                 base_url=f"http://{HOST}:{port}",
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                headers=headers,
                 timeout=60.0,
                 trust_env=False,  # no proxy from the environment: straight to 127.0.0.1
             ) as client:

@@ -30,7 +30,7 @@ class BenchHooks:
 
     before_gate: BeforeGate | None = None
     wrap_phase: PhaseWrapper | None = None
-    skip: frozenset[str] = frozenset()  # "peers", "end-to-end": left out (e.g. profiling runs)
+    skip: frozenset[str] = frozenset()  # "peers", "end-to-end", "http": phases left out
 
     def wrap(self, phase: str) -> AbstractContextManager[object]:
         return nullcontext() if self.wrap_phase is None else self.wrap_phase(phase)
@@ -52,11 +52,16 @@ def request(task: BenchTask) -> TaskRequest:
     )
 
 
-def prepare_bus(bus: IntegrationBus, workload: Workload, gates: Gates) -> None:
-    """Schema, the bench connector, and the setup records (users, roles, forums, folders)
-    logged and applied through the bus; not timed."""
+def prepare_bus(
+    bus: IntegrationBus,
+    workload: Workload,
+    gates: Gates,
+    connector: BenchConnector | None = None,
+) -> None:
+    """Schema, the bench connector (``BenchConnector(workload)`` unless given), and the setup
+    records (users, roles, forums, folders) logged and applied through the bus; not timed."""
     bus.create_schema()
-    bus.register_connector(BenchConnector(workload))
+    bus.register_connector(connector or BenchConnector(workload))
     setup = workload.setup_tasks()
     for chunk in chunks(iter(setup), 1_000):
         bus.log_tasks(CONNECTOR_NAME, [request(t) for t in chunk])

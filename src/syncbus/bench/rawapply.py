@@ -13,10 +13,10 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table, tree_table
+from syncbus.store.dialect import dialect_of
 
 _DELETES = ("DeleteObject", "DeleteDocument")
 _bp = sa.bindparam
@@ -30,7 +30,7 @@ class RawApplier:
     """Applies one stored task payload to the content tables; no framework in between."""
 
     def __init__(self, engine: sa.Engine, registry: TypeRegistry) -> None:
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = dialect_of(engine).insert  # INSERT ... ON CONFLICT, as each backend spells it
         site = registry.table("cms.site")
         with engine.connect() as conn:
             self.sites = {

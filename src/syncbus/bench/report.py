@@ -1,15 +1,18 @@
 """The bench's output: a Markdown table, a JSON file, a chart, and a one-line summary.
 
-Every figure is a ratio to a baseline measured in the same run (same process, same database,
-same durability settings). ``peak RSS`` is the process's peak resident set size so far
-(``getrusage(RUSAGE_SELF).ru_maxrss``), read right after the path ran; the drain-1m profile
-runs its drain in a fresh subprocess, so that figure is the drain's own.
+Every throughput figure is a ratio to a baseline measured in the same run (same process, same
+database, same durability settings); the latency and admin-scale profiles report times in ms
+(``Timing``: median, p95, p99, min and max of repeated measurements). ``peak RSS`` is the
+process's peak resident set size so far (``getrusage(RUSAGE_SELF).ru_maxrss``), read right after
+the path ran; the drain profiles run their drain in a fresh subprocess, so that figure is the
+drain's own.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,38 @@ class Row:
         return out
 
 
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Timing:
+    """Repeated measurements of one thing, in ms: an admin page over HTTP, or a task from its
+    POST to the moment it was seen applied."""
+
+    label: str
+    samples_ms: list[float]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        ms = self.samples_ms
+        return {
+            "label": self.label,
+            "runs": len(ms),
+            "median_ms": round(self.median_ms, 2),
+            "p95_ms": round(percentile(ms, 95), 2),
+            "p99_ms": round(percentile(ms, 99), 2),
+            "min_ms": round(min(ms), 2),
+            "max_ms": round(max(ms), 2),
+        }
+
+
 @dataclass
 class BenchReport:
     profile: str
@@ -67,6 +102,7 @@ class BenchReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     headline: dict[str, float | None] = field(default_factory=dict)
     extra_summary: dict[str, str] = field(default_factory=dict)
+    timings: list[Timing] = field(default_factory=list)
     json_path: str | None = None
     chart_path: str | None = None
 
@@ -94,7 +130,7 @@ class BenchReport:
         return "  ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "profile": self.profile,
             "backend": self.backend,
             "workload_version": self.workload_version,
@@ -109,6 +145,9 @@ class BenchReport:
             "headline": {k: None if v is None else round(v, 3) for k, v in self.headline.items()},
             "summary": self.summary_line(),
         }
+        if self.timings:
+            out["timings"] = [t.to_dict() for t in self.timings]
+        return out
 
     def write_json(self, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -121,18 +160,11 @@ class BenchReport:
             f"### syncbus bench: profile `{self.profile}` on {self.backend} "
             f"(workload v{self.workload_version}, batch size {self.batch_size})",
             "",
-            "| backend | path | tasks | seconds | tasks/s | baseline | ratio | peak RSS (MB) "
-            "| SQL stmts/task |",
-            "|---|---|---:|---:|---:|---|---:|---:|---:|",
         ]
-        for r in self.rows:
-            ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
-            stmts = "" if r.statements is None else f"{r.statements / r.tasks:.2f}"
-            lines.append(
-                f"| {r.backend} | {r.path} | {r.tasks:,} | {r.seconds:.2f} | "
-                f"{r.tasks_per_s:,.0f} | {r.baseline or ''} | {ratio} | {r.peak_rss_mb:.0f} "
-                f"| {stmts} |"
-            )
+        if self.rows:
+            lines += self._rows_table()
+        if self.timings:
+            lines += ([""] if self.rows else []) + self._timings_table()
         lines += [f"- {r.path}: {r.note}" for r in self.rows if r.note]
         if self.latency:
             lat = self.latency
@@ -158,6 +190,35 @@ class BenchReport:
             f"({', '.join(sorted({g['gate'] for g in self.gates}))}).",
         ]
         return "\n".join(lines)
+
+    def _rows_table(self) -> list[str]:
+        lines = [
+            "| backend | path | tasks | seconds | tasks/s | baseline | ratio | peak RSS (MB) "
+            "| SQL stmts/task |",
+            "|---|---|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for r in self.rows:
+            ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+            stmts = "" if r.statements is None else f"{r.statements / r.tasks:.2f}"
+            lines.append(
+                f"| {r.backend} | {r.path} | {r.tasks:,} | {r.seconds:.2f} | "
+                f"{r.tasks_per_s:,.0f} | {r.baseline or ''} | {ratio} | {r.peak_rss_mb:.0f} "
+                f"| {stmts} |"
+            )
+        return lines
+
+    def _timings_table(self) -> list[str]:
+        lines = [
+            "| what | runs | median ms | p95 ms | p99 ms | min ms | max ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in self.timings:
+            d = t.to_dict()
+            lines.append(
+                f"| {t.label} | {d['runs']} | {d['median_ms']:.1f} | {d['p95_ms']:.1f} | "
+                f"{d['p99_ms']:.1f} | {d['min_ms']:.1f} | {d['max_ms']:.1f} |"
+            )
+        return lines
 
 
 def draw_chart(reports: list[dict[str, Any]], path: str) -> bool:

@@ -9,7 +9,7 @@
 6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite; content gate;
 7. ``end-to-end``: logging at a fixed rate while processing; latency; content gate;
 8. ``log-http-single`` / ``log-http-batch``: the first ``http_tasks`` tasks POSTed to the real
-   service app (``bench/http.py``), one per request, then in batches of the batch size.
+   service app (``http.py``), one per request, then in batches of the batch size.
 
 The HTTP phases run last, on the queue every earlier phase left empty (each of those gates
 ``queued == 0``), under the bench connector, so they cannot disturb what the process path and
@@ -27,14 +27,14 @@ import sqlalchemy as sa
 from rich.progress import Progress, TaskID
 
 from syncbus.bench import floors, http
-from syncbus.bench.e2e import percentile, run_e2e
+from syncbus.bench.e2e import run_e2e
 from syncbus.bench.environment import Scratch, durability, machine, maintenance, reset_content
 from syncbus.bench.gate import BenchGateError, Gates
 from syncbus.bench.peers import PeerRun, installed, run_huey, run_procrastinate
 from syncbus.bench.prepare import BenchHooks, chunks, peak_rss_mb, prepare_bus
 from syncbus.bench.rawapply import RawApplier
 from syncbus.bench.reference import ReferenceModel
-from syncbus.bench.report import BenchReport, Row
+from syncbus.bench.report import BenchReport, Row, percentile
 from syncbus.bench.workload import (
     CONNECTOR_NAME,
     WORKLOAD_VERSION,

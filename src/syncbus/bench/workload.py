@@ -78,7 +78,12 @@ _LAST = tuple(_LAST_TEXT.split())
 class Profile:
     """A workload size. ``peer_tasks``, ``e2e_tasks`` and ``http_tasks`` are prefixes of the
     same stream (``http_tasks``: the tasks the HTTP logging paths send, each path all of them;
-    fewer than ``tasks`` where one request per task would take too long)."""
+    fewer than ``tasks`` where one request per task would take too long).
+
+    ``kind`` says what the profile measures: ``throughput`` (every path against its floors),
+    ``drain`` (peak RSS of a drain in a fresh subprocess), ``latency`` (``tasks`` tasks POSTed
+    one at a time to ``syncbus serve``, each timed until applied) or ``admin-scale`` (the
+    admin pages over a queue of ``tasks`` tasks, each page requested ``runs`` times)."""
 
     name: str
     tasks: int
@@ -86,9 +91,18 @@ class Profile:
     e2e_tasks: int
     peer_tasks: int
     http_tasks: int = 0
-    drain_only: bool = False
+    kind: str = "throughput"
+    runs: int = 0
     seed: int = DEFAULT_SEED
 
+
+def _only(name: str, kind: str, tasks: int, keys: int = 100, runs: int = 0) -> Profile:
+    return Profile(name, tasks, keys, e2e_tasks=0, peer_tasks=0, kind=kind, runs=runs)
+
+
+# The latency profiles' connector is loaded by `syncbus serve` from its class path, so it
+# builds its workload itself: both profiles share this key space.
+LATENCY_KEYS = 100
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", tasks=500, keys=100, e2e_tasks=200, peer_tasks=500, http_tasks=200),
@@ -98,15 +112,13 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         "full", tasks=200_000, keys=10_000, e2e_tasks=20_000, peer_tasks=20_000, http_tasks=20_000
     ),
-    "drain-smoke": Profile(
-        "drain-smoke", tasks=2_000, keys=200, e2e_tasks=0, peer_tasks=0, drain_only=True
-    ),
-    "drain-200k": Profile(
-        "drain-200k", tasks=200_000, keys=10_000, e2e_tasks=0, peer_tasks=0, drain_only=True
-    ),
-    "drain-1m": Profile(
-        "drain-1m", tasks=1_000_000, keys=50_000, e2e_tasks=0, peer_tasks=0, drain_only=True
-    ),
+    "drain-smoke": _only("drain-smoke", "drain", 2_000, keys=200),
+    "drain-200k": _only("drain-200k", "drain", 200_000, keys=10_000),
+    "drain-1m": _only("drain-1m", "drain", 1_000_000, keys=50_000),
+    "latency": _only("latency", "latency", 200, keys=LATENCY_KEYS),
+    "latency-smoke": _only("latency-smoke", "latency", 20, keys=LATENCY_KEYS),
+    "admin-scale": _only("admin-scale", "admin-scale", 100_000, runs=9),
+    "admin-scale-smoke": _only("admin-scale-smoke", "admin-scale", 2_500, runs=1),
 }
 
 
