@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
-from syncbus.store import tasks, wakeups
+from syncbus.store import connectors, tasks, wakeups
 from syncbus.store.dialect import dialect_of
 
 log = logging.getLogger("syncbus.dispatcher")
@@ -188,7 +188,8 @@ class Dispatcher:
     def _connectors_with_tasks(self) -> set[str]:
         try:
             with self.bus.reader.connect() as conn:
-                return tasks.connectors_with_tasks(conn)
+                rows = connectors.connectors_with_tasks(conn, enabled_only=True)
+            return {str(row.connector_name) for row in rows}
         except sa.exc.SQLAlchemyError:
             log.exception("cannot list connectors with tasks")
             return set()

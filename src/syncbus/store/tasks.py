@@ -1,5 +1,5 @@
 """The task queue as a run sees it: claim the next batch, load it (locked), take tasks out,
-mark them, find one task for an admin action, and the connectors that have work."""
+mark them, find one task for an admin action, and what to poll for new tasks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from syncbus.enums import ProcessType
 from syncbus.store.dialect import dialect_of
-from syncbus.store.tables import connector_table, task_table
+from syncbus.store.tables import task_table
 
 t = task_table
 
@@ -91,15 +91,6 @@ def remove(conn: sa.Connection, task_ids: Iterable[int]) -> int:
 
 def set_process_type(conn: sa.Connection, task_id: int, process_type: ProcessType) -> None:
     conn.execute(t.update().where(t.c.task_id == task_id).values(process_type=process_type.value))
-
-
-def connectors_with_tasks(conn: sa.Connection) -> set[str]:
-    """The names of enabled connectors that have queued tasks."""
-    c = connector_table
-    stmt = sa.select(c.c.connector_name).where(
-        c.c.enabled.is_(True), c.c.connector_id.in_(sa.select(t.c.connector_id).distinct())
-    )
-    return {str(n) for n in conn.execute(stmt).scalars()}
 
 
 _SQLITE_SEQUENCE = sa.text("SELECT seq FROM sqlite_sequence WHERE name = :table").bindparams(
