@@ -28,6 +28,7 @@ from syncbus.store import enqueue
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
+from syncbus.store.switches import SWITCHED_OFF
 from syncbus.translation import Capture
 
 _site = BUILTIN_TABLES["cms.site"]
@@ -148,15 +149,10 @@ class Intake:
         self, conn: sa.Connection, connector_name: str, site_name: str | None, key: str | None
     ) -> LogState:
         state = enqueue.read_state(conn, _STATE_QUERY, connector_name, site_name, key)
-        if not state.integration_enabled:
+        if state.switched_off is not None:
+            key = state.switched_off
             raise IntegrationDisabledError(
-                "the integration bus is switched off (settings.integration_enabled); "
-                "nothing was logged"
-            )
-        if not state.log_external:
-            raise IntegrationDisabledError(
-                "logging of incoming tasks is switched off (settings.log_external); "
-                "nothing was logged"
+                f"{SWITCHED_OFF[key]} (settings.{key}); nothing was logged"
             )
         if state.connector_id is None:
             raise ConnectorNotFoundError(f"no connector named {connector_name!r} is registered")

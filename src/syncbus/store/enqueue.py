@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.store.dialect import POSTGRES, SQLITE, Dialect, dialect_of
-from syncbus.store.switches import flag, setting_expr
+from syncbus.store.switches import LOGGING, MASTER, first_off, setting_expr
 from syncbus.store.tables import connector_table as ct
 from syncbus.store.tables import idempotency_table as keys
 from syncbus.store.tables import task_table
@@ -59,8 +59,7 @@ KEY_MAX = _length(keys.c.idempotency_key)
 class LogState:
     """What a logging call checks before it runs the connector's code."""
 
-    integration_enabled: bool
-    log_external: bool
+    switched_off: str | None  # the setting that stops logging now (store.switches.first_off)
     connector_id: int | None
     connector_enabled: bool
     site_exists: bool
@@ -77,8 +76,8 @@ def state_query(site_id: SiteLookup) -> sa.Select[Any]:
     key = sa.bindparam("key", type_=sa.String())
     cid = sa.select(ct.c.connector_id).where(ct.c.connector_name == name).scalar_subquery()
     return sa.select(
-        setting_expr("integration_enabled").label("ie"),
-        setting_expr("log_external").label("le"),
+        setting_expr(MASTER).label("master"),
+        setting_expr(LOGGING).label("logging"),
         cid.label("cid"),
         sa.select(ct.c.enabled).where(ct.c.connector_name == name).scalar_subquery().label("cen"),
         site_id(sa.bindparam("site", type_=sa.String())).label("sid"),
@@ -98,8 +97,7 @@ def read_state(
 ) -> LogState:
     row = conn.execute(query, {"name": connector_name, "site": site_name, "key": key}).one()
     return LogState(
-        integration_enabled=flag(row.ie),
-        log_external=flag(row.le),
+        switched_off=first_off({MASTER: row.master, LOGGING: row.logging}, LOGGING),
         connector_id=row.cid,
         connector_enabled=bool(row.cen),
         site_exists=row.sid is not None,
