@@ -21,7 +21,7 @@ from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import reads
 from syncbus.store.db import as_utc
 from syncbus.store.reads import STATES, Items, State, TaskFilter
-from syncbus.store.switches import flag
+from syncbus.store.switches import LOGGING, MASTER, PROCESSING, first_off, flag
 from syncbus.store.switches import read_settings as _read_settings
 
 __all__ = [
@@ -51,7 +51,11 @@ __all__ = [
 ]
 
 Sort = Literal["asc", "desc"]
-SETTING_KEYS = ("integration_enabled", "log_external", "process_external")
+SETTING_KEYS = (MASTER, LOGGING, PROCESSING)
+_SWITCH_BLOCKS = {
+    MASTER: "The integration bus is switched off: no task is processed.",
+    PROCESSING: "Processing of incoming tasks is switched off: tasks wait.",
+}
 # One line of the task list: the task as the bus reports it (one mapping, in the store).
 TaskRow = TaskInfo
 
@@ -192,12 +196,9 @@ def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
 
 
 def _switch_blockers(bus: IntegrationBus) -> list[Blocker]:
-    settings = read_settings(bus)
-    if not settings["integration_enabled"]:
-        return [Blocker("", "The integration bus is switched off: no task is processed.")]
-    if not settings["process_external"]:
-        return [Blocker("", "Processing of incoming tasks is switched off: tasks wait.")]
-    return []
+    with bus.reader.connect() as conn:
+        off = first_off(_read_settings(conn, (MASTER, PROCESSING)), PROCESSING)
+    return [] if off is None else [Blocker("", _SWITCH_BLOCKS[off])]
 
 
 def blockers(bus: IntegrationBus, connector: str | None = None) -> list[Blocker]:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.leases import ensure_lease_row
+from syncbus.store.reads import QUEUE_COUNTS
 from syncbus.store.tables import connector_table as ct
 from syncbus.store.tables import task_table as t
 
@@ -21,14 +22,9 @@ _WITH_TASKS = ct.c.connector_id.in_(sa.select(t.c.connector_id).distinct())
 
 
 def _with_counts() -> sa.Select[Any]:
-    failed = sa.func.sum(sa.case((t.c.error_message.is_not(None), 1), else_=0))
-    counts = (
-        sa.select(t.c.connector_id, sa.func.count().label("pending"), failed.label("failed"))
-        .group_by(t.c.connector_id)
-        .subquery()
-    )
+    counts = QUEUE_COUNTS
     return (
-        sa.select(ct, counts.c.pending, counts.c.failed)
+        sa.select(ct, counts.c.queued.label("pending"), counts.c.failed)
         .outerjoin(counts, counts.c.connector_id == ct.c.connector_id)
         .order_by(ct.c.connector_name)
     )

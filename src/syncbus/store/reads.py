@@ -207,11 +207,9 @@ def task_log(conn: sa.Connection, task_id: int) -> list[SyncLogEntry]:
 
 
 # -- per connector --------------------------------------------------------------------------
-def connector_queues(conn: sa.Connection) -> list[Row]:
-    """Every connector (by name) with its lease row and its queue: ``queued``, ``failed``,
-    ``blocked`` (counts, None for an empty queue) and ``oldest`` (created_at of the first)."""
-    t, c, lease = task_table, connector_table, lease_table
-    counts = (
+def _queue_counts() -> sa.Subquery:
+    t = task_table
+    return (
         sa.select(
             t.c.connector_id,
             sa.func.count().label("queued"),
@@ -220,8 +218,20 @@ def connector_queues(conn: sa.Connection) -> list[Row]:
             sa.func.min(t.c.created_at).label("oldest"),
         )
         .group_by(t.c.connector_id)
-        .subquery()
+        .subquery("queue_counts")
     )
+
+
+# Per connector with queued tasks: ``queued``, ``failed`` (with an error), ``blocked`` (ERROR)
+# and ``oldest`` (the first one's created_at). The one count of the queues: the admin's
+# statistics, /metrics and the connectors list join it.
+QUEUE_COUNTS = _queue_counts()
+
+
+def connector_queues(conn: sa.Connection) -> list[Row]:
+    """Every connector (by name) with its lease row and ``QUEUE_COUNTS``' columns (None for
+    an empty queue)."""
+    c, lease, counts = connector_table, lease_table, QUEUE_COUNTS
     stmt = (
         sa.select(c, lease, counts.c.queued, counts.c.failed, counts.c.blocked, counts.c.oldest)
         .outerjoin(counts, counts.c.connector_id == c.c.connector_id)
