@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from syncbus.applier import Applier
 from syncbus.content.registry import TypeRegistry
-from syncbus.content.targets import TargetCache
+from syncbus.content.caches import TargetCache
 from syncbus.enums import ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
