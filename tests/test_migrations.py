@@ -1,4 +1,5 @@
-"""The migrations build exactly the schema that store/tables.py and content/tables.py declare, on both databases."""
+"""The migrations build exactly the schema that store/tables.py and content/tables.py declare,
+on both databases."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.applier import Applier
-from syncbus.content.registry import TypeRegistry
 from syncbus.content.caches import TargetCache
+from syncbus.content.registry import TypeRegistry
 from syncbus.enums import ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
