@@ -413,3 +413,53 @@ def test_log_tasks_with_one_unknown_site_logs_nothing(bus: IntegrationBus) -> No
     with pytest.raises(SiteNotFoundError, match="nowhere"):
         bus.log_tasks(CONNECTOR, requests)
     assert pending(bus) == []
+
+
+def test_a_batch_keeps_the_logging_lock_when_a_keyed_task_is_a_duplicate(pg_url: str) -> None:
+    """PostgreSQL: a batch's keyed tasks go in SAVEPOINTs. The connector's logging lock (which
+    keeps ids in commit order) must outlive the rollback of a task whose key was taken: it
+    was taken inside that SAVEPOINT, and released with it, before the fix."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from syncbus.intake import Intake
+
+    bus = IntegrationBus(pg_url)
+    try:
+        bus.create_schema()
+        add_connector(bus)
+        first = bus.process_external_task(CONNECTOR, user("taken"), idempotency_key="k1")
+        assert first is not None
+        with bus.engine.begin() as conn:
+            cid = conn.exec_driver_sql(
+                "SELECT connector_id FROM syncbus_connector WHERE connector_name = 'TestConnector'"
+            ).scalar_one()
+            row = {
+                "connector_id": cid,
+                "task_type": "CreateObject",
+                "data_type": "Simple",
+                "process_type": "Default",
+                "object_type": "cms.user",
+                "class_name": None,
+                "title": "t",
+                "site_name": None,
+                "created_at": dt.datetime.now(dt.UTC),
+                "data": "{}",
+                "error_message": None,
+            }
+            rows = [{**row, "idempotency_key": "k1"}, {**row, "idempotency_key": "k2"}]
+            outcomes = Intake._insert(conn, CONNECTOR, rows, True)
+            assert [o.created for o in outcomes] == [False, True]
+            assert outcomes[0].task_id == first
+            held = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND classid = :a AND objid = :b"
+                ),
+                {"a": 0x5342, "b": cid},
+            ).scalar_one()
+            assert held == 1
+            conn.rollback()
+    finally:
+        bus.close()

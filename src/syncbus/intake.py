@@ -245,6 +245,11 @@ class Intake:
             return [LogOutcome(task_id, created=True) for task_id in ids]
         outcomes = []
         locked = False
+        if batch and any(v["idempotency_key"] is not None for v in rows):
+            # Keyed tasks of a batch go in SAVEPOINTs: lock first, outside them, or a task
+            # whose key a twin won would release the lock with its rollback.
+            enqueue.take_logging_lock(conn, rows[0]["connector_id"])
+            locked = True
         for values in rows:
             keyed = values["idempotency_key"] is not None
             nested = conn.begin_nested() if batch and keyed else None

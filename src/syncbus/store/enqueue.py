@@ -181,6 +181,15 @@ def insert_task(
     return task_id
 
 
+def take_logging_lock(conn: sa.Connection, connector_id: int) -> None:
+    """Hold the connector's logging lock until the transaction ends (where the backend has
+    one; SQLite's write lock already serialises loggers). Take it before any SAVEPOINT: a
+    lock taken inside one is released when the SAVEPOINT rolls back."""
+    st = _BY_DIALECT[dialect_of(conn)]
+    if st.lock is not None:
+        conn.execute(st.lock, {"connector_id": connector_id})
+
+
 def notify_workers(conn: sa.Connection, connector_name: str) -> None:
     """Wake the connector's workers when the transaction commits (where the backend can)."""
     dialect_of(conn).notify(conn, connector_name)
