@@ -1,4 +1,5 @@
-"""The HTTP API over real HTTP (uvicorn on 127.0.0.1), on SQLite and PostgreSQL."""
+"""The HTTP API, in process (over ``httpx.ASGITransport``) and, for the dispatcher's wake-ups and
+the notify client, over real HTTP (uvicorn on 127.0.0.1); on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from syncbus import (
 from syncbus.dispatcher import Dispatcher
 
 from .helpers import wait_for
-from .http_server import running
+from .http_server import asgi_client, running
 from .seq import SEQ_TYPE, SeqConnector
 
 TOKEN = "s3cret-token"
@@ -56,12 +57,9 @@ def http_bus(db_url: str) -> Iterator[IntegrationBus]:
 
 @pytest.fixture
 def api(http_bus: IntegrationBus) -> Iterator[httpx.Client]:
-    """A client of a live service with a token; processing off so the queue stays put."""
+    """A client of the app with a token; processing off so the queue stays put."""
     app = create_app(http_bus, api_token=TOKEN, run_dispatcher=False, max_body_bytes=4096)
-    with (
-        running(app) as url,
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client,
-    ):
+    with asgi_client(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client
 
 
@@ -293,12 +291,12 @@ PROTECTED = [
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_every_route_but_healthz_needs_the_token(api: httpx.Client, method: str, path: str) -> None:
-    base = str(api.base_url)
+    del api.headers["Authorization"]
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-        r = httpx.request(method, base + path, headers=headers, json={})
+        r = api.request(method, path, headers=headers, json={})
         assert r.status_code == 401, (headers, r.status_code)
         assert r.headers["www-authenticate"] == "Bearer"
-    assert httpx.get(base + "/healthz").json() == {"status": "ok", "database": "ok"}
+    assert api.get("/healthz").json() == {"status": "ok", "database": "ok"}
 
 
 def test_without_a_token_no_auth_is_asked(
@@ -311,8 +309,8 @@ def test_without_a_token_no_auth_is_asked(
         create_app(http_bus, run_dispatcher=False),
         create_app(http_bus, api_token="", no_auth=True, run_dispatcher=False),
     ):
-        with running(app) as url:
-            assert httpx.get(url + "/api/tasks").status_code == 200
+        with asgi_client(app) as client:
+            assert client.get("/api/tasks").status_code == 200
 
 
 # -- processing in the background --------------------------------------------------------------
