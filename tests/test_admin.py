@@ -1,4 +1,4 @@
-"""The admin UI over real HTTP (uvicorn on 127.0.0.1), on SQLite and PostgreSQL: sign-in and the
+"""The admin UI in process (over httpx.ASGITransport), on SQLite and PostgreSQL: sign-in and the
 session cookie, CSRF, the task list's filters and keyset paging, task detail, row and mass
 actions with the event log, the dashboard's switches. Browser tests: test_admin_browser.py."""
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from syncbus import (
     IntegrationBus,
@@ -28,7 +29,7 @@ from .admin import (
     sign_in,
     wait_job,
 )
-from .http_server import running
+from .http_server import asgi_client
 
 
 @pytest.fixture
@@ -44,23 +45,21 @@ def dispatcher(admin_bus: IntegrationBus) -> RecordingDispatcher:
 
 
 @pytest.fixture
-def base_url(admin_bus: IntegrationBus, dispatcher: RecordingDispatcher) -> Iterator[str]:
-    app = create_app(admin_bus, api_token=TOKEN, dispatcher=dispatcher, run_dispatcher=False)
-    with running(app) as url:
-        yield url
+def app(admin_bus: IntegrationBus, dispatcher: RecordingDispatcher) -> FastAPI:
+    return create_app(admin_bus, api_token=TOKEN, dispatcher=dispatcher, run_dispatcher=False)
 
 
 @pytest.fixture
-def admin(base_url: str) -> Iterator[httpx.Client]:
-    """A signed-in client of a live service (processing off, so the queue stays put)."""
-    with httpx.Client(base_url=base_url) as client:
+def admin(app: FastAPI) -> Iterator[httpx.Client]:
+    """A signed-in client of the app, in process (processing off, so the queue stays put)."""
+    with asgi_client(app) as client:
         assert sign_in(client).status_code == 303
         yield client
 
 
 # -- sign-in, session, CSRF ---------------------------------------------------------------------
-def test_no_session_redirects_to_sign_in(base_url: str) -> None:
-    with httpx.Client(base_url=base_url) as client:
+def test_no_session_redirects_to_sign_in(app: FastAPI) -> None:
+    with asgi_client(app) as client:
         r = client.get("/admin/tasks?state=failed")
         assert r.status_code == 303
         assert r.headers["location"] == "/admin/signin?next=%2Fadmin%2Ftasks%3Fstate%3Dfailed"
@@ -73,8 +72,8 @@ def test_no_session_redirects_to_sign_in(base_url: str) -> None:
         assert client.get("/admin/").status_code == 303
 
 
-def test_sign_in_refuses_a_wrong_token_and_sets_a_strict_cookie(base_url: str) -> None:
-    with httpx.Client(base_url=base_url) as client:
+def test_sign_in_refuses_a_wrong_token_and_sets_a_strict_cookie(app: FastAPI) -> None:
+    with asgi_client(app) as client:
         r = sign_in(client, token="wrong")
         assert r.status_code == 401 and "Wrong token" in r.text
         assert "set-cookie" not in r.headers
@@ -93,8 +92,8 @@ def test_sign_in_refuses_a_wrong_token_and_sets_a_strict_cookie(base_url: str) -
         assert client.get("/admin/").status_code == 303  # the cookie was cleared
 
 
-def test_sign_in_never_redirects_off_site(base_url: str) -> None:
-    with httpx.Client(base_url=base_url) as client:
+def test_sign_in_never_redirects_off_site(app: FastAPI) -> None:
+    with asgi_client(app) as client:
         for target in ("https://evil.example/", "//evil.example/", "/api/tasks"):
             r = client.post("/admin/signin", data={"token": TOKEN, "next": target})
             assert r.headers["location"] == "/admin/"
@@ -119,7 +118,7 @@ def test_without_a_token_the_admin_is_open_but_still_checks_csrf(
 ) -> None:
     monkeypatch.delenv("SYNCBUS_API_TOKEN", raising=False)
     app = create_app(admin_bus, run_dispatcher=False)
-    with running(app) as url, httpx.Client(base_url=url) as client:
+    with asgi_client(app) as client:
         page = client.get("/admin/")
         assert page.status_code == 200 and "Sign out" not in page.text
         assert client.post("/admin/process").status_code == 403
@@ -298,8 +297,8 @@ def test_dashboard_counts_switches_and_process_now(
     assert dispatcher.triggered[-3:] == ["Shop", "Shop", None]
 
 
-def test_static_files_are_local(base_url: str) -> None:
-    with httpx.Client(base_url=base_url) as client:
+def test_static_files_are_local(app: FastAPI) -> None:
+    with asgi_client(app) as client:
         js = client.get("/admin/static/htmx.min.js")
         assert js.status_code == 200 and "htmx" in js.text[:200]
         assert client.get("/admin/static/admin.css").status_code == 200

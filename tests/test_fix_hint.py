@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from syncbus import (
@@ -21,7 +20,7 @@ from syncbus import (
 from syncbus.readmodel import blockers, task_detail, with_hint
 
 from .helpers import DictConnector
-from .http_server import running
+from .http_server import asgi_client
 
 TOKEN = "hint-s3cret"
 FOLDER_GUID = "8a3c5cb6-1f0e-4f6b-9d7e-2b9f0c4e7a11"
@@ -99,7 +98,7 @@ def test_the_admin_pages_show_the_hint(bus: IntegrationBus, hr: DictConnector) -
     membership = failed_membership(bus)
     user = log(bus, user_ada())
     app = create_app(bus, api_token=TOKEN, run_dispatcher=False)
-    with running(app) as url, httpx.Client(base_url=url) as client:
+    with asgi_client(app) as client:
         signed = client.post(
             "/admin/signin", data={"token": TOKEN, "name": "Olivia", "next": "/admin/"}
         )
@@ -116,9 +115,9 @@ def test_the_api_answers_the_hint(bus: IntegrationBus, hr: DictConnector) -> Non
     membership = failed_membership(bus)
     user = log(bus, user_ada())
     app = create_app(bus, api_token=TOKEN, run_dispatcher=False)
-    with running(app) as url:
-        answer = httpx.get(
-            f"{url}/api/tasks/{membership}", headers={"Authorization": f"Bearer {TOKEN}"}
+    with asgi_client(app) as client:
+        answer = client.get(
+            f"/api/tasks/{membership}", headers={"Authorization": f"Bearer {TOKEN}"}
         )
     assert answer.status_code == 200
     assert expected(user) in (answer.json().get("hint") or "")

@@ -47,7 +47,7 @@ from .helpers import (
     run,
     user,
 )
-from .http_server import running
+from .http_server import asgi_client
 
 SIMPLE_SNAPSHOT = TaskDataType.SIMPLE_SNAPSHOT
 CREATE_PAGE = TaskType.CREATE_DOCUMENT
@@ -424,10 +424,7 @@ def test_alias_with_a_slash_cannot_hijack_another_subtree(
 @pytest.fixture
 def api(bus: IntegrationBus, conn: DictConnector) -> Iterator[httpx.Client]:
     app = create_app(bus, api_token="t", run_dispatcher=False)
-    with (
-        running(app) as url,
-        httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}) as client,
-    ):
+    with asgi_client(app, headers={"Authorization": "Bearer t"}) as client:
         yield client
 
 
