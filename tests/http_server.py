@@ -115,7 +115,7 @@ def spawn_listening(
         if _started(proc, f"http://127.0.0.1:{port}"):
             return proc, f"http://127.0.0.1:{port}"
         out, err = proc.communicate()
-        if not _port_taken(f"{out}{err}"):
+        if not port_taken(f"{out}{err}"):
             raise AssertionError(f"the server exited with {proc.returncode}: {out}{err}")
     raise AssertionError(f"no free port in {attempts} attempts")
 
@@ -126,5 +126,6 @@ def _started(proc: subprocess.Popen[str], url: str) -> bool:
     return proc.poll() is None
 
 
-def _port_taken(output: str) -> bool:
+def port_taken(output: str) -> bool:
+    """The output of a server that could not bind its port: another process holds it."""
     return f"[Errno {errno.EADDRINUSE}]" in output or "address already in use" in output.lower()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from typer.testing import CliRunner
 from syncbus import IntegrationBus, ProcessType
 from syncbus.cli import app
 
-from .helpers import healthz, wait_for
 from .seq import make_bus
 
 runner = CliRunner()
@@ -104,22 +102,17 @@ def test_bad_database_url_is_a_clear_error() -> None:
 
 @pytest.mark.multiprocess
 def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
-    from .http_server import free_port
+    from .http_server import spawn_listening
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncbus.cli", "serve", "--db", url, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "SYNCBUS_API_TOKEN": "t"},
+    serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", url]
+    proc, base = spawn_listening(
+        lambda port: [*serve, "--port", str(port)], env={**os.environ, "SYNCBUS_API_TOKEN": "t"}
     )
     try:
-        wait_for(lambda: healthz(f"http://127.0.0.1:{port}"))
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+        health = httpx.get(f"{base}/healthz")
         assert health.json()["status"] == "ok"
-        assert httpx.get(f"http://127.0.0.1:{port}/api/tasks").status_code == 401
+        assert httpx.get(f"{base}/api/tasks").status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

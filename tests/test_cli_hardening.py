@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
@@ -26,8 +24,8 @@ from syncbus.service import create_app
 
 from .cli_connectors import EVIL_DISPLAY, BrokenInitConnector, MarkupConnector
 from .conftest import PG_URL
-from .helpers import DictConnector, healthz, role, wait_for
-from .http_server import free_port
+from .helpers import DictConnector, role
+from .http_server import asgi_client, free_port, spawn_listening
 from .seq import make_bus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,11 +239,11 @@ def test_tasks_json_is_the_api_json(db_url: str) -> None:
     bus.process_tasks()
     bus.process_external_task("TestConnector", role("r"), site_name="main", idempotency_key="k1")
     bus.process_external_task("Seq", {"key": "a", "n": 1})
-    api = TestClient(create_app(bus, api_token="t", run_dispatcher=False))
     auth = {"Authorization": "Bearer t"}
 
     def from_api(path: str) -> Any:
-        response = api.get(path, headers=auth)
+        with asgi_client(create_app(bus, api_token="t", run_dispatcher=False)) as api:
+            response = api.get(path, headers=auth)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -288,18 +286,10 @@ def _serve_command(db: Path, port: int, *args: str) -> list[str]:
 @contextmanager
 def serving(db: Path, *args: str, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
     """Run ``syncbus serve``; yields its base URL and (after the with block) its output."""
-    port = free_port()
-    proc = subprocess.Popen(
-        _serve_command(db, port, *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc, url = spawn_listening(lambda port: _serve_command(db, port, *args), env=env)
     output: list[str] = []
     try:
-        wait_for(lambda: healthz(f"http://127.0.0.1:{port}", proc))
-        yield f"http://127.0.0.1:{port}", output
+        yield url, output
     finally:
         proc.send_signal(signal.SIGTERM)
         output.append(proc.communicate(timeout=30)[0])
@@ -367,30 +357,13 @@ def test_serve_says_where_and_logs_connector_load_errors_at_start(tmp_path: Path
 
 @pytest.mark.multiprocess
 def test_serve_creating_the_implicit_database_says_where(tmp_path: Path) -> None:
-    port = free_port()
-    command = [sys.executable, "-m", "syncbus.cli", "serve", "--port", str(port), "--no-auth"]
-    proc = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(),
+    command = [sys.executable, "-m", "syncbus.cli", "serve", "--no-auth"]
+    proc, _ = spawn_listening(
+        lambda port: [*command, "--port", str(port)], cwd=tmp_path, env=_env()
     )
     try:
-        deadline = time.time() + 20
-        while not (tmp_path / "syncbus.db").exists() or _down(port):
-            assert time.time() < deadline and proc.poll() is None, "serve did not start"
-            time.sleep(0.1)
+        assert (tmp_path / "syncbus.db").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0]
     assert f"creating a new SQLite database at {tmp_path / 'syncbus.db'}" in out
-
-
-def _down(port: int) -> bool:
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/healthz")
-    except httpx.TransportError:
-        return True
-    return False

@@ -21,7 +21,7 @@ from syncbus import BaseIntegrationConnector, IntegrationBus, create_app
 from syncbus.errors import ConnectorLoadError
 
 from .helpers import DictConnector
-from .http_server import free_port, running
+from .http_server import free_port, port_taken, running
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -67,8 +67,16 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str
 
 
 def _run_service_block(body: str, cwd: Path, env: dict[str, str]) -> str:
-    """Run the bash block as printed, on a free port; whatever it started is stopped after."""
-    script = body.replace("8000", str(free_port()))
+    """Run the bash block as printed, on a free port; whatever it started is stopped after.
+    When another process took the port before `syncbus serve` bound it, run it on another."""
+    for _ in range(5):
+        out = _run_block_once(body.replace("8000", str(free_port())), cwd, env)
+        if not port_taken(out):
+            return out
+    raise AssertionError(f"no free port in 5 attempts:\n{out}")
+
+
+def _run_block_once(script: str, cwd: Path, env: dict[str, str]) -> str:
     proc = subprocess.Popen(
         ["bash", "-e", "-c", script],
         cwd=cwd,
@@ -83,7 +91,7 @@ def _run_service_block(body: str, cwd: Path, env: dict[str, str]) -> str:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # a serve the block failed to stop
-    assert proc.returncode == 0, out
+    assert proc.returncode == 0 or port_taken(out), out
     return out
 
 
