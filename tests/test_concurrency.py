@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from syncbus import ProcessResult
 
 from .helpers import wait_for
 from .seq import make_bus
@@ -98,9 +99,14 @@ def test_killed_runner_loses_nothing_and_the_lease_expires(pg_url: str) -> None:
     # The dead runner's lease still holds the connector...
     assert bus.process_tasks("Seq")["Seq"].not_run_reason is not None
     # ...until it runs out; then another runner takes over and finishes the queue.
-    time.sleep(2.5)
-    result = bus.process_tasks("Seq")["Seq"]
-    assert result.not_run_reason is None
+    runs: list[ProcessResult] = []
+
+    def taken_over() -> bool:
+        runs.append(bus.process_tasks("Seq")["Seq"])
+        return runs[-1].not_run_reason is None
+
+    wait_for(taken_over, interval=0.2)
+    result = runs[-1]
     assert result.applied == left
     assert bus.queue_size("Seq") == 0
     with bus.engine.connect() as conn:

@@ -10,9 +10,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -460,14 +460,20 @@ def test_sign_in_and_api_share_one_budget_per_client(admin_bus: IntegrationBus) 
         assert sign_in(client, token="wrong").status_code == 429
 
 
-def test_the_throttle_forgets_after_its_window_and_bounds_its_memory() -> None:
-    from syncbus.service.auth import FailureThrottle
+def test_the_throttle_forgets_after_its_window_and_bounds_its_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syncbus.service import auth
 
-    throttle = FailureThrottle(limit=2, window=0.3, max_clients=100)
+    now = [1000.0]  # the throttle's clock, moved by the test instead of waiting
+    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    throttle = auth.FailureThrottle(limit=2, window=0.3, max_clients=100)
     throttle.failed("a")
     throttle.failed("a")
     assert throttle.retry_after("a") == 1 and throttle.retry_after("b") == 0
-    time.sleep(0.35)
+    now[0] += 0.29
+    assert throttle.retry_after("a") == 1  # still inside the window
+    now[0] += 0.02
     assert throttle.retry_after("a") == 0
     for n in range(5_000):
         throttle.failed(f"10.0.{n // 256}.{n % 256}")

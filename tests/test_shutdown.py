@@ -1,11 +1,14 @@
 """Stopping on SIGTERM (issue 10, items 2 and 20): an idle `serve` exits in under a second; a
-worker whose run cannot finish exits when its grace period is over, losing nothing."""
+worker whose run cannot finish exits when its grace
+period is over, losing nothing.
+
+The worker's exit needs no stopwatch: the write it would otherwise wait for takes an hour, so
+a generous timeout tells the grace period from the write on however busy a machine."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ import pytest
 from syncbus import IntegrationBus
 
 from .helpers import healthz, wait_for
+from .http_server import spawn_listening
 from .workers import Workers, install_audit
 from .workers import wbus as wbus
 
@@ -24,19 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _serve_and_stop(db_url: str) -> float:
     """Start `syncbus serve`, wait until it answers, SIGTERM it: seconds until it exited."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncbus.cli", "serve", "--db", db_url, "--port", str(port)],
+    serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", db_url]
+    proc, url = spawn_listening(
+        lambda port: [*serve, "--port", str(port)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         env={**os.environ, "SYNCBUS_API_TOKEN": "shutdown-test"},
     )
     try:
-        wait_for(lambda: healthz(f"http://127.0.0.1:{port}", proc) == 200, timeout=30)
+        wait_for(lambda: healthz(url, proc) == 200, timeout=30)
         time.sleep(0.5)  # idle
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -52,6 +52,8 @@ def _serve_and_stop(db_url: str) -> float:
 
 @pytest.mark.multiprocess
 def test_idle_serve_exits_within_a_second_of_sigterm(db_url: str) -> None:
+    """Kept on a stopwatch: "under a second" is the requirement itself (what it guards
+    against, such as a full garbage collection at exit, takes a second or two, not hours)."""
     IntegrationBus(db_url).create_schema()
     # Best of two: one slow start of the machine is not the service's doing.
     best = min(_serve_and_stop(db_url) for _ in range(2))
@@ -64,23 +66,20 @@ def test_worker_exits_after_its_grace_period_and_loses_nothing(
     wbus: IntegrationBus,
     pg_url: str,
 ) -> None:
-    install_audit(wbus.engine, sleep=20)  # the first write of the batch takes 20 s
+    install_audit(wbus.engine, sleep=3600)  # the first write of the batch takes an hour
     task_id = wbus.process_external_task("Seq0", {"key": "k", "n": 1})
     workers = Workers(pg_url)
     proc = workers.start("--scheduler-interval", "0", "--grace", "2")
     try:
         wait_for(lambda: _sleeping(wbus), 30)  # inside the batch's first write
-        start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - start
+        _, err = proc.communicate(timeout=60)  # the grace is 2 s; the write, an hour
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 1, err
     assert "grace period" in err
-    assert elapsed < 5.0, elapsed
     assert wbus.get_task(task_id or 0) is not None  # rolled back: still queued
 
 
