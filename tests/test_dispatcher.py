@@ -124,14 +124,14 @@ def test_scheduler_runs_connectors_on_its_interval(pair) -> None:  # type: ignor
 
 def test_busy_connector_is_retried_until_the_lease_is_free(db_url: str) -> None:
     inside = make_bus(db_url, lease_seconds=1.0)
-    from syncbus.store import queue
+    from syncbus.store import leases
 
     with inside.engine.begin() as conn:  # a dead runner's lease, 1 s long
         cid = conn.exec_driver_sql(
             "SELECT connector_id FROM syncbus_connector WHERE connector_name = 'Seq'"
         ).scalar_one()
-        queue.ensure_lease_row(conn, cid)
-        assert queue.acquire_lease(conn, cid, "dead-runner", 1.0)
+        leases.ensure_lease_row(conn, cid)
+        assert leases.acquire_lease(conn, cid, "dead-runner", 1.0)
     inside.process_external_task("Seq", {"key": "late", "n": 1})
     dispatcher = Dispatcher(
         inside, scheduler_interval=None, poll_interval=3600, listen=False, busy_retry=0.2
