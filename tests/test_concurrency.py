@@ -34,6 +34,7 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_never_run_one_connector_at_once(pg_url: str, tmp_path: Path) -> None:
     bus = make_bus(pg_url)
@@ -82,6 +83,7 @@ def _slow_audit_trigger(engine: sa.Engine) -> None:
         )
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_killed_runner_loses_nothing_and_the_lease_expires(pg_url: str) -> None:
     bus = make_bus(pg_url, lease_seconds=2.0)

@@ -95,6 +95,7 @@ def _run_block_once(script: str, cwd: Path, env: dict[str, str]) -> str:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_readme_followed_top_to_bottom_in_a_fresh_folder(tmp_path: Path) -> None:
     env = _env(tmp_path)

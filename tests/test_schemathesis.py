@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from .seq import SEQ_TYPE, SeqConnector
 TOKEN = "fuzz-token"
 
 
+@pytest.mark.slow
 def test_no_server_errors(sqlite_url: str) -> None:
     bus = IntegrationBus(sqlite_url)
     bus.register_object_type(SEQ_TYPE)

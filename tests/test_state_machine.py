@@ -228,6 +228,7 @@ class _FixConnector(PropConnector):
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
+@pytest.mark.slow
 def test_state_machine_matches_reference_model(
     backend: str, request: pytest.FixtureRequest
 ) -> None:

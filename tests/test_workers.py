@@ -22,7 +22,7 @@ from .workers import (
 from .workers import wbus as wbus
 from .workers import workers as workers
 
-pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess]
+pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess, pytest.mark.slow]
 
 
 def test_three_workers_four_connectors_apply_every_task_once_in_order(
