@@ -17,8 +17,7 @@ from syncbus import (
     create_app,
 )
 from syncbus.intake import TaskRequest
-
-from .admin import (
+from tests.admin import (
     TOKEN,
     RecordingDispatcher,
     csrf_of,
@@ -29,7 +28,7 @@ from .admin import (
     sign_in,
     wait_job,
 )
-from .http_server import asgi_client
+from tests.http_server import asgi_client
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ import httpx
 import pytest
 
 from syncbus import IntegrationBus, ProcessType, create_app
-
-from .admin import TOKEN, log_items, make_admin_bus, make_failed_task
-from .browser import LAPTOP, PHONE, browser, needs_chromium, sign_in
-from .helpers import wait_for
-from .http_server import running
+from tests.admin import TOKEN, log_items, make_admin_bus, make_failed_task
+from tests.chromium import LAPTOP, PHONE, browser, needs_chromium, sign_in
+from tests.helpers import wait_for
+from tests.http_server import running
 
 pytestmark = [needs_chromium, pytest.mark.browser]
 

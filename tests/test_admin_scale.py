@@ -19,9 +19,8 @@ import sqlalchemy as sa
 
 from syncbus import IntegrationBus, create_app
 from syncbus.store.tables import task_table
-
-from .admin import TOKEN, item, make_admin_bus, row_ids, sign_in
-from .http_server import running
+from tests.admin import TOKEN, item, make_admin_bus, row_ids, sign_in
+from tests.http_server import running
 
 FAILED_EVERY = 1000
 

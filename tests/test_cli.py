@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from syncbus import IntegrationBus, ProcessType
 from syncbus.cli import app
-
-from .seq import make_bus
+from tests.seq import make_bus
 
 runner = CliRunner()
 
@@ -102,7 +101,7 @@ def test_bad_database_url_is_a_clear_error() -> None:
 
 @pytest.mark.multiprocess
 def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
-    from .http_server import spawn_listening
+    from tests.http_server import spawn_listening
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", url]

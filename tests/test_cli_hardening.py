@@ -21,14 +21,12 @@ from typer.testing import CliRunner, Result
 from syncbus import IntegrationBus, Page, ProcessType, TaskType
 from syncbus.cli import app
 from syncbus.service import create_app
+from tests.cli_connectors import EVIL_DISPLAY, BrokenInitConnector, MarkupConnector
+from tests.conftest import PG_URL
+from tests.helpers import ROOT, DictConnector, role
+from tests.http_server import asgi_client, free_port, spawn_listening
+from tests.seq import make_bus
 
-from .cli_connectors import EVIL_DISPLAY, BrokenInitConnector, MarkupConnector
-from .conftest import PG_URL
-from .helpers import DictConnector, role
-from .http_server import asgi_client, free_port, spawn_listening
-from .seq import make_bus
-
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 # Wide enough that no table cell folds: the tests look for whole strings.
 ENV: dict[str, str | None] = {"COLUMNS": "400", "SYNCBUS_DATABASE_URL": None}

@@ -15,12 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from syncbus import ProcessResult
-
-from .helpers import wait_for
-from .seq import make_bus
+from tests.helpers import ROOT, wait_for
+from tests.seq import make_bus
 
 pytestmark = pytest.mark.postgres
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:

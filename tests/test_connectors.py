@@ -11,9 +11,8 @@ from syncbus import (
     IntegrationBus,
     TaskType,
 )
-
-from .helpers import CONNECTOR, DictConnector, add_connector, log, pending, put, run, user
-from .sample_connectors import NothingConnector, PrepareOnlyConnector, SampleConnector
+from tests.helpers import CONNECTOR, DictConnector, add_connector, log, pending, put, run, user
+from tests.sample_connectors import NothingConnector, PrepareOnlyConnector, SampleConnector
 
 
 def test_register_by_class(bus: IntegrationBus) -> None:

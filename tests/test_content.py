@@ -8,8 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ObjectType, TaskDataType, TaskType
-
-from .helpers import (
+from tests.helpers import (
     add_connector,
     ext,
     log,

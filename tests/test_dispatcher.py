@@ -9,9 +9,8 @@ import pytest
 
 from syncbus import IntegrationBus, ProcessResult
 from syncbus.dispatcher import Dispatcher
-
-from .helpers import wait_for
-from .seq import make_bus
+from tests.helpers import wait_for
+from tests.seq import make_bus
 
 
 @pytest.fixture

@@ -5,17 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ObjectType, ProcessResult, ProcessType, TaskDataType
 from syncbus.errors import ConnectorDisabledError, TaskNotFoundError
+from tests.helpers import ROOT, add_connector, ext, log, membership, pending, run, user
 
-from .helpers import add_connector, ext, log, membership, pending, run, user
-
-ROOT = Path(__file__).resolve().parent.parent
 BLOB_TYPE = ObjectType(
     "blob.doc",
     "blob_doc",

@@ -18,9 +18,8 @@ from syncbus import (
     create_app,
 )
 from syncbus.readmodel import blockers, task_detail, with_hint
-
-from .helpers import DictConnector
-from .http_server import asgi_client
+from tests.helpers import DictConnector
+from tests.http_server import asgi_client
 
 TOKEN = "hint-s3cret"
 FOLDER_GUID = "8a3c5cb6-1f0e-4f6b-9d7e-2b9f0c4e7a11"

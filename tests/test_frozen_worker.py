@@ -19,17 +19,16 @@ import sqlalchemy as sa
 
 from syncbus import IntegrationBus
 from syncbus.errors import TaskBusyError
-
-from .helpers import DictConnector, add_connector, log, pending, user, wait_for
-from .workers import (
+from tests.helpers import DictConnector, add_connector, log, pending, user, wait_for
+from tests.workers import (
     CONNECTORS,
     Workers,
     assert_exactly_once_in_order,
     audit_rows,
     install_audit,
 )
-from .workers import wbus as wbus
-from .workers import workers as workers  # SIGKILL ends a stopped worker too
+from tests.workers import wbus as wbus
+from tests.workers import workers as workers  # SIGKILL ends a stopped worker too
 
 T = TypeVar("T")
 

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from syncbus import IntegrationBus, ProcessResult, ProcessType, TaskDataType
-
-from .helpers import add_connector, log, membership, user
+from tests.helpers import add_connector, log, membership, user
 
 
 class Recorder:

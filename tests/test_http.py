@@ -20,10 +20,9 @@ from syncbus import (
     request_tasks_processing,
 )
 from syncbus.dispatcher import Dispatcher
-
-from .helpers import wait_for
-from .http_server import asgi_client, running
-from .seq import SEQ_TYPE, SeqConnector
+from tests.helpers import wait_for
+from tests.http_server import asgi_client, running
+from tests.seq import SEQ_TYPE, SeqConnector
 
 TOKEN = "s3cret-token"
 

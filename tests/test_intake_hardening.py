@@ -33,8 +33,7 @@ from syncbus import (
 )
 from syncbus.content.types import BUILTIN_OBJECT_TYPES
 from syncbus.intake import TaskRequest
-
-from .helpers import (
+from tests.helpers import (
     CONNECTOR,
     DictConnector,
     add_connector,
@@ -47,7 +46,7 @@ from .helpers import (
     run,
     user,
 )
-from .http_server import asgi_client
+from tests.http_server import asgi_client
 
 SIMPLE_SNAPSHOT = TaskDataType.SIMPLE_SNAPSHOT
 CREATE_PAGE = TaskType.CREATE_DOCUMENT

@@ -16,8 +16,7 @@ import sqlalchemy as sa
 
 from syncbus import IntegrationBus, InternalObject, Page, ProcessType, TaskType
 from syncbus.payload import Payload, encode
-
-from .helpers import add_connector, log, pending, run, user
+from tests.helpers import add_connector, log, pending, run, user
 
 
 def _store(bus: IntegrationBus, task_id: int, payload: Payload) -> None:

@@ -23,8 +23,7 @@ from syncbus import (
     TranslationError,
 )
 from syncbus.intake import TaskRequest
-
-from .helpers import (
+from tests.helpers import (
     CONNECTOR,
     FailingConnector,
     add_connector,

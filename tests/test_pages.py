@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from syncbus import IntegrationBus, Page, ProcessType, TaskDataType, TaskType
-
-from .helpers import DictConnector, add_connector, log, put, run, site_id
+from tests.helpers import DictConnector, add_connector, log, put, run, site_id
 
 CREATE = TaskType.CREATE_DOCUMENT
 NODE_KEYS = {

@@ -8,8 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ProcessType, TaskDataType, TaskType
-
-from .helpers import (
+from tests.helpers import (
     CONNECTOR,
     DictConnector,
     add_connector,

@@ -19,11 +19,9 @@ import pytest
 
 from syncbus import BaseIntegrationConnector, IntegrationBus, create_app
 from syncbus.errors import ConnectorLoadError
+from tests.helpers import ROOT, DictConnector
+from tests.http_server import free_port, port_taken, running
 
-from .helpers import DictConnector
-from .http_server import free_port, port_taken, running
-
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SRC = ROOT / "src"
 

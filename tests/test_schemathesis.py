@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from syncbus import IntegrationBus, create_app
-
-from .http_server import running
-from .seq import SEQ_TYPE, SeqConnector
+from tests.http_server import running
+from tests.seq import SEQ_TYPE, SeqConnector
 
 TOKEN = "fuzz-token"
 

@@ -22,11 +22,10 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus, create_app
 from syncbus.errors import ConfigurationError, TaskBusyError
 from syncbus.store.tables import setting_table
-
-from .admin import (
+from tests.admin import (
     TOKEN as ADMIN_TOKEN,
 )
-from .admin import (
+from tests.admin import (
     RecordingDispatcher,
     csrf_of,
     log_items,
@@ -35,8 +34,8 @@ from .admin import (
     sign_in,
     wait_job,
 )
-from .http_server import asgi_client, spawn_listening
-from .seq import SEQ_TYPE, SeqConnector
+from tests.http_server import asgi_client, spawn_listening
+from tests.seq import SEQ_TYPE, SeqConnector
 
 TOKEN = "hardening-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,18 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from syncbus import IntegrationBus
-
-from .helpers import healthz, wait_for
-from .http_server import spawn_listening
-from .workers import Workers, install_audit
-from .workers import wbus as wbus
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, healthz, wait_for
+from tests.http_server import spawn_listening
+from tests.workers import Workers, install_audit
+from tests.workers import wbus as wbus
 
 
 def _serve_and_stop(db_url: str) -> float:

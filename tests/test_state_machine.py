@@ -30,8 +30,7 @@ from syncbus import (
     TaskDataType,
     TaskType,
 )
-
-from .conftest import PG_URL, _admin_engine, sqlite_copy
+from tests.conftest import PG_URL, _admin_engine, sqlite_copy
 
 REF = ObjectType("prop.ref", "prop_ref", "ref_id", code_name_column="ref_name")
 ITEM = ObjectType(

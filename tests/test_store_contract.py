@@ -27,9 +27,8 @@ from syncbus.store.tables import (
     sync_log_table,
     task_table,
 )
-
-from .helpers import add_connector, log, user, wait_for
-from .seq import make_bus
+from tests.helpers import add_connector, log, user, wait_for
+from tests.seq import make_bus
 
 
 def dialect(bus: IntegrationBus) -> Dialect:

@@ -10,17 +10,16 @@ from collections import defaultdict
 import pytest
 
 from syncbus import IntegrationBus
-
-from .helpers import wait_for
-from .workers import (
+from tests.helpers import wait_for
+from tests.workers import (
     CONNECTORS,
     Workers,
     assert_exactly_once_in_order,
     audit_rows,
     install_audit,
 )
-from .workers import wbus as wbus
-from .workers import workers as workers
+from tests.workers import wbus as wbus
+from tests.workers import workers as workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess, pytest.mark.slow]
 

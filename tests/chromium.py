@@ -93,7 +93,7 @@ def take_screenshots(out_dir: str) -> None:
         bus.close()
 
 
-if __name__ == "__main__":  # python -m tests.browser docs/images
+if __name__ == "__main__":  # python -m tests.chromium docs/images
     import sys
 
     take_screenshots(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
