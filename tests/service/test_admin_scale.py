@@ -1,7 +1,8 @@
 """How the admin's task list behaves with a long queue: fill it, time the pages over HTTP.
 
     python -m tests.service.test_admin_scale --db sqlite:////tmp/admin100k.db --tasks 100000
-    python -m tests.service.test_admin_scale --db postgresql://postgres@127.0.0.1/admin100k --tasks 100000
+    python -m tests.service.test_admin_scale --tasks 100000 \
+        --db postgresql://postgres@127.0.0.1/admin100k
 
 Prints the median (and min/max) of several runs per page; docs/admin.md has the figures. The
 test below runs the same code on a small queue (correctness only, never timings).
