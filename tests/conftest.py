@@ -28,6 +28,15 @@ _TEMPLATE = f"syncbus_tmpl_{os.getpid()}"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that needs PostgreSQL: the PostgreSQL half of the ``db_url``
+    parametrization (marked in ``BACKENDS``) and every test that asks for ``pg_url``, directly
+    or through a fixture of its own. ``-m "not postgres"`` leaves them out."""
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 def _admin_engine() -> sa.Engine:
     assert PG_URL
     url = make_url(PG_URL).set(drivername="postgresql+psycopg")

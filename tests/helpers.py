@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from syncbus import (
     TaskType,
 )
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 CONNECTOR = "TestConnector"
 
 

@@ -1,0 +1,143 @@
+"""The dispatcher: triggers become runs; a trigger during a run is never lost or doubled."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from syncbus import IntegrationBus, ProcessResult
+from syncbus.dispatcher import Dispatcher
+from tests.helpers import wait_for
+from tests.seq import make_bus
+
+
+@pytest.fixture
+def pair(db_url: str):  # type: ignore[no-untyped-def]
+    """A bus for the dispatcher and another for an outside program that logs tasks."""
+    inside, outside = make_bus(db_url), make_bus(db_url)
+    yield inside, outside
+    inside.close()
+    outside.close()
+
+
+def quiet(bus: IntegrationBus, **kw) -> Dispatcher:  # type: ignore[no-untyped-def]
+    """No scheduler, no polling, no LISTEN: only explicit triggers start runs."""
+    return Dispatcher(
+        bus, scheduler_interval=None, poll_interval=3600, listen=False, initial_pass=False, **kw
+    )
+
+
+def test_triggers_during_runs_are_never_lost(pair) -> None:  # type: ignore[no-untyped-def]
+    inside, outside = pair
+    results: list[ProcessResult] = []
+    running = threading.Lock()
+    overlaps: list[str] = []
+
+    def record(result: ProcessResult) -> None:
+        results.append(result)
+
+    dispatcher = quiet(inside, on_result=record)
+    original = inside.process_tasks
+
+    late = iter(())
+
+    def exclusive(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal late
+        if not running.acquire(blocking=False):
+            overlaps.append("two runs of one connector at once in one process")
+            return original(*args, **kwargs)
+        try:
+            out = original(*args, **kwargs)
+            # A task and its trigger arrive after the run's last look at the queue, while the
+            # run is still "running": the trigger must make it take one more pass.
+            n = next(late, None)
+            if n is not None:
+                outside.process_external_task("Seq", {"key": "late", "n": n})
+                dispatcher.trigger("Seq")
+                time.sleep(0.2)  # let the dispatcher see the trigger while this run is on
+            return out
+        finally:
+            running.release()
+
+    inside.process_tasks = exclusive  # type: ignore[method-assign]
+    dispatcher.start()
+    try:
+        for n in range(1, 301):
+            outside.process_external_task("Seq", {"key": "k", "n": n})
+            dispatcher.trigger("Seq")  # many arrive while a run is going on
+        wait_for(lambda: dispatcher.idle() and inside.queue_size("Seq") == 0, timeout=30)
+        late = iter(range(1001, 1006))  # from now on, each run ends with a late arrival
+        dispatcher.trigger("Seq")
+        wait_for(lambda: dispatcher.idle() and inside.queue_size("Seq") == 0, timeout=30)
+    finally:
+        dispatcher.stop()
+    assert overlaps == []
+    assert inside.get_object("seq.counter", "k")["n"] == 300
+    assert inside.get_object("seq.counter", "late")["n"] == 1005
+    assert sum(r.applied for r in results) == 305
+    assert len(results) < 300, "triggers during a run should coalesce into one more pass"
+
+
+def test_trigger_all_runs_only_connectors_with_tasks(pair) -> None:  # type: ignore[no-untyped-def]
+    inside, outside = pair
+    ran: list[str] = []
+    dispatcher = quiet(inside, on_result=lambda r: ran.append(r.connector_name))
+    outside.process_external_task("Seq", {"key": "a", "n": 1})
+    dispatcher.start()
+    try:
+        dispatcher.trigger()
+        wait_for(lambda: dispatcher.idle() and inside.queue_size() == 0)
+    finally:
+        dispatcher.stop()
+    assert ran == ["Seq"]
+
+
+def test_sqlite_poll_notices_tasks_other_processes_log(sqlite_url: str) -> None:
+    url = sqlite_url
+    inside, outside = make_bus(url), make_bus(url)
+    dispatcher = Dispatcher(inside, scheduler_interval=None, poll_interval=0.1)
+    dispatcher.start()
+    try:
+        outside.process_external_task("Seq", {"key": "polled", "n": 1})
+        wait_for(lambda: inside.get_object("seq.counter", "polled") is not None, timeout=10)
+    finally:
+        dispatcher.stop()
+        inside.close()
+        outside.close()
+
+
+def test_scheduler_runs_connectors_on_its_interval(pair) -> None:  # type: ignore[no-untyped-def]
+    inside, outside = pair
+    outside.process_external_task("Seq", {"key": "scheduled", "n": 1})
+    dispatcher = Dispatcher(
+        inside, scheduler_interval=0.2, poll_interval=3600, listen=False, initial_pass=False
+    )
+    dispatcher.start()
+    try:
+        wait_for(lambda: inside.get_object("seq.counter", "scheduled") is not None, timeout=10)
+    finally:
+        dispatcher.stop()
+
+
+def test_busy_connector_is_retried_until_the_lease_is_free(db_url: str) -> None:
+    inside = make_bus(db_url, lease_seconds=1.0)
+    from syncbus.store import leases
+
+    with inside.engine.begin() as conn:  # a dead runner's lease, 1 s long
+        cid = conn.exec_driver_sql(
+            "SELECT connector_id FROM syncbus_connector WHERE connector_name = 'Seq'"
+        ).scalar_one()
+        leases.ensure_lease_row(conn, cid)
+        assert leases.acquire_lease(conn, cid, "dead-runner", 1.0)
+    inside.process_external_task("Seq", {"key": "late", "n": 1})
+    dispatcher = Dispatcher(
+        inside, scheduler_interval=None, poll_interval=3600, listen=False, busy_retry=0.2
+    )
+    dispatcher.start()
+    try:
+        wait_for(lambda: inside.get_object("seq.counter", "late") is not None, timeout=15)
+    finally:
+        dispatcher.stop()
+        inside.close()

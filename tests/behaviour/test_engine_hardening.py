@@ -1,0 +1,159 @@
+"""Processing outcomes reported as they happened (issue 10, items 6, 11, 15, 18, 19)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus, ObjectType, ProcessResult, ProcessType, TaskDataType
+from syncbus.errors import ConnectorDisabledError, TaskNotFoundError
+from tests.helpers import ROOT, add_connector, ext, log, membership, pending, run, user
+
+BLOB_TYPE = ObjectType(
+    "blob.doc",
+    "blob_doc",
+    "doc_id",
+    code_name_column="doc_name",
+    columns={"doc_name": str, "body": "text"},
+)
+
+
+def _failing_membership(bus: IntegrationBus, process_type: ProcessType) -> int:
+    conn = add_connector(bus)
+    conn.knows("cms.user", 1, "nobody")
+    conn.knows("cms.role", 2, "nothing", site="main")
+    return log(
+        bus, membership(1, 2), data_type=TaskDataType.SIMPLE_SNAPSHOT, process_type=process_type
+    )
+
+
+def test_a_skip_on_error_task_retried_on_every_run_logs_one_entry_a_second(
+    bus: IntegrationBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 18: eight runs within a second leave one entry, not eight. The log's clock stands
+    still here, so the eight runs are within a second however slow the machine."""
+    from syncbus.store import logs
+
+    now = logs.utcnow()
+    monkeypatch.setattr(logs, "utcnow", lambda: now)
+    task_id = _failing_membership(bus, ProcessType.SKIP_ON_ERROR)
+    for _ in range(8):
+        assert run(bus).failed == 1
+    entries = bus.task_log(task_id)
+    span = (entries[-1].time - entries[0].time).total_seconds()
+    assert len(entries) <= int(span) + 1, [e.time for e in entries]
+    assert len(entries) < 8
+
+
+def test_manual_synchronize_writes_an_entry_for_every_attempt(bus: IntegrationBus) -> None:
+    task_id = _failing_membership(bus, ProcessType.SKIP_ON_ERROR)
+    for _ in range(3):
+        assert bus.synchronize_task(task_id) is False
+    assert len(bus.task_log(task_id)) == 3
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (ProcessType.SKIP_ON_ERROR, ProcessType.SKIP_ON_ERROR),
+        (ProcessType.DELETE_ON_ERROR, ProcessType.DELETE_ON_ERROR),
+        (ProcessType.SKIP_ONCE, ProcessType.SKIP_ONCE),
+        (ProcessType.DEFAULT, ProcessType.ERROR),
+    ],
+)
+def test_failed_synchronize_keeps_the_process_type_except_default(
+    bus: IntegrationBus, before: ProcessType, after: ProcessType
+) -> None:
+    """Item 15: a manual retry never turns a harmless task into a blocker."""
+    task_id = _failing_membership(bus, before)
+    assert bus.synchronize_task(task_id) is False
+    info = bus.get_task(task_id)
+    assert info is not None and info.process_type is after
+    assert info.error_message and "Cannot translate columns" in info.error_message
+
+
+def test_synchronize_on_a_disabled_connector_is_a_conflict(bus: IntegrationBus) -> None:
+    """Item 19: disabled means 409 (ConnectorDisabledError) everywhere, also here."""
+    add_connector(bus)
+    task_id = log(bus, user("waiting"))
+    bus.set_connector_enabled("TestConnector", False)
+    with pytest.raises(ConnectorDisabledError, match="disabled"):
+        bus.synchronize_task(task_id)
+    assert pending(bus) == [task_id]
+
+
+def test_synchronize_of_a_task_that_just_left_the_queue_says_so(bus: IntegrationBus) -> None:
+    """Item 11: the task was applied by a run between the caller's look and its action: not
+    found (no longer queued), never a "failed" synchronize."""
+    add_connector(bus)
+    task_id = log(bus, user("raced"))
+    assert bus.get_task(task_id) is not None
+    assert run(bus).applied == 1  # the worker wins the race
+    with pytest.raises(TaskNotFoundError, match=f"no queued task with id {task_id}"):
+        bus.synchronize_task(task_id)
+    assert bus.get_object("cms.user", "raced") is not None
+
+
+def test_batches_are_bounded_by_bytes_as_well_as_by_count(db_url: str) -> None:
+    """Item 6: a batch stops growing at ``batch_bytes`` (but always takes one task)."""
+    bus = IntegrationBus(db_url, batch_size=200)
+    bus.register_object_type(BLOB_TYPE)
+    bus.create_schema()
+    bus.runner.batch_bytes = 3_000_000
+    try:
+        add_connector(bus)
+        for i in range(10):
+            log(bus, ext("blob.doc", doc_name=f"d{i}", body="x" * 1_000_000))
+        batches: list[int] = []
+
+        def progress(result: ProcessResult) -> None:
+            batches.append(result.applied)
+
+        result = bus.process_tasks("TestConnector", on_progress=progress)["TestConnector"]
+        assert result.applied == 10
+        sizes = [b - a for a, b in zip([0, *batches], batches, strict=False)]
+        assert max(sizes) <= 3 and len(sizes) >= 4, sizes
+    finally:
+        bus.close()
+
+
+@pytest.mark.slow
+def test_memory_of_a_run_stays_bounded_with_5mb_tasks(db_url: str) -> None:
+    """Item 6: 60 tasks of 5 MB (300 MB of payload) are applied by a process whose peak
+    resident memory stays under 300 MB (one batch of them all took it past 600 MB)."""
+    bus = IntegrationBus(db_url)
+    bus.register_object_type(BLOB_TYPE)
+    bus.create_schema()
+    add_connector(bus)
+    body = "y" * (5 * 1024 * 1024)
+    for i in range(60):
+        log(bus, ext("blob.doc", doc_name=f"d{i}", body=body))
+    bus.close()
+    script = textwrap.dedent(
+        f"""
+        from syncbus import IntegrationBus
+        bus = IntegrationBus({db_url!r})
+        result = bus.process_tasks("TestConnector")["TestConnector"]
+        assert result.applied == 60, result
+        status = open("/proc/self/status").read().split("\\n")
+        print(next(line for line in status if line.startswith("VmHWM")).split()[1])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    peak_mb = int(out.stdout.strip()) / 1024
+    print(f"\npeak RSS applying 60 x 5 MB tasks: {peak_mb:.0f} MB")
+    assert peak_mb < 300
+    check = IntegrationBus(db_url)
+    try:
+        with check.engine.connect() as conn:
+            count = conn.execute(sa.text("SELECT count(*) FROM blob_doc")).scalar_one()
+        assert count == 60
+    finally:
+        check.close()

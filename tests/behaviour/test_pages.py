@@ -1,0 +1,392 @@
+"""Page tasks: the site tree, cultures, publish/archive, move (CONTRACT §2 Page, §5 pages)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from syncbus import IntegrationBus, Page, ProcessType, TaskDataType, TaskType
+from tests.helpers import DictConnector, add_connector, log, put, run, site_id
+
+CREATE = TaskType.CREATE_DOCUMENT
+NODE_KEYS = {
+    "node_id",
+    "node_guid",
+    "node_alias_path",
+    "node_parent_id",
+    "node_class_name",
+    "node_site_id",
+}
+DOCUMENT_KEYS = {"document_id", "document_culture", "document_name", "published", "archived"}
+ARTICLE_KEYS = {"article_title", "article_summary", "article_text"}
+
+
+@pytest.fixture
+def conn(bus: IntegrationBus) -> DictConnector:
+    return add_connector(bus)
+
+
+def folder(name: str, **kw: Any) -> Page:
+    return Page("cms.folder", name.title(), alias=name, **kw)
+
+
+def article(name: str, title: str = "Title", **kw: Any) -> Page:
+    fields = {"article_title": title, "article_summary": "sum", "article_text": "text"}
+    return Page("cms.article", name.title(), alias=name, fields=fields, **kw)
+
+
+def page(bus: IntegrationBus, path: str, culture: str = "en-US") -> dict[str, Any]:
+    found = bus.get_page("main", path, culture)
+    assert found is not None, f"no page {path} ({culture})"
+    return found
+
+
+def news_with_hello(bus: IntegrationBus) -> str:
+    """Create /news and the article /news/hello; return the article's node GUID."""
+    guid = str(uuid.uuid4())
+    put(bus, folder("news"), CREATE)
+    put(bus, article("hello", "Hello", node_guid=guid, parent_path="/news"), CREATE)
+    return guid
+
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def test_article_created_under_a_folder_by_parent_path(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    news_with_hello(bus)
+    news = page(bus, "/news")
+    hello = page(bus, "/news/hello")
+    assert hello.keys() >= NODE_KEYS | DOCUMENT_KEYS | ARTICLE_KEYS
+    assert news.keys() >= NODE_KEYS | DOCUMENT_KEYS
+    assert hello["node_parent_id"] == news["node_id"]
+    assert hello["node_alias_path"] == "/news/hello"
+    assert hello["node_class_name"] == "cms.article"
+    assert news["node_class_name"] == "cms.folder"
+    assert hello["node_site_id"] == site_id(bus)
+    assert hello["document_culture"] == "en-US"
+    assert hello["document_name"] == "Hello"
+    assert hello["article_title"] == "Hello"
+    assert hello["article_text"] == "text"
+
+
+def test_page_without_parent_goes_under_the_root(bus: IntegrationBus, conn: DictConnector) -> None:
+    put(bus, folder("news"), CREATE)
+    news = page(bus, "/news")
+    root = bus.get_page("main", "/")
+    assert news["node_alias_path"] == "/news"
+    if root is not None:
+        assert news["node_parent_id"] == root["node_id"]
+
+
+def test_page_keeps_the_given_node_guid(bus: IntegrationBus, conn: DictConnector) -> None:
+    guid = news_with_hello(bus)
+    assert str(page(bus, "/news/hello")["node_guid"]).lower() == guid
+
+
+def test_parent_id_is_translated_to_the_node_with_that_guid(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    put(bus, folder("other", node_guid=str(uuid.uuid4())), CREATE)
+    news_guid = str(uuid.uuid4())
+    put(bus, folder("news", node_guid=news_guid), CREATE)
+    conn.knows_page(77, news_guid)
+    put(
+        bus,
+        article("hello", parent_id=77),
+        CREATE,
+        data_type=TaskDataType.SIMPLE_SNAPSHOT,
+    )
+    assert page(bus, "/news/hello")["node_parent_id"] == page(bus, "/news")["node_id"]
+
+
+def test_parent_id_under_simple_is_the_internal_node_id(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    put(bus, folder("news"), CREATE)
+    news_id = page(bus, "/news")["node_id"]
+    put(bus, article("hello", parent_id=news_id), CREATE)
+    assert page(bus, "/news/hello")["node_parent_id"] == news_id
+
+
+def test_missing_parent_id_fails_the_task_naming_the_parent(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    task_id = log(bus, article("hello", parent_id=999999), CREATE)
+    run(bus)
+    info = bus.get_task(task_id)
+    assert info is not None
+    assert info.error_message and "parent" in info.error_message.lower()
+
+
+def test_missing_parent_fails_the_task_naming_the_parent(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    task_id = log(bus, article("hello", parent_path="/nope"), CREATE)
+    result = run(bus)
+    assert result.failed == 1
+    info = bus.get_task(task_id)
+    assert info is not None
+    assert info.process_type is ProcessType.ERROR
+    assert info.error_message and "/nope" in info.error_message
+    assert bus.get_page("main", "/nope/hello") is None
+
+
+# -- update and cultures -----------------------------------------------------------------------
+
+
+def test_update_changes_fields(bus: IntegrationBus, conn: DictConnector) -> None:
+    guid = news_with_hello(bus)
+    before = page(bus, "/news/hello")
+    put(
+        bus,
+        article("hello", "Changed", node_guid=guid, parent_path="/news"),
+        TaskType.UPDATE_DOCUMENT,
+    )
+    after = page(bus, "/news/hello")
+    assert after["article_title"] == "Changed"
+    assert after["node_id"] == before["node_id"]
+    assert after["document_id"] == before["document_id"]
+
+
+def test_update_renames_the_document_and_changes_only_its_fields(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    guid = news_with_hello(bus)
+    put(bus, article("other", "Other", parent_path="/news"), CREATE)
+    before, other = page(bus, "/news/hello"), page(bus, "/news/other")
+    renamed = Page(
+        "cms.article",
+        "Hello Again",
+        alias="hello",
+        node_guid=guid,
+        parent_path="/news",
+        fields={"article_title": "Changed", "article_summary": "new", "article_text": "new"},
+    )
+    put(bus, renamed, TaskType.UPDATE_DOCUMENT)
+    after = page(bus, "/news/hello")
+    assert after["document_name"] == "Hello Again"
+    assert (after["article_title"], after["article_summary"]) == ("Changed", "new")
+    assert after["document_id"] == before["document_id"]
+    assert page(bus, "/news/other") == other
+
+
+def test_page_update_is_one_update_statement_on_postgresql(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """PostgreSQL renames the document in the statement that updates its fields; SQLite, which
+    has no UPDATE inside WITH, runs two."""
+    guid = news_with_hello(bus)
+    log(
+        bus,
+        article("hello", "Changed", node_guid=guid, parent_path="/news"),
+        TaskType.UPDATE_DOCUMENT,
+    )
+    updates: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "UPDATE cms_document" in statement or "UPDATE content_article" in statement:
+            updates.append(statement)
+
+    event.listen(bus.engine, "before_cursor_execute", count)
+    try:
+        assert run(bus).applied == 1
+    finally:
+        event.remove(bus.engine, "before_cursor_execute", count)
+    assert page(bus, "/news/hello")["article_title"] == "Changed"
+    postgres = bus.engine.dialect.name == "postgresql"
+    assert len(updates) == (1 if postgres else 2), updates
+
+
+def test_page_without_guid_is_identified_by_alias_path(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    news_with_hello(bus)
+    before = page(bus, "/news/hello")
+    put(bus, article("hello", "By path", parent_path="/news"), TaskType.UPDATE_DOCUMENT)
+    after = page(bus, "/news/hello")
+    assert after["article_title"] == "By path"
+    assert after["node_id"] == before["node_id"]
+
+
+def test_second_culture_is_a_second_document_of_the_node(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    guid = news_with_hello(bus)
+    put(
+        bus,
+        article("hello", "Hallo", node_guid=guid, parent_path="/news", culture="de-DE"),
+        CREATE,
+    )
+    en = page(bus, "/news/hello")
+    de = page(bus, "/news/hello", "de-DE")
+    assert de["article_title"] == "Hallo"
+    assert de["document_culture"] == "de-DE"
+    assert en["article_title"] == "Hello"
+    assert de["node_id"] == en["node_id"]
+    assert de["document_id"] != en["document_id"]
+
+
+def test_delete_document_deletes_one_culture(bus: IntegrationBus, conn: DictConnector) -> None:
+    guid = news_with_hello(bus)
+    put(bus, article("hello", node_guid=guid, parent_path="/news", culture="de-DE"), CREATE)
+    put(
+        bus,
+        article("hello", node_guid=guid, parent_path="/news", culture="de-DE"),
+        TaskType.DELETE_DOCUMENT,
+    )
+    assert bus.get_page("main", "/news/hello", "de-DE") is None
+    assert page(bus, "/news/hello")["article_title"] == "Hello"
+
+
+def test_delete_all_cultures_deletes_every_culture(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    guid = news_with_hello(bus)
+    put(bus, article("hello", node_guid=guid, parent_path="/news", culture="de-DE"), CREATE)
+    put(
+        bus,
+        article("hello", node_guid=guid, parent_path="/news"),
+        TaskType.DELETE_ALL_CULTURES,
+    )
+    assert bus.get_page("main", "/news/hello") is None
+    assert bus.get_page("main", "/news/hello", "de-DE") is None
+    assert bus.get_page("main", "/news") is not None
+
+
+# -- publish, archive, move --------------------------------------------------------------------
+
+
+def test_publish_sets_published(bus: IntegrationBus, conn: DictConnector) -> None:
+    guid = news_with_hello(bus)
+    put(bus, article("hello", node_guid=guid, parent_path="/news"), TaskType.PUBLISH_DOCUMENT)
+    assert page(bus, "/news/hello")["published"] is True
+
+
+def test_archive_sets_archived(bus: IntegrationBus, conn: DictConnector) -> None:
+    guid = news_with_hello(bus)
+    assert page(bus, "/news/hello")["archived"] is False
+    put(bus, article("hello", node_guid=guid, parent_path="/news"), TaskType.ARCHIVE_DOCUMENT)
+    assert page(bus, "/news/hello")["archived"] is True
+
+
+def test_move_moves_the_subtree_and_its_alias_paths(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    x_guid = str(uuid.uuid4())
+    put(bus, folder("a"), CREATE)
+    put(bus, folder("b"), CREATE)
+    put(bus, folder("x", node_guid=x_guid, parent_path="/a"), CREATE)
+    put(bus, folder("y", parent_path="/a/x"), CREATE)
+    put(bus, article("z", "Deep", parent_path="/a/x/y"), CREATE)
+    z_before = page(bus, "/a/x/y/z")
+    put(bus, folder("x", node_guid=x_guid, parent_path="/b"), TaskType.MOVE_DOCUMENT)
+    for old in ("/a/x", "/a/x/y", "/a/x/y/z"):
+        assert bus.get_page("main", old) is None, old
+    assert page(bus, "/b/x")["node_parent_id"] == page(bus, "/b")["node_id"]
+    assert page(bus, "/b/x/y")["node_parent_id"] == page(bus, "/b/x")["node_id"]
+    z_after = page(bus, "/b/x/y/z")
+    assert z_after["node_alias_path"] == "/b/x/y/z"
+    assert z_after["node_id"] == z_before["node_id"]
+    assert z_after["article_title"] == "Deep"
+    assert page(bus, "/a")["node_id"] is not None
+
+
+def test_simple_parent_id_must_be_an_internal_node_id(bus: IntegrationBus) -> None:
+    from syncbus import BaseIntegrationConnector, InvalidObjectError
+
+    class PageConnector(BaseIntegrationConnector):
+        connector_name = "PageOnly"
+
+        def prepare_internal_object(self, obj, task_type, data_type, site_name):  # type: ignore[no-untyped-def]
+            return Page("cms.folder", "Child", parent_id=obj)
+
+    bus.register_connector(PageConnector)
+    with pytest.raises(InvalidObjectError, match="parent_id"):
+        bus.process_external_task(
+            "PageOnly", "not-a-node-id", task_type="CreateDocument", site_name="main"
+        )
+    assert bus.list_tasks() == []
+
+
+# -- many operations on one page within one batch (the batch's page cache stays true) -----------
+
+
+def test_one_batch_of_operations_on_the_same_page_ends_as_applied_one_by_one(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    put(bus, folder("news"), CREATE)
+    put(bus, folder("archive"), CREATE)
+    guid = str(uuid.uuid4())
+
+    def hello(title: str, culture: str = "en-US", alias: str = "hello", **kw: Any) -> Page:
+        return article(alias, title, node_guid=guid, culture=culture, **kw)
+
+    put(bus, hello("A", parent_path="/news"), CREATE)  # exists when the batch starts
+    steps = [
+        (hello("Hallo", "de-DE", parent_path="/news"), CREATE),
+        (hello("Hallo", "de-DE", parent_path="/news"), TaskType.UPDATE_DOCUMENT),
+        (hello("B", parent_path="/news"), TaskType.UPDATE_DOCUMENT),
+        (hello("B", parent_path="/news"), TaskType.DELETE_DOCUMENT),  # en-US goes, node stays
+        (hello("C", parent_path="/news"), TaskType.UPDATE_DOCUMENT),  # en-US comes back
+        (hello("C", parent_path="/news"), TaskType.DELETE_ALL_CULTURES),  # node goes
+        (hello("D", parent_path="/news"), CREATE),  # a new node with the same GUID
+        (hello("E", alias="hello2", parent_path="/news"), TaskType.UPDATE_DOCUMENT),  # rename
+        (hello("E", alias="hello2", parent_path="/archive"), TaskType.MOVE_DOCUMENT),
+        (hello("F", alias="hello2", parent_path="/archive"), TaskType.UPDATE_DOCUMENT),
+        (hello("Hallo 2", "de-DE", alias="hello2", parent_path="/archive"), CREATE),
+        (hello("F", alias="hello2", parent_path="/archive"), TaskType.ARCHIVE_DOCUMENT),
+    ]
+    ids = [log(bus, p, t) for p, t in steps]
+    result = run(bus)
+    assert result.applied == len(steps), (result, [bus.task_log(i) for i in ids])
+    assert bus.get_page("main", "/news/hello") is None
+    assert bus.get_page("main", "/news/hello2") is None
+    en = page(bus, "/archive/hello2")
+    de = page(bus, "/archive/hello2", "de-DE")
+    assert (en["article_title"], en["archived"], en["published"]) == ("F", True, False)
+    assert (de["article_title"], de["archived"]) == ("Hallo 2", False)
+    assert en["node_id"] == de["node_id"]
+    assert en["node_guid"] == guid
+    assert en["node_parent_id"] == page(bus, "/archive")["node_id"]
+
+
+@pytest.mark.parametrize("removal", [TaskType.DELETE_DOCUMENT, TaskType.DELETE_ALL_CULTURES])
+def test_a_parent_removed_and_recreated_in_the_batch_is_translated_to_its_new_node(
+    bus: IntegrationBus, conn: DictConnector, removal: TaskType
+) -> None:
+    leaf, sub = str(uuid.uuid4()), str(uuid.uuid4())
+    put(bus, folder("leaf", node_guid=leaf), CREATE)  # a node without children (a leaf)
+    put(bus, folder("tree"), CREATE)
+    put(bus, folder("sub", node_guid=sub, parent_path="/tree"), CREATE)  # goes with /tree
+    put(bus, folder("keep"), CREATE)  # holds the highest node id: SQLite then reuses no id
+    conn.knows_page(1, leaf)
+    conn.knows_page(2, sub)
+    snapshot = TaskDataType.SIMPLE_SNAPSHOT
+    # Each batch resolves the parent up front (its translation prefetch), removes the parent
+    # (a leaf; a subtree through its root), creates a new node with the same GUID, and a
+    # page under it.
+    batches = [
+        [
+            (folder("leaf", node_guid=leaf), removal, TaskDataType.SIMPLE),
+            (folder("leaf2", node_guid=leaf), CREATE, TaskDataType.SIMPLE),
+            (article("b1", parent_id=1), CREATE, snapshot),
+        ],
+        [
+            (folder("tree"), removal, TaskDataType.SIMPLE),
+            (folder("sub2", node_guid=sub), CREATE, TaskDataType.SIMPLE),
+            (article("b2", parent_id=2), CREATE, snapshot),
+        ],
+    ]
+    for steps in batches:
+        ids = [log(bus, p, t, data_type=d) for p, t, d in steps]
+        result = run(bus)
+        assert result.applied == len(steps), (result, [bus.task_log(i) for i in ids])
+    assert page(bus, "/leaf2/b1")["node_parent_id"] == page(bus, "/leaf2")["node_id"]
+    assert page(bus, "/sub2/b2")["node_parent_id"] == page(bus, "/sub2")["node_id"]
+    for path in ("/leaf", "/tree", "/tree/sub"):
+        assert bus.get_page("main", path) is None, path
