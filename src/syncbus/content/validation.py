@@ -27,6 +27,7 @@ from syncbus.enums import TaskDataType, TaskType
 from syncbus.errors import InvalidObjectError, SiteNotFoundError
 from syncbus.model import InternalObject, Page
 from syncbus.store.db import MAX_ID as INT64_MAX
+from syncbus.store.db import column_length
 
 # -- column values -----------------------------------------------------------------------------
 # A checker returns what is wrong with a (non-null) value for its column, or None when it fits.
@@ -331,18 +332,13 @@ def check_fields(pt: PageType, fields: Mapping[str, Any]) -> None:
                 raise InvalidObjectError(f"field {name!r} of page type {pt.class_name}: {problem}")
 
 
-def _length(column: sa.Column[Any]) -> int:
-    assert isinstance(column.type, sa.String) and column.type.length
-    return column.type.length
-
-
 # Lengths of the cms_tree / cms_document columns a page's text goes to.
-_ALIAS_MAX = _length(tree_table.c.node_alias)
-_PATH_MAX = _length(tree_table.c.node_alias_path)
-_GUID_MAX = _length(tree_table.c.node_guid)
-_CLASS_MAX = _length(tree_table.c.node_class_name)
-_NAME_MAX = _length(document_table.c.document_name)
-_CULTURE_MAX = _length(document_table.c.document_culture)
+_ALIAS_MAX = column_length(tree_table.c.node_alias)
+_PATH_MAX = column_length(tree_table.c.node_alias_path)
+_GUID_MAX = column_length(tree_table.c.node_guid)
+_CLASS_MAX = column_length(tree_table.c.node_class_name)
+_NAME_MAX = column_length(document_table.c.document_name)
+_CULTURE_MAX = column_length(document_table.c.document_culture)
 _NODE_ID_MAX = 2**31 - 1
 
 

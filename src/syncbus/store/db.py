@@ -161,6 +161,13 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
     return engine
 
 
+def column_length(column: sa.Column[Any]) -> int:
+    """The declared length of a text column (the checks before a write read it here, so they
+    never disagree with the schema)."""
+    assert isinstance(column.type, sa.String) and column.type.length
+    return column.type.length
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

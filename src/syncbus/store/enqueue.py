@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.store.db import column_length
 from syncbus.store.dialect import POSTGRES, SQLITE, Dialect, dialect_of
 from syncbus.store.switches import LOGGING, MASTER, first_off, setting_expr
 from syncbus.store.tables import connector_table as ct
@@ -45,14 +46,9 @@ TASK_COLUMNS = (
 
 
 # Lengths of the columns the logging call writes or compares, read from the schema.
-def _length(column: sa.Column[Any]) -> int:
-    assert isinstance(column.type, sa.String) and column.type.length
-    return column.type.length
-
-
-NAME_MAX = _length(ct.c.connector_name)
-SITE_MAX = _length(task_table.c.site_name)
-KEY_MAX = _length(keys.c.idempotency_key)
+NAME_MAX = column_length(ct.c.connector_name)
+SITE_MAX = column_length(task_table.c.site_name)
+KEY_MAX = column_length(keys.c.idempotency_key)
 
 
 @dataclass(frozen=True)
