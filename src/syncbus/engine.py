@@ -74,6 +74,16 @@ def error_text(exc: BaseException) -> str:
     return readable(f"{type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One run in hand: whose lease it holds, what it has done, and when to stop."""
+
+    connector_id: int
+    owner: str
+    result: ProcessResult
+    stop: threading.Event
+
+
 @dataclass
 class _Outcome:
     stop: bool = False
@@ -160,7 +170,7 @@ class Processor:
         heartbeat = _Heartbeat(self, connector_id, owner)
         heartbeat.start()
         try:
-            self._drain(connector_id, owner, result, on_progress, stop or threading.Event())
+            self._drain(_Run(connector_id, owner, result, stop or threading.Event()), on_progress)
         except Exception as exc:
             self._run_failed(connector_name, result, exc)
         finally:
@@ -204,48 +214,31 @@ class Processor:
         except sa.exc.SQLAlchemyError:  # the lease expires by itself
             log.warning("cannot release the lease of connector %d", connector_id, exc_info=True)
 
-    def _claim(self, connector_id: int, owner: str, cursor: int) -> list[int]:
+    def _claim(self, run: _Run, cursor: int) -> list[int]:
         """The next batch's task ids, in order: at most ``batch_size`` tasks and, past the
         first, no more than ``batch_bytes`` of stored payload (a run's memory stays bounded
         whatever the size of the tasks). Recorded on the lease, so readers see them running."""
         with self.db.begin() as conn:
-            ids = tasks.next_ids(conn, connector_id, cursor, self.batch_size, self.batch_bytes)
+            ids = tasks.next_ids(conn, run.connector_id, cursor, self.batch_size, self.batch_bytes)
             if ids:
-                self._fence(
-                    conn, connector_id, owner, run_first_task_id=ids[0], run_last_task_id=ids[-1]
-                )
+                self._fence(conn, run, run_first_task_id=ids[0], run_last_task_id=ids[-1])
         return ids
 
-    def _drain(
-        self,
-        connector_id: int,
-        owner: str,
-        result: ProcessResult,
-        on_progress: ProgressCallback | None,
-        stop: threading.Event,
-    ) -> None:
+    def _drain(self, run: _Run, on_progress: ProgressCallback | None) -> None:
         cursor = 0
-        while not stop.is_set():
-            ids = self._claim(connector_id, owner, cursor)
+        while not run.stop.is_set():
+            ids = self._claim(run, cursor)
             if not ids:
                 return
-            outcome = self._apply_batch_tx(connector_id, owner, cursor, ids[-1], result, stop)
+            outcome = self._apply_batch_tx(run, cursor, ids[-1])
             if on_progress is not None:
-                on_progress(result)
+                on_progress(run.result)
             if outcome.stop:
                 return
             cursor = max(outcome.last_id, ids[-1])
 
     # -- one batch ----------------------------------------------------------------------
-    def _apply_batch_tx(
-        self,
-        connector_id: int,
-        owner: str,
-        after: int,
-        upto: int,
-        result: ProcessResult,
-        stop: threading.Event,
-    ) -> _Outcome:
+    def _apply_batch_tx(self, run: _Run, after: int, upto: int) -> _Outcome:
         """Apply a batch in one transaction: first optimistically, without a SAVEPOINT per task
         (two round trips fewer per task); if anything fails, the transaction is rolled back and
         the batch is applied again carefully, each task in its own SAVEPOINT, so the
@@ -253,7 +246,7 @@ class Processor:
         batch shares, the batch goes one task per transaction."""
         for careful in (False, True):
             try:
-                return self._apply_once(connector_id, owner, after, upto, result, stop, careful)
+                return self._apply_once(run, after, upto, careful)
             except _FastPathFailed:
                 continue
             except Exception as exc:
@@ -261,24 +254,15 @@ class Processor:
                     raise
                 cause = exc
         log.warning("batch (%d, %d] failed in a shared step: %s", after, upto, cause)
-        return self._apply_isolated(connector_id, owner, after, upto, result, stop)
+        return self._apply_isolated(run, after, upto)
 
-    def _apply_once(
-        self,
-        connector_id: int,
-        owner: str,
-        after: int,
-        upto: int,
-        result: ProcessResult,
-        stop: threading.Event,
-        careful: bool,
-    ) -> _Outcome:
+    def _apply_once(self, run: _Run, after: int, upto: int, careful: bool) -> _Outcome:
         """One transaction over the tasks in (after, upto]; counted only once committed."""
-        tally = _tally(result)
+        tally = _tally(run.result)
         with self.db.begin() as conn:
-            outcome = self._apply_batch(conn, connector_id, after, upto, tally, stop, careful)
-            self._fence(conn, connector_id, owner)
-        self._committed(result, tally)
+            outcome = self._apply_batch(conn, run, after, upto, tally, careful)
+            self._fence(conn, run)
+        self._committed(run.result, tally)
         return outcome
 
     def _committed(self, result: ProcessResult, tally: _Tally) -> None:
@@ -288,38 +272,30 @@ class Processor:
         for task_id, error in tally.failures:
             self.hooks.task_failed(tally.connector_name, task_id, error)
 
-    def _fence(self, conn: sa.Connection, connector_id: int, owner: str, **values: Any) -> None:
+    def _fence(self, conn: sa.Connection, run: _Run, **values: Any) -> None:
         """Renew the lease (recording ``values`` on it), or raise if the run lost it. As a
         batch's last statement, it commits the batch only while this run owns the lease; the
         lease row is locked from there to the commit, never across the batch."""
-        if not leases.renew_lease(conn, connector_id, owner, self.lease_seconds, **values):
+        if not leases.renew_lease(conn, run.connector_id, run.owner, self.lease_seconds, **values):
             raise LeaseLostError("the lease was lost before the batch was applied")
 
-    def _apply_isolated(
-        self,
-        connector_id: int,
-        owner: str,
-        after: int,
-        upto: int,
-        result: ProcessResult,
-        stop: threading.Event,
-    ) -> _Outcome:
+    def _apply_isolated(self, run: _Run, after: int, upto: int) -> _Outcome:
         """The last resort: one transaction per task; a task whose own transaction still
         fails is failed alone, by its process type, in a transaction of its own."""
         with self.db.connect() as conn:
-            ids = tasks.ids_in_range(conn, connector_id, after, upto)
+            ids = tasks.ids_in_range(conn, run.connector_id, after, upto)
         outcome = _Outcome(last_id=after)
         previous = after
         for task_id in ids:
-            if stop.is_set():
+            if run.stop.is_set():
                 outcome.stop = True
                 break
             try:
-                step = self._apply_once(connector_id, owner, previous, task_id, result, stop, True)
+                step = self._apply_once(run, previous, task_id, careful=True)
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                step = self._fail_alone(connector_id, owner, task_id, error_text(exc), result)
+                step = self._fail_alone(run, task_id, error_text(exc))
             outcome.last_id = task_id
             previous = task_id
             if step.stop:
@@ -327,10 +303,8 @@ class Processor:
                 break
         return outcome
 
-    def _fail_alone(
-        self, connector_id: int, owner: str, task_id: int, error: str, result: ProcessResult
-    ) -> _Outcome:
-        tally = _tally(result)
+    def _fail_alone(self, run: _Run, task_id: int, error: str) -> _Outcome:
+        tally = _tally(run.result)
         with self.db.begin() as conn:
             row = tasks.row(conn, task_id)
             if row is None:
@@ -338,8 +312,8 @@ class Processor:
             stop, drop = self._failed(conn, row, policy(_process_type(row)), error, tally)
             if drop:
                 tasks.remove(conn, [task_id])
-            self._fence(conn, connector_id, owner)
-        self._committed(result, tally)
+            self._fence(conn, run)
+        self._committed(run.result, tally)
         return _Outcome(stop=stop, last_id=task_id)
 
     def _prefetch(
@@ -370,16 +344,9 @@ class Processor:
         return resolver, targets
 
     def _apply_batch(
-        self,
-        conn: sa.Connection,
-        connector_id: int,
-        after: int,
-        upto: int,
-        result: _Tally,
-        stop: threading.Event,
-        careful: bool = True,
+        self, conn: sa.Connection, run: _Run, after: int, upto: int, result: _Tally, careful: bool
     ) -> _Outcome:
-        rows = tasks.load_batch(conn, connector_id, after, upto)
+        rows = tasks.load_batch(conn, run.connector_id, after, upto)
         # Tasks that failed before will likely fail again: go careful at once.
         careful = careful or any(row.error_message is not None for row in rows)
         sites = self.applier.site_ids(conn)
@@ -389,7 +356,7 @@ class Processor:
         outcome = _Outcome(last_id=after)
         done: list[int] = []
         for row in rows:
-            if stop.is_set():
+            if run.stop.is_set():
                 outcome.stop = True
                 break
             outcome.last_id = row.task_id
