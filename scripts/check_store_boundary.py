@@ -64,6 +64,8 @@ def main(argv: list[str]) -> int:
     found = violations(root)
     for line in found:
         print(line, file=sys.stderr)
+    if not found:
+        print(f"store boundary kept: no SQL on the bus's tables outside syncbus.store ({root})")
     return 1 if found else 0
 
 

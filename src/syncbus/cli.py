@@ -541,7 +541,10 @@ def bench(
         str,
         typer.Option(
             "--profile",
-            help="smoke, quick, full, drain-200k, drain-1m, latency or admin-scale.",
+            help=(
+                "smoke, quick, full, drain-smoke, drain-200k, drain-1m, latency, "
+                "latency-smoke, admin-scale or admin-scale-smoke (docs/performance.md)."
+            ),
         ),
     ] = "quick",
     db: DbOption = None,
