@@ -496,21 +496,25 @@ def worker(
     bus = _open(db, batch_size=batch_size, lease_seconds=lease_seconds)
     done = threading.Event()
 
-    def report_result(result: ProcessResult) -> None:
-        if result.not_run_reason is None and (result.applied or result.failed):
-            err_console.print(
-                Text(
-                    f"{result.connector_name}: applied {result.applied}, failed {result.failed}"
-                    + (f" (stopped: {result.error})" if result.stopped else "")
-                )
-            )
+    class _Report:
+        """Prints each run that did something (a subscriber of ``bus.hooks``)."""
 
+        def run_finished(self, result: ProcessResult) -> None:
+            if result.not_run_reason is None and (result.applied or result.failed):
+                err_console.print(
+                    Text(
+                        f"{result.connector_name}: applied {result.applied}, "
+                        f"failed {result.failed}"
+                        + (f" (stopped: {result.error})" if result.stopped else "")
+                    )
+                )
+
+    bus.hooks.subscribe(_Report())
     dispatcher = Dispatcher(
         bus,
         workers=workers,
         scheduler_interval=scheduler_interval or None,
         scheduler_connector=scheduler_connector,
-        on_result=report_result,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

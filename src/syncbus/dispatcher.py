@@ -29,7 +29,6 @@ from syncbus.store.dialect import dialect_of
 
 log = logging.getLogger("syncbus.dispatcher")
 
-ResultHook = Callable[[ProcessResult], None]
 # How often the LISTEN loop looks up from its socket to see whether it should stop: a
 # stopping service waits for it, and a quarter of a second keeps a SIGTERM's exit under 1 s.
 _LISTEN_TICK = 0.25
@@ -49,7 +48,6 @@ class Dispatcher:
         poll_interval: float = 1.0,
         listen: bool = True,
         initial_pass: bool = True,
-        on_result: ResultHook | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -61,7 +59,6 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.listen = listen
         self.initial_pass = initial_pass
-        self.on_result = on_result
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
         self._want_all = False
@@ -181,8 +178,6 @@ class Dispatcher:
                     self._again.discard(name)
                     self._wanted.add(name)
                 self._cond.notify()
-        if result is not None and self.on_result is not None:
-            self.on_result(result)
 
     # -- wake-ups -------------------------------------------------------------------------
     def _connectors_with_tasks(self) -> set[str]:

@@ -35,10 +35,12 @@ def test_triggers_during_runs_are_never_lost(pair) -> None:  # type: ignore[no-u
     running = threading.Lock()
     overlaps: list[str] = []
 
-    def record(result: ProcessResult) -> None:
-        results.append(result)
+    class Record:
+        def run_finished(self, result: ProcessResult) -> None:
+            results.append(result)
 
-    dispatcher = quiet(inside, on_result=record)
+    inside.hooks.subscribe(Record())
+    dispatcher = quiet(inside)
     original = inside.process_tasks
 
     late = iter(())
@@ -83,7 +85,13 @@ def test_triggers_during_runs_are_never_lost(pair) -> None:  # type: ignore[no-u
 def test_trigger_all_runs_only_connectors_with_tasks(pair) -> None:  # type: ignore[no-untyped-def]
     inside, outside = pair
     ran: list[str] = []
-    dispatcher = quiet(inside, on_result=lambda r: ran.append(r.connector_name))
+
+    class Record:
+        def run_finished(self, result: ProcessResult) -> None:
+            ran.append(result.connector_name)
+
+    inside.hooks.subscribe(Record())
+    dispatcher = quiet(inside)
     outside.process_external_task("Seq", {"key": "a", "n": 1})
     dispatcher.start()
     try:
