@@ -32,7 +32,8 @@ def lane_bus(db_url: str) -> Iterator[IntegrationBus]:
 
 
 def cli(db_url: str, *args: str) -> str:
-    result = runner.invoke(cli_app, ["--db", db_url, *args])
+    # Wide enough that no table cell folds: the tests look for whole strings.
+    result = runner.invoke(cli_app, ["--db", db_url, *args], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     return result.output
 
