@@ -1,5 +1,6 @@
-"""Logging incoming tasks: check, prepare, capture translation records, serialize; the SQL
-that enqueues them is `syncbus.store.enqueue`."""
+"""Logging incoming tasks: check, prepare, capture translation records, compute the lane
+(connectors whose ordering is ENTITY: `syncbus.content.lanes`), serialize; the SQL that
+enqueues them is `syncbus.store.enqueue`."""
 
 from __future__ import annotations
 
