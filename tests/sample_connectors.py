@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncbus import BaseIntegrationConnector, InternalObject, TaskDataType, TaskType
+from syncbus import BaseIntegrationConnector, InternalObject, Ordering, TaskDataType, TaskType
 
 
 class SampleConnector(BaseIntegrationConnector):
@@ -35,3 +35,13 @@ class NothingConnector(BaseIntegrationConnector):
     """Overrides nothing."""
 
     connector_name = "Nothing"
+
+
+class EntitySampleConnector(SampleConnector):
+    """SampleConnector with one lane per entity (CONTRACT §8), under another name."""
+
+    ordering = Ordering.ENTITY
+
+    def init(self) -> None:
+        super().init()
+        self.connector_name = "EntitySample"

@@ -6,7 +6,7 @@ from syncbus.bus import IntegrationBus
 from syncbus.client import request_tasks_processing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.content.types import ObjectType, PageType
-from syncbus.enums import InvalidEnumValueError, ProcessType, TaskDataType, TaskType
+from syncbus.enums import InvalidEnumValueError, Ordering, ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConfigurationError,
     ConnectorDisabledError,
@@ -60,6 +60,7 @@ __all__ = [
     "InvalidObjectError",
     "ObjectParams",
     "ObjectType",
+    "Ordering",
     "Page",
     "PageNotFoundError",
     "PageType",

@@ -194,22 +194,31 @@ def tasks_list(
     if as_json:
         _print_json(_TASKS, tasks)
         return
+    console.print(_tasks_table(tasks))
+
+
+def _tasks_table(tasks: list[TaskInfo]) -> Table:
+    """The queue as a table; with a lane column when a task has one (Ordering.ENTITY)."""
+    lanes = any(t.lane is not None for t in tasks)
     table = Table(title=f"Incoming tasks ({len(tasks)})")
-    for col in ("id", "connector", "title", "process type", "site", "result"):
-        table.add_column(col, **_FULL)
+    for col in ("id", "connector", "title", "process type", "site", "lane", "result"):
+        if col != "lane" or lanes:
+            table.add_column(col, **_FULL)
     for t in tasks:
         result = (
             Text(f"Failed: {t.error_message}", style="red") if t.error_message else Text("pending")
         )
+        lane = [Text(t.lane or "")] if lanes else []
         table.add_row(
             str(t.task_id),
             Text(t.connector_name),
             Text(t.title),
             t.process_type.value,
             Text(t.site_name or ""),
+            *lane,
             result,
         )
-    console.print(table)
+    return table
 
 
 @tasks_app.command("show")
@@ -287,13 +296,15 @@ def connectors_list(
         _print_json(_CONNECTORS, infos)
         return
     table = Table(title="Connectors")
-    for col in ("name", "display name", "class", "enabled", "pending", "failed", "loads"):
+    columns = ("name", "display name", "class", "ordering", "enabled", "pending", "failed", "loads")
+    for col in columns:
         table.add_column(col, **_FULL)
     for c in infos:
         table.add_row(
             Text(c.name),
             Text(c.display_name),
             Text(c.class_path or "(not importable)"),
+            c.ordering.value,
             Text("yes") if c.enabled else Text("no", style="yellow"),
             str(c.pending),
             str(c.failed),

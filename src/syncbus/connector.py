@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncbus.enums import TaskDataType, TaskType
+from syncbus.enums import Ordering, TaskDataType, TaskType
 from syncbus.model import DocumentParams, InternalObject, ObjectParams, Page
 
 
@@ -14,10 +14,19 @@ class BaseIntegrationConnector:
     Set ``connector_name`` (a code name) on the class or in :meth:`init`. The bus calls
     :meth:`prepare_internal_object` when a task is LOGGED, and, for SIMPLE_SNAPSHOT and
     SNAPSHOT, the two ``get_internal_*_params`` methods once per distinct external id.
+
+    ``ordering`` (CONTRACT §8): ``Ordering.CONNECTOR`` (the default) keeps one queue per
+    connector, in task-id order; under ``Ordering.ENTITY`` each task is logged with its lane
+    key, the entity it writes (lanes are not scheduled yet: tasks still run in task-id order).
+    ``dependency_timeout``: the seconds a task will wait for a missing reference under
+    ``Ordering.ENTITY`` (not used yet). Both are checked when the connector is registered or
+    loaded; ``ordering`` may be given as its wire value (``"entity"``).
     """
 
     connector_name: str | None = None
     display_name: str | None = None
+    ordering: Ordering = Ordering.CONNECTOR
+    dependency_timeout: float = 3600.0
 
     def init(self) -> None:
         """Called once when the connector is loaded."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
 from syncbus.connector import BaseIntegrationConnector
+from syncbus.enums import InvalidEnumValueError, Ordering
 from syncbus.errors import ConnectorLoadError, ConnectorNotFoundError
 from syncbus.model import ConnectorInfo
 from syncbus.store.connectors import (
@@ -17,6 +19,7 @@ from syncbus.store.connectors import (
     connectors_with_counts,
     register_connector,
     set_connector_enabled,
+    set_connector_ordering,
 )
 from syncbus.store.logs import write_event
 
@@ -71,6 +74,35 @@ def _instantiate(cls: type[BaseIntegrationConnector], where: str) -> BaseIntegra
     return instance
 
 
+def check_ordering(instance: BaseIntegrationConnector) -> None:
+    """Refuse a connector whose ``ordering`` or ``dependency_timeout`` cannot work, naming the
+    connector and the attribute; store them on the instance normalised (an ``Ordering``, a
+    float), so logging compares them cheaply."""
+    who = f"connector {instance.connector_name!r} ({type(instance).__name__})"
+    ordering: object = instance.ordering
+    if not isinstance(ordering, str):
+        raise ConnectorLoadError(
+            f"{who}: ordering must be an Ordering (Ordering.CONNECTOR or Ordering.ENTITY), "
+            f"not {ordering!r:.80}"
+        )
+    try:
+        instance.ordering = Ordering.parse(ordering)
+    except InvalidEnumValueError as exc:
+        raise ConnectorLoadError(f"{who}: {exc}") from None
+    timeout: object = instance.dependency_timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout < 0
+    ):
+        raise ConnectorLoadError(
+            f"{who}: dependency_timeout must be a finite number of seconds >= 0 (0: a task "
+            f"never waits for a missing reference), not {timeout!r:.80}"
+        )
+    instance.dependency_timeout = float(timeout)
+
+
 class ConnectorRegistry:
     """Connectors known to this process, backed by the connectors table."""
 
@@ -104,9 +136,10 @@ class ConnectorRegistry:
                 f"connector {type(instance).__name__} has no connector_name: set it on the "
                 "class or in init()"
             )
+        check_ordering(instance)
         display = instance.display_name or name
         with self.db.begin() as conn:
-            register_connector(conn, name, display, path)
+            register_connector(conn, name, display, path, instance.ordering)
         with self._lock:
             self._loaded[name] = instance
             self._failed.pop(name, None)
@@ -146,6 +179,13 @@ class ConnectorRegistry:
                     f"connector class {row.class_path} names itself "
                     f"{instance.connector_name!r}, but is registered as {name!r}"
                 )
+            try:
+                check_ordering(instance)
+            except ConnectorLoadError as exc:
+                self._load_failed(name, str(exc), exc)
+            if row.ordering != instance.ordering.value:  # the class changed since registration
+                with self.db.begin() as conn:
+                    set_connector_ordering(conn, name, instance.ordering)
             self._loaded[name] = instance
             return instance
 
@@ -176,6 +216,12 @@ class ConnectorRegistry:
                 pending=int(r.pending or 0),
                 failed=int(r.failed or 0),
                 load_error=self._failed.get(r.connector_name),
+                ordering=self._ordering(r.connector_name, r.ordering),
             )
             for r in rows
         ]
+
+    def _ordering(self, name: str, stored: str) -> Ordering:
+        """The ordering this process logs with (the loaded class's), else the stored one."""
+        loaded = self._loaded.get(name)
+        return Ordering.parse(stored) if loaded is None else loaded.ordering

@@ -1,4 +1,4 @@
-"""The three public enumerations; ``.value`` is the wire name (JSON, CLI, database).
+"""The public enumerations; ``.value`` is the wire name (JSON, CLI, database).
 
 What each task type means to the bus (title verb, page or object, the method applying it) is
 one table, ``TASK_TYPES``.
@@ -126,5 +126,18 @@ class ProcessType(_WireEnum):
     ERROR = "Error"
 
 
+class Ordering(_WireEnum):
+    """How a connector's queue is ordered (CONTRACT §8): one FIFO queue per connector
+    (Kentico's behaviour, the default), or one lane per entity its tasks write."""
+
+    CONNECTOR = "connector"
+    ENTITY = "entity"
+
+
 # The name of the argument (and JSON field) each enumeration is given as, for error messages.
-_FIELDS = {"TaskType": "task_type", "TaskDataType": "data_type", "ProcessType": "process_type"}
+_FIELDS = {
+    "TaskType": "task_type",
+    "TaskDataType": "data_type",
+    "ProcessType": "process_type",
+    "Ordering": "ordering",
+}

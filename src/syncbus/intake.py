@@ -1,5 +1,6 @@
-"""Logging incoming tasks: check, prepare, capture translation records, serialize; the SQL
-that enqueues them is `syncbus.store.enqueue`."""
+"""Logging incoming tasks: check, prepare, capture translation records, compute the lane
+(connectors whose ordering is ENTITY: `syncbus.content.lanes`), serialize; the SQL that
+enqueues them is `syncbus.store.enqueue`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry
+from syncbus.content.lanes import lane_of
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType
 from syncbus.content.validation import check_prepared, check_text
-from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.enums import Ordering, ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
     ConnectorNotFoundError,
@@ -193,13 +196,10 @@ class Intake:
             connector_name, prepared, ttype, dtype, req.site_name
         )
         if dtype is not TaskDataType.SIMPLE:
-            capture = Capture(connector, self.registry)
-            if payload.obj is not None:
-                capture.capture_object_tree(payload.obj)
-            elif payload.page is not None and payload.page.parent_id is not None:
-                page = payload.page
-                capture.page_ref(page.parent_id, page.class_name, f"the parent of '{page.name}'")
-            payload.records = capture.records
+            payload.records = self._capture(connector, payload)
+        lane = None
+        if connector.ordering == Ordering.ENTITY:  # CONNECTOR pays one comparison
+            lane = lane_of(payload, req.site_name, self.registry.object_type)
         return {
             "connector_id": state.connector_id,
             "task_type": ttype.value,
@@ -213,7 +213,18 @@ class Intake:
             "data": _encode(payload),
             "idempotency_key": key,
             "error_message": LOGGED_AS_ERROR if ptype is ProcessType.ERROR else None,
+            "lane": lane,
         }
+
+    def _capture(self, connector: BaseIntegrationConnector, payload: Payload) -> list[Any]:
+        """The translation records of a task (SimpleSnapshot and Snapshot)."""
+        capture = Capture(connector, self.registry)
+        if payload.obj is not None:
+            capture.capture_object_tree(payload.obj)
+        elif payload.page is not None and payload.page.parent_id is not None:
+            page = payload.page
+            capture.page_ref(page.parent_id, page.class_name, f"the parent of '{page.name}'")
+        return capture.records
 
     def _build(
         self,

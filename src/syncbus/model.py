@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.enums import Ordering, ProcessType, TaskDataType, TaskType
 
 
 @dataclass
@@ -77,6 +77,10 @@ class TaskInfo:
     # What to do first when the fix of this failed task is queued behind it in the same
     # connector (see syncbus.fixhint); filled in by the read side, None otherwise.
     hint: str | None = None
+    # The task's lane under Ordering.ENTITY (syncbus.content.lanes), None under CONNECTOR.
+    lane: str | None = None
+    # What the task waits for (CONTRACT §8); always None until lanes are scheduled.
+    waiting_for: str | None = None
 
     @property
     def is_failed(self) -> bool:
@@ -135,3 +139,4 @@ class ConnectorInfo:
     pending: int = 0
     failed: int = 0
     load_error: str | None = None
+    ordering: Ordering = Ordering.CONNECTOR

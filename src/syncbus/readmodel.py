@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from syncbus.bus import IntegrationBus
+from syncbus.enums import Ordering
 from syncbus.fixhint import fix_hint
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import reads
@@ -82,6 +83,7 @@ class ConnectorStats:
     last_run_applied: int | None
     last_run_failed: int | None
     last_run_error: str | None
+    ordering: Ordering = Ordering.CONNECTOR
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
             oldest_created_at=as_utc(r.oldest),
             last_run_started_at=as_utc(r.last_run_started_at),
             last_run_finished_at=as_utc(r.last_run_finished_at),
+            ordering=Ordering.parse(r.ordering),
         )
         for r in rows
     ]

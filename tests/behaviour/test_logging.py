@@ -14,6 +14,7 @@ from syncbus import (
     IntegrationDisabledError,
     InvalidObjectError,
     ObjectType,
+    Ordering,
     Page,
     ProcessType,
     SiteNotFoundError,
@@ -65,6 +66,7 @@ WIRE_VALUES = {
         "DELETE_ON_ERROR": "DeleteOnError",
         "ERROR": "Error",
     },
+    Ordering: {"CONNECTOR": "connector", "ENTITY": "entity"},
 }
 
 
@@ -83,6 +85,8 @@ def test_enum_members_have_the_wire_values(enum: type) -> None:
         (TaskDataType, "simplesnapshot", TaskDataType.SIMPLE_SNAPSHOT),
         (ProcessType, "SKIPONERROR", ProcessType.SKIP_ON_ERROR),
         (ProcessType, "deleteOnError", ProcessType.DELETE_ON_ERROR),
+        (Ordering, "ENTITY", Ordering.ENTITY),
+        (Ordering, " Connector ", Ordering.CONNECTOR),
     ],
 )
 def test_enum_parsing_is_case_insensitive(enum: type, text: str, member: object) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.enums import Ordering
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.leases import ensure_lease_row
@@ -34,12 +35,21 @@ _WITH_COUNTS = _with_counts()
 
 
 def register_connector(
-    conn: sa.Connection, name: str, display_name: str, class_path: str | None
+    conn: sa.Connection,
+    name: str,
+    display_name: str,
+    class_path: str | None,
+    ordering: Ordering = Ordering.CONNECTOR,
 ) -> int:
-    """Insert the connector (enabled) or update its display name and class path (its enabled
-    switch is left as it is); make sure it has a lease row. Returns its id."""
+    """Insert the connector (enabled) or update its display name, class path and ordering
+    (its enabled switch is left as it is); make sure it has a lease row. Returns its id."""
     existing = conn.execute(_ID_BY_NAME, {"name": name}).scalar()
-    values = {"display_name": display_name, "class_path": class_path, "modified_at": utcnow()}
+    values = {
+        "display_name": display_name,
+        "class_path": class_path,
+        "ordering": ordering.value,
+        "modified_at": utcnow(),
+    }
     if existing is None:
         dialect_of(conn).insert_ignore(
             conn, ct, {"connector_name": name, "enabled": True, **values}
@@ -51,8 +61,19 @@ def register_connector(
     return cid
 
 
+def set_connector_ordering(conn: sa.Connection, name: str, ordering: Ordering) -> None:
+    """Record the ordering the connector's class declares (when it changed since it was
+    registered), so that every process shows the same."""
+    conn.execute(
+        ct.update()
+        .where(ct.c.connector_name == name)
+        .values(ordering=ordering.value, modified_at=utcnow())
+    )
+
+
 def connector_by_name(conn: sa.Connection, name: str) -> sa.Row[Any] | None:
-    """The connector's row (id, name, display name, class path, enabled), or None."""
+    """The connector's row (id, name, display name, class path, enabled, ordering), or
+    None."""
     return conn.execute(_ROW_BY_NAME, {"name": name}).first()
 
 

@@ -42,6 +42,7 @@ TASK_COLUMNS = (
     "data",
     "idempotency_key",
     "error_message",
+    "lane",
 )
 
 
@@ -49,6 +50,7 @@ TASK_COLUMNS = (
 NAME_MAX = column_length(ct.c.connector_name)
 SITE_MAX = column_length(task_table.c.site_name)
 KEY_MAX = column_length(keys.c.idempotency_key)
+LANE_MAX = column_length(task_table.c.lane)
 
 
 @dataclass(frozen=True)

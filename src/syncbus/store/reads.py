@@ -122,6 +122,8 @@ def task_info(row: Any) -> TaskInfo:
         last_run_at=as_utc(row.last_run_at),
         is_running=bool(row.is_running),
         idempotency_key=row.idempotency_key,
+        lane=row.lane,
+        waiting_for=row.waiting_for,
     )
 
 

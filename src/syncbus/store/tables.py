@@ -21,6 +21,9 @@ connector_table = sa.Table(
     sa.Column("class_path", sa.String(400)),
     sa.Column("enabled", sa.Boolean, nullable=False, default=True),
     sa.Column("modified_at", UtcDateTime, nullable=False),
+    # The connector class's Ordering (its wire value), recorded when it is registered or
+    # loaded, so that processes that never import the class know it.
+    sa.Column("ordering", sa.String(20), nullable=False, server_default="connector"),
 )
 
 task_table = sa.Table(
@@ -45,7 +48,20 @@ task_table = sa.Table(
     sa.Column("idempotency_key", sa.String(200)),
     sa.Column("error_message", sa.Text),
     sa.Column("last_run_at", UtcDateTime),
+    # The entity the task writes (syncbus.content.lanes), under Ordering.ENTITY; else NULL.
+    sa.Column("lane", sa.String(400)),
+    # What the task waits for (CONTRACT §8): not written yet (lanes are not scheduled yet).
+    sa.Column("waiting_for", sa.Text),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
+    # The next task of each lane; only ENTITY connectors' tasks have one.
+    sa.Index(
+        "ix_syncbus_task_lane",
+        "connector_id",
+        "lane",
+        "task_id",
+        sqlite_where=sa.text("lane IS NOT NULL"),
+        postgresql_where=sa.text("lane IS NOT NULL"),
+    ),
     # Failed and blocking tasks are few among many: partial indexes find them without a scan
     # (the admin's "failed" filter, the blocked-connector banner).
     sa.Index(
