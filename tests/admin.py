@@ -1,5 +1,6 @@
-"""What the admin UI tests share: the Shop and Refs connectors over two small object types, a bus
-with them, task shortcuts and the sign-in and CSRF helpers of a client."""
+"""What the admin UI tests share: the Shop and Refs connectors over two small object types (the
+admin-scale bench profile's, ``syncbus.bench.adminscale``), a bus with them, task shortcuts and
+the sign-in and CSRF helpers of a client."""
 
 from __future__ import annotations
 
@@ -9,55 +10,18 @@ from typing import Any
 import httpx
 
 from syncbus import (
-    BaseIntegrationConnector,
     IntegrationBus,
-    InternalObject,
-    ObjectParams,
-    ObjectType,
     TaskDataType,
-    TaskType,
 )
+from syncbus.bench.adminscale import ITEM_TYPE as ITEM
+from syncbus.bench.adminscale import REF_TYPE as REF
+from syncbus.bench.adminscale import RefsConnector, ShopConnector
 from syncbus.dispatcher import Dispatcher
 from syncbus.intake import TaskRequest
 
 from .helpers import wait_for
 
 TOKEN = "admin-s3cret"
-REF = ObjectType("adm.ref", "adm_ref", "ref_id", code_name_column="ref_name")
-ITEM = ObjectType(
-    "adm.item",
-    "adm_item",
-    "item_id",
-    code_name_column="item_name",
-    foreign_keys={"ref_id": "adm.ref"},
-    columns={"item_name": str, "value": int},
-)
-
-
-class ShopConnector(BaseIntegrationConnector):
-    """Items may reference a ``ref`` by external id: until it exists, the task fails with
-    "Cannot translate columns"."""
-
-    connector_name = "Shop"
-    display_name = "Web shop"
-
-    def prepare_internal_object(
-        self, obj: Any, task_type: TaskType, data_type: TaskDataType, site_name: str | None
-    ) -> InternalObject:
-        if obj["kind"] == "ref":
-            return InternalObject("adm.ref", {"ref_name": obj["name"]})
-        data: dict[str, Any] = {"item_name": obj["name"], "value": obj.get("value", 0)}
-        if "ref" in obj:
-            data["ref_id"] = obj["ref"]
-        return InternalObject("adm.item", data)
-
-    def get_internal_object_params(self, id: Any, object_type: str) -> ObjectParams:
-        return ObjectParams(code_name=f"ref{id}")
-
-
-class RefsConnector(ShopConnector):
-    connector_name = "Refs"
-    display_name = "Reference data"
 
 
 class RecordingDispatcher(Dispatcher):
