@@ -71,13 +71,22 @@ class Workers:
         return proc
 
     def stop_all(self) -> list[str]:
+        """SIGTERM every worker still running and return what each printed, in order."""
         outputs = []
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
             _, err = proc.communicate(timeout=60)
             outputs.append(err)
         return outputs
+
+    def report(self, outputs: list[str]) -> str:
+        """Each worker's exit status and its whole stderr (for an assertion message)."""
+        return "\n".join(
+            f"--- worker {i}: exit status {proc.returncode}\n{out}"
+            for i, (proc, out) in enumerate(zip(self.procs, outputs, strict=True))
+        )
 
 
 @pytest.fixture

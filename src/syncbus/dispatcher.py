@@ -14,11 +14,12 @@ counter every ``poll_interval`` for tasks other processes log.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
 
@@ -161,7 +162,8 @@ class Dispatcher:
                 elif self._pool is not None and not self._stop.is_set():
                     self._running.add(name)
                     self._retry_at.pop(name, None)
-                    self._pool.submit(self._run, name)
+                    future = self._pool.submit(self._run, name)
+                    future.add_done_callback(functools.partial(self._never_ran, name))
 
     def _run(self, name: str) -> None:
         result: ProcessResult | None = None
@@ -177,7 +179,15 @@ class Dispatcher:
                 if name in self._again:
                     self._again.discard(name)
                     self._wanted.add(name)
-                self._cond.notify()
+                self._cond.notify_all()  # the loop and a waiting stop() both care
+
+    def _never_ran(self, name: str, future: Future[None]) -> None:
+        """A run queued behind busy workers and cancelled by stop() is no longer running."""
+        if future.cancelled():
+            with self._cond:
+                self._running.discard(name)
+                self._again.discard(name)
+                self._cond.notify_all()
 
     # -- wake-ups -------------------------------------------------------------------------
     def _connectors_with_tasks(self) -> set[str]:

@@ -10,7 +10,7 @@ import pytest
 from syncbus import IntegrationBus, ProcessResult
 from syncbus.dispatcher import Dispatcher
 from tests.helpers import wait_for
-from tests.seq import make_bus
+from tests.seq import SeqConnector, make_bus
 
 
 @pytest.fixture
@@ -149,3 +149,35 @@ def test_busy_connector_is_retried_until_the_lease_is_free(db_url: str) -> None:
     finally:
         dispatcher.stop()
         inside.close()
+
+
+def test_stop_is_prompt_when_a_run_waits_behind_busy_workers(db_url: str) -> None:
+    """A run queued on the pool when stop() comes is cancelled, and must not count as in
+    flight: stop() returns as soon as the run in hand ends, not after the whole grace period."""
+    bus = make_bus(db_url)
+    bus.register_connector(type("Seq2", (SeqConnector,), {"connector_name": "Seq2"}))
+    started, release = threading.Event(), threading.Event()
+    original = bus.process_tasks
+
+    def slow(name, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "Seq":
+            started.set()
+            release.wait(10)
+        return original(name, **kwargs)
+
+    bus.process_tasks = slow  # type: ignore[method-assign]
+    dispatcher = quiet(bus, workers=1)
+    dispatcher.start()
+    try:
+        dispatcher.trigger("Seq")
+        assert started.wait(10)
+        dispatcher.trigger("Seq2")  # queued behind the one worker, which is busy
+        wait_for(lambda: "Seq2" in dispatcher._running)
+        threading.Timer(0.3, release.set).start()
+        begun = time.monotonic()
+        assert dispatcher.stop(timeout=20), "stop() counted the cancelled run as in flight"
+        assert time.monotonic() - begun < 10
+        assert dispatcher.idle()
+    finally:
+        release.set()
+        bus.close()
