@@ -139,6 +139,7 @@ class Applier:
             return row
         index = payload.record_index()
         missing: list[str] = []
+        awaited: list[Any] | None = []  # None: some reference has no record to wait for
         for col, target in ot.references().items():
             value = row.get(col)
             if value is None:
@@ -147,12 +148,14 @@ class Applier:
             internal = None if i is None else resolver.resolve(payload, i, task_site)
             if internal is None:
                 missing.append(self._describe_missing(col, target, value, payload, i))
+                awaited = None if i is None or awaited is None else [*awaited, payload.records[i]]
             else:
                 row[col] = internal
         if missing:
             raise TranslationError(
                 f"Cannot translate columns {', '.join(m.split(' ')[0] for m in missing)} "
-                f"of {ot.name}: {'; '.join(missing)}. Import the dependent objects first."
+                f"of {ot.name}: {'; '.join(missing)}. Import the dependent objects first.",
+                tuple(awaited or ()),
             )
         return row
 
@@ -307,7 +310,8 @@ class Applier:
             if node is None or node["node_site_id"] != site_id:
                 raise PageNotFoundError(
                     f"Cannot translate columns parent_id of page '{page.name}': the parent "
-                    f"page ({what}) does not exist on this site. Import the parent page first."
+                    f"page ({what}) does not exist on this site. Import the parent page first.",
+                    () if data_type is TaskDataType.SIMPLE or rec is None else (rec,),
                 )
             return node
         if page.parent_path and page.parent_path.strip("/ "):

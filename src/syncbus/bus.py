@@ -25,7 +25,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType, PageType
 from syncbus.engine import Processor, ProgressCallback
-from syncbus.enums import ProcessType, TaskDataType, TaskType
+from syncbus.enums import Ordering, ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
     ConnectorNotFoundError,
@@ -213,21 +213,27 @@ class IntegrationBus:
             else:
                 runnable.append(row)
         if len(runnable) == 1:
-            row = runnable[0]
-            results[row.connector_name] = self.runner.run(
-                row.connector_id, row.connector_name, on_progress, stop
-            )
+            results[runnable[0].connector_name] = self._run(runnable[0], on_progress, stop)
         elif runnable:
             with ThreadPoolExecutor(max_workers=min(len(runnable), 16)) as pool:
                 futures = {
-                    r.connector_name: pool.submit(
-                        self.runner.run, r.connector_id, r.connector_name, on_progress, stop
-                    )
-                    for r in runnable
+                    r.connector_name: pool.submit(self._run, r, on_progress, stop) for r in runnable
                 }
                 for name, future in futures.items():
                     results[name] = future.result()
         return results
+
+    def _run(
+        self, row: Any, on_progress: ProgressCallback | None, stop: threading.Event | None
+    ) -> ProcessResult:
+        return self.runner.run(
+            row.connector_id,
+            row.connector_name,
+            on_progress,
+            stop,
+            ordering=Ordering.parse(row.ordering),
+            dependency_timeout=row.dependency_timeout,
+        )
 
     def synchronize_task(self, task_id: int) -> bool:
         """Run one task now, out of order. True if it was applied (and removed); on failure

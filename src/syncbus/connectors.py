@@ -139,7 +139,9 @@ class ConnectorRegistry:
         check_ordering(instance)
         display = instance.display_name or name
         with self.db.begin() as conn:
-            register_connector(conn, name, display, path, instance.ordering)
+            register_connector(
+                conn, name, display, path, instance.ordering, instance.dependency_timeout
+            )
         with self._lock:
             self._loaded[name] = instance
             self._failed.pop(name, None)
@@ -183,9 +185,14 @@ class ConnectorRegistry:
                 check_ordering(instance)
             except ConnectorLoadError as exc:
                 self._load_failed(name, str(exc), exc)
-            if row.ordering != instance.ordering.value:  # the class changed since registration
+            if (row.ordering, row.dependency_timeout) != (
+                instance.ordering.value,
+                instance.dependency_timeout,
+            ):  # the class changed since registration
                 with self.db.begin() as conn:
-                    set_connector_ordering(conn, name, instance.ordering)
+                    set_connector_ordering(
+                        conn, name, instance.ordering, instance.dependency_timeout
+                    )
             self._loaded[name] = instance
             return instance
 

@@ -30,14 +30,16 @@ import sqlalchemy as sa
 from syncbus.applier import Applier
 from syncbus.content.caches import TargetCache
 from syncbus.content.registry import TypeRegistry
-from syncbus.enums import ProcessType
+from syncbus.enums import Ordering, ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.policies import ErrorLog, Policy, Turn, policy
-from syncbus.store import leases, logs, tasks
-from syncbus.store.dialect import is_lock_wait, is_transient
+from syncbus.scheduling import Causes, LaneOutcome, LaneRun, Plan, Waits
+from syncbus.store import connectors, leases, logs, tasks
+from syncbus.store.db import utcnow
+from syncbus.store.dialect import dialect_of, is_lock_wait, is_transient
 from syncbus.translation import Resolver
 
 # LeaseLostError (errors.py) and is_transient / is_lock_wait (store.dialect) stay importable
@@ -76,18 +78,34 @@ def error_text(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class _Run:
-    """One run in hand: whose lease it holds, what it has done, and when to stop."""
+    """One run in hand: whose lease it holds, what it has done, and when to stop. Under
+    ``Ordering.ENTITY``, ``lanes`` is its view of the lanes; ``fenced`` is False where it
+    holds no lease (its lanes are locked in each transaction instead)."""
 
     connector_id: int
     owner: str
     result: ProcessResult
     stop: threading.Event
+    lanes: LaneRun | None = None
+    fenced: bool = True
+
+
+@dataclass(frozen=True)
+class _Range:
+    """A CONNECTOR batch: the connector's tasks with ids in (after, upto]."""
+
+    after: int
+    upto: int
+
+
+_Scope = _Range | Plan
 
 
 @dataclass
 class _Outcome:
     stop: bool = False
     last_id: int = 0
+    lanes: LaneOutcome = field(default_factory=LaneOutcome)
 
 
 @dataclass
@@ -96,6 +114,14 @@ class _Tally(ProcessResult):
 
     applied_ids: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why a task was not applied, and the missing references it may wait for."""
+
+    text: str
+    missing: tuple[Any, ...] = ()
 
 
 def _tally(result: ProcessResult) -> _Tally:
@@ -107,6 +133,7 @@ def _merge(result: ProcessResult, tally: ProcessResult) -> None:
     result.failed += tally.failed
     result.skipped += tally.skipped
     result.deleted += tally.deleted
+    result.waiting += tally.waiting
     result.stopped = result.stopped or tally.stopped
     if tally.error is not None:
         result.error = tally.error
@@ -141,14 +168,32 @@ class Processor:
         connector_name: str,
         on_progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
+        *,
+        ordering: Ordering = Ordering.CONNECTOR,
+        dependency_timeout: float | None = None,
     ) -> ProcessResult:
         """One run: take the lease, drain the queue in batches, release the lease.
 
         ``stop`` asks the run to end after the task in hand (graceful shutdown): what is done
-        commits, the lease is released, the rest waits for the next run.
+        commits, the lease is released, the rest waits for the next run. Under
+        ``Ordering.ENTITY`` the run goes lane by lane (``syncbus.scheduling``); where the
+        database locks rows (PostgreSQL) it takes no lease, and runs share the connector.
         """
         result = ProcessResult(connector_name)
         owner = f"{uuid.uuid4().hex}"
+        lanes = None
+        if ordering == Ordering.ENTITY:
+            lanes = LaneRun(
+                connector_id,
+                Waits(
+                    3600.0 if dependency_timeout is None else dependency_timeout,
+                    self.registry.object_type,
+                ),
+                locks=dialect_of(self.db).row_locks,
+            )
+        if lanes is not None and lanes.locks:
+            run = _Run(connector_id, owner, result, stop or threading.Event(), lanes, fenced=False)
+            return self._run_unfenced(run, on_progress)
         try:
             with self.db.begin() as conn:
                 leases.ensure_lease_row(conn, connector_id)
@@ -170,13 +215,29 @@ class Processor:
         heartbeat = _Heartbeat(self, connector_id, owner)
         heartbeat.start()
         try:
-            self._drain(_Run(connector_id, owner, result, stop or threading.Event()), on_progress)
+            self._drain(
+                _Run(connector_id, owner, result, stop or threading.Event(), lanes), on_progress
+            )
         except Exception as exc:
             self._run_failed(connector_name, result, exc)
         finally:
             heartbeat.stop()
             result.finished_at = time.time()
             self._release(connector_id, owner, result)
+        self.hooks.run_finished(result)
+        return result
+
+    def _run_unfenced(self, run: _Run, on_progress: ProgressCallback | None) -> ProcessResult:
+        """An ENTITY run on a database with row locks: no lease; each transaction takes the
+        lanes it applies (so any number of these runs share one connector)."""
+        result = run.result
+        result.started_at = time.time()
+        try:
+            self._drain(run, on_progress)
+        except Exception as exc:
+            self._run_failed(result.connector_name, result, exc)
+        finally:
+            result.finished_at = time.time()
         self.hooks.run_finished(result)
         return result
 
@@ -225,20 +286,38 @@ class Processor:
         return ids
 
     def _drain(self, run: _Run, on_progress: ProgressCallback | None) -> None:
+        if run.lanes is not None:
+            self._drain_lanes(run, run.lanes, on_progress)
+            return
         cursor = 0
         while not run.stop.is_set():
             ids = self._claim(run, cursor)
             if not ids:
                 return
-            outcome = self._apply_batch_tx(run, cursor, ids[-1])
+            outcome = self._apply_batch_tx(run, _Range(cursor, ids[-1]))
             if on_progress is not None:
                 on_progress(run.result)
             if outcome.stop:
                 return
             cursor = max(outcome.last_id, ids[-1])
 
+    def _drain_lanes(self, run: _Run, lanes: LaneRun, on_progress: ProgressCallback | None) -> None:
+        """ENTITY: plan a batch of lanes' next tasks, apply it, until no lane can move."""
+        while not run.stop.is_set():
+            with self.db.connect() as conn:
+                plan = lanes.plan(conn, self.batch_size, self.batch_bytes)
+            if not plan.ids:
+                break
+            outcome = self._apply_batch_tx(run, plan)
+            if on_progress is not None:
+                on_progress(run.result)
+            if outcome.stop:
+                break
+        if lanes.retry_soon and not run.stop.is_set():
+            run.result.busy = True  # a lane waits on another runner: look again shortly
+
     # -- one batch ----------------------------------------------------------------------
-    def _apply_batch_tx(self, run: _Run, after: int, upto: int) -> _Outcome:
+    def _apply_batch_tx(self, run: _Run, scope: _Scope) -> _Outcome:
         """Apply a batch in one transaction: first optimistically, without a SAVEPOINT per task
         (two round trips fewer per task); if anything fails, the transaction is rolled back and
         the batch is applied again carefully, each task in its own SAVEPOINT, so the
@@ -246,23 +325,25 @@ class Processor:
         batch shares, the batch goes one task per transaction."""
         for careful in (False, True):
             try:
-                return self._apply_once(run, after, upto, careful)
+                return self._apply_once(run, scope, careful)
             except _FastPathFailed:
                 continue
             except Exception as exc:
                 if is_transient(exc):
                     raise
                 cause = exc
-        log.warning("batch (%d, %d] failed in a shared step: %s", after, upto, cause)
-        return self._apply_isolated(run, after, upto)
+        log.warning("batch %s failed in a shared step: %s", scope, cause)
+        return self._apply_isolated(run, scope)
 
-    def _apply_once(self, run: _Run, after: int, upto: int, careful: bool) -> _Outcome:
-        """One transaction over the tasks in (after, upto]; counted only once committed."""
+    def _apply_once(self, run: _Run, scope: _Scope, careful: bool) -> _Outcome:
+        """One transaction over the batch; counted only once committed."""
         tally = _tally(run.result)
         with self.db.begin() as conn:
-            outcome = self._apply_batch(conn, run, after, upto, tally, careful)
+            outcome = self._apply_batch(conn, run, scope, tally, careful)
             self._fence(conn, run)
         self._committed(run.result, tally)
+        if run.lanes is not None:
+            run.lanes.take_in(outcome.lanes)
         return outcome
 
     def _committed(self, result: ProcessResult, tally: _Tally) -> None:
@@ -276,22 +357,30 @@ class Processor:
         """Renew the lease (recording ``values`` on it), or raise if the run lost it. As a
         batch's last statement, it commits the batch only while this run owns the lease; the
         lease row is locked from there to the commit, never across the batch."""
+        if not run.fenced:
+            return  # its lanes are locked by this transaction instead
         if not leases.renew_lease(conn, run.connector_id, run.owner, self.lease_seconds, **values):
             raise LeaseLostError("the lease was lost before the batch was applied")
 
-    def _apply_isolated(self, run: _Run, after: int, upto: int) -> _Outcome:
+    def _apply_isolated(self, run: _Run, scope: _Scope) -> _Outcome:
         """The last resort: one transaction per task; a task whose own transaction still
         fails is failed alone, by its process type, in a transaction of its own."""
-        with self.db.connect() as conn:
-            ids = tasks.ids_in_range(conn, run.connector_id, after, upto)
-        outcome = _Outcome(last_id=after)
-        previous = after
+        if isinstance(scope, _Range):
+            with self.db.connect() as conn:
+                ids = tasks.ids_in_range(conn, run.connector_id, scope.after, scope.upto)
+            outcome = _Outcome(last_id=scope.after)
+        else:
+            ids, outcome = scope.ids, _Outcome()
+        previous = outcome.last_id
         for task_id in ids:
             if run.stop.is_set():
                 outcome.stop = True
                 break
+            one: _Scope = (
+                _Range(previous, task_id) if isinstance(scope, _Range) else scope.only(task_id)
+            )
             try:
-                step = self._apply_once(run, previous, task_id, careful=True)
+                step = self._apply_once(run, one, careful=True)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -305,16 +394,22 @@ class Processor:
 
     def _fail_alone(self, run: _Run, task_id: int, error: str) -> _Outcome:
         tally = _tally(run.result)
+        outcome = _Outcome(last_id=task_id)
         with self.db.begin() as conn:
             row = tasks.row(conn, task_id)
             if row is None:
-                return _Outcome(last_id=task_id)
+                return outcome
             stop, drop = self._failed(conn, row, policy(_process_type(row)), error, tally)
             if drop:
                 tasks.remove(conn, [task_id])
             self._fence(conn, run)
         self._committed(run.result, tally)
-        return _Outcome(stop=stop, last_id=task_id)
+        if run.lanes is None:
+            outcome.stop = stop
+        elif stop:  # under ENTITY a stop halts the task's lane only
+            outcome.lanes.halted.add(row.lane)
+            run.lanes.take_in(outcome.lanes)
+        return outcome
 
     def _prefetch(
         self,
@@ -344,17 +439,25 @@ class Processor:
         return resolver, targets
 
     def _apply_batch(
-        self, conn: sa.Connection, run: _Run, after: int, upto: int, result: _Tally, careful: bool
+        self, conn: sa.Connection, run: _Run, scope: _Scope, result: _Tally, careful: bool
     ) -> _Outcome:
-        rows = tasks.load_batch(conn, run.connector_id, after, upto)
+        if isinstance(scope, _Range):
+            rows = tasks.load_batch(conn, run.connector_id, scope.after, scope.upto)
+            outcome = _Outcome(last_id=scope.after)
+        else:
+            rows, outcome = self._take_lanes(conn, run, scope), _Outcome()
         # Tasks that failed before will likely fail again: go careful at once.
         careful = careful or any(row.error_message is not None for row in rows)
         sites = self.applier.site_ids(conn)
         payloads = {row.task_id: _decode(row.data) for row in rows}
         resolver, targets = self._prefetch(conn, rows, payloads, sites, careful)
-        batch = _Batch(conn, resolver, sites, targets, careful)
-        outcome = _Outcome(last_id=after)
-        done: list[int] = []
+        batch = _Batch(conn, resolver, sites, targets, careful, run.lanes)
+        if run.lanes is not None:
+            done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
+            self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
+            tasks.remove(conn, done)
+            return outcome
+        done_ids: list[int] = []
         for row in rows:
             if run.stop.is_set():
                 outcome.stop = True
@@ -362,12 +465,84 @@ class Processor:
             outcome.last_id = row.task_id
             stop_here, remove = self._turn(batch, row, payloads[row.task_id], result)
             if remove:
-                done.append(row.task_id)
+                done_ids.append(row.task_id)
             if stop_here:
                 outcome.stop = True
                 break
-        tasks.remove(conn, done)
+        tasks.remove(conn, done_ids)
         return outcome
+
+    def _take_lanes(self, conn: sa.Connection, run: _Run, plan: Plan) -> list[Any]:
+        """The plan's rows in the lanes this transaction holds; lanes another runner holds
+        are left to it (and looked at again by a later run)."""
+        assert run.lanes is not None
+        held = tasks.lock_lanes(conn, run.connector_id, plan.lanes()) if run.lanes.locks else None
+        ids = plan.ids
+        if held is not None:
+            elsewhere = plan.lanes() - held
+            if elsewhere:
+                run.lanes.halted |= elsewhere  # this run leaves them (even if this rolls back)
+                run.lanes.retry_soon = True
+                ids = [i for i in ids if plan.lane_of[i] in held]
+        return tasks.load_ids(conn, ids) if ids else []
+
+    def _walk_lanes(
+        self,
+        batch: _Batch,
+        lanes: LaneRun,
+        rows: list[Any],
+        payloads: dict[int, Payload | CorruptTaskError],
+        result: _Tally,
+        outcome: _Outcome,
+        stop: threading.Event,
+    ) -> dict[int, Any]:
+        """Each lane in task-id order, exactly as a CONNECTOR run walks its queue, but a task
+        that stops stops its lane only. The tasks taken out (id: lane)."""
+        causes = Causes.of(batch.conn, lanes.connector_id, rows, payloads, lanes.waits.types)
+        now = utcnow()
+        done: dict[int, Any] = {}
+        seen = outcome.lanes
+        for row in rows:
+            if stop.is_set():
+                outcome.stop = True
+                break
+            if lanes.skips(row, seen):
+                continue
+            outcome.last_id = row.task_id
+            if row.awaits is not None and not lanes.waits.expired(row, now):
+                seen.halted.add(row.lane)  # it waits; its lane waits behind it
+                continue
+            blocker = causes.blocker(row, done)
+            if blocker is not None:  # a cause is queued in another lane: effect after it
+                seen.halted.add(row.lane)
+                seen.retry_soon = seen.retry_soon or not blocker[1]
+                continue
+            stop_here, remove = self._turn(batch, row, payloads[row.task_id], result)
+            if remove:
+                done[row.task_id] = row.lane
+            if stop_here:
+                seen.halted.add(row.lane)
+            elif not remove:
+                seen.passed[row.lane] = row.task_id
+        return done
+
+    def _wake(
+        self, conn: sa.Connection, run: _Run, applied: list[int], rows: list[Any], out: _Outcome
+    ) -> None:
+        """Tasks waiting for an entity a task of this batch wrote may run again."""
+        if not applied:
+            return
+        lane_of = {row.task_id: row.lane for row in rows}
+        written = {lane_of[i] for i in applied if lane_of.get(i) is not None}
+        others: set[int] = set()
+        for connector_id, lane in tasks.wake(conn, written):
+            if connector_id == run.connector_id:
+                out.lanes.woken.add(lane)
+            else:
+                others.add(int(connector_id))
+        for connector_id in others:  # their workers look again (PostgreSQL; SQLite polls)
+            name = connectors.connector_by_id(conn, connector_id).connector_name
+            dialect_of(conn).notify(conn, str(name))
 
     def _turn(
         self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError, result: _Tally
@@ -383,20 +558,25 @@ class Processor:
             result.skipped += 1
             return False, False
         if batch.careful:
-            error = self._try_apply(
+            failure = self._try_apply(
                 batch.conn, row, payload, batch.resolver, batch.sites, batch.targets
             )
         else:
-            error = self._apply_fast(batch, row, payload)
-        if error is None:
+            failure = self._apply_fast(batch, row, payload)
+        if failure is None:
             result.applied += 1
             result.applied_ids.append(row.task_id)
             return False, True
-        return self._failed(batch.conn, row, rule, error, result)
+        awaited = None if batch.lanes is None else batch.lanes.waits.awaited(row, failure.missing)
+        if awaited is not None:  # ENTITY: a missing reference is waited for, not failed
+            tasks.mark_waiting(batch.conn, row.task_id, awaited[1], awaited[0])
+            result.waiting += 1
+            return True, False
+        return self._failed(batch.conn, row, rule, failure.text, result)
 
     def _apply_fast(
         self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError
-    ) -> str | None:
+    ) -> _Failure | None:
         """The optimistic pass: no SAVEPOINT; any failure of the task's own sends the whole
         batch down the careful way (``_FastPathFailed``), so this never returns an error."""
         if not isinstance(payload, Payload):
@@ -447,11 +627,11 @@ class Processor:
         resolver: Resolver,
         sites: dict[str, int],
         targets: TargetCache | None = None,
-    ) -> str | None:
-        """Apply one task inside a SAVEPOINT; the error text on failure, else None.
-        Transient database errors are not the task's: they end the transaction."""
+    ) -> _Failure | None:
+        """Apply one task inside a SAVEPOINT; why it failed, else None. Transient database
+        errors are not the task's: they end the transaction."""
         if isinstance(payload, CorruptTaskError):
-            return f"corrupt task: {payload}"
+            return _Failure(f"corrupt task: {payload}")
         savepoint = conn.begin_nested()
         try:
             self.applier.apply(conn, row, payload, resolver, sites, targets)
@@ -462,7 +642,7 @@ class Processor:
             resolver.reset()  # what the rolled-back task wrote is gone again
             if targets is not None:
                 targets.clear()
-            return error_text(exc)
+            return _Failure(error_text(exc), getattr(exc, "missing", ()))
         savepoint.commit()
         return None
 
@@ -472,15 +652,15 @@ class Processor:
         the task's process type, except that DEFAULT becomes ERROR."""
         sites = self.applier.site_ids(conn)
         resolver = Resolver(conn, self.registry, sites)
-        error = self._try_apply(conn, row, _decode(row.data), resolver, sites)
-        if error is None:
+        failure = self._try_apply(conn, row, _decode(row.data), resolver, sites)
+        if failure is None:
             tasks.remove(conn, [row.task_id])
             return True, None
         rule = policy(_process_type(row))
         logs.record_task_error(
-            conn, row.task_id, error, set_error_state=rule.sync_failure_becomes_error
+            conn, row.task_id, failure.text, set_error_state=rule.sync_failure_becomes_error
         )
-        return False, error
+        return False, failure.text
 
     def lock_task(self, conn: sa.Connection, task_id: int) -> Any:
         """The task's row, locked for an admin action without waiting (PostgreSQL: NOWAIT;
@@ -498,6 +678,7 @@ class _Batch:
     sites: dict[str, int]
     targets: TargetCache | None
     careful: bool
+    lanes: LaneRun | None = None  # ENTITY: the run's lanes (and when a task may wait)
 
 
 def _decode(data: str) -> Payload | CorruptTaskError:

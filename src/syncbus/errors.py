@@ -5,6 +5,8 @@ Every message names the thing that went wrong and, where there is one, the fix.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SyncBusError(Exception):
     """Root of every error syncbus raises on purpose."""
@@ -47,7 +49,15 @@ class InvalidObjectError(IntakeError):
 
 
 class TranslationError(SyncBusError):
-    """A foreign key could not be captured (at log time) or resolved (at process time)."""
+    """A foreign key could not be captured (at log time) or resolved (at process time).
+
+    ``missing`` holds the translation records of the references that could not be resolved
+    when every one of them has a record (so the task may wait for them, CONTRACT §8); it is
+    empty when some reference can never be resolved."""
+
+    def __init__(self, message: str, missing: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class ContentError(SyncBusError):
@@ -55,7 +65,12 @@ class ContentError(SyncBusError):
 
 
 class PageNotFoundError(ContentError):
-    """A page (or a page's parent) that the task needs does not exist."""
+    """A page (or a page's parent) that the task needs does not exist. ``missing``: as for
+    ``TranslationError``, the record of a parent page the task may wait for."""
+
+    def __init__(self, message: str, missing: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class TaskNotFoundError(SyncBusError):

@@ -116,9 +116,13 @@ class ProcessResult:
     failed: int = 0
     skipped: int = 0
     deleted: int = 0
+    # Tasks that began (or went on) waiting for a missing reference (Ordering.ENTITY).
+    waiting: int = 0
+    # A task stopped the run (CONNECTOR) or its lane (ENTITY): an ERROR, or a DEFAULT failed.
     stopped: bool = False
     error: str | None = None
     not_run_reason: str | None = None
+    # Run again shortly: another runner held the lease or a lane this run needed.
     busy: bool = False
     started_at: float | None = None
     finished_at: float | None = None

@@ -1,6 +1,6 @@
-"""Entity lanes, step 1 (CONTRACT §8): a connector's ``ordering`` and ``dependency_timeout``,
-the lane key stored with each task of an ENTITY connector, and no change at all for CONNECTOR
-connectors. Lanes are not scheduled yet: ENTITY connectors still run in task-id order."""
+"""Entity lanes (CONTRACT §8): a connector's ``ordering`` and ``dependency_timeout``, the lane
+key stored with each task of an ENTITY connector, and no change at all for CONNECTOR
+connectors. How lanes are scheduled: test_lane_scheduling.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from syncbus import (
     IntegrationBus,
     Ordering,
     Page,
-    ProcessType,
     TaskDataType,
     TaskType,
 )
@@ -30,8 +29,6 @@ from tests.helpers import (
     ext,
     log,
     membership,
-    object_id,
-    pending,
     role,
     run,
     user,
@@ -56,7 +53,7 @@ def lanes(bus: IntegrationBus) -> EntityConnector:
 def lane(bus: IntegrationBus, task_id: int) -> str | None:
     task = bus.get_task(task_id)
     assert task is not None
-    assert task.waiting_for is None  # nothing waits before lanes are scheduled
+    assert task.waiting_for is None  # nothing here has run
     return task.lane
 
 
@@ -265,28 +262,6 @@ def test_the_lane_index_is_there(bus: IntegrationBus) -> None:
 
 
 # -- ENTITY is still processed in connector order (lanes are not scheduled yet) ------------------
-def test_entity_connectors_still_run_in_task_id_order(
-    bus: IntegrationBus, lanes: EntityConnector
-) -> None:
-    lanes.knows("cms.user", 999, "ghost")
-    lanes.knows("cms.role", 998, "nobody")
-    first = log(bus, user("alice", email="1@x"), connector=ENTITY)
-    # a DEFAULT failure in another lane still stops the whole connector
-    blocker = log(bus, membership(999, 998), connector=ENTITY, data_type=SNAP)
-    behind = log(bus, user("bob"), connector=ENTITY)
-    again = log(bus, user("alice", email="2@x"), TaskType.UPDATE_OBJECT, connector=ENTITY)
-    result = run(bus, ENTITY)
-    assert result.stopped and result.applied == 1
-    assert pending(bus, ENTITY) == [blocker, behind, again]
-    assert bus.get_task(blocker).process_type is ProcessType.ERROR  # type: ignore[union-attr]
-    assert bus.get_object("cms.user", "bob") is None
-    bus.delete_task(blocker)
-    assert run(bus, ENTITY).applied == 2
-    assert bus.get_object("cms.user", "alice")["email"] == "2@x"
-    assert object_id(bus, "cms.user", "bob")
-    assert first not in pending(bus, ENTITY)
-
-
 def test_connector_and_entity_connectors_side_by_side(
     bus: IntegrationBus, lanes: EntityConnector
 ) -> None:

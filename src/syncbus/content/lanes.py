@@ -48,6 +48,7 @@ from typing import Any
 
 from syncbus.content.paths import join_path, make_alias, normalize_path
 from syncbus.content.types import ObjectType
+from syncbus.errors import InvalidObjectError
 from syncbus.model import InternalObject, Page
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
 from syncbus.store.enqueue import LANE_MAX  # the length of the task table's ``lane`` column
@@ -142,3 +143,46 @@ def page_lane(page: Page, site_name: str | None, payload: Payload) -> str:
     record = _record(payload, PAGE_RECORD, page.parent_id)
     parent = f"#{_name(str(page.parent_id))}" if record is None else _name(str(record.code_name))
     return _bounded(f"page@{site}:{{{parent}}}/{alias.translate(_PATH)}")
+
+
+def reference_lane(
+    record: TranslationRecord, task_site: str | None, types: TypeLookup
+) -> str | None:
+    """The lane of the entity a translation record names (the lane a task creating it has),
+    or None when it cannot be told (an unknown type)."""
+    site = record.site_name or task_site
+    if record.is_page:
+        return _bounded(f"page@{_name(site or '')}/{_name(str(record.code_name).lower())}")
+    try:
+        ot = types(record.object_type)
+    except InvalidObjectError:  # a type this process does not know has no lane
+        return None
+    return _bounded(_entity(ot, _name(str(record.code_name)), site))
+
+
+def describe_reference(record: TranslationRecord, task_site: str | None, types: TypeLookup) -> str:
+    """A referenced entity as ``TaskInfo.waiting_for`` shows it: ``cms.user 'alice'``, with
+    `` on site 'main'`` for a page or an object of a site-bound type."""
+    site = record.site_name or task_site
+    if record.is_page:
+        bound, what = True, "page"
+    else:
+        what = record.object_type
+        try:
+            bound = bool(types(record.object_type).site_column)
+        except InvalidObjectError:
+            bound = record.site_name is not None
+    where = f" on site {site!r}" if bound and site else ""
+    return f"{what} {record.code_name!r}{where}"
+
+
+def referenced_lanes(
+    payload: Payload, own: str | None, task_site: str | None, types: TypeLookup
+) -> set[str]:
+    """The lanes of every entity a task's translation records name, but its own."""
+    out: set[str] = set()
+    for record in payload.records or ():
+        lane = reference_lane(record, task_site, types)
+        if lane is not None and lane != own:
+            out.add(lane)
+    return out

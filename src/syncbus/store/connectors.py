@@ -40,14 +40,17 @@ def register_connector(
     display_name: str,
     class_path: str | None,
     ordering: Ordering = Ordering.CONNECTOR,
+    dependency_timeout: float | None = None,
 ) -> int:
-    """Insert the connector (enabled) or update its display name, class path and ordering
-    (its enabled switch is left as it is); make sure it has a lease row. Returns its id."""
+    """Insert the connector (enabled) or update its display name, class path, ordering and
+    dependency timeout (its enabled switch is left as it is); make sure it has a lease row.
+    Returns its id."""
     existing = conn.execute(_ID_BY_NAME, {"name": name}).scalar()
     values = {
         "display_name": display_name,
         "class_path": class_path,
         "ordering": ordering.value,
+        "dependency_timeout": dependency_timeout,
         "modified_at": utcnow(),
     }
     if existing is None:
@@ -61,13 +64,17 @@ def register_connector(
     return cid
 
 
-def set_connector_ordering(conn: sa.Connection, name: str, ordering: Ordering) -> None:
-    """Record the ordering the connector's class declares (when it changed since it was
-    registered), so that every process shows the same."""
+def set_connector_ordering(
+    conn: sa.Connection, name: str, ordering: Ordering, dependency_timeout: float | None = None
+) -> None:
+    """Record the ordering and dependency timeout the connector's class declares (when they
+    changed since it was registered), so that every process shows and runs the same."""
     conn.execute(
         ct.update()
         .where(ct.c.connector_name == name)
-        .values(ordering=ordering.value, modified_at=utcnow())
+        .values(
+            ordering=ordering.value, dependency_timeout=dependency_timeout, modified_at=utcnow()
+        )
     )
 
 

@@ -32,6 +32,9 @@ class Dialect:
     # True when a WITH clause may hold an INSERT/UPDATE/DELETE (a data-modifying CTE), so two
     # writes can go in one statement; SQLite has no DML in WITH.
     dml_in_cte: ClassVar[bool] = False
+    # True when transactions lock rows (SELECT ... FOR UPDATE SKIP LOCKED), so several runs
+    # can share one ENTITY connector lane by lane; SQLite locks the whole database.
+    row_locks: ClassVar[bool] = False
     _insert: ClassVar[Any]
 
     def insert(self, table: sa.Table) -> Any:
@@ -140,6 +143,7 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     notifies = True
     dml_in_cte = True
+    row_locks = True
     _insert = staticmethod(postgresql.insert)
     _LOCK_NOT_AVAILABLE = "55P03"
     # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),

@@ -56,7 +56,13 @@ def record_task_error(
     )
     if not repeated:
         conn.execute(t.insert().values(task_id=task_id, time=now, error_message=message))
-    values: dict[str, Any] = {"error_message": message, "last_run_at": now}
+    # A failure ends a wait (CONTRACT §8): the task now shows its error, not what it awaited.
+    values: dict[str, Any] = {
+        "error_message": message,
+        "last_run_at": now,
+        "waiting_for": None,
+        "awaits": None,
+    }
     if set_error_state:
         values["process_type"] = ProcessType.ERROR.value
     conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))

@@ -24,6 +24,9 @@ connector_table = sa.Table(
     # The connector class's Ordering (its wire value), recorded when it is registered or
     # loaded, so that processes that never import the class know it.
     sa.Column("ordering", sa.String(20), nullable=False, server_default="connector"),
+    # Its ``dependency_timeout`` (seconds a task may wait for a missing reference), recorded
+    # likewise; NULL: the default.
+    sa.Column("dependency_timeout", sa.Float),
 )
 
 task_table = sa.Table(
@@ -50,8 +53,11 @@ task_table = sa.Table(
     sa.Column("last_run_at", UtcDateTime),
     # The entity the task writes (syncbus.content.lanes), under Ordering.ENTITY; else NULL.
     sa.Column("lane", sa.String(400)),
-    # What the task waits for (CONTRACT §8): not written yet (lanes are not scheduled yet).
+    # A waiting task (CONTRACT §8): what it waits for, as an operator reads it; the lane key of
+    # the entity it awaits (a task applied in that lane wakes it); since when it waits.
     sa.Column("waiting_for", sa.Text),
+    sa.Column("awaits", sa.String(400)),
+    sa.Column("waiting_since", UtcDateTime),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
     # The next task of each lane; only ENTITY connectors' tasks have one.
     sa.Index(
@@ -61,6 +67,13 @@ task_table = sa.Table(
         "task_id",
         sqlite_where=sa.text("lane IS NOT NULL"),
         postgresql_where=sa.text("lane IS NOT NULL"),
+    ),
+    # The tasks waiting for an entity, found when a task is applied in its lane.
+    sa.Index(
+        "ix_syncbus_task_awaits",
+        "awaits",
+        sqlite_where=sa.text("awaits IS NOT NULL"),
+        postgresql_where=sa.text("awaits IS NOT NULL"),
     ),
     # Failed and blocking tasks are few among many: partial indexes find them without a scan
     # (the admin's "failed" filter, the blocked-connector banner).

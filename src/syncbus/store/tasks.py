@@ -1,14 +1,17 @@
 """The task queue as a run sees it: claim the next batch, load it (locked), take tasks out,
-mark them, find one task for an admin action, and what to poll for new tasks."""
+mark them, find one task for an admin action, and what to poll for new tasks. Under
+``Ordering.ENTITY`` also the lanes: scan the queue's front, lock lanes, wait and wake."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
 from syncbus.enums import ProcessType
+from syncbus.store.db import IN_CHUNK, utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.tables import task_table
 
@@ -26,6 +29,10 @@ RUN_COLUMNS = (
     t.c.data,
     t.c.error_message,
 )
+
+
+# What a run of an ENTITY connector reads besides: the lane and the wait.
+LANE_COLUMNS = (*RUN_COLUMNS, t.c.lane, t.c.awaits, t.c.waiting_since)
 
 
 def _in_range(stmt: sa.Select[Any], connector_id: int, after: int, upto: int) -> sa.Select[Any]:
@@ -70,8 +77,8 @@ def ids_in_range(conn: sa.Connection, connector_id: int, after: int, upto: int) 
 
 
 def row(conn: sa.Connection, task_id: int) -> Any:
-    """One task's row as a run reads it, or None."""
-    return conn.execute(sa.select(*RUN_COLUMNS).where(t.c.task_id == task_id)).first()
+    """One task's row as a run reads it (with its lane and wait), or None."""
+    return conn.execute(sa.select(*LANE_COLUMNS).where(t.c.task_id == task_id)).first()
 
 
 def lock_row(conn: sa.Connection, task_id: int) -> Any:
@@ -105,3 +112,124 @@ def log_sequence(conn: sa.Connection) -> int | None:
         return None
     value = conn.execute(_SQLITE_SEQUENCE).scalar()
     return None if value is None else int(value)
+
+
+# -- lanes (Ordering.ENTITY) -------------------------------------------------------------
+
+
+def scan_front(conn: sa.Connection, connector_id: int, after: int, limit: int) -> list[Any]:
+    """The connector's next ``limit`` tasks after ``after``, in order, as lane scheduling
+    reads them: id, lane, process type, wait, and stored size. No locks."""
+    size = dialect_of(conn).byte_length(t.c.data)
+    return list(
+        conn.execute(
+            sa.select(
+                t.c.task_id,
+                t.c.lane,
+                t.c.process_type,
+                t.c.awaits,
+                t.c.waiting_since,
+                size.label("size"),
+            )
+            .where(t.c.connector_id == connector_id, t.c.task_id > after)
+            .order_by(t.c.task_id)
+            .limit(limit)
+        )
+    )
+
+
+def lock_lanes(
+    conn: sa.Connection, connector_id: int, lanes: Collection[str | None]
+) -> set[str | None] | None:
+    """Take the lanes for this transaction: lock each lane's first task (its head), leaving
+    out lanes whose head another transaction holds. The lanes taken; None where row locks do
+    not exist (SQLite: a run holds the connector's lease, and with it every lane).
+
+    A lane's head is its lowest queued task id; a later task never gets a lower id, so
+    whoever holds the head holds the lane until it commits."""
+    h = t.alias("head")
+    heads = sa.select(sa.func.min(h.c.task_id)).where(h.c.connector_id == connector_id)
+    taken: set[str | None] = set()
+    named = [lane for lane in lanes if lane is not None]
+    chunks: list[sa.ColumnElement[bool]] = [
+        h.c.lane.in_(named[i : i + IN_CHUNK]) for i in range(0, len(named), IN_CHUNK)
+    ]
+    if len(named) != len(lanes):
+        chunks.append(h.c.lane.is_(None))
+    for where in chunks:
+        stmt = dialect_of(conn).skip_locked(
+            sa.select(t.c.lane).where(t.c.task_id.in_(heads.where(where).group_by(h.c.lane)))
+        )
+        if stmt is None:
+            return None
+        taken.update(conn.execute(stmt).scalars())
+    return taken
+
+
+def load_ids(conn: sa.Connection, ids: list[int]) -> list[Any]:
+    """The rows of these tasks (those still queued), in order, locked without waiting, with
+    their lanes and waits."""
+    rows: list[Any] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        stmt = sa.select(*LANE_COLUMNS).where(t.c.task_id.in_(ids[start : start + IN_CHUNK]))
+        rows += conn.execute(dialect_of(conn).lock_nowait(stmt)).all()
+    rows.sort(key=lambda r: r.task_id)
+    return rows
+
+
+def queued_in_lanes(
+    conn: sa.Connection, connector_id: int, lanes: Collection[str], below: int
+) -> list[Any]:
+    """The connector's queued tasks in these lanes with ids below ``below``: (lane, task_id,
+    stuck), where ``stuck`` means it cannot move by itself (ERROR, or waiting)."""
+    stuck = sa.or_(t.c.process_type == ProcessType.ERROR.value, t.c.awaits.is_not(None))
+    names = list(lanes)
+    rows: list[Any] = []
+    for start in range(0, len(names), IN_CHUNK):
+        rows += conn.execute(
+            sa.select(t.c.lane, t.c.task_id, stuck.label("stuck")).where(
+                t.c.connector_id == connector_id,
+                t.c.lane.in_(names[start : start + IN_CHUNK]),
+                t.c.task_id < below,
+            )
+        ).all()
+    return rows
+
+
+def mark_waiting(conn: sa.Connection, task_id: int, waiting_for: str, awaits: str) -> None:
+    """The task waits for an entity (the lane key ``awaits``); the clock of its
+    ``dependency_timeout`` starts the first time it waits and is never reset."""
+    conn.execute(
+        t.update()
+        .where(t.c.task_id == task_id)
+        .values(
+            waiting_for=waiting_for,
+            awaits=awaits,
+            waiting_since=sa.func.coalesce(t.c.waiting_since, utcnow()),
+            last_run_at=utcnow(),
+        )
+    )
+
+
+def wake(conn: sa.Connection, lanes: Collection[str]) -> list[Any]:
+    """Tasks (of any connector) waiting for an entity in one of these lanes may run again:
+    (connector_id, lane) of each task woken. Found by the index on ``awaits``."""
+    names = list(lanes)
+    woken: list[Any] = []
+    for start in range(0, len(names), IN_CHUNK):
+        woken += conn.execute(
+            t.update()
+            .where(t.c.awaits.in_(names[start : start + IN_CHUNK]))
+            .values(waiting_for=None, awaits=None)
+            .returning(t.c.connector_id, t.c.lane)
+        ).all()
+    return woken
+
+
+def waits_expired(since: dt.datetime | None, timeout: float, now: dt.datetime) -> bool:
+    """Whether a wait that began at ``since`` has lasted ``timeout`` seconds by ``now``."""
+    if since is None:
+        return True
+    if since.tzinfo is None:  # SQLite hands back naive UTC
+        since = since.replace(tzinfo=dt.UTC)
+    return (now - since).total_seconds() >= timeout

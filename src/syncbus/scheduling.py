@@ -1,0 +1,202 @@
+"""Lane scheduling for ``Ordering.ENTITY`` connectors (CONTRACT §8).
+
+An ENTITY connector's queue is split into lanes, one per entity (``syncbus.content.lanes``
+computes a task's lane when it is logged). A run walks each lane in task-id order exactly as a
+CONNECTOR run walks the whole queue, so a task that stops (an ``ERROR``, a ``DEFAULT`` that
+fails, a task waiting for a missing reference) stops only its own lane.
+
+What one run keeps (``LaneRun``):
+
+- ``halted``: lanes this run will not touch again: stopped at a task, waiting, deferred
+  behind a cause in another lane, or held by another runner;
+- ``passed``: lanes whose walk passed a task that stays queued (``SKIP_ONCE``, a failed
+  ``SKIP_ON_ERROR``): the last task id turned, so the run goes on behind it and never turns a
+  task twice;
+- ``scan_from``: every queued task below it belongs to a lane the run no longer takes, so the
+  next plan starts there instead of at the queue's front.
+
+A plan reads the queue's front (no locks) and picks the next tasks of lanes the run may take,
+bounded by count and bytes. The transaction that applies a plan first takes its lanes: on
+PostgreSQL by locking each lane's head (its lowest queued task) ``FOR UPDATE SKIP LOCKED``, so
+several runs (threads, processes, machines) share one connector and each lane is processed by
+one of them at a time; on SQLite the run holds the connector's lease, and with it every lane.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncbus.content.lanes import describe_reference, reference_lane, referenced_lanes
+from syncbus.content.types import ObjectType
+from syncbus.enums import ProcessType
+from syncbus.payload import Payload
+from syncbus.store import tasks
+from syncbus.store.db import utcnow
+
+LaneKey = str | None  # None: tasks logged before the connector became ENTITY (one lane)
+TypeLookup = Callable[[str], ObjectType]
+
+# How many tasks a plan reads from the queue's front at a time, per task of a batch.
+_SCAN_FACTOR = 4
+
+
+@dataclass
+class Plan:
+    """The tasks of one batch, in id order, and each task's lane."""
+
+    ids: list[int] = field(default_factory=list)
+    lane_of: dict[int, LaneKey] = field(default_factory=dict)
+
+    def lanes(self) -> set[LaneKey]:
+        return set(self.lane_of.values())
+
+    def only(self, task_id: int) -> Plan:
+        return Plan([task_id], {task_id: self.lane_of[task_id]})
+
+
+@dataclass
+class LaneOutcome:
+    """What one transaction learnt about lanes; the run takes it in once it commits."""
+
+    halted: set[LaneKey] = field(default_factory=set)
+    passed: dict[LaneKey, int] = field(default_factory=dict)
+    woken: set[LaneKey] = field(default_factory=set)
+    retry_soon: bool = False
+
+
+@dataclass
+class Waits:
+    """When a task may wait for a missing reference, and for what."""
+
+    timeout: float
+    types: TypeLookup
+
+    def expired(self, row: Any, now: dt.datetime) -> bool:
+        return tasks.waits_expired(row.waiting_since, self.timeout, now)
+
+    def awaited(self, row: Any, missing: tuple[Any, ...]) -> tuple[str, str] | None:
+        """(lane key, description) of the first missing entity the task may wait for; None
+        when it must fail instead (no waiting, its time is up, or nothing to wait for)."""
+        if self.timeout <= 0 or not missing:
+            return None
+        if row.waiting_since is not None and self.expired(row, utcnow()):
+            return None
+        record = missing[0]
+        lane = reference_lane(record, row.site_name, self.types)
+        if lane is None:
+            return None
+        return lane, describe_reference(record, row.site_name, self.types)
+
+
+@dataclass
+class LaneRun:
+    """One run's view of an ENTITY connector's lanes (see the module's docstring)."""
+
+    connector_id: int
+    waits: Waits
+    locks: bool  # lanes are locked per transaction (PostgreSQL); else the lease holds them
+    halted: set[LaneKey] = field(default_factory=set)
+    passed: dict[LaneKey, int] = field(default_factory=dict)
+    scan_from: int = 0
+    retry_soon: bool = False
+
+    def plan(self, conn: sa.Connection, batch_size: int, batch_bytes: int) -> Plan:
+        """The next batch: the next tasks of the lanes this run may take, in id order, at
+        most ``batch_size`` and, past the first, no more than ``batch_bytes`` stored."""
+        plan, total, now = Plan(), 0, utcnow()
+        seen: set[LaneKey] = set()
+        window = max(batch_size * _SCAN_FACTOR, 100)
+        after = self.scan_from
+        while True:
+            rows = tasks.scan_front(conn, self.connector_id, after, window)
+            for row in rows:
+                lane = row.lane
+                if lane not in seen:
+                    seen.add(lane)
+                    if lane not in self.passed and not self._head_may_run(row, now):
+                        self.halted.add(lane)
+                if lane in self.halted or row.task_id <= self.passed.get(lane, 0):
+                    continue
+                total += int(row.size or 0)
+                if plan.ids and total > batch_bytes:
+                    return self._planned(plan)
+                plan.ids.append(row.task_id)
+                plan.lane_of[row.task_id] = lane
+                if len(plan.ids) >= batch_size:
+                    return self._planned(plan)
+            if len(rows) < window:
+                return self._planned(plan)
+            after = rows[-1].task_id
+
+    def _planned(self, plan: Plan) -> Plan:
+        if plan.ids:  # all before the first planned task is in lanes the run no longer takes
+            self.scan_from = max(self.scan_from, plan.ids[0] - 1)
+        return plan
+
+    def _head_may_run(self, head: Any, now: dt.datetime) -> bool:
+        """A lane may run unless its first task stops it: an ERROR, or a wait not yet over."""
+        if head.process_type == ProcessType.ERROR.value:
+            return False
+        return head.awaits is None or self.waits.expired(head, now)
+
+    def take_in(self, outcome: LaneOutcome) -> None:
+        self.halted |= outcome.halted
+        self.passed.update(outcome.passed)
+        if outcome.woken & self.halted:
+            self.halted -= outcome.woken
+            self.scan_from = 0  # woken lanes may have tasks anywhere
+        self.retry_soon = self.retry_soon or outcome.retry_soon
+
+    def skips(self, row: Any, outcome: LaneOutcome) -> bool:
+        """Whether the walk passes over this task without its turn: its lane stopped (in
+        this run or earlier in this batch), or the run turned it already."""
+        lane = row.lane
+        return (
+            lane in outcome.halted or lane in self.halted or row.task_id <= self.passed.get(lane, 0)
+        )
+
+
+@dataclass
+class Causes:
+    """Cause before effect across lanes: a task whose translation records name an entity
+    with an earlier task still queued in that entity's lane runs after that task."""
+
+    refs: dict[int, set[str]]
+    earlier: dict[str, list[tuple[int, bool]]]
+
+    @classmethod
+    def of(
+        cls,
+        conn: sa.Connection,
+        connector_id: int,
+        rows: list[Any],
+        payloads: dict[int, Any],
+        types: TypeLookup,
+    ) -> Causes:
+        refs: dict[int, set[str]] = {}
+        for row in rows:
+            payload = payloads[row.task_id]
+            if isinstance(payload, Payload) and payload.records:
+                lanes = referenced_lanes(payload, row.lane, row.site_name, types)
+                if lanes:
+                    refs[row.task_id] = lanes
+        earlier: dict[str, list[tuple[int, bool]]] = {}
+        wanted = set().union(*refs.values()) if refs else set()
+        if wanted:
+            below = max(refs)
+            for lane, task_id, stuck in tasks.queued_in_lanes(conn, connector_id, wanted, below):
+                earlier.setdefault(lane, []).append((int(task_id), bool(stuck)))
+        return cls(refs, earlier)
+
+    def blocker(self, row: Any, done: Iterable[int] | set[int]) -> tuple[int, bool] | None:
+        """The earlier task (id, stuck) this task must wait behind, or None."""
+        for lane in self.refs.get(row.task_id, ()):
+            for task_id, stuck in self.earlier.get(lane, ()):
+                if task_id < row.task_id and task_id not in done:
+                    return task_id, stuck
+        return None

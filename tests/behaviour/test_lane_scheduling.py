@@ -1,0 +1,288 @@
+"""Entity lanes, scheduled (CONTRACT §8): a task that stops stops its own lane only, a missing
+reference waits instead of failing, a cause runs before its effects across lanes, and several
+runs share one ENTITY connector lane by lane. On both databases."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskType
+from tests.helpers import (
+    DictConnector,
+    log,
+    membership,
+    object_id,
+    pending,
+    role,
+    run,
+    user,
+)
+
+ENTITY = "Lanes"
+SNAP = TaskDataType.SIMPLE_SNAPSHOT
+
+
+class EntityConnector(DictConnector):
+    ordering = Ordering.ENTITY
+
+
+class NoWaitConnector(EntityConnector):
+    dependency_timeout = 0.0  # a missing reference fails at once, as under CONNECTOR
+
+
+@pytest.fixture
+def lanes(bus: IntegrationBus) -> EntityConnector:
+    conn = EntityConnector(ENTITY)
+    bus.register_connector(conn)
+    return conn
+
+
+@pytest.fixture
+def nowait(bus: IntegrationBus) -> NoWaitConnector:
+    conn = NoWaitConnector(ENTITY)
+    bus.register_connector(conn)
+    return conn
+
+
+def entity(bus: IntegrationBus, external: object, *args: object, **kw: object) -> int:
+    return log(bus, external, *args, connector=ENTITY, **kw)  # type: ignore[arg-type]
+
+
+def process_type(bus: IntegrationBus, task_id: int) -> ProcessType:
+    info = bus.get_task(task_id)
+    assert info is not None
+    return info.process_type
+
+
+def test_a_failure_halts_its_lane_only(bus: IntegrationBus, nowait: NoWaitConnector) -> None:
+    nowait.knows("cms.user", 999, "ghost")
+    nowait.knows("cms.role", 998, "nobody")
+    first = entity(bus, user("alice", email="1@x"))
+    blocker = entity(bus, membership(999, 998), data_type=SNAP)
+    same_lane = entity(bus, membership(999, 998), TaskType.UPDATE_OBJECT, data_type=SNAP)
+    other = entity(bus, user("bob"))
+    again = entity(bus, user("alice", email="2@x"), TaskType.UPDATE_OBJECT)
+    result = run(bus, ENTITY)
+    assert (result.applied, result.failed, result.waiting) == (3, 1, 0)
+    assert result.stopped and result.error and "Cannot translate columns" in result.error
+    assert pending(bus, ENTITY) == [blocker, same_lane]
+    assert process_type(bus, blocker) is ProcessType.ERROR
+    assert process_type(bus, same_lane) is ProcessType.DEFAULT  # never ran: behind the error
+    assert bus.get_object("cms.user", "alice")["email"] == "2@x"
+    assert object_id(bus, "cms.user", "bob")
+    for gone in (first, other, again):
+        assert gone not in pending(bus, ENTITY)
+    # The halted lane stays halted in every run, while new work in other lanes goes on.
+    late = entity(bus, user("carol"))
+    result = run(bus, ENTITY)
+    assert (result.applied, result.failed) == (1, 0)
+    assert pending(bus, ENTITY) == [blocker, same_lane] and late not in pending(bus, ENTITY)
+    assert len(bus.task_log(blocker)) == 1  # an ERROR task is not retried by runs
+
+
+def test_deleting_the_error_lets_its_lane_go_on(
+    bus: IntegrationBus, nowait: NoWaitConnector
+) -> None:
+    blocker = entity(bus, user("gina", email="old@x"), process_type=ProcessType.ERROR)
+    behind = entity(bus, user("gina", email="new@x"))
+    assert run(bus, ENTITY).applied == 0
+    assert pending(bus, ENTITY) == [blocker, behind]
+    bus.delete_task(blocker)
+    result = run(bus, ENTITY)
+    assert result.applied == 1 and pending(bus, ENTITY) == []
+    assert bus.get_object("cms.user", "gina")["email"] == "new@x"
+
+
+def test_process_types_act_per_lane(bus: IntegrationBus, nowait: NoWaitConnector) -> None:
+    nowait.knows("cms.user", 999, "ghost")
+    nowait.knows("cms.role", 998, "nobody")
+    skip_once = entity(bus, user("dave", email="skipped@x"), process_type=ProcessType.SKIP_ONCE)
+    after_skip = entity(bus, user("dave", email="after@x"), TaskType.UPDATE_OBJECT)
+    soe = entity(bus, membership(999, 998), data_type=SNAP, process_type=ProcessType.SKIP_ON_ERROR)
+    doe = entity(
+        bus,
+        membership(999, 998),
+        data_type=SNAP,
+        process_type=ProcessType.DELETE_ON_ERROR,
+    )
+    error = entity(bus, user("erin"), process_type=ProcessType.ERROR)
+    behind_error = entity(bus, user("erin", email="e@x"), TaskType.UPDATE_OBJECT)
+    result = run(bus, ENTITY)
+    # SKIP_ONCE is passed (and becomes DEFAULT); the lane goes on behind it.
+    assert process_type(bus, skip_once) is ProcessType.DEFAULT
+    assert after_skip not in pending(bus, ENTITY)
+    assert bus.get_object("cms.user", "dave")["email"] == "after@x"
+    # SKIP_ON_ERROR fails, stays, and its lane goes on; DELETE_ON_ERROR fails and leaves.
+    assert process_type(bus, soe) is ProcessType.SKIP_ON_ERROR
+    assert doe not in pending(bus, ENTITY)
+    # An ERROR task halts its lane.
+    assert pending(bus, ENTITY) == [skip_once, soe, error, behind_error]
+    assert (result.applied, result.skipped, result.failed, result.deleted) == (1, 1, 2, 1)
+    assert bus.get_object("cms.user", "erin") is None
+    # The next run applies the former SKIP_ONCE task (now DEFAULT) and retries SKIP_ON_ERROR.
+    result = run(bus, ENTITY)
+    assert skip_once not in pending(bus, ENTITY)
+    assert bus.get_object("cms.user", "dave")["email"] == "skipped@x"
+    assert result.failed == 1 and soe in pending(bus, ENTITY)  # retried once per run
+
+
+def test_a_missing_reference_waits_and_runs_once_it_is_created(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    other = entity(bus, user("bob"))
+    result = run(bus, ENTITY)
+    assert (result.applied, result.failed, result.waiting) == (1, 0, 1)
+    assert not result.stopped and result.error is None
+    info = bus.get_task(member)
+    assert info is not None and info.process_type is ProcessType.DEFAULT
+    assert info.waiting_for == "cms.user 'alice'"  # the first reference it misses
+    assert bus.task_log(member) == [] and info.error_message is None  # waiting is no error
+    assert other not in pending(bus, ENTITY)
+    # A run while nothing it waits for has come leaves it alone (no retry, no log).
+    assert run(bus, ENTITY).waiting == 0 and bus.task_log(member) == []
+    # The user and the role arrive: applying them wakes the membership, in the same run.
+    entity(bus, user("alice"))
+    entity(bus, role("admin"))
+    result = run(bus, ENTITY)
+    assert pending(bus, ENTITY) == [], bus.get_task(member)
+    assert result.applied == 3 and result.failed == 0 and result.waiting == 0
+
+
+def test_a_wait_runs_out_after_dependency_timeout_and_fails_as_usual(
+    bus: IntegrationBus,
+) -> None:
+    class Impatient(EntityConnector):
+        dependency_timeout = 0.3
+
+    conn = Impatient(ENTITY)
+    bus.register_connector(conn)
+    conn.knows("cms.user", 1, "alice")
+    conn.knows("cms.role", 2, "admin")
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    behind = entity(bus, membership(1, 2), TaskType.UPDATE_OBJECT, data_type=SNAP)
+    assert run(bus, ENTITY).waiting == 1
+    time.sleep(0.4)
+    result = run(bus, ENTITY)
+    assert (result.failed, result.waiting, result.applied) == (1, 0, 0)
+    info = bus.get_task(member)
+    assert info is not None and info.process_type is ProcessType.ERROR
+    assert info.waiting_for is None
+    assert info.error_message and info.error_message.startswith("Cannot translate columns")
+    assert len(bus.task_log(member)) == 1
+    assert pending(bus, ENTITY) == [member, behind]
+
+
+def test_cause_runs_before_its_effect_in_another_lane(
+    bus: IntegrationBus, nowait: NoWaitConnector
+) -> None:
+    nowait.knows("cms.user", 1, "alice")
+    nowait.knows("cms.role", 2, "admin")
+    entity(bus, user("alice"))
+    entity(bus, role("admin"))
+    assert run(bus, ENTITY).applied == 2
+    # The user's next task is stuck (logged as ERROR); a membership that names the user,
+    # logged after it, must not run before it, even though its own lane is free.
+    cause = entity(
+        bus, user("alice", email="new@x"), TaskType.UPDATE_OBJECT, process_type=ProcessType.ERROR
+    )
+    effect = entity(bus, membership(1, 2), data_type=SNAP)
+    unrelated = entity(bus, user("bob"))
+    result = run(bus, ENTITY)
+    assert (result.applied, result.failed) == (1, 0)
+    assert pending(bus, ENTITY) == [cause, effect] and unrelated not in pending(bus, ENTITY)
+    assert process_type(bus, effect) is ProcessType.DEFAULT
+    assert bus.task_log(effect) == []
+    bus.synchronize_task(cause)  # the operator fixes the cause: the effect follows
+    result = run(bus, ENTITY)
+    assert result.applied == 1 and pending(bus, ENTITY) == []
+
+
+def test_tasks_logged_before_a_connector_became_entity_still_run_in_order(
+    bus: IntegrationBus,
+) -> None:
+    conn = DictConnector(ENTITY)
+    bus.register_connector(conn)
+    old = [entity(bus, user("frank", email=f"{i}@x"), TaskType.UPDATE_OBJECT) for i in range(3)]
+    conn.ordering = Ordering.ENTITY  # the class changes; the next registration records it
+    bus.register_connector(conn)
+    new = entity(bus, user("frank", email="new@x"), TaskType.UPDATE_OBJECT)
+    assert [bus.get_task(i).lane for i in old] == [None] * 3  # type: ignore[union-attr]
+    result = run(bus, ENTITY)
+    assert result.applied == 4 and pending(bus, ENTITY) == []
+    assert bus.get_object("cms.user", "frank")["email"] == "new@x"
+    assert bus.get_task(new) is None
+
+
+def test_many_lanes_over_several_batches_keep_each_lane_in_order(db_url: str) -> None:
+    bus = IntegrationBus(db_url, batch_size=7)
+    bus.create_schema()
+    bus.register_connector(NoWaitConnector(ENTITY))
+    expected: dict[str, str] = {}
+    for n in range(60):
+        name = f"u{n % 9}"
+        entity(bus, user(name, email=f"{n}@x"), TaskType.UPDATE_OBJECT)
+        expected[name] = f"{n}@x"
+    result = run(bus, ENTITY)
+    assert result.applied == 60 and pending(bus, ENTITY) == []
+    for name, email in expected.items():
+        assert bus.get_object("cms.user", name)["email"] == email
+    bus.close()
+
+
+@pytest.mark.postgres
+def test_parallel_runs_share_one_entity_connector_lane_by_lane(pg_url: str) -> None:
+    """Four runs at once on one ENTITY connector (PostgreSQL: no lease, lanes locked per
+    transaction): every task applied exactly once, each lane in order, work shared."""
+    bus = IntegrationBus(pg_url, batch_size=20)
+    bus.create_schema()
+    bus.register_connector(NoWaitConnector(ENTITY))
+    with bus.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE user_audit (id bigserial PRIMARY KEY, name text, email text)"
+        )
+        conn.exec_driver_sql(
+            """CREATE FUNCTION user_audit() RETURNS trigger AS $$
+            BEGIN PERFORM pg_sleep(0.001);
+            INSERT INTO user_audit (name, email) VALUES (NEW.user_name, NEW.email);
+            RETURN NEW; END $$ LANGUAGE plpgsql"""
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER user_audit BEFORE INSERT OR UPDATE ON cms_user "
+            "FOR EACH ROW EXECUTE FUNCTION user_audit()"
+        )
+    expected: dict[str, list[str]] = defaultdict(list)
+    for n in range(400):
+        name = f"u{n % 40}"
+        entity(bus, user(name, email=f"{n}@x"), TaskType.UPDATE_OBJECT)
+        expected[name].append(f"{n}@x")
+    applied: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while bus.queue_size(ENTITY):
+                applied.append(run(bus, ENTITY).applied)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert sum(applied) == 400
+    seen: dict[str, list[str]] = defaultdict(list)
+    with bus.engine.connect() as conn:
+        for name, email in conn.execute(sa.text("SELECT name, email FROM user_audit ORDER BY id")):
+            seen[name].append(email)
+    assert dict(seen) == dict(expected), "a task was lost, doubled or run out of order"
+    bus.close()
