@@ -7,6 +7,11 @@ processes the connector's lease keeps runs exclusive; a run refused because anot
 holds the lease is retried shortly, which is also how a crashed worker's connector is taken
 over once its lease has run out.
 
+An ``Ordering.ENTITY`` connector on PostgreSQL takes no lease: its runs lock lanes instead, so
+a trigger starts as many runs of it as there are idle worker threads (all of them may work on
+one connector, lane by lane). Those extra runs give their thread back, after the batch in
+hand, as soon as another connector's run waits for one.
+
 Wake-ups: on PostgreSQL every worker LISTENs on the channel each logged task NOTIFYs (across
 processes and machines); on SQLite the bus's in-process listener, plus a poll of the task-id
 counter every ``poll_interval`` for tasks other processes log.
@@ -24,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import sqlalchemy as sa
 
 from syncbus.bus import IntegrationBus
+from syncbus.enums import Ordering
 from syncbus.model import ProcessResult
 from syncbus.store import connectors, tasks, wakeups
 from syncbus.store.dialect import dialect_of
@@ -63,7 +69,10 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
         self._want_all = False
-        self._running: set[str] = set()
+        self._running: dict[str, int] = {}  # runs in flight (or queued on the pool) by name
+        self._extras: list[threading.Event] = []  # yield requests of extra runs in flight
+        self._parallel: dict[str, bool] = {}  # may several runs of it go at once here?
+        self._parallel_at = 0.0
         self._again: set[str] = set()
         self._retry_at: dict[str, float] = {}
         self._stop = threading.Event()
@@ -98,6 +107,8 @@ class Dispatcher:
         transactions roll back when the process exits; nothing they did is half-written)."""
         self._stop.set()
         with self._cond:
+            for extra in self._extras:
+                extra.set()
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
         if self._pool is not None:
@@ -156,24 +167,47 @@ class Dispatcher:
                 del self._retry_at[name]
             names |= self._wanted | due
             self._wanted.clear()
+        self._learn_parallel(names)
+        with self._cond:
             for name in names:
-                if name in self._running:
-                    self._again.add(name)  # one more pass when the current run ends
-                elif self._pool is not None and not self._stop.is_set():
-                    self._running.add(name)
-                    self._retry_at.pop(name, None)
-                    future = self._pool.submit(self._run, name)
-                    future.add_done_callback(functools.partial(self._never_ran, name))
+                self._start_runs(name)
 
-    def _run(self, name: str) -> None:
+    def _start_runs(self, name: str) -> None:
+        """Start what a trigger asks for (holding the lock): one run, or, for a connector whose
+        runs share it lane by lane, a run per idle thread; else one more pass later."""
+        if self._pool is None or self._stop.is_set():
+            return
+        have = self._running.get(name, 0)
+        limit = self.workers if self._parallel.get(name) else 1
+        idle = self.workers - sum(self._running.values())
+        count = min(limit - have, max(idle, 0 if have else 1))
+        if count <= 0:
+            self._again.add(name)  # one more pass when a current run ends
+            return
+        self._retry_at.pop(name, None)
+        for n in range(count):
+            extra = None if have + n == 0 else threading.Event()
+            self._submit(name, extra)
+        if sum(self._running.values()) > self.workers and self._extras:
+            self._extras.pop(0).set()  # a run waits for a thread: an extra run yields one
+
+    def _submit(self, name: str, extra: threading.Event | None) -> None:
+        assert self._pool is not None
+        self._running[name] = self._running.get(name, 0) + 1
+        if extra is not None:
+            self._extras.append(extra)
+        future = self._pool.submit(self._run, name, extra)
+        future.add_done_callback(functools.partial(self._never_ran, name, extra))
+
+    def _run(self, name: str, extra: threading.Event | None) -> None:
         result: ProcessResult | None = None
         try:
-            result = self.bus.process_tasks(name, stop=self._stop).get(name)
+            result = self.bus.process_tasks(name, stop=extra or self._stop).get(name)
         except Exception:
             log.exception("processing connector %r failed", name)
         finally:
             with self._cond:
-                self._running.discard(name)
+                self._ended(name, extra)
                 if result is not None and result.busy and not self._stop.is_set():
                     self._retry_at[name] = time.monotonic() + self.busy_retry
                 if name in self._again:
@@ -181,13 +215,40 @@ class Dispatcher:
                     self._wanted.add(name)
                 self._cond.notify_all()  # the loop and a waiting stop() both care
 
-    def _never_ran(self, name: str, future: Future[None]) -> None:
+    def _ended(self, name: str, extra: threading.Event | None) -> None:
+        left = self._running.get(name, 0) - 1
+        if left > 0:
+            self._running[name] = left
+        else:
+            self._running.pop(name, None)
+        if extra is not None and extra in self._extras:
+            self._extras.remove(extra)
+
+    def _never_ran(self, name: str, extra: threading.Event | None, future: Future[None]) -> None:
         """A run queued behind busy workers and cancelled by stop() is no longer running."""
         if future.cancelled():
             with self._cond:
-                self._running.discard(name)
+                self._ended(name, extra)
                 self._again.discard(name)
                 self._cond.notify_all()
+
+    def _learn_parallel(self, names: set[str]) -> None:
+        """Which of these connectors may run several times at once here (ENTITY on a database
+        with row locks); looked up again every half minute, for classes that changed."""
+        now = time.monotonic()
+        if not names or (names <= self._parallel.keys() and now - self._parallel_at < 30.0):
+            return
+        if not dialect_of(self.bus.engine).row_locks:
+            self._parallel.update(dict.fromkeys(names, False))
+            return
+        try:
+            with self.bus.reader.connect() as conn:
+                orderings = connectors.orderings(conn)
+        except sa.exc.SQLAlchemyError:
+            log.warning("cannot read the connectors' orderings", exc_info=True)
+            return
+        self._parallel = {name: o == Ordering.ENTITY.value for name, o in orderings.items()}
+        self._parallel_at = now
 
     # -- wake-ups -------------------------------------------------------------------------
     def _connectors_with_tasks(self) -> set[str]:

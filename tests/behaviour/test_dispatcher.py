@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 
 import pytest
 
-from syncbus import IntegrationBus, ProcessResult
+from syncbus import IntegrationBus, Ordering, ProcessResult
 from syncbus.dispatcher import Dispatcher
 from tests.helpers import wait_for
 from tests.seq import SeqConnector, make_bus
@@ -180,4 +181,110 @@ def test_stop_is_prompt_when_a_run_waits_behind_busy_workers(db_url: str) -> Non
         assert dispatcher.idle()
     finally:
         release.set()
+        bus.close()
+
+
+class _EntitySeq(SeqConnector):
+    connector_name = "SeqLanes"
+    ordering = Ordering.ENTITY
+
+
+def _counting_runs(bus: IntegrationBus) -> dict[str, int]:
+    """Wrap process_tasks to record, per connector, the most runs ever in flight at once."""
+    original = bus.process_tasks
+    lock = threading.Lock()
+    now: dict[str, int] = defaultdict(int)
+    most: dict[str, int] = defaultdict(int)
+
+    def counted(name, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            now[name] += 1
+            most[name] = max(most[name], now[name])
+        try:
+            return original(name, **kwargs)
+        finally:
+            with lock:
+                now[name] -= 1
+
+    bus.process_tasks = counted  # type: ignore[method-assign]
+    return most
+
+
+@pytest.mark.postgres
+def test_worker_threads_share_one_entity_connector(pg_url: str) -> None:
+    """On PostgreSQL a trigger starts a run of an ENTITY connector per idle thread; a CONNECTOR
+    connector never has two runs at once. Every task is applied once, each lane in order."""
+    bus = make_bus(pg_url, batch_size=10)
+    bus.register_connector(_EntitySeq)
+    with bus.engine.begin() as conn:  # applying is slow enough for runs to overlap
+        conn.exec_driver_sql(
+            "CREATE TABLE seq_audit (id bigserial PRIMARY KEY, name text NOT NULL, n int NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            """CREATE FUNCTION seq_audit() RETURNS trigger AS $$
+            BEGIN PERFORM pg_sleep(0.002);
+            INSERT INTO seq_audit (name, n) VALUES (NEW.counter_name, NEW.n);
+            RETURN NEW; END $$ LANGUAGE plpgsql"""
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER seq_audit BEFORE INSERT OR UPDATE ON seq_counter "
+            "FOR EACH ROW EXECUTE FUNCTION seq_audit()"
+        )
+    expected: dict[str, list[int]] = defaultdict(list)
+    for n in range(1, 301):
+        bus.process_external_task("SeqLanes", {"key": f"e{n % 30}", "n": n})
+        expected[f"e{n % 30}"].append(n)
+        bus.process_external_task("Seq", {"key": "c", "n": n})
+        expected["c"].append(n)
+    most = _counting_runs(bus)
+    dispatcher = quiet(bus, workers=4)
+    dispatcher.start()
+    try:
+        dispatcher.trigger()
+        wait_for(lambda: bus.queue_size() == 0 and dispatcher.idle(), timeout=60)
+    finally:
+        assert dispatcher.stop(timeout=20)
+    with bus.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT name, n FROM seq_audit ORDER BY id").all()
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in rows:
+        seen[name].append(n)
+    assert dict(seen) == dict(expected), "a task was lost, applied twice or out of order"
+    assert most["Seq"] == 1
+    assert most["SeqLanes"] >= 2, dict(most)
+    bus.close()
+
+
+@pytest.mark.postgres
+def test_extra_entity_runs_yield_a_thread_to_another_connector(pg_url: str) -> None:
+    """An ENTITY connector holding every thread gives one back, after its batch in hand, when
+    another connector's run waits for a thread."""
+    bus = make_bus(pg_url, batch_size=5)
+    bus.register_connector(_EntitySeq)
+    release = threading.Event()
+    original = bus.process_tasks
+    started: list[str] = []
+
+    def slow(name, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(name)
+        if name == "SeqLanes":
+            stop = kwargs.get("stop")
+            while not release.is_set() and not (stop is not None and stop.is_set()):
+                time.sleep(0.01)  # an endless run until it is asked to yield or stop
+        return original(name, **kwargs)
+
+    bus.process_tasks = slow  # type: ignore[method-assign]
+    for n in range(1, 41):
+        bus.process_external_task("SeqLanes", {"key": f"e{n % 8}", "n": n})
+    dispatcher = quiet(bus, workers=2)
+    dispatcher.start()
+    try:
+        dispatcher.trigger("SeqLanes")
+        wait_for(lambda: started.count("SeqLanes") == 2)
+        bus.process_external_task("Seq", {"key": "c", "n": 1})
+        dispatcher.trigger("Seq")
+        wait_for(lambda: bus.get_object("seq.counter", "c") is not None, timeout=10)
+    finally:
+        release.set()
+        dispatcher.stop(timeout=20)
         bus.close()

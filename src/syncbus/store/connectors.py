@@ -120,3 +120,8 @@ def connectors_with_tasks(conn: sa.Connection, *, enabled_only: bool = False) ->
 def enabled_by_name(conn: sa.Connection) -> dict[str, bool]:
     """Each connector's name and whether it is enabled."""
     return {str(n): bool(e) for n, e in conn.execute(_ENABLED_BY_NAME)}
+
+
+def orderings(conn: sa.Connection) -> dict[str, str]:
+    """Each connector's name and the wire value of its ordering."""
+    return {str(n): str(o) for n, o in conn.execute(sa.select(ct.c.connector_name, ct.c.ordering))}
