@@ -9,6 +9,7 @@ from syncbus import (
     IntegrationBus,
     InternalObject,
     ObjectType,
+    Ordering,
     TaskDataType,
     TaskType,
 )
@@ -39,3 +40,10 @@ def make_bus(url: str, **kwargs: Any) -> IntegrationBus:
     bus.create_schema()
     bus.register_connector(SeqConnector)
     return bus
+
+
+class SeqLanesConnector(SeqConnector):
+    """The same tasks under Ordering.ENTITY: one lane per counter."""
+
+    connector_name = "SeqLanes"
+    ordering = Ordering.ENTITY

@@ -1,0 +1,109 @@
+"""`syncbus worker` processes sharing one ENTITY connector on PostgreSQL, lane by lane: every
+entity's updates applied exactly once and in order, through SIGKILL, SIGSTOP past the lease,
+and connections terminated by the server."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus
+from syncbus.intake import TaskRequest
+from tests.helpers import wait_for
+from tests.seq import SeqLanesConnector
+from tests.workers import Workers, assert_exactly_once_in_order, audit_rows, install_audit
+from tests.workers import wbus as wbus
+from tests.workers import workers as workers
+
+pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess, pytest.mark.slow]
+
+LANES = SeqLanesConnector.connector_name
+
+
+def log_updates(bus: IntegrationBus, total: int, entities: int) -> dict[str, list[int]]:
+    """``total`` updates round-robin over ``entities`` counters, each carrying its sequence
+    number; logged in chunks (one transaction each)."""
+    bus.register_connector(SeqLanesConnector)
+    expected: dict[str, list[int]] = defaultdict(list)
+    chunk: list[TaskRequest] = []
+    for n in range(1, total + 1):
+        key = f"e{n % entities}"
+        chunk.append(TaskRequest({"key": key, "n": n}, task_type="UpdateObject"))
+        expected[key].append(n)
+        if len(chunk) == 1000:
+            bus.log_tasks(LANES, chunk)
+            chunk = []
+    if chunk:
+        bus.log_tasks(LANES, chunk)
+    return expected
+
+
+def start(workers: Workers, count: int) -> list:  # type: ignore[type-arg]
+    return [
+        workers.start(
+            "--workers",
+            "2",
+            "--scheduler-interval",
+            "0",
+            "--lease-seconds",
+            "2",
+            "--batch-size",
+            "50",
+            "--grace",
+            "10",
+        )
+        for _ in range(count)
+    ]
+
+
+def test_four_workers_one_entity_connector_survive_sigkill_and_sigstop(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    install_audit(wbus.engine, sleep=0.0002)
+    total = 20_000
+    expected = log_updates(wbus, total, entities=1_000)
+    began = time.monotonic()
+    killed, frozen, *_ = start(workers, 4)
+    wait_for(lambda: wbus.queue_size() < total * 3 // 4, timeout=120)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)
+    wait_for(lambda: wbus.queue_size() < total // 2, timeout=120)
+    frozen.send_signal(signal.SIGSTOP)  # past its 2 s lease: the server ends its session
+    try:
+        wait_for(lambda: wbus.queue_size() == 0, timeout=180)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    elapsed = time.monotonic() - began
+    time.sleep(1.0)  # the frozen one wakes up to a dead connection, then goes on
+    outputs = workers.stop_all()
+    codes = [p.returncode for p in workers.procs]
+    assert codes[0] == -signal.SIGKILL
+    assert codes[1:] == [0, 0, 0], workers.report(outputs)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
+    print(f"\n{total} updates over 1,000 entities by 4 workers in {elapsed:.1f}s")
+
+
+def test_entity_workers_survive_terminated_connections(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    install_audit(wbus.engine, sleep=0.0005)
+    total = 4_000
+    expected = log_updates(wbus, total, entities=200)
+    start(workers, 2)
+    for left in (total * 3 // 4, total // 2, total // 4):
+        wait_for(lambda left=left: wbus.queue_size() < left, timeout=120)  # type: ignore[misc]
+        with wbus.engine.connect() as conn:  # every other session of this database ends
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+    wait_for(lambda: wbus.queue_size() == 0, timeout=120)
+    outputs = workers.stop_all()
+    assert all(p.returncode == 0 for p in workers.procs), workers.report(outputs)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
