@@ -145,10 +145,10 @@ def _outcome(r: ProcessResult) -> Text:
 
 def _results_table(results: dict[str, ProcessResult]) -> Table:
     table = Table(title="Processing")
-    for col in ("connector", "applied", "failed", "skipped", "deleted", "outcome"):
+    for col in ("connector", "applied", "failed", "skipped", "deleted", "waiting", "outcome"):
         table.add_column(col, justify="right" if col in ("applied", "failed") else "left", **_FULL)
     for name, r in results.items():
-        counts = (str(n) for n in (r.applied, r.failed, r.skipped, r.deleted))
+        counts = (str(n) for n in (r.applied, r.failed, r.skipped, r.deleted, r.waiting))
         table.add_row(Text(name), *counts, _outcome(r))
     return table
 
@@ -511,11 +511,14 @@ def worker(
         """Prints each run that did something (a subscriber of ``bus.hooks``)."""
 
         def run_finished(self, result: ProcessResult) -> None:
-            if result.not_run_reason is None and (result.applied or result.failed):
+            if result.not_run_reason is None and (
+                result.applied or result.failed or result.waiting
+            ):
                 err_console.print(
                     Text(
                         f"{result.connector_name}: applied {result.applied}, "
                         f"failed {result.failed}"
+                        + (f", waiting {result.waiting}" if result.waiting else "")
                         + (f" (stopped: {result.error})" if result.stopped else "")
                     )
                 )

@@ -655,6 +655,8 @@ class Processor:
         failure = self._try_apply(conn, row, _decode(row.data), resolver, sites)
         if failure is None:
             tasks.remove(conn, [row.task_id])
+            if row.lane is not None:  # ENTITY: what waited for this entity may run again
+                tasks.wake(conn, [row.lane])
             return True, None
         rule = policy(_process_type(row))
         logs.record_task_error(

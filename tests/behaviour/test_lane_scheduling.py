@@ -286,3 +286,18 @@ def test_parallel_runs_share_one_entity_connector_lane_by_lane(pg_url: str) -> N
             seen[name].append(email)
     assert dict(seen) == dict(expected), "a task was lost, doubled or run out of order"
     bus.close()
+
+
+def test_synchronizing_the_missing_entity_wakes_what_waits_for_it(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    entity(bus, role("admin"))
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    assert run(bus, ENTITY).waiting == 1
+    alice = entity(bus, user("alice"))
+    assert bus.synchronize_task(alice)  # applied out of order, by an operator
+    info = bus.get_task(member)
+    assert info is not None and info.waiting_for is None  # woken, not yet run
+    assert run(bus, ENTITY).applied == 1 and pending(bus, ENTITY) == []
