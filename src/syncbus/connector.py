@@ -16,11 +16,12 @@ class BaseIntegrationConnector:
     SNAPSHOT, the two ``get_internal_*_params`` methods once per distinct external id.
 
     ``ordering`` (CONTRACT §8): ``Ordering.CONNECTOR`` (the default) keeps one queue per
-    connector, in task-id order; under ``Ordering.ENTITY`` each task is logged with its lane
-    key, the entity it writes (lanes are not scheduled yet: tasks still run in task-id order).
-    ``dependency_timeout``: the seconds a task will wait for a missing reference under
-    ``Ordering.ENTITY`` (not used yet). Both are checked when the connector is registered or
-    loaded; ``ordering`` may be given as its wire value (``"entity"``).
+    connector, in task-id order, where a failure stops everything behind it; under
+    ``Ordering.ENTITY`` the queue is split into one lane per entity: a failure halts only its
+    lane, and on PostgreSQL several workers share the connector lane by lane.
+    ``dependency_timeout``: under ``Ordering.ENTITY``, the seconds a task waits for a missing
+    reference before it fails (0: it fails at once). Both are checked when the connector is
+    registered or loaded; ``ordering`` may be given as its wire value (``"entity"``).
     """
 
     connector_name: str | None = None
