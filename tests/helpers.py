@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -226,3 +227,17 @@ def corrupt(bus: IntegrationBus, task_id: int, data: str = "{not json") -> None:
             sa.text("UPDATE syncbus_task SET data = :data WHERE task_id = :task_id"),
             {"data": data, "task_id": task_id},
         )
+
+
+class Clock:
+    """The clock of a bus's back-offs, moved by the test instead of by sleeping."""
+
+    def __init__(self, bus: IntegrationBus) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+        bus.runner.clock = self
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)

@@ -25,7 +25,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType, PageType
 from syncbus.engine import Processor, ProgressCallback
-from syncbus.enums import Ordering, ProcessType, TaskDataType, TaskType
+from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
     ConnectorDisabledError,
     ConnectorNotFoundError,
@@ -37,6 +37,7 @@ from syncbus.errors import (
 from syncbus.hooks import Hooks, TaskLogged
 from syncbus.intake import Intake, LogOutcome, TaskRequest
 from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
+from syncbus.policies import ConnectorRules
 from syncbus.settings import Settings
 from syncbus.store import migrate, reads
 from syncbus.store.admin import delete_task
@@ -231,8 +232,7 @@ class IntegrationBus:
             row.connector_name,
             on_progress,
             stop,
-            ordering=Ordering.parse(row.ordering),
-            dependency_timeout=row.dependency_timeout,
+            rules=ConnectorRules.of(row),
         )
 
     def synchronize_task(self, task_id: int) -> bool:

@@ -22,12 +22,18 @@ class BaseIntegrationConnector:
     ``dependency_timeout``: under ``Ordering.ENTITY``, the seconds a task waits for a missing
     reference before it fails (0: it fails at once). Both are checked when the connector is
     registered or loaded; ``ordering`` may be given as its wire value (``"entity"``).
+
+    ``retry_delay`` and ``retry_max_delay`` (CONTRACT §9): a ``SKIP_ON_ERROR`` task that failed
+    is tried again after ``retry_delay`` seconds, doubled after each failed attempt, capped at
+    ``retry_max_delay``.
     """
 
     connector_name: str | None = None
     display_name: str | None = None
     ordering: Ordering = Ordering.CONNECTOR
     dependency_timeout: float = 3600.0
+    retry_delay: float = 10.0
+    retry_max_delay: float = 3600.0
 
     def init(self) -> None:
         """Called once when the connector is loaded."""

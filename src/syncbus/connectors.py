@@ -19,7 +19,7 @@ from syncbus.store.connectors import (
     connectors_with_counts,
     register_connector,
     set_connector_enabled,
-    set_connector_ordering,
+    set_connector_rules,
 )
 from syncbus.store.logs import write_event
 
@@ -74,10 +74,24 @@ def _instantiate(cls: type[BaseIntegrationConnector], where: str) -> BaseIntegra
     return instance
 
 
-def check_ordering(instance: BaseIntegrationConnector) -> None:
-    """Refuse a connector whose ``ordering`` or ``dependency_timeout`` cannot work, naming the
-    connector and the attribute; store them on the instance normalised (an ``Ordering``, a
-    float), so logging compares them cheaply."""
+def _seconds(who: str, name: str, value: object, meaning: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConnectorLoadError(
+            f"{who}: {name} must be a finite number of seconds >= 0{meaning}, not {value!r:.80}"
+        )
+    return float(value)
+
+
+def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
+    """Refuse a connector whose ``ordering``, ``dependency_timeout``, ``retry_delay`` or
+    ``retry_max_delay`` cannot work, naming the connector and the attribute; store them on the
+    instance normalised (an ``Ordering``, floats), so logging compares them cheaply. Returns
+    them as the connector's row records them."""
     who = f"connector {instance.connector_name!r} ({type(instance).__name__})"
     ordering: object = instance.ordering
     if not isinstance(ordering, str):
@@ -89,18 +103,29 @@ def check_ordering(instance: BaseIntegrationConnector) -> None:
         instance.ordering = Ordering.parse(ordering)
     except InvalidEnumValueError as exc:
         raise ConnectorLoadError(f"{who}: {exc}") from None
-    timeout: object = instance.dependency_timeout
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout < 0
-    ):
+    instance.dependency_timeout = _seconds(
+        who,
+        "dependency_timeout",
+        instance.dependency_timeout,
+        " (0: a task never waits for a missing reference)",
+    )
+    instance.retry_delay = _seconds(who, "retry_delay", instance.retry_delay, "")
+    instance.retry_max_delay = _seconds(who, "retry_max_delay", instance.retry_max_delay, "")
+    if instance.retry_delay > instance.retry_max_delay:
         raise ConnectorLoadError(
-            f"{who}: dependency_timeout must be a finite number of seconds >= 0 (0: a task "
-            f"never waits for a missing reference), not {timeout!r:.80}"
+            f"{who}: retry_delay ({instance.retry_delay:g} s) is longer than retry_max_delay "
+            f"({instance.retry_max_delay:g} s)"
         )
-    instance.dependency_timeout = float(timeout)
+    return {
+        "ordering": instance.ordering.value,
+        "dependency_timeout": instance.dependency_timeout,
+        "retry_delay": instance.retry_delay,
+        "retry_max_delay": instance.retry_max_delay,
+    }
+
+
+# The old name.
+check_ordering = check_rules
 
 
 class ConnectorRegistry:
@@ -136,12 +161,10 @@ class ConnectorRegistry:
                 f"connector {type(instance).__name__} has no connector_name: set it on the "
                 "class or in init()"
             )
-        check_ordering(instance)
+        rules = check_rules(instance)
         display = instance.display_name or name
         with self.db.begin() as conn:
-            register_connector(
-                conn, name, display, path, instance.ordering, instance.dependency_timeout
-            )
+            register_connector(conn, name, display, path, rules)
         with self._lock:
             self._loaded[name] = instance
             self._failed.pop(name, None)
@@ -182,17 +205,12 @@ class ConnectorRegistry:
                     f"{instance.connector_name!r}, but is registered as {name!r}"
                 )
             try:
-                check_ordering(instance)
+                rules = check_rules(instance)
             except ConnectorLoadError as exc:
                 self._load_failed(name, str(exc), exc)
-            if (row.ordering, row.dependency_timeout) != (
-                instance.ordering.value,
-                instance.dependency_timeout,
-            ):  # the class changed since registration
-                with self.db.begin() as conn:
-                    set_connector_ordering(
-                        conn, name, instance.ordering, instance.dependency_timeout
-                    )
+            if any(getattr(row, key) != value for key, value in rules.items()):
+                with self.db.begin() as conn:  # the class changed since registration
+                    set_connector_rules(conn, name, rules)
             self._loaded[name] = instance
             return instance
 

@@ -210,10 +210,17 @@ class Dispatcher:
                 self._ended(name, extra)
                 if result is not None and result.busy and not self._stop.is_set():
                     self._retry_at[name] = time.monotonic() + self.busy_retry
+                if result is not None and result.next_attempt_at is not None:
+                    self._wake_at(name, result.next_attempt_at)
                 if name in self._again:
                     self._again.discard(name)
                     self._wanted.add(name)
                 self._cond.notify_all()  # the loop and a waiting stop() both care
+
+    def _wake_at(self, name: str, epoch: float) -> None:
+        """A run of ``name`` when its earliest task backing off is due (CONTRACT §9)."""
+        at = time.monotonic() + max(0.0, epoch - time.time())
+        self._retry_at[name] = min(self._retry_at.get(name, at), at)
 
     def _ended(self, name: str, extra: threading.Event | None) -> None:
         left = self._running.get(name, 0) - 1

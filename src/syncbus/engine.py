@@ -17,6 +17,7 @@ table in ``syncbus.policies``; every statement on the queue and the leases is in
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -35,10 +36,10 @@ from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
-from syncbus.policies import ErrorLog, Policy, Turn, policy
+from syncbus.policies import ConnectorRules, ErrorLog, Policy, Turn, policy
 from syncbus.scheduling import Causes, LaneOutcome, LaneRun, Plan, Waits
 from syncbus.store import connectors, leases, logs, tasks
-from syncbus.store.db import utcnow
+from syncbus.store.db import as_utc, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait, is_transient
 from syncbus.translation import Resolver
 
@@ -86,6 +87,7 @@ class _Run:
     owner: str
     result: ProcessResult
     stop: threading.Event
+    rules: ConnectorRules = field(default_factory=ConnectorRules)
     lanes: LaneRun | None = None
     fenced: bool = True
 
@@ -160,6 +162,8 @@ class Processor:
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.lease_seconds = lease_seconds
+        # The clock of back-offs (tests set their own, to move time without sleeping).
+        self.clock: Callable[[], dt.datetime] = utcnow
 
     # -- one run ------------------------------------------------------------------------
     def run(
@@ -169,8 +173,7 @@ class Processor:
         on_progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         *,
-        ordering: Ordering = Ordering.CONNECTOR,
-        dependency_timeout: float | None = None,
+        rules: ConnectorRules | None = None,
     ) -> ProcessResult:
         """One run: take the lease, drain the queue in batches, release the lease.
 
@@ -181,18 +184,18 @@ class Processor:
         """
         result = ProcessResult(connector_name)
         owner = f"{uuid.uuid4().hex}"
+        rules = rules or ConnectorRules()
         lanes = None
-        if ordering == Ordering.ENTITY:
+        if rules.ordering == Ordering.ENTITY:
             lanes = LaneRun(
                 connector_id,
-                Waits(
-                    3600.0 if dependency_timeout is None else dependency_timeout,
-                    self.registry.object_type,
-                ),
+                Waits(rules.dependency_timeout, self.registry.object_type),
                 locks=dialect_of(self.db).row_locks,
             )
         if lanes is not None and lanes.locks:
-            run = _Run(connector_id, owner, result, stop or threading.Event(), lanes, fenced=False)
+            run = _Run(
+                connector_id, owner, result, stop or threading.Event(), rules, lanes, fenced=False
+            )
             return self._run_unfenced(run, on_progress)
         try:
             with self.db.begin() as conn:
@@ -216,7 +219,8 @@ class Processor:
         heartbeat.start()
         try:
             self._drain(
-                _Run(connector_id, owner, result, stop or threading.Event(), lanes), on_progress
+                _Run(connector_id, owner, result, stop or threading.Event(), rules, lanes),
+                on_progress,
             )
         except Exception as exc:
             self._run_failed(connector_name, result, exc)
@@ -224,8 +228,19 @@ class Processor:
             heartbeat.stop()
             result.finished_at = time.time()
             self._release(connector_id, owner, result)
+        self._next_attempt(connector_id, result)
         self.hooks.run_finished(result)
         return result
+
+    def _next_attempt(self, connector_id: int, result: ProcessResult) -> None:
+        """Tell the dispatcher when the earliest task backing off may be tried again."""
+        try:
+            with self.db.connect() as conn:
+                due = tasks.next_attempt(conn, connector_id, self.clock())
+        except sa.exc.SQLAlchemyError:
+            log.warning("cannot read the connector's next attempt", exc_info=True)
+            return
+        result.next_attempt_at = None if due is None else due.timestamp()
 
     def _run_unfenced(self, run: _Run, on_progress: ProgressCallback | None) -> ProcessResult:
         """An ENTITY run on a database with row locks: no lease; each transaction takes the
@@ -238,6 +253,7 @@ class Processor:
             self._run_failed(result.connector_name, result, exc)
         finally:
             result.finished_at = time.time()
+        self._next_attempt(run.connector_id, result)
         self.hooks.run_finished(result)
         return result
 
@@ -399,7 +415,8 @@ class Processor:
             row = tasks.row(conn, task_id)
             if row is None:
                 return outcome
-            stop, drop = self._failed(conn, row, policy(_process_type(row)), error, tally)
+            rule = policy(_process_type(row))
+            stop, drop = self._failed(conn, row, rule, error, tally, run.rules)
             if drop:
                 tasks.remove(conn, [task_id])
             self._fence(conn, run)
@@ -451,7 +468,7 @@ class Processor:
         sites = self.applier.site_ids(conn)
         payloads = {row.task_id: _decode(row.data) for row in rows}
         resolver, targets = self._prefetch(conn, rows, payloads, sites, careful)
-        batch = _Batch(conn, resolver, sites, targets, careful, run.lanes)
+        batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
         if run.lanes is not None:
             done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
             self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
@@ -553,6 +570,8 @@ class Processor:
             result.stopped = True
             result.error = row.error_message
             return True, False
+        if rule.backoff and _backing_off(row, batch.now):
+            return False, False  # its next attempt has not come: passed, as if skipped
         if rule.turn is Turn.SKIP:
             tasks.set_process_type(batch.conn, row.task_id, rule.after_skip or ProcessType.DEFAULT)
             result.skipped += 1
@@ -572,7 +591,7 @@ class Processor:
             tasks.mark_waiting(batch.conn, row.task_id, awaited[1], awaited[0])
             result.waiting += 1
             return True, False
-        return self._failed(batch.conn, row, rule, failure.text, result)
+        return self._failed(batch.conn, row, rule, failure.text, result, batch.rules, batch.now)
 
     def _apply_fast(
         self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError
@@ -589,9 +608,15 @@ class Processor:
             raise _FastPathFailed from exc
         return None
 
-    @staticmethod
     def _failed(
-        conn: sa.Connection, row: Any, rule: Policy, error: str, result: _Tally
+        self,
+        conn: sa.Connection,
+        row: Any,
+        rule: Policy,
+        error: str,
+        result: _Tally,
+        rules: ConnectorRules,
+        now: dt.datetime | None = None,
     ) -> tuple[bool, bool]:
         """A task failed in a run: act by its process type's policy. (stop the run?, drop
         the task?)"""
@@ -612,12 +637,23 @@ class Processor:
                 error,
                 set_error_state=rule.becomes_error,
                 collapse_repeats=rule.collapse_repeats,
+                retry_at=self._retry_at(row, rule, rules, now),
             )
         if rule.drop:
             result.deleted += 1
         if rule.stop:
             result.stopped = True
         return rule.stop, rule.drop
+
+    def _retry_at(
+        self, row: Any, rule: Policy, rules: ConnectorRules, now: dt.datetime | None
+    ) -> dt.datetime | None:
+        """When a task that just failed may be tried again (CONTRACT §9), or None where its
+        process type does not back off."""
+        if not rule.backoff:
+            return None
+        attempts = int(getattr(row, "attempts", 0) or 0) + 1
+        return (now or self.clock()) + dt.timedelta(seconds=rules.backoff(attempts))
 
     def _try_apply(
         self,
@@ -659,8 +695,13 @@ class Processor:
                 tasks.wake(conn, [row.lane])
             return True, None
         rule = policy(_process_type(row))
+        rules = ConnectorRules.of(connectors.connector_by_id(conn, row.connector_id))
         logs.record_task_error(
-            conn, row.task_id, failure.text, set_error_state=rule.sync_failure_becomes_error
+            conn,
+            row.task_id,
+            failure.text,
+            set_error_state=rule.sync_failure_becomes_error,
+            retry_at=self._retry_at(row, rule, rules, None),
         )
         return False, failure.text
 
@@ -680,6 +721,8 @@ class _Batch:
     sites: dict[str, int]
     targets: TargetCache | None
     careful: bool
+    rules: ConnectorRules
+    now: dt.datetime  # the batch's clock: whose back-off has run out
     lanes: LaneRun | None = None  # ENTITY: the run's lanes (and when a task may wait)
 
 
@@ -688,6 +731,12 @@ def _decode(data: str) -> Payload | CorruptTaskError:
         return decode(data)
     except CorruptTaskError as exc:
         return exc
+
+
+def _backing_off(row: Any, now: dt.datetime) -> bool:
+    """Whether the task's next attempt (CONTRACT §9) has not come yet."""
+    due = as_utc(getattr(row, "next_attempt_at", None))
+    return due is not None and due > now
 
 
 def _process_type(row: Any) -> ProcessType:

@@ -79,8 +79,11 @@ class TaskInfo:
     hint: str | None = None
     # The task's lane under Ordering.ENTITY (syncbus.content.lanes), None under CONNECTOR.
     lane: str | None = None
-    # What the task waits for (CONTRACT §8); always None until lanes are scheduled.
+    # What the task waits for (CONTRACT §8): a missing reference, under Ordering.ENTITY.
     waiting_for: str | None = None
+    # Back-off (CONTRACT §9): failed attempts so far, and when the next may start.
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
 
     @property
     def is_failed(self) -> bool:
@@ -124,6 +127,8 @@ class ProcessResult:
     not_run_reason: str | None = None
     # Run again shortly: another runner held the lease or a lane this run needed.
     busy: bool = False
+    # When the connector's earliest task backing off may be tried again (epoch seconds).
+    next_attempt_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
 

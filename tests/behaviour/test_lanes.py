@@ -21,7 +21,7 @@ from syncbus import (
     TaskType,
 )
 from syncbus.intake import TaskRequest
-from syncbus.store.connectors import set_connector_ordering
+from syncbus.store.connectors import set_connector_rules
 from tests.helpers import (
     CONNECTOR,
     DictConnector,
@@ -152,7 +152,7 @@ def test_loading_a_class_whose_ordering_changed_updates_the_row(
 ) -> None:
     bus.register_connector("tests.sample_connectors:EntitySampleConnector")
     with bus.engine.begin() as conn:  # as if registered when the class said CONNECTOR
-        set_connector_ordering(conn, "EntitySample", Ordering.CONNECTOR)
+        set_connector_rules(conn, "EntitySample", {"ordering": Ordering.CONNECTOR.value})
     other = IntegrationBus(db_url)
     try:
         other.get_connector("EntitySample")

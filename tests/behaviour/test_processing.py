@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus, ProcessType, TaskDataType, TaskType
 from tests.helpers import (
     CONNECTOR,
+    Clock,
     DictConnector,
     add_connector,
     corrupt,
@@ -213,12 +214,14 @@ def test_skip_on_error_logs_the_error_keeps_the_task_and_goes_on(
 def test_skip_on_error_is_retried_and_succeeds_once_fixed(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:
+    clock = Clock(bus)
     failing = log_failing(bus, ProcessType.SKIP_ON_ERROR)
     run(bus)
-    _age_log(bus, failing)  # a second later, the retry's error is written again
+    clock.advance(11)  # past its first back-off (retry_delay 10 s, up to 10 % jitter)
     run(bus)
     assert len(bus.task_log(failing)) == 2
     fix(bus)
+    clock.advance(22)  # past the second (doubled)
     result = run(bus)
     assert result.applied == 1
     assert bus.get_task(failing) is None

@@ -3,6 +3,7 @@ queue counts, and which connectors have queued tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,18 +40,16 @@ def register_connector(
     name: str,
     display_name: str,
     class_path: str | None,
-    ordering: Ordering = Ordering.CONNECTOR,
-    dependency_timeout: float | None = None,
+    rules: Mapping[str, Any] | None = None,
 ) -> int:
-    """Insert the connector (enabled) or update its display name, class path, ordering and
-    dependency timeout (its enabled switch is left as it is); make sure it has a lease row.
-    Returns its id."""
+    """Insert the connector (enabled) or update its display name, class path and rules (the
+    wire values of its class's ordering, dependency timeout and retry delays; its enabled
+    switch is left as it is); make sure it has a lease row. Returns its id."""
     existing = conn.execute(_ID_BY_NAME, {"name": name}).scalar()
     values = {
         "display_name": display_name,
         "class_path": class_path,
-        "ordering": ordering.value,
-        "dependency_timeout": dependency_timeout,
+        **(rules or {"ordering": Ordering.CONNECTOR.value}),
         "modified_at": utcnow(),
     }
     if existing is None:
@@ -64,17 +63,14 @@ def register_connector(
     return cid
 
 
-def set_connector_ordering(
-    conn: sa.Connection, name: str, ordering: Ordering, dependency_timeout: float | None = None
-) -> None:
-    """Record the ordering and dependency timeout the connector's class declares (when they
-    changed since it was registered), so that every process shows and runs the same."""
+RULE_COLUMNS = ("ordering", "dependency_timeout", "retry_delay", "retry_max_delay")
+
+
+def set_connector_rules(conn: sa.Connection, name: str, rules: Mapping[str, Any]) -> None:
+    """Record the rules the connector's class declares (when they changed since it was
+    registered), so that every process shows and runs the same."""
     conn.execute(
-        ct.update()
-        .where(ct.c.connector_name == name)
-        .values(
-            ordering=ordering.value, dependency_timeout=dependency_timeout, modified_at=utcnow()
-        )
+        ct.update().where(ct.c.connector_name == name).values(**rules, modified_at=utcnow())
     )
 
 

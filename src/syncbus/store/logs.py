@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,8 +29,10 @@ def record_task_error(
     *,
     set_error_state: bool,
     collapse_repeats: bool = False,
+    retry_at: dt.datetime | None = None,
 ) -> None:
-    """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT).
+    """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT);
+    with ``retry_at``, count a failed attempt and set when the next may start.
 
     With ``collapse_repeats`` (automatic retries) the same error of the same task within a
     second is written once: a task retried on every trigger must not flood its log with
@@ -65,4 +68,7 @@ def record_task_error(
     }
     if set_error_state:
         values["process_type"] = ProcessType.ERROR.value
+    if retry_at is not None:  # one more failed attempt; the next waits (CONTRACT §9)
+        values["attempts"] = task_table.c.attempts + 1
+        values["next_attempt_at"] = retry_at
     conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))

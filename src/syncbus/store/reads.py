@@ -124,6 +124,8 @@ def task_info(row: Any) -> TaskInfo:
         idempotency_key=row.idempotency_key,
         lane=row.lane,
         waiting_for=row.waiting_for,
+        attempts=int(row.attempts or 0),
+        next_attempt_at=as_utc(row.next_attempt_at),
     )
 
 

@@ -27,6 +27,9 @@ connector_table = sa.Table(
     # Its ``dependency_timeout`` (seconds a task may wait for a missing reference), recorded
     # likewise; NULL: the default.
     sa.Column("dependency_timeout", sa.Float),
+    # Its ``retry_delay`` and ``retry_max_delay`` (CONTRACT §9), likewise; NULL: the defaults.
+    sa.Column("retry_delay", sa.Float),
+    sa.Column("retry_max_delay", sa.Float),
 )
 
 task_table = sa.Table(
@@ -58,6 +61,9 @@ task_table = sa.Table(
     sa.Column("waiting_for", sa.Text),
     sa.Column("awaits", sa.String(400)),
     sa.Column("waiting_since", UtcDateTime),
+    # Back-off (CONTRACT §9): failed automatic attempts so far, and when the next may start.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
     # The next task of each lane; only ENTITY connectors' tasks have one.
     sa.Index(
@@ -74,6 +80,14 @@ task_table = sa.Table(
         "awaits",
         sqlite_where=sa.text("awaits IS NOT NULL"),
         postgresql_where=sa.text("awaits IS NOT NULL"),
+    ),
+    # Tasks backing off: the earliest next attempt is the dispatcher's next wake-up.
+    sa.Index(
+        "ix_syncbus_task_backoff",
+        "connector_id",
+        "next_attempt_at",
+        sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+        postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
     ),
     # Failed and blocking tasks are few among many: partial indexes find them without a scan
     # (the admin's "failed" filter, the blocked-connector banner).

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.enums import ProcessType
-from syncbus.store.db import IN_CHUNK, utcnow
+from syncbus.store.db import IN_CHUNK, as_utc, utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.tables import task_table
 
@@ -28,6 +28,8 @@ RUN_COLUMNS = (
     t.c.title,
     t.c.data,
     t.c.error_message,
+    t.c.attempts,
+    t.c.next_attempt_at,
 )
 
 
@@ -233,3 +235,17 @@ def waits_expired(since: dt.datetime | None, timeout: float, now: dt.datetime) -
     if since.tzinfo is None:  # SQLite hands back naive UTC
         since = since.replace(tzinfo=dt.UTC)
     return (now - since).total_seconds() >= timeout
+
+
+def next_attempt(conn: sa.Connection, connector_id: int, after: dt.datetime) -> dt.datetime | None:
+    """The earliest time after ``after`` at which one of the connector's tasks backing off may
+    be tried again (the partial index on ``next_attempt_at``), or None. Times already past
+    are left out: such a task was tried, or waits behind a task that stops its queue."""
+    value = conn.execute(
+        sa.select(sa.func.min(t.c.next_attempt_at)).where(
+            t.c.connector_id == connector_id,
+            t.c.next_attempt_at.is_not(None),
+            t.c.next_attempt_at > after,
+        )
+    ).scalar()
+    return as_utc(value)

@@ -1,0 +1,46 @@
+"""retry back-off: a task's failed attempts and when it may be tried again, and a connector's
+retry delays
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+_BACKING_OFF = "next_attempt_at IS NOT NULL"
+
+
+def upgrade() -> None:
+    # Plain ADD COLUMNs (no table copy on SQLite); no task has failed an attempt yet.
+    op.add_column(
+        "syncbus_task",
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+    )
+    op.add_column(
+        "syncbus_task", sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.create_index(
+        "ix_syncbus_task_backoff",
+        "syncbus_task",
+        ["connector_id", "next_attempt_at"],
+        sqlite_where=sa.text(_BACKING_OFF),
+        postgresql_where=sa.text(_BACKING_OFF),
+    )
+    op.add_column("syncbus_connector", sa.Column("retry_delay", sa.Float(), nullable=True))
+    op.add_column("syncbus_connector", sa.Column("retry_max_delay", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("syncbus_connector", "retry_max_delay")
+    op.drop_column("syncbus_connector", "retry_delay")
+    op.drop_index("ix_syncbus_task_backoff", table_name="syncbus_task")
+    op.drop_column("syncbus_task", "next_attempt_at")
+    op.drop_column("syncbus_task", "attempts")
