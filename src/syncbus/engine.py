@@ -18,13 +18,15 @@ table in ``syncbus.policies``; every statement on the queue and the leases is in
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -49,6 +51,18 @@ __all__ = ["LeaseLostError", "Processor", "error_text", "is_lock_wait", "is_tran
 log = logging.getLogger("syncbus.engine")
 
 ProgressCallback = Callable[[ProcessResult], None]
+
+
+_T = TypeVar("_T")
+
+
+class TransientGiveUp(Exception):
+    """Transient database errors outlasted a run's retries (the run ends; nothing is lost)."""
+
+    def __init__(self, tries: int, cause: Exception) -> None:
+        super().__init__(f"{tries} transient errors in a row: {cause}")
+        self.tries = tries
+        self.cause = cause
 
 
 class _FastPathFailed(Exception):
@@ -162,6 +176,8 @@ class Processor:
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.lease_seconds = lease_seconds
+        # Transient database errors a run tries again, in a row, before it gives up.
+        self.transient_retries = 5
         # The clock of back-offs (tests set their own, to move time without sleeping).
         self.clock: Callable[[], dt.datetime] = utcnow
 
@@ -258,11 +274,18 @@ class Processor:
         return result
 
     def _run_failed(self, connector_name: str, result: ProcessResult, exc: Exception) -> None:
-        """A run that could not go on: transient trouble is tried again soon (``busy``);
-        anything else is written to the event log."""
+        """A run that could not go on: transient trouble is tried again soon (``busy``), and
+        written to the event log once the run's own retries are spent; anything else is
+        written to the event log."""
         result.error = error_text(exc)
         result.stopped = True
-        if is_transient(exc):
+        if isinstance(exc, TransientGiveUp):
+            result.busy = True
+            result.error = (
+                f"gave up after {exc.tries} transient database errors in a row "
+                f"(tried again shortly; no task was failed): {error_text(exc.cause)}"
+            )
+        elif is_transient(exc):
             result.busy = True
             log.warning("run of connector %r interrupted, will retry: %s", connector_name, exc)
             return
@@ -307,10 +330,11 @@ class Processor:
             return
         cursor = 0
         while not run.stop.is_set():
-            ids = self._claim(run, cursor)
+            ids = self._retrying(run, functools.partial(self._claim, run, cursor))
             if not ids:
                 return
-            outcome = self._apply_batch_tx(run, _Range(cursor, ids[-1]))
+            scope = _Range(cursor, ids[-1])
+            outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, scope))
             if on_progress is not None:
                 on_progress(run.result)
             if outcome.stop:
@@ -320,17 +344,40 @@ class Processor:
     def _drain_lanes(self, run: _Run, lanes: LaneRun, on_progress: ProgressCallback | None) -> None:
         """ENTITY: plan a batch of lanes' next tasks, apply it, until no lane can move."""
         while not run.stop.is_set():
-            with self.db.connect() as conn:
-                plan = lanes.plan(conn, self.batch_size, self.batch_bytes)
+            plan = self._retrying(run, functools.partial(self._plan, lanes))
             if not plan.ids:
                 break
-            outcome = self._apply_batch_tx(run, plan)
+            outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, plan))
             if on_progress is not None:
                 on_progress(run.result)
             if outcome.stop:
                 break
         if lanes.retry_soon and not run.stop.is_set():
             run.result.busy = True  # a lane waits on another runner: look again shortly
+
+    def _plan(self, lanes: LaneRun) -> Plan:
+        with self.db.connect() as conn:
+            return lanes.plan(conn, self.batch_size, self.batch_bytes)
+
+    def _retrying(self, run: _Run, step: Callable[[], _T]) -> _T:
+        """Do a step of the run; a transient database error (a deadlock, a lock timeout, a lost
+        connection: CONTRACT §9) is tried again, with back-off, up to ``transient_retries``
+        times in a row, then the run gives up (``TransientGiveUp``). Nothing of a failed try
+        was committed, and no task's process type or attempts change. A lost lease is not
+        retried: the run is over."""
+        delay = 0.05
+        for tries in itertools.count(1):
+            try:
+                return step()
+            except Exception as exc:
+                if isinstance(exc, LeaseLostError) or not is_transient(exc):
+                    raise
+                if tries > self.transient_retries or run.stop.is_set():
+                    raise TransientGiveUp(tries, exc) from exc
+                log.info("transient database error, trying again in %.2fs: %s", delay, exc)
+                run.stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
 
     # -- one batch ----------------------------------------------------------------------
     def _apply_batch_tx(self, run: _Run, scope: _Scope) -> _Outcome:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskType
 from syncbus.errors import InvalidObjectError
 from tests.helpers import (
+    Clock,
     DictConnector,
     log,
     membership,
@@ -102,6 +103,7 @@ def test_deleting_the_error_lets_its_lane_go_on(
 
 
 def test_process_types_act_per_lane(bus: IntegrationBus, nowait: NoWaitConnector) -> None:
+    clock = Clock(bus)
     nowait.knows("cms.user", 999, "ghost")
     nowait.knows("cms.role", 998, "nobody")
     skip_once = entity(bus, user("dave", email="skipped@x"), process_type=ProcessType.SKIP_ONCE)
@@ -127,7 +129,9 @@ def test_process_types_act_per_lane(bus: IntegrationBus, nowait: NoWaitConnector
     assert pending(bus, ENTITY) == [skip_once, soe, error, behind_error]
     assert (result.applied, result.skipped, result.failed, result.deleted) == (1, 1, 2, 1)
     assert bus.get_object("cms.user", "erin") is None
-    # The next run applies the former SKIP_ONCE task (now DEFAULT) and retries SKIP_ON_ERROR.
+    # The next run applies the former SKIP_ONCE task (now DEFAULT) and, once its back-off
+    # has passed, retries SKIP_ON_ERROR.
+    clock.advance(11)
     result = run(bus, ENTITY)
     assert skip_once not in pending(bus, ENTITY)
     assert bus.get_object("cms.user", "dave")["email"] == "skipped@x"

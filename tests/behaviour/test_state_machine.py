@@ -45,6 +45,8 @@ ITEM = ObjectType(
 
 class PropConnector(BaseIntegrationConnector):
     connector_name = "Prop"
+    retry_delay = 0.0  # every run retries a failed SKIP_ON_ERROR task (no back-off here)
+    retry_max_delay = 0.0
 
     def prepare_internal_object(
         self, obj: Any, task_type: TaskType, data_type: TaskDataType, site_name: str | None
@@ -102,10 +104,8 @@ class Model:
             elif t.ptype is ProcessType.DEFAULT:
                 t.ptype, t.log, t.log_min = ProcessType.ERROR, t.log + 1, t.log_min + 1
                 return
-            elif t.ptype is ProcessType.SKIP_ON_ERROR:
-                if t.log == 0:  # the first entry is always written
-                    t.log_min += 1
-                t.log += 1
+            elif t.ptype is ProcessType.SKIP_ON_ERROR:  # each attempt writes one entry
+                t.log, t.log_min = t.log + 1, t.log_min + 1
             else:  # DELETE_ON_ERROR
                 self.queue.remove(t)
                 self.events += 1
