@@ -80,7 +80,9 @@ class IntegrationBus:
         self.connectors = ConnectorRegistry(self.engine, self.reader)
         self.settings = Settings(self.engine, self.reader)
         self.hooks = Hooks()
-        self.intake = Intake(self.engine, self.registry, self.connectors, self.hooks.task_logged)
+        self.intake = Intake(
+            self.engine, self.registry, self.connectors, self.hooks.task_logged, self.hooks
+        )
         self.runner = Processor(
             self.engine,
             self.registry,
@@ -149,6 +151,12 @@ class IntegrationBus:
 
     def set_connector_enabled(self, name: str, enabled: bool) -> None:
         self.connectors.set_enabled(name, enabled)
+
+    def set_queue_limit(self, connector_name: str, limit: int | None) -> None:
+        """Refuse logging (``QueueFullError``) while the connector has ``limit`` or more tasks
+        queued; None removes the limit. Stored in the database: it binds every process that
+        logs (CONTRACT §9)."""
+        self.connectors.set_queue_limit(connector_name, limit)
 
     def list_connectors(self) -> list[ConnectorInfo]:
         return self.connectors.list()

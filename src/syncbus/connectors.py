@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.enums import InvalidEnumValueError, Ordering
-from syncbus.errors import ConnectorLoadError, ConnectorNotFoundError
+from syncbus.errors import ConfigurationError, ConnectorLoadError, ConnectorNotFoundError
 from syncbus.model import ConnectorInfo
 from syncbus.store.connectors import (
     connector_by_name,
@@ -19,6 +19,7 @@ from syncbus.store.connectors import (
     connectors_with_counts,
     register_connector,
     set_connector_enabled,
+    set_connector_queue_limit,
     set_connector_rules,
 )
 from syncbus.store.logs import write_event
@@ -128,6 +129,10 @@ def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
 check_ordering = check_rules
 
 
+# The largest queue limit (a 32-bit column; far more than any queue should hold).
+MAX_QUEUE_LIMIT = 2**31 - 1
+
+
 class ConnectorRegistry:
     """Connectors known to this process, backed by the connectors table."""
 
@@ -223,6 +228,20 @@ class ConnectorRegistry:
                 write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
         raise ConnectorLoadError(message) from cause
 
+    def set_queue_limit(self, name: str, limit: int | None) -> None:
+        whole = isinstance(limit, int) and not isinstance(limit, bool)
+        if limit is not None and (not whole or limit < 1):
+            raise ConfigurationError(
+                "a queue limit is a whole number of tasks >= 1 (or None: no limit), "
+                f"not {limit!r:.40}"
+            )
+        if limit is not None and limit > MAX_QUEUE_LIMIT:
+            raise ConfigurationError(f"a queue limit is at most {MAX_QUEUE_LIMIT}, not {limit}")
+        with self.db.begin() as conn:
+            found = set_connector_queue_limit(conn, name, limit)
+        if not found:
+            raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
+
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.db.begin() as conn:
             found = set_connector_enabled(conn, name, enabled)
@@ -242,6 +261,7 @@ class ConnectorRegistry:
                 failed=int(r.failed or 0),
                 load_error=self._failed.get(r.connector_name),
                 ordering=self._ordering(r.connector_name, r.ordering),
+                queue_limit=r.queue_limit,
             )
             for r in rows
         ]

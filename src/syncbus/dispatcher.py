@@ -94,6 +94,7 @@ class Dispatcher:
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="syncbus-worker")
         self.bus.add_task_listener(lambda name, _task_id: self.trigger(name))
+        self.bus.hooks.subscribe(_OnRejected(self))
         self._spawn(self._loop, "syncbus-dispatcher")
         if self._notified and self.listen:
             self._spawn(self._listen, "syncbus-listener")
@@ -279,3 +280,14 @@ class Dispatcher:
 
     def _listen(self) -> None:
         wakeups.listen(self.bus.engine, self._stop, self.trigger, tick=_LISTEN_TICK)
+
+
+class _OnRejected:
+    """A full queue refused tasks: make sure it is being drained (a run may not have been
+    asked for since processing was switched back on, say)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def tasks_rejected(self, connector_name: str, _count: int) -> None:
+        self.dispatcher.trigger(connector_name)

@@ -92,3 +92,13 @@ class CorruptTaskError(SyncBusError):
 
 class LeaseLostError(SyncBusError):
     """Another runner took the connector over (this runner stalled past its lease)."""
+
+
+class QueueFullError(SyncBusError):
+    """The connector's queue holds its limit of tasks (CONTRACT §9): nothing was logged.
+    ``retry_after``: seconds after which logging is likely to be accepted again, estimated
+    from how fast the connector's last run drained its queue."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -7,7 +7,8 @@ subscribe. A subscriber is any object with some of these methods:
 - ``task_applied(connector_name, task_id, manual)``: a task was applied and left the queue;
 - ``task_failed(connector_name, task_id, error, manual)``: an attempt failed (the task follows
   its process type);
-- ``run_finished(result)``: a run of a connector ended (also one that did not get to run).
+- ``run_finished(result)``: a run of a connector ended (also one that did not get to run);
+- ``tasks_rejected(connector_name, count)``: logging refused tasks, the queue being full.
 
 ``manual`` is True for ``synchronize_task`` (the API, the CLI, the admin's row and mass
 actions). Events are emitted after the transaction that made them has committed, so a
@@ -25,7 +26,7 @@ from syncbus.model import ProcessResult
 
 log = logging.getLogger("syncbus.hooks")
 
-EVENTS = ("task_logged", "task_applied", "task_failed", "run_finished")
+EVENTS = ("task_logged", "task_applied", "task_failed", "run_finished", "tasks_rejected")
 
 
 class Hooks:
@@ -68,6 +69,10 @@ class Hooks:
 
     def run_finished(self, result: ProcessResult) -> None:
         self._emit("run_finished", result)
+
+    def tasks_rejected(self, connector_name: str, count: int) -> None:
+        """Logging refused ``count`` tasks: the connector's queue is full (CONTRACT §9)."""
+        self._emit("tasks_rejected", connector_name, count)
 
 
 class TaskLogged:

@@ -23,11 +23,13 @@ from syncbus.errors import (
     ConnectorNotFoundError,
     IntegrationDisabledError,
     InvalidObjectError,
+    QueueFullError,
     SiteNotFoundError,
 )
+from syncbus.hooks import Hooks
 from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
-from syncbus.store import enqueue
+from syncbus.store import enqueue, leases
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
@@ -93,11 +95,13 @@ class Intake:
         registry: TypeRegistry,
         connectors: ConnectorRegistry,
         on_logged: Callable[[str, int], None] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.connectors = connectors
         self.on_logged = on_logged
+        self.hooks = hooks or Hooks()
 
     def log(self, connector_name: str, request: TaskRequest) -> LogOutcome:
         """Log one task (``process_external_task``)."""
@@ -136,8 +140,9 @@ class Intake:
         dialect = dialect_of(conn)
         dialect.reads_without_transaction(conn, True)
         states: dict[str | None, LogState] = {}  # per site, for tasks without a key
+        checked: list[LogState] = []
         prepared = [
-            self._prepare(conn, connector_name, r, p, states)
+            self._prepare(conn, connector_name, r, p, states, checked)
             for r, p in zip(requests, parsed, strict=True)
         ]
         conn.rollback()  # ends SQLAlchemy's notional transaction; the database has none open
@@ -145,6 +150,8 @@ class Intake:
         rows = [p for p in prepared if isinstance(p, dict)]
         # A lone task whose key a twin won raises _Duplicate; in a batch of several it must
         # take a savepoint instead, so that every other task keeps its outcome.
+        if rows and checked and checked[0].queue_limit is not None:
+            self._within_limit(conn, connector_name, rows, int(checked[0].queue_limit))
         ids = iter(self._insert(conn, connector_name, rows, len(requests) > 1) if rows else [])
         return [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
 
@@ -177,6 +184,7 @@ class Intake:
         req: TaskRequest,
         parsed: _Parsed,
         states: dict[str | None, LogState],
+        checked: list[LogState],
     ) -> LogOutcome | dict[str, Any]:
         """The task row to insert, or the outcome when there is nothing to insert."""
         ptype, ttype, dtype = parsed
@@ -184,6 +192,7 @@ class Intake:
         state = states.get(req.site_name) if key is None else None
         if state is None:  # a batch checks once per site (and once per idempotency key)
             state = self._check(conn, connector_name, req.site_name, key)
+            checked.append(state)
             if key is None:
                 states[req.site_name] = state
         if state.existing_task_id is not None:
@@ -243,6 +252,29 @@ class Intake:
         if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
             dtype = TaskDataType.SIMPLE_SNAPSHOT
         return Payload(page=prepared), None, typ.class_name, page_title(ttype, prepared), dtype
+
+    def _within_limit(
+        self, conn: sa.Connection, connector_name: str, rows: list[dict[str, Any]], limit: int
+    ) -> None:
+        """Backpressure (CONTRACT §9): refuse the whole call when the queue would pass the
+        connector's limit. Checked under the connector's logging lock, so concurrent loggers
+        cannot overshoot it together; connectors without a limit never come here."""
+        connector_id = rows[0]["connector_id"]
+        enqueue.take_logging_lock(conn, connector_id)
+        if not enqueue.queued_at_least(conn, connector_id, limit - len(rows) + 1):
+            return
+        queued = enqueue.queued_count(conn, connector_id)
+        rate = leases.last_run_rate(conn, connector_id)
+        over = queued + len(rows) - limit
+        retry_after = 2.0 if not rate else min(max(over / rate, 1.0), 300.0)
+        conn.rollback()
+        self.hooks.tasks_rejected(connector_name, len(rows))
+        raise QueueFullError(
+            f"connector {connector_name!r} has {queued} tasks queued, its limit is {limit}"
+            + (f"; {len(rows)} more would pass it" if len(rows) > 1 else "")
+            + f": nothing was logged; try again in {retry_after:.0f} s",
+            retry_after,
+        )
 
     @staticmethod
     def _insert(

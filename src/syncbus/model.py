@@ -148,4 +148,6 @@ class ConnectorInfo:
     pending: int = 0
     failed: int = 0
     load_error: str | None = None
+    # Backpressure (CONTRACT §9): logging is refused at this many queued tasks; None: no limit.
+    queue_limit: int | None = None
     ordering: Ordering = Ordering.CONNECTOR

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from syncbus.errors import (
     ConnectorLoadError,
     ConnectorNotFoundError,
     IntegrationDisabledError,
+    QueueFullError,
     SyncBusError,
     TaskBusyError,
     TaskNotFoundError,
@@ -199,6 +201,9 @@ def _resolve_token(api_token: str | None, no_auth: bool) -> str | None:
 
 
 async def _syncbus_error(_request: Request, exc: SyncBusError) -> JSONResponse:
+    if isinstance(exc, QueueFullError):  # backpressure: the client should slow down
+        seconds = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": seconds})
     return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
 
 
@@ -296,6 +301,17 @@ def _task_routes(
         return notify(connector)
 
 
+def _patch_connector(
+    bus: IntegrationBus, disp: Dispatcher, name: str, patch: s.ConnectorPatch
+) -> None:
+    if "queue_limit" in patch.model_fields_set:
+        bus.set_queue_limit(name, patch.queue_limit)
+    if patch.enabled is not None:
+        bus.set_connector_enabled(name, patch.enabled)
+        if patch.enabled:
+            disp.trigger(name)  # its waiting tasks can run now
+
+
 def _queue_routes(
     api: APIRouter, bus: IntegrationBus, disp: Dispatcher, metrics: ServiceMetrics
 ) -> None:
@@ -348,7 +364,5 @@ def _queue_routes(
 
     @api.patch("/api/connectors/{name}", response_model=ConnectorInfo, tags=["connectors"])
     def patch_connector(name: str, patch: s.ConnectorPatch) -> ConnectorInfo:
-        bus.set_connector_enabled(name, patch.enabled)
-        if patch.enabled:
-            disp.trigger(name)  # its waiting tasks can run now
+        _patch_connector(bus, disp, name, patch)
         return next(c for c in bus.list_connectors() if c.name == name)

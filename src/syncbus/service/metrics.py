@@ -69,6 +69,12 @@ class ServiceMetrics:
             ["connector"],
             registry=self.registry,
         )
+        self.rejected = Counter(
+            "syncbus_queue_rejected",
+            "Tasks refused at log time because the connector's queue was full.",
+            ["connector"],
+            registry=self.registry,
+        )
         self.run_seconds = Histogram(
             "syncbus_run_duration_seconds",
             "Duration of processing runs.",
@@ -87,6 +93,9 @@ class ServiceMetrics:
 
     def task_failed(self, connector_name: str, _task_id: int, _error: str, _manual: bool) -> None:
         self.failed.labels(connector_name).inc()
+
+    def tasks_rejected(self, connector_name: str, count: int) -> None:
+        self.rejected.labels(connector_name).inc(count)
 
     def run_finished(self, result: ProcessResult) -> None:
         if result.not_run_reason is not None:

@@ -116,9 +116,13 @@ class ConnectorList(BaseModel):
 
 
 class ConnectorPatch(BaseModel):
+    """What an operator may change on a connector: its switch and its queue limit (null
+    removes the limit; a field left out is left as it is)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool
+    enabled: bool | None = None
+    queue_limit: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class NotifyOut(BaseModel):

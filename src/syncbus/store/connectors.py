@@ -121,3 +121,14 @@ def enabled_by_name(conn: sa.Connection) -> dict[str, bool]:
 def orderings(conn: sa.Connection) -> dict[str, str]:
     """Each connector's name and the wire value of its ordering."""
     return {str(n): str(o) for n, o in conn.execute(sa.select(ct.c.connector_name, ct.c.ordering))}
+
+
+def set_connector_queue_limit(conn: sa.Connection, name: str, limit: int | None) -> bool:
+    """Set (or, with None, remove) the connector's queue limit; False when no connector has
+    that name."""
+    result = conn.execute(
+        ct.update()
+        .where(ct.c.connector_name == name)
+        .values(queue_limit=limit, modified_at=utcnow())
+    )
+    return result.rowcount > 0

@@ -62,6 +62,7 @@ class LogState:
     connector_enabled: bool
     site_exists: bool
     existing_task_id: int | None  # the task logged earlier with the same idempotency key
+    queue_limit: int | None = None  # logging is refused at this many queued tasks
 
 
 SiteLookup = Callable[[sa.BindParameter[str]], sa.ScalarSelect[Any]]
@@ -78,6 +79,10 @@ def state_query(site_id: SiteLookup) -> sa.Select[Any]:
         setting_expr(LOGGING).label("logging"),
         cid.label("cid"),
         sa.select(ct.c.enabled).where(ct.c.connector_name == name).scalar_subquery().label("cen"),
+        sa.select(ct.c.queue_limit)
+        .where(ct.c.connector_name == name)
+        .scalar_subquery()
+        .label("limit"),
         site_id(sa.bindparam("site", type_=sa.String())).label("sid"),
         sa.select(keys.c.task_id)
         .where(keys.c.connector_id == cid, keys.c.idempotency_key == key)
@@ -100,6 +105,7 @@ def read_state(
         connector_enabled=bool(row.cen),
         site_exists=row.sid is not None,
         existing_task_id=row.existing,
+        queue_limit=row.limit,
     )
 
 
@@ -201,3 +207,38 @@ def claim_key(conn: sa.Connection, row: dict[str, Any], task_id: int) -> int | N
     if conn.execute(_BY_DIALECT[dialect_of(conn)].claim_key, claim).scalar() is not None:
         return None
     return int(conn.execute(_KEY_LOOKUP, key).scalar_one())
+
+
+def queued_at_least(conn: sa.Connection, connector_id: int, count: int) -> bool:
+    """Whether the connector has ``count`` or more tasks queued, without counting a long
+    queue: the span of its task ids bounds the count from above (two index probes), and only
+    a span that reaches ``count`` is checked exactly, by reading at most ``count`` index
+    entries."""
+    if count <= 0:
+        return True
+    t = task_table
+    low, high = conn.execute(
+        sa.select(sa.func.min(t.c.task_id), sa.func.max(t.c.task_id)).where(
+            t.c.connector_id == connector_id
+        )
+    ).one()
+    if low is None or int(high) - int(low) + 1 < count:
+        return False
+    nth = conn.execute(
+        sa.select(t.c.task_id)
+        .where(t.c.connector_id == connector_id)
+        .order_by(t.c.task_id)
+        .offset(count - 1)
+        .limit(1)
+    ).first()
+    return nth is not None
+
+
+def queued_count(conn: sa.Connection, connector_id: int) -> int:
+    """The connector's queued tasks (a count: for a refusal's message, not per logging call)."""
+    t = task_table
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).select_from(t).where(t.c.connector_id == connector_id)
+        ).scalar_one()
+    )

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from syncbus.store.db import utcnow
+from syncbus.store.db import as_utc, utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.tables import lease_table
 
@@ -69,3 +69,20 @@ def release_lease(conn: sa.Connection, connector_id: int, owner: str, **last_run
             **last_run,
         )
     )
+
+
+def last_run_rate(conn: sa.Connection, connector_id: int) -> float | None:
+    """Tasks a second the connector's last finished run applied (its drain rate), or None
+    when it has none to tell."""
+    t = lease_table
+    row = conn.execute(
+        sa.select(t.c.last_run_applied, t.c.last_run_started_at, t.c.last_run_finished_at).where(
+            t.c.connector_id == connector_id
+        )
+    ).first()
+    if row is None or not row.last_run_applied:
+        return None
+    started, finished = as_utc(row.last_run_started_at), as_utc(row.last_run_finished_at)
+    if started is None or finished is None or finished <= started:
+        return None
+    return float(row.last_run_applied) / (finished - started).total_seconds()

@@ -30,6 +30,9 @@ connector_table = sa.Table(
     # Its ``retry_delay`` and ``retry_max_delay`` (CONTRACT §9), likewise; NULL: the defaults.
     sa.Column("retry_delay", sa.Float),
     sa.Column("retry_max_delay", sa.Float),
+    # Backpressure (CONTRACT §9): logging is refused while this many tasks are queued; NULL:
+    # no limit. Set by an operator (like ``enabled``), not by the class.
+    sa.Column("queue_limit", sa.Integer),
 )
 
 task_table = sa.Table(

@@ -1,5 +1,5 @@
-"""retry back-off: a task's failed attempts and when it may be tried again, and a connector's
-retry delays
+"""retry back-off and backpressure: a task's failed attempts and when it may be tried again,
+a connector's retry delays and queue limit
 
 Revision ID: 0005
 Revises: 0004
@@ -36,9 +36,11 @@ def upgrade() -> None:
     )
     op.add_column("syncbus_connector", sa.Column("retry_delay", sa.Float(), nullable=True))
     op.add_column("syncbus_connector", sa.Column("retry_max_delay", sa.Float(), nullable=True))
+    op.add_column("syncbus_connector", sa.Column("queue_limit", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("syncbus_connector", "queue_limit")
     op.drop_column("syncbus_connector", "retry_max_delay")
     op.drop_column("syncbus_connector", "retry_delay")
     op.drop_index("ix_syncbus_task_backoff", table_name="syncbus_task")
