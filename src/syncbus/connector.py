@@ -25,7 +25,8 @@ class BaseIntegrationConnector:
 
     ``retry_delay`` and ``retry_max_delay`` (CONTRACT §9): a ``SKIP_ON_ERROR`` task that failed
     is tried again after ``retry_delay`` seconds, doubled after each failed attempt, capped at
-    ``retry_max_delay``.
+    ``retry_max_delay``. ``quarantine_after``: a task with which the worker applying it died
+    this many times becomes ``ERROR`` ("quarantined") instead of killing the next one.
     """
 
     connector_name: str | None = None
@@ -34,6 +35,7 @@ class BaseIntegrationConnector:
     dependency_timeout: float = 3600.0
     retry_delay: float = 10.0
     retry_max_delay: float = 3600.0
+    quarantine_after: int = 3
 
     def init(self) -> None:
         """Called once when the connector is loaded."""

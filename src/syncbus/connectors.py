@@ -112,6 +112,12 @@ def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
     )
     instance.retry_delay = _seconds(who, "retry_delay", instance.retry_delay, "")
     instance.retry_max_delay = _seconds(who, "retry_max_delay", instance.retry_max_delay, "")
+    bound: object = instance.quarantine_after
+    if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= 1000:
+        raise ConnectorLoadError(
+            f"{who}: quarantine_after must be a whole number of deaths from 1 to 1000, "
+            f"not {bound!r:.80}"
+        )
     if instance.retry_delay > instance.retry_max_delay:
         raise ConnectorLoadError(
             f"{who}: retry_delay ({instance.retry_delay:g} s) is longer than retry_max_delay "
@@ -122,6 +128,7 @@ def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
         "dependency_timeout": instance.dependency_timeout,
         "retry_delay": instance.retry_delay,
         "retry_max_delay": instance.retry_max_delay,
+        "quarantine_after": instance.quarantine_after,
     }
 
 

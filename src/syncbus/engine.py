@@ -216,11 +216,11 @@ class Processor:
         try:
             with self.db.begin() as conn:
                 leases.ensure_lease_row(conn, connector_id)
-                won = leases.acquire_lease(conn, connector_id, owner, self.lease_seconds)
+                won, dead = leases.take_lease(conn, connector_id, owner, self.lease_seconds)
         except sa.exc.DBAPIError as exc:
             if not is_transient(exc):
                 raise
-            won = False  # the lease row is locked for a moment: as good as taken
+            won, dead = False, None  # the lease row is locked for a moment: as good as taken
         # The run's times lie inside the lease: two runs' intervals never overlap.
         result.started_at = time.time()
         if not won:
@@ -233,11 +233,11 @@ class Processor:
             return result
         heartbeat = _Heartbeat(self, connector_id, owner)
         heartbeat.start()
+        run = _Run(connector_id, owner, result, stop or threading.Event(), rules, lanes)
         try:
-            self._drain(
-                _Run(connector_id, owner, result, stop or threading.Event(), rules, lanes),
-                on_progress,
-            )
+            if dead is not None:  # its last runner died applying these: find the poison
+                self._after_death(run, *dead)
+            self._drain(run, on_progress)
         except Exception as exc:
             self._run_failed(connector_name, result, exc)
         finally:
@@ -399,11 +399,12 @@ class Processor:
         return self._apply_isolated(run, scope)
 
     def _apply_once(self, run: _Run, scope: _Scope, careful: bool) -> _Outcome:
-        """One transaction over the batch; counted only once committed."""
+        """One transaction over the batch; counted only once committed. Its commit also
+        clears the batch from the lease: no longer in flight."""
         tally = _tally(run.result)
         with self.db.begin() as conn:
             outcome = self._apply_batch(conn, run, scope, tally, careful)
-            self._fence(conn, run)
+            self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
         self._committed(run.result, tally)
         if run.lanes is not None:
             run.lanes.take_in(outcome.lanes)
@@ -442,6 +443,7 @@ class Processor:
             one: _Scope = (
                 _Range(previous, task_id) if isinstance(scope, _Range) else scope.only(task_id)
             )
+            self._in_flight(run, task_id)  # should the worker die now, it was this task
             try:
                 step = self._apply_once(run, one, careful=True)
             except Exception as exc:
@@ -454,6 +456,52 @@ class Processor:
                 outcome.stop = True
                 break
         return outcome
+
+    def _in_flight(self, run: _Run, task_id: int) -> None:
+        """Record one task alone as the batch in flight (poison quarantine narrows down)."""
+        if run.fenced:
+            with self.db.begin() as conn:
+                self._fence(conn, run, run_first_task_id=task_id, run_last_task_id=task_id)
+
+    def _after_death(self, run: _Run, first: int, last: int) -> None:
+        """The connector's last runner died with tasks [first, last] in flight (CONTRACT §9):
+        count a death for each still queued; a task at ``quarantine_after`` deaths becomes
+        ERROR ("quarantined"); the rest are applied again one task per transaction, so a
+        task that kills its worker again is the only one in flight when it does."""
+        tally = _tally(run.result)
+        with self.db.begin() as conn:
+            counted = tasks.count_deaths(conn, run.connector_id, first, last)
+            doomed = [(i, d) for i, d in counted if d >= run.rules.quarantine_after]
+            for task_id, deaths in doomed:
+                self._quarantine(conn, task_id, deaths, tally)
+            self._fence(conn, run)
+        self._committed(run.result, tally)
+        for task_id, _ in doomed:
+            self.hooks.task_quarantined(run.result.connector_name, task_id)
+        if len(doomed) == len(counted):
+            return
+        log.warning(
+            "connector %r: a worker died applying tasks %d to %d; applying them one by one",
+            run.result.connector_name,
+            first,
+            last,
+        )
+        if run.lanes is None:
+            self._apply_isolated(run, _Range(first - 1, last))
+            return
+        with self.db.connect() as conn:
+            rows = [tasks.row(conn, i) for i, _ in counted]
+        ids = [r.task_id for r in rows if r is not None]
+        self._apply_isolated(run, Plan(ids, {r.task_id: r.lane for r in rows if r is not None}))
+
+    @staticmethod
+    def _quarantine(conn: sa.Connection, task_id: int, deaths: int, tally: _Tally) -> None:
+        error = f"quarantined: the worker applying it died {deaths} times"
+        logs.record_task_error(conn, task_id, error, set_error_state=True)
+        logs.write_event(conn, "Integration", "QUARANTINE", f"task {task_id} {error}")
+        tally.failed += 1
+        tally.error = error
+        tally.failures.append((task_id, error))
 
     def _fail_alone(self, run: _Run, task_id: int, error: str) -> _Outcome:
         tally = _tally(run.result)

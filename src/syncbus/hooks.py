@@ -8,7 +8,9 @@ subscribe. A subscriber is any object with some of these methods:
 - ``task_failed(connector_name, task_id, error, manual)``: an attempt failed (the task follows
   its process type);
 - ``run_finished(result)``: a run of a connector ended (also one that did not get to run);
-- ``tasks_rejected(connector_name, count)``: logging refused tasks, the queue being full.
+- ``tasks_rejected(connector_name, count)``: logging refused tasks, the queue being full;
+- ``task_quarantined(connector_name, task_id)``: workers died with the task too often: it
+  became ERROR (also reported as ``task_failed``).
 
 ``manual`` is True for ``synchronize_task`` (the API, the CLI, the admin's row and mass
 actions). Events are emitted after the transaction that made them has committed, so a
@@ -26,7 +28,14 @@ from syncbus.model import ProcessResult
 
 log = logging.getLogger("syncbus.hooks")
 
-EVENTS = ("task_logged", "task_applied", "task_failed", "run_finished", "tasks_rejected")
+EVENTS = (
+    "task_logged",
+    "task_applied",
+    "task_failed",
+    "run_finished",
+    "tasks_rejected",
+    "task_quarantined",
+)
 
 
 class Hooks:
@@ -69,6 +78,9 @@ class Hooks:
 
     def run_finished(self, result: ProcessResult) -> None:
         self._emit("run_finished", result)
+
+    def task_quarantined(self, connector_name: str, task_id: int) -> None:
+        self._emit("task_quarantined", connector_name, task_id)
 
     def tasks_rejected(self, connector_name: str, count: int) -> None:
         """Logging refused ``count`` tasks: the connector's queue is full (CONTRACT §9)."""

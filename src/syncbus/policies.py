@@ -77,6 +77,7 @@ class ConnectorRules:
     dependency_timeout: float = 3600.0
     retry_delay: float = 10.0
     retry_max_delay: float = 3600.0
+    quarantine_after: int = 3
 
     @classmethod
     def of(cls, row: Any) -> ConnectorRules:
@@ -91,6 +92,7 @@ class ConnectorRules:
             pick(row.dependency_timeout, default.dependency_timeout),
             pick(row.retry_delay, default.retry_delay),
             pick(row.retry_max_delay, default.retry_max_delay),
+            default.quarantine_after if row.quarantine_after is None else int(row.quarantine_after),
         )
 
     def backoff(self, attempts: int, rand: float | None = None) -> float:

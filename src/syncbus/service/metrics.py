@@ -75,6 +75,12 @@ class ServiceMetrics:
             ["connector"],
             registry=self.registry,
         )
+        self.quarantined = Counter(
+            "syncbus_tasks_quarantined",
+            "Tasks made ERROR because the worker applying them died too often.",
+            ["connector"],
+            registry=self.registry,
+        )
         self.run_seconds = Histogram(
             "syncbus_run_duration_seconds",
             "Duration of processing runs.",
@@ -93,6 +99,9 @@ class ServiceMetrics:
 
     def task_failed(self, connector_name: str, _task_id: int, _error: str, _manual: bool) -> None:
         self.failed.labels(connector_name).inc()
+
+    def task_quarantined(self, connector_name: str, _task_id: int) -> None:
+        self.quarantined.labels(connector_name).inc()
 
     def tasks_rejected(self, connector_name: str, count: int) -> None:
         self.rejected.labels(connector_name).inc(count)

@@ -63,7 +63,13 @@ def register_connector(
     return cid
 
 
-RULE_COLUMNS = ("ordering", "dependency_timeout", "retry_delay", "retry_max_delay")
+RULE_COLUMNS = (
+    "ordering",
+    "dependency_timeout",
+    "retry_delay",
+    "retry_max_delay",
+    "quarantine_after",
+)
 
 
 def set_connector_rules(conn: sa.Connection, name: str, rules: Mapping[str, Any]) -> None:

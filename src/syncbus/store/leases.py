@@ -37,6 +37,26 @@ def acquire_lease(conn: sa.Connection, connector_id: int, owner: str, seconds: f
     return result.rowcount == 1
 
 
+def take_lease(
+    conn: sa.Connection, connector_id: int, owner: str, seconds: float
+) -> tuple[bool, tuple[int, int] | None]:
+    """Take the lease (``acquire_lease``) and say whether its last holder died with a batch in
+    flight: the ids [first, last] it had claimed and not committed, or None. A run records
+    its batch on the lease when it claims it and clears it in the batch's own commit, so a
+    range left on a lease that expired is the batch its runner was applying when it died."""
+    t = lease_table
+    before = conn.execute(
+        sa.select(t.c.owner, t.c.run_first_task_id, t.c.run_last_task_id).where(
+            t.c.connector_id == connector_id
+        )
+    ).first()
+    if not acquire_lease(conn, connector_id, owner, seconds):
+        return False, None
+    if before is None or before.owner is None or before.run_first_task_id is None:
+        return True, None
+    return True, (int(before.run_first_task_id), int(before.run_last_task_id))
+
+
 def renew_lease(
     conn: sa.Connection,
     connector_id: int,

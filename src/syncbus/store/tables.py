@@ -33,6 +33,8 @@ connector_table = sa.Table(
     # Backpressure (CONTRACT §9): logging is refused while this many tasks are queued; NULL:
     # no limit. Set by an operator (like ``enabled``), not by the class.
     sa.Column("queue_limit", sa.Integer),
+    # Its ``quarantine_after`` (CONTRACT §9), recorded like its retry delays; NULL: 3.
+    sa.Column("quarantine_after", sa.Integer),
 )
 
 task_table = sa.Table(
@@ -67,6 +69,8 @@ task_table = sa.Table(
     # Back-off (CONTRACT §9): failed automatic attempts so far, and when the next may start.
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UtcDateTime),
+    # Poison quarantine (CONTRACT §9): how often a worker died with the task in flight.
+    sa.Column("deaths", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
     # The next task of each lane; only ENTITY connectors' tasks have one.
     sa.Index(

@@ -249,3 +249,17 @@ def next_attempt(conn: sa.Connection, connector_id: int, after: dt.datetime) -> 
         )
     ).scalar()
     return as_utc(value)
+
+
+def count_deaths(
+    conn: sa.Connection, connector_id: int, first: int, last: int
+) -> list[tuple[int, int]]:
+    """A worker died applying the connector's tasks [first, last]: count a death for each of
+    them still queued. (task_id, deaths so far) of each, in order."""
+    rows = conn.execute(
+        t.update()
+        .where(t.c.connector_id == connector_id, t.c.task_id >= first, t.c.task_id <= last)
+        .values(deaths=t.c.deaths + 1)
+        .returning(t.c.task_id, t.c.deaths)
+    ).all()
+    return sorted((int(task_id), int(deaths)) for task_id, deaths in rows)

@@ -1,5 +1,5 @@
-"""retry back-off and backpressure: a task's failed attempts and when it may be tried again,
-a connector's retry delays and queue limit
+"""retries, quarantine, backpressure: a task's failed attempts, when it may be tried again and
+how often its worker died with it; a connector's retry delays, quarantine bound and queue limit
 
 Revision ID: 0005
 Revises: 0004
@@ -37,9 +37,15 @@ def upgrade() -> None:
     op.add_column("syncbus_connector", sa.Column("retry_delay", sa.Float(), nullable=True))
     op.add_column("syncbus_connector", sa.Column("retry_max_delay", sa.Float(), nullable=True))
     op.add_column("syncbus_connector", sa.Column("queue_limit", sa.Integer(), nullable=True))
+    op.add_column("syncbus_connector", sa.Column("quarantine_after", sa.Integer(), nullable=True))
+    op.add_column(
+        "syncbus_task", sa.Column("deaths", sa.Integer(), server_default="0", nullable=False)
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("syncbus_task", "deaths")
+    op.drop_column("syncbus_connector", "quarantine_after")
     op.drop_column("syncbus_connector", "queue_limit")
     op.drop_column("syncbus_connector", "retry_max_delay")
     op.drop_column("syncbus_connector", "retry_delay")

@@ -1,0 +1,106 @@
+"""Poison quarantine (CONTRACT §9), with real deaths: a task whose apply never returns (a
+trigger that sleeps) is in flight when its `syncbus worker` is SIGKILLed, three times; the
+third death is the last: the task becomes ERROR ("quarantined"), no fourth worker runs it,
+and the tasks before it are applied exactly once."""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus, ProcessType
+from tests.helpers import wait_for
+from tests.workers import Workers, audit_rows
+from tests.workers import wbus as wbus
+from tests.workers import workers as workers
+
+pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess, pytest.mark.slow]
+
+POISON = "poison"
+
+
+def install_poison(engine: sa.Engine) -> None:
+    """Audit every write to seq_counter; writing the counter named 'poison' sleeps for good
+    (the worker applying it hangs, and is killed)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE seq_audit (id bigserial PRIMARY KEY, name text NOT NULL, n int NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            f"""CREATE FUNCTION seq_audit() RETURNS trigger AS $$
+            BEGIN
+              IF NEW.counter_name = '{POISON}' THEN PERFORM pg_sleep(600); END IF;
+              INSERT INTO seq_audit (name, n) VALUES (NEW.counter_name, NEW.n);
+              RETURN NEW;
+            END $$ LANGUAGE plpgsql"""
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER seq_audit BEFORE INSERT OR UPDATE ON seq_counter "
+            "FOR EACH ROW EXECUTE FUNCTION seq_audit()"
+        )
+
+
+def sleeping(engine: sa.Engine) -> list[int]:
+    """The backends asleep in the poison's trigger."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                    "AND datname = current_database()"
+                )
+            ).scalars()
+        )
+
+
+def kill_the_one_asleep(engine: sa.Engine, workers: Workers) -> None:
+    """SIGKILL the worker whose backend sleeps in the poison, and end that backend (it would
+    otherwise sleep on, holding its locks, until it next talks to its dead client)."""
+    wait_for(lambda: sleeping(engine), timeout=60)
+    proc = workers.procs[-1]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    with engine.connect() as conn:
+        for pid in sleeping(engine):
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+def start(workers: Workers) -> None:
+    workers.start("--workers", "1", "--scheduler-interval", "0", "--lease-seconds", "2")
+
+
+def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    install_poison(wbus.engine)
+    expected: dict[str, list[int]] = defaultdict(list)
+    ids = []
+    for n in range(1, 31):
+        key = POISON if n == 15 else f"k{n % 4}"
+        ids.append(wbus.process_external_task("Seq0", {"key": key, "n": n}))
+        if n < 15:
+            expected[key].append(n)
+    poison = ids[14]
+    for _death in range(3):
+        start(workers)
+        kill_the_one_asleep(wbus.engine, workers)
+    start(workers)  # takes over after the third death: quarantines instead of running it
+    wait_for(lambda: wbus.get_task(poison).process_type is ProcessType.ERROR, timeout=60)  # type: ignore[union-attr]
+    info = wbus.get_task(poison)
+    assert info is not None and info.error_message is not None
+    assert info.error_message == "quarantined: the worker applying it died 3 times"
+    assert not sleeping(wbus.engine), "a fourth worker ran the poison"
+    # the tasks before it, applied exactly once and in order; the ones after it wait
+    # behind the ERROR task (CONNECTOR ordering: visibly stopped, not crash-looping)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in audit_rows(wbus.engine):
+        seen[name].append(n)
+    assert dict(seen) == dict(expected)
+    assert [t.task_id for t in wbus.list_tasks("Seq0")] == ids[14:]
+    events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
+    assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
+    outputs = workers.stop_all()
+    assert workers.procs[-1].returncode == 0, workers.report(outputs)
