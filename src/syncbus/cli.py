@@ -580,12 +580,14 @@ def bench(
 
 @app.command()
 def demo(db: DbOption = None) -> None:
-    """Log the sample CRM data set through its connector, process it, and show the result."""
-    from syncbus.examples.crm.demo import run_demo
+    """Log the sample CRM data set through its connector, process it, and show the result;
+    then send a new hire through the same connector under Ordering.ENTITY (entity lanes)."""
+    from syncbus.examples.crm.demo import run_demo, run_entity_demo
 
     with _open(db, may_create=True, schema=False) as bus:
         _say(("syncbus demo", "bold"), f" on {bus.engine.url.render_as_string(hide_password=True)}")
         run_demo(bus, console)
+        run_entity_demo(bus, console)
 
 
 def main() -> None:

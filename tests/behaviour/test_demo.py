@@ -6,10 +6,17 @@ import io
 
 from rich.console import Console
 
-from syncbus import IntegrationBus, ProcessType
-from syncbus.examples.crm.connector import CrmConnector, load_crm_data
-from syncbus.examples.crm.demo import CONNECTOR, DemoReport, run_demo
-from syncbus.examples.crm.feed import crm_tasks
+from syncbus import IntegrationBus, Ordering, ProcessType
+from syncbus.examples.crm.connector import CrmConnector, CrmEntityConnector, load_crm_data
+from syncbus.examples.crm.demo import (
+    CONNECTOR,
+    ENTITY_CONNECTOR,
+    DemoReport,
+    EntityDemoReport,
+    run_demo,
+    run_entity_demo,
+)
+from syncbus.examples.crm.feed import crm_tasks, new_hire_tasks
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -109,6 +116,65 @@ def test_demo_is_rerunnable(bus: IntegrationBus) -> None:
     assert len(bus.find_objects("cms.user")) == 19
     assert len(bus.find_objects("forums.forumpost")) == 24
     assert "Content repository" in out.getvalue()
+
+
+def test_new_hires_are_sent_membership_first() -> None:
+    labels = [t.label for t in new_hire_tasks(load_crm_data())]
+    assert labels == ["CreateObject membership 31", "CreateObject user 1021"]
+    # The same connector, with entity lanes; the strict one is unchanged.
+    assert CrmEntityConnector.ordering is Ordering.ENTITY
+    assert CrmConnector.ordering is Ordering.CONNECTOR
+    user = CrmEntityConnector().get_internal_object_params(1021, "cms.user")
+    assert user is not None and user.code_name == "uma.becker"
+
+
+def test_entity_part_waits_for_the_user_then_applies(bus: IntegrationBus) -> None:
+    run_demo(bus, _console()[0])
+    assert bus.get_object("cms.user", "uma.becker") is None  # the CONNECTOR part never sends her
+    console, out = _console()
+    report = run_entity_demo(bus, console)
+    assert report == EntityDemoReport(waited_for=("cms.user 'uma.becker'",), applied=2, remaining=0)
+
+    user = bus.get_object("cms.user", "uma.becker")
+    support = bus.get_object("cms.role", "support", site_name="main")
+    assert user is not None and support is not None
+    assert bus.find_objects("cms.userrole", user_id=user["user_id"], role_id=support["role_id"])
+    assert bus.list_tasks(ENTITY_CONNECTOR) == []
+    # The CONNECTOR part's queue is as run_demo left it.
+    assert len(bus.list_tasks(CONNECTOR)) == 1
+
+    text = " ".join(out.getvalue().split())
+    assert "ordering = Ordering.ENTITY" in text
+    assert "CreateObject membership 31 (task" in text
+    assert "WAITS for cms.user 'uma.becker' (no error logged)" in text
+    assert "lane cms.userrole/(cms.role/support@main,cms.user/uma.becker)" in text
+    assert "applied 2 (the user, then the waiting membership)" in text
+    assert "uma.becker has role support: yes" in text
+
+
+def test_entity_part_is_rerunnable(bus: IntegrationBus) -> None:
+    run_demo(bus, _console()[0])
+    run_entity_demo(bus, _console()[0])
+    console, out = _console()
+    again = run_entity_demo(bus, console)
+    assert again == EntityDemoReport(waited_for=(), applied=0, remaining=0)
+    text = " ".join(out.getvalue().split())
+    assert "applied by an earlier run of the demo, nothing waits" in text
+    assert "uma.becker has role support: yes" in text
+
+
+def test_syncbus_demo_runs_both_parts(db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from syncbus.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--db", db_url])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "logged 105, rejected at log time 1, applied 103, failed 2, still queued 1" in text
+    assert "WAITS for cms.user 'uma.becker'" in text
+    assert "uma.becker has role support: yes" in text
+    assert "CrmEntityConnector: waited 1, still queued 0" in text
 
 
 def _post_guid(post_id: int) -> str:

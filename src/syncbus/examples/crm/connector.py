@@ -19,6 +19,7 @@ from syncbus import (
     InternalObject,
     InvalidObjectError,
     ObjectParams,
+    Ordering,
     Page,
     TaskDataType,
     TaskType,
@@ -66,6 +67,10 @@ class CrmConnector(BaseIntegrationConnector):
             name: {int(r["id"]): r for r in self.data.get(name, [])}
             for name in ("users", "roles", "groups", "forums", "posts", "folders", "articles")
         }
+        # New hires are CRM users too: the ENTITY part of the demo sends them, and a membership
+        # naming one must translate at log time although the bus has no such user yet.
+        for rec in self.data.get("new_hires", {}).get("users", []):
+            self._index["users"][int(rec["id"])] = rec
 
     # -- log time: external record -> internal object or page ------------------------------
     def prepare_internal_object(
@@ -136,6 +141,20 @@ class CrmConnector(BaseIntegrationConnector):
         if rec is None:
             return None
         return DocumentParams(rec["node_guid"], self.culture, self.site_name)
+
+
+class CrmEntityConnector(CrmConnector):
+    """The same CRM connector, registered a second time with entity lanes (CONTRACT §8).
+
+    Under ``Ordering.ENTITY`` a membership that arrives before the user it names does not fail
+    (as it would under ``CrmConnector``'s one strict queue): it waits, with
+    ``TaskInfo.waiting_for`` saying for what, and runs as soon as a task creating that user is
+    applied through this connector.
+    """
+
+    connector_name = "CrmEntityConnector"
+    display_name = "Sample CRM (entity lanes)"
+    ordering = Ordering.ENTITY
 
 
 def _user(rec: Record) -> InternalObject:

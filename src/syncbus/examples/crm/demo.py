@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from syncbus import IntegrationBus, ProcessResult, SyncBusError
-from syncbus.examples.crm.connector import CrmConnector
-from syncbus.examples.crm.feed import CrmTask, crm_tasks
+from syncbus.examples.crm.connector import CrmConnector, CrmEntityConnector
+from syncbus.examples.crm.feed import CrmTask, crm_tasks, new_hire_tasks
 
 CONNECTOR = CrmConnector.connector_name or "CrmConnector"
 
@@ -247,3 +247,106 @@ def _add_columns(table: Table, *names: str) -> None:
     for name in names[:-1]:
         table.add_column(name, overflow="fold")
     table.add_column(names[-1], overflow="fold", ratio=3)
+
+
+ENTITY_CONNECTOR = CrmEntityConnector.connector_name or "CrmEntityConnector"
+
+
+@dataclass(frozen=True)
+class EntityDemoReport:
+    """What one run of the demo's ENTITY part did."""
+
+    waited_for: tuple[str, ...]  # what each early membership waited for (empty on a re-run)
+    applied: int  # tasks applied by this run's two processings
+    remaining: int  # tasks of the ENTITY connector still queued afterwards
+
+
+def run_entity_demo(bus: IntegrationBus, console: Console) -> EntityDemoReport:
+    """The same CRM, registered a second time as an ``Ordering.ENTITY`` connector, sends a new
+    hire's membership before the user it names: the membership waits, then applies once the
+    user arrives. Run after :func:`run_demo`, whose roles the membership names.
+
+    Under ``CrmConnector`` (one strict queue) the same order would fail the membership with
+    ``Cannot translate columns`` and stop every task behind it.
+    """
+    connector = CrmEntityConnector()
+    bus.register_connector(connector)
+    tasks = new_hire_tasks(connector.data)
+    early = [t for t in tasks if t.obj["kind"] == "membership"]
+    late = [t for t in tasks if t.obj["kind"] != "membership"]
+    console.rule(
+        f"[bold]{connector.display_name}[/]: {ENTITY_CONNECTOR}, ordering = Ordering.ENTITY"
+    )
+    console.print(
+        "The CRM sends a new hire's membership [bold]before[/] the user it names "
+        "(under CrmConnector's one strict queue it would fail and stop everything behind it)."
+    )
+
+    first_ids = _log_entity_tasks(bus, early)
+    first = _run_entity(bus)
+    waited: list[str] = []
+    for task, task_id in zip(early, first_ids, strict=True):
+        info = bus.get_task(task_id) if task_id is not None else None
+        if info is None:
+            console.print(f"1. {task.label}: applied by an earlier run of the demo, nothing waits")
+            continue
+        if info.waiting_for:
+            waited.append(info.waiting_for)
+            quiet = "" if bus.task_log(info.task_id) else " (no error logged)"
+            state = f"[yellow]WAITS[/] for {info.waiting_for}{quiet}"
+        else:
+            state = f"is queued: {info.error_message or 'not run yet'}"
+        console.print(f"1. {task.label} (task {info.task_id}) {state}")
+        console.print(f"   lane {info.lane}", overflow="fold")
+
+    _log_entity_tasks(bus, late)
+    second = _run_entity(bus)
+    remaining = bus.list_tasks(ENTITY_CONNECTOR)
+    woke = " (the user, then the waiting membership)" if waited else ""
+    console.print(f"2. {', '.join(t.label for t in late)} sent: applied {second.applied}{woke}")
+    for task in early:
+        console.print(f"   {_membership_state(bus, connector, task)}")
+    console.print(f"{ENTITY_CONNECTOR}: waited {len(waited)}, still queued {len(remaining)}")
+    return EntityDemoReport(
+        waited_for=tuple(waited),
+        applied=first.applied + second.applied,
+        remaining=len(remaining),
+    )
+
+
+def _log_entity_tasks(bus: IntegrationBus, tasks: list[CrmTask]) -> list[int | None]:
+    return [
+        bus.process_external_task(
+            ENTITY_CONNECTOR,
+            task.obj,
+            process_type=task.process_type,
+            task_type=task.task_type,
+            data_type=task.data_type,
+            site_name=task.site_name,
+            idempotency_key=task.idempotency_key,
+        )
+        for task in tasks
+    ]
+
+
+def _run_entity(bus: IntegrationBus) -> ProcessResult:
+    results = bus.process_tasks(ENTITY_CONNECTOR)
+    return results.get(ENTITY_CONNECTOR) or ProcessResult(ENTITY_CONNECTOR)
+
+
+def _membership_state(bus: IntegrationBus, connector: CrmConnector, task: CrmTask) -> str:
+    """Whether a membership's user now has its role, read from the repository."""
+    user = connector.get_internal_object_params(task.obj["user_id"], "cms.user")
+    role = connector.get_internal_object_params(task.obj["role_id"], "cms.role")
+    assert user is not None and role is not None  # the feed's own data: both are known
+    found_user = bus.get_object("cms.user", user.code_name)
+    found_role = bus.get_object("cms.role", role.code_name, site_name=role.site_name)
+    has = bool(
+        found_user
+        and found_role
+        and bus.find_objects(
+            "cms.userrole", user_id=found_user["user_id"], role_id=found_role["role_id"]
+        )
+    )
+    verdict = "[green]yes[/]" if has else "[red]no[/]"
+    return f"{user.code_name} has role {role.code_name}: {verdict}"

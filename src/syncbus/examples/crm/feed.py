@@ -120,3 +120,15 @@ def _change(data: dict[str, Any], change: Record, site: str) -> CrmTask:
         change["label"],
         process_type=ProcessType.DEFAULT,
     )
+
+
+def new_hire_tasks(data: dict[str, Any]) -> list[CrmTask]:
+    """The new hires, in the wrong order on purpose: each membership BEFORE the user it names.
+
+    Sent through ``CrmEntityConnector`` (``Ordering.ENTITY``), where a membership whose user is
+    missing waits for it instead of failing.
+    """
+    site: str = data.get("site_name", "main")
+    hires = data.get("new_hires", {})
+    tasks = [_create("memberships", rec, site) for rec in hires.get("memberships", [])]
+    return tasks + [_create("users", rec, site) for rec in hires.get("users", [])]
