@@ -17,6 +17,7 @@ from syncbus.examples.crm.demo import (
     run_entity_demo,
 )
 from syncbus.examples.crm.feed import crm_tasks, new_hire_tasks
+from tests.helpers import Clock
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -107,12 +108,19 @@ def test_demo_runs_and_reports(bus: IntegrationBus) -> None:
 
 
 def test_demo_is_rerunnable(bus: IntegrationBus) -> None:
+    clock = Clock(bus)
     console, _ = _console()
     run_demo(bus, console)
     console, out = _console()
     again = run_demo(bus, console)
-    # Nothing new is logged; the membership is refused again; the waiting article fails again.
-    assert again == DemoReport(logged=0, rejected=1, applied=0, failed=1, remaining=1)
+    # Nothing new is logged; the membership is refused again; the waiting article (SkipOnError)
+    # is backing off: not tried again yet.
+    assert again == DemoReport(logged=0, rejected=1, applied=0, failed=0, remaining=1)
+    assert "in 10 s" in out.getvalue() or "in 11 s" in out.getvalue()  # its next try
+    clock.advance(11)
+    console, out = _console()
+    later = run_demo(bus, console)  # its back-off has passed: tried again, fails again
+    assert later == DemoReport(logged=0, rejected=1, applied=0, failed=1, remaining=1)
     assert len(bus.find_objects("cms.user")) == 19
     assert len(bus.find_objects("forums.forumpost")) == 24
     assert "Content repository" in out.getvalue()

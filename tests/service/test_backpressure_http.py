@@ -113,3 +113,12 @@ def test_the_client_waits_for_retry_after(monkeypatch: pytest.MonkeyPatch) -> No
     answers[:] = [httpx.Response(429, headers={"Retry-After": "0"})] * 5
     assert request_tasks_processing("http://x", retries=2) is HTTPStatus.TOO_MANY_REQUESTS
     assert len(calls) == 3  # one try and two retries
+
+
+def test_patching_an_unknown_connector_is_404_whatever_the_body(bus: IntegrationBus) -> None:
+    app = create_app(bus, api_token=TOKEN, run_dispatcher=False)
+    with asgi_client(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        for body in ({}, {"enabled": None}, {"queue_limit": 3}, {"enabled": True}):
+            assert api.patch("/api/connectors/Nobody", json=body).status_code == 404, body
+        r = api.patch("/api/connectors/Seq", json={})
+        assert r.status_code == 200 and r.json()["enabled"] is True

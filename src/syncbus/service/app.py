@@ -365,4 +365,7 @@ def _queue_routes(
     @api.patch("/api/connectors/{name}", response_model=ConnectorInfo, tags=["connectors"])
     def patch_connector(name: str, patch: s.ConnectorPatch) -> ConnectorInfo:
         _patch_connector(bus, disp, name, patch)
-        return next(c for c in bus.list_connectors() if c.name == name)
+        found = [c for c in bus.list_connectors() if c.name == name]
+        if not found:
+            raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
+        return found[0]

@@ -1,11 +1,13 @@
 """The end-to-end sample run behind ``syncbus demo``: log the CRM's tasks, apply them, report.
 
 Re-runnable on the same database: the idempotency keys make a second run log nothing new, and
-the tasks still waiting (the article whose folder never arrives) are simply tried again.
+the task still waiting (the article whose folder never arrives, a SkipOnError task) is tried
+again once its back-off has passed (10 s, doubling after each failed attempt).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,12 +220,25 @@ def _user_table(bus: IntegrationBus) -> Table:
 
 def _waiting_table(bus: IntegrationBus) -> Table:
     table = Table(title="Failed or waiting tasks")
-    _add_columns(table, "id", "title", "process type", "error")
+    _add_columns(table, "id", "title", "process type", "attempts", "next try", "error")
+    now = bus.runner.clock()
     for info in bus.list_tasks(CONNECTOR):
         table.add_row(
-            str(info.task_id), info.title, info.process_type.value, info.error_message or ""
+            str(info.task_id),
+            info.title,
+            info.process_type.value,
+            str(info.attempts),
+            _next_try(info.next_attempt_at, now),
+            info.error_message or "",
         )
     return table
+
+
+def _next_try(at: dt.datetime | None, now: dt.datetime) -> str:
+    if at is None:
+        return ""
+    seconds = (at - now).total_seconds()
+    return "now" if seconds <= 0 else f"in {seconds:.0f} s"
 
 
 def _event_table(bus: IntegrationBus) -> Table:
