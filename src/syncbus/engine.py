@@ -40,7 +40,7 @@ from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.policies import ConnectorRules, ErrorLog, Policy, Turn, policy
 from syncbus.scheduling import Causes, LaneOutcome, LaneRun, Plan, Waits
-from syncbus.store import connectors, leases, logs, tasks
+from syncbus.store import connectors, inflight, leases, logs, tasks
 from syncbus.store.db import as_utc, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait, is_transient
 from syncbus.translation import Resolver
@@ -263,12 +263,16 @@ class Processor:
         lanes it applies (so any number of these runs share one connector)."""
         result = run.result
         result.started_at = time.time()
+        heartbeat = _Heartbeat(self, run.connector_id, run.owner, inflight=True)
+        heartbeat.start()
         try:
             self._drain(run, on_progress)
         except Exception as exc:
             self._run_failed(result.connector_name, result, exc)
         finally:
+            heartbeat.stop()
             result.finished_at = time.time()
+            self._forget_in_flight(run)
         self._next_attempt(run.connector_id, result)
         self.hooks.run_finished(result)
         return result
@@ -344,7 +348,9 @@ class Processor:
     def _drain_lanes(self, run: _Run, lanes: LaneRun, on_progress: ProgressCallback | None) -> None:
         """ENTITY: plan a batch of lanes' next tasks, apply it, until no lane can move."""
         while not run.stop.is_set():
-            plan = self._retrying(run, functools.partial(self._plan, lanes))
+            if not run.fenced:
+                self._retrying(run, functools.partial(self._bury, run))
+            plan = self._retrying(run, functools.partial(self._plan, run, lanes))
             if not plan.ids:
                 break
             outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, plan))
@@ -355,9 +361,33 @@ class Processor:
         if lanes.retry_soon and not run.stop.is_set():
             run.result.busy = True  # a lane waits on another runner: look again shortly
 
-    def _plan(self, lanes: LaneRun) -> Plan:
+    def _bury(self, run: _Run) -> None:
+        """A lease-free run first takes the in-flight records of the connector's runners that
+        died, one at a time, and deals with their batches (``_after_death``)."""
+        while True:
+            with self.db.begin() as conn:
+                dead = inflight.take_dead(conn, run.connector_id)
+            if not dead:
+                return
+            for ids in dead:
+                if ids:
+                    self._after_death(run, min(ids), max(ids), ids)
+
+    def _forget_in_flight(self, run: _Run) -> None:
+        try:
+            with self.db.begin() as conn:
+                inflight.clear(conn, run.owner)
+        except sa.exc.SQLAlchemyError:  # it expires; a later run finds nothing left in it
+            log.warning("cannot clear the in-flight record of a run", exc_info=True)
+
+    def _plan(self, run: _Run, lanes: LaneRun) -> Plan:
         with self.db.connect() as conn:
-            return lanes.plan(conn, self.batch_size, self.batch_bytes)
+            elsewhere = (
+                frozenset()
+                if run.fenced
+                else inflight.held_by_others(conn, run.connector_id, run.owner)
+            )
+            return lanes.plan(conn, self.batch_size, self.batch_bytes, elsewhere)
 
     def _retrying(self, run: _Run, step: Callable[[], _T]) -> _T:
         """Do a step of the run; a transient database error (a deadlock, a lock timeout, a lost
@@ -463,14 +493,18 @@ class Processor:
             with self.db.begin() as conn:
                 self._fence(conn, run, run_first_task_id=task_id, run_last_task_id=task_id)
 
-    def _after_death(self, run: _Run, first: int, last: int) -> None:
-        """The connector's last runner died with tasks [first, last] in flight (CONTRACT §9):
-        count a death for each still queued; a task at ``quarantine_after`` deaths becomes
-        ERROR ("quarantined"); the rest are applied again one task per transaction, so a
-        task that kills its worker again is the only one in flight when it does."""
+    def _after_death(self, run: _Run, first: int, last: int, ids: list[int] | None = None) -> None:
+        """A runner died with tasks [first, last] (or the tasks ``ids``) in flight (CONTRACT
+        §9): count a death for each still queued; a task at ``quarantine_after`` deaths
+        becomes ERROR ("quarantined"); the rest are applied again one task per transaction,
+        so a task that kills its worker again is the only one in flight when it does."""
         tally = _tally(run.result)
         with self.db.begin() as conn:
-            counted = tasks.count_deaths(conn, run.connector_id, first, last)
+            counted = (
+                tasks.count_deaths(conn, run.connector_id, first, last)
+                if ids is None
+                else tasks.count_deaths_of(conn, ids)
+            )
             doomed = [(i, d) for i, d in counted if d >= run.rules.quarantine_after]
             for task_id, deaths in doomed:
                 self._quarantine(conn, task_id, deaths, tally)
@@ -489,6 +523,7 @@ class Processor:
         if run.lanes is None:
             self._apply_isolated(run, _Range(first - 1, last))
             return
+        run.lanes.scan_from = 0  # what was replayed may free lanes anywhere
         with self.db.connect() as conn:
             rows = [tasks.row(conn, i) for i, _ in counted]
         ids = [r.task_id for r in rows if r is not None]
@@ -568,6 +603,8 @@ class Processor:
             done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
             self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
             tasks.remove(conn, done)
+            if not run.fenced:
+                inflight.clear(conn, run.owner)  # committed with the batch: no longer in flight
             return outcome
         done_ids: list[int] = []
         for row in rows:
@@ -596,6 +633,9 @@ class Processor:
                 run.lanes.halted |= elsewhere  # this run leaves them (even if this rolls back)
                 run.lanes.retry_soon = True
                 ids = [i for i in ids if plan.lane_of[i] in held]
+        if ids and not run.fenced:  # committed now, so that it outlives this runner's death
+            with self.db.begin() as other:
+                inflight.record(other, run.owner, run.connector_id, ids, self.lease_seconds)
         return tasks.load_ids(conn, ids) if ids else []
 
     def _walk_lanes(
@@ -845,10 +885,13 @@ class _Heartbeat:
     """Extends a run's lease every third of its length while the run lasts, so a long batch
     does not let the lease run out under a live runner."""
 
-    def __init__(self, processor: Processor, connector_id: int, owner: str) -> None:
+    def __init__(
+        self, processor: Processor, connector_id: int, owner: str, inflight: bool = False
+    ) -> None:
         self.processor = processor
         self.connector_id = connector_id
         self.owner = owner
+        self.inflight = inflight  # a lease-free run: renew its in-flight record instead
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="syncbus-heartbeat", daemon=True)
 
@@ -864,9 +907,12 @@ class _Heartbeat:
         while not self._done.wait(interval):
             try:
                 with self.processor.db.begin() as conn:
-                    leases.renew_lease(
-                        conn, self.connector_id, self.owner, self.processor.lease_seconds
-                    )
+                    if self.inflight:
+                        inflight.renew(conn, self.owner, self.processor.lease_seconds)
+                    else:
+                        leases.renew_lease(
+                            conn, self.connector_id, self.owner, self.processor.lease_seconds
+                        )
             except sa.exc.SQLAlchemyError:
                 continue  # the next beat or batch tries again; fencing catches a real loss
 

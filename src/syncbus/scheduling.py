@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,9 +106,16 @@ class LaneRun:
     scan_from: int = 0
     retry_soon: bool = False
 
-    def plan(self, conn: sa.Connection, batch_size: int, batch_bytes: int) -> Plan:
+    def plan(
+        self,
+        conn: sa.Connection,
+        batch_size: int,
+        batch_bytes: int,
+        elsewhere: AbstractSet[int] = frozenset(),
+    ) -> Plan:
         """The next batch: the next tasks of the lanes this run may take, in id order, at
-        most ``batch_size`` and, past the first, no more than ``batch_bytes`` stored."""
+        most ``batch_size`` and, past the first, no more than ``batch_bytes`` stored. Lanes
+        with a task in ``elsewhere`` (another runner's batch in flight) are left alone."""
         plan, total, now = Plan(), 0, utcnow()
         seen: set[LaneKey] = set()
         window = max(batch_size * _SCAN_FACTOR, 100)
@@ -120,6 +128,9 @@ class LaneRun:
                     seen.add(lane)
                     if lane not in self.passed and not self._head_may_run(row, now):
                         self.halted.add(lane)
+                if row.task_id in elsewhere and lane not in self.halted:
+                    self.halted.add(lane)
+                    self.retry_soon = True
                 if lane in self.halted or row.task_id <= self.passed.get(lane, 0):
                     continue
                 total += int(row.size or 0)

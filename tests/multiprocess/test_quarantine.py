@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ProcessType
 from tests.helpers import wait_for
+from tests.seq import SeqLanesConnector
 from tests.workers import Workers, audit_rows
 from tests.workers import wbus as wbus
 from tests.workers import workers as workers
@@ -66,6 +67,9 @@ def kill_the_one_asleep(engine: sa.Engine, workers: Workers) -> None:
     with engine.connect() as conn:
         for pid in sleeping(engine):
             conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    # Termination is asynchronous: wait until it is gone, or the next kill would take this
+    # backend for the next worker's.
+    wait_for(lambda: not sleeping(engine), timeout=30)
 
 
 def start(workers: Workers) -> None:
@@ -102,5 +106,41 @@ def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
     assert [t.task_id for t in wbus.list_tasks("Seq0")] == ids[14:]
     events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
     assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
+    outputs = workers.stop_all()
+    assert workers.procs[-1].returncode == 0, workers.report(outputs)
+
+
+def test_under_entity_ordering_the_other_lanes_go_on(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    """The same three deaths on an ENTITY connector (PostgreSQL: lease-free runs, batches
+    recorded in syncbus_inflight): the poison is quarantined, and every other lane, before
+    and after it, is applied exactly once and in order."""
+    install_poison(wbus.engine)
+    wbus.register_connector(SeqLanesConnector)
+    expected: dict[str, list[int]] = defaultdict(list)
+    poison = None
+    for n in range(1, 31):
+        key = POISON if n == 15 else f"k{n % 4}"
+        task_id = wbus.process_external_task("SeqLanes", {"key": key, "n": n})
+        if n == 15:
+            poison = task_id
+        else:
+            expected[key].append(n)
+    assert poison is not None
+    for _death in range(3):
+        start(workers)
+        kill_the_one_asleep(wbus.engine, workers)
+    start(workers)
+    wait_for(lambda: wbus.get_task(poison).process_type is ProcessType.ERROR, timeout=60)  # type: ignore[union-attr]
+    wait_for(lambda: [t.task_id for t in wbus.list_tasks("SeqLanes")] == [poison], timeout=60)
+    info = wbus.get_task(poison)
+    assert info is not None and info.process_type is ProcessType.ERROR
+    assert info.error_message == "quarantined: the worker applying it died 3 times"
+    assert not sleeping(wbus.engine), "a fourth worker ran the poison"
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in audit_rows(wbus.engine):
+        seen[name].append(n)
+    assert dict(seen) == dict(expected)
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)

@@ -178,6 +178,24 @@ type_table = sa.Table(
 
 # One row per connector: who runs it (a lease with an expiry on the database's clock), which
 # task ids the current run holds, and how the last run ended.
+# The batch each lease-free run (Ordering.ENTITY on PostgreSQL) has in flight, written
+# (committed) once its lanes are locked and deleted in the batch's own commit: a row that
+# outlives its ``expires_at`` is the batch of a runner that died (poison quarantine, §9).
+inflight_table = sa.Table(
+    "syncbus_inflight",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column(
+        "connector_id",
+        sa.Integer,
+        sa.ForeignKey("syncbus_connector.connector_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("task_ids", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
 lease_table = sa.Table(
     "syncbus_lease",
     metadata,

@@ -263,3 +263,16 @@ def count_deaths(
         .returning(t.c.task_id, t.c.deaths)
     ).all()
     return sorted((int(task_id), int(deaths)) for task_id, deaths in rows)
+
+
+def count_deaths_of(conn: sa.Connection, ids: list[int]) -> list[tuple[int, int]]:
+    """As ``count_deaths``, for the tasks with these ids (a lease-free run's batch)."""
+    out: list[tuple[int, int]] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        out += conn.execute(
+            t.update()
+            .where(t.c.task_id.in_(ids[start : start + IN_CHUNK]))
+            .values(deaths=t.c.deaths + 1)
+            .returning(t.c.task_id, t.c.deaths)
+        ).all()
+    return sorted((int(task_id), int(deaths)) for task_id, deaths in out)

@@ -38,12 +38,28 @@ def upgrade() -> None:
     op.add_column("syncbus_connector", sa.Column("retry_max_delay", sa.Float(), nullable=True))
     op.add_column("syncbus_connector", sa.Column("queue_limit", sa.Integer(), nullable=True))
     op.add_column("syncbus_connector", sa.Column("quarantine_after", sa.Integer(), nullable=True))
+    op.create_table(
+        "syncbus_inflight",
+        sa.Column("owner", sa.String(length=64), nullable=False),
+        sa.Column("connector_id", sa.Integer(), nullable=False),
+        sa.Column("task_ids", sa.Text(), nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["connector_id"], ["syncbus_connector.connector_id"], ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("owner"),
+    )
+    op.create_index(
+        "ix_syncbus_inflight_connector_id", "syncbus_inflight", ["connector_id"], unique=False
+    )
     op.add_column(
         "syncbus_task", sa.Column("deaths", sa.Integer(), server_default="0", nullable=False)
     )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_syncbus_inflight_connector_id", table_name="syncbus_inflight")
+    op.drop_table("syncbus_inflight")
     op.drop_column("syncbus_task", "deaths")
     op.drop_column("syncbus_connector", "quarantine_after")
     op.drop_column("syncbus_connector", "queue_limit")
