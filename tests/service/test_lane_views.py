@@ -353,6 +353,7 @@ def test_delete_all_of_a_lane_deletes_that_lane_only(
     assert 'name="f_lane" value="cms.user/erin"' in r.text
     r = start(**{**form, "f_lane": "cms.user/\x01"}, confirm="yes")  # never widened to all
     assert r.status_code == 303 and "/admin/jobs/" not in r.headers["location"]
+    assert "is not a lane key" in admin.get(r.headers["location"]).text  # the flash says why
     assert len(bus.list_tasks()) == 5
     r = start(**form, confirm="yes")
     wait_job(admin, r.headers["location"])
