@@ -77,6 +77,8 @@ class TaskPage:
     rows: list[TaskInfo]
     next_after: int | None  # pass as ``after`` for the next page (in display order)
     prev_before: int | None  # pass as ``before`` for the previous page
+    # Rows queued behind an ERROR task of their lane (Ordering.ENTITY): task id -> that task.
+    halted_by: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class TaskDetail:
     raw_error: str | None = None
     lane_position: int = 0  # 1 = head of its lane (Ordering.ENTITY); 0 without a lane
     lane_size: int = 0  # tasks queued in its lane
+    halted_by: int | None = None  # the ERROR task ahead of it in its lane, if any
 
 
 @dataclass(frozen=True)
@@ -181,8 +184,9 @@ def task_page(
     descending = (sort == "asc") == backwards
     with bus.reader.connect() as conn:
         rows = reads.tasks(conn, flt, cursor=cursor, descending=descending, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        halted_by = _halted_by(conn, rows)
     if backwards:
         rows.reverse()
     if not rows:
@@ -193,7 +197,20 @@ def task_page(
         rows,
         next_after=rows[-1].task_id if has_next else None,
         prev_before=rows[0].task_id if has_prev else None,
+        halted_by=halted_by,
     )
+
+
+def _halted_by(conn: Connection, rows: list[TaskInfo]) -> dict[int, int]:
+    """Which of these tasks wait behind an ERROR task of their lane, and behind which."""
+    lanes = {(r.connector_name, r.lane) for r in rows if r.lane is not None}
+    errors = reads.first_errors(conn, lanes)
+    out = {}
+    for r in rows:
+        first = errors.get((r.connector_name, r.lane or ""))
+        if first is not None and first < r.task_id:
+            out[r.task_id] = first
+    return out
 
 
 def task_row(bus: IntegrationBus, task_id: int) -> TaskInfo | None:
@@ -336,6 +353,7 @@ def task_detail(bus: IntegrationBus, task_id: int) -> TaskDetail | None:
         log = reads.task_log(conn, task_id)
         position = reads.position(conn, info.connector_name, task_id)
         in_lane = (0, 0)
+        halted_by = _halted_by(conn, [info]).get(task_id)
         if info.lane is not None:
             in_lane = reads.lane_position(conn, info.connector_name, info.lane, task_id)
     info = with_hint(bus, info)
@@ -344,11 +362,11 @@ def task_detail(bus: IntegrationBus, task_id: int) -> TaskDetail | None:
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
-        return TaskDetail(info, raw, [], log, position, str(exc), *in_lane)
+        return TaskDetail(info, raw, [], log, position, str(exc), *in_lane, halted_by)
     content = {k: v for k, v in body.items() if k not in ("tr", "v")}
     pretty = json.dumps(content, indent=2, ensure_ascii=False, sort_keys=False)
     records = [r for r in body.get("tr") or [] if isinstance(r, dict)]
-    return TaskDetail(info, pretty, records, log, position, None, *in_lane)
+    return TaskDetail(info, pretty, records, log, position, None, *in_lane, halted_by)
 
 
 def event_page(

@@ -84,6 +84,7 @@ def test_halted_lane_and_waiting_task_on_dashboard_and_task_list(
         expect(rows.nth(0)).to_have_id(f"task-{scene.error}")
         expect(rows.nth(0)).to_contain_text("failed, halts its lane")
         expect(rows.nth(1)).to_have_id(f"task-{scene.behind}")
+        expect(rows.nth(1).locator(".badge")).to_have_text(f"halted by #{scene.error}")
         expect(page.get_by_label("Lane", exact=True)).to_have_value(ERIN)
         expect(page.get_by_test_id("match-count")).to_contain_text("2 tasks match")
 

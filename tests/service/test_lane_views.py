@@ -20,6 +20,7 @@ from syncbus import IntegrationBus, InvalidFilterError, create_app, readmodel
 from syncbus.cli import app as cli_app
 from syncbus.intake import TaskRequest
 from syncbus.readmodel import TaskFilter
+from syncbus.store import reads
 from tests.admin import (
     ERIN,
     TOKEN,
@@ -207,6 +208,10 @@ def test_lane_reads_are_served_by_indexes(bus: IntegrationBus, scene: LaneScene)
         bus.list_tasks("Lanes", waiting=True)
         readmodel.count_tasks(bus, TaskFilter(lane=ERIN))
         readmodel.count_tasks(bus, TaskFilter(connector="Lanes", waiting=True))
+        with bus.reader.connect() as conn:  # the rows halted behind an Error of their lane
+            assert reads.first_errors(conn, [("Lanes", ERIN), ("Plain", ERIN)]) == {
+                ("Lanes", ERIN): scene.error
+            }
         for flt in (TaskFilter(lane=ERIN), TaskFilter(waiting=True)):
             readmodel.task_page(bus, flt, after=1)
             readmodel.task_page(bus, flt, sort="desc", before=scene.behind)
@@ -285,6 +290,7 @@ def test_admin_task_list_shows_and_filters_lanes(admin: httpx.Client, scene: Lan
     page = admin.get("/admin/tasks", params={"connector": "Lanes", "lane": ERIN}).text
     assert row_ids(page) == [scene.error, scene.behind]
     assert "failed, halts its lane" in page
+    assert f'data-testid="halted-{scene.behind}">halted by #{scene.error}</a>' in page
     assert "2</strong> tasks match (connector Lanes, lane cms.user/erin)" in page
     assert 'name="f_lane" value="cms.user/erin"' in page  # "all matching" acts on the lane
     link = "/admin/tasks?connector=Lanes&amp;lane=cms.user%2Ferin"
@@ -296,6 +302,7 @@ def test_admin_task_list_shows_and_filters_lanes(admin: httpx.Client, scene: Lan
     assert 'id="f-waiting" name="waiting" type="checkbox" value="1" checked' in page
     page = admin.get("/admin/tasks", params={"connector": "Plain"}).text
     assert "failed, blocks" in page and "lane " not in page.split("<tbody>")[1]
+    assert "halted" not in page.split("<tbody>")[1]  # CONNECTOR: behind the error, as before
     for bad in ("cms.user/a\x01lice", "x" * 401):
         r = admin.get("/admin/tasks", params={"lane": bad})
         assert r.status_code == 400 and "Invalid filter" in r.text
@@ -313,6 +320,7 @@ def test_admin_task_page_shows_lane_and_wait(admin: httpx.Client, scene: LaneSce
         'data-testid="lane-link">2 tasks in this lane</a>; this one is number 2 (1 ahead)' in page
     )
     assert "halts its lane" not in page
+    assert f'halted</strong> behind <a href="/admin/tasks/{scene.error}"' in page
     page = admin.get(f"/admin/tasks/{scene.error}").text
     assert "this task halts its lane (the connector&#39;s other lanes go on)" in page
     page = admin.get(f"/admin/tasks/{scene.plain_error}").text

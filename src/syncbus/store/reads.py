@@ -12,7 +12,7 @@ them; a lane is found by the lane index (connector, lane, task id).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -392,6 +392,38 @@ def halted_lanes(conn: sa.Connection, connector_id: int, limit: int) -> list[tup
             t.c.connector_id == connector_id, same_lane, t.c.task_id > info.task_id
         )
         out.append((info, _capped_count(behind, conn)))
+    return out
+
+
+def first_errors(
+    conn: sa.Connection, lanes: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The first ERROR task id of each of these lanes (connector name, lane key) that holds
+    one: the task that halts it. By the lane index, per connector id."""
+    c, t = connector_table, task_table
+    names = {name for name, _lane in lanes}
+    if not names:
+        return {}
+    by_id = {
+        int(cid): str(name)
+        for cid, name in conn.execute(
+            sa.select(c.c.connector_id, c.c.connector_name).where(c.c.connector_name.in_(names))
+        )
+    }
+    keys = sorted({lane for _name, lane in lanes})
+    out: dict[tuple[str, str], int] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        stmt = (
+            sa.select(t.c.connector_id, t.c.lane, sa.func.min(t.c.task_id))
+            .where(
+                t.c.connector_id.in_(list(by_id)),
+                t.c.lane.in_(keys[start : start + IN_CHUNK]),
+                _BLOCKING,
+            )
+            .group_by(t.c.connector_id, t.c.lane)
+        )
+        for cid, lane, first in conn.execute(stmt):
+            out[(by_id[int(cid)], str(lane))] = int(first)
     return out
 
 
