@@ -5,13 +5,17 @@ the sign-in and CSRF helpers of a client."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from syncbus import (
     IntegrationBus,
+    Ordering,
+    ProcessType,
     TaskDataType,
+    TaskType,
 )
 from syncbus.bench.adminscale import ITEM_TYPE as ITEM
 from syncbus.bench.adminscale import REF_TYPE as REF
@@ -19,7 +23,7 @@ from syncbus.bench.adminscale import RefsConnector, ShopConnector
 from syncbus.dispatcher import Dispatcher
 from syncbus.intake import TaskRequest
 
-from .helpers import wait_for
+from .helpers import DictConnector, log, membership, role, run, user, wait_for
 
 TOKEN = "admin-s3cret"
 
@@ -90,3 +94,51 @@ def wait_job(client: httpx.Client, job_url: str) -> str:
 
     wait_for(ended)
     return html
+
+
+# -- an ENTITY connector with one halted lane and one waiting task (lane views) -------------
+class EntityDictConnector(DictConnector):
+    ordering = Ordering.ENTITY
+
+
+@dataclass(frozen=True)
+class LaneScene:
+    """Task ids of ``make_lane_scene``: ``Lanes`` (ENTITY) has a membership waiting for user
+    alice, and lane ``cms.user/erin`` halted by ``error`` with ``behind`` queued behind it;
+    ``Plain`` (CONNECTOR) is blocked by ``plain_error`` with ``plain_behind`` behind it."""
+
+    waiting: int
+    error: int
+    behind: int
+    plain_error: int
+    plain_behind: int
+
+
+ERIN = "cms.user/erin"
+WAITING_LANE = "cms.userrole/(cms.role/admin@main,cms.user/alice)"
+
+
+def make_lane_scene(bus: IntegrationBus) -> LaneScene:
+    """Log and run the scene on ``bus`` (its schema created): the membership's user is known
+    to the connector's translations but not created yet, so it waits; erin's first task is
+    logged with process type ERROR, so her lane halts; bob and the role are applied."""
+    lanes = EntityDictConnector("Lanes")
+    lanes.display_name = "Directory (entity lanes)"
+    bus.register_connector(lanes)
+    plain = DictConnector("Plain")
+    plain.display_name = "Legacy feed"
+    bus.register_connector(plain)
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    snap = TaskDataType.SIMPLE_SNAPSHOT
+    log(bus, role("admin"), connector="Lanes")
+    log(bus, user("bob"), connector="Lanes")
+    waiting = log(bus, membership(1, 2), connector="Lanes", data_type=snap)
+    error = log(bus, user("erin"), connector="Lanes", process_type=ProcessType.ERROR)
+    behind = log(bus, user("erin", email="e@x"), TaskType.UPDATE_OBJECT, connector="Lanes")
+    result = run(bus, "Lanes")
+    assert (result.applied, result.waiting) == (2, 1), result
+    plain_error = log(bus, user("zed"), connector="Plain", process_type=ProcessType.ERROR)
+    plain_behind = log(bus, user("yan"), connector="Plain")
+    assert run(bus, "Plain").applied == 0
+    return LaneScene(waiting, error, behind, plain_error, plain_behind)

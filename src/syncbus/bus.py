@@ -30,6 +30,7 @@ from syncbus.errors import (
     ConnectorDisabledError,
     ConnectorNotFoundError,
     IntegrationDisabledError,
+    InvalidFilterError,
     SiteNotFoundError,
     TaskBusyError,
     TaskNotFoundError,
@@ -301,12 +302,19 @@ class IntegrationBus:
         *,
         after: int | None = None,
         limit: int | None = None,
+        lane: str | None = None,
+        waiting: bool = False,
     ) -> list[TaskInfo]:
         """Pending and failed incoming tasks, in ascending task id.
 
         ``after`` and ``limit`` page through a long queue by key (ids greater than ``after``).
+        ``lane`` keeps the tasks of one lane (its exact key, as ``TaskInfo.lane`` shows it);
+        ``waiting`` only the tasks that wait for a missing reference (Ordering.ENTITY).
+        Raises ``InvalidFilterError`` for a lane key no task can have.
         """
-        flt = reads.TaskFilter(connector=connector_name)
+        if lane is not None and (why := reads.bad_lane(lane)) is not None:
+            raise InvalidFilterError(f"invalid lane {lane[:80]!r}: {why}")
+        flt = reads.TaskFilter(connector=connector_name, lane=lane, waiting=waiting)
         with self.reader.connect() as conn:
             return reads.tasks(conn, flt, cursor=after, limit=limit)
 

@@ -179,6 +179,13 @@ def _print_json(adapter: TypeAdapter[Any], value: Any) -> None:
 @tasks_app.command("list")
 def tasks_list(
     connector: Annotated[str | None, typer.Option("--connector", "-c")] = None,
+    lane: Annotated[
+        str | None,
+        typer.Option("--lane", help="Only this lane's tasks (its exact key: cms.user/alice)."),
+    ] = None,
+    waiting: Annotated[
+        bool, typer.Option("--waiting", help="Only tasks waiting for a missing reference.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON, as GET /api/tasks lists them.")
     ] = False,
@@ -190,7 +197,7 @@ def tasks_list(
             raise ConnectorNotFoundError(
                 f"no connector named {connector!r}; see `syncbus connectors list`"
             )
-        tasks = bus.list_tasks(connector)
+        tasks = bus.list_tasks(connector, lane=lane, waiting=waiting)
     if as_json:
         _print_json(_TASKS, tasks)
         return
@@ -205,9 +212,7 @@ def _tasks_table(tasks: list[TaskInfo]) -> Table:
         if col != "lane" or lanes:
             table.add_column(col, **_FULL)
     for t in tasks:
-        result = (
-            Text(f"Failed: {t.error_message}", style="red") if t.error_message else Text("pending")
-        )
+        result = _result(t)
         lane = [Text(t.lane or "")] if lanes else []
         table.add_row(
             str(t.task_id),
@@ -219,6 +224,15 @@ def _tasks_table(tasks: list[TaskInfo]) -> Table:
             result,
         )
     return table
+
+
+def _result(t: TaskInfo) -> Text:
+    if t.error_message:
+        return Text(f"Failed: {t.error_message}", style="red")
+    if t.waiting_for:
+        since = f" since {t.waiting_since:%Y-%m-%d %H:%M:%S} UTC" if t.waiting_since else ""
+        return Text(f"waiting for {t.waiting_for}{since}", style="yellow")
+    return Text("pending")
 
 
 @tasks_app.command("show")

@@ -82,6 +82,11 @@ class TaskBusyError(SyncBusError):
     the batch has ended. Raised instead of waiting on the batch's locks."""
 
 
+class InvalidFilterError(SyncBusError, ValueError):
+    """A filter of the task list that no task could match as given (e.g. a lane key with a
+    control character); the message says what a valid one looks like (HTTP 422)."""
+
+
 class StoreError(SyncBusError):
     """Family: the database (connection, schema, migrations)."""
 

@@ -48,6 +48,11 @@ LOGGED_AS_ERROR = (
     "logged with process type Error: the connector stops at this task until it is "
     "synchronized or deleted"
 )
+# Under Ordering.ENTITY it stops its lane only (CONTRACT §8).
+LOGGED_AS_ERROR_IN_LANE = (
+    "logged with process type Error: its lane stops at this task until it is synchronized or "
+    "deleted; the connector's other lanes go on"
+)
 
 
 _Parsed = tuple[ProcessType, TaskType, TaskDataType]
@@ -64,6 +69,12 @@ def _parse(req: TaskRequest) -> _Parsed:
     if req.site_name is not None:
         check_text("site_name", req.site_name, SITE_MAX)
     return ptype, TaskType.parse(req.task_type), TaskDataType.parse(req.data_type)
+
+
+def _logged_error(ptype: ProcessType, lane: str | None) -> str | None:
+    if ptype is not ProcessType.ERROR:
+        return None
+    return LOGGED_AS_ERROR if lane is None else LOGGED_AS_ERROR_IN_LANE
 
 
 def _encode(payload: Payload) -> str:
@@ -221,7 +232,7 @@ class Intake:
             "created_at": utcnow(),
             "data": _encode(payload),
             "idempotency_key": key,
-            "error_message": LOGGED_AS_ERROR if ptype is ProcessType.ERROR else None,
+            "error_message": _logged_error(ptype, lane),
             "lane": lane,
         }
 

@@ -79,8 +79,10 @@ class TaskInfo:
     hint: str | None = None
     # The task's lane under Ordering.ENTITY (syncbus.content.lanes), None under CONNECTOR.
     lane: str | None = None
-    # What the task waits for (CONTRACT §8): a missing reference, under Ordering.ENTITY.
+    # What the task waits for (CONTRACT §8): a missing reference, e.g. ``cms.user 'alice'``.
     waiting_for: str | None = None
+    # Since when it waits (its first wait: the clock of dependency_timeout); None unless waiting.
+    waiting_since: datetime | None = None
     # Back-off (CONTRACT §9): failed attempts so far, and when the next may start.
     attempts: int = 0
     next_attempt_at: datetime | None = None

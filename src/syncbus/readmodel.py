@@ -13,34 +13,44 @@ import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from syncbus.bus import IntegrationBus
 from syncbus.enums import Ordering
+from syncbus.errors import ConnectorNotFoundError
 from syncbus.fixhint import fix_hint
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import reads
 from syncbus.store.db import as_utc
-from syncbus.store.reads import STATES, Items, State, TaskFilter
+from syncbus.store.reads import COUNT_CAP, STATES, Items, State, TaskFilter, bad_lane
 from syncbus.store.switches import LOGGING, MASTER, PROCESSING, first_off, flag
 from syncbus.store.switches import read_settings as _read_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = [
     "STATES",
     "Blocker",
     "ConnectorStats",
     "EventPage",
+    "HaltedLane",
     "Items",
+    "LaneReport",
     "State",
     "TaskDetail",
     "TaskFilter",
     "TaskPage",
     "TaskRow",
+    "WaitedFor",
+    "bad_lane",
     "blockers",
     "connector_names",
     "connector_stats",
     "count_tasks",
     "event_page",
+    "lane_report",
+    "lane_report_of",
     "matching_tasks",
     "read_settings",
     "task_detail",
@@ -52,6 +62,7 @@ __all__ = [
 ]
 
 Sort = Literal["asc", "desc"]
+LANES_SHOWN = 3  # halted lanes and waited-for entities named by the dashboard, each
 SETTING_KEYS = (MASTER, LOGGING, PROCESSING)
 _SWITCH_BLOCKS = {
     MASTER: "The integration bus is switched off: no task is processed.",
@@ -66,6 +77,8 @@ class TaskPage:
     rows: list[TaskInfo]
     next_after: int | None  # pass as ``after`` for the next page (in display order)
     prev_before: int | None  # pass as ``before`` for the previous page
+    # Rows queued behind an ERROR task of their lane (Ordering.ENTITY): task id -> that task.
+    halted_by: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,14 +100,52 @@ class ConnectorStats:
 
 
 @dataclass(frozen=True)
+class HaltedLane:
+    """A lane of an ENTITY connector that an ERROR task halts (its other lanes go on)."""
+
+    lane: str | None  # None: tasks logged before the connector became ENTITY
+    task: TaskInfo  # the lane's first ERROR task
+    behind: int  # tasks queued behind it in the lane
+
+
+@dataclass(frozen=True)
+class WaitedFor:
+    """An entity that tasks of an ENTITY connector wait for (a missing reference)."""
+
+    entity: str  # as TaskInfo.waiting_for says it: cms.user 'alice'
+    lane: str  # the entity's lane key
+    tasks: int  # how many wait for it
+    first_task_id: int
+    since: dt.datetime | None  # the earliest of their waits
+
+
+@dataclass(frozen=True)
+class LaneReport:
+    """Why tasks of an ENTITY connector do not move: halted lanes and waiting tasks. Counts
+    above ``COUNT_CAP`` read ``COUNT_CAP + 1`` (see ``capped``)."""
+
+    halted: int
+    halted_lanes: list[HaltedLane]
+    waiting: int
+    waited_for: list[WaitedFor]
+
+    @staticmethod
+    def capped(count: int) -> str:
+        """A count as shown: ``more than 10000`` once it reached the cap."""
+        return f"more than {COUNT_CAP}" if count > COUNT_CAP else str(count)
+
+
+@dataclass(frozen=True)
 class Blocker:
-    """Why a connector's queue does not move: an ERROR task, or a switch that is off."""
+    """Why a connector's queue does not move: an ERROR task, or a switch that is off; for an
+    ENTITY connector, its halted lanes and waiting tasks (``lanes``) instead of one task."""
 
     connector_name: str
     reason: str
     task: TaskInfo | None = None
     waiting_behind: int = 0
     hint: str | None = None  # the fix is queued behind the task: synchronize it first
+    lanes: LaneReport | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +156,9 @@ class TaskDetail:
     log: list[SyncLogEntry]
     position: int  # 1 = head of its connector's queue
     raw_error: str | None = None
+    lane_position: int = 0  # 1 = head of its lane (Ordering.ENTITY); 0 without a lane
+    lane_size: int = 0  # tasks queued in its lane
+    halted_by: int | None = None  # the ERROR task ahead of it in its lane, if any
 
 
 @dataclass(frozen=True)
@@ -130,8 +184,9 @@ def task_page(
     descending = (sort == "asc") == backwards
     with bus.reader.connect() as conn:
         rows = reads.tasks(conn, flt, cursor=cursor, descending=descending, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        halted_by = _halted_by(conn, rows)
     if backwards:
         rows.reverse()
     if not rows:
@@ -142,7 +197,20 @@ def task_page(
         rows,
         next_after=rows[-1].task_id if has_next else None,
         prev_before=rows[0].task_id if has_prev else None,
+        halted_by=halted_by,
     )
+
+
+def _halted_by(conn: Connection, rows: list[TaskInfo]) -> dict[int, int]:
+    """Which of these tasks wait behind an ERROR task of their lane, and behind which."""
+    lanes = {(r.connector_name, r.lane) for r in rows if r.lane is not None}
+    errors = reads.first_errors(conn, lanes)
+    out = {}
+    for r in rows:
+        first = errors.get((r.connector_name, r.lane or ""))
+        if first is not None and first < r.task_id:
+            out[r.task_id] = first
+    return out
 
 
 def task_row(bus: IntegrationBus, task_id: int) -> TaskInfo | None:
@@ -204,14 +272,60 @@ def _switch_blockers(bus: IntegrationBus) -> list[Blocker]:
     return [] if off is None else [Blocker("", _SWITCH_BLOCKS[off])]
 
 
+def lane_report(conn: Connection, connector_id: int, shown: int = LANES_SHOWN) -> LaneReport:
+    """An ENTITY connector's halted lanes and waiting tasks: counts (capped), and the first
+    ``shown`` of each. Every statement is served by a partial or lane index."""
+    halted = [HaltedLane(i.lane, i, n) for i, n in reads.halted_lanes(conn, connector_id, shown)]
+    waited = [
+        WaitedFor(r.waiting_for, r.awaits, int(r.tasks), int(r.first_task_id), as_utc(r.since))
+        for r in reads.waited_for(conn, connector_id, shown)
+    ]
+    return LaneReport(
+        halted=reads.halted_lane_count(conn, connector_id) if halted else 0,
+        halted_lanes=halted,
+        waiting=reads.waiting_count(conn, connector_id) if waited else 0,
+        waited_for=waited,
+    )
+
+
+def lane_report_of(bus: IntegrationBus, connector_name: str) -> LaneReport:
+    """``lane_report`` of the connector of that name (of any ordering: a CONNECTOR
+    connector's tasks have no lane, so it reports no lanes, only waiting tasks if any)."""
+    with bus.reader.connect() as conn:
+        found = reads.connectors(conn, connector_name)
+        if not found:
+            raise ConnectorNotFoundError(f"no connector named {connector_name!r} is registered")
+        return lane_report(conn, found[0][0])
+
+
+def _lane_blocker(bus: IntegrationBus, name: str, report: LaneReport) -> Blocker:
+    parts = []
+    if report.halted:
+        n = report.halted
+        parts.append(f"{report.capped(n)} lane{'' if n == 1 else 's'} halted by an Error task")
+    if report.waiting:
+        n = report.waiting
+        parts.append(f"{report.capped(n)} task{'' if n == 1 else 's'} waiting for an entity")
+    reason = "; ".join(parts) + "; its other lanes go on."
+    first = report.halted_lanes[0].task if report.halted_lanes else None
+    hint = None if first is None else fix_hint(bus.reader, bus.registry, first.task_id)
+    return Blocker(name, reason, hint=hint, lanes=report)
+
+
 def blockers(bus: IntegrationBus, connector: str | None = None) -> list[Blocker]:
     """Why queues do not move: switches that are off, disabled connectors with tasks, and per
-    connector the first ERROR task (a run stops there), with how many tasks wait behind it."""
+    connector the first ERROR task (a run stops there), with how many tasks wait behind it;
+    for an ENTITY connector, its halted lanes and waiting tasks instead (``lane_report``)."""
     out = _switch_blockers(bus)
     with bus.reader.connect() as conn:
-        for cid, name, enabled in reads.connectors(conn, connector):
+        for cid, name, enabled, ordering in reads.connectors(conn, connector):
             if not enabled and reads.has_tasks(conn, cid):
                 out.append(Blocker(name, "The connector is disabled: its tasks wait."))
+            if ordering == Ordering.ENTITY.value:
+                report = lane_report(conn, cid)
+                if report.halted or report.waiting:
+                    out.append(_lane_blocker(bus, name, report))
+                continue
             task = reads.first_blocking(conn, cid)
             if task is None:
                 continue
@@ -238,17 +352,21 @@ def task_detail(bus: IntegrationBus, task_id: int) -> TaskDetail | None:
         raw = reads.task_data(conn, task_id) or ""
         log = reads.task_log(conn, task_id)
         position = reads.position(conn, info.connector_name, task_id)
+        in_lane = (0, 0)
+        halted_by = _halted_by(conn, [info]).get(task_id)
+        if info.lane is not None:
+            in_lane = reads.lane_position(conn, info.connector_name, info.lane, task_id)
     info = with_hint(bus, info)
     try:
         body = json.loads(raw)
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
-        return TaskDetail(info, raw, [], log, position, str(exc))
+        return TaskDetail(info, raw, [], log, position, str(exc), *in_lane, halted_by)
     content = {k: v for k, v in body.items() if k not in ("tr", "v")}
     pretty = json.dumps(content, indent=2, ensure_ascii=False, sort_keys=False)
     records = [r for r in body.get("tr") or [] if isinstance(r, dict)]
-    return TaskDetail(info, pretty, records, log, position)
+    return TaskDetail(info, pretty, records, log, position, None, *in_lane, halted_by)
 
 
 def event_page(

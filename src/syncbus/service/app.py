@@ -39,6 +39,7 @@ from syncbus.service.limits import BodySizeLimit, NulGuard
 from syncbus.service.metrics import ServiceMetrics
 from syncbus.service.ready import readiness
 from syncbus.store.db import MAX_ID
+from syncbus.store.enqueue import LANE_MAX
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
@@ -322,9 +323,20 @@ def _queue_routes(
             int | None, Query(ge=0, le=MAX_ID, description="Only tasks with a greater id.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
+        lane: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=LANE_MAX,
+                description="Only the tasks of this lane (its exact key, e.g. cms.user/alice).",
+            ),
+        ] = None,
+        waiting: Annotated[
+            bool, Query(description="Only tasks waiting for a missing reference (ENTITY).")
+        ] = False,
     ) -> s.TaskList:
         """One page of the queue by key: pass the answer's ``next_after`` as ``after``."""
-        tasks = bus.list_tasks(connector, after=after, limit=limit + 1)
+        tasks = bus.list_tasks(connector, after=after, limit=limit + 1, lane=lane, waiting=waiting)
         if not tasks and connector is not None and not bus.connectors.exists(connector):
             raise ConnectorNotFoundError(f"no connector named {connector!r} is registered")
         page = tasks[:limit]

@@ -106,6 +106,13 @@ class Dialect:
         """Switch the connection to single-statement reads outside any transaction (the
         checks before logging), and back. Call ``conn.rollback()`` before switching back."""
 
+    def unindexed(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``column`` as an expression that no index of it serves, where a planner without
+        statistics would take the wrong index for a read (SQLite: an equality on the queue
+        index's connector, or its id order, beats a partial or lane index that holds just
+        the rows asked for); the column itself where the planner weighs statistics."""
+        return column
+
     def is_lock_wait(self, exc: BaseException) -> bool:
         """The statement gave up waiting for a lock."""
         raise NotImplementedError
@@ -128,6 +135,9 @@ class SQLiteDialect(Dialect):
 
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         conn.execution_options(**{AUTOCOMMIT_READS: on})
+
+    def unindexed(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return column + 0  # SQLite's idiom (as unary +): the column no longer picks an index
 
     def is_lock_wait(self, exc: BaseException) -> bool:
         text = str(getattr(exc, "orig", exc)).lower()

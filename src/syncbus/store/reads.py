@@ -5,13 +5,14 @@ the one place their statements are built and run, and the one place a task row b
 Every list is paged by key (``task_id > :cursor ORDER BY task_id LIMIT n``), never by OFFSET,
 so a page deep in a queue of 100,000 tasks costs what the first page costs. The filters keep
 the shapes the partial indexes are declared with (``error_message IS NOT NULL``,
-``process_type = 'Error'``), per connector id, so those indexes serve them.
+``process_type = 'Error'``, ``awaits IS NOT NULL``), per connector id, so those indexes serve
+them; a lane is found by the lane index (connector, lane, task id).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -20,6 +21,8 @@ import sqlalchemy as sa
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store.db import IN_CHUNK, as_utc
+from syncbus.store.dialect import dialect_of
+from syncbus.store.enqueue import LANE_MAX
 from syncbus.store.tables import (
     connector_table,
     event_log_table,
@@ -36,26 +39,54 @@ Row: TypeAlias = "sa.Row[*tuple[Any, ...]]"
 Items = list[tuple[int, str, str]]  # (task id, title, connector name), for mass actions
 _BLOCKING = task_table.c.process_type == ProcessType.ERROR.value
 _FAILED = task_table.c.error_message.is_not(None)
+# A waiting task (CONTRACT §8): ``awaits`` and ``waiting_for`` are set and cleared together;
+# ``awaits`` is the one the partial index is declared on.
+_WAITING = sa.and_(task_table.c.awaits.is_not(None), task_table.c.waiting_for.is_not(None))
+LANE_CONTROLS = frozenset(chr(c) for c in (*range(0x20), 0x7F))
 
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """Which queued tasks: by connector, state, object type or page type, text in the title.
-    Plain values; ``_where`` turns them into SQL."""
+    """Which queued tasks: by connector, state, object type or page type, text in the title,
+    lane (its exact key) and whether they wait (Ordering.ENTITY). Plain values; ``_where``
+    turns them into SQL."""
 
     connector: str | None = None
     state: State = ""
     type: str | None = None
     text: str | None = None
+    lane: str | None = None
+    waiting: bool = False
 
 
-def _where(flt: TaskFilter | None) -> list[sa.ColumnElement[bool]]:
+def bad_lane(lane: str) -> str | None:
+    """Why ``lane`` cannot be a lane key (empty, too long, control characters: keys escape
+    them), or None. A key no task has is fine: it matches nothing."""
+    if not lane:
+        return "a lane key is not empty (e.g. cms.user/alice)"
+    if len(lane) > LANE_MAX:
+        return f"a lane key has at most {LANE_MAX} characters, not {len(lane)}"
+    if any(c in LANE_CONTROLS for c in lane):
+        return "a lane key has no control characters (lane keys write them as %XX)"
+    return None
+
+
+def _where(conn: sa.Connection, flt: TaskFilter | None) -> list[sa.ColumnElement[bool]]:
     t = task_table
     if flt is None:
         return []
     out: list[sa.ColumnElement[bool]] = []
-    if flt.connector is not None:  # "" is a name no connector has
-        out.append(t.c.connector_id == _connector_id(flt.connector))
+    if flt.lane is not None:
+        # The lane index leads with the connector: the connectors' ids, as values, let both
+        # databases seek each one's lane (not read the whole index, or the connector's queue).
+        c = connector_table
+        named = sa.select(c.c.connector_id)
+        if flt.connector is not None:
+            named = named.where(c.c.connector_name == flt.connector)
+        out.append(t.c.connector_id.in_(conn.execute(named).scalars().all()))
+    elif flt.connector is not None:  # "" is a name no connector has
+        cid = dialect_of(conn).unindexed(t.c.connector_id) if flt.waiting else t.c.connector_id
+        out.append(cid == _connector_id(flt.connector))
     if flt.state == "pending":
         out.append(t.c.error_message.is_(None))
     elif flt.state == "failed":
@@ -66,7 +97,21 @@ def _where(flt: TaskFilter | None) -> list[sa.ColumnElement[bool]]:
         out.append(sa.or_(t.c.object_type == flt.type, t.c.class_name == flt.type))
     if flt.text:
         out.append(t.c.title.icontains(flt.text, autoescape=True))
+    if flt.lane is not None:
+        out.append(t.c.lane == flt.lane)
+    if flt.waiting:
+        out.append(_WAITING)
     return out
+
+
+def _scan_key(conn: sa.Connection, flt: TaskFilter | None) -> sa.ColumnElement[Any]:
+    """What a list is paged and ordered by: the task id. Filtered to a lane or to waiting
+    tasks, the few tasks are read by the lane index or the partial index of waiting tasks
+    and sorted, instead of walking the queue in id order (see ``Dialect.unindexed``)."""
+    tid = task_table.c.task_id
+    if flt is not None and (flt.waiting or flt.lane is not None):
+        return dialect_of(conn).unindexed(tid)
+    return tid
 
 
 def _connector_id(name: str) -> sa.ScalarSelect[Any]:
@@ -124,6 +169,7 @@ def task_info(row: Any) -> TaskInfo:
         idempotency_key=row.idempotency_key,
         lane=row.lane,
         waiting_for=row.waiting_for,
+        waiting_since=as_utc(row.waiting_since) if row.waiting_for is not None else None,
         attempts=int(row.attempts or 0),
         next_attempt_at=as_utc(row.next_attempt_at),
     )
@@ -139,8 +185,8 @@ def tasks(
 ) -> list[TaskInfo]:
     """Matching tasks past ``cursor`` in the scan order (ids greater than it, ascending; or
     smaller, descending), ``limit`` of them at most."""
-    tid = task_table.c.task_id
-    stmt = _TASKS.where(*_where(flt))
+    tid = _scan_key(conn, flt)
+    stmt = _TASKS.where(*_where(conn, flt))
     if cursor is not None:
         stmt = stmt.where(tid < cursor if descending else tid > cursor)
     stmt = stmt.order_by(tid.desc() if descending else tid)
@@ -162,17 +208,22 @@ def task_data(conn: sa.Connection, task_id: int) -> str | None:
 
 
 def count_tasks(conn: sa.Connection, flt: TaskFilter | None = None) -> int:
-    stmt = sa.select(sa.func.count()).select_from(task_table).where(*_where(flt))
+    stmt = sa.select(sa.func.count()).select_from(task_table).where(*_where(conn, flt))
     return int(conn.execute(stmt).scalar_one())
 
 
-def _items(conn: sa.Connection, *where: sa.ColumnElement[bool], limit: int | None = None) -> Items:
+def _items(
+    conn: sa.Connection,
+    *where: sa.ColumnElement[bool],
+    limit: int | None = None,
+    key: sa.ColumnElement[Any] = task_table.c.task_id,
+) -> Items:
     t, c = task_table, connector_table
     stmt = (
         sa.select(t.c.task_id, t.c.title, c.c.connector_name)
         .join(c, c.c.connector_id == t.c.connector_id)
         .where(*where)
-        .order_by(t.c.task_id)
+        .order_by(key)
         .limit(limit)
     )
     return [(int(r[0]), r[1], r[2]) for r in conn.execute(stmt)]
@@ -180,7 +231,8 @@ def _items(conn: sa.Connection, *where: sa.ColumnElement[bool], limit: int | Non
 
 def matching_items(conn: sa.Connection, flt: TaskFilter, after: int, limit: int) -> Items:
     """The next ``limit`` matching tasks with an id greater than ``after`` (ascending)."""
-    return _items(conn, *_where(flt), task_table.c.task_id > after, limit=limit)
+    key = _scan_key(conn, flt)
+    return _items(conn, *_where(conn, flt), key > after, limit=limit, key=key)
 
 
 def items_by_id(conn: sa.Connection, ids: Sequence[int]) -> Items:
@@ -200,6 +252,19 @@ def position(conn: sa.Connection, connector_name: str, task_id: int) -> int:
         .where(t.c.connector_id == _connector_id(connector_name), t.c.task_id <= task_id)
     )
     return int(conn.execute(stmt).scalar_one())
+
+
+def lane_position(
+    conn: sa.Connection, connector_name: str, lane: str, task_id: int
+) -> tuple[int, int]:
+    """The task's place in its lane (1 = the head) and the lane's size, each counted up to
+    ``COUNT_CAP + 1`` (by the lane index)."""
+    t = task_table
+    lane_tasks = sa.select(t.c.task_id).where(
+        t.c.connector_id == _connector_id(connector_name), t.c.lane == lane
+    )
+    ahead = _capped_count(lane_tasks.where(t.c.task_id <= task_id), conn)
+    return ahead, _capped_count(lane_tasks, conn)
 
 
 def task_log(conn: sa.Connection, task_id: int) -> list[SyncLogEntry]:
@@ -245,15 +310,15 @@ def connector_queues(conn: sa.Connection) -> list[Row]:
     return list(conn.execute(stmt).all())
 
 
-def connectors(conn: sa.Connection, name: str | None = None) -> list[tuple[int, str, bool]]:
-    """``connector_id``, ``connector_name``, ``enabled`` of every connector (or the one named),
-    by name."""
+def connectors(conn: sa.Connection, name: str | None = None) -> list[tuple[int, str, bool, str]]:
+    """``connector_id``, ``connector_name``, ``enabled``, ``ordering`` (its wire value) of
+    every connector (or the one named), by name."""
     c = connector_table
-    stmt = sa.select(c.c.connector_id, c.c.connector_name, c.c.enabled)
+    stmt = sa.select(c.c.connector_id, c.c.connector_name, c.c.enabled, c.c.ordering)
     if name:
         stmt = stmt.where(c.c.connector_name == name)
     rows = conn.execute(stmt.order_by(c.c.connector_name))
-    return [(int(cid), str(n), bool(enabled)) for cid, n, enabled in rows]
+    return [(int(cid), str(n), bool(enabled), str(o)) for cid, n, enabled, o in rows]
 
 
 def connector_names(conn: sa.Connection) -> list[str]:
@@ -286,6 +351,111 @@ def tasks_behind(conn: sa.Connection, connector_id: int, task_id: int) -> int:
         .where(t.c.connector_id == connector_id, t.c.task_id > task_id)
     )
     return int(conn.execute(stmt).scalar_one())
+
+
+# -- lanes of an ENTITY connector (why it does not move) --------------------------------------
+# Counts for a page view stop here: a queue with more halted lanes or waiting tasks than this
+# says "at least" instead of reading them all every few seconds.
+COUNT_CAP = 10_000
+
+
+def _capped_count(stmt: sa.Select[Any], conn: sa.Connection, cap: int = COUNT_CAP) -> int:
+    """How many rows ``stmt`` gives, counting up to ``cap + 1`` at most."""
+    inner = stmt.limit(cap + 1).subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+
+
+def halted_lane_count(conn: sa.Connection, connector_id: int) -> int:
+    """Lanes holding an ERROR task (by the partial index on ERROR tasks); ``COUNT_CAP + 1``
+    means more than ``COUNT_CAP``."""
+    t = task_table
+    stmt = sa.select(t.c.lane).where(t.c.connector_id == connector_id, _BLOCKING).distinct()
+    return _capped_count(stmt, conn)
+
+
+def halted_lanes(conn: sa.Connection, connector_id: int, limit: int) -> list[tuple[TaskInfo, int]]:
+    """The first ``limit`` halted lanes, by their first ERROR task (the one that halts the
+    lane), each with how many tasks queue behind it in its lane (up to ``COUNT_CAP + 1``)."""
+    t = task_table
+    firsts: dict[str | None, TaskInfo] = {}
+    cursor = 0
+    for _ in range(8):  # lanes with many ERROR tasks each: look a little further, not forever
+        stmt = _TASKS.where(t.c.connector_id == connector_id, _BLOCKING, t.c.task_id > cursor)
+        chunk = [task_info(r) for r in conn.execute(stmt.order_by(t.c.task_id).limit(limit * 4))]
+        for info in chunk:
+            firsts.setdefault(info.lane, info)
+        if len(firsts) >= limit or len(chunk) < limit * 4:
+            break
+        cursor = chunk[-1].task_id
+    out = []
+    for info in sorted(firsts.values(), key=lambda i: i.task_id)[:limit]:
+        same_lane = t.c.lane.is_(None) if info.lane is None else t.c.lane == info.lane
+        behind = sa.select(t.c.task_id).where(
+            t.c.connector_id == connector_id, same_lane, t.c.task_id > info.task_id
+        )
+        out.append((info, _capped_count(behind, conn)))
+    return out
+
+
+def first_errors(
+    conn: sa.Connection, lanes: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The first ERROR task id of each of these lanes (connector name, lane key) that holds
+    one: the task that halts it. By the lane index, per connector id."""
+    c, t = connector_table, task_table
+    names = {name for name, _lane in lanes}
+    if not names:
+        return {}
+    by_id = {
+        int(cid): str(name)
+        for cid, name in conn.execute(
+            sa.select(c.c.connector_id, c.c.connector_name).where(c.c.connector_name.in_(names))
+        )
+    }
+    keys = sorted({lane for _name, lane in lanes})
+    out: dict[tuple[str, str], int] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        stmt = (
+            sa.select(t.c.connector_id, t.c.lane, sa.func.min(t.c.task_id))
+            .where(
+                t.c.connector_id.in_(list(by_id)),
+                t.c.lane.in_(keys[start : start + IN_CHUNK]),
+                _BLOCKING,
+            )
+            .group_by(t.c.connector_id, t.c.lane)
+        )
+        for cid, lane, first in conn.execute(stmt):
+            out[(by_id[int(cid)], str(lane))] = int(first)
+    return out
+
+
+def waiting_count(conn: sa.Connection, connector_id: int) -> int:
+    """The connector's waiting tasks (by the partial index on ``awaits``), up to
+    ``COUNT_CAP + 1``."""
+    t = task_table
+    cid = dialect_of(conn).unindexed(t.c.connector_id)  # by ``awaits``, not the queue
+    stmt = sa.select(t.c.task_id).where(cid == connector_id, _WAITING)
+    return _capped_count(stmt, conn)
+
+
+def waited_for(conn: sa.Connection, connector_id: int, limit: int) -> list[Row]:
+    """The first ``limit`` entities (by lane key) the connector's tasks wait for: ``awaits``,
+    ``waiting_for``, ``tasks`` (how many wait for it), ``first_task_id``, ``since``."""
+    t = task_table
+    stmt = (
+        sa.select(
+            t.c.awaits,
+            sa.func.min(t.c.waiting_for).label("waiting_for"),
+            sa.func.count().label("tasks"),
+            sa.func.min(t.c.task_id).label("first_task_id"),
+            sa.func.min(t.c.waiting_since).label("since"),
+        )
+        .where(dialect_of(conn).unindexed(t.c.connector_id) == connector_id, _WAITING)
+        .group_by(t.c.awaits)
+        .order_by(t.c.awaits)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).all())
 
 
 # -- the fix hint's reads (see syncbus.fixhint) ------------------------------------------------

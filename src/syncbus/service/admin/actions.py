@@ -14,7 +14,13 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from syncbus import readmodel
-from syncbus.errors import ConnectorNotFoundError, SyncBusError, TaskBusyError, TaskNotFoundError
+from syncbus.errors import (
+    ConnectorNotFoundError,
+    InvalidFilterError,
+    SyncBusError,
+    TaskBusyError,
+    TaskNotFoundError,
+)
 from syncbus.service.admin import security
 from syncbus.service.admin.context import (
     AdminContext,
@@ -237,8 +243,12 @@ def start_mass_action(request: Request, ctx: Ctx, form: CheckedForm) -> Response
             return redirect(request, back, "Select at least one task first.", "error")
         mass_action = ctx.mass_actions.start_selected(action, ids, who, form.client)
     else:
-        flt = task_filter(form.get("f_connector"), form.get("f_state"), form.get("f_type"),
-                          form.get("f_text"))  # fmt: skip
+        lane = (form.getlist("f_lane") or [""])[0]  # as sent: a key may end in a space
+        try:
+            flt = task_filter(form.get("f_connector"), form.get("f_state"), form.get("f_type"),
+                              form.get("f_text"), lane, form.get("f_waiting"))  # fmt: skip
+        except InvalidFilterError as exc:
+            return redirect(request, back, str(exc), "error")
         if action == "delete" and form.get("confirm") != "yes":
             total = readmodel.count_tasks(ctx.bus, flt)
             return render(

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from syncbus import readmodel
-from syncbus.readmodel import STATES, State, TaskFilter
+from syncbus.errors import InvalidFilterError
+from syncbus.readmodel import STATES, State, TaskFilter, bad_lane
 from syncbus.service.admin import security, views
 from syncbus.service.admin.context import (
     AdminContext,
@@ -72,15 +73,33 @@ def signin_form(request: Request, ctx: Ctx, next: str | None = None) -> Response
     return render(request, "signin.html", session=None, next_url=target, name="", error=None)
 
 
+_YES, _NO = ("1", "true", "on", "yes"), ("", "0", "false", "off", "no")
+
+
 def task_filter(
-    connector: str | None, state: str | None, type: str | None, text: str | None
+    connector: str | None,
+    state: str | None,
+    type: str | None,
+    text: str | None,
+    lane: str | None = None,
+    waiting: str | None = None,
 ) -> TaskFilter:
+    """The filter the list's query (or a mass action's form) asks for. An unknown state or
+    type matches loosely; a lane key or a ``waiting`` value that cannot be meant raises
+    ``InvalidFilterError``: a mass action must never widen to more than was asked for."""
     clean_state: State = next((s for s in STATES if s == (state or "")), "")
+    if lane and (why := bad_lane(lane)) is not None:
+        raise InvalidFilterError(f"The lane filter {lane[:80]!r} is not a lane key: {why}.")
+    flag = (waiting or "").strip().lower()
+    if flag not in _YES + _NO:
+        raise InvalidFilterError(f"The waiting filter is 1 or empty, not {flag[:20]!r}.")
     return TaskFilter(
         connector=connector or None,
         state=clean_state,
         type=type or None,
         text=(text or "").strip()[:200] or None,
+        lane=lane or None,
+        waiting=flag in _YES,
     )
 
 
@@ -90,6 +109,8 @@ def filter_params(flt: TaskFilter, sort: str) -> dict[str, str]:
         "state": flt.state,
         "type": flt.type or "",
         "text": flt.text or "",
+        "lane": flt.lane or "",
+        "waiting": "1" if flt.waiting else "",
         "sort": sort if sort != "asc" else "",
     }
     return {k: v for k, v in params.items() if v}
@@ -104,12 +125,19 @@ def tasks(
     state: str | None = None,
     type: str | None = None,
     text: str | None = None,
+    lane: str | None = None,
+    waiting: str | None = None,
     sort: str = "asc",
     after: Cursor = None,
     before: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = PAGE_SIZE,
 ) -> HTMLResponse:
-    flt = task_filter(connector, state, type, text)
+    try:
+        flt = task_filter(connector, state, type, text, lane, waiting)
+    except InvalidFilterError as exc:
+        return render(
+            request, "error.html", 400, session=session, heading="Invalid filter", message=str(exc)
+        )
     order: readmodel.Sort = "desc" if sort == "desc" else "asc"
     page = readmodel.task_page(ctx.bus, flt, sort=order, after=after, before=before, limit=limit)
     params = filter_params(flt, order)
