@@ -113,6 +113,9 @@ class DrainResult:
     peak_rss_kb: int
     waits: Counter[str] = field(default_factory=Counter)
     samples: int = 0
+    runs: int = 0  # connector runs that applied something (one line each in the workers' output)
+    worker_cpu_s: float = 0.0  # user + system CPU of the worker processes during the drain
+    machine_busy: float = 0.0  # share of all CPUs' time not idle during the drain (any process)
 
 
 def entity(n: int, keys: int) -> str:
@@ -152,16 +155,19 @@ def run_lanes(
         _install_audit(bus.engine)
         report.machine, report.durability = machine(bus.engine), durability(bus.engine)
         bench = _LaneBench(bus, scratch.url, profile, batch_size, progress, gates, expected)
+        results: dict[str, list[DrainResult]] = defaultdict(list)
+        for round_no in range(max(1, profile.runs)):
+            for drain in drains:
+                suffix = f" (round {round_no + 1})" if profile.runs > 1 else ""
+                results[drain.path].append(bench.drain(drain, suffix))
         for drain in drains:
-            result = bench.drain(drain)
-            row = Row(scratch.backend, drain.path, profile.tasks, result.seconds, 0.0)
-            row.peak_rss_mb = result.peak_rss_kb / 1024
-            row.note = _waits_note(result)
-            report.rows.append(row)
+            report.rows.append(
+                _row(scratch.backend, drain.path, profile.tasks, results[drain.path])
+            )
         with tempfile.TemporaryDirectory(prefix="syncbus-lanes-prof-") as tmp:
             out = Path(tmp) / "worker.prof"
             prof = Drain("ENTITY, 1 worker (profiled)", LaneBenchConnector, 1, out)
-            result = bench.drain(prof)
+            result = bench.drain(prof, "")
             report.where_time_goes = summarise_profile(out, result.seconds, prof.path)
     finally:
         bus.close()
@@ -193,12 +199,13 @@ class _LaneBench:
         self.batch_size, self.progress, self.gates = batch_size, progress, gates
         self.expected = expected
 
-    def drain(self, drain: Drain) -> DrainResult:
+    def drain(self, drain: Drain, suffix: str) -> DrainResult:
         name = drain.connector.connector_name
         assert name is not None
         n = self.profile.tasks
-        self._fill(name, drain.path)
-        bar = self.progress.add_task(f"[postgresql] {drain.path}", total=n)
+        phase = drain.path + suffix
+        self._fill(name, phase)
+        bar = self.progress.add_task(f"[postgresql] {phase}", total=n)
         self.bus.set_connector_enabled(name, False)
         with ExitStack() as stack:
             procs = [self._start_worker(stack, drain) for _ in range(drain.workers)]
@@ -206,21 +213,22 @@ class _LaneBench:
             time.sleep(SETTLE_SECONDS)
             result = self._timed(name, bar, procs)
             outputs = _stop(procs)
-        applied = failed = 0
         for out in outputs:
             for line in out.splitlines():
                 m = _RUN_LINE.match(line.strip())
                 if m and m.group(1) == name:
-                    applied, failed = applied + int(m.group(2)), failed + int(m.group(3))
-        result.applied, result.failed = applied, failed
+                    result.applied += int(m.group(2))
+                    result.failed += int(m.group(3))
+                    result.runs += 1
+        applied, failed = result.applied, result.failed
         self.gates.counts(
-            drain.path,
+            phase,
             logged=n,
             applied=applied,
             failed=failed,
             queued=self.bus.queue_size(name),
         )
-        self._gate_order(drain.path)
+        self._gate_order(phase)
         return result
 
     # -- before the timer ----------------------------------------------------------------------
@@ -267,6 +275,7 @@ class _LaneBench:
         waits: Counter[str] = Counter()
         samples = 0
         peak: dict[int, int] = {}
+        cpu0, machine0 = [_cpu_s(w.proc.pid) for w in procs], _machine_times()
         start = time.perf_counter()
         self.bus.set_connector_enabled(name, True)  # the go: enabled, every worker woken
         with self.bus.engine.begin() as conn:
@@ -289,10 +298,15 @@ class _LaneBench:
                     raise BenchGateError("counts", name, f"{left} tasks left after the deadline")
                 time.sleep(POLL_SECONDS)
         seconds = now - start
+        cpu = sum(_cpu_s(w.proc.pid) - c for w, c in zip(procs, cpu0, strict=True))
+        busy, idle = (b - a for a, b in zip(machine0, _machine_times(), strict=True))
         for w in procs:
             peak[w.proc.pid] = max(peak.get(w.proc.pid, 0), _vm_hwm_kb(w.proc.pid))
         self.progress.update(bar, completed=n)
-        return DrainResult(seconds, 0, 0, max(peak.values(), default=0), waits, samples)
+        result = DrainResult(seconds, 0, 0, max(peak.values(), default=0), waits, samples)
+        result.worker_cpu_s = cpu
+        result.machine_busy = busy / (busy + idle) if busy + idle else 0.0
+        return result
 
     # -- after ---------------------------------------------------------------------------------
     def _gate_order(self, phase: str) -> None:
@@ -303,7 +317,9 @@ class _LaneBench:
         with engine.connect() as conn:
             rows = conn.exec_driver_sql(f"SELECT name, n FROM {AUDIT_TABLE} ORDER BY id").all()
             table = self.bus.registry.table("lanes.counter")
-            final = dict(conn.execute(sa.select(table.c.counter_name, table.c.n)).tuples().all())
+            final = {
+                str(k): int(v) for k, v in conn.execute(sa.select(table.c.counter_name, table.c.n))
+            }
         seen: dict[str, list[int]] = defaultdict(list)
         for name, value in rows:
             seen[str(name)].append(int(value))
@@ -392,6 +408,45 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``/proc/PID/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_times() -> tuple[int, int]:
+    """(busy, idle) jiffies of all CPUs together since boot (``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values[:8]) - idle, idle
+
+
+def _row(backend: str, path: str, tasks: int, results: list[DrainResult]) -> Row:
+    """The median round (by time) as the row; every round's rate and what it waited on in the
+    note."""
+    ordered = sorted(results, key=lambda r: r.seconds)
+    mid = ordered[(len(ordered) - 1) // 2]
+    row = Row(backend, path, tasks, mid.seconds, 0.0)
+    row.peak_rss_mb = max(r.peak_rss_kb for r in results) / 1024
+    rates = ", ".join(f"{tasks / r.seconds:,.0f}" for r in results)
+    parts = [f"tasks/s per round {rates}"] if len(results) > 1 else []
+    parts.append(f"runs {', '.join(str(r.runs) for r in results)}")
+    cpu = ", ".join(f"{r.worker_cpu_s / r.seconds:.2f}" for r in results)
+    parts.append(f"worker CPU per wall second {cpu}")
+    parts.append(f"machine CPUs busy {', '.join(f'{100 * r.machine_busy:.0f} %' for r in results)}")
+    waits: Counter[str] = Counter()
+    for r in results:
+        waits.update(r.waits)
+    parts.append(_waits_note(waits, sum(r.samples for r in results)))
+    row.note = "; ".join(p for p in parts if p)
+    return row
+
+
 def _session_waits(conn: sa.Connection) -> Counter[str]:
     """What this database's other active sessions wait for right now (``CPU`` when nothing)."""
     rows = conn.exec_driver_sql(
@@ -403,18 +458,13 @@ def _session_waits(conn: sa.Connection) -> Counter[str]:
     return Counter({str(k): int(v) for k, v in rows})
 
 
-def _waits_note(result: DrainResult) -> str:
-    if not result.samples:
+def _waits_note(waits: Counter[str], samples: int) -> str:
+    if not samples:
         return ""
-    total = sum(result.waits.values())
-    top = (
-        ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in result.waits.most_common(4))
-        if total
-        else "none"
-    )
-    return (
-        f"active sessions per sample {total / result.samples:.2f} "
-        f"({result.samples} samples); of them: {top}"
+    total = sum(waits.values())
+    top = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in waits.most_common(4))
+    return f"database sessions active per sample {total / samples:.2f} ({samples} samples)" + (
+        f": {top}" if total else ""
     )
 
 
