@@ -361,7 +361,7 @@ def test_lanes_profile_drains_by_1_2_and_4_workers(tmp_path: Path, own_pg_databa
     for row in rows.values():
         assert row["tasks"] == tasks and row["tasks_per_s"] > 0 and row["peak_rss_mb"] > 0
         assert "database sessions active per sample" in row["note"]
-        assert "worker CPU per wall second" in row["note"] and "runs " in row["note"]
+        assert "CPU ms per task, workers + database" in row["note"] and "runs " in row["note"]
     one = rows["ENTITY, 1 worker"]
     assert one["baseline"] == "CONNECTOR, 1 worker"
     assert one["ratio"] == pytest.approx(

@@ -67,6 +67,7 @@ WORKER_COUNTS = (1, 2, 4)
 POLL_SECONDS = 0.05
 START_SECONDS = 60.0
 DRAIN_SECONDS = 900.0
+STALL_SECONDS = 0.3  # a 200-task batch commits every ~0.1 s here: 0.3 s without one is a stall
 SETTLE_SECONDS = 1.0  # after the last "started": their LISTEN connections are up
 PROFILE_TOP = 15
 PROFILE_SELF_TOP = 8
@@ -115,7 +116,10 @@ class DrainResult:
     samples: int = 0
     runs: int = 0  # connector runs that applied something (one line each in the workers' output)
     worker_cpu_s: float = 0.0  # user + system CPU of the worker processes during the drain
+    db_cpu_s: float = 0.0  # the same for the server processes of the workers' sessions
     machine_busy: float = 0.0  # share of all CPUs' time not idle during the drain (any process)
+    # Times the queue did not move for STALL_SECONDS or more (seen by the poll), in seconds.
+    stalls: list[float] = field(default_factory=list)
 
 
 def entity(n: int, keys: int) -> str:
@@ -275,16 +279,22 @@ class _LaneBench:
         waits: Counter[str] = Counter()
         samples = 0
         peak: dict[int, int] = {}
+        with self.bus.engine.connect() as conn:
+            backends0 = {pid: _cpu_s(pid) for pid in _backend_pids(conn)}
         cpu0, machine0 = [_cpu_s(w.proc.pid) for w in procs], _machine_times()
         start = time.perf_counter()
         self.bus.set_connector_enabled(name, True)  # the go: enabled, every worker woken
         with self.bus.engine.begin() as conn:
             dialect_of(conn).notify(conn, name)
         deadline = start + DRAIN_SECONDS
+        moved_at, last_left, stalls = start, n, [0.0]
         with self.bus.engine.connect() as conn:
             while True:
                 left = self.bus.queue_size(name)
                 now = time.perf_counter()
+                if left != last_left:
+                    stalls.append(now - moved_at)
+                    moved_at, last_left = now, left
                 if left == 0:
                     break
                 for w in procs:
@@ -298,6 +308,9 @@ class _LaneBench:
                     raise BenchGateError("counts", name, f"{left} tasks left after the deadline")
                 time.sleep(POLL_SECONDS)
         seconds = now - start
+        with self.bus.engine.connect() as conn:
+            backends = _backend_pids(conn)
+        db_cpu = sum(_cpu_s(pid) - backends0.get(pid, 0.0) for pid in backends)
         cpu = sum(_cpu_s(w.proc.pid) - c for w, c in zip(procs, cpu0, strict=True))
         busy, idle = (b - a for a, b in zip(machine0, _machine_times(), strict=True))
         for w in procs:
@@ -305,6 +318,8 @@ class _LaneBench:
         self.progress.update(bar, completed=n)
         result = DrainResult(seconds, 0, 0, max(peak.values(), default=0), waits, samples)
         result.worker_cpu_s = cpu
+        result.db_cpu_s = db_cpu
+        result.stalls = [x for x in stalls if x >= STALL_SECONDS]
         result.machine_busy = busy / (busy + idle) if busy + idle else 0.0
         return result
 
@@ -418,6 +433,18 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _backend_pids(conn: sa.Connection) -> list[int]:
+    """The server processes of this database's other client sessions (the server runs on this
+    machine: the bench reads their CPU from ``/proc``)."""
+    pids = conn.exec_driver_sql(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    ).scalars()
+    out = [int(p) for p in pids]
+    conn.rollback()
+    return out
+
+
 def _machine_times() -> tuple[int, int]:
     """(busy, idle) jiffies of all CPUs together since boot (``/proc/stat``)."""
     with open("/proc/stat", encoding="ascii") as f:
@@ -436,9 +463,17 @@ def _row(backend: str, path: str, tasks: int, results: list[DrainResult]) -> Row
     rates = ", ".join(f"{tasks / r.seconds:,.0f}" for r in results)
     parts = [f"tasks/s per round {rates}"] if len(results) > 1 else []
     parts.append(f"runs {', '.join(str(r.runs) for r in results)}")
-    cpu = ", ".join(f"{r.worker_cpu_s / r.seconds:.2f}" for r in results)
-    parts.append(f"worker CPU per wall second {cpu}")
+    cpu = ", ".join(
+        f"{r.worker_cpu_s / r.seconds:.2f} + {r.db_cpu_s / r.seconds:.2f}" for r in results
+    )
+    parts.append(f"CPU per wall second, workers + their database sessions: {cpu}")
+    per_task = ", ".join(
+        f"{1000 * r.worker_cpu_s / tasks:.2f} + {1000 * r.db_cpu_s / tasks:.2f}" for r in results
+    )
+    parts.append(f"CPU ms per task, workers + database: {per_task}")
     parts.append(f"machine CPUs busy {', '.join(f'{100 * r.machine_busy:.0f} %' for r in results)}")
+    stalls = ", ".join(f"{len(r.stalls)} ({sum(r.stalls):.1f} s)" for r in results)
+    parts.append(f"queue still for >= {STALL_SECONDS} s: {stalls}")
     waits: Counter[str] = Counter()
     for r in results:
         waits.update(r.waits)
