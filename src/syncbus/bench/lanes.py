@@ -69,8 +69,9 @@ START_SECONDS = 60.0
 DRAIN_SECONDS = 900.0
 STALL_SECONDS = 0.3  # a 200-task batch commits every ~0.1 s here: 0.3 s without one is a stall
 SETTLE_SECONDS = 1.0  # after the last "started": their LISTEN connections are up
-PROFILE_TOP = 15
+PROFILE_TOP = 10
 PROFILE_SELF_TOP = 8
+PROFILE_OWN_TOP = 12
 _RUN_LINE = re.compile(r"^(\S+): applied (\d+), failed (\d+)")
 
 
@@ -550,11 +551,13 @@ def summarise_profile(path: Path, seconds: float, label: str) -> dict[str, Any]:
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = float(stats.total_tt)  # type: ignore[attr-defined]
 
-    def rows(index: int, top: int) -> list[dict[str, Any]]:
+    def rows(index: int, top: int, own: bool = False) -> list[dict[str, Any]]:
         ordered = sorted(raw.items(), key=lambda kv: -kv[1][index])
         out: list[dict[str, Any]] = []
         for key, (_cc, nc, tt, ct, _callers) in ordered:
             if key[2] == "profiled" or (key[0] == "~" and "disable" in key[2]):
+                continue
+            if own and "/syncbus/" not in key[0]:
                 continue
             if index == 3 and _folded(out, int(nc), ct, total):
                 continue
@@ -577,6 +580,7 @@ def summarise_profile(path: Path, seconds: float, label: str) -> dict[str, Any]:
         "profiled_seconds": round(total, 2),
         "by_cumulative": rows(3, PROFILE_TOP),
         "by_self": rows(2, PROFILE_SELF_TOP),
+        "syncbus_by_cumulative": rows(3, PROFILE_OWN_TOP, own=True),
     }
 
 

@@ -236,6 +236,18 @@ class BenchReport:
                 f"| {r['cumulative_s']:.2f} | {r['percent']:.0f} | {r['self_s']:.2f} "
                 f"| {r['calls']:,} | {r['function']} |"
             )
+        own = prof.get("syncbus_by_cumulative") or []
+        if own:
+            lines += [
+                "",
+                "| cumulative s | % | self s | calls | syncbus's own functions |",
+                "|---:|---:|---:|---:|---|",
+            ]
+            lines += [
+                f"| {r['cumulative_s']:.2f} | {r['percent']:.0f} | {r['self_s']:.2f} "
+                f"| {r['calls']:,} | {r['function']} |"
+                for r in own
+            ]
         top = ", ".join(
             f"{r['function'].split('  (')[0]} {r['self_s']:.2f} s" for r in prof["by_self"]
         )
