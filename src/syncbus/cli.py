@@ -575,7 +575,8 @@ def bench(
             "--profile",
             help=(
                 "smoke, quick, full, drain-smoke, drain-200k, drain-1m, latency, "
-                "latency-smoke, admin-scale or admin-scale-smoke (docs/performance.md)."
+                "latency-smoke, admin-scale, admin-scale-smoke, lanes or lanes-smoke "
+                "(lanes: PostgreSQL only; docs/performance.md)."
             ),
         ),
     ] = "quick",

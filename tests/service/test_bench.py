@@ -27,6 +27,7 @@ from syncbus.bench.prepare import prepare_bus
 from syncbus.bench.reference import ReferenceModel
 from syncbus.bench.runner import HTTP_PATHS, BenchRun
 from syncbus.bench.workload import CONNECTOR_NAME
+from syncbus.errors import ConfigurationError
 
 PG_URL = os.environ.get("SYNCBUS_TEST_POSTGRES_URL")
 RESULT_KEYS = {
@@ -337,3 +338,104 @@ def test_admin_scale_profile_times_every_page(tmp_path: Path) -> None:
     last = _last_line(out.getvalue())
     assert last == data["summary"]
     assert last.endswith(f"admin-slowest-page-median-ms={slowest:.1f}")
+
+
+LANE_PATHS = ("CONNECTOR, 1 worker", "ENTITY, 1 worker", "ENTITY, 2 workers", "ENTITY, 4 workers")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.multiprocess
+def test_lanes_profile_drains_by_1_2_and_4_workers(tmp_path: Path, own_pg_database: str) -> None:
+    """lanes-smoke: each drain by `syncbus worker` processes is timed and gated (counts, order
+    per entity from the audit trigger, final values); the ratios, the targets and the profile
+    of the one-worker drain are in the report."""
+    console, out = _console()
+    json_path = tmp_path / "lanes.json"
+    run_bench("lanes-smoke", own_pg_database, str(json_path), console)
+    data = json.loads(json_path.read_text())
+    assert data["profile"] == "lanes-smoke" and data["backend"] == "postgresql"
+    rows = {r["path"]: r for r in data["results"]}
+    assert tuple(rows) == LANE_PATHS
+    tasks = PROFILES["lanes-smoke"].tasks
+    for row in rows.values():
+        assert row["tasks"] == tasks and row["tasks_per_s"] > 0 and row["peak_rss_mb"] > 0
+        assert "database sessions active per sample" in row["note"]
+        assert "CPU ms per task, workers + database" in row["note"] and "runs " in row["note"]
+    one = rows["ENTITY, 1 worker"]
+    assert one["baseline"] == "CONNECTOR, 1 worker"
+    assert one["ratio"] == pytest.approx(
+        one["tasks_per_s"] / rows["CONNECTOR, 1 worker"]["tasks_per_s"], rel=0.01
+    )
+    for path in ("ENTITY, 2 workers", "ENTITY, 4 workers"):
+        assert rows[path]["baseline"] == "ENTITY, 1 worker"
+        assert rows[path]["ratio"] == pytest.approx(
+            rows[path]["tasks_per_s"] / one["tasks_per_s"], rel=0.01
+        )
+    head = data["headline"]
+    assert head["lanes-2/1"] == pytest.approx(rows["ENTITY, 2 workers"]["ratio"], abs=0.002)
+    assert head["lanes-4/1"] == pytest.approx(rows["ENTITY, 4 workers"]["ratio"], abs=0.002)
+    assert head["entity-1/connector-1"] == pytest.approx(one["ratio"], abs=0.002)
+    targets = {t["target"]: t for t in data["targets"]}
+    assert len(targets) == 2
+    two = targets["2 workers >= 1.5x one worker (ENTITY)"]
+    assert two["measured"] == pytest.approx(head["lanes-2/1"], abs=0.002)
+    assert two["met"] == (two["measured"] >= 1.5)
+    # Every drain, the profiled one too, passed every gate.
+    gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
+    for phase in (*LANE_PATHS, "ENTITY, 1 worker (profiled)"):
+        for gate in ("counts", "order", "content"):
+            assert gates[(gate, phase)] == 1, (gate, phase)
+        assert gates[("log", f"{phase}: fill")] == 1
+    counts = next(g for g in data["gates"] if g["phase"] == "ENTITY, 4 workers")
+    assert f"applied={tasks} failed=0 left queued=0" in counts["detail"]
+    prof = data["where_time_goes"]
+    assert prof["drain"] == "ENTITY, 1 worker (profiled)" and prof["profiled_seconds"] > 0
+    functions = [r["function"] for r in prof["by_cumulative"]]
+    assert functions[0].startswith("process_tasks") and len(functions) > 5
+    assert any("_apply_batch" in f for f in functions)
+    printed = out.getvalue()
+    assert "Where the time goes: ENTITY, 1 worker (profiled)" in printed
+    assert "2 workers >= 1.5x one worker (ENTITY)" in printed
+    last = _last_line(printed)
+    assert last == data["summary"] and f"lanes-2/1={head['lanes-2/1']:.2f}" in last
+
+
+def _swap_two_audited_writes(phase: str, engine: sa.Engine) -> None:
+    if phase != "CONNECTOR, 1 worker":
+        return
+    with engine.begin() as conn:
+        a, b = conn.execute(
+            sa.text("SELECT id FROM bench_lanes_audit WHERE name = 'e00001' ORDER BY id LIMIT 2")
+        ).scalars()
+        conn.execute(
+            sa.text(
+                "UPDATE bench_lanes_audit SET n = CASE id WHEN :a THEN "
+                "(SELECT n FROM bench_lanes_audit WHERE id = :b) ELSE "
+                "(SELECT n FROM bench_lanes_audit WHERE id = :a) END WHERE id IN (:a, :b)"
+            ),
+            {"a": a, "b": b},
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.multiprocess
+def test_lanes_gate_catches_a_write_out_of_order(tmp_path: Path, own_pg_database: str) -> None:
+    console, _ = _console()
+    json_path = tmp_path / "lanes.json"
+    hooks = BenchHooks(before_gate=_swap_two_audited_writes)
+    with pytest.raises(BenchGateError) as caught:
+        run_bench("lanes-smoke", own_pg_database, str(json_path), console, hooks=hooks)
+    assert caught.value.gate == "order" and caught.value.phase == "CONNECTOR, 1 worker"
+    assert "1 entities with lost, doubled or reordered writes (e.g. 'e00001'" in caught.value.detail
+    assert not json_path.exists()
+
+
+def test_lanes_profile_refuses_sqlite(tmp_path: Path) -> None:
+    console, _ = _console()
+    with pytest.raises(ConfigurationError) as caught:
+        run_bench("lanes-smoke", None, str(tmp_path / "lanes.json"), console)
+    assert "PostgreSQL only" in str(caught.value)
+    assert "SQLite runs one writer at a time" in str(caught.value)
+    assert not list(tmp_path.iterdir())

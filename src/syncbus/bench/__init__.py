@@ -23,12 +23,14 @@ from syncbus.bench.adminscale import run_admin_scale
 from syncbus.bench.drain import run_drain
 from syncbus.bench.environment import Scratch, open_scratch
 from syncbus.bench.gate import BenchGateError
+from syncbus.bench.lanes import run_lanes, sqlite_refusal
 from syncbus.bench.latency import run_latency
 from syncbus.bench.prepare import BenchHooks
 from syncbus.bench.report import BenchReport, Row, draw_chart
 from syncbus.bench.runner import BenchRun
 from syncbus.bench.workload import PROFILES, WORKLOAD_VERSION, Profile, Workload
 from syncbus.errors import ConfigurationError
+from syncbus.store.db import resolve_url
 
 __all__ = [
     "PROFILES",
@@ -57,7 +59,12 @@ _RUNNERS = {
     "drain": run_drain,
     "latency": run_latency,
     "admin-scale": run_admin_scale,
+    "lanes": run_lanes,
 }
+
+
+def _is_postgresql(db_url: str | None) -> bool:
+    return db_url is not None and resolve_url(db_url).get_backend_name() == "postgresql"
 
 
 def run_bench(
@@ -85,6 +92,8 @@ def run_bench(
             f"unknown bench profile {profile!r}; one of: {', '.join(PROFILES)}"
         )
     hooks = hooks or BenchHooks()
+    if prof.kind == "lanes" and not _is_postgresql(db_url):
+        raise ConfigurationError(sqlite_refusal(prof.name))
     scratch = open_scratch(db_url)
     columns = (
         SpinnerColumn(),

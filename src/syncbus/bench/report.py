@@ -103,6 +103,9 @@ class BenchReport:
     headline: dict[str, float | None] = field(default_factory=dict)
     extra_summary: dict[str, str] = field(default_factory=dict)
     timings: list[Timing] = field(default_factory=list)
+    # The lanes profile: targets met or not, and a worker's profile (``lanes.summarise_profile``).
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    where_time_goes: dict[str, Any] | None = None
     json_path: str | None = None
     chart_path: str | None = None
 
@@ -147,6 +150,10 @@ class BenchReport:
         }
         if self.timings:
             out["timings"] = [t.to_dict() for t in self.timings]
+        if self.targets:
+            out["targets"] = self.targets
+        if self.where_time_goes is not None:
+            out["where_time_goes"] = self.where_time_goes
         return out
 
     def write_json(self, path: str) -> None:
@@ -179,6 +186,13 @@ class BenchReport:
             ]
         for s in self.skipped:
             lines.append(f"- not measured: **{s['path']}**: {s['reason']}")
+        if self.targets:
+            lines += ["", "Targets:"]
+            for t in self.targets:
+                got = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
+                lines.append(f"- {t['target']}: {got} ({'met' if t['met'] else 'NOT met'})")
+        if self.where_time_goes is not None:
+            lines += ["", *self._profile_lines(self.where_time_goes)]
         lines += [
             "",
             f"Machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model')}), {m.get('ram_gb')} GB RAM, "
@@ -205,6 +219,39 @@ class BenchReport:
                 f"{r.tasks_per_s:,.0f} | {r.baseline or ''} | {ratio} | {r.peak_rss_mb:.0f} "
                 f"| {stmts} |"
             )
+        return lines
+
+    @staticmethod
+    def _profile_lines(prof: dict[str, Any]) -> list[str]:
+        lines = [
+            f"Where the time goes: {prof['drain']}, cProfile of the worker's process_tasks "
+            f"({prof['profiled_seconds']:.1f} s profiled; the drain took "
+            f"{prof['drain_seconds']:.1f} s under the profiler)",
+            "",
+            "| cumulative s | % | self s | calls | function (top by cumulative time) |",
+            "|---:|---:|---:|---:|---|",
+        ]
+        for r in prof["by_cumulative"]:
+            lines.append(
+                f"| {r['cumulative_s']:.2f} | {r['percent']:.0f} | {r['self_s']:.2f} "
+                f"| {r['calls']:,} | {r['function']} |"
+            )
+        own = prof.get("syncbus_by_cumulative") or []
+        if own:
+            lines += [
+                "",
+                "| cumulative s | % | self s | calls | syncbus's own functions |",
+                "|---:|---:|---:|---:|---|",
+            ]
+            lines += [
+                f"| {r['cumulative_s']:.2f} | {r['percent']:.0f} | {r['self_s']:.2f} "
+                f"| {r['calls']:,} | {r['function']} |"
+                for r in own
+            ]
+        top = ", ".join(
+            f"{r['function'].split('  (')[0]} {r['self_s']:.2f} s" for r in prof["by_self"]
+        )
+        lines += ["", f"Most self time: {top}."]
         return lines
 
     def _timings_table(self) -> list[str]:

@@ -83,7 +83,9 @@ class Profile:
     ``kind`` says what the profile measures: ``throughput`` (every path against its floors),
     ``drain`` (peak RSS of a drain in a fresh subprocess), ``latency`` (``tasks`` tasks POSTed
     one at a time to ``syncbus serve``, each timed until applied) or ``admin-scale`` (the
-    admin pages over a queue of ``tasks`` tasks, each page requested ``runs`` times)."""
+    admin pages over a queue of ``tasks`` tasks, each page requested ``runs`` times) or ``lanes``
+    (``tasks`` updates over ``keys`` entities drained by 1, 2 and 4 worker processes under an
+    ENTITY connector, and by one under a CONNECTOR connector; PostgreSQL only)."""
 
     name: str
     tasks: int
@@ -119,6 +121,11 @@ PROFILES: dict[str, Profile] = {
     "latency-smoke": _only("latency-smoke", "latency", 20, keys=LATENCY_KEYS),
     "admin-scale": _only("admin-scale", "admin-scale", 100_000, runs=9),
     "admin-scale-smoke": _only("admin-scale-smoke", "admin-scale", 2_500, runs=1),
+    # PostgreSQL only: one ENTITY connector drained by 1, 2 and 4 worker processes (lanes.py);
+    # ``keys`` is the number of entities (lanes) the updates go round.
+    # ``runs``: rounds of the four drains (each figure is the median round).
+    "lanes": _only("lanes", "lanes", 20_000, keys=1_000, runs=3),
+    "lanes-smoke": _only("lanes-smoke", "lanes", 1_000, keys=100, runs=1),
 }
 
 
