@@ -625,18 +625,29 @@ class Processor:
         """The plan's rows in the lanes this transaction holds; lanes another runner holds
         are left to it (and looked at again by a later run)."""
         assert run.lanes is not None
-        held = tasks.lock_lanes(conn, run.connector_id, plan.lanes()) if run.lanes.locks else None
-        ids = plan.ids
-        if held is not None:
-            elsewhere = plan.lanes() - held
-            if elsewhere:
-                run.lanes.halted |= elsewhere  # this run leaves them (even if this rolls back)
-                run.lanes.retry_soon = True
-                ids = [i for i in ids if plan.lane_of[i] in held]
+        held = self._lock_lanes(conn, run, plan) if run.lanes.locks else None
+        if held is not None and not held and plan.ids:
+            # Every lane it could take is another runner's: leave them to it, look again soon.
+            run.lanes.halted |= plan.lanes()
+            run.lanes.retry_soon = True
+        ids = plan.batch(held, self.batch_size, self.batch_bytes)
         if ids and not run.fenced:  # committed now, so that it outlives this runner's death
             with self.db.begin() as other:
                 inflight.record(other, run.owner, run.connector_id, ids, self.lease_seconds)
         return tasks.load_ids(conn, ids) if ids else []
+
+    @staticmethod
+    def _lock_lanes(conn: sa.Connection, run: _Run, plan: Plan) -> set[Any]:
+        """Take up to ``plan.want`` of the plan's lanes, oldest heads first, skipping those
+        another runner holds. Heads the plan knows are locked by primary key (no scan of the
+        queue); lanes whose head it does not know (a replay) are looked up."""
+        known = sorted(h for h in plan.heads.values() if h is not None)
+        held = tasks.lock_heads(conn, known, plan.want) or set()
+        unknown = [lane for lane, head in plan.heads.items() if head is None]
+        unknown += [lane for lane in plan.lanes() if lane not in plan.heads]
+        if unknown:
+            held |= tasks.lock_lanes(conn, run.connector_id, unknown) or set()
+        return held
 
     def _walk_lanes(
         self,

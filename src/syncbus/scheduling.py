@@ -48,16 +48,43 @@ _SCAN_FACTOR = 4
 
 @dataclass
 class Plan:
-    """The tasks of one batch, in id order, and each task's lane."""
+    """The candidates of one batch, in id order: each task's lane and stored size, each
+    lane's head (its lowest queued task, when the plan knows it), and how many lanes the
+    batch wants. The batch's transaction takes as many of these lanes as it can, skipping
+    those another runner holds, and applies their tasks up to the batch's bounds."""
 
     ids: list[int] = field(default_factory=list)
     lane_of: dict[int, LaneKey] = field(default_factory=dict)
+    size_of: dict[int, int] = field(default_factory=dict)
+    heads: dict[LaneKey, int | None] = field(default_factory=dict)
+    want: int = 0
 
     def lanes(self) -> set[LaneKey]:
         return set(self.lane_of.values())
 
     def only(self, task_id: int) -> Plan:
-        return Plan([task_id], {task_id: self.lane_of[task_id]})
+        return Plan([task_id], {task_id: self.lane_of[task_id]}, want=1)
+
+    def add(self, task_id: int, lane: LaneKey, size: int, head: int | None) -> None:
+        self.ids.append(task_id)
+        self.lane_of[task_id] = lane
+        self.size_of[task_id] = size
+        self.heads.setdefault(lane, head)
+
+    def batch(self, held: AbstractSet[LaneKey] | None, size: int, max_bytes: int) -> list[int]:
+        """The ids to apply: the candidates of the lanes held (all, where ``held`` is None),
+        in id order, at most ``size`` and, past the first, no more than ``max_bytes``. A lane
+        is cut only at its end: what is taken of it is a prefix."""
+        out: list[int] = []
+        total = 0
+        for task_id in self.ids:
+            if held is not None and self.lane_of[task_id] not in held:
+                continue
+            total += self.size_of.get(task_id, 0)
+            if (out and total > max_bytes) or len(out) >= size:
+                break
+            out.append(task_id)
+        return out
 
 
 @dataclass
@@ -105,6 +132,7 @@ class LaneRun:
     passed: dict[LaneKey, int] = field(default_factory=dict)
     scan_from: int = 0
     retry_soon: bool = False
+    heads: dict[LaneKey, int] = field(default_factory=dict)  # as last seen by a plan
 
     def plan(
         self,
@@ -118,7 +146,12 @@ class LaneRun:
         with a task in ``elsewhere`` (another runner's batch in flight) are left alone."""
         plan, total, now = Plan(), 0, utcnow()
         seen: set[LaneKey] = set()
-        window = max(batch_size * _SCAN_FACTOR, 100)
+        wanted: set[LaneKey] = set()
+        # Candidates beyond one batch: lanes another runner holds are skipped at lock time,
+        # and the next ones taken instead, so runs sharing the connector do not wait on each
+        # other at the queue's front.
+        limit = batch_size * _SCAN_FACTOR
+        window = max(limit, 100)
         after = self.scan_from
         while True:
             rows = tasks.scan_front(conn, self.connector_id, after, window)
@@ -126,25 +159,28 @@ class LaneRun:
                 lane = row.lane
                 if lane not in seen:
                     seen.add(lane)
-                    if lane not in self.passed and not self._head_may_run(row, now):
-                        self.halted.add(lane)
+                    if lane not in self.passed:
+                        self.heads[lane] = row.task_id  # the first queued: the lane's head
+                        if not self._head_may_run(row, now):
+                            self.halted.add(lane)
                 if row.task_id in elsewhere and lane not in self.halted:
                     self.halted.add(lane)
                     self.retry_soon = True
                 if lane in self.halted or row.task_id <= self.passed.get(lane, 0):
                     continue
-                total += int(row.size or 0)
-                if plan.ids and total > batch_bytes:
-                    return self._planned(plan)
-                plan.ids.append(row.task_id)
-                plan.lane_of[row.task_id] = lane
-                if len(plan.ids) >= batch_size:
-                    return self._planned(plan)
+                size = int(row.size or 0)
+                total += size
+                if len(plan.ids) < batch_size and (not plan.ids or total <= batch_bytes):
+                    wanted.add(lane)
+                plan.add(row.task_id, lane, size, self.heads.get(lane))
+                if len(plan.ids) >= limit:
+                    return self._planned(plan, len(wanted))
             if len(rows) < window:
-                return self._planned(plan)
+                return self._planned(plan, len(wanted))
             after = rows[-1].task_id
 
-    def _planned(self, plan: Plan) -> Plan:
+    def _planned(self, plan: Plan, want: int) -> Plan:
+        plan.want = max(want, 1)
         if plan.ids:  # all before the first planned task is in lanes the run no longer takes
             self.scan_from = max(self.scan_from, plan.ids[0] - 1)
         return plan

@@ -168,6 +168,26 @@ def lock_lanes(
     return taken
 
 
+def lock_heads(conn: sa.Connection, heads: list[int], limit: int) -> set[str | None] | None:
+    """Take up to ``limit`` lanes by their heads (lowest ids first), locking each head by its
+    primary key and skipping those another transaction holds or that are gone: the lanes
+    taken. None where row locks do not exist (SQLite)."""
+    taken: set[str | None] = set()
+    for start in range(0, len(heads), IN_CHUNK):
+        if len(taken) >= limit:
+            break
+        stmt = dialect_of(conn).skip_locked(
+            sa.select(t.c.lane)
+            .where(t.c.task_id.in_(heads[start : start + IN_CHUNK]))
+            .order_by(t.c.task_id)
+            .limit(limit - len(taken))
+        )
+        if stmt is None:
+            return None
+        taken.update(conn.execute(stmt).scalars())
+    return taken
+
+
 def load_ids(conn: sa.Connection, ids: list[int]) -> list[Any]:
     """The rows of these tasks (those still queued), in order, locked without waiting, with
     their lanes and waits."""
