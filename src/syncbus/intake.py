@@ -274,15 +274,15 @@ class Intake:
         enqueue.take_logging_lock(conn, connector_id)
         if not enqueue.queued_at_least(conn, connector_id, limit - len(rows) + 1):
             return
-        queued = enqueue.queued_count(conn, connector_id)
+        # Room for this call once the workers have drained what it brings (the queue is at
+        # least at the limit, less what the call needs: no count of a long queue here).
         rate = leases.last_run_rate(conn, connector_id)
-        over = queued + len(rows) - limit
-        retry_after = 2.0 if not rate else min(max(over / rate, 1.0), 300.0)
+        retry_after = 2.0 if not rate else min(max(len(rows) / rate, 1.0), 300.0)
         conn.rollback()
         self.hooks.tasks_rejected(connector_name, len(rows))
         raise QueueFullError(
-            f"connector {connector_name!r} has {queued} tasks queued, its limit is {limit}"
-            + (f"; {len(rows)} more would pass it" if len(rows) > 1 else "")
+            f"connector {connector_name!r} has reached its limit of {limit} queued tasks"
+            + (f" ({len(rows)} more would pass it)" if len(rows) > 1 else "")
             + f": nothing was logged; try again in {retry_after:.0f} s",
             retry_after,
         )

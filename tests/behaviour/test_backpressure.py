@@ -19,7 +19,7 @@ def test_logging_stops_at_the_limit_and_logs_nothing(bus: IntegrationBus) -> Non
         log(bus, user(f"u{n}"))
     with pytest.raises(QueueFullError) as refused:
         log(bus, user("one too many"))
-    assert "has 3 tasks queued, its limit is 3" in str(refused.value)
+    assert "has reached its limit of 3 queued tasks" in str(refused.value)
     assert refused.value.retry_after >= 1.0
     assert bus.queue_size(CONNECTOR) == 3
     assert run(bus).applied == 3  # the queue drains: logging is accepted again

@@ -47,7 +47,7 @@ def test_a_full_queue_answers_429_with_retry_after(bus: IntegrationBus) -> None:
         r = post(api, 3)
         assert r.status_code == 429
         assert int(r.headers["Retry-After"]) >= 1
-        assert "limit is 2" in r.json()["detail"]
+        assert "its limit of 2 queued tasks" in r.json()["detail"]
         assert bus.queue_size("Seq") == 2
         assert 'syncbus_queue_rejected_total{connector="Seq"} 1.0' in api.get("/metrics").text
         r = api.patch("/api/connectors/Seq", json={"queue_limit": None})

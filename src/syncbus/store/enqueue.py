@@ -232,13 +232,3 @@ def queued_at_least(conn: sa.Connection, connector_id: int, count: int) -> bool:
         .limit(1)
     ).first()
     return nth is not None
-
-
-def queued_count(conn: sa.Connection, connector_id: int) -> int:
-    """The connector's queued tasks (a count: for a refusal's message, not per logging call)."""
-    t = task_table
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).select_from(t).where(t.c.connector_id == connector_id)
-        ).scalar_one()
-    )
