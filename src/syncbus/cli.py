@@ -8,6 +8,7 @@ read as Rich markup. Expected failures end in one line on stderr and exit status
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import gc
 import os
 import sys
@@ -226,9 +227,26 @@ def _tasks_table(tasks: list[TaskInfo]) -> Table:
     return table
 
 
+def _next_try(t: TaskInfo) -> str:
+    """`` (attempt 2, next try in 4 min)`` for a task backing off (CONTRACT §9)."""
+    if t.next_attempt_at is None:
+        return ""
+    left = (t.next_attempt_at - dt.datetime.now(dt.UTC)).total_seconds()
+    when = "now" if left <= 0 else f"in {_span(left)}"
+    return f" (attempt {t.attempts}, next try {when})"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _result(t: TaskInfo) -> Text:
     if t.error_message:
-        return Text(f"Failed: {t.error_message}", style="red")
+        return Text(f"Failed: {t.error_message}{_next_try(t)}", style="red")
     if t.waiting_for:
         since = f" since {t.waiting_since:%Y-%m-%d %H:%M:%S} UTC" if t.waiting_since else ""
         return Text(f"waiting for {t.waiting_for}{since}", style="yellow")

@@ -4,6 +4,7 @@ Retry-After gets every task logged exactly once; the client honours it too."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -122,3 +123,41 @@ def test_patching_an_unknown_connector_is_404_whatever_the_body(bus: Integration
             assert api.patch("/api/connectors/Nobody", json=body).status_code == 404, body
         r = api.patch("/api/connectors/Seq", json={})
         assert r.status_code == 200 and r.json()["enabled"] is True
+
+
+def test_admin_and_cli_show_a_task_backing_off(db_url: str) -> None:
+    """A failed SKIP_ON_ERROR task shows its attempts and its next try in the admin's list
+    and task page and in `syncbus tasks list`."""
+    from typer.testing import CliRunner
+
+    from syncbus import ProcessType, TaskDataType
+    from syncbus.cli import app as cli
+    from tests.admin import sign_in
+    from tests.helpers import add_connector, log, membership, run
+
+    bus = IntegrationBus(db_url)
+    bus.create_schema()
+    conn = add_connector(bus)
+    conn.knows("cms.user", 1, "alice")
+    conn.knows("cms.role", 2, "admin", site="main")
+    task = log(
+        bus,
+        membership(1, 2),
+        data_type=TaskDataType.SIMPLE_SNAPSHOT,
+        process_type=ProcessType.SKIP_ON_ERROR,
+    )
+    assert run(bus).failed == 1
+    try:
+        app = create_app(bus, api_token=TOKEN, run_dispatcher=False)
+        with asgi_client(app) as admin:
+            sign_in(admin, TOKEN)
+            listing = admin.get("/admin/tasks").text
+            assert f'data-testid="next-try-{task}"' in listing
+            assert re.search(r"attempt 1, next try <time [^>]*>in (9|10|11) s<", listing)
+            page = admin.get(f"/admin/tasks/{task}").text
+            assert 'data-testid="attempts">1; next try' in page
+        out = CliRunner().invoke(cli, ["tasks", "list", "--db", db_url], env={"COLUMNS": "250"})
+        assert out.exit_code == 0, out.output
+        assert re.search(r"\(attempt 1, next try in (9|10|11) s\)", out.output), out.output
+    finally:
+        bus.close()

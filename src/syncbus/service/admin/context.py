@@ -62,6 +62,19 @@ def _age(value: dt.datetime | None) -> str:
     return f"{seconds} s"
 
 
+def _until(value: dt.datetime | None) -> str:
+    """``in 4 min`` for a time to come (a task's next attempt); ``now`` once it has come."""
+    if value is None:
+        return "\u2013"
+    seconds = int((value - dt.datetime.now(dt.UTC)).total_seconds())
+    if seconds <= 0:
+        return "now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"in {seconds // size} {unit}"
+    return f"in {seconds} s"
+
+
 def _ago(value: dt.datetime | None) -> str:
     return "never" if value is None else f"{_age(value)} ago"
 
@@ -82,7 +95,9 @@ def make_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_fmt_time, age=_age, ago=_ago, iso=_iso, q=_q, describe=describe)
+    env.filters.update(
+        when=_fmt_time, age=_age, ago=_ago, until=_until, iso=_iso, q=_q, describe=describe
+    )
     env.globals["urlencode"] = urlencode
     return env
 
