@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from syncbus import (
     BaseIntegrationConnector,
@@ -24,6 +27,7 @@ from syncbus import (
     TaskDataType,
     TaskType,
 )
+from tests.conftest import PG_URL, _admin_engine, sqlite_copy
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 CONNECTOR = "TestConnector"
@@ -41,6 +45,27 @@ def wait_for(check: Callable[[], object], timeout: float = 20.0, interval: float
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+def fresh_db_url(backend: str, template: Any) -> tuple[str, Callable[[], None] | None]:
+    """A fresh migrated database per property-test example (fixtures are per test, not per
+    example): a copy of the SQLite template file, or a clone of the PostgreSQL template
+    database, and how to drop it (None for SQLite)."""
+    if backend == "sqlite":
+        return sqlite_copy(template, Path(tempfile.mkdtemp()) / "prop.db"), None
+    assert template and PG_URL
+    name = f"syncbus_p_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = make_url(PG_URL).set(drivername="postgresql+psycopg", database=name)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return url.render_as_string(hide_password=False), drop
 
 
 def healthz(base_url: str, proc: subprocess.Popen[str] | None = None) -> int | None:

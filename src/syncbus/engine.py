@@ -697,15 +697,7 @@ class Processor:
             return
         lane_of = {row.task_id: row.lane for row in rows}
         written = {lane_of[i] for i in applied if lane_of.get(i) is not None}
-        others: set[int] = set()
-        for connector_id, lane in tasks.wake(conn, written):
-            if connector_id == run.connector_id:
-                out.lanes.woken.add(lane)
-            else:
-                others.add(int(connector_id))
-        for connector_id in others:  # their workers look again (PostgreSQL; SQLite polls)
-            name = connectors.connector_by_id(conn, connector_id).connector_name
-            dialect_of(conn).notify(conn, str(name))
+        out.lanes.woken |= _wake_waiters(conn, written, run.connector_id)
 
     def _turn(
         self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError, result: _Tally
@@ -837,8 +829,8 @@ class Processor:
         failure = self._try_apply(conn, row, _decode(row.data), resolver, sites)
         if failure is None:
             tasks.remove(conn, [row.task_id])
-            if row.lane is not None:  # ENTITY: what waited for this entity may run again
-                tasks.wake(conn, [row.lane])
+            if row.lane is not None:  # what waits for its entity may run now (CONTRACT §8)
+                _wake_waiters(conn, {row.lane}, None)
             return True, None
         rule = policy(_process_type(row))
         rules = ConnectorRules.of(connectors.connector_by_id(conn, row.connector_id))
@@ -870,6 +862,26 @@ class _Batch:
     rules: ConnectorRules
     now: dt.datetime  # the batch's clock: whose back-off has run out
     lanes: LaneRun | None = None  # ENTITY: the run's lanes (and when a task may wait)
+
+
+def _wake_waiters(conn: sa.Connection, written: set[str], own: int | None) -> set[Any]:
+    """Tasks (of any connector) waiting for an entity in one of the lanes ``written`` may run
+    again. The lanes woken among connector ``own``'s tasks (its run takes them up itself);
+    every other connector with tasks woken is notified, so its workers look again
+    (PostgreSQL; SQLite polls)."""
+    if not written:
+        return set()
+    woken: set[Any] = set()
+    others: set[int] = set()
+    for connector_id, lane in tasks.wake(conn, written):
+        if connector_id == own:
+            woken.add(lane)
+        else:
+            others.add(int(connector_id))
+    for connector_id in others:
+        name = connectors.connector_by_id(conn, connector_id).connector_name
+        dialect_of(conn).notify(conn, str(name))
+    return woken
 
 
 def _decode(data: str) -> Payload | CorruptTaskError:

@@ -187,6 +187,26 @@ def test_a_wait_runs_out_after_dependency_timeout_and_fails_as_usual(
     assert pending(bus, ENTITY) == [member, behind]
 
 
+def test_a_task_applied_by_synchronize_wakes_what_waits_for_its_entity(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    """Found by the lane model (test_lane_model.py): an operator's synchronize that creates
+    the missing entity must wake its waiters, as a run's apply does; else they wait out the
+    whole dependency_timeout although what they need exists."""
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    entity(bus, role("admin"))
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    alice = entity(bus, user("alice"), process_type=ProcessType.ERROR)  # stuck: runs skip it
+    assert run(bus, ENTITY).waiting == 1
+    assert bus.get_task(member).waiting_for == "cms.user 'alice'"  # type: ignore[union-attr]
+    assert bus.synchronize_task(alice)
+    info = bus.get_task(member)
+    assert info is not None and info.waiting_for is None
+    result = run(bus, ENTITY)
+    assert (result.applied, result.waiting) == (1, 0) and pending(bus, ENTITY) == []
+
+
 def test_cause_runs_before_its_effect_in_another_lane(
     bus: IntegrationBus, nowait: NoWaitConnector
 ) -> None:

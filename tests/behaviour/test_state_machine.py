@@ -9,16 +9,12 @@ the content and the event log must equal the model's.
 
 from __future__ import annotations
 
-import tempfile
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import make_url
 
 from syncbus import (
     BaseIntegrationConnector,
@@ -30,7 +26,7 @@ from syncbus import (
     TaskDataType,
     TaskType,
 )
-from tests.conftest import PG_URL, _admin_engine, sqlite_copy
+from tests.helpers import fresh_db_url
 
 REF = ObjectType("prop.ref", "prop_ref", "ref_id", code_name_column="ref_name")
 ITEM = ObjectType(
@@ -143,26 +139,6 @@ steps = st.lists(
 )
 
 
-def _fresh_url(backend: str, template: Any) -> tuple[str, Any]:
-    """A fresh migrated database per example: a copy of the SQLite template file, or a clone of
-    the PostgreSQL template database."""
-    if backend == "sqlite":
-        return sqlite_copy(template, Path(tempfile.mkdtemp()) / "prop.db"), None
-    assert template and PG_URL
-    name = f"syncbus_p_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    url = make_url(PG_URL).set(drivername="postgresql+psycopg", database=name)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), drop
-
-
 def _check(bus: IntegrationBus, model: Model) -> None:
     tasks = bus.list_tasks("Prop")
     assert [(t.task_id, t.process_type) for t in tasks] == [
@@ -240,7 +216,7 @@ def test_state_machine_matches_reference_model(
     )
     @given(ops=steps)
     def check(ops: list[tuple[Any, ...]]) -> None:
-        url, drop = _fresh_url(backend, template)
+        url, drop = fresh_db_url(backend, template)
         try:
             _run(url, ops)
         finally:

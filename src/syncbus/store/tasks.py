@@ -84,7 +84,7 @@ def row(conn: sa.Connection, task_id: int) -> Any:
 
 
 def lock_row(conn: sa.Connection, task_id: int) -> Any:
-    """One task's row (with its connector id), locked for an admin action without waiting
+    """One task's row (with its lane and connector id), locked for an admin action without waiting
     (the caller turns the lock-wait error into ``TaskBusyError``). None when not queued."""
     stmt = sa.select(*LANE_COLUMNS, t.c.connector_id).where(t.c.task_id == task_id)
     return conn.execute(dialect_of(conn).lock_nowait(stmt)).first()
