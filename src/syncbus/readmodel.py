@@ -97,6 +97,14 @@ class ConnectorStats:
     last_run_failed: int | None
     last_run_error: str | None
     ordering: Ordering = Ordering.CONNECTOR
+    queue_limit: int | None = None  # backpressure (CONTRACT §9): logging refused at this fill
+
+    @property
+    def fill(self) -> int | None:
+        """How full the queue is, in percent of its limit (None without a limit)."""
+        if not self.queue_limit:
+            return None
+        return min(100, round(100 * self.queued / self.queue_limit))
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,7 @@ def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
             last_run_started_at=as_utc(r.last_run_started_at),
             last_run_finished_at=as_utc(r.last_run_finished_at),
             ordering=Ordering.parse(r.ordering),
+            queue_limit=r.queue_limit,
         )
         for r in rows
     ]

@@ -161,3 +161,22 @@ def test_admin_and_cli_show_a_task_backing_off(db_url: str) -> None:
         assert re.search(r"\(attempt 1, next try in (9|10|11) s\)", out.output), out.output
     finally:
         bus.close()
+
+
+def test_the_dashboard_shows_how_full_a_limited_queue_is(bus: IntegrationBus) -> None:
+    from tests.admin import sign_in
+
+    app = create_app(bus, api_token=TOKEN, run_dispatcher=False)
+    bus.set_queue_limit("Seq", 4)
+    for n in range(3):
+        bus.process_external_task("Seq", {"key": "k", "n": n})
+    with asgi_client(app) as admin:
+        sign_in(admin, TOKEN)
+        assert re.search(r'data-testid="fill-Seq"[^>]*>of 4 · 75 %', admin.get("/admin/").text)
+        bus.process_external_task("Seq", {"key": "k", "n": 4})
+        page = admin.get("/admin/").text
+        assert re.search(
+            r'data-testid="fill-Seq"[^>]*>of 4 · <span class="badge blocked">full', page
+        )
+        bus.set_queue_limit("Seq", None)
+        assert 'data-testid="fill-Seq"' not in admin.get("/admin/").text
