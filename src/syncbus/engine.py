@@ -438,7 +438,33 @@ class Processor:
         self._committed(run.result, tally)
         if run.lanes is not None:
             run.lanes.take_in(outcome.lanes)
+            if run.lanes.locks:
+                self._after_commit(run, run.lanes, outcome.lanes)
         return outcome
+
+    def _after_commit(self, run: _Run, lanes: LaneRun, out: LaneOutcome) -> None:
+        """Close the race between a runner that marks a task waiting and another that applies
+        the awaited entity at the same time (PostgreSQL, where runs overlap): neither sees
+        the other's uncommitted write. So, once a batch has committed, the lanes it wrote wake
+        their waiters again (a wait committed meanwhile is seen now), and the tasks it made
+        wait look once more for what they wait for (an entity committed meanwhile is seen
+        now). Whichever commit came last, one of the two finds the other's."""
+        if not (out.written or out.waited):
+            return
+        woken: set[Any] = set()
+        try:
+            with self.db.begin() as conn:
+                woken |= _wake_waiters(conn, out.written, run.connector_id)
+                if out.waited:
+                    resolver = Resolver(conn, self.registry, self.applier.site_ids(conn))
+                    for task_id, lane, payload, index, site in out.waited:
+                        if resolver.resolve(payload, index, site) is not None:
+                            tasks.unwait(conn, task_id)
+                            woken.add(lane)
+        except sa.exc.SQLAlchemyError:  # the wait's timeout still ends it; nothing is lost
+            log.warning("cannot look again at waiting tasks after a batch", exc_info=True)
+            return
+        lanes.take_in(LaneOutcome(woken=woken))
 
     def _committed(self, result: ProcessResult, tally: _Tally) -> None:
         _merge(result, tally)
@@ -601,6 +627,7 @@ class Processor:
         batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
         if run.lanes is not None:
             done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
+            outcome.lanes.waited = batch.waited
             self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
             tasks.remove(conn, done)
             if not run.fenced:
@@ -698,6 +725,7 @@ class Processor:
         lane_of = {row.task_id: row.lane for row in rows}
         written = {lane_of[i] for i in applied if lane_of.get(i) is not None}
         out.lanes.woken |= _wake_waiters(conn, written, run.connector_id)
+        out.lanes.written |= written
 
     def _turn(
         self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError, result: _Tally
@@ -727,6 +755,9 @@ class Processor:
         awaited = None if batch.lanes is None else batch.lanes.waits.awaited(row, failure.missing)
         if awaited is not None:  # ENTITY: a missing reference is waited for, not failed
             tasks.mark_waiting(batch.conn, row.task_id, awaited[1], awaited[0])
+            if isinstance(payload, Payload) and failure.missing[0] in payload.records:
+                index = payload.records.index(failure.missing[0])
+                batch.waited.append((row.task_id, row.lane, payload, index, row.site_name))
             result.waiting += 1
             return True, False
         return self._failed(batch.conn, row, rule, failure.text, result, batch.rules, batch.now)
@@ -862,6 +893,7 @@ class _Batch:
     rules: ConnectorRules
     now: dt.datetime  # the batch's clock: whose back-off has run out
     lanes: LaneRun | None = None  # ENTITY: the run's lanes (and when a task may wait)
+    waited: list[Any] = field(default_factory=list)  # tasks that began waiting in it
 
 
 def _wake_waiters(conn: sa.Connection, written: set[str], own: int | None) -> set[Any]:

@@ -95,6 +95,10 @@ class LaneOutcome:
     passed: dict[LaneKey, int] = field(default_factory=dict)
     woken: set[LaneKey] = field(default_factory=set)
     retry_soon: bool = False
+    written: set[str] = field(default_factory=set)  # lanes of the tasks applied
+    # Tasks that began waiting: (task id, its lane, its payload, the missing record's index,
+    # its site), to look again once the batch has committed.
+    waited: list[tuple[int, LaneKey, Any, int, str | None]] = field(default_factory=list)
 
 
 @dataclass

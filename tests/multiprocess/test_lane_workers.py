@@ -107,3 +107,48 @@ def test_entity_workers_survive_terminated_connections(
     outputs = workers.stop_all()
     assert all(p.returncode == 0 for p in workers.procs), workers.report(outputs)
     assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
+
+
+def test_no_waiting_task_misses_its_wake_up_when_runners_overlap(
+    pg_url: str, workers: Workers
+) -> None:
+    """Memberships logged before their users, under two workers of four threads each: a
+    runner may mark a membership waiting while another applies its user at the same moment
+    (neither sees the other's uncommitted write). None may stay waiting for a user that
+    exists: every membership is applied."""
+    from syncbus import Ordering, TaskDataType
+    from tests.helpers import DictConnector, membership, role, user
+
+    class Shop(DictConnector):
+        ordering = Ordering.ENTITY
+
+    bus = IntegrationBus(pg_url)
+    bus.create_schema()
+    shop = Shop("Shop")
+    bus.register_connector(shop)
+    shop.knows("cms.role", "r", "member", site="main")
+    bus.process_external_task("Shop", role("member"), site_name="main")
+    for _ in range(2):
+        workers.start("--workers", "4", "--scheduler-interval", "0", "--batch-size", "20")
+    chunk: list[TaskRequest] = []
+    total = 1500
+    for n in range(total):
+        shop.knows("cms.user", n, f"cust{n}")
+        member = TaskRequest(
+            membership(n, "r"), data_type=TaskDataType.SIMPLE_SNAPSHOT, site_name="main"
+        )
+        person = TaskRequest(user(f"cust{n}"), site_name="main")
+        chunk += [member, person] if n % 5 == 0 else [person, member]
+        if len(chunk) >= 100:
+            bus.log_tasks("Shop", chunk)
+            chunk = []
+    if chunk:
+        bus.log_tasks("Shop", chunk)
+    try:
+        wait_for(lambda: bus.queue_size("Shop") == 0, timeout=90)
+    finally:
+        stuck = [(t.task_id, t.waiting_for) for t in bus.list_tasks("Shop")]
+        outputs = workers.stop_all()
+        bus.close()
+    assert stuck == [], stuck
+    assert all(p.returncode == 0 for p in workers.procs), workers.report(outputs)

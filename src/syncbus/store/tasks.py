@@ -233,6 +233,16 @@ def mark_waiting(conn: sa.Connection, task_id: int, waiting_for: str, awaits: st
     )
 
 
+def unwait(conn: sa.Connection, task_id: int) -> None:
+    """The task need not wait any more (what it waited for exists); it keeps
+    ``waiting_since``, the clock of its ``dependency_timeout``."""
+    conn.execute(
+        t.update()
+        .where(t.c.task_id == task_id, t.c.awaits.is_not(None))
+        .values(waiting_for=None, awaits=None)
+    )
+
+
 def wake(conn: sa.Connection, lanes: Collection[str]) -> list[Any]:
     """Tasks (of any connector) waiting for an entity in one of these lanes may run again:
     (connector_id, lane) of each task woken. Found by the index on ``awaits``."""
