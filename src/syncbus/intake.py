@@ -19,6 +19,7 @@ from syncbus.content.types import ObjectType
 from syncbus.content.validation import check_prepared, check_text
 from syncbus.enums import Ordering, ProcessType, TaskDataType, TaskType
 from syncbus.errors import (
+    ConfigurationError,
     ConnectorDisabledError,
     ConnectorNotFoundError,
     IntegrationDisabledError,
@@ -270,6 +271,11 @@ class Intake:
         """Backpressure (CONTRACT §9): refuse the whole call when the queue would pass the
         connector's limit. Checked under the connector's logging lock, so concurrent loggers
         cannot overshoot it together; connectors without a limit never come here."""
+        if len(rows) > limit:
+            raise ConfigurationError(
+                f"a batch of {len(rows)} tasks can never fit connector {connector_name!r}'s "
+                f"queue limit of {limit}: send it in smaller batches"
+            )
         connector_id = rows[0]["connector_id"]
         enqueue.take_logging_lock(conn, connector_id)
         if not enqueue.queued_at_least(conn, connector_id, limit - len(rows) + 1):
@@ -281,8 +287,12 @@ class Intake:
         conn.rollback()
         self.hooks.tasks_rejected(connector_name, len(rows))
         raise QueueFullError(
-            f"connector {connector_name!r} has reached its limit of {limit} queued tasks"
-            + (f" ({len(rows)} more would pass it)" if len(rows) > 1 else "")
+            (
+                f"connector {connector_name!r}: {len(rows)} more tasks would pass its limit of "
+                f"{limit} queued tasks"
+                if len(rows) > 1
+                else f"connector {connector_name!r} has reached its limit of {limit} queued tasks"
+            )
             + f": nothing was logged; try again in {retry_after:.0f} s",
             retry_after,
         )

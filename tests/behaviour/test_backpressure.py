@@ -34,7 +34,7 @@ def test_a_batch_is_refused_whole_when_it_would_pass_the_limit(bus: IntegrationB
     log(bus, user("b"))
     log(bus, user("c"))
     too_many = [TaskRequest(user(f"x{n}"), site_name="main") for n in range(3)]
-    with pytest.raises(QueueFullError, match="3 more would pass it"):
+    with pytest.raises(QueueFullError, match="3 more tasks would pass its limit of 5"):
         bus.log_tasks(CONNECTOR, too_many)
     assert bus.queue_size(CONNECTOR) == 3
     bus.log_tasks(CONNECTOR, too_many[:2])  # exactly up to the limit
@@ -86,3 +86,18 @@ def test_a_bad_limit_is_refused_by_name(bus: IntegrationBus, limit: object) -> N
 def test_the_limit_of_an_unknown_connector_is_an_error(bus: IntegrationBus) -> None:
     with pytest.raises(ConnectorNotFoundError):
         bus.set_queue_limit("Nobody", 10)
+
+
+def test_a_batch_larger_than_the_limit_is_refused_for_good(bus: IntegrationBus) -> None:
+    add_connector(bus)
+    bus.set_queue_limit(CONNECTOR, 2)
+    batch = [TaskRequest(user(f"x{n}"), site_name="main") for n in range(3)]
+    with pytest.raises(ConfigurationError, match=r"can never fit .* queue limit of 2"):
+        bus.log_tasks(CONNECTOR, batch)
+    assert bus.queue_size(CONNECTOR) == 0
+
+
+def test_queue_full_error_is_importable_from_the_package() -> None:
+    import syncbus
+
+    assert syncbus.QueueFullError is QueueFullError
