@@ -566,7 +566,8 @@ def worker(
         signal.signal(sig, lambda *_: done.set())
     dispatcher.start()
     err_console.print(
-        f"syncbus worker started ({workers} workers) on {bus.engine.url.get_backend_name()}"
+        f"syncbus worker started ({workers} worker{'s' if workers != 1 else ''}) on "
+        f"{bus.engine.url.get_backend_name()}"
     )
     # Wait in short steps: the kernel may deliver SIGTERM to one of the worker threads, and
     # Python runs the handler only when the main thread next runs bytecode, which an untimed

@@ -558,7 +558,7 @@ class Processor:
     @staticmethod
     def _quarantine(conn: sa.Connection, task_id: int, deaths: int, tally: _Tally) -> None:
         error = f"quarantined: the worker applying it died {deaths} times"
-        logs.record_task_error(conn, task_id, error, set_error_state=True)
+        logs.record_task_error(conn, task_id, error, set_error_state=True, attempt=False)
         logs.write_event(conn, "Integration", "QUARANTINE", f"task {task_id} {error}")
         tally.failed += 1
         tally.error = error

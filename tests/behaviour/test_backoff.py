@@ -116,7 +116,7 @@ def test_other_process_types_never_back_off(bus: IntegrationBus) -> None:
     run(bus)
     info = bus.get_task(task)
     assert info is not None and info.process_type is ProcessType.ERROR
-    assert (info.attempts, info.next_attempt_at) == (0, None)
+    assert (info.attempts, info.next_attempt_at) == (1, None)  # a failed attempt, no back-off
 
 
 def test_under_entity_a_task_backing_off_lets_its_lane_go_on(bus: IntegrationBus) -> None:

@@ -30,9 +30,11 @@ def record_task_error(
     set_error_state: bool,
     collapse_repeats: bool = False,
     retry_at: dt.datetime | None = None,
+    attempt: bool = True,
 ) -> None:
     """Append to the task's sync log and copy the error onto the task (ERROR if it was DEFAULT);
-    with ``retry_at``, count a failed attempt and set when the next may start.
+    count a failed attempt (``attempt``: not for a quarantine, which is no attempt) and, with
+    ``retry_at``, set when the next may start.
 
     With ``collapse_repeats`` (automatic retries) the same error of the same task within a
     second is written once: a task retried on every trigger must not flood its log with
@@ -68,7 +70,8 @@ def record_task_error(
     }
     if set_error_state:
         values["process_type"] = ProcessType.ERROR.value
-    if retry_at is not None:  # one more failed attempt; the next waits (CONTRACT §9)
+    if attempt:  # one more failed attempt (CONTRACT §9)
         values["attempts"] = task_table.c.attempts + 1
+    if retry_at is not None:  # ... and the next waits
         values["next_attempt_at"] = retry_at
     conn.execute(task_table.update().where(task_table.c.task_id == task_id).values(values))
