@@ -132,10 +132,6 @@ def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
     }
 
 
-# The old name.
-check_ordering = check_rules
-
-
 # The largest queue limit (a 32-bit column; far more than any queue should hold).
 MAX_QUEUE_LIMIT = 2**31 - 1
 

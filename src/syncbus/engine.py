@@ -208,11 +208,11 @@ class Processor:
                 Waits(rules.dependency_timeout, self.registry.object_type),
                 locks=dialect_of(self.db).row_locks,
             )
+        stop = stop or threading.Event()
         if lanes is not None and lanes.locks:
-            run = _Run(
-                connector_id, owner, result, stop or threading.Event(), rules, lanes, fenced=False
-            )
-            return self._run_unfenced(run, on_progress)
+            result.started_at = time.time()
+            run = _Run(connector_id, owner, result, stop, rules, lanes, fenced=False)
+            return self._drive(run, on_progress)
         try:
             with self.db.begin() as conn:
                 leases.ensure_lease_row(conn, connector_id)
@@ -231,20 +231,34 @@ class Processor:
             result.finished_at = time.time()
             self.hooks.run_finished(result)
             return result
-        heartbeat = _Heartbeat(self, connector_id, owner)
+        return self._drive(_Run(connector_id, owner, result, stop, rules, lanes), on_progress, dead)
+
+    def _drive(
+        self,
+        run: _Run,
+        on_progress: ProgressCallback | None,
+        dead: tuple[int, int] | None = None,
+    ) -> ProcessResult:
+        """The run itself, once it may go: a heartbeat keeps its lease (or, lease-free, its
+        in-flight record) alive; a dead runner's batch is dealt with first; the queue is
+        drained; the lease is released (or the in-flight record cleared) however it ends."""
+        result = run.result
+        heartbeat = _Heartbeat(self, run.connector_id, run.owner, inflight=not run.fenced)
         heartbeat.start()
-        run = _Run(connector_id, owner, result, stop or threading.Event(), rules, lanes)
         try:
             if dead is not None:  # its last runner died applying these: find the poison
                 self._after_death(run, *dead)
             self._drain(run, on_progress)
         except Exception as exc:
-            self._run_failed(connector_name, result, exc)
+            self._run_failed(result.connector_name, result, exc)
         finally:
             heartbeat.stop()
             result.finished_at = time.time()
-            self._release(connector_id, owner, result)
-        self._next_attempt(connector_id, result)
+            if run.fenced:
+                self._release(run.connector_id, run.owner, result)
+            else:
+                self._forget_in_flight(run)
+        self._next_attempt(run.connector_id, result)
         self.hooks.run_finished(result)
         return result
 
@@ -257,25 +271,6 @@ class Processor:
             log.warning("cannot read the connector's next attempt", exc_info=True)
             return
         result.next_attempt_at = None if due is None else due.timestamp()
-
-    def _run_unfenced(self, run: _Run, on_progress: ProgressCallback | None) -> ProcessResult:
-        """An ENTITY run on a database with row locks: no lease; each transaction takes the
-        lanes it applies (so any number of these runs share one connector)."""
-        result = run.result
-        result.started_at = time.time()
-        heartbeat = _Heartbeat(self, run.connector_id, run.owner, inflight=True)
-        heartbeat.start()
-        try:
-            self._drain(run, on_progress)
-        except Exception as exc:
-            self._run_failed(result.connector_name, result, exc)
-        finally:
-            heartbeat.stop()
-            result.finished_at = time.time()
-            self._forget_in_flight(run)
-        self._next_attempt(run.connector_id, result)
-        self.hooks.run_finished(result)
-        return result
 
     def _run_failed(self, connector_name: str, result: ProcessResult, exc: Exception) -> None:
         """A run that could not go on: transient trouble is tried again soon (``busy``), and
@@ -526,11 +521,7 @@ class Processor:
         so a task that kills its worker again is the only one in flight when it does."""
         tally = _tally(run.result)
         with self.db.begin() as conn:
-            counted = (
-                tasks.count_deaths(conn, run.connector_id, first, last)
-                if ids is None
-                else tasks.count_deaths_of(conn, ids)
-            )
+            counted = tasks.count_deaths(conn, run.connector_id, first, last, ids)
             doomed = [(i, d) for i, d in counted if d >= run.rules.quarantine_after]
             for task_id, deaths in doomed:
                 self._quarantine(conn, task_id, deaths, tally)
@@ -689,7 +680,7 @@ class Processor:
         """Each lane in task-id order, exactly as a CONNECTOR run walks its queue, but a task
         that stops stops its lane only. The tasks taken out (id: lane)."""
         causes = Causes.of(batch.conn, lanes.connector_id, rows, payloads, lanes.waits.types)
-        now = utcnow()
+        now = batch.now
         done: dict[int, Any] = {}
         seen = outcome.lanes
         for row in rows:
@@ -805,7 +796,6 @@ class Processor:
                 row.task_id,
                 error,
                 set_error_state=rule.becomes_error,
-                collapse_repeats=rule.collapse_repeats,
                 retry_at=self._retry_at(row, rule, rules, now),
             )
         if rule.drop:

@@ -39,7 +39,6 @@ class Policy:
     drop: bool = False  # the task leaves the queue
     becomes_error: bool = False  # the task's process type becomes ERROR
     log: ErrorLog = ErrorLog.TASK
-    collapse_repeats: bool = False  # the same error within a second is written once
     backoff: bool = False  # a failure counts an attempt; the next waits (CONTRACT §9)
     # When an operator's synchronize fails: the task's process type becomes ERROR.
     sync_failure_becomes_error: bool = False

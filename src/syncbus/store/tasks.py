@@ -282,27 +282,21 @@ def next_attempt(conn: sa.Connection, connector_id: int, after: dt.datetime) -> 
 
 
 def count_deaths(
-    conn: sa.Connection, connector_id: int, first: int, last: int
+    conn: sa.Connection, connector_id: int, first: int, last: int, ids: list[int] | None = None
 ) -> list[tuple[int, int]]:
-    """A worker died applying the connector's tasks [first, last]: count a death for each of
-    them still queued. (task_id, deaths so far) of each, in order."""
-    rows = conn.execute(
-        t.update()
-        .where(t.c.connector_id == connector_id, t.c.task_id >= first, t.c.task_id <= last)
-        .values(deaths=t.c.deaths + 1)
-        .returning(t.c.task_id, t.c.deaths)
-    ).all()
-    return sorted((int(task_id), int(deaths)) for task_id, deaths in rows)
-
-
-def count_deaths_of(conn: sa.Connection, ids: list[int]) -> list[tuple[int, int]]:
-    """As ``count_deaths``, for the tasks with these ids (a lease-free run's batch)."""
-    out: list[tuple[int, int]] = []
-    for start in range(0, len(ids), IN_CHUNK):
+    """A worker died applying the connector's tasks [first, last] (or, for a lease-free run's
+    batch, the tasks ``ids`` among them): count a death for each still queued. (task_id,
+    deaths so far) of each, in order."""
+    where = [t.c.connector_id == connector_id, t.c.task_id >= first, t.c.task_id <= last]
+    chunks = (
+        [None] if ids is None else [ids[i : i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
+    )
+    out: list[Any] = []
+    for chunk in chunks:
+        stmt = t.update().where(*where)
+        if chunk is not None:
+            stmt = stmt.where(t.c.task_id.in_(chunk))
         out += conn.execute(
-            t.update()
-            .where(t.c.task_id.in_(ids[start : start + IN_CHUNK]))
-            .values(deaths=t.c.deaths + 1)
-            .returning(t.c.task_id, t.c.deaths)
+            stmt.values(deaths=t.c.deaths + 1).returning(t.c.task_id, t.c.deaths)
         ).all()
     return sorted((int(task_id), int(deaths)) for task_id, deaths in out)
