@@ -8,10 +8,11 @@ from collections import defaultdict
 
 import pytest
 
-from syncbus import IntegrationBus, Ordering, ProcessResult
+from syncbus import IntegrationBus, ProcessResult
 from syncbus.dispatcher import Dispatcher
 from tests.helpers import wait_for
-from tests.seq import SeqConnector, make_bus
+from tests.seq import SeqConnector, SeqLanesConnector, make_bus
+from tests.workers import assert_exactly_once_in_order, audit_rows, install_audit
 
 
 @pytest.fixture
@@ -184,11 +185,6 @@ def test_stop_is_prompt_when_a_run_waits_behind_busy_workers(db_url: str) -> Non
         bus.close()
 
 
-class _EntitySeq(SeqConnector):
-    connector_name = "SeqLanes"
-    ordering = Ordering.ENTITY
-
-
 def _counting_runs(bus: IntegrationBus) -> dict[str, int]:
     """Wrap process_tasks to record, per connector, the most runs ever in flight at once."""
     original = bus.process_tasks
@@ -215,21 +211,8 @@ def test_worker_threads_share_one_entity_connector(pg_url: str) -> None:
     """On PostgreSQL a trigger starts a run of an ENTITY connector per idle thread; a CONNECTOR
     connector never has two runs at once. Every task is applied once, each lane in order."""
     bus = make_bus(pg_url, batch_size=10)
-    bus.register_connector(_EntitySeq)
-    with bus.engine.begin() as conn:  # applying is slow enough for runs to overlap
-        conn.exec_driver_sql(
-            "CREATE TABLE seq_audit (id bigserial PRIMARY KEY, name text NOT NULL, n int NOT NULL)"
-        )
-        conn.exec_driver_sql(
-            """CREATE FUNCTION seq_audit() RETURNS trigger AS $$
-            BEGIN PERFORM pg_sleep(0.002);
-            INSERT INTO seq_audit (name, n) VALUES (NEW.counter_name, NEW.n);
-            RETURN NEW; END $$ LANGUAGE plpgsql"""
-        )
-        conn.exec_driver_sql(
-            "CREATE TRIGGER seq_audit BEFORE INSERT OR UPDATE ON seq_counter "
-            "FOR EACH ROW EXECUTE FUNCTION seq_audit()"
-        )
+    bus.register_connector(SeqLanesConnector)
+    install_audit(bus.engine, sleep=0.002)  # applying is slow enough for runs to overlap
     expected: dict[str, list[int]] = defaultdict(list)
     for n in range(1, 301):
         bus.process_external_task("SeqLanes", {"key": f"e{n % 30}", "n": n})
@@ -244,12 +227,7 @@ def test_worker_threads_share_one_entity_connector(pg_url: str) -> None:
         wait_for(lambda: bus.queue_size() == 0 and dispatcher.idle(), timeout=60)
     finally:
         assert dispatcher.stop(timeout=20)
-    with bus.engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT name, n FROM seq_audit ORDER BY id").all()
-    seen: dict[str, list[int]] = defaultdict(list)
-    for name, n in rows:
-        seen[name].append(n)
-    assert dict(seen) == dict(expected), "a task was lost, applied twice or out of order"
+    assert_exactly_once_in_order(audit_rows(bus.engine), dict(expected))
     assert most["Seq"] == 1
     assert most["SeqLanes"] >= 2, dict(most)
     bus.close()
@@ -260,7 +238,7 @@ def test_extra_entity_runs_yield_a_thread_to_another_connector(pg_url: str) -> N
     """An ENTITY connector holding every thread gives one back, after its batch in hand, when
     another connector's run waits for a thread."""
     bus = make_bus(pg_url, batch_size=5)
-    bus.register_connector(_EntitySeq)
+    bus.register_connector(SeqLanesConnector)
     release = threading.Event()
     original = bus.process_tasks
     started: list[str] = []

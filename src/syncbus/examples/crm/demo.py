@@ -112,15 +112,7 @@ def _log_tasks(
         bar = progress.add_task("Logging CRM tasks", total=len(tasks))
         for task in tasks:
             try:
-                task_id = bus.process_external_task(
-                    CONNECTOR,
-                    task.obj,
-                    process_type=task.process_type,
-                    task_type=task.task_type,
-                    data_type=task.data_type,
-                    site_name=task.site_name,
-                    idempotency_key=task.idempotency_key,
-                )
+                task_id = _log_one(bus, CONNECTOR, task)
             except SyncBusError as exc:
                 rejections.append(Rejection(task, f"{type(exc).__name__}: {exc}"))
             else:
@@ -330,18 +322,20 @@ def run_entity_demo(bus: IntegrationBus, console: Console) -> EntityDemoReport:
 
 
 def _log_entity_tasks(bus: IntegrationBus, tasks: list[CrmTask]) -> list[int | None]:
-    return [
-        bus.process_external_task(
-            ENTITY_CONNECTOR,
-            task.obj,
-            process_type=task.process_type,
-            task_type=task.task_type,
-            data_type=task.data_type,
-            site_name=task.site_name,
-            idempotency_key=task.idempotency_key,
-        )
-        for task in tasks
-    ]
+    return [_log_one(bus, ENTITY_CONNECTOR, task) for task in tasks]
+
+
+def _log_one(bus: IntegrationBus, connector: str, task: CrmTask) -> int | None:
+    """Log one CRM task through ``connector``, as the feed describes it."""
+    return bus.process_external_task(
+        connector,
+        task.obj,
+        process_type=task.process_type,
+        task_type=task.task_type,
+        data_type=task.data_type,
+        site_name=task.site_name,
+        idempotency_key=task.idempotency_key,
+    )
 
 
 def _run_entity(bus: IntegrationBus) -> ProcessResult:
