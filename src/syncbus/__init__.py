@@ -38,6 +38,7 @@ from syncbus.model import (
     ProcessResult,
     SyncLogEntry,
     TaskInfo,
+    TaskRecord,
 )
 
 __version__ = "0.1.0"
@@ -78,6 +79,7 @@ __all__ = [
     "TaskDataType",
     "TaskInfo",
     "TaskNotFoundError",
+    "TaskRecord",
     "TaskType",
     "TranslationError",
     "__version__",

@@ -37,6 +37,7 @@ class _ObjectTask:
     resolver: Resolver
     task_site: str | None
     targets: TargetCache | None
+    changes: dict[str, list[Any]] | None = None
 
 
 class Applier:
@@ -63,7 +64,11 @@ class Applier:
         resolver: Resolver,
         sites: dict[str, int],
         targets: TargetCache | None = None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> None:
+        """Apply the task. With ``changes`` (history on), fill it with ``{column: [old,
+        new]}`` of what the task changed in its object (a page: its document's name and
+        fields)."""
         task_type = TaskType.parse(row.task_type)
         data_type = TaskDataType.parse(row.data_type)
         site_id: int | None = None
@@ -78,13 +83,21 @@ class Applier:
                 raise SiteNotFoundError("a page task needs a site")
             pages = targets.pages if targets is not None else None
             self._apply_page(
-                conn, task_type, data_type, site_id, payload, resolver, row.site_name, pages
+                conn,
+                task_type,
+                data_type,
+                site_id,
+                payload,
+                resolver,
+                row.site_name,
+                pages,
+                changes,
             )
             return
         if payload.obj is None or task_type.is_document:
             raise ContentError(f"task type {task_type.value} needs a page, not an object")
         self._apply_object(
-            conn, task_type, data_type, site_id, payload, resolver, row.site_name, targets
+            conn, task_type, data_type, site_id, payload, resolver, row.site_name, targets, changes
         )
 
     def prefetch_targets(
@@ -93,9 +106,11 @@ class Applier:
         tasks: list[tuple[Any, Payload]],
         resolver: Resolver,
         sites: dict[str, int],
+        rows: bool = False,
     ) -> TargetCache:
-        """Look up, set-wise, the objects a batch's tasks will write."""
-        targets = TargetCache()
+        """Look up, set-wise, the objects a batch's tasks will write (with ``rows``, their
+        whole rows: what a task changes is then known without a query of its own)."""
+        targets = TargetCache(rows)
         wanted = []
         pages: list[tuple[int, str, str]] = []
         for row, payload in tasks:
@@ -179,6 +194,7 @@ class Applier:
         resolver: Resolver,
         task_site: str | None,
         targets: TargetCache | None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> None:
         assert payload.obj is not None
         ot = self.registry.object_type(payload.obj.object_type)
@@ -191,20 +207,29 @@ class Applier:
         handler(
             conn,
             _ObjectTask(
-                task_type, data_type, ot, row, site_id, payload, resolver, task_site, targets
+                task_type,
+                data_type,
+                ot,
+                row,
+                site_id,
+                payload,
+                resolver,
+                task_site,
+                targets,
+                changes,
             ),
         )
 
     # One per object task type (enums.TASK_TYPES names them).
     def _upsert_object(self, conn: sa.Connection, t: _ObjectTask) -> None:
-        oid = self.objects.upsert(conn, t.ot, t.row, t.site_id, t.targets)
+        oid = self.objects.upsert(conn, t.ot, t.row, t.site_id, t.targets, t.changes)
         t.resolver.learn(t.ot, t.row, t.site_id, oid)
         if t.data_type is TaskDataType.SNAPSHOT:
             self._apply_children(conn, t.ot, oid, t.payload, t.resolver, t.site_id, t.task_site)
 
     def _delete_object(self, conn: sa.Connection, t: _ObjectTask) -> None:
         ot, targets = t.ot, t.targets
-        if not self.objects.delete(conn, ot, t.row, t.site_id, targets):
+        if not self.objects.delete(conn, ot, t.row, t.site_id, targets, t.changes):
             return
         gone = self.registry.dependents(ot.name)
         t.resolver.forget(gone)
@@ -219,7 +244,7 @@ class Applier:
 
     def _add_to_site(self, conn: sa.Connection, t: _ObjectTask) -> None:
         site_id = self._binding_site(t)
-        oid = self.objects.upsert(conn, t.ot, t.row, None)
+        oid = self.objects.upsert(conn, t.ot, t.row, None, changes=t.changes)
         t.resolver.learn(t.ot, t.row, None, oid)
         self.objects.bind_site(conn, t.ot, oid, site_id)
 
@@ -266,6 +291,7 @@ class Applier:
         resolver: Resolver,
         task_site: str | None,
         cache: PageCache | None = None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> None:
         page = payload.page
         assert page is not None
@@ -273,7 +299,7 @@ class Applier:
         def get_parent() -> dict[str, Any]:
             return self._parent_node(conn, page, data_type, site_id, payload, resolver, task_site)
 
-        effect = self.pages.apply(conn, task_type, site_id, page, get_parent, cache)
+        effect = self.pages.apply(conn, task_type, site_id, page, get_parent, cache, changes)
         # Node ids change only when nodes come or go; a failed task resets the resolver.
         if effect.subtree_removed:
             resolver.forget_pages()

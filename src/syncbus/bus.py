@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from syncbus import lineage
 from syncbus.applier import Applier
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry, ConnectorTarget
@@ -31,21 +32,32 @@ from syncbus.errors import (
     ConnectorNotFoundError,
     IntegrationDisabledError,
     InvalidFilterError,
+    InvalidObjectError,
     SiteNotFoundError,
     TaskBusyError,
     TaskNotFoundError,
 )
 from syncbus.hooks import Hooks, TaskLogged
 from syncbus.intake import Intake, LogOutcome, TaskRequest
-from syncbus.model import ConnectorInfo, EventLogEntry, ProcessResult, SyncLogEntry, TaskInfo
+from syncbus.lineage import DELETED, Recorder, decode_or_none
+from syncbus.model import (
+    ConnectorInfo,
+    EventLogEntry,
+    ProcessResult,
+    SyncLogEntry,
+    TaskInfo,
+    TaskRecord,
+)
 from syncbus.policies import ConnectorRules
 from syncbus.settings import Settings
-from syncbus.store import migrate, reads
-from syncbus.store.admin import delete_task
+from syncbus.store import history, migrate, reads
+from syncbus.store.admin import delete_task, delete_tasks
 from syncbus.store.connectors import connector_by_id, connector_by_name, connectors_with_tasks
-from syncbus.store.db import BUSY_TIMEOUT, make_engine
+from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
+from syncbus.store.enqueue import replace_object
 from syncbus.store.switches import why_not_processing
+from syncbus.store.tasks import load_ids
 from syncbus.store.types import save_type_declarations
 
 _site = BUILTIN_TABLES["cms.site"]
@@ -272,12 +284,87 @@ class IntegrationBus:
         return applied
 
     def delete_task(self, task_id: int) -> None:
-        """Remove a task from the queue (with its log). A missing task is an error; a task
-        that a running batch holds raises ``TaskBusyError`` instead of waiting."""
+        """Remove a task from the queue (with its log; its record stays, state "deleted").
+        A missing task is an error; a task that a running batch holds raises
+        ``TaskBusyError`` instead of waiting."""
         with self._admin_tx(task_id) as conn:
             if self.runner.lock_task(conn, task_id) is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
+            self._record_deleted(conn, [task_id])
             delete_task(conn, task_id)
+
+    def delete_tasks(self, task_ids: list[int]) -> tuple[int, set[int]]:
+        """Remove several queued tasks (a few hundred at most) in one transaction, leaving
+        their records; tasks a running batch holds are skipped, not waited for. How many
+        went, and the ids skipped."""
+        with self.engine.begin() as conn:
+            return delete_tasks(conn, task_ids, self._record_deleted)
+
+    def _record_deleted(self, conn: sa.Connection, task_ids: list[int]) -> None:
+        if not self.runner.keeps_history(conn):
+            return
+        recorder = Recorder(self.registry, utcnow())
+        for row in load_ids(conn, task_ids):
+            recorder.finished(row, decode_or_none(row.data), DELETED)
+        recorder.write(conn)
+
+    # -- history and lineage (CONTRACT §10) ----------------------------------------------
+    def task_history(self, task_id: int) -> TaskRecord | None:
+        """What happened to a task: its record, queued or finished within the retention
+        (``settings.history_retention_days``); None past it or for an unknown id."""
+        with self.reader.connect() as conn:
+            row = history.queued(conn, task_id)
+            if row is not None:
+                return lineage.queued_record(self.registry, row, reads.task_log(conn, task_id))
+            done = history.finished(conn, task_id)
+        return None if done is None else lineage.finished_record(self.registry, done)
+
+    def object_history(
+        self, object_type: str, code_name: str, site_name: str | None = None, *, limit: int = 100
+    ) -> list[TaskRecord]:
+        """The tasks that wrote an object (by its code name, or GUID for types without one),
+        newest first, within the retention; ``limit`` of them at most."""
+        self.registry.object_type(object_type)  # an unknown type is an error, not "none"
+        with self.reader.connect() as conn:
+            rows = history.of_object(
+                conn, object_type, str(code_name), site_name, lineage.WROTE, limit
+            )
+        return list(lineage.records(self.registry, rows))
+
+    def replace_task_object(self, task_id: int, external_obj: Any) -> TaskInfo:
+        """Edit and replay: give a queued or failed task a new external object. The
+        connector prepares it and captures its translation records again, as at logging
+        (and raises as logging does, changing nothing); the result replaces the task's
+        object in place: same id, same place in its queue, its error log kept. It no
+        longer waits or backs off, so its next run (or ``synchronize_task``) tries it.
+        Raises ``TaskNotFoundError`` for a task no longer queued."""
+        with self.reader.connect() as conn:
+            row = history.queued(conn, task_id)
+        if row is None:
+            raise TaskNotFoundError(
+                f"no queued task with id {task_id}: only a queued or failed task's object "
+                "can be replaced"
+            )
+        built = self.intake.build(
+            row.connector_name,
+            external_obj,
+            TaskType.parse(row.task_type),
+            TaskDataType.parse(row.data_type),
+            row.site_name,
+        )
+        if built is None:
+            raise InvalidObjectError(
+                f"connector {row.connector_name!r} skipped the new object "
+                "(prepare_internal_object returned None): the task was left as it was"
+            )
+        with self._admin_tx(task_id) as conn:
+            if self.runner.lock_task(conn, task_id) is None:
+                raise TaskNotFoundError(f"no queued task with id {task_id}")
+            replace_object(conn, task_id, built)
+        info = self.get_task(task_id)
+        if info is None:  # applied or deleted between the replace and this read
+            raise TaskNotFoundError(f"task {task_id} left the queue right after its replace")
+        return info
 
     @contextlib.contextmanager
     def _admin_tx(self, task_id: int) -> Iterator[sa.Connection]:

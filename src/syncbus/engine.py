@@ -36,11 +36,12 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.enums import Ordering, ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
+from syncbus.lineage import DROPPED, Recorder
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.policies import ConnectorRules, ErrorLog, Policy, Turn, policy
 from syncbus.scheduling import Causes, LaneOutcome, LaneRun, Plan, Waits
-from syncbus.store import connectors, inflight, leases, logs, tasks
+from syncbus.store import connectors, inflight, leases, logs, switches, tasks
 from syncbus.store.db import as_utc, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait, is_transient
 from syncbus.translation import Resolver
@@ -104,6 +105,7 @@ class _Run:
     rules: ConnectorRules = field(default_factory=ConnectorRules)
     lanes: LaneRun | None = None
     fenced: bool = True
+    history: bool = False  # write each finished task's record (CONTRACT §10)
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,10 @@ class Processor:
                 locks=dialect_of(self.db).row_locks,
             )
         stop = stop or threading.Event()
+        history = self.keeps_history()
         if lanes is not None and lanes.locks:
             result.started_at = time.time()
-            run = _Run(connector_id, owner, result, stop, rules, lanes, fenced=False)
+            run = _Run(connector_id, owner, result, stop, rules, lanes, False, history)
             return self._drive(run, on_progress)
         try:
             with self.db.begin() as conn:
@@ -231,7 +234,19 @@ class Processor:
             result.finished_at = time.time()
             self.hooks.run_finished(result)
             return result
-        return self._drive(_Run(connector_id, owner, result, stop, rules, lanes), on_progress, dead)
+        run = _Run(connector_id, owner, result, stop, rules, lanes, True, history)
+        return self._drive(run, on_progress, dead)
+
+    def keeps_history(self, conn: sa.Connection | None = None) -> bool:
+        """Whether finished tasks leave a record (``history_retention_days`` above 0)."""
+        if conn is not None:
+            return switches.keeps_history(conn)
+        try:
+            with self.db.connect() as own:
+                return switches.keeps_history(own)
+        except sa.exc.SQLAlchemyError:
+            log.warning("cannot read history_retention_days; keeping history", exc_info=True)
+            return True
 
     def _drive(
         self,
@@ -565,6 +580,8 @@ class Processor:
             rule = policy(_process_type(row))
             stop, drop = self._failed(conn, row, rule, error, tally, run.rules)
             if drop:
+                if run.history:
+                    self._record_dropped(conn, row, error)
                 tasks.remove(conn, [task_id])
             self._fence(conn, run)
         self._committed(run.result, tally)
@@ -575,6 +592,11 @@ class Processor:
             run.lanes.take_in(outcome.lanes)
         return outcome
 
+    def _record_dropped(self, conn: sa.Connection, row: Any, error: str) -> None:
+        recorder = Recorder(self.registry, utcnow())
+        recorder.finished(row, _decode(row.data), DROPPED, error)
+        recorder.write(conn)
+
     def _prefetch(
         self,
         conn: sa.Connection,
@@ -582,6 +604,7 @@ class Processor:
         payloads: dict[int, Payload | CorruptTaskError],
         sites: dict[str, int],
         careful: bool,
+        history: bool = False,
     ) -> tuple[Resolver, TargetCache | None]:
         """Resolve the batch's translations and find its targets set-wise. In the careful
         pass a failure here (a value the database refuses in a lookup) only costs speed:
@@ -591,7 +614,7 @@ class Processor:
         savepoint = conn.begin_nested() if careful else None
         try:
             resolver.prefetch((p, row.site_name) for row, p in ready)
-            targets = self.applier.prefetch_targets(conn, ready, resolver, sites)
+            targets = self.applier.prefetch_targets(conn, ready, resolver, sites, rows=history)
         except Exception as exc:
             if savepoint is None or is_transient(exc):
                 raise
@@ -614,12 +637,16 @@ class Processor:
         careful = careful or any(row.error_message is not None for row in rows)
         sites = self.applier.site_ids(conn)
         payloads = {row.task_id: _decode(row.data) for row in rows}
-        resolver, targets = self._prefetch(conn, rows, payloads, sites, careful)
+        resolver, targets = self._prefetch(conn, rows, payloads, sites, careful, run.history)
         batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
+        if run.history:
+            batch.recorder = Recorder(self.registry, utcnow())
         if run.lanes is not None:
             done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
             outcome.lanes.waited = batch.waited
             self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
+            if batch.recorder is not None:
+                batch.recorder.write(conn)
             tasks.remove(conn, done)
             if not run.fenced:
                 inflight.clear(conn, run.owner)  # committed with the batch: no longer in flight
@@ -636,6 +663,8 @@ class Processor:
             if stop_here:
                 outcome.stop = True
                 break
+        if batch.recorder is not None:
+            batch.recorder.write(conn)
         tasks.remove(conn, done_ids)
         return outcome
 
@@ -733,15 +762,18 @@ class Processor:
             tasks.set_process_type(batch.conn, row.task_id, rule.after_skip or ProcessType.DEFAULT)
             result.skipped += 1
             return False, False
+        changes: dict[str, list[Any]] | None = None if batch.recorder is None else {}
         if batch.careful:
             failure = self._try_apply(
-                batch.conn, row, payload, batch.resolver, batch.sites, batch.targets
+                batch.conn, row, payload, batch.resolver, batch.sites, batch.targets, changes
             )
         else:
-            failure = self._apply_fast(batch, row, payload)
+            failure = self._apply_fast(batch, row, payload, changes)
         if failure is None:
             result.applied += 1
             result.applied_ids.append(row.task_id)
+            if batch.recorder is not None and isinstance(payload, Payload):
+                batch.recorder.applied(row, payload, batch.resolver, changes)
             return False, True
         awaited = None if batch.lanes is None else batch.lanes.waits.awaited(row, failure.missing)
         if awaited is not None:  # ENTITY: a missing reference is waited for, not failed
@@ -751,17 +783,28 @@ class Processor:
                 batch.waited.append((row.task_id, row.lane, payload, index, row.site_name))
             result.waiting += 1
             return True, False
-        return self._failed(batch.conn, row, rule, failure.text, result, batch.rules, batch.now)
+        stop, drop = self._failed(
+            batch.conn, row, rule, failure.text, result, batch.rules, batch.now
+        )
+        if drop and batch.recorder is not None:
+            batch.recorder.finished(row, payload, DROPPED, failure.text)
+        return stop, drop
 
     def _apply_fast(
-        self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError
+        self,
+        batch: _Batch,
+        row: Any,
+        payload: Payload | CorruptTaskError,
+        changes: dict[str, list[Any]] | None = None,
     ) -> _Failure | None:
         """The optimistic pass: no SAVEPOINT; any failure of the task's own sends the whole
         batch down the careful way (``_FastPathFailed``), so this never returns an error."""
         if not isinstance(payload, Payload):
             raise _FastPathFailed
         try:
-            self.applier.apply(batch.conn, row, payload, batch.resolver, batch.sites, batch.targets)
+            self.applier.apply(
+                batch.conn, row, payload, batch.resolver, batch.sites, batch.targets, changes
+            )
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -822,17 +865,21 @@ class Processor:
         resolver: Resolver,
         sites: dict[str, int],
         targets: TargetCache | None = None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> _Failure | None:
         """Apply one task inside a SAVEPOINT; why it failed, else None. Transient database
-        errors are not the task's: they end the transaction."""
+        errors are not the task's: they end the transaction. ``changes`` (history) is filled
+        with what the task changed."""
         if isinstance(payload, CorruptTaskError):
             return _Failure(f"corrupt task: {payload}")
         savepoint = conn.begin_nested()
         try:
-            self.applier.apply(conn, row, payload, resolver, sites, targets)
+            self.applier.apply(conn, row, payload, resolver, sites, targets, changes)
         except Exception as exc:
             if is_transient(exc):
                 raise
+            if changes is not None:
+                changes.clear()
             savepoint.rollback()
             resolver.reset()  # what the rolled-back task wrote is gone again
             if targets is not None:
@@ -847,8 +894,14 @@ class Processor:
         the task's process type, except that DEFAULT becomes ERROR."""
         sites = self.applier.site_ids(conn)
         resolver = Resolver(conn, self.registry, sites)
-        failure = self._try_apply(conn, row, _decode(row.data), resolver, sites)
+        changes: dict[str, list[Any]] | None = {} if self.keeps_history(conn) else None
+        payload = _decode(row.data)
+        failure = self._try_apply(conn, row, payload, resolver, sites, None, changes)
         if failure is None:
+            if changes is not None and isinstance(payload, Payload):
+                recorder = Recorder(self.registry, utcnow())
+                recorder.applied(row, payload, resolver, changes)
+                recorder.write(conn)
             tasks.remove(conn, [row.task_id])
             if row.lane is not None:  # what waits for its entity may run now (CONTRACT §8)
                 _wake_waiters(conn, {row.lane}, None)
@@ -884,6 +937,7 @@ class _Batch:
     now: dt.datetime  # the batch's clock: whose back-off has run out
     lanes: LaneRun | None = None  # ENTITY: the run's lanes (and when a task may wait)
     waited: list[Any] = field(default_factory=list)  # tasks that began waiting in it
+    recorder: Recorder | None = None  # history on: the records of its finished tasks
 
 
 def _wake_waiters(conn: sa.Connection, written: set[str], own: int | None) -> set[Any]:

@@ -4,6 +4,8 @@ enqueues them is `syncbus.store.enqueue`."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +85,31 @@ def _encode(payload: Payload) -> str:
         return encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry
         raise InvalidObjectError(f"the prepared object cannot be stored: {exc}") from None
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def traceparent(value: Any) -> str | None:
+    """A W3C ``traceparent`` to keep with the task, or None: one that is not well formed is
+    ignored, as the W3C recommendation asks (it never fails the logging call)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if not _TRACEPARENT.match(text) or text.startswith("ff"):
+        return None
+    if set(text[3:35]) == {"0"} or set(text[36:52]) == {"0"}:
+        return None  # all-zero trace or span ids are invalid
+    return text
+
+
+def external_json(obj: Any) -> str | None:
+    """The external object as logged, for its record (CONTRACT §10); None when JSON cannot
+    carry it (an object of the connector's own class, say): nothing is refused for that."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def object_title(task_type: TaskType, ot: ObjectType, data: dict[str, Any]) -> str:
@@ -209,32 +236,52 @@ class Intake:
                 states[req.site_name] = state
         if state.existing_task_id is not None:
             return LogOutcome(int(state.existing_task_id), created=False)
-        connector = self.connectors.get(connector_name)
-        prepared = connector.prepare_internal_object(req.external_obj, ttype, dtype, req.site_name)
-        if prepared is None:
+        built = self.build(connector_name, req.external_obj, ttype, dtype, req.site_name)
+        if built is None:
             return LogOutcome(None, created=False)
+        return {
+            "connector_id": state.connector_id,
+            "task_type": ttype.value,
+            "process_type": ptype.value,
+            "site_name": req.site_name,
+            "created_at": utcnow(),
+            "idempotency_key": key,
+            "error_message": _logged_error(ptype, built["lane"]),
+            "traceparent": traceparent(req.traceparent),
+            **built,
+        }
+
+    def build(
+        self,
+        connector_name: str,
+        external_obj: Any,
+        ttype: TaskType,
+        dtype: TaskDataType,
+        site_name: str | None,
+    ) -> dict[str, Any] | None:
+        """What a task stores of its external object: the connector's internal object with
+        its translation records (``data``), its title, type and lane, and the external
+        object itself; None when the connector skipped it. (Logging, and edit and replay.)"""
+        connector = self.connectors.get(connector_name)
+        prepared = connector.prepare_internal_object(external_obj, ttype, dtype, site_name)
+        if prepared is None:
+            return None
         payload, object_type, class_name, title, dtype = self._build(
-            connector_name, prepared, ttype, dtype, req.site_name
+            connector_name, prepared, ttype, dtype, site_name
         )
         if dtype is not TaskDataType.SIMPLE:
             payload.records = self._capture(connector, payload)
         lane = None
         if connector.ordering == Ordering.ENTITY:  # CONNECTOR pays one comparison
-            lane = lane_of(payload, req.site_name, self.registry.object_type)
+            lane = lane_of(payload, site_name, self.registry.object_type)
         return {
-            "connector_id": state.connector_id,
-            "task_type": ttype.value,
             "data_type": dtype.value,
-            "process_type": ptype.value,
             "object_type": object_type,
             "class_name": class_name,
             "title": title,
-            "site_name": req.site_name,
-            "created_at": utcnow(),
             "data": _encode(payload),
-            "idempotency_key": key,
-            "error_message": _logged_error(ptype, lane),
             "lane": lane,
+            "external": external_json(external_obj),
         }
 
     def _capture(self, connector: BaseIntegrationConnector, payload: Payload) -> list[Any]:
@@ -353,6 +400,8 @@ class TaskRequest:
     data_type: TaskDataType | str = TaskDataType.SIMPLE
     site_name: str | None = None
     idempotency_key: str | None = None
+    # The producer's W3C trace context (``traceparent`` header): processing joins its trace.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,43 @@ class SyncLogEntry:
 
 
 @dataclass(frozen=True)
+class TaskRecord:
+    """A task's whole story (CONTRACT §10): what was logged, what it became, what its
+    references resolved to, what it changed and what went wrong; queued or finished.
+
+    ``state`` is one of ``queued``, ``waiting``, ``failed`` (still queued, with an error),
+    ``applied``, ``deleted`` (by an operator), ``dropped`` (by DELETE_ON_ERROR) and
+    ``coalesced``. ``changes`` is ``{column: [old, new]}`` for an applied task, else None."""
+
+    task_id: int
+    connector_name: str
+    task_type: TaskType
+    data_type: TaskDataType
+    process_type: ProcessType
+    title: str
+    object_type: str | None
+    class_name: str | None
+    site_name: str | None
+    lane: str | None
+    state: str
+    logged_at: datetime
+    finished_at: datetime | None
+    external: Any
+    internal: dict[str, Any]
+    translations: list[dict[str, Any]]
+    changes: dict[str, list[Any]] | None
+    errors: list[SyncLogEntry]
+    # The object's code name (or GUID) as the task names it; None for pages.
+    code_name: str | None = None
+    # For a coalesced task: the task that carried its values.
+    into_task_id: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True)
 class EventLogEntry:
     """An event worth an operator's attention (DELETE_ON_ERROR errors, load failures...)."""
 

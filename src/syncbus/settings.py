@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncbus.store.switches import flag, read_setting, write_setting
+from syncbus.store.switches import (
+    HISTORY_RETENTION,
+    IDEMPOTENCY_RETENTION,
+    days,
+    flag,
+    read_setting,
+    write_setting,
+)
 
 
 class _Flag:
@@ -26,6 +33,29 @@ class _Flag:
             write_setting(conn, self.key, "true" if value else "false")
 
 
+class _Days:
+    """A retention in whole days, persisted like the switches; 0 keeps nothing."""
+
+    def __init__(self, key: str, default: int, doc: str) -> None:
+        self.key = key
+        self.default = default
+        self.__doc__ = doc
+
+    def __get__(self, obj: Settings | None, owner: type[Settings]) -> int:
+        if obj is None:
+            return self.default
+        with obj.reader.connect() as conn:
+            return days(read_setting(conn, self.key), self.default)
+
+    def __set__(self, obj: Settings, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"settings.{self.key} takes a whole number of days, 0 or more, not {value!r}"
+            )
+        with obj.db.begin() as conn:
+            write_setting(conn, self.key, str(value))
+
+
 class Settings:
     """The master switch and the switches for logging and processing incoming tasks.
 
@@ -36,15 +66,29 @@ class Settings:
     log_external = _Flag("log_external", "Logging of incoming tasks.")
     process_external = _Flag("process_external", "Processing of incoming tasks.")
 
+    history_retention_days = _Days(
+        HISTORY_RETENTION,
+        7,
+        "Days a finished task's record is kept (CONTRACT §10); 0 keeps no history.",
+    )
+    idempotency_retention_days = _Days(
+        IDEMPOTENCY_RETENTION,
+        7,
+        "Days an idempotency key is remembered after its task left the queue; a retry after "
+        "that logs a new task.",
+    )
+
     def __init__(self, db: sa.Engine, reader: sa.Engine | None = None) -> None:
         self.db = db
         self.reader = reader or db
 
-    def as_dict(self) -> dict[str, bool]:
+    def as_dict(self) -> dict[str, bool | int]:
         return {
             "integration_enabled": self.integration_enabled,
             "log_external": self.log_external,
             "process_external": self.process_external,
+            "history_retention_days": self.history_retention_days,
+            "idempotency_retention_days": self.idempotency_retention_days,
         }
 
     def __repr__(self) -> str:

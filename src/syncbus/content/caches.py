@@ -97,14 +97,23 @@ class TargetCache:
     """Known ids (None: known to be absent) of target objects, by exact identity; and the
     batch's page nodes and documents."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: bool = False) -> None:
         self.ids: dict[TargetKey, int | None] = {}
         self.pages = PageCache()
+        # With ``rows`` (history on), the whole row of each target is fetched too, so what a
+        # task changes is computed without a query of its own (CONTRACT §10).
+        self.keep_rows = rows
+        self.rows: dict[TargetKey, dict[str, Any]] = {}
 
     def clear(self) -> None:
         """Forget everything (after a rolled-back task: what it wrote is gone again)."""
         self.ids.clear()
+        self.rows.clear()
         self.pages.clear()
+
+    def row(self, key: TargetKey | None) -> dict[str, Any] | None:
+        """The prefetched (and since updated) row of an object known to exist, or None."""
+        return None if key is None else self.rows.get(key)
 
     def get(self, key: TargetKey | None) -> tuple[bool, int | None]:
         if key is None or key not in self.ids:
@@ -118,6 +127,7 @@ class TargetCache:
     def forget(self, type_names: AbstractSet[str]) -> None:
         if type_names:
             self.ids = {k: v for k, v in self.ids.items() if k[0] not in type_names}
+            self.rows = {k: v for k, v in self.rows.items() if k[0] not in type_names}
 
     def prefetch(
         self,
@@ -144,6 +154,9 @@ class TargetCache:
         cols = [table.c[ot.id_column], *(table.c[c] for c in ident)]
         if scope:
             cols.append(table.c[scope])
+        width = len(cols)
+        if self.keep_rows:  # the whole row after the key columns
+            cols.extend(table.c)
         # By the whole identity: a binding type's first column alone (e.g. the role of a
         # user-role binding) would match a large share of the table in every batch.
         identity: Any = (
@@ -154,9 +167,11 @@ class TargetCache:
         for start in range(0, len(wanted), IN_CHUNK):
             stmt = sa.select(*cols).where(identity.in_(wanted[start : start + IN_CHUNK]))
             for row in conn.execute(stmt):
-                site = row[-1] if scope else None
+                site = row[width - 1] if scope else None
                 key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)
                 if key not in found or row[0] < found[key]:
                     found[key] = int(row[0])
+                    if self.keep_rows:
+                        self.rows[key] = dict(zip(table.c.keys(), row[width:], strict=True))
         for key in keys:
             self.ids[key] = found.get(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,38 @@ from syncbus.errors import ContentError
 _MISSING = object()
 _GIVEN, _NULL, _LEFT_OUT = 0, 1, 2  # how an identity column appears in a lookup
 _ID_PARAM = "syncbus_object_id"
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Whether a stored value and a written one are the same (a date read back from SQLite
+    may lose its zone, a number its type: compare what a reader would see)."""
+    if old == new:
+        return True
+    if old is None or new is None:
+        return False
+    if isinstance(old, dt.datetime) and isinstance(new, dt.datetime):
+        return _naive_utc(old) == _naive_utc(new)
+    return str(old) == str(new)
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{column: [old, new]}`` of the columns ``new`` writes with another value than
+    ``old`` holds; for a new row (``old`` None), of every column it sets."""
+    if old is None:
+        return {c: [None, v] for c, v in new.items() if v is not None}
+    return {c: [old.get(c), v] for c, v in new.items() if not _same(old.get(c), v)}
+
+
+def _key(
+    ot: ObjectType, values: Mapping[str, Any], site_id: int | None, old: Mapping[str, Any]
+) -> Any:
+    """The cache key of an updated row: by the identity it had (a task may leave out an
+    identity column, which then keeps its stored value)."""
+    return target_key(ot, {**old, **values}, site_id)
 
 
 class ObjectStore:
@@ -130,8 +163,10 @@ class ObjectStore:
         row: Mapping[str, Any],
         site_id: int | None,
         cache: TargetCache | None = None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> int:
-        """Update the object with the same identity, or insert it; returns its id."""
+        """Update the object with the same identity, or insert it; returns its id. With
+        ``changes`` (history on), fills it with ``{column: [old, new]}`` of what changed."""
         table = self.registry.table(ot.name)
         values = coerce_row(ot, row)
         values.pop(ot.id_column, None)
@@ -146,6 +181,12 @@ class ObjectStore:
         if existing is not None:
             if ot.guid_column and values.get(ot.guid_column) is None:
                 values.pop(ot.guid_column, None)
+            if changes is not None:
+                old = self._old_row(conn, ot, values, site_id, existing, cache)
+                changes.update(diff(old, values))
+                key = _key(ot, values, site_id, old) if cache is not None else None
+                if cache is not None and cache.keep_rows and key is not None:
+                    cache.rows[key] = {**old, **values}
             if values:
                 # SET takes the columns present in the parameters (one compiled form each).
                 conn.execute(self._update_stmt(ot, table), {**values, _ID_PARAM: existing})
@@ -155,8 +196,31 @@ class ObjectStore:
         result = conn.execute(self._insert_stmt(ot, table), values)
         new_id = int(result.scalar_one())
         if cache is not None:
-            cache.put(target_key(ot, values, site_id), new_id)
+            key = target_key(ot, values, site_id)
+            cache.put(key, new_id)
+            if cache.keep_rows and key is not None:
+                cache.rows[key] = {**values, ot.id_column: new_id}
+        if changes is not None:
+            changes.update(diff(None, {ot.id_column: new_id, **values}))
         return new_id
+
+    def _old_row(
+        self,
+        conn: sa.Connection,
+        ot: ObjectType,
+        values: Mapping[str, Any],
+        site_id: int | None,
+        oid: int,
+        cache: TargetCache | None,
+    ) -> dict[str, Any]:
+        """The row of object ``oid`` before a task writes it: prefetched with the batch's
+        targets where it was (no query), else read now."""
+        known = None if cache is None else cache.row(target_key(ot, values, site_id))
+        if known is not None and known.get(ot.id_column) == oid:
+            return known
+        table = self.registry.table(ot.name)
+        row = conn.execute(sa.select(table).where(table.c[ot.id_column] == oid)).mappings().first()
+        return dict(row) if row is not None else {}
 
     def delete(
         self,
@@ -165,8 +229,10 @@ class ObjectStore:
         row: Mapping[str, Any],
         site_id: int | None,
         cache: TargetCache | None = None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> int:
         """Delete the object with this identity; a missing object is not an error (it is gone).
+        With ``changes``, fills it with ``{column: [old, None]}`` of the row that went.
 
         The caller drops what ``cache`` knows of the types the delete cascades to."""
         table = self.registry.table(ot.name)
@@ -174,6 +240,9 @@ class ObjectStore:
         existing = self._existing(conn, ot, values, site_id, cache)
         if existing is None:
             return 0
+        if changes is not None:
+            old = self._old_row(conn, ot, values, site_id, existing, cache)
+            changes.update({c: [v, None] for c, v in old.items() if v is not None})
         conn.execute(self._delete_stmt(ot, table), {_ID_PARAM: existing})
         if cache is not None:
             cache.put(target_key(ot, values, site_id), None)

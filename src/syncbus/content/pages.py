@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from syncbus.content.builtin import ROOT_CLASS
 from syncbus.content.caches import PageCache
 from syncbus.content.coerce import Coercers, coerce_values, column_coercers
+from syncbus.content.objects import diff
 from syncbus.content.paths import join_path, make_alias, normalize_path
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table as docs
@@ -158,18 +159,42 @@ class PageStore:
         page: Page,
         get_parent: ParentResolver,
         cache: PageCache | None = None,
+        changes: dict[str, list[Any]] | None = None,
     ) -> PageEffect:
         """Apply a page task. ``get_parent`` returns the parent node, or raises
         PageNotFoundError; it is called only where the parent matters. Returns what the task
-        did to the tree's nodes."""
+        did to the tree's nodes. With ``changes`` (history on), a create or update fills it
+        with ``{column: [old, new]}`` of its document's name and fields."""
         pt = self.registry.page_type(page.class_name)
         check_fields(pt, page.fields)
         node = self.find_node(conn, site_id, page, get_parent, cache)
         handler = self._handlers.get(task_type)
         if handler is None:
             raise ContentError(f"task type {task_type.value} does not apply to pages")
+        writes = changes is not None and handler == self._create_or_update
+        old = self._document(conn, node, page, cache) if writes and node is not None else None
         effect: PageEffect = handler(conn, site_id, page, node, get_parent, cache)
+        if writes and changes is not None:
+            changes.update(diff(old, {"document_name": page.name, **self._fields(page)}))
         return effect
+
+    def _document(
+        self, conn: sa.Connection, node: dict[str, Any], page: Page, cache: PageCache | None
+    ) -> dict[str, Any] | None:
+        """A document's name and fields before a task writes them (history), or None."""
+        doc_id = self._document_id(conn, node, page, cache)
+        if doc_id is None:
+            return None
+        table = self.registry.page_table(page.class_name)
+        cols: list[Any] = [docs.c.document_name]
+        stmt = sa.select(*cols).where(docs.c.document_id == doc_id)
+        if table is not None:
+            fields = [table.c[f] for f in page.fields if f in table.c]
+            stmt = stmt.add_columns(*fields).outerjoin(
+                table, table.c.document_id == docs.c.document_id
+            )
+        row = conn.execute(stmt).mappings().first()
+        return None if row is None else dict(row)
 
     # One per page task type (enums.TASK_TYPES names them); same arguments, same result.
     def _create_or_update(

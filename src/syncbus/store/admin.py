@@ -3,6 +3,8 @@ many without waiting on a running batch, and where a mass action's range ends.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 
 from syncbus.store.dialect import dialect_of
@@ -25,18 +27,25 @@ def delete_task(conn: sa.Connection, task_id: int) -> None:
     conn.execute(_DELETE_ONE, {"tid": task_id})
 
 
-def delete_tasks(conn: sa.Connection, ids: list[int]) -> tuple[int, set[int]]:
+def delete_tasks(
+    conn: sa.Connection,
+    ids: list[int],
+    before: Callable[[sa.Connection, list[int]], None] | None = None,
+) -> tuple[int, set[int]]:
     """Remove the queued tasks among ``ids`` (at most a few hundred); returns how many went
     and the ids left alone because another transaction holds them.
 
     Where rows can be locked one by one (PostgreSQL), tasks that a running batch holds are
     skipped (``SKIP LOCKED``) instead of waited for: a stalled worker must not hang a mass
-    action. SQLite's writer holds the whole database, so nothing is held by another."""
+    action. SQLite's writer holds the whole database, so nothing is held by another.
+    ``before`` is called with the ids about to go (their records are written there)."""
     busy: set[int] = set()
     lock = dialect_of(conn).skip_locked(_QUEUED)
     if lock is not None:
         queued = set(conn.execute(_QUEUED, {"ids": ids}).scalars())
         free = set(conn.execute(lock, {"ids": ids}).scalars())
         busy, ids = queued - free, sorted(free)
+    if before is not None and ids:
+        before(conn, ids)
     gone = conn.execute(_DELETE_MANY, {"ids": ids})
     return int(gone.rowcount), busy

@@ -43,6 +43,8 @@ TASK_COLUMNS = (
     "idempotency_key",
     "error_message",
     "lane",
+    "external",
+    "traceparent",
 )
 
 
@@ -183,6 +185,17 @@ def insert_task(
     if notify:
         notify_workers(conn, connector_name)
     return task_id
+
+
+def replace_object(conn: sa.Connection, task_id: int, values: dict[str, Any]) -> None:
+    """Edit and replay (CONTRACT §10): a queued task's object is replaced in place (same id,
+    same place in its queue, its error log kept); it no longer waits or backs off."""
+    t = task_table
+    conn.execute(
+        t.update()
+        .where(t.c.task_id == task_id)
+        .values(**values, awaits=None, waiting_for=None, waiting_since=None, next_attempt_at=None)
+    )
 
 
 def take_logging_lock(conn: sa.Connection, connector_id: int) -> None:

@@ -24,6 +24,24 @@ SWITCHED_OFF = {
 }
 
 
+# Retentions (CONTRACT §10), in days; a missing row means the default, 0 keeps nothing.
+HISTORY_RETENTION = "history_retention_days"
+IDEMPOTENCY_RETENTION = "idempotency_retention_days"
+
+
+def days(value: str | None, default: int) -> int:
+    """A retention setting in days; a missing or unreadable row means the default."""
+    try:
+        return default if value is None else max(int(value), 0)
+    except ValueError:
+        return default
+
+
+def keeps_history(conn: sa.Connection) -> bool:
+    """Whether finished tasks leave a record (``history_retention_days`` above 0)."""
+    return days(read_setting(conn, HISTORY_RETENTION), 7) > 0
+
+
 def flag(value: str | None) -> bool:
     """A boolean setting; a missing row means on."""
     return value is None or value.lower() in ("1", "true", "yes", "on")

@@ -71,6 +71,10 @@ task_table = sa.Table(
     sa.Column("next_attempt_at", UtcDateTime),
     # Poison quarantine (CONTRACT §9): how often a worker died with the task in flight.
     sa.Column("deaths", sa.Integer, nullable=False, server_default="0"),
+    # History (CONTRACT §10): the external object as logged (JSON; NULL when it was not
+    # JSON-compatible), and the producer's W3C trace context, so processing joins its trace.
+    sa.Column("external", sa.Text),
+    sa.Column("traceparent", sa.String(55)),
     sa.Index("ix_syncbus_task_queue", "connector_id", "task_id"),
     # The next task of each lane; only ENTITY connectors' tasks have one.
     sa.Index(
@@ -156,6 +160,43 @@ event_log_table = sa.Table(
     sa.Column("source", sa.String(100), nullable=False),
     sa.Column("code", sa.String(100), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
+)
+
+# A task leaves the queue but not the record (CONTRACT §10): one row per finished task, written
+# in the transaction of its outcome, kept ``history_retention_days``. Not a foreign key to the
+# queue: the task row is gone; nor to the connector: the record outlives it.
+history_table = sa.Table(
+    "syncbus_history",
+    metadata,
+    sa.Column("task_id", BigId, primary_key=True, autoincrement=False),
+    sa.Column("connector_name", sa.String(100), nullable=False),
+    sa.Column("task_type", sa.String(30), nullable=False),
+    sa.Column("data_type", sa.String(20), nullable=False),
+    sa.Column("process_type", sa.String(20), nullable=False),
+    sa.Column("title", sa.String(450), nullable=False),
+    sa.Column("object_type", sa.String(100)),
+    sa.Column("class_name", sa.String(100)),
+    # The object's code name (or GUID) as the task named it: object_history finds it by this.
+    sa.Column("code_name", sa.String(450)),
+    sa.Column("site_name", sa.String(100)),
+    sa.Column("lane", sa.String(400)),
+    # applied, deleted (by an operator), dropped (DELETE_ON_ERROR), coalesced
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("logged_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime, nullable=False),
+    sa.Column("external", sa.Text),
+    # The task's payload as it was queued (internal object and translation records), and the
+    # internal id each record resolved to when the task was applied (JSON list, by record).
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("resolved", sa.Text),
+    # {column: [old, new]} of an applied task; NULL otherwise.
+    sa.Column("changes", sa.Text),
+    # The task's error log when it finished: [[time, message], ...]; NULL for none.
+    sa.Column("errors", sa.Text),
+    # A coalesced task: the task that carried its values.
+    sa.Column("into_task_id", BigId),
+    sa.Index("ix_syncbus_history_object", "object_type", "code_name", "task_id"),
+    sa.Index("ix_syncbus_history_finished", "finished_at"),
 )
 
 setting_table = sa.Table(

@@ -16,7 +16,7 @@ from syncbus.bus import IntegrationBus
 from syncbus.errors import SyncBusError, TaskBusyError, TaskNotFoundError
 from syncbus.readmodel import Items, TaskFilter, count_tasks, matching_tasks, tasks_by_id
 from syncbus.service.admin.views import describe
-from syncbus.store.admin import delete_tasks, last_task_id
+from syncbus.store.admin import last_task_id
 from syncbus.store.connectors import enabled_by_name
 from syncbus.store.logs import write_event
 from syncbus.store.switches import why_not_processing
@@ -229,8 +229,7 @@ class MassActions:
     def _delete_batch(self, mass_action: MassAction, batch: Items) -> None:
         """One transaction per batch: deleting 100,000 tasks is a few hundred commits. Tasks
         that a running batch holds are skipped, not waited for (``store.admin.delete_tasks``)."""
-        with self.bus.engine.begin() as conn:
-            deleted, busy = delete_tasks(conn, [i for i, _, _ in batch])
+        deleted, busy = self.bus.delete_tasks([i for i, _, _ in batch])
         mass_action.done += len(batch)
         mass_action.deleted += deleted
         for task_id, title, _connector in batch:
