@@ -7,6 +7,7 @@ tables are in ``syncbus.store`` (reads in ``store.reads``, the admin actions' in
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -309,6 +310,34 @@ class IntegrationBus:
         recorder.write(conn)
 
     # -- history and lineage (CONTRACT §10) ----------------------------------------------
+    def prune(
+        self,
+        *,
+        now: dt.datetime | None = None,
+        batch: int = 1000,
+        stop: threading.Event | None = None,
+    ) -> tuple[int, int]:
+        """Apply the retentions: delete task records finished more than
+        ``settings.history_retention_days`` ago and forget idempotency keys first seen more
+        than ``settings.idempotency_retention_days`` ago whose task has left the queue. In
+        bounded deletes of ``batch`` rows, each its own short transaction, so a long backlog
+        never holds locks for long (workers prune in the background). How many records and
+        keys went."""
+        now = now or utcnow()
+        settings = self.settings
+        history_before = now - dt.timedelta(days=settings.history_retention_days)
+        keys_before = now - dt.timedelta(days=settings.idempotency_retention_days)
+        removed = [0, 0]
+        for i, step in enumerate((history.prune, history.prune_keys)):
+            before = history_before if i == 0 else keys_before
+            while stop is None or not stop.is_set():
+                with self.engine.begin() as conn:
+                    gone = step(conn, before, batch)
+                removed[i] += gone
+                if gone < batch:
+                    break
+        return removed[0], removed[1]
+
     def task_history(self, task_id: int) -> TaskRecord | None:
         """What happened to a task: its record, queued or finished within the retention
         (``settings.history_retention_days``); None past it or for an unknown id."""

@@ -55,6 +55,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         listen: bool = True,
         initial_pass: bool = True,
+        prune_interval: float | None = 600.0,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -66,6 +67,8 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.listen = listen
         self.initial_pass = initial_pass
+        # How often the retentions are applied (CONTRACT §10); None: never, here.
+        self.prune_interval = prune_interval
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
         self._want_all = False
@@ -76,6 +79,7 @@ class Dispatcher:
         self._again: set[str] = set()
         self._retry_at: dict[str, float] = {}
         self._stop = threading.Event()
+        self._pruned = False
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
         # PostgreSQL notifies workers of logged tasks; SQLite is polled.
@@ -98,6 +102,8 @@ class Dispatcher:
         self._spawn(self._loop, "syncbus-dispatcher")
         if self._notified and self.listen:
             self._spawn(self._listen, "syncbus-listener")
+        if self.prune_interval:
+            self._spawn(self._prune, "syncbus-retention")
         if self.initial_pass:
             self.trigger()  # whatever is queued already
 
@@ -156,6 +162,22 @@ class Dispatcher:
                 deadlines += list(self._retry_at.values())
                 if not (self._wanted or self._want_all) and not self._stop.is_set():
                     self._cond.wait(max(0.0, min(deadlines) - time.monotonic()))
+
+    def _prune(self) -> None:
+        """Apply the retentions now and then (bounded deletes; every worker process does it,
+        which is harmless: what one deleted the others find gone)."""
+        interval = float(self.prune_interval or 0)
+        while not self._stop.wait(min(interval, 30.0) if not self._pruned else interval):
+            self._pruned = True
+            try:
+                records, keys = self.bus.prune(stop=self._stop)
+            except sa.exc.SQLAlchemyError:
+                log.warning("cannot apply the retentions now; trying again later", exc_info=True)
+                continue
+            if records or keys:
+                log.info(
+                    "retention: %d task records and %d idempotency keys removed", records, keys
+                )
 
     def _dispatch(self) -> None:
         with self._cond:
