@@ -455,3 +455,20 @@ def test_idempotency_keys_are_forgotten_after_their_retention(
     again = log(bus, user("t1"), key="order-1")
     assert again != done  # a retry after the retention logs a new task (documented)
     assert log(bus, user("t2"), key="order-2") == queued
+
+
+def test_a_corrupt_task_dropped_leaves_a_readable_record(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    from tests.helpers import corrupt
+
+    task_id = log(bus, user("zed"), process_type=ProcessType.DELETE_ON_ERROR)
+    behind = log(bus, user("zoe"))
+    corrupt(bus, task_id)
+    run(bus)
+    record = bus.task_history(task_id)
+    assert record is not None and record.state == "dropped"
+    assert record.internal == {} and record.translations == []
+    assert record.external == user("zed")  # what was logged is still there to read
+    assert "corrupt task" in record.errors[-1].error_message
+    assert bus.task_history(behind).state == "applied"  # type: ignore[union-attr]
