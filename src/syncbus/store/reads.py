@@ -140,8 +140,15 @@ def task_joined(*columns: Any) -> sa.Select[Any]:
     )
 
 
-# Every column of a task but its payload (``data``: read alone, by ``task_data``).
-_TASKS = task_joined(*(col for col in task_table.c if col.name not in ("data", "connector_id")))
+# Every column of a task but its payload (``data``: read alone, by ``task_data``) and what
+# only its record reads (``external``, ``traceparent``: store.history).
+_TASKS = task_joined(
+    *(
+        col
+        for col in task_table.c
+        if col.name not in ("data", "connector_id", "external", "traceparent")
+    )
+)
 
 
 def _stamp(value: dt.datetime | None) -> dt.datetime:
