@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,10 +142,53 @@ class Intake:
         self.connectors = connectors
         self.on_logged = on_logged
         self.hooks = hooks or Hooks()
+        # Group commit: concurrent single-task calls share one transaction (None: off).
+        self.group: _Group | None = _Group(self)
 
     def log(self, connector_name: str, request: TaskRequest) -> LogOutcome:
-        """Log one task (``process_external_task``)."""
-        return self.log_many(connector_name, [request])[0]
+        """Log one task (``process_external_task``).
+
+        With group commit (the default), the checks and the connector's preparation run in the
+        caller's thread; the insert joins whatever other callers are inserting at the same
+        moment: one transaction and one commit for all of them, each answered with its own id
+        or its own error (``_Group``)."""
+        if self.group is None:
+            return self.log_many(connector_name, [request])[0]
+        check_text("connector name", connector_name, NAME_MAX)
+        parsed = _parse(request)
+        checked: list[LogState] = []
+        with self.db.connect() as conn:
+            dialect = dialect_of(conn)
+            dialect.reads_without_transaction(conn, True)
+            prepared = self._prepare(conn, connector_name, request, parsed, {}, checked)
+            conn.rollback()
+            dialect.reads_without_transaction(conn, False)
+        if isinstance(prepared, LogOutcome):
+            return prepared
+        if checked and checked[0].queue_limit is not None:
+            # Backpressure counts the queue under the connector's lock: alone, as before.
+            return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
+        outcome = self.group.submit(connector_name, prepared)
+        if self.on_logged is not None and outcome.created and outcome.task_id is not None:
+            self.on_logged(connector_name, outcome.task_id)
+        return outcome
+
+    def _insert_alone(
+        self, connector_name: str, row: dict[str, Any], limit: int | None = None
+    ) -> LogOutcome:
+        """One prepared task in a transaction of its own."""
+        try:
+            with self.db.connect() as conn:
+                if limit is not None:
+                    self._within_limit(conn, connector_name, [row], limit)
+                outcome = self._insert(conn, connector_name, [row], False)[0]
+                conn.commit()
+        except _Duplicate as dup:
+            outcome = LogOutcome(dup.task_id, created=False)
+        if limit is not None and self.on_logged is not None and outcome.created:
+            assert outcome.task_id is not None
+            self.on_logged(connector_name, outcome.task_id)
+        return outcome
 
     def log_many(self, connector_name: str, requests: list[TaskRequest]) -> list[LogOutcome]:
         """Log several tasks all or nothing: every one is checked and prepared (and may raise)
@@ -381,6 +425,93 @@ class Intake:
             nested.rollback()
             outcomes.append(LogOutcome(first, created=False))
         return outcomes
+
+
+class _Waiting:
+    """One caller's prepared task in a group, and its outcome once the group committed."""
+
+    __slots__ = ("connector_name", "error", "outcome", "row")
+
+    def __init__(self, connector_name: str, row: dict[str, Any]) -> None:
+        self.connector_name = connector_name
+        self.row = row
+        self.outcome: LogOutcome | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None or self.error is not None
+
+
+class _Group:
+    """Group commit for single-task logging calls (HTTP requests, threads).
+
+    A caller adds its prepared task and, if no insert is under way, leads: it inserts every
+    task waiting at that moment in one transaction and commits once. Callers that arrive
+    while a commit is under way wait for it and then the next leader takes them all, so the
+    group grows with the load and a lone caller never waits for company. The tasks of a
+    group are inserted connector by connector in order of arrival, under each connector's
+    logging lock (taken in connector id order: two groups never deadlock), so the
+    per-connector id order and idempotency keys behave exactly as for calls one by one.
+    Should the group's transaction fail, each of its tasks is inserted alone, so one bad task
+    fails its own call and no other."""
+
+    def __init__(self, intake: Intake, limit: int = 500) -> None:
+        self.intake = intake
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._queue: list[_Waiting] = []
+        self._leading = False
+
+    def submit(self, connector_name: str, row: dict[str, Any]) -> LogOutcome:
+        me = _Waiting(connector_name, row)
+        with self._cond:
+            self._queue.append(me)
+            while self._leading and not me.done:
+                self._cond.wait()
+            if not me.done:
+                self._leading = True
+                group, self._queue = self._queue[: self.limit], self._queue[self.limit :]
+        if not me.done:
+            try:
+                self._commit(group)
+            finally:
+                with self._cond:
+                    for item in group:  # never leave a caller waiting (an interrupt, say)
+                        if not item.done:
+                            item.error = RuntimeError("the logging group was interrupted")
+                    self._leading = False
+                    self._cond.notify_all()
+        if me.error is not None:
+            raise me.error
+        assert me.outcome is not None
+        return me.outcome
+
+    def _commit(self, group: list[_Waiting]) -> None:
+        by_connector: dict[int, list[_Waiting]] = {}
+        for item in group:
+            by_connector.setdefault(int(item.row["connector_id"]), []).append(item)
+        try:
+            with self.intake.db.connect() as conn:
+                results: list[tuple[_Waiting, LogOutcome]] = []
+                for _, items in sorted(by_connector.items()):
+                    outcomes = self.intake._insert(
+                        conn, items[0].connector_name, [i.row for i in items], True
+                    )
+                    results += zip(items, outcomes, strict=True)
+                conn.commit()
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            for item in group:  # one bad task must not fail its neighbours
+                try:
+                    item.outcome = self.intake._insert_alone(item.connector_name, item.row)
+                except Exception as alone:
+                    item.error = alone
+            return
+        for item, outcome in results:
+            item.outcome = outcome
 
 
 class _Duplicate(Exception):
