@@ -469,6 +469,15 @@ def serve(
     batch_size: BatchOption = 200,
     token: TokenOption = None,
     no_auth: NoAuthOption = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            envvar="SYNCBUS_PROCESSES",
+            min=1,
+            help="Server processes on the one port (each with its own workers).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP service with the scheduler and in-process workers.
 
@@ -478,24 +487,37 @@ def serve(
     import uvicorn
 
     from syncbus.service import create_app
-    from syncbus.service.server import GracefulServer
+    from syncbus.service.server import GracefulServer, serve_processes
 
     api_token = _serve_token(token, no_auth)
     bus = _open(db, may_create=True, batch_size=batch_size, lease_seconds=lease_seconds)
     _warn_load_errors(bus)
-    application = create_app(
-        bus,
-        api_token,
-        no_auth=no_auth,
-        workers=workers,
-        scheduler_interval=scheduler_interval or None,
-        scheduler_connector=scheduler_connector,
-    )
+
+    def build(bus: IntegrationBus) -> Any:
+        return create_app(
+            bus,
+            api_token,
+            no_auth=no_auth,
+            workers=workers,
+            scheduler_interval=scheduler_interval or None,
+            scheduler_connector=scheduler_connector,
+        )
+
     url = bus.engine.url.render_as_string(hide_password=True)
-    _say(("syncbus serve", "bold"), f" on http://{host}:{port}, database {url}")
+    several = f", {processes} processes" if processes > 1 else ""
+    _say(("syncbus serve", "bold"), f" on http://{host}:{port}, database {url}{several}")
     if no_auth:
         warning = f"--no-auth: anyone who reaches http://{host}:{port} can change the queue"
         err_console.print(Text.assemble(("warning: ", "yellow"), warning))
+    if processes > 1:
+        bus.close()  # each process opens its own connections, after the fork
+
+        def child() -> tuple[Any, Any]:
+            own = _open(db, batch_size=batch_size, lease_seconds=lease_seconds)
+            return build(own), own.close
+
+        raise typer.Exit(serve_processes(processes, host, port, child))
+    application = build(bus)
     server = GracefulServer(
         uvicorn.Config(application, host=host, port=port, log_level="info", lifespan="on")
     )

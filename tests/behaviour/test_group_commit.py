@@ -93,9 +93,8 @@ def test_one_bad_task_in_a_group_fails_alone(bus: IntegrationBus) -> None:
 
     def prepare(*args: Any) -> Any:
         row = original_prepare(*args)
-        if isinstance(row, dict):
-            if row["title"].endswith("'bad'"):
-                row = {**row, "task_type": None}  # NOT NULL: refused by the database
+        if isinstance(row, dict) and row["title"].endswith("'bad'"):
+            row = {**row, "task_type": None}  # NOT NULL: refused by the database
         return row
 
     intake._prepare = prepare  # type: ignore[method-assign]

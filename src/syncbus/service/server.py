@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import signal
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -32,3 +36,50 @@ class GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def serve_processes(
+    processes: int, host: str, port: int, build: Callable[[], tuple[Any, Callable[[], None]]]
+) -> int:
+    """Run ``processes`` server processes on one listening socket (the kernel spreads the
+    connections over them). ``build`` runs in each process after the fork: it opens its own
+    database connections and returns the ASGI app and what to close at the end. SIGTERM or
+    Ctrl-C is passed to every process, which ends gracefully; the exit status is the worst of
+    theirs (0 when all ended well)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("fork")
+    children = [
+        ctx.Process(target=_child, args=(sock, build), name=f"syncbus-serve-{i}")
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for child in children:
+            child.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    return max(abs(child.exitcode or 0) for child in children)
+
+
+def _child(sock: socket.socket, build: Callable[[], tuple[Any, Callable[[], None]]]) -> None:
+    app, close = build()
+    server = GracefulServer(uvicorn.Config(app, log_level="info", lifespan="on"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        close()

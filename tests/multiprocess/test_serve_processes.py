@@ -1,0 +1,64 @@
+"""`syncbus serve --processes N`: several server processes on one port share the logging load;
+every task is logged once and applied; SIGTERM ends them all gracefully (status 0)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, healthz, wait_for
+from tests.http_server import spawn_listening
+from tests.seq import make_bus
+
+pytestmark = pytest.mark.multiprocess
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_three_server_processes_log_and_apply_every_task_once(db_url: str) -> None:
+    bus = make_bus(db_url)
+    serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", db_url, "--processes", "3"]
+    proc, url = spawn_listening(
+        lambda port: [*serve, "--port", str(port), "--no-auth"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    try:
+        wait_for(lambda: healthz(url, proc) == 200, timeout=30)
+        assert len(children(proc.pid)) == 3
+
+        def post(n: int) -> int:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                r = client.post(
+                    "/api/connectors/Seq/tasks",
+                    json={"task_type": "UpdateObject", "object": {"key": f"k{n % 5}", "n": n}},
+                )
+                assert r.status_code == 201, r.text
+                return int(r.json()["task_id"])
+
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(post, range(300)))
+        assert len(set(ids)) == 300
+        wait_for(lambda: bus.queue_size() == 0, timeout=60)
+        for k in range(5):  # the task logged last (highest id) of each key won
+            row = bus.get_object("seq.counter", f"k{k}")
+            last = max((task_id, n) for n, task_id in enumerate(ids) if n % 5 == k)
+            assert row is not None and row["n"] == last[1]
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        bus.close()
