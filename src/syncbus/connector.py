@@ -27,6 +27,10 @@ class BaseIntegrationConnector:
     is tried again after ``retry_delay`` seconds, doubled after each failed attempt, capped at
     ``retry_max_delay``. ``quarantine_after``: a task with which the worker applying it died
     this many times becomes ``ERROR`` ("quarantined") instead of killing the next one.
+
+    ``coalesce``: consecutive upserts of one object in a batch are applied as one (columns
+    merged, the later value winning), and upserts followed by a delete become the delete; the
+    final content is the same, with fewer writes (``syncbus.coalescing`` says exactly when).
     """
 
     connector_name: str | None = None
@@ -36,6 +40,7 @@ class BaseIntegrationConnector:
     retry_delay: float = 10.0
     retry_max_delay: float = 3600.0
     quarantine_after: int = 3
+    coalesce: bool = False
 
     def init(self) -> None:
         """Called once when the connector is loaded."""

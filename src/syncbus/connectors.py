@@ -118,6 +118,10 @@ def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
             f"{who}: quarantine_after must be a whole number of deaths from 1 to 1000, "
             f"not {bound!r:.80}"
         )
+    if not isinstance(instance.coalesce, bool):
+        raise ConnectorLoadError(
+            f"{who}: coalesce must be True or False, not {instance.coalesce!r:.80}"
+        )
     if instance.retry_delay > instance.retry_max_delay:
         raise ConnectorLoadError(
             f"{who}: retry_delay ({instance.retry_delay:g} s) is longer than retry_max_delay "
@@ -129,6 +133,7 @@ def check_rules(instance: BaseIntegrationConnector) -> dict[str, Any]:
         "retry_delay": instance.retry_delay,
         "retry_max_delay": instance.retry_max_delay,
         "quarantine_after": instance.quarantine_after,
+        "coalesce": instance.coalesce,
     }
 
 

@@ -31,12 +31,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from syncbus.applier import Applier
+from syncbus.coalescing import Merged, coalesce
 from syncbus.content.caches import TargetCache
 from syncbus.content.registry import TypeRegistry
 from syncbus.enums import Ordering, ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
-from syncbus.lineage import DROPPED, Recorder
+from syncbus.lineage import COALESCED, DROPPED, Recorder
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.policies import ConnectorRules, ErrorLog, Policy, Turn, policy
@@ -148,6 +149,7 @@ def _tally(result: ProcessResult) -> _Tally:
 
 def _merge(result: ProcessResult, tally: ProcessResult) -> None:
     result.applied += tally.applied
+    result.coalesced += tally.coalesced
     result.failed += tally.failed
     result.skipped += tally.skipped
     result.deleted += tally.deleted
@@ -637,8 +639,14 @@ class Processor:
         careful = careful or any(row.error_message is not None for row in rows)
         sites = self.applier.site_ids(conn)
         payloads = {row.task_id: _decode(row.data) for row in rows}
+        merged = self._coalesce(run, rows, payloads) if not careful else None
+        if merged is not None:
+            payloads, originals = {**payloads, **merged.payloads}, payloads
         resolver, targets = self._prefetch(conn, rows, payloads, sites, careful, run.history)
         batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
+        if merged is not None:
+            batch.merged, batch.originals = merged, originals
+            batch.rows = {row.task_id: row for row in rows}
         if run.history:
             batch.recorder = Recorder(self.registry, utcnow())
         if run.lanes is not None:
@@ -651,22 +659,39 @@ class Processor:
             if not run.fenced:
                 inflight.clear(conn, run.owner)  # committed with the batch: no longer in flight
             return outcome
-        done_ids: list[int] = []
-        for row in rows:
-            if run.stop.is_set():
-                outcome.stop = True
-                break
-            outcome.last_id = row.task_id
-            stop_here, remove = self._turn(batch, row, payloads[row.task_id], result)
-            if remove:
-                done_ids.append(row.task_id)
-            if stop_here:
-                outcome.stop = True
-                break
+        done_ids = self._walk_queue(batch, rows, payloads, result, outcome, run.stop)
         if batch.recorder is not None:
             batch.recorder.write(conn)
         tasks.remove(conn, done_ids)
         return outcome
+
+    def _walk_queue(
+        self,
+        batch: _Batch,
+        rows: list[Any],
+        payloads: dict[int, Payload | CorruptTaskError],
+        result: _Tally,
+        outcome: _Outcome,
+        stop: threading.Event,
+    ) -> list[int]:
+        """CONNECTOR: the batch's tasks in task-id order until one stops the queue. The
+        tasks taken out."""
+        done_ids: list[int] = []
+        for row in rows:
+            if stop.is_set():
+                outcome.stop = True
+                break
+            outcome.last_id = row.task_id
+            if batch.merged and row.task_id in batch.merged.into:
+                continue  # its values go with a later task of its object (coalescing)
+            stop_here, remove = self._turn(batch, row, payloads[row.task_id], result)
+            if remove:
+                done_ids.append(row.task_id)
+                done_ids += self._absorbed(batch, row.task_id, result)
+            if stop_here:
+                outcome.stop = True
+                break
+        return done_ids
 
     def _take_lanes(self, conn: sa.Connection, run: _Run, plan: Plan) -> list[Any]:
         """The plan's rows in the lanes this transaction holds; lanes another runner holds
@@ -719,6 +744,8 @@ class Processor:
             if lanes.skips(row, seen):
                 continue
             outcome.last_id = row.task_id
+            if batch.merged and row.task_id in batch.merged.into:
+                continue  # its values go with a later task of its lane (coalescing)
             if row.awaits is not None and not lanes.waits.expired(row, now):
                 seen.halted.add(row.lane)  # it waits; its lane waits behind it
                 continue
@@ -730,11 +757,42 @@ class Processor:
             stop_here, remove = self._turn(batch, row, payloads[row.task_id], result)
             if remove:
                 done[row.task_id] = row.lane
+                for absorbed in self._absorbed(batch, row.task_id, result):
+                    done[absorbed] = row.lane
             if stop_here:
                 seen.halted.add(row.lane)
             elif not remove:
                 seen.passed[row.lane] = row.task_id
         return done
+
+    def _coalesce(
+        self, run: _Run, rows: list[Any], payloads: dict[int, Payload | CorruptTaskError]
+    ) -> Merged | None:
+        """Coalescing (a connector's ``coalesce``), on the optimistic pass only: which tasks
+        of the batch a later task of their object carries; None when none."""
+        if not run.rules.coalesce or len(rows) < 2:
+            return None
+        merged = coalesce(rows, payloads, self.registry.object_type, self.registry.dependents)
+        return merged if merged else None
+
+    @staticmethod
+    def _absorbed(batch: _Batch, carrier: int, result: _Tally) -> list[int]:
+        """The tasks a carrier applied just now absorbed (coalescing): they leave the queue
+        with it, count as applied, and are recorded as coalesced into it."""
+        if not batch.merged or carrier not in batch.merged.absorbed:
+            return []
+        if carrier not in result.applied_ids[-1:]:
+            return []  # it was dropped, not applied: what it absorbed stays queued
+        absorbed = batch.merged.absorbed[carrier]
+        result.applied += len(absorbed)
+        result.coalesced += len(absorbed)
+        result.applied_ids.extend(absorbed)
+        if batch.recorder is not None:
+            for task_id in absorbed:
+                batch.recorder.finished(
+                    batch.rows[task_id], batch.originals[task_id], COALESCED, into=carrier
+                )
+        return absorbed
 
     def _wake(
         self, conn: sa.Connection, run: _Run, applied: list[int], rows: list[Any], out: _Outcome
@@ -938,6 +996,9 @@ class _Batch:
     lanes: LaneRun | None = None  # ENTITY: the run's lanes (and when a task may wait)
     waited: list[Any] = field(default_factory=list)  # tasks that began waiting in it
     recorder: Recorder | None = None  # history on: the records of its finished tasks
+    merged: Merged | None = None  # coalescing: which tasks another one carries
+    originals: dict[int, Any] = field(default_factory=dict)  # payloads as queued
+    rows: dict[int, Any] = field(default_factory=dict)  # the batch's rows by id
 
 
 def _wake_waiters(conn: sa.Connection, written: set[str], own: int | None) -> set[Any]:

@@ -74,12 +74,14 @@ class Recorder:
         payload: Payload | CorruptTaskError | None,
         state: str,
         error: str | None = None,
+        into: int | None = None,
     ) -> None:
-        """A task that leaves the queue without being applied (dropped, deleted); ``error``:
-        the failure that dropped it, added to its error log."""
+        """A task that leaves the queue without being applied itself (dropped, deleted,
+        coalesced ``into`` another); ``error``: the failure that dropped it, added to its
+        error log."""
         if error is not None:
             self._last_error[int(row.task_id)] = error
-        self._add(row, payload if isinstance(payload, Payload) else None, state)
+        self._add(row, payload if isinstance(payload, Payload) else None, state, into=into)
 
     def _add(
         self,
@@ -89,6 +91,7 @@ class Recorder:
         *,
         resolved: list[Any] | None = None,
         changes: dict[str, list[Any]] | None = None,
+        into: int | None = None,
     ) -> None:
         task_id = int(row.task_id)
         if row.error_message is not None or int(getattr(row, "attempts", 0) or 0) > 0:
@@ -102,7 +105,7 @@ class Recorder:
                 "resolved": history.dumps(resolved) if resolved else None,
                 "changes": history.dumps(changes),
                 "errors": None,
-                "into": None,
+                "into": into,
             }
         )
 

@@ -160,6 +160,8 @@ class ProcessResult:
     deleted: int = 0
     # Tasks that began (or went on) waiting for a missing reference (Ordering.ENTITY).
     waiting: int = 0
+    # Of ``applied``: tasks whose values another task of their object carried (coalescing).
+    coalesced: int = 0
     # A task stopped the run (CONNECTOR) or its lane (ENTITY): an ERROR, or a DEFAULT failed.
     stopped: bool = False
     error: str | None = None

@@ -77,6 +77,7 @@ class ConnectorRules:
     retry_delay: float = 10.0
     retry_max_delay: float = 3600.0
     quarantine_after: int = 3
+    coalesce: bool = False
 
     @classmethod
     def of(cls, row: Any) -> ConnectorRules:
@@ -92,6 +93,7 @@ class ConnectorRules:
             pick(row.retry_delay, default.retry_delay),
             pick(row.retry_max_delay, default.retry_max_delay),
             default.quarantine_after if row.quarantine_after is None else int(row.quarantine_after),
+            bool(getattr(row, "coalesce", False)),
         )
 
     def backoff(self, attempts: int, rand: float | None = None) -> float:

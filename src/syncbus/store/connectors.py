@@ -69,6 +69,7 @@ RULE_COLUMNS = (
     "retry_delay",
     "retry_max_delay",
     "quarantine_after",
+    "coalesce",
 )
 
 

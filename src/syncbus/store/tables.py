@@ -35,6 +35,8 @@ connector_table = sa.Table(
     sa.Column("queue_limit", sa.Integer),
     # Its ``quarantine_after`` (CONTRACT §9), recorded like its retry delays; NULL: 3.
     sa.Column("quarantine_after", sa.Integer),
+    # Its ``coalesce`` (merge consecutive upserts of one object), recorded likewise.
+    sa.Column("coalesce", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 task_table = sa.Table(

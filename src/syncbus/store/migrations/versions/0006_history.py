@@ -1,5 +1,6 @@
 """history and lineage (CONTRACT §10): the record of finished tasks, and what a task keeps
-for it while queued (the external object as logged, the producer's trace context)
+for it while queued (the external object as logged, the producer's trace context); a
+connector's coalesce switch
 
 Revision ID: 0006
 Revises: 0005
@@ -22,6 +23,10 @@ _Time = sa.DateTime(timezone=True)
 def upgrade() -> None:
     # Plain ADD COLUMNs (no table copy on SQLite); tasks queued before keep no external object.
     op.add_column("syncbus_task", sa.Column("external", sa.Text(), nullable=True))
+    op.add_column(
+        "syncbus_connector",
+        sa.Column("coalesce", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
     op.add_column("syncbus_task", sa.Column("traceparent", sa.String(length=55), nullable=True))
     op.create_table(
         "syncbus_history",
@@ -57,5 +62,6 @@ def downgrade() -> None:
     op.drop_index("ix_syncbus_history_finished", table_name="syncbus_history")
     op.drop_index("ix_syncbus_history_object", table_name="syncbus_history")
     op.drop_table("syncbus_history")
+    op.drop_column("syncbus_connector", "coalesce")
     op.drop_column("syncbus_task", "traceparent")
     op.drop_column("syncbus_task", "external")

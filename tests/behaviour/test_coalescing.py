@@ -1,0 +1,231 @@
+"""Coalescing (a connector's ``coalesce = True``): consecutive upserts of one object in a batch are
+applied as one, upserts followed by a delete become the delete, never across a task that could
+see the object; absorbed tasks are recorded as coalesced into their carrier. The final content
+always equals the uncoalesced run's: a property test compares the two on random work, under
+both orderings, on both databases."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskType
+from tests.helpers import DictConnector, fresh_db_url, log, membership, pending, role, run, user
+
+SNAP = TaskDataType.SIMPLE_SNAPSHOT
+UPDATE = TaskType.UPDATE_OBJECT
+DELETE = TaskType.DELETE_OBJECT
+
+
+class Coalescing(DictConnector):
+    coalesce = True
+
+
+def states(bus: IntegrationBus) -> dict[int, tuple[str, int | None]]:
+    with bus.engine.connect() as c:
+        rows = c.execute(sa.text("SELECT task_id, state, into_task_id FROM syncbus_history"))
+        return {int(t): (str(s), None if i is None else int(i)) for t, s, i in rows}
+
+
+@pytest.fixture
+def conn(bus: IntegrationBus) -> DictConnector:
+    connector = Coalescing("TestConnector")
+    bus.register_connector(connector)
+    return connector
+
+
+def test_a_burst_of_updates_is_applied_as_one(bus: IntegrationBus, conn: DictConnector) -> None:
+    ids = {
+        name: [log(bus, user(name, email=f"{name}{i}@x", first_name=f"F{i}")) for i in range(10)]
+        for name in ("ann", "ben")
+    }
+    extra = log(bus, user("ann", last_name="Last"), UPDATE)  # a column only it sets
+    result = run(bus)
+    assert result.applied == 21 and result.coalesced == 19
+    assert pending(bus) == []
+    ann = bus.get_object("cms.user", "ann")
+    assert ann is not None
+    assert (ann["email"], ann["first_name"], ann["last_name"]) == ("ann9@x", "F9", "Last")
+    recorded = states(bus)
+    assert recorded[extra] == ("applied", None)
+    assert all(recorded[i] == ("coalesced", extra) for i in ids["ann"])
+    assert all(recorded[i] == ("coalesced", ids["ben"][-1]) for i in ids["ben"][:-1])
+    assert recorded[ids["ben"][-1]] == ("applied", None)
+    carried = bus.task_history(extra)
+    assert carried is not None and carried.changes is not None
+    assert carried.changes["email"] == [None, "ann9@x"]  # one write: from nothing to the last
+    absorbed = bus.task_history(ids["ann"][0])
+    assert absorbed is not None and absorbed.state == "coalesced" and absorbed.into_task_id == extra
+
+
+def test_upserts_followed_by_a_delete_become_the_delete(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    ups = [log(bus, user("cid", email=f"{i}@x")) for i in range(3)]
+    gone = log(bus, user("cid"), DELETE)
+    after = log(bus, user("cid", email="back@x"))
+    run(bus)
+    assert bus.get_object("cms.user", "cid")["email"] == "back@x"  # type: ignore[index]
+    recorded = states(bus)
+    assert [recorded[i] for i in ups] == [("coalesced", gone)] * 3
+    assert recorded[gone] == ("applied", None) and recorded[after] == ("applied", None)
+
+
+def test_never_across_a_task_that_refers_to_the_object(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    conn.knows("cms.user", 1, "dan")
+    conn.knows("cms.role", 2, "ops", site="main")
+    first = log(bus, user("dan", email="1@x"))
+    log(bus, role("ops"))
+    binding = log(bus, membership(1, 2), data_type=SNAP)  # looks dan up
+    second = log(bus, user("dan", email="2@x"), UPDATE)
+    third = log(bus, user("dan", first_name="D"), UPDATE)
+    run(bus)
+    recorded = states(bus)
+    assert recorded[first] == ("applied", None)  # not moved past the membership
+    assert recorded[binding] == ("applied", None)
+    assert recorded[second] == ("coalesced", third)  # but merged after it
+    dan = bus.get_object("cms.user", "dan")
+    assert dan is not None and (dan["email"], dan["first_name"]) == ("2@x", "D")
+
+
+def test_a_task_that_may_fail_is_never_merged(bus: IntegrationBus, conn: DictConnector) -> None:
+    ok = log(bus, user("eve", email="1@x"))
+    skip = log(bus, user("eve", email="2@x"), UPDATE, process_type=ProcessType.SKIP_ON_ERROR)
+    last = log(bus, user("eve", first_name="E"), UPDATE)
+    run(bus)
+    assert {states(bus)[i][0] for i in (ok, skip, last)} == {"applied"}
+
+
+def test_a_failure_in_the_batch_applies_it_without_merging(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    conn.knows("cms.user", 1, "nobody")
+    conn.knows("cms.role", 2, "none", site="main")
+    a = [log(bus, user("fay", email=f"{i}@x")) for i in range(3)]
+    bad = log(bus, membership(1, 2), data_type=SNAP)  # DEFAULT: fails, stops the queue
+    result = run(bus)
+    assert result.coalesced == 0 and result.applied == 3 and result.failed == 1
+    assert pending(bus) == [bad]
+    assert {states(bus)[i] for i in a} == {("applied", None)}
+
+
+# -- the property: the same content as without coalescing --------------------------------------
+USERS = {1: "u1", 2: "u2", 3: "u3"}
+ROLES = {11: "r1", 12: "r2"}
+
+# Updates of users are most of the work (bursts to merge); the rest are rarer barriers.
+user_op = st.tuples(
+    st.just("user"),
+    st.sampled_from(sorted(USERS)),
+    st.dictionaries(
+        st.sampled_from(["email", "first_name", "last_name"]),
+        st.none() | st.sampled_from(["a", "b", "c"]),
+        max_size=3,
+    ),
+)
+op = st.one_of(
+    user_op,
+    user_op,
+    user_op,
+    user_op,
+    st.tuples(st.just("role"), st.sampled_from(sorted(ROLES)), st.just({})),
+    st.tuples(st.just("delete-user"), st.sampled_from(sorted(USERS)), st.just({})),
+    st.tuples(st.just("delete-role"), st.sampled_from(sorted(ROLES)), st.just({})),
+    st.tuples(
+        st.just("member"),
+        st.tuples(st.sampled_from(sorted(USERS)), st.sampled_from(sorted(ROLES))),
+        st.just({}),
+    ),
+    st.tuples(
+        st.just("unmember"),
+        st.tuples(st.sampled_from(sorted(USERS)), st.sampled_from(sorted(ROLES))),
+        st.just({}),
+    ),
+)
+
+
+def _content(bus: IntegrationBus) -> Any:
+    with bus.engine.connect() as c:
+        users = c.execute(
+            sa.text("SELECT user_name, email, first_name, last_name FROM cms_user ORDER BY 1")
+        ).all()
+        roles = c.execute(sa.text("SELECT role_name FROM cms_role ORDER BY 1")).all()
+        members = c.execute(
+            sa.text(
+                "SELECT u.user_name, r.role_name FROM cms_userrole m "
+                "JOIN cms_user u ON u.user_id = m.user_id "
+                "JOIN cms_role r ON r.role_id = m.role_id ORDER BY 1, 2"
+            )
+        ).all()
+    return [tuple(r) for r in users], [tuple(r) for r in roles], [tuple(r) for r in members]
+
+
+def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[Any]) -> Any:
+    bus = IntegrationBus(url, batch_size=batch)
+    try:
+        cls = type("C", (DictConnector,), {"coalesce": coalesce, "ordering": ordering})
+        conn = cls("TestConnector")
+        bus.register_connector(conn)
+        for ext, name in USERS.items():
+            conn.knows("cms.user", ext, name)
+        for ext, name in ROLES.items():
+            conn.knows("cms.role", ext, name, site="main")
+        for kind, key, data in ops:
+            if kind == "user":
+                log(bus, user(USERS[key], **data), UPDATE)
+            elif kind == "role":
+                log(bus, role(ROLES[key]), UPDATE)
+            elif kind == "delete-user":
+                log(bus, user(USERS[key]), DELETE)
+            elif kind == "delete-role":
+                log(bus, role(ROLES[key]), DELETE)
+            else:
+                task = DELETE if kind == "unmember" else TaskType.CREATE_OBJECT
+                ptype = ProcessType.SKIP_ON_ERROR  # a membership of a missing user: no stop
+                log(bus, membership(*key), task, data_type=SNAP, process_type=ptype)
+        result = run(bus)
+        return _content(bus), pending(bus), result.coalesced
+    finally:
+        bus.close()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+@pytest.mark.parametrize("ordering", [Ordering.CONNECTOR, Ordering.ENTITY])
+def test_coalescing_never_changes_the_content(
+    backend: str, ordering: Ordering, request: pytest.FixtureRequest
+) -> None:
+    template = request.getfixturevalue(f"{'pg' if backend == 'postgres' else 'sqlite'}_template")
+    merged_somewhere = []
+
+    @settings(
+        max_examples=int(os.environ.get("COALESCE_EXAMPLES", 60 if backend == "sqlite" else 20)),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(batch=st.integers(1, 12), ops=st.lists(op, min_size=1, max_size=30))
+    def check(batch: int, ops: list[Any]) -> None:
+        outcomes = []
+        for coalesce in (False, True):
+            url, drop = fresh_db_url(backend, template)
+            try:
+                outcomes.append(_play(url, coalesce, ordering, batch, ops))
+            finally:
+                if drop is not None:
+                    drop()
+        plain, merged = outcomes
+        assert merged[0] == plain[0], "coalescing changed the content"
+        assert merged[1] == plain[1], "coalescing changed what stays queued"
+        assert plain[2] == 0
+        merged_somewhere.append(merged[2])
+
+    check()
+    assert sum(merged_somewhere) > 0, "no example merged anything: the property tested nothing"
