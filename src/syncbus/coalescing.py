@@ -10,8 +10,8 @@ Which tasks may be merged is decided here, from the batch's rows and payloads al
 - of the same object: type, identity as logged, site, and data type;
 - never across a task between them that could see or change the object otherwise: a task of
   another object whose type refers to the object's type (it may look it up), a delete whose
-  cascade reaches the object's type, or a task of the same object that cannot be merged (it
-  ends the run);
+  cascade reaches the object's type or whose ``SET NULL`` reaches one of its columns, or a
+  task of the same object that cannot be merged (it ends the run);
 - columns are merged in task order, the later value winning; a run of upserts followed by a
   delete is the delete.
 
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncbus.content.registry import TypeRegistry
 from syncbus.content.types import ObjectType
 from syncbus.enums import ProcessType, TaskType
 from syncbus.errors import SyncBusError
@@ -39,7 +40,6 @@ _DELETE = TaskType.DELETE_OBJECT.value
 _DEFAULT = ProcessType.DEFAULT.value
 
 TypeLookup = Callable[[str], ObjectType]
-Dependents = Callable[[str], frozenset[str]]
 Entity = tuple[str, str | None, tuple[Any, ...]]  # type, site, identity
 
 
@@ -114,13 +114,19 @@ def _merge(payloads: list[Payload]) -> Payload:
     return Payload(obj=InternalObject(last.object_type, data), records=records)
 
 
-def coalesce(
-    rows: Iterable[Any],
-    payloads: dict[int, Any],
-    types: TypeLookup,
-    dependents: Dependents,
-) -> Merged:
+def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegistry) -> Merged:
     """The merges of one batch (``rows`` in task-id order)."""
+    types = registry.object_type
+
+    def dependents(name: str) -> frozenset[str]:
+        """What a delete of an object of this type changes: the types its cascade reaches and
+        the types that refer to any of those (their references are set to NULL)."""
+        gone = registry.dependents(name)
+        nulled = {
+            ot.name for ot in registry.object_types.values() if gone & set(ot.references().values())
+        }
+        return gone | nulled
+
     merged = Merged()
     runs: dict[Entity, list[int]] = {}  # open runs: entity -> its upserts so far
     data_type: dict[Entity, str] = {}  # a run's data type: another one starts a new run
@@ -157,7 +163,9 @@ def coalesce(
     return merged
 
 
-def _reach(row: Any, payload: Any, types: TypeLookup, dependents: Dependents) -> set[str] | None:
+def _reach(
+    row: Any, payload: Any, types: TypeLookup, dependents: Callable[[str], frozenset[str]]
+) -> set[str] | None:
     """The object types a task could look up or delete (None: any, it cannot be read)."""
     if not isinstance(payload, Payload):
         return None
@@ -182,7 +190,7 @@ def _barrier(
     own: Entity | None,
     runs: dict[Entity, list[int]],
     types: TypeLookup,
-    dependents: Dependents,
+    dependents: Callable[[str], frozenset[str]],
     close: Callable[[Entity], None],
 ) -> None:
     """Close every open run (of another object) that this task could see or change."""

@@ -772,7 +772,7 @@ class Processor:
         of the batch a later task of their object carries; None when none."""
         if not run.rules.coalesce or len(rows) < 2:
             return None
-        merged = coalesce(rows, payloads, self.registry.object_type, self.registry.dependents)
+        merged = coalesce(rows, payloads, self.registry)
         return merged if merged else None
 
     @staticmethod

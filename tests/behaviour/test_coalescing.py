@@ -14,8 +14,18 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskType
-from tests.helpers import DictConnector, fresh_db_url, log, membership, pending, role, run, user
+from syncbus import IntegrationBus, ObjectType, Ordering, ProcessType, TaskDataType, TaskType
+from tests.helpers import (
+    DictConnector,
+    ext,
+    fresh_db_url,
+    log,
+    membership,
+    pending,
+    role,
+    run,
+    user,
+)
 
 SNAP = TaskDataType.SIMPLE_SNAPSHOT
 UPDATE = TaskType.UPDATE_OBJECT
@@ -119,6 +129,18 @@ def test_a_failure_in_the_batch_applies_it_without_merging(
 # -- the property: the same content as without coalescing --------------------------------------
 USERS = {1: "u1", 2: "u2", 3: "u3"}
 ROLES = {11: "r1", 12: "r2"}
+FOLDERS = {21: "f1", 22: "f2"}
+FILES = ["a.txt", "b.txt"]
+# A file refers to its folder by a plain foreign key: deleting the folder sets it to NULL.
+FOLDER = ObjectType("t.folder", "t_folder", "folder_id", code_name_column="folder_name")
+FILE = ObjectType(
+    "t.file",
+    "t_file",
+    "file_id",
+    code_name_column="file_name",
+    foreign_keys={"folder_id": "t.folder"},
+    columns={"label": str, "note": str},
+)
 
 # Updates of users are most of the work (bursts to merge); the rest are rarer barriers.
 user_op = st.tuples(
@@ -136,6 +158,25 @@ op = st.one_of(
     user_op,
     user_op,
     st.tuples(st.just("role"), st.sampled_from(sorted(ROLES)), st.just({})),
+    st.tuples(
+        st.just("file"),
+        st.sampled_from(FILES),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "folder_id": st.none() | st.sampled_from(sorted(FOLDERS)),
+                "label": st.none() | st.sampled_from(["x", "y"]),
+                "note": st.sampled_from(["n1", "n2"]),
+            },
+        ),
+    ),
+    st.tuples(
+        st.just("file"),
+        st.sampled_from(FILES),
+        st.fixed_dictionaries({"label": st.sampled_from(["x", "y", "z"])}),
+    ),
+    st.tuples(st.just("folder"), st.sampled_from(sorted(FOLDERS)), st.just({})),
+    st.tuples(st.just("delete-folder"), st.sampled_from(sorted(FOLDERS)), st.just({})),
     st.tuples(st.just("delete-user"), st.sampled_from(sorted(USERS)), st.just({})),
     st.tuples(st.just("delete-role"), st.sampled_from(sorted(ROLES)), st.just({})),
     st.tuples(
@@ -157,6 +198,12 @@ def _content(bus: IntegrationBus) -> Any:
             sa.text("SELECT user_name, email, first_name, last_name FROM cms_user ORDER BY 1")
         ).all()
         roles = c.execute(sa.text("SELECT role_name FROM cms_role ORDER BY 1")).all()
+        files = c.execute(
+            sa.text(
+                "SELECT f.file_name, d.folder_name, f.label, f.note FROM t_file f "
+                "LEFT JOIN t_folder d ON d.folder_id = f.folder_id ORDER BY 1"
+            )
+        ).all()
         members = c.execute(
             sa.text(
                 "SELECT u.user_name, r.role_name FROM cms_userrole m "
@@ -164,19 +211,24 @@ def _content(bus: IntegrationBus) -> Any:
                 "JOIN cms_role r ON r.role_id = m.role_id ORDER BY 1, 2"
             )
         ).all()
-    return [tuple(r) for r in users], [tuple(r) for r in roles], [tuple(r) for r in members]
+    return [[tuple(r) for r in rows] for rows in (users, roles, files, members)]
 
 
 def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[Any]) -> Any:
     bus = IntegrationBus(url, batch_size=batch)
+    bus.register_object_type(FOLDER)
+    bus.register_object_type(FILE)
+    bus.create_schema()
     try:
         cls = type("C", (DictConnector,), {"coalesce": coalesce, "ordering": ordering})
         conn = cls("TestConnector")
         bus.register_connector(conn)
-        for ext, name in USERS.items():
-            conn.knows("cms.user", ext, name)
-        for ext, name in ROLES.items():
-            conn.knows("cms.role", ext, name, site="main")
+        for eid, name in USERS.items():
+            conn.knows("cms.user", eid, name)
+        for eid, name in ROLES.items():
+            conn.knows("cms.role", eid, name, site="main")
+        for eid, name in FOLDERS.items():
+            conn.knows("t.folder", eid, name)
         for kind, key, data in ops:
             if kind == "user":
                 log(bus, user(USERS[key], **data), UPDATE)
@@ -186,6 +238,12 @@ def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[An
                 log(bus, user(USERS[key]), DELETE)
             elif kind == "delete-role":
                 log(bus, role(ROLES[key]), DELETE)
+            elif kind == "file":
+                log(bus, ext("t.file", file_name=key, **data), UPDATE, data_type=SNAP)
+            elif kind == "folder":
+                log(bus, ext("t.folder", folder_name=FOLDERS[key]), UPDATE)
+            elif kind == "delete-folder":
+                log(bus, ext("t.folder", folder_name=FOLDERS[key]), DELETE)
             else:
                 task = DELETE if kind == "unmember" else TaskType.CREATE_OBJECT
                 ptype = ProcessType.SKIP_ON_ERROR  # a membership of a missing user: no stop
