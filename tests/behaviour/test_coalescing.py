@@ -287,3 +287,31 @@ def test_coalescing_never_changes_the_content(
 
     check()
     assert sum(merged_somewhere) > 0, "no example merged anything: the property tested nothing"
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_never_across_a_delete_that_sets_its_reference_to_null(
+    bus: IntegrationBus, coalesce: bool
+) -> None:
+    """Deleting a folder sets its files' folder_id to NULL: a file's earlier upsert (which
+    set the folder) must not be carried past it, or the file would point at the folder
+    created again after it."""
+    bus.register_object_type(FOLDER)
+    bus.register_object_type(FILE)
+    bus.create_schema()
+    cls = type("C", (DictConnector,), {"coalesce": coalesce})
+    conn = cls("TestConnector")
+    bus.register_connector(conn)
+    conn.knows("t.folder", 21, "f1")
+    folder = ext("t.folder", folder_name="f1")
+    log(bus, folder, UPDATE)
+    first = log(bus, ext("t.file", file_name="a", folder_id=21, label="x"), UPDATE, data_type=SNAP)
+    log(bus, folder, DELETE)
+    log(bus, folder, UPDATE)
+    last = log(bus, ext("t.file", file_name="a", label="y"), UPDATE, data_type=SNAP)
+    run(bus)
+    with bus.engine.connect() as c:
+        row = c.execute(sa.text("SELECT folder_id, label FROM t_file")).one()
+    assert tuple(row) == (None, "y")
+    assert states(bus)[first] == ("applied", None)
+    assert states(bus)[last] == ("applied", None)
