@@ -34,6 +34,7 @@ DELETE = TaskType.DELETE_OBJECT
 
 class Coalescing(DictConnector):
     coalesce = True
+    retry_delay = retry_max_delay = 3600.0  # a failed task is not tried again in a test
 
 
 def states(bus: IntegrationBus) -> dict[int, tuple[str, int | None]]:
@@ -220,7 +221,11 @@ def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[An
     bus.register_object_type(FILE)
     bus.create_schema()
     try:
-        cls = type("C", (DictConnector,), {"coalesce": coalesce, "ordering": ordering})
+        cls = type(
+            "C",
+            (DictConnector,),
+            {"coalesce": coalesce, "ordering": ordering, "retry_delay": 3600.0},
+        )
         conn = cls("TestConnector")
         bus.register_connector(conn)
         for eid, name in USERS.items():
@@ -248,8 +253,13 @@ def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[An
                 task = DELETE if kind == "unmember" else TaskType.CREATE_OBJECT
                 ptype = ProcessType.SKIP_ON_ERROR  # a membership of a missing user: no stop
                 log(bus, membership(*key), task, data_type=SNAP, process_type=ptype)
-        result = run(bus)
-        return _content(bus), pending(bus), result.coalesced
+        coalesced = 0
+        for _ in range(5):  # a run cut short by a transient error on a loaded machine goes on
+            result = run(bus)
+            coalesced += result.coalesced
+            if not result.busy and result.applied == 0:
+                break
+        return _content(bus), pending(bus), coalesced
     finally:
         bus.close()
 
@@ -280,8 +290,8 @@ def test_coalescing_never_changes_the_content(
                 if drop is not None:
                     drop()
         plain, merged = outcomes
-        assert merged[0] == plain[0], "coalescing changed the content"
-        assert merged[1] == plain[1], "coalescing changed what stays queued"
+        assert merged[0] == plain[0], f"coalescing changed the content: {plain} {merged}"
+        assert merged[1] == plain[1], f"coalescing changed what stays queued: {plain} {merged}"
         assert plain[2] == 0
         merged_somewhere.append(merged[2])
 
