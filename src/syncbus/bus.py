@@ -353,11 +353,9 @@ class IntegrationBus:
     ) -> list[TaskRecord]:
         """The tasks that wrote an object (by its code name, or GUID for types without one),
         newest first, within the retention; ``limit`` of them at most."""
-        self.registry.object_type(object_type)  # an unknown type is an error, not "none"
+        name = self.registry.object_type(object_type).name  # unknown: an error, not "none"
         with self.reader.connect() as conn:
-            rows = history.of_object(
-                conn, object_type, str(code_name), site_name, lineage.WROTE, limit
-            )
+            rows = history.of_object(conn, name, str(code_name), site_name, lineage.WROTE, limit)
         return list(lineage.records(self.registry, rows))
 
     def replace_task_object(self, task_id: int, external_obj: Any) -> TaskInfo:

@@ -215,6 +215,27 @@ def _content(bus: IntegrationBus) -> Any:
     return [[tuple(r) for r in rows] for rows in (users, roles, files, members)]
 
 
+def _log_op(bus: IntegrationBus, kind: str, key: Any, data: dict[str, Any]) -> None:
+    if kind == "user":
+        log(bus, user(USERS[key], **data), UPDATE)
+    elif kind == "role":
+        log(bus, role(ROLES[key]), UPDATE)
+    elif kind == "delete-user":
+        log(bus, user(USERS[key]), DELETE)
+    elif kind == "delete-role":
+        log(bus, role(ROLES[key]), DELETE)
+    elif kind == "file":
+        log(bus, ext("t.file", file_name=key, **data), UPDATE, data_type=SNAP)
+    elif kind == "folder":
+        log(bus, ext("t.folder", folder_name=FOLDERS[key]), UPDATE)
+    elif kind == "delete-folder":
+        log(bus, ext("t.folder", folder_name=FOLDERS[key]), DELETE)
+    else:
+        task = DELETE if kind == "unmember" else TaskType.CREATE_OBJECT
+        ptype = ProcessType.SKIP_ON_ERROR  # a membership of a missing user: no stop
+        log(bus, membership(*key), task, data_type=SNAP, process_type=ptype)
+
+
 def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[Any]) -> Any:
     bus = IntegrationBus(url, batch_size=batch)
     bus.register_object_type(FOLDER)
@@ -235,24 +256,7 @@ def _play(url: str, coalesce: bool, ordering: Ordering, batch: int, ops: list[An
         for eid, name in FOLDERS.items():
             conn.knows("t.folder", eid, name)
         for kind, key, data in ops:
-            if kind == "user":
-                log(bus, user(USERS[key], **data), UPDATE)
-            elif kind == "role":
-                log(bus, role(ROLES[key]), UPDATE)
-            elif kind == "delete-user":
-                log(bus, user(USERS[key]), DELETE)
-            elif kind == "delete-role":
-                log(bus, role(ROLES[key]), DELETE)
-            elif kind == "file":
-                log(bus, ext("t.file", file_name=key, **data), UPDATE, data_type=SNAP)
-            elif kind == "folder":
-                log(bus, ext("t.folder", folder_name=FOLDERS[key]), UPDATE)
-            elif kind == "delete-folder":
-                log(bus, ext("t.folder", folder_name=FOLDERS[key]), DELETE)
-            else:
-                task = DELETE if kind == "unmember" else TaskType.CREATE_OBJECT
-                ptype = ProcessType.SKIP_ON_ERROR  # a membership of a missing user: no stop
-                log(bus, membership(*key), task, data_type=SNAP, process_type=ptype)
+            _log_op(bus, kind, key, data)
         coalesced = 0
         for _ in range(5):  # a run cut short by a transient error on a loaded machine goes on
             result = run(bus)
