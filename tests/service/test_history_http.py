@@ -145,9 +145,7 @@ def test_object_history_by_site(api: httpx.Client, bus: IntegrationBus) -> None:
     assert elsewhere.json() == {"records": []}
 
 
-def test_object_history_of_a_code_name_with_a_slash(
-    api: httpx.Client, bus: IntegrationBus
-) -> None:
+def test_object_history_of_a_code_name_with_a_slash(api: httpx.Client, bus: IntegrationBus) -> None:
     task_id = log(api, user("dept/alice"))
     run(bus)
     r = api.get("/api/objects/cms.user/dept%2Falice/history")
