@@ -17,7 +17,7 @@ from syncbus.cli import app
 from syncbus.service import create_app
 from tests.helpers import corrupt
 from tests.http_server import asgi_client
-from tests.seq import make_bus
+from tests.seq import SeqConnector, make_bus
 
 runner = CliRunner()
 # Wide enough that no table cell folds: the tests look for whole strings.
@@ -144,6 +144,26 @@ def test_history_lists_the_object_s_tasks_newest_first(
     assert [r["task_id"] for r in json.loads(one.stdout)] == [second]
     none = cli(db_url, "tasks", "history", "--object", "seq.counter/zzz")
     assert none.exit_code == 0 and "History of seq.counter 'zzz' (0)" in none.stdout
+
+
+class SeqCoalescing(SeqConnector):
+    connector_name = "SeqC"
+    coalesce = True
+
+
+def test_history_and_show_of_a_coalesced_task_name_its_carrier(
+    db_url: str, seq_bus: IntegrationBus
+) -> None:
+    seq_bus.register_connector(SeqCoalescing)
+    absorbed = seq_bus.process_external_task("SeqC", {"key": "c", "n": 1})
+    carrier = seq_bus.process_external_task("SeqC", {"key": "c", "n": 2})
+    assert seq_bus.process_tasks("SeqC")["SeqC"].coalesced == 1
+    out = cli(db_url, "tasks", "history", "--object", "seq.counter/c").stdout
+    row = next(line for line in out.splitlines() if line.startswith(f"│ {absorbed} "))
+    assert "coalesced" in row and f"carried by task {carrier}" in row
+    shown = cli(db_url, "tasks", "show", str(absorbed)).stdout
+    assert f"task {absorbed} coalesced" in shown
+    assert f"coalesced: its values were applied by task {carrier}" in shown
 
 
 def test_history_by_site_and_code_names_with_slashes(db_url: str, seq_bus: IntegrationBus) -> None:

@@ -136,6 +136,31 @@ def test_object_history_lists_the_tasks_that_wrote_it_newest_first(
     assert api.get("/api/objects/cms.user/cleo/history?limit=0").status_code == 422
 
 
+class Coalescing(DictConnector):
+    coalesce = True
+
+
+def test_object_history_lists_coalesced_tasks_with_their_carrier(
+    api: httpx.Client, bus: IntegrationBus
+) -> None:
+    bus.register_connector(Coalescing("Coalescer"))
+    body = {"task_type": "CreateObject", "site_name": "main"}
+    ids = [
+        api.post(
+            "/api/connectors/Coalescer/tasks", json={**body, "object": user("hal", email=e)}
+        ).json()["task_id"]
+        for e in ("h1@x.org", "h2@x.org")
+    ]
+    assert run(bus, "Coalescer").coalesced == 1
+    records = api.get("/api/objects/cms.user/hal/history").json()["records"]
+    assert [(r["task_id"], r["state"], r["into_task_id"]) for r in records] == [
+        (ids[1], "applied", None),
+        (ids[0], "coalesced", ids[1]),
+    ]
+    absorbed = api.get(f"/api/tasks/{ids[0]}/history").json()
+    assert absorbed["state"] == "coalesced" and absorbed["into_task_id"] == ids[1]
+
+
 def test_object_history_by_site(api: httpx.Client, bus: IntegrationBus) -> None:
     task_id = log(api, role("editors"))
     run(bus)
