@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from syncbus import cli_history as history
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
 from syncbus.cli_errors import FIX_URL, OneLineErrors, err_console, opened, report
@@ -29,9 +31,10 @@ from syncbus.errors import (
     ConfigurationError,
     ConnectorLoadError,
     ConnectorNotFoundError,
+    SyncBusError,
     TaskNotFoundError,
 )
-from syncbus.model import ConnectorInfo, ProcessResult, SyncLogEntry, TaskInfo
+from syncbus.model import ConnectorInfo, ProcessResult, SyncLogEntry, TaskInfo, TaskRecord
 from syncbus.store.db import resolve_url
 
 app = typer.Typer(
@@ -254,24 +257,118 @@ def _result(t: TaskInfo) -> Text:
 
 
 @tasks_app.command("show")
-def tasks_show(task_id: int, db: DbOption = None) -> None:
-    """Show one task (as GET /api/tasks/ID), its stored data and its error history."""
+def tasks_show(
+    task_id: int,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the task's record as JSON, as GET /api/tasks/ID/history."
+        ),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Show one task: a queued one as GET /api/tasks/ID with its stored data, state and error
+    history; a finished one (within the history retention) with its outcome, changes,
+    translations and errors."""
     with _open(db) as bus:
-        task = bus.get_task(task_id)
-        if task is None:
-            raise TaskNotFoundError(f"no queued task with id {task_id}; see `syncbus tasks list`")
-        task = readmodel.with_hint(bus, task)
-        data = bus.get_task_data(task_id)
-        log = bus.task_log(task_id)
+        record = bus.task_history(task_id)
+        task = None if as_json else bus.get_task(task_id)
+        if record is None and task is None:
+            days = bus.settings.history_retention_days
+            raise TaskNotFoundError(
+                f"no task with id {task_id}: not queued, and no record of it (unknown id, or "
+                f"it finished more than {days} days ago); see `syncbus tasks list`"
+            )
+        if task is not None:
+            _show_queued(bus, task, record)
+            return
+    assert record is not None
+    if as_json:
+        history.print_records_json([record], one=True)
+    else:
+        history.print_view(console, record)
+
+
+def _show_queued(bus: IntegrationBus, task: TaskInfo, record: TaskRecord | None) -> None:
+    """A queued task as GET /api/tasks/ID, its state, stored data, error history and hint."""
+    task = readmodel.with_hint(bus, task)
+    data = bus.get_task_data(task.task_id)
+    log = bus.task_log(task.task_id)
     _print_json(_TASK, task)
+    if record is not None:
+        console.print(Text.assemble(("state ", "bold"), history.state_text(record)))
     _say(("data", "bold"))
-    console.print_json(data or "null")
+    try:
+        console.print_json(data or "null")
+    except json.JSONDecodeError:  # a corrupt task: show what is stored, as it is
+        _say(("(not JSON: the stored data is corrupt) ", "red"), data or "")
     if log:
         _say(("error history", "bold"))
         for entry in _LOG.dump_python(log, mode="json"):
             _say(entry["time"], "  ", entry["error_message"])
     if task.hint:
         _say(("how to fix: ", "bold"), task.hint)
+
+
+@tasks_app.command("history")
+def tasks_history(
+    object_spec: Annotated[
+        str,
+        typer.Option(
+            "--object", help="The object as TYPE/CODE_NAME (or GUID), e.g. cms.user/alice."
+        ),
+    ],
+    site: Annotated[str | None, typer.Option("--site", help="Only records on this site.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON, as GET /api/objects/TYPE/NAME/history."),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """List the tasks that wrote an object, newest first (within the history retention)."""
+    object_type, code_name = history.parse_object(object_spec)
+    with _open(db) as bus:
+        records = bus.object_history(object_type, code_name, site, limit=limit)
+    if as_json:
+        history.print_records_json(records)
+        return
+    title = f"History of {object_type} {code_name!r}" + (f" on {site}" if site else "")
+    console.print(history.history_table(f"{title} ({len(records)})", records))
+
+
+@tasks_app.command("replace")
+def tasks_replace(
+    task_id: int,
+    file: Annotated[
+        str,
+        typer.Option("--file", "-f", help="The new external object as JSON; - for stdin."),
+    ],
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Then run the task now, as `tasks sync`.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Edit and replay: give a queued or failed task a new external object (prepared by its
+    connector as at logging; same id and place in its queue, error history kept)."""
+    new_object = history.read_object(file)
+    with _open(db) as bus:
+        try:
+            bus.replace_task_object(task_id, new_object)
+        except (SyncBusError, sa.exc.SQLAlchemyError):
+            raise
+        except Exception as exc:  # raised by the connector's code: the object is bad input
+            raise history.usage_error(
+                f"task {task_id} was left as it was: the connector could not prepare the "
+                f"object: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not sync:
+            _say(
+                f"task {task_id}: object replaced (same id, same place in its queue); run "
+                f"`syncbus tasks sync {task_id}` to apply it now"
+            )
+            return
+    tasks_sync(task_id, db)
 
 
 @tasks_app.command("sync")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +35,8 @@ from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.admin import install_admin
 from syncbus.service.auth import BearerAuth, FailureThrottle, TrustedProxies, parse_networks
+from syncbus.service.common import TaskId, call_connector
+from syncbus.service.history import history_routes
 from syncbus.service.limits import BodySizeLimit, NulGuard
 from syncbus.service.metrics import ServiceMetrics
 from syncbus.service.ready import readiness
@@ -46,7 +48,6 @@ DEFAULT_MAX_BODY = 5 * 1024 * 1024
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 RETRY_AFTER_SECONDS = 5
-TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="The task's id.")]
 # Only documents the scheme in the OpenAPI schema; the check itself is the BearerAuth
 # middleware, which runs before routing and body parsing.
 bearer = HTTPBearer(auto_error=False, description="The SYNCBUS_API_TOKEN, when one is set.")
@@ -138,6 +139,7 @@ def create_app(
     api = APIRouter(dependencies=[Depends(bearer)])
     _task_routes(api, bus, disp, metrics)
     _queue_routes(api, bus, disp, metrics)
+    history_routes(api, bus)
     app.include_router(api)
     install_admin(app, bus, disp, token, throttle=throttle, metrics=metrics)
 
@@ -245,18 +247,6 @@ def _request(task: s.TaskIn) -> TaskRequest:
     )
 
 
-def _call_connector(fn: Callable[[], Any]) -> Any:
-    """Run logging; an exception raised by connector code is the caller's bad input (422)."""
-    try:
-        return fn()
-    except (SyncBusError, sa.exc.SQLAlchemyError, HTTPException):
-        raise
-    except Exception as exc:
-        raise HTTPException(
-            422, f"the connector could not prepare the object: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
 def _task_routes(
     api: APIRouter, bus: IntegrationBus, disp: Dispatcher, metrics: ServiceMetrics
 ) -> None:
@@ -268,7 +258,7 @@ def _task_routes(
         tags=["tasks"],
     )
     def log_task(name: str, task: s.TaskIn) -> Any:
-        outcome = _call_connector(lambda: bus.log_tasks(name, [_request(task)])[0])
+        outcome = call_connector(lambda: bus.log_tasks(name, [_request(task)])[0])
         if outcome.task_id is None:
             return Response(status_code=204)
         if not outcome.created:
@@ -282,7 +272,7 @@ def _task_routes(
         tags=["tasks"],
     )
     def log_batch(name: str, batch: s.TaskBatchIn) -> s.TasksCreated:
-        outcomes = _call_connector(lambda: bus.log_tasks(name, [_request(t) for t in batch.tasks]))
+        outcomes = call_connector(lambda: bus.log_tasks(name, [_request(t) for t in batch.tasks]))
         return s.TasksCreated(task_ids=[o.task_id for o in outcomes])
 
     def notify(connector: str | None) -> s.NotifyOut:

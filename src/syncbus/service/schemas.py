@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from syncbus.enums import ProcessType, TaskDataType, TaskType
-from syncbus.model import ConnectorInfo, SyncLogEntry, TaskInfo
+from syncbus.model import ConnectorInfo, SyncLogEntry, TaskInfo, TaskRecord
 
 
 def _wire(enum: type[TaskType] | type[TaskDataType] | type[ProcessType]) -> BeforeValidator:
@@ -138,3 +139,60 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str = Field(description="``ready``, or ``unavailable`` (with status 503).")
     database: str = Field(description="``writable``, or why the database cannot be written.")
+
+
+class ObjectIn(BaseModel):
+    """Edit and replay: the new external object of a queued or failed task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    object: Annotated[Any, AfterValidator(_object_without_nul)] = Field(
+        description="The new external object, as the connector expects it (as when logging)."
+    )
+
+
+class TaskRecordOut(BaseModel):
+    """A task's record (CONTRACT §10), queued or finished: what was logged, what it became,
+    what its references resolved to, what it changed and what went wrong."""
+
+    task_id: int
+    connector_name: str
+    task_type: TaskType
+    data_type: TaskDataType
+    process_type: ProcessType = Field(description="The current process type, or the last one.")
+    title: str
+    object_type: str | None = Field(description="None for pages.")
+    class_name: str | None = Field(description="The page type, for pages.")
+    site_name: str | None
+    lane: str | None
+    state: str = Field(
+        description="queued, waiting, failed (still queued, with an error), applied, deleted "
+        "(by an operator), dropped (by DeleteOnError) or coalesced."
+    )
+    logged_at: datetime
+    finished_at: datetime | None = Field(description="None while queued.")
+    external: Any = Field(description="The external object as logged (None if it was not JSON).")
+    internal: dict[str, Any] = Field(description="The internal object or page as queued.")
+    translations: list[dict[str, Any]] = Field(
+        description="Per translation record: column, external_id, identity (what was looked "
+        "for) and internal_id (what it resolved to when applied; None before)."
+    )
+    changes: dict[str, list[Any]] | None = Field(
+        description="{column: [old, new]} for an applied task ({} if it changed nothing; old "
+        "is None for a new row); None otherwise."
+    )
+    errors: list[SyncLogEntry] = Field(description="Its error log, oldest first.")
+    code_name: str | None = Field(description="The code name (or GUID) of the object it writes.")
+    into_task_id: int | None = Field(
+        description="For a coalesced task: the task that carried its values."
+    )
+
+    @classmethod
+    def of(cls, record: TaskRecord) -> TaskRecordOut:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class ObjectHistory(BaseModel):
+    """The records of the tasks that wrote one object, newest first."""
+
+    records: list[TaskRecordOut]

@@ -1,0 +1,75 @@
+"""The history routes (CONTRACT §10): a task's record, an object's records, edit and replay."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from syncbus import readmodel
+from syncbus.bus import IntegrationBus
+from syncbus.errors import TaskNotFoundError
+from syncbus.model import TaskInfo
+from syncbus.service import schemas as s
+from syncbus.service.common import TaskId, call_connector
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
+    @api.get(
+        "/api/tasks/{task_id}/history",
+        response_model=s.TaskRecordOut,
+        responses={404: {"description": "Unknown id, or finished before the retention."}},
+        tags=["history"],
+    )
+    def task_history(task_id: TaskId) -> s.TaskRecordOut:
+        """What happened to a task, queued or finished within the retention."""
+        record = bus.task_history(task_id)
+        if record is None:
+            days = bus.settings.history_retention_days
+            raise TaskNotFoundError(
+                f"no record of task {task_id}: no task with that id was logged, or it finished "
+                f"more than {days} days ago (history_retention_days = {days})"
+            )
+        return s.TaskRecordOut.of(record)
+
+    @api.put(
+        "/api/tasks/{task_id}/object",
+        response_model=TaskInfo,
+        responses={
+            404: {"description": "No such task queued."},
+            409: {"description": "A worker is applying the task right now."},
+            422: {"description": "The connector refused the new object; nothing changed."},
+        },
+        tags=["history"],
+    )
+    def replace_object(task_id: TaskId, body: s.ObjectIn) -> TaskInfo:
+        """Edit and replay: give a queued or failed task a new external object, prepared and
+        captured as at logging, in place (same id and place in its queue, error log kept). It
+        runs at its connector's next run, or now with POST /api/tasks/{id}/synchronize."""
+        task = call_connector(lambda: bus.replace_task_object(task_id, body.object))
+        return readmodel.with_hint(bus, task)
+
+    @api.get(
+        "/api/objects/{object_type}/{code_name:path}/history",
+        response_model=s.ObjectHistory,
+        responses={422: {"description": "Unknown object type."}},
+        tags=["history"],
+    )
+    def object_history(
+        object_type: Annotated[str, Path(description="The object type, e.g. cms.user.")],
+        code_name: Annotated[
+            str, Path(description="The object's code name (or GUID for types without one).")
+        ],
+        site_name: Annotated[
+            str | None,
+            Query(min_length=1, max_length=100, description="Only records on this site."),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    ) -> s.ObjectHistory:
+        """The records of the tasks that wrote an object (applied, or coalesced into one
+        that was), newest first."""
+        records = bus.object_history(object_type, code_name, site_name, limit=limit)
+        return s.ObjectHistory(records=[s.TaskRecordOut.of(r) for r in records])
