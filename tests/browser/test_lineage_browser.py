@@ -116,7 +116,7 @@ def test_edit_and_replay_a_failed_task_then_find_the_object_history(
         # The fix: ref 2, which exists, instead of ref 1; saved and synchronized, it is applied.
         editor.fill('{"kind": "item", "name": "Blue chair", "value": 4, "ref": 2}')
         page.get_by_role("button", name="Save and synchronize").click()
-        expect(page.get_by_role("status").first).to_contain_text(
+        expect(page.get_by_role("status")).to_contain_text(
             f"Task {failing}'s object was replaced and the task was applied."
         )
         expect(page.get_by_test_id("task-state")).to_have_text("applied")
@@ -133,7 +133,7 @@ def test_edit_and_replay_a_failed_task_then_find_the_object_history(
         changes = page.locator("table.changes tbody tr")
         expect(changes).to_have_count(2)
         expect(changes.nth(0)).to_have_text(re.compile(r"value\s*2\s*4"))
-        expect(changes.nth(1)).to_have_text(re.compile(rf"ref_id\s*–\s*{ref_id}"))
+        expect(changes.nth(1)).to_have_text(re.compile(rf"ref_id\s*\u2013\s*{ref_id}"))
         expect(page.locator("table.log tbody tr")).to_have_count(1)
         expect(page.locator("table.log")).to_contain_text("Cannot translate columns ref_id")
         page.screenshot(path=str(shots / "lineage.png"), full_page=True)
