@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from syncbus import IntegrationBus, TaskType, create_app
+from syncbus import IntegrationBus, ProcessType, TaskDataType, TaskType, create_app
 from syncbus.intake import TaskRequest
 from tests.admin import (
     TOKEN,
@@ -154,7 +154,7 @@ def test_a_bad_edit_shows_its_error_and_changes_nothing(
         assert shown and error in shown.group(1), r.text[-3000:]
         # The editor keeps what was typed, so it can be fixed.
         kept = re.search(
-            r'<textarea id="external-json"[^>]*aria-invalid="true">(.*?)</textarea>', r.text, re.S
+            r'<textarea id="external-json"[^>]*aria-invalid="true">\n(.*?)</textarea>', r.text, re.S
         )
         assert kept and kept.group(1) == text.replace('"', "&#34;")
     assert admin_bus.task_history(task_id) == before
@@ -261,3 +261,21 @@ def test_object_history_lists_the_tasks_that_wrote_an_object(
     assert r.status_code == 400 and 'data-testid="history-error"' in r.text
     r = admin.get("/admin/history", params={"object_type": "adm.item"})
     assert r.status_code == 400 and "type a code name" in r.text
+
+
+def test_a_dropped_task_shows_the_error_that_dropped_it(
+    admin: httpx.Client, admin_bus: IntegrationBus
+) -> None:
+    request = TaskRequest(
+        {"kind": "item", "name": "Lost", "ref": 4},
+        process_type=ProcessType.DELETE_ON_ERROR,
+        data_type=TaskDataType.SIMPLE_SNAPSHOT,
+    )
+    [outcome] = admin_bus.log_tasks("Shop", [request])
+    admin_bus.process_tasks("Shop")
+    assert admin_bus.get_task(outcome.task_id or 0) is None
+    html = admin.get(f"/admin/tasks/{outcome.task_id}").text
+    assert 'data-testid="task-state">dropped<' in html
+    assert "dropped after an error" in html
+    assert "it was dropped before it was applied" in step(html, "step-changes")
+    assert "Cannot translate columns ref_id" in step(html, "step-errors")

@@ -154,10 +154,10 @@ def task_page(
     detail: TaskDetail | None = readmodel.task_detail(ctx.bus, task_id)
     if record is None and detail is None:
         days = ctx.bus.settings.history_retention_days
+        kept = f"records are kept {days} days" if days else "history_retention_days is 0"
         return render(
             request, "error.html", 404, session=session, heading="Not found",
-            message=f"Task {task_id} is not queued, and no record of it is kept (records "
-            f"are kept {days} days after a task leaves the queue).",
+            message=f"Task {task_id} is not queued, and no record of it is kept ({kept}).",
         )  # fmt: skip
     lineage = None if record is None else lineage_of(record)
     if editor is None and lineage is not None and lineage.editable:
