@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from syncbus import IntegrationBus, ProcessType, TaskDataType, TaskType, create_app
+from syncbus.bench.adminscale import ShopConnector
 from syncbus.intake import TaskRequest
 from tests.admin import (
     TOKEN,
@@ -279,3 +280,29 @@ def test_a_dropped_task_shows_the_error_that_dropped_it(
     assert "dropped after an error" in html
     assert "it was dropped before it was applied" in step(html, "step-changes")
     assert "Cannot translate columns ref_id" in step(html, "step-errors")
+
+
+class CoalescingShop(ShopConnector):
+    connector_name = "Coalescing"
+    coalesce = True
+
+
+def test_a_coalesced_task_links_to_the_task_that_carried_it(
+    admin: httpx.Client, admin_bus: IntegrationBus
+) -> None:
+    admin_bus.register_connector(CoalescingShop)
+    requests = [
+        TaskRequest({"kind": "item", "name": "Mug", "value": 1}),
+        TaskRequest({"kind": "item", "name": "Mug", "value": 2}, task_type=TaskType.UPDATE_OBJECT),
+    ]
+    first, last = (o.task_id for o in admin_bus.log_tasks("Coalescing", requests))
+    assert admin_bus.process_tasks("Coalescing")["Coalescing"].coalesced == 1
+    html = admin.get(f"/admin/tasks/{first}").text
+    assert 'data-testid="task-state">coalesced<' in html
+    assert f'<a href="/admin/tasks/{last}" data-testid="into-task">task #{last}</a>' in html
+    assert f'its values were carried by <a href="/admin/tasks/{last}">' in step(
+        html, "step-changes"
+    )
+    r = admin.get("/admin/history", params={"object_type": "adm.item", "code_name": "Mug"})
+    assert [int(i) for i in re.findall(r'<tr id="record-(\d+)">', r.text)] == [last, first]
+    assert f'into <a href="/admin/tasks/{last}">#{last}</a>' in r.text
