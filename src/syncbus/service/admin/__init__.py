@@ -72,7 +72,7 @@ def install_admin(
 ) -> AdminContext:
     """Serve the admin UI under ``/admin/`` on ``app`` (same token as the API, if any; the
     same throttle of wrong tokens per client as the API's, so both share one budget)."""
-    from syncbus.service.admin import actions, pages
+    from syncbus.service.admin import actions, lineage, pages
 
     ctx = AdminContext(
         bus=bus,
@@ -84,6 +84,7 @@ def install_admin(
     app.state.admin = ctx
     app.include_router(pages.router)
     app.include_router(actions.router)
+    app.include_router(lineage.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC_DIR), name="admin-static")
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)

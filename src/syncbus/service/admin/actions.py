@@ -136,6 +136,11 @@ def busy_message(task_id: int) -> str:
     return f"Task {task_id} is being applied right now; try again in a moment."
 
 
+def _has_record(ctx: AdminContext, task_id: int) -> bool:
+    """Whether a task that left the queue still has a page (its record, CONTRACT §10)."""
+    return ctx.bus.task_history(task_id) is not None
+
+
 def _row_response(
     request: Request, ctx: AdminContext, form: Form, task_id: int, gone: str | None, message: str
 ) -> HTMLResponse:
@@ -177,7 +182,7 @@ def synchronize(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
     if is_htmx(request):
         return _row_response(request, ctx, form, task_id, gone, message if not gone else "")
     back = back_to(form, list_url)
-    if gone and back.startswith(f"/admin/tasks/{task_id}"):
+    if gone and back.startswith(f"/admin/tasks/{task_id}") and not _has_record(ctx, task_id):
         back = list_url
     return redirect(request, back, message, kind)
 
@@ -196,7 +201,7 @@ def delete(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) -> Re
     if is_htmx(request):
         return _row_response(request, ctx, form, task_id, gone, message if not gone else "")
     back = back_to(form, "/admin/tasks")
-    if gone and back.startswith(f"/admin/tasks/{task_id}"):
+    if gone and back.startswith(f"/admin/tasks/{task_id}") and not _has_record(ctx, task_id):
         back = "/admin/tasks"
     return redirect(request, back, message, kind)
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from syncbus import readmodel
 from syncbus.errors import InvalidFilterError
 from syncbus.readmodel import STATES, State, TaskFilter, bad_lane
-from syncbus.service.admin import security, views
+from syncbus.service.admin import lineage, security
 from syncbus.service.admin.context import (
     AdminContext,
     admin_context,
@@ -169,13 +169,7 @@ def task(
     session: PageSession,
     task_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> HTMLResponse:
-    detail = readmodel.task_detail(ctx.bus, task_id)
-    if detail is None:
-        return not_found(
-            request, session, f"Task {task_id} is not queued: it was applied or deleted."
-        )
-    records = views.record_views(detail.records)
-    return render(request, "task.html", session=session, d=detail, records=records)
+    return lineage.task_page(request, ctx, session, task_id)
 
 
 @router.get("/admin/events")
