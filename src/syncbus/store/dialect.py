@@ -2,7 +2,8 @@
 
 The rest of the store asks ``dialect_of(conn)`` instead of comparing dialect names: how to
 insert-or-ignore and upsert, how to lock a row without waiting, how to bound a lock wait,
-what the database's clock reads, how a payload's size is measured, whether a WITH clause
+what the database's clock reads, how a payload's size is measured, how a time becomes epoch
+seconds and a JSON list becomes rows (the dashboard's charts), whether a WITH clause
 may write (data-modifying CTEs), how writers are serialised (advisory locks), how workers
 are woken (PostgreSQL NOTIFY; SQLite has no channel, so workers poll), and which errors are
 transient (the database's trouble, never a task's).
@@ -62,6 +63,18 @@ class Dialect:
 
     def byte_length(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
         """The stored size of a text column in bytes."""
+        raise NotImplementedError
+
+    def epoch_seconds(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        """A timestamp column (or an ISO 8601 text with its offset) as whole seconds since the
+        epoch, rounded down: integer arithmetic on it buckets times exactly (the charts)."""
+        raise NotImplementedError
+
+    def json_entries(
+        self, column: sa.ColumnElement[Any]
+    ) -> tuple[sa.TableValuedAlias, sa.ColumnElement[str]]:
+        """The entries of a JSON list of lists held in a text column, as a table function to
+        join (each entry a row), and the first item of an entry as text."""
         raise NotImplementedError
 
     def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
@@ -133,6 +146,16 @@ class SQLiteDialect(Dialect):
     def byte_length(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
         return sa.func.length(sa.cast(column, sa.LargeBinary))
 
+    def epoch_seconds(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        # strftime('%s') is exact (julianday arithmetic is not) and older than unixepoch().
+        return sa.cast(sa.func.strftime("%s", value), sa.Integer)
+
+    def json_entries(
+        self, column: sa.ColumnElement[Any]
+    ) -> tuple[sa.TableValuedAlias, sa.ColumnElement[str]]:
+        entries = sa.func.json_each(column).table_valued("value")
+        return entries, sa.func.json_extract(entries.c.value, "$[0]")
+
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         conn.execution_options(**{AUTOCOMMIT_READS: on})
 
@@ -167,6 +190,18 @@ class PostgresDialect(Dialect):
 
     def byte_length(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
         return sa.func.octet_length(column)
+
+    def epoch_seconds(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        if not isinstance(value.type, sa.DateTime):
+            value = sa.cast(value, sa.DateTime(timezone=True))
+        return sa.cast(sa.func.floor(sa.extract("epoch", value)), sa.BigInteger)
+
+    def json_entries(
+        self, column: sa.ColumnElement[Any]
+    ) -> tuple[sa.TableValuedAlias, sa.ColumnElement[str]]:
+        entries = sa.func.json_array_elements(sa.cast(column, postgresql.JSON))
+        alias = entries.table_valued("value")
+        return alias, alias.c.value.op("->>")(sa.literal_column("0"))
 
     def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update(nowait=True)

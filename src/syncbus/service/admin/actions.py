@@ -35,7 +35,7 @@ from syncbus.service.admin.context import (
     session_cookie,
 )
 from syncbus.service.admin.jobs import Action
-from syncbus.service.admin.pages import stats_data, task_filter, tasks_url
+from syncbus.service.admin.pages import page_span, stats_data, task_filter, tasks_url
 from syncbus.store.db import MAX_ID
 
 router = APIRouter(include_in_schema=False)
@@ -92,7 +92,12 @@ def _stats_or_redirect(
 ) -> Response:
     if is_htmx(request):
         notice = message if kind == "info" else f"Error: {message}"
-        return render(request, "_stats.html", session=form.session, **stats_data(ctx, notice))
+        return render(
+            request,
+            "_stats.html",
+            session=form.session,
+            **stats_data(ctx, notice, page_span(request)),
+        )
     return redirect(request, back_to(form, "/admin/"), message, kind)
 
 

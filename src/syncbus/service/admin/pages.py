@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from syncbus import readmodel
+from syncbus import activity, readmodel
 from syncbus.errors import InvalidFilterError
 from syncbus.readmodel import STATES, State, TaskFilter, bad_lane
 from syncbus.service.admin import lineage, security
+from syncbus.service.admin.charts import chart_svg, per_bucket
 from syncbus.service.admin.context import (
     AdminContext,
     admin_context,
@@ -32,9 +33,15 @@ PageSession = Annotated[Session, Depends(page_session)]
 Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 
 
-def stats_data(ctx: AdminContext, notice: str | None = None) -> dict[str, Any]:
-    """What the dashboard's self-refreshing fragment shows."""
+def stats_data(
+    ctx: AdminContext, notice: str | None = None, span: str | None = None
+) -> dict[str, Any]:
+    """What the dashboard's self-refreshing fragment shows (``span``: the charts', hour or day)."""
+    charts = activity.activity(ctx.bus, activity.span_of(span))
     return {
+        "charts": charts,
+        "chart": chart_svg,
+        "chart_unit": per_bucket(charts),
         "connectors": readmodel.connector_stats(ctx.bus),
         "settings": readmodel.read_settings(ctx.bus),
         "blockers": readmodel.blockers(ctx.bus),
@@ -43,26 +50,38 @@ def stats_data(ctx: AdminContext, notice: str | None = None) -> dict[str, Any]:
     }
 
 
+def page_span(request: Request) -> str | None:
+    """The charts' span of the page an htmx request comes from (its ``HX-Current-URL``), so
+    an action on the dashboard keeps the span it shows."""
+    query = urlsplit(request.headers.get("hx-current-url", "")).query
+    found = parse_qs(query).get("span")
+    return found[0] if found else None
+
+
 @router.get("/admin")
 def admin_root() -> Response:
     return RedirectResponse("/admin/", status_code=307)
 
 
 @router.get("/admin/")
-def dashboard(request: Request, ctx: Ctx, session: PageSession) -> HTMLResponse:
+def dashboard(
+    request: Request, ctx: Ctx, session: PageSession, span: str | None = None
+) -> HTMLResponse:
     return render(
         request,
         "dashboard.html",
         session=session,
         events=readmodel.event_page(ctx.bus, limit=5).events,
         jobs=ctx.mass_actions.recent()[:5],
-        **stats_data(ctx),
+        **stats_data(ctx, span=span),
     )
 
 
 @router.get("/admin/stats")
-def stats(request: Request, ctx: Ctx, session: PageSession) -> HTMLResponse:
-    return render(request, "_stats.html", session=session, **stats_data(ctx))
+def stats(
+    request: Request, ctx: Ctx, session: PageSession, span: str | None = None
+) -> HTMLResponse:
+    return render(request, "_stats.html", session=session, **stats_data(ctx, span=span))
 
 
 @router.get("/admin/signin")
