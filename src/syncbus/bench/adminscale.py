@@ -4,7 +4,11 @@ The queue of the ``Shop`` connector is filled through ``bus.log_tasks`` in batch
 (timed: the row ``fill: bus.log_tasks``) with ``tasks`` items titled ``item 000000``,
 ``item 000001``, ...; every 1,000th task is logged as ``SkipOnError`` and then gets the error
 of a failed run (through the store's ``record_task_error``: the error on the task, an entry in
-its sync log), so the "failed" filter has something to find among many. Nothing is processed.
+its sync log), so the "failed" filter has something to find among many. None of them is
+processed. The dashboard's charts get a history as long as the queue (timed: the row
+``fill: history``): as many tasks of the ``Refs`` connector are logged and processed in batches
+of 1,000, every 100th a ``DeleteOnError`` task that fails (a dropped record with its error),
+so every record lies in the charts' windows (the last hour and the last day).
 
 Then the real app (``create_app``, processing off) is served under uvicorn in a thread, one
 client signs in to the admin like a browser, and every page of ``page_paths`` is requested once
@@ -43,6 +47,7 @@ PHASE = "admin-scale"
 CONNECTOR = "Shop"
 FILL_BATCH = 1_000
 FAILED_EVERY = 1_000
+DROPPED_EVERY = 100  # in the history
 FAILED_ERROR = (
     "Cannot translate columns ref_id of adm.item: ref_id (adm.ref 'ref7', external id 7, not "
     "found). Import the dependent objects first."
@@ -79,7 +84,8 @@ class ShopConnector(BaseIntegrationConnector):
 
 
 class RefsConnector(ShopConnector):
-    """A second connector with an empty queue (the dashboard lists every connector)."""
+    """A second connector with an empty queue (the dashboard lists every connector) and, once
+    ``fill_history`` ran, a long history (the dashboard's charts)."""
 
     connector_name = "Refs"
     display_name = "Reference data"
@@ -124,12 +130,36 @@ def fill(bus: IntegrationBus, tasks: int, advance: Callable[[int], None] | None 
     return top
 
 
+def fill_history(
+    bus: IntegrationBus, tasks: int, advance: Callable[[int], None] | None = None
+) -> int:
+    """Log and process ``tasks`` Refs items, every ``DROPPED_EVERY``-th a ``DeleteOnError``
+    task that fails (a missing ref): a record each. Returns how many were applied."""
+    applied = 0
+    for start in range(0, tasks, FILL_BATCH):
+        numbers = range(start, min(tasks, start + FILL_BATCH))
+        bus.log_tasks("Refs", [_history_item(i) for i in numbers])
+        applied += bus.process_tasks("Refs")["Refs"].applied
+        if advance is not None:
+            advance(numbers.stop)
+    return applied
+
+
+def _history_item(i: int) -> TaskRequest:
+    obj: dict[str, Any] = {"kind": "item", "name": f"done {i:06}", "value": 0}
+    if (i + 1) % DROPPED_EVERY == 0:
+        obj["ref"] = 7  # no ref 7 exists: the task fails and is dropped
+        return TaskRequest(obj, process_type=ProcessType.DELETE_ON_ERROR)
+    return TaskRequest(obj, data_type=TaskDataType.SIMPLE_SNAPSHOT)
+
+
 def page_paths(top: int) -> dict[str, str]:
     """The pages measured, by label; ``top`` is the highest task id in the queue."""
     deep = int(top * 0.9)
     return {
         "dashboard": "/admin/",
         "dashboard stats fragment (polled)": "/admin/stats",
+        "dashboard, charts of the last day": "/admin/?span=day",
         "tasks, first page": "/admin/tasks",
         f"tasks, deep page (after={deep})": f"/admin/tasks?after={deep}",
         "tasks, newest first": "/admin/tasks?sort=desc",
@@ -195,6 +225,13 @@ def run_admin_scale(
         queued = bus.queue_size()
         gates.require(queued == n, "log", "fill", f"queued={queued} of {n}")
         report.rows.append(Row(scratch.backend, "fill: bus.log_tasks", n, seconds, peak_rss_mb()))
+        bar = progress.add_task(f"[{scratch.backend}] fill the history: log and process", total=n)
+        start = time.perf_counter()
+        applied = fill_history(bus, n, lambda done: progress.update(bar, completed=done))
+        seconds = time.perf_counter() - start
+        expected = n - n // DROPPED_EVERY
+        gates.require(applied == expected, "log", "history", f"applied={applied} of {expected}")
+        report.rows.append(Row(scratch.backend, "fill: history", n, seconds, peak_rss_mb()))
         paths = page_paths(top)
         bar = progress.add_task(f"[{scratch.backend}] admin pages", total=len(paths))
         with admin_client(bus) as client, hooks.wrap(PHASE):
