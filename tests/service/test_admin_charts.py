@@ -7,21 +7,19 @@ charts in the dashboard (SVG, hover titles, the span switch, an empty history, h
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ProcessType, create_app
 from syncbus.activity import Charts, activity
 from syncbus.intake import TaskRequest
 from syncbus.service.admin.charts import chart_svg
-from syncbus.store.tables import history_table, sync_log_table, task_table
-from tests.admin import TOKEN, RecordingDispatcher, item, log_items, make_admin_bus, sign_in
+from tests.admin import TOKEN, RecordingDispatcher, log_items, make_admin_bus, sign_in
+from tests.charts_scene import log_one, move_queued, move_record
 from tests.http_server import asgi_client
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, 30, tzinfo=dt.UTC)  # hour window: 11:01 to 12:01
@@ -47,55 +45,13 @@ def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
 
 # -- a history made by processing, its times set by hand ------------------------------------
 def set_record(
-    bus: IntegrationBus, task_id: int, logged: str, finished: str, errors: list[str] = ()
+    bus: IntegrationBus, task_id: int, logged: str, finished: str, errors: Sequence[str] = ()
 ) -> None:
-    """Move a record in time; its error log keeps its entries (as many as processing left:
-    checked) and gets the times ``errors``."""
-    h = history_table
-    with bus.engine.begin() as conn:
-        found = conn.execute(sa.select(h.c.errors).where(h.c.task_id == task_id)).scalar()
-        entries = json.loads(found) if found else []
-        assert len(entries) == len(errors), (task_id, entries)
-        moved = [[at(t).isoformat(), msg] for t, (_, msg) in zip(errors, entries, strict=True)]
-        conn.execute(
-            h.update()
-            .where(h.c.task_id == task_id)
-            .values(
-                logged_at=at(logged),
-                finished_at=at(finished),
-                errors=json.dumps(moved) if moved else None,
-            )
-        )
+    move_record(bus, task_id, at(logged), at(finished), [at(t) for t in errors])
 
 
-def set_queued(bus: IntegrationBus, task_id: int, created: str, errors: list[str] = ()) -> None:
-    """Move a queued task's logging and its sync log's entries (as many as it has) in time."""
-    s = sync_log_table
-    with bus.engine.begin() as conn:
-        conn.execute(
-            task_table.update()
-            .where(task_table.c.task_id == task_id)
-            .values(created_at=at(created))
-        )
-        ids = list(
-            conn.execute(
-                sa.select(s.c.log_id).where(s.c.task_id == task_id).order_by(s.c.log_id)
-            ).scalars()
-        )
-        assert len(ids) == len(errors), (task_id, ids)
-        for log_id, time in zip(ids, errors, strict=True):
-            conn.execute(s.update().where(s.c.log_id == log_id).values(time=at(time)))
-
-
-def one(bus: IntegrationBus, connector: str, name: str, **kw: object) -> int:
-    process_type = kw.pop("process_type", ProcessType.DEFAULT)
-    request = item(name, **kw)  # type: ignore[arg-type]
-    request = TaskRequest(
-        request.external_obj, process_type=process_type, data_type=request.data_type
-    )
-    [outcome] = bus.log_tasks(connector, [request])
-    assert outcome.task_id is not None
-    return outcome.task_id
+def set_queued(bus: IntegrationBus, task_id: int, created: str, errors: Sequence[str] = ()) -> None:
+    move_queued(bus, task_id, at(created), [at(t) for t in errors])
 
 
 def ref(bus: IntegrationBus, number: int) -> int:
@@ -122,18 +78,18 @@ def tell(bus: IntegrationBus) -> Story:
     """Process Shop's tasks through their fates, then set their times."""
     a, b, old = log_items(bus, "Shop", ["a", "b", "old"])
     assert bus.process_tasks("Shop")["Shop"].applied == 3
-    gone = one(bus, "Shop", "gone")
+    gone = log_one(bus, "Shop", "gone")
     bus.delete_task(gone)  # deleted by an operator: in the queue's depth, never applied
-    dropped = one(bus, "Shop", "dropped", ref=1, process_type=ProcessType.DELETE_ON_ERROR)
+    dropped = log_one(bus, "Shop", "dropped", ref=1, process_type=ProcessType.DELETE_ON_ERROR)
     result = bus.process_tasks("Shop")["Shop"]
     assert (result.failed, bus.queue_size("Shop")) == (1, 0), result
-    retried = one(bus, "Shop", "retried", ref=2)  # fails twice, then is applied
+    retried = log_one(bus, "Shop", "retried", ref=2)  # fails twice, then is applied
     assert bus.process_tasks("Shop")["Shop"].failed == 1
     assert bus.synchronize_task(retried) is False
     ref2 = ref(bus, 2)
     assert bus.synchronize_task(retried) is True
-    failing = one(bus, "Shop", "failing", ref=3)  # fails once and stays queued (ERROR) ...
-    behind = one(bus, "Shop", "behind")  # ... with this one behind it
+    failing = log_one(bus, "Shop", "failing", ref=3)  # fails once and stays queued (ERROR) ...
+    behind = log_one(bus, "Shop", "behind")  # ... with this one behind it
     assert bus.process_tasks("Shop")["Shop"].failed == 1
     assert bus.queue_size("Shop") == 2
 
@@ -291,3 +247,15 @@ def test_history_off_shows_a_note_instead_of_charts(
     assert '<svg class="chart"' not in html
     charts: Charts = activity(admin_bus, "hour")
     assert not charts.history_on
+
+
+def test_a_task_finished_after_the_window_was_queued_at_its_end(
+    admin_bus: IntegrationBus,
+) -> None:
+    tell(admin_bus)
+    charts = activity(admin_bus, "hour", now=at("11:53:30"))  # 10:54 to 11:54
+    shop = charts.of("Shop")
+    # old (10:59), b (11:30:59), a (11:52) applied; retried finished at 11:55:20, after the
+    # window: not applied in it, but queued at its end with behind and failing.
+    assert sum(shop.applied) == 3 and sum(shop.failed) == 4
+    assert shop.depth[-1] == 3

@@ -38,12 +38,13 @@ from syncbus.store.tables import task_table as t
 
 APPLIED_STATES = ("applied", "coalesced")
 BEFORE = -1  # the bucket number of a time before the window
-# GROUP BY the first two columns by position: the bucket expression holds bound parameters,
+# GROUP BY the first columns by position: the bucket expression holds bound parameters,
 # which PostgreSQL would not match with a repeated copy of it.
 _BY_NAME_AND_BUCKET: tuple[sa.ColumnElement[Any], ...] = (
     sa.literal_column("1"),
     sa.literal_column("2"),
 )
+_BY_NAME_AND_BUCKETS = (*_BY_NAME_AND_BUCKET, sa.literal_column("3"))
 
 
 @dataclass
@@ -76,10 +77,13 @@ def activity(conn: sa.Connection, start: int, width: int, buckets: int) -> dict[
         lambda: Activity([0] * buckets, [0] * buckets, [0] * buckets)
     )
     changes: dict[str, list[int]] = defaultdict(lambda: [0] * (buckets + 1))  # [before, b0, ...]
-    for name, bucket, applied, finished in conn.execute(_finished(conn, w)):
-        out[name].applied[bucket] += int(applied)
-        changes[name][bucket + 1] -= int(finished)
-    for name, bucket, count in _rows(conn, _logged(conn, w), _queued(conn, w)):
+    for name, finished, logged, applied, count in conn.execute(_records(conn, w)):
+        if finished is not None:
+            out[name].applied[finished] += int(applied)
+            changes[name][finished + 1] -= int(count)
+        if logged is not None:
+            changes[name][logged + 1] += int(count)
+    for name, bucket, count in _rows(conn, _queued(conn, w)):
         changes[name][bucket + 1] += count
     for name, bucket, count in _rows(conn, _record_errors(conn, w), _queued_errors(conn, w)):
         out[name].failed[bucket] += count
@@ -107,25 +111,24 @@ def _clamped(conn: sa.Connection, w: _Window, column: Any) -> sa.ColumnElement[i
     return sa.case((column < w.begins, BEFORE), else_=_bucket(conn, w, column))
 
 
-def _finished(conn: sa.Connection, w: _Window) -> sa.Select[Any]:
-    """Records finished in the window by bucket: how many applied, how many in all."""
-    bucket = _bucket(conn, w, h.c.finished_at).label("bucket")
+def _records(conn: sa.Connection, w: _Window) -> sa.Select[Any]:
+    """Records finished in the window or after its start, in one pass over the
+    ``finished_at`` index, grouped by the bucket they finished in (NULL: after the window) and
+    the bucket their task was logged in (BEFORE: before the window; NULL: after it): how many
+    were applied, how many in all."""
+    finished = sa.case(
+        (h.c.finished_at >= w.ends, sa.null()), else_=_bucket(conn, w, h.c.finished_at)
+    ).label("finished")
+    logged = sa.case(
+        (h.c.logged_at < w.begins, BEFORE),
+        (h.c.logged_at >= w.ends, sa.null()),
+        else_=_bucket(conn, w, h.c.logged_at),
+    ).label("logged")
     applied = sa.func.sum(sa.case((h.c.state.in_(APPLIED_STATES), 1), else_=0))
     return (
-        sa.select(h.c.connector_name, bucket, applied, sa.func.count())
-        .where(h.c.finished_at >= w.begins, h.c.finished_at < w.ends)
-        .group_by(*_BY_NAME_AND_BUCKET)
-    )
-
-
-def _logged(conn: sa.Connection, w: _Window) -> sa.Select[Any]:
-    """Records of tasks still queued at the window's start or logged in it, by the bucket
-    they were logged in (BEFORE: logged before the window)."""
-    bucket = _clamped(conn, w, h.c.logged_at).label("bucket")
-    return (
-        sa.select(h.c.connector_name, bucket, sa.func.count())
-        .where(h.c.finished_at >= w.begins, h.c.logged_at < w.ends)
-        .group_by(*_BY_NAME_AND_BUCKET)
+        sa.select(h.c.connector_name, finished, logged, applied, sa.func.count())
+        .where(h.c.finished_at >= w.begins)
+        .group_by(*_BY_NAME_AND_BUCKETS)
     )
 
 

@@ -73,7 +73,7 @@ def _y_axis(top_value: int, top: int, bottom: int, label: str) -> list[str]:
 def _time_axis(charts: Charts) -> list[str]:
     every = LABEL_EVERY.get(charts.width, charts.width * 10)
     out = []
-    for i in range(charts.buckets + 1):
+    for i in range(charts.buckets):  # not the window's end: it lies ahead, past the edge
         at = charts.bucket_start(i)
         if int(at.timestamp()) % every:
             continue
