@@ -5,13 +5,23 @@ hour (1-minute buckets) or the last day (20-minute buckets). The counting is the
 
 The charts are drawn from the history (CONTRACT §10): with ``history_retention_days`` at 0
 finished tasks leave no record, so there is nothing to draw (``Charts.history_on``).
+
+A bucket that ended ``SETTLE_S`` ago or more no longer changes (what finished in it is
+recorded; who was queued at its end too), so its numbers are kept, per bus, and each refresh
+counts only the buckets since: the day chart of a busy bus costs a few minutes of history a
+poll, not the whole day. The first bucket counted fresh starts with the exact queue depth at
+its start (the store counts what was queued before it), so no error carries over.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Literal
+
+from sqlalchemy import Connection
 
 from syncbus.bus import IntegrationBus
 from syncbus.store import charts
@@ -21,6 +31,9 @@ Span = Literal["hour", "day"]
 SPANS: tuple[Span, ...] = ("hour", "day")
 # Bucket width in seconds and how many buckets: 60 points an hour, 72 a day.
 WINDOWS: dict[Span, tuple[int, int]] = {"hour": (60, 60), "day": (1200, 72)}
+# A bucket is settled (kept, never counted again) once it ended this many seconds ago: the
+# records of a batch carry the batch's start as their finishing time and commit after it.
+SETTLE_S = 120
 
 
 @dataclass(frozen=True)
@@ -60,14 +73,39 @@ def span_of(value: str | None) -> Span:
     return "day" if value == "day" else "hour"
 
 
-def activity(bus: IntegrationBus, span: Span = "hour", now: dt.datetime | None = None) -> Charts:
-    """Every connector's series over the span ending with the bucket that holds ``now``."""
+# (connector -> (applied, failed, depth)) of settled buckets, by (width, bucket start), by bus
+Bucket = dict[str, tuple[int, int, int]]
+
+
+class _Settled:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.buckets: dict[tuple[int, int], Bucket] = {}
+
+
+_SETTLED: weakref.WeakKeyDictionary[IntegrationBus, _Settled] = weakref.WeakKeyDictionary()
+_SETTLED_LOCK = threading.Lock()
+
+
+def activity(
+    bus: IntegrationBus, span: Span = "hour", now: dt.datetime | None = None, keep: bool = True
+) -> Charts:
+    """Every connector's series over the span ending with the bucket that holds ``now``.
+    ``keep``: reuse (and keep) the numbers of settled buckets; False counts every bucket."""
     width, buckets = WINDOWS[span]
-    moment = (now or dt.datetime.now(dt.UTC)).timestamp()
-    start = (int(moment) // width - (buckets - 1)) * width
+    moment = int((now or dt.datetime.now(dt.UTC)).timestamp())
+    start = (moment // width - (buckets - 1)) * width
+    settled = max(0, min(buckets, (moment - SETTLE_S - start) // width)) if keep else 0
     with bus.reader.connect() as conn:
         retention = days(read_setting(conn, HISTORY_RETENTION), 7)
-        counts = charts.activity(conn, start, width, buckets) if retention > 0 else {}
+        if retention == 0:
+            columns: list[Bucket] = [{} for _ in range(buckets)]
+        else:
+            columns = _settled(bus, conn, start, width, settled)
+            fresh = start + settled * width
+            size = buckets - settled
+            columns += _columns(charts.activity(conn, fresh, width, size), size)
+    names = sorted({name for column in columns for name in column})
     return Charts(
         span=span,
         start=dt.datetime.fromtimestamp(start, dt.UTC),
@@ -75,5 +113,44 @@ def activity(bus: IntegrationBus, span: Span = "hour", now: dt.datetime | None =
         buckets=buckets,
         history_on=retention > 0,
         retention_days=retention,
-        series={name: Series(name, a.applied, a.failed, a.depth) for name, a in counts.items()},
+        series={name: _series(name, columns) for name in names},
     )
+
+
+def _settled(
+    bus: IntegrationBus, conn: Connection, start: int, width: int, count: int
+) -> list[Bucket]:
+    """The ``count`` buckets from ``start``, all settled: kept ones, the others counted once
+    (from the first missing one on) and kept; buckets older than ``start`` are forgotten."""
+    if count == 0:
+        return []
+    with _SETTLED_LOCK:
+        kept = _SETTLED.setdefault(bus, _Settled())
+    with kept.lock:
+        found = [kept.buckets.get((width, start + i * width)) for i in range(count)]
+    missing = next((i for i, column in enumerate(found) if column is None), count)
+    if missing < count:
+        first = start + missing * width
+        size = count - missing
+        counted = _columns(charts.activity(conn, first, width, size), size)
+        found[missing:] = counted
+        with kept.lock:
+            for i, column in enumerate(counted):
+                kept.buckets[(width, first + i * width)] = column
+            for key in [k for k in kept.buckets if k[0] == width and k[1] < start]:
+                del kept.buckets[key]
+    return [column or {} for column in found]
+
+
+def _columns(counts: dict[str, charts.Activity], size: int) -> list[Bucket]:
+    """The store's per-connector lists (``size`` numbers each) as one mapping a bucket."""
+    columns: list[Bucket] = [{} for _ in range(size)]
+    for name, a in counts.items():
+        for i in range(size):
+            columns[i][name] = (a.applied[i], a.failed[i], a.depth[i])
+    return columns
+
+
+def _series(name: str, columns: list[Bucket]) -> Series:
+    values = [column.get(name, (0, 0, 0)) for column in columns]
+    return Series(name, [v[0] for v in values], [v[1] for v in values], [v[2] for v in values])

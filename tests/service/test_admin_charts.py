@@ -259,3 +259,22 @@ def test_a_task_finished_after_the_window_was_queued_at_its_end(
     # window: not applied in it, but queued at its end with behind and failing.
     assert sum(shop.applied) == 3 and sum(shop.failed) == 4
     assert shop.depth[-1] == 3
+
+
+def test_settled_buckets_are_kept_and_fresh_ones_counted(admin_bus: IntegrationBus) -> None:
+    story = tell(admin_bus)
+    activity(admin_bus, "hour", now=NOW)  # keeps 11:01 to 11:58 (ended 2 min ago or more)
+    late = ref(admin_bus, 5)  # Refs: logged at 11:59:10, applied at 12:02:40
+    set_record(admin_bus, late, "11:59:10", "12:02:40")
+    later = activity(admin_bus, "hour", now=at("12:03:30"))  # 11:04 to 12:04
+    assert later == activity(admin_bus, "hour", now=at("12:03:30"), keep=False)
+    refs = later.of("Refs")
+    assert refs.applied[-2:] == [1, 0] and refs.depth[-6:] == [0, 1, 1, 1, 0, 0]
+    shop = later.of("Shop")
+    assert shop.applied[: 60 - 3] == dense(story.applied)[3:]
+    # Kept means not counted again: a record moved into a kept bucket (records never move;
+    # this one does to show it) changes the full count only.
+    set_record(admin_bus, late, "11:59:10", "11:30:10")
+    again = activity(admin_bus, "hour", now=at("12:03:30"))
+    assert again.of("Refs").applied[26] == 0
+    assert activity(admin_bus, "hour", now=at("12:03:30"), keep=False).of("Refs").applied[26] == 1
