@@ -8,9 +8,11 @@ finished tasks leave no record, so there is nothing to draw (``Charts.history_on
 
 A bucket that ended ``SETTLE_S`` ago or more no longer changes (what finished in it is
 recorded; who was queued at its end too), so its numbers are kept, per bus, and each refresh
-counts only the buckets since: the day chart of a busy bus costs a few minutes of history a
-poll, not the whole day. The first bucket counted fresh starts with the exact queue depth at
-its start (the store counts what was queued before it), so no error carries over.
+counts only the buckets since, by the minute (a day chart's open 20-minute bucket is the sum
+of its minutes, themselves kept once settled): a refresh of either chart of a busy bus reads
+a few minutes of history, not the hour or the day. The first bucket counted fresh starts
+with the exact queue depth at its start (the store counts what was queued before it), so no
+error carries over.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ WINDOWS: dict[Span, tuple[int, int]] = {"hour": (60, 60), "day": (1200, 72)}
 # A bucket is settled (kept, never counted again) once it ended this many seconds ago: the
 # records of a batch carry the batch's start as their finishing time and commit after it.
 SETTLE_S = 120
+KEEP_S = 86400  # how long a kept bucket is kept beyond the start of a window that needs it
+MINUTE = 60
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class _Settled:
         self.buckets: dict[tuple[int, int], Bucket] = {}
 
 
+_NONE = (0, 0, 0)
 _SETTLED: weakref.WeakKeyDictionary[IntegrationBus, _Settled] = weakref.WeakKeyDictionary()
 _SETTLED_LOCK = threading.Lock()
 
@@ -95,16 +100,14 @@ def activity(
     width, buckets = WINDOWS[span]
     moment = int((now or dt.datetime.now(dt.UTC)).timestamp())
     start = (moment // width - (buckets - 1)) * width
-    settled = max(0, min(buckets, (moment - SETTLE_S - start) // width)) if keep else 0
     with bus.reader.connect() as conn:
         retention = days(read_setting(conn, HISTORY_RETENTION), 7)
         if retention == 0:
             columns: list[Bucket] = [{} for _ in range(buckets)]
+        elif not keep:
+            columns = _columns(charts.activity(conn, start, width, buckets), buckets)
         else:
-            columns = _settled(bus, conn, start, width, settled)
-            fresh = start + settled * width
-            size = buckets - settled
-            columns += _columns(charts.activity(conn, fresh, width, size), size)
+            columns = _counted(bus, conn, start, width, buckets, moment)
     names = sorted({name for column in columns for name in column})
     return Charts(
         span=span,
@@ -117,11 +120,45 @@ def activity(
     )
 
 
+def _counted(
+    bus: IntegrationBus, conn: Connection, start: int, width: int, count: int, moment: int
+) -> list[Bucket]:
+    """``count`` buckets from ``start``: the settled ones kept (or counted once and kept), the
+    others counted by the minute (settled minutes kept too) and added up, so a refresh reads
+    the records of the last few minutes only, whatever the width."""
+    settled = max(0, min(count, (moment - SETTLE_S - start) // width))
+    columns = _settled(bus, conn, start, width, settled)
+    fresh, rest = start + settled * width, count - settled
+    if width == MINUTE:
+        return columns + _columns(charts.activity(conn, fresh, MINUTE, rest), rest)
+    per = width // MINUTE
+    return columns + _fold(_counted(bus, conn, fresh, MINUTE, rest * per, moment), per)
+
+
+def _fold(minutes: list[Bucket], per: int) -> list[Bucket]:
+    """Buckets of ``per`` minutes each: applied and failed added up, the depth at the end."""
+    out = []
+    for first in range(0, len(minutes), per):
+        part = minutes[first : first + per]
+        names = {name for column in part for name in column}
+        out.append(
+            {
+                name: (
+                    sum(column.get(name, _NONE)[0] for column in part),
+                    sum(column.get(name, _NONE)[1] for column in part),
+                    part[-1].get(name, _NONE)[2],
+                )
+                for name in names
+            }
+        )
+    return out
+
+
 def _settled(
     bus: IntegrationBus, conn: Connection, start: int, width: int, count: int
 ) -> list[Bucket]:
     """The ``count`` buckets from ``start``, all settled: kept ones, the others counted once
-    (from the first missing one on) and kept; buckets older than ``start`` are forgotten."""
+    (from the first missing one on) and kept; buckets older than ``KEEP_S`` are forgotten."""
     if count == 0:
         return []
     with _SETTLED_LOCK:
@@ -137,7 +174,7 @@ def _settled(
         with kept.lock:
             for i, column in enumerate(counted):
                 kept.buckets[(width, first + i * width)] = column
-            for key in [k for k in kept.buckets if k[0] == width and k[1] < start]:
+            for key in [k for k in kept.buckets if k[1] < start - KEEP_S]:
                 del kept.buckets[key]
     return [column or {} for column in found]
 
@@ -152,5 +189,5 @@ def _columns(counts: dict[str, charts.Activity], size: int) -> list[Bucket]:
 
 
 def _series(name: str, columns: list[Bucket]) -> Series:
-    values = [column.get(name, (0, 0, 0)) for column in columns]
+    values = [column.get(name, _NONE) for column in columns]
     return Series(name, [v[0] for v in values], [v[1] for v in values], [v[2] for v in values])

@@ -148,6 +148,9 @@ def test_hour_buckets_count_applied_failed_and_depth_per_connector(
 def test_day_buckets_are_20_minutes_aligned(admin_bus: IntegrationBus) -> None:
     tell(admin_bus)
     charts = activity(admin_bus, "day", now=NOW)
+    # Buckets up to 11:40 are counted by 20 minutes and kept; the last two (11:40 to 12:20)
+    # by the minute and added up: the same numbers as counting every bucket by 20 minutes.
+    assert charts == activity(admin_bus, "day", now=NOW, keep=False)
     # 72 buckets of 20 min; the last holds NOW (12:00 to 12:20), the first starts 23 h 40 min
     # before it.
     assert (charts.width, charts.buckets) == (1200, 72)
@@ -268,6 +271,9 @@ def test_settled_buckets_are_kept_and_fresh_ones_counted(admin_bus: IntegrationB
     set_record(admin_bus, late, "11:59:10", "12:02:40")
     later = activity(admin_bus, "hour", now=at("12:03:30"))  # 11:04 to 12:04
     assert later == activity(admin_bus, "hour", now=at("12:03:30"), keep=False)
+    day = activity(admin_bus, "day", now=at("12:03:30"))  # minutes kept by the hour's call
+    assert day == activity(admin_bus, "day", now=at("12:03:30"), keep=False)
+    assert day.of("Refs").applied[-1] == 1  # 12:00 to 12:20: late, at 12:02:40
     refs = later.of("Refs")
     assert refs.applied[-2:] == [1, 0] and refs.depth[-6:] == [0, 1, 1, 1, 0, 0]
     shop = later.of("Shop")
