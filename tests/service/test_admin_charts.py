@@ -20,6 +20,7 @@ from syncbus.intake import TaskRequest
 from syncbus.service.admin.charts import chart_svg
 from tests.admin import TOKEN, RecordingDispatcher, log_items, make_admin_bus, sign_in
 from tests.charts_scene import log_one, move_queued, move_record
+from tests.helpers import DictConnector, log, run, user
 from tests.http_server import asgi_client
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, 30, tzinfo=dt.UTC)  # hour window: 11:01 to 12:01
@@ -284,3 +285,17 @@ def test_settled_buckets_are_kept_and_fresh_ones_counted(admin_bus: IntegrationB
     again = activity(admin_bus, "hour", now=at("12:03:30"))
     assert again.of("Refs").applied[26] == 0
     assert activity(admin_bus, "hour", now=at("12:03:30"), keep=False).of("Refs").applied[26] == 1
+
+
+class Coalescing(DictConnector):
+    coalesce = True
+
+
+def test_coalesced_tasks_count_as_applied(admin_bus: IntegrationBus) -> None:
+    admin_bus.register_connector(Coalescing("Merged"))
+    for i in range(5):
+        log(admin_bus, user("ann", email=f"ann{i}@x"), connector="Merged")
+    result = run(admin_bus, "Merged")
+    assert (result.applied, result.coalesced) == (5, 4)
+    merged = activity(admin_bus, "hour").of("Merged")
+    assert sum(merged.applied) == 5 and merged.depth[-1] == 0
