@@ -183,8 +183,8 @@ class BatchTrace:
         context the task kept (the producer's), else this batch."""
         assert otel is not None
         parent, links = None, None
-        tp = getattr(row, "traceparent", None)
-        if tp:  # written by log_call or checked by intake.traceparent
+        tp = traceparent(getattr(row, "traceparent", None))  # a row edited by hand: ignored
+        if tp is not None:
             producer = _span_context(tp)
             parent = otel.set_span_in_context(otel.NonRecordingSpan(producer))
             links = [otel.Link(self.span.get_span_context())]

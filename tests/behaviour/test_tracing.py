@@ -171,6 +171,21 @@ def test_a_task_without_a_producer_context_is_a_child_of_its_batch(
     assert batch.links == ()
 
 
+def test_a_stored_context_that_is_not_well_formed_is_ignored(
+    bus: IntegrationBus, conn: DictConnector, spans: InMemorySpanExporter
+) -> None:
+    task_id = log(bus, user("hank"))
+    with bus.engine.begin() as c:  # edited by hand: processing must not mind
+        c.execute(
+            sa.text("UPDATE syncbus_task SET traceparent = 'garbage' WHERE task_id = :t"),
+            {"t": task_id},
+        )
+    assert run(bus).applied == 1
+    [batch] = named(spans, "syncbus.batch")
+    [task] = named(spans, "syncbus.task")
+    assert task.parent is not None and task.parent.span_id == batch.context.span_id
+
+
 def test_a_failing_task_has_an_error_status(
     bus: IntegrationBus, conn: DictConnector, spans: InMemorySpanExporter
 ) -> None:
