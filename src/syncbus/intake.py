@@ -140,11 +140,12 @@ class Intake:
         if self.group is None:
             return self.log_many(connector_name, [request])[0]
         with tracing.log_call(connector_name, [request.traceparent]) as trace:
-            outcome = self._log_one(connector_name, _stamped([request], trace.keep)[0])
+            request = _stamped([request], trace.keep)[0]
+            outcome = self._log_one(self.group, connector_name, request)
             trace.logged([outcome.task_id])
         return outcome
 
-    def _log_one(self, connector_name: str, request: TaskRequest) -> LogOutcome:
+    def _log_one(self, group: _Group, connector_name: str, request: TaskRequest) -> LogOutcome:
         check_text("connector name", connector_name, NAME_MAX)
         parsed = _parse(request)
         checked: list[LogState] = []
@@ -159,7 +160,7 @@ class Intake:
         if checked and checked[0].queue_limit is not None:
             # Backpressure counts the queue under the connector's lock: alone, as before.
             return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
-        outcome = self.group.submit(connector_name, prepared)
+        outcome = group.submit(connector_name, prepared)
         if self.on_logged is not None and outcome.created and outcome.task_id is not None:
             self.on_logged(connector_name, outcome.task_id)
         return outcome

@@ -232,6 +232,7 @@ class BatchTrace:
                 "syncbus.batch.failed": r.failed,
                 "syncbus.batch.skipped": r.skipped,
                 "syncbus.batch.waiting": r.waiting,
+                "syncbus.batch.coalesced": r.coalesced,  # applied inside another's turn
                 "syncbus.batch.committed": committed,
             }
         )
