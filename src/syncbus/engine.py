@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from syncbus import tracing
 from syncbus.applier import Applier
 from syncbus.coalescing import Merged, coalesce
 from syncbus.content.caches import TargetCache
@@ -133,6 +134,7 @@ class _Tally(ProcessResult):
 
     applied_ids: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    trace: tracing.BatchTrace | None = None  # its spans, when tracing records (syncbus.tracing)
 
 
 @dataclass(frozen=True)
@@ -444,7 +446,10 @@ class Processor:
         """One transaction over the batch; counted only once committed. Its commit also
         clears the batch from the lease: no longer in flight."""
         tally = _tally(run.result)
-        with self.db.begin() as conn:
+        with (
+            tracing.batch(tally, careful, _FastPathFailed) as tally.trace,
+            self.db.begin() as conn,
+        ):
             outcome = self._apply_batch(conn, run, scope, tally, careful)
             self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
         self._committed(run.result, tally)
@@ -812,6 +817,14 @@ class Processor:
         out.lanes.written |= written
 
     def _turn(
+        self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError, result: _Tally
+    ) -> tuple[bool, bool]:
+        """One task's turn, in its span when tracing records (``syncbus.tracing``)."""
+        if result.trace is None:
+            return self._take_turn(batch, row, payload, result)
+        return result.trace.task(row, lambda: self._take_turn(batch, row, payload, result))
+
+    def _take_turn(
         self, batch: _Batch, row: Any, payload: Payload | CorruptTaskError, result: _Tally
     ) -> tuple[bool, bool]:
         """One task's turn, by its process type's policy: (stop the run?, take it out?)."""

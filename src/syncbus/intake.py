@@ -5,14 +5,14 @@ enqueues them is `syncbus.store.enqueue`."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus import tracing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry
 from syncbus.content.lanes import lane_of
@@ -38,6 +38,7 @@ from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
 from syncbus.store.switches import SWITCHED_OFF
+from syncbus.tracing import traceparent
 from syncbus.translation import Capture
 
 _site = BUILTIN_TABLES["cms.site"]
@@ -88,22 +89,6 @@ def _encode(payload: Payload) -> str:
         raise InvalidObjectError(f"the prepared object cannot be stored: {exc}") from None
 
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-
-
-def traceparent(value: Any) -> str | None:
-    """A W3C ``traceparent`` to keep with the task, or None: one that is not well formed is
-    ignored, as the W3C recommendation asks (it never fails the logging call)."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower()
-    if not _TRACEPARENT.match(text) or text.startswith("ff"):
-        return None
-    if set(text[3:35]) == {"0"} or set(text[36:52]) == {"0"}:
-        return None  # all-zero trace or span ids are invalid
-    return text
-
-
 def external_json(obj: Any) -> str | None:
     """The external object as logged, for its record (CONTRACT §10); None when JSON cannot
     carry it (an object of the connector's own class, say): nothing is refused for that."""
@@ -151,9 +136,16 @@ class Intake:
         With group commit (the default), the checks and the connector's preparation run in the
         caller's thread; the insert joins whatever other callers are inserting at the same
         moment: one transaction and one commit for all of them, each answered with its own id
-        or its own error (``_Group``)."""
+        or its own error (``_Group``). Traced as ``syncbus.log``, as ``log_many``."""
         if self.group is None:
             return self.log_many(connector_name, [request])[0]
+        with tracing.log_call(connector_name, [request.traceparent]) as trace:
+            request = _stamped([request], trace.keep)[0]
+            outcome = self._log_one(self.group, connector_name, request)
+            trace.logged([outcome.task_id])
+        return outcome
+
+    def _log_one(self, group: _Group, connector_name: str, request: TaskRequest) -> LogOutcome:
         check_text("connector name", connector_name, NAME_MAX)
         parsed = _parse(request)
         checked: list[LogState] = []
@@ -168,7 +160,7 @@ class Intake:
         if checked and checked[0].queue_limit is not None:
             # Backpressure counts the queue under the connector's lock: alone, as before.
             return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
-        outcome = self.group.submit(connector_name, prepared)
+        outcome = group.submit(connector_name, prepared)
         if self.on_logged is not None and outcome.created and outcome.task_id is not None:
             self.on_logged(connector_name, outcome.task_id)
         return outcome
@@ -198,7 +190,18 @@ class Intake:
         round trips for a task (checks; lock, insert and NOTIFY; commit). The checks read in
         autocommit mode, outside any transaction, so the connector's code never runs while a
         transaction is open (SQLite's single write lock; a PostgreSQL session idle in a
-        transaction); the inserts then begin one (BEGIN IMMEDIATE on SQLite)."""
+        transaction); the inserts then begin one (BEGIN IMMEDIATE on SQLite).
+
+        Traced as ``syncbus.log`` (``syncbus.tracing``): each task keeps the trace context
+        its processing joins. A call of one task goes through group commit (``log``)."""
+        if len(requests) == 1 and self.group is not None:
+            return [self.log(connector_name, requests[0])]
+        with tracing.log_call(connector_name, [r.traceparent for r in requests]) as trace:
+            outcomes = self._log_many(connector_name, _stamped(requests, trace.keep))
+            trace.logged(o.task_id for o in outcomes)
+        return outcomes
+
+    def _log_many(self, connector_name: str, requests: list[TaskRequest]) -> list[LogOutcome]:
         check_text("connector name", connector_name, NAME_MAX)
         parsed = [_parse(r) for r in requests]  # every argument of every task, before any SQL
         try:
@@ -512,6 +515,12 @@ class _Group:
             return
         for item, outcome in results:
             item.outcome = outcome
+
+
+def _stamped(requests: list[TaskRequest], keep: list[str | None]) -> list[TaskRequest]:
+    """The requests with the trace context each task keeps (``tracing.log_call``)."""
+    pairs = zip(requests, keep, strict=True)
+    return [r if tp == r.traceparent else replace(r, traceparent=tp) for r, tp in pairs]
 
 
 class _Duplicate(Exception):

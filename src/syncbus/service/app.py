@@ -11,7 +11,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -48,6 +48,12 @@ DEFAULT_MAX_BODY = 5 * 1024 * 1024
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 RETRY_AFTER_SECONDS = 5
+# The producer's W3C trace context: kept with the task, so processing joins its trace. One
+# that is not well formed is ignored (never an error).
+TraceParent = Annotated[
+    str | None,
+    Header(description="W3C trace context of the producer (processing joins its trace)."),
+]
 # Only documents the scheme in the OpenAPI schema; the check itself is the BearerAuth
 # middleware, which runs before routing and body parsing.
 bearer = HTTPBearer(auto_error=False, description="The SYNCBUS_API_TOKEN, when one is set.")
@@ -236,7 +242,7 @@ async def _db_error(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONRespo
     return JSONResponse({"detail": f"internal database error ({name})"}, status_code=500)
 
 
-def _request(task: s.TaskIn) -> TaskRequest:
+def _request(task: s.TaskIn, traceparent: str | None = None) -> TaskRequest:
     return TaskRequest(
         task.object,
         task.process_type,
@@ -244,6 +250,7 @@ def _request(task: s.TaskIn) -> TaskRequest:
         task.data_type,
         task.site_name,
         task.idempotency_key,
+        traceparent,
     )
 
 
@@ -257,8 +264,8 @@ def _task_routes(
         responses={200: {"model": s.TaskCreated}, 204: {"description": "skipped"}},
         tags=["tasks"],
     )
-    def log_task(name: str, task: s.TaskIn) -> Any:
-        outcome = call_connector(lambda: bus.log_tasks(name, [_request(task)])[0])
+    def log_task(name: str, task: s.TaskIn, traceparent: TraceParent = None) -> Any:
+        outcome = call_connector(lambda: bus.log_tasks(name, [_request(task, traceparent)])[0])
         if outcome.task_id is None:
             return Response(status_code=204)
         if not outcome.created:
@@ -271,8 +278,11 @@ def _task_routes(
         response_model=s.TasksCreated,
         tags=["tasks"],
     )
-    def log_batch(name: str, batch: s.TaskBatchIn) -> s.TasksCreated:
-        outcomes = call_connector(lambda: bus.log_tasks(name, [_request(t) for t in batch.tasks]))
+    def log_batch(
+        name: str, batch: s.TaskBatchIn, traceparent: TraceParent = None
+    ) -> s.TasksCreated:
+        requests = [_request(t, traceparent) for t in batch.tasks]
+        outcomes = call_connector(lambda: bus.log_tasks(name, requests))
         return s.TasksCreated(task_ids=[o.task_id for o in outcomes])
 
     def notify(connector: str | None) -> s.NotifyOut:

@@ -30,6 +30,7 @@ RUN_COLUMNS = (
     t.c.error_message,
     t.c.attempts,
     t.c.next_attempt_at,
+    t.c.traceparent,  # the producer's trace context: processing joins it
 )
 
 
