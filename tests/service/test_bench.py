@@ -25,7 +25,7 @@ from syncbus.bench.gate import compare
 from syncbus.bench.http import THREAD_NAME
 from syncbus.bench.prepare import prepare_bus
 from syncbus.bench.reference import ReferenceModel
-from syncbus.bench.runner import HTTP_PATHS, BenchRun
+from syncbus.bench.runner import HISTORY_OFF, HTTP_PATHS, BenchRun
 from syncbus.bench.workload import CONNECTOR_NAME
 from syncbus.errors import ConfigurationError
 
@@ -103,9 +103,14 @@ def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
         assert row["tasks"] > 0 and row["seconds"] > 0
     _check_http_rows(data)
     gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
-    for phase in ("process", "raw-sql-floor", "end-to-end"):
+    for phase in ("process", "raw-sql-floor", "end-to-end", HISTORY_OFF):
         assert gates[("content", phase)] == 1
         assert gates[("counts", phase)] == 1
+    # History on (process): one applied record per task; off: none.
+    assert gates[("history", "process")] == 1 and gates[("history", HISTORY_OFF)] == 1
+    rows = {r["path"]: r for r in data["results"]}
+    history = rows["process"]["tasks_per_s"] / rows[HISTORY_OFF]["tasks_per_s"]
+    assert data["headline"]["process/history-off"] == pytest.approx(history, abs=0.002)
     assert data["machine"]["cpu_count"] and data["machine"]["sqlite"]
     assert set(data["latency"]) >= {"p50_ms", "p95_ms", "p99_ms"}
     assert data["headline"]["process/raw-floor"] is not None
@@ -113,6 +118,8 @@ def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     last = [line for line in printed.splitlines() if line.strip()][-1]
     assert last == data["summary"]
     assert last.startswith("process/raw-floor=") and "syncbus/huey=" in last
+    assert f"history-on/off={data['headline']['process/history-off']:.2f}" in last
+    assert "History cost: process with history on" in printed
     return data
 
 
@@ -197,6 +204,28 @@ def test_gate_catches_a_wrong_result(tmp_path: Path) -> None:
     assert "forums.forumpost" in str(caught.value) and "tampered" in str(caught.value)
     assert not json_path.exists()  # a failed run reports no figures
     assert "process/raw-floor=" not in out.getvalue()
+
+
+def _lose_one_record(phase: str, engine: sa.Engine) -> None:
+    if phase != "process":
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "DELETE FROM syncbus_history WHERE task_id = "
+                "(SELECT max(task_id) FROM syncbus_history)"
+            )
+        )
+
+
+@pytest.mark.slow
+def test_history_gate_catches_a_missing_record(tmp_path: Path) -> None:
+    console, _ = _console()
+    with pytest.raises(BenchGateError) as caught:
+        run_bench("smoke", None, None, console, hooks=BenchHooks(before_gate=_lose_one_record))
+    assert caught.value.gate == "history" and caught.value.phase == "process"
+    n = PROFILES["smoke"].tasks
+    assert f"{n - 1} records ({n - 1} applied) of {n} applied tasks" in str(caught.value)
 
 
 def _http_threads() -> list[threading.Thread]:

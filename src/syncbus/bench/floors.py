@@ -8,6 +8,10 @@
   payloads) that per task does what the bus must do at a minimum (see ``rawapply``), and deletes
   the batch's queue rows, in one transaction per batch of the bus's batch size.
 
+It also keeps a copy of the bus's queue rows as logged (``snapshot_queue``), so the process path
+can drain the very same queue a second time, with history off (``restore_queue``), and counts the
+history records the timed tasks left (``history_counts``).
+
 All use the bus's own engine, so connection settings and durability are the same.
 """
 
@@ -21,7 +25,7 @@ import sqlalchemy as sa
 
 from syncbus.bench.rawapply import RawApplier
 from syncbus.store.db import BigId
-from syncbus.store.tables import task_table
+from syncbus.store.tables import history_table, task_table
 
 bench_metadata = sa.MetaData()
 # The columns a logging call fills in (the others are written when the task runs or fails).
@@ -68,7 +72,11 @@ def _log_table(name: str) -> sa.Table:
 
 log_single = _log_table("bench_log_single")
 log_many = _log_table("bench_log_many")
-BENCH_TABLES = (payloads, queue_copy, log_single, log_many)
+# The bus's queue rows as logged, every column (no keys or indexes: a plain copy to restore).
+task_copy = sa.Table(
+    "bench_task_copy", bench_metadata, *(sa.Column(c.name, c.type) for c in task_table.c)
+)
+BENCH_TABLES = (payloads, queue_copy, log_single, log_many, task_copy)
 
 Progress = Callable[[int], None]
 
@@ -87,6 +95,42 @@ def copy_payloads(engine: sa.Engine) -> int:
         src = sa.select(t.c.task_type, t.c.site_name, t.c.data).order_by(t.c.task_id)
         conn.execute(payloads.insert().from_select(["task_type", "site_name", "data"], src))
     return _count(engine, payloads)
+
+
+def snapshot_queue(engine: sa.Engine) -> tuple[int, int, int]:
+    """Keep a copy of the bus's queue rows (every column). (rows, first id, last id)"""
+    with engine.begin() as conn:
+        conn.execute(task_copy.delete())
+        conn.execute(task_copy.insert().from_select(task_table.c.keys(), sa.select(task_table)))
+        t = task_copy.c.task_id
+        n, first, last = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(t), sa.func.max(t))
+        ).one()
+    return int(n), int(first or 0), int(last or 0)
+
+
+def restore_queue(engine: sa.Engine) -> int:
+    """Put the kept queue rows back into the bus's (drained) queue, same ids, same columns."""
+    with engine.begin() as conn:
+        conn.execute(task_table.insert().from_select(task_copy.c.keys(), sa.select(task_copy)))
+    return _count(engine, task_table)
+
+
+def history_counts(engine: sa.Engine, first: int, last: int) -> tuple[int, int]:
+    """(records, records in state applied) of the tasks with ids first..last."""
+    h = history_table
+    applied = sa.func.count().filter(h.c.state == "applied")
+    stmt = sa.select(sa.func.count(), applied).where(h.c.task_id.between(first, last))
+    with engine.connect() as conn:
+        total, done = conn.execute(stmt).one()
+    return int(total), int(done or 0)
+
+
+def forget_history(engine: sa.Engine, first: int, last: int) -> None:
+    """Remove the records of the tasks with ids first..last (before they run again)."""
+    h = history_table
+    with engine.begin() as conn:
+        conn.execute(h.delete().where(h.c.task_id.between(first, last)))
 
 
 def fill_queue(engine: sa.Engine) -> int:

@@ -173,6 +173,7 @@ class BenchReport:
         if self.timings:
             lines += ([""] if self.rows else []) + self._timings_table()
         lines += [f"- {r.path}: {r.note}" for r in self.rows if r.note]
+        lines += self._history_lines()
         if self.latency:
             lat = self.latency
             lines += [
@@ -204,6 +205,20 @@ class BenchReport:
             f"({', '.join(sorted({g['gate'] for g in self.gates}))}).",
         ]
         return "\n".join(lines)
+
+    def _history_lines(self) -> list[str]:
+        """What history costs: the process path with history on against the same drain off."""
+        on, off = self.row("process"), self.row("process-history-off")
+        if on is None or off is None:
+            return []
+        ratio = on.tasks_per_s / off.tasks_per_s
+        return [
+            "",
+            f"History cost: process with history on (`process`, {on.tasks_per_s:,.0f} tasks/s) "
+            f"runs at {ratio:.2f} of the same drain with history off (`process-history-off`, "
+            f"{off.tasks_per_s:,.0f} tasks/s): history costs {100 * (1 - ratio):.1f} % of "
+            "process throughput.",
+        ]
 
     def _rows_table(self) -> list[str]:
         lines = [

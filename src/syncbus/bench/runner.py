@@ -3,7 +3,9 @@
 1. setup (not timed): schema, connector, the referenced users/roles/forums/folders;
 2. ``log-api``: every task through ``process_external_task``, one call each;
 3. ``raw-insert-single`` / ``raw-insert-many``: the same rows into tables of the same shape;
-4. ``process``: ``bus.process_tasks()`` drains the queue; content gate;
+4. ``process``: ``bus.process_tasks()`` drains the queue (history on, the default); content and
+   history gates; then ``process-history-off``: the content reset, the very same queue put back,
+   ``history_retention_days = 0``, drained again; content and history gates; history on again;
 5. ``raw-sql-floor``: the hand-written loop drains a copy of the queue into the same (reset)
    content tables; content gate;
 6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite; content gate;
@@ -48,6 +50,8 @@ from syncbus.store.tables import task_table
 
 E2E_LOAD = 1 / 3
 HTTP_PATHS = ("log-http-single", "log-http-batch")
+HISTORY_OFF = "process-history-off"
+HISTORY_DAYS = 7  # what history_retention_days is set back to after the history-off path
 
 
 class BenchRun:
@@ -92,7 +96,7 @@ class BenchRun:
             expected = ReferenceModel.of(self.workload)
             self.log_path()
             self.insert_floors()
-            self.process_path(expected)
+            self.process_paths(expected)
             self.raw_floor(expected)
             self.peers()
             self.end_to_end()
@@ -177,9 +181,28 @@ class BenchRun:
 
         return update
 
-    def process_path(self, expected: Any) -> None:
+    def process_paths(self, expected: Any) -> None:
+        """``process`` (history on), then the same queue again with history off."""
+        n, (kept, first, last) = self.profile.tasks, floors.snapshot_queue(self.engine)
+        self.gates.require(kept == n, "copy", "process", f"{kept} queue rows kept of {n}")
+        maintenance(self.engine)  # as before the history-off drain (not timed)
+        self.process_path("process", expected, (first, last))
+        self._reset()
+        floors.forget_history(self.engine, first, last)
+        queued = floors.restore_queue(self.engine)
+        self.gates.require(queued == n, "copy", HISTORY_OFF, f"{queued} queued of {n}")
+        maintenance(self.engine)
+        self.bus.settings.history_retention_days = 0
+        try:
+            self.process_path(HISTORY_OFF, expected, (first, last))
+        finally:
+            self.bus.settings.history_retention_days = HISTORY_DAYS
+
+    def process_path(self, path: str, expected: Any, ids: tuple[int, int]) -> None:
         n, bus = self.profile.tasks, self.bus
-        bar = self._bar("process: bus.process_tasks", n)
+        history = path != HISTORY_OFF
+        label = "process: bus.process_tasks" + ("" if history else " (history off)")
+        bar = self._bar(label, n)
         applied = failed = 0
 
         def on_progress(result: ProcessResult) -> None:
@@ -187,7 +210,7 @@ class BenchRun:
 
         s0 = self.statements
         start = time.perf_counter()
-        with self.hooks.wrap("process"):
+        with self.hooks.wrap(path):
             while True:
                 result = bus.process_tasks(on_progress=on_progress).get(CONNECTOR_NAME)
                 if result is None:
@@ -197,11 +220,19 @@ class BenchRun:
                     break
         seconds = time.perf_counter() - start
         statements = self.statements - s0
-        self.gates.counts(
-            "process", logged=n, applied=applied, failed=failed, queued=bus.queue_size()
+        self.gates.counts(path, logged=n, applied=applied, failed=failed, queued=bus.queue_size())
+        self.gates.content(path, self.engine, expected)
+        # One record per applied task (state applied) with history on, none with it off.
+        records, applied_records = floors.history_counts(self.engine, *ids)
+        want = applied if history else 0
+        self.gates.require(
+            records == want and applied_records == want,
+            "history",
+            path,
+            f"{records} records ({applied_records} applied) of {applied} applied tasks, "
+            f"{want} expected",
         )
-        self.gates.content("process", self.engine, expected)
-        self._row("process", n, seconds, statements=statements)
+        self._row(path, n, seconds, statements=statements)
 
     def raw_floor(self, expected: Any) -> None:
         n = self.profile.tasks
@@ -397,6 +428,7 @@ class BenchRun:
         rep.set_ratio("log-http-single", "raw-insert-single")
         rep.set_ratio("log-http-batch", "raw-insert-many")
         rep.set_ratio("process", "raw-sql-floor")
+        rep.set_ratio(HISTORY_OFF, "raw-sql-floor")
         for peer in ("procrastinate", "huey"):
             rep.set_ratio(f"{peer} enqueue", "log-api")
             rep.set_ratio(f"{peer} work", "process")
@@ -410,4 +442,9 @@ class BenchRun:
             "syncbus-log/huey-enqueue": rep.ratio_of("log-api", "huey enqueue"),
             "log-http-single/raw-insert": rep.ratio_of("log-http-single", "raw-insert-single"),
             "log-http-batch/raw-insert-many": rep.ratio_of("log-http-batch", "raw-insert-many"),
+            # What history costs: the process path with history on against the same drain off.
+            "process/history-off": rep.ratio_of("process", HISTORY_OFF),
         }
+        history = rep.headline["process/history-off"]
+        if history is not None:
+            rep.extra_summary["history-on/off"] = f"{history:.2f}"

@@ -8,6 +8,10 @@ other types that cascade from them.
 
 ``PageCache`` (``TargetCache.pages``): the batch's page nodes and documents, the same way.
 
+With history on (``TargetCache(rows=True)``), both also keep what the batch's targets hold (an
+object's whole row; a document's name and page fields), fetched by the same set-wise queries and
+kept true by the writes, so what a task changes is known without a query of its own.
+
 (The translation of foreign keys has its own batch cache: ``translation.Resolver``.)
 """
 
@@ -28,6 +32,8 @@ from syncbus.content.types import ObjectType
 from syncbus.store.db import IN_CHUNK
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
+# In ``PageCache.contents``: whether the document has a row in its fields table.
+FIELDS_ROW = "syncbus:fields-row"
 
 
 def target_key(ot: ObjectType, values: Mapping[str, Any], site_id: int | None) -> TargetKey | None:
@@ -47,20 +53,98 @@ class PageCache:
     a batch (None: known to be absent). Writes keep it true; deletes and moves, which can
     change a whole subtree, empty it."""
 
-    def __init__(self) -> None:
+    def __init__(self, contents: bool = False) -> None:
         self.nodes: dict[tuple[int, str], dict[str, Any] | None] = {}
         self.documents: dict[tuple[int, str], int | None] = {}
+        # With ``contents`` (history on): by document id, its name and page fields as stored
+        # (a column missing from an entry is not known: ask the database).
+        self.keep_contents = contents
+        self.contents: dict[int, dict[str, Any]] = {}
+        self.loaded: set[int] = set()  # documents whose contents were fetched (or tried)
 
     def clear(self) -> None:
         self.nodes.clear()
         self.documents.clear()
+        self.contents.clear()
+        self.loaded.clear()
 
     def forget_node(self, node: dict[str, Any]) -> None:
         """A leaf node went, with its documents."""
         node_id = int(node["node_id"])
         self.nodes[(int(node["node_site_id"]), str(node["node_guid"]))] = None
         for key in [k for k in self.documents if k[0] == node_id]:
-            del self.documents[key]
+            doc_id = self.documents.pop(key)
+            if doc_id is not None:
+                self.contents.pop(doc_id, None)
+
+    def content(self, doc_id: int, columns: Iterable[str]) -> dict[str, Any] | None:
+        """What document ``doc_id`` holds in ``columns``, when all of them are known."""
+        known = self.contents.get(doc_id)
+        if known is None:
+            return None
+        try:
+            return {c: known[c] for c in columns}
+        except KeyError:
+            return None
+
+    def has_fields_row(self, doc_id: int) -> bool:
+        """Whether the document is known to have a row in its page type's fields table."""
+        return bool(self.contents.get(doc_id, {}).get(FIELDS_ROW))
+
+    def wrote(
+        self,
+        doc_id: int,
+        values: Mapping[str, Any],
+        string_columns: AbstractSet[str],
+        fields_row: bool = False,
+    ) -> None:
+        """Document ``doc_id`` was written with ``values`` (``fields_row``: a row of its
+        fields table was inserted): keep what it now holds where the value reads back exactly
+        as written (text in a text column, or NULL); forget the others."""
+        if not self.keep_contents:
+            return
+        known = self.contents.setdefault(doc_id, {})
+        if fields_row:
+            known[FIELDS_ROW] = True
+        for col, value in values.items():
+            if value is None or (isinstance(value, str) and col in string_columns):
+                known[col] = value
+            else:
+                known.pop(col, None)
+
+    def load_contents(
+        self, conn: sa.Connection, doc_id: int, class_name: str, table: sa.Table | None
+    ) -> None:
+        """Fetch the name and page fields of document ``doc_id`` and, in the same query, of
+        the batch's other documents of nodes of page type ``class_name`` (lower case, as nodes
+        store it) not fetched yet. Read in the batch's transaction, they include what its
+        earlier tasks wrote."""
+        nodes = {
+            int(n["node_id"])
+            for n in self.nodes.values()
+            if n is not None and n["node_class_name"] == class_name
+        }
+        ids = sorted(
+            other
+            for (node_id, _), other in self.documents.items()
+            if other is not None and node_id in nodes and other not in self.loaded
+        )
+        if doc_id not in self.loaded and doc_id not in ids:
+            ids.append(doc_id)
+        self.loaded.update(ids)
+        cols: list[Any] = [docs.c.document_id, docs.c.document_name]
+        names = ["document_name"]
+        base: Any = docs
+        if table is not None:
+            fields = [c for c in table.c if c.name not in ("document_id", "document_name")]
+            cols += [*fields, table.c.document_id.is_not(None)]
+            names += [*(c.name for c in fields), FIELDS_ROW]
+            base = docs.outerjoin(table, table.c.document_id == docs.c.document_id)
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start : start + IN_CHUNK]
+            stmt = sa.select(*cols).select_from(base).where(docs.c.document_id.in_(chunk))
+            for row in conn.execute(stmt):
+                self.contents[int(row[0])] = dict(zip(names, row[1:], strict=True))
 
     def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
         """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
@@ -127,7 +211,7 @@ class TargetCache:
     def __init__(self, rows: bool = False, defer: bool = False) -> None:
         self.pending = PendingWrites() if defer else None
         self.ids: dict[TargetKey, int | None] = {}
-        self.pages = PageCache()
+        self.pages = PageCache(contents=rows)
         # With ``rows`` (history on), the whole row of each target is fetched too, so what a
         # task changes is computed without a query of its own (CONTRACT §10).
         self.keep_rows = rows

@@ -80,6 +80,7 @@ class PageStore:
     def __init__(self, registry: TypeRegistry) -> None:
         self.registry = registry
         self._field_updates: dict[tuple[str, bool], tuple[sa.Table, Any]] = {}
+        self._texts: dict[str, tuple[sa.Table | None, frozenset[str]]] = {}
         self._handlers = task_handlers(self, document=True)
 
     def _field_update(self, class_name: str, table: sa.Table, rename: bool) -> Any:
@@ -181,20 +182,42 @@ class PageStore:
     def _document(
         self, conn: sa.Connection, node: dict[str, Any], page: Page, cache: PageCache | None
     ) -> dict[str, Any] | None:
-        """A document's name and fields before a task writes them (history), or None."""
+        """A document's name and fields before a task writes them (history), or None: from
+        what the batch prefetched where it can, else read now."""
         doc_id = self._document_id(conn, node, page, cache)
         if doc_id is None:
             return None
         table = self.registry.page_table(page.class_name)
+        fields = [] if table is None else [table.c[f] for f in page.fields if f in table.c]
+        if cache is not None and cache.keep_contents:
+            if doc_id not in cache.loaded:  # the batch's documents of this type, at once
+                cache.load_contents(conn, doc_id, page.class_name.lower(), table)
+            known = cache.content(doc_id, ["document_name", *(c.name for c in fields)])
+            if known is not None:
+                return known
         cols: list[Any] = [docs.c.document_name]
         stmt = sa.select(*cols).where(docs.c.document_id == doc_id)
         if table is not None:
-            fields = [table.c[f] for f in page.fields if f in table.c]
             stmt = stmt.add_columns(*fields).outerjoin(
                 table, table.c.document_id == docs.c.document_id
             )
         row = conn.execute(stmt).mappings().first()
         return None if row is None else dict(row)
+
+    def _text_columns(self, class_name: str, table: sa.Table | None) -> frozenset[str]:
+        """The document's columns that read text back exactly as written (its name, and the
+        page fields of a text type)."""
+        cached = self._texts.get(class_name)
+        if cached is None or cached[0] is not table:
+            names = {"document_name"}
+            if table is not None:
+                names |= {
+                    c.name
+                    for c in table.c
+                    if isinstance(c.type, sa.String) and not isinstance(c.type, sa.Enum)
+                }
+            cached = self._texts[class_name] = (table, frozenset(names))
+        return cached[1]
 
     # One per page task type (enums.TASK_TYPES names them); same arguments, same result.
     def _create_or_update(
@@ -365,6 +388,8 @@ class PageStore:
         doc_id = self._document_id(conn, node, page, cache)
         table = self.registry.page_table(page.class_name)
         fields = self._fields(page)
+        if cache is not None and cache.keep_contents and doc_id is not None:
+            self._keep(cache, doc_id, page, table, fields, inserted=False)
         if doc_id is None:
             doc_id = conn.execute(
                 _INSERT_DOCUMENT,
@@ -379,6 +404,8 @@ class PageStore:
             ).scalar_one()
             if cache is not None:
                 cache.documents[(int(node["node_id"]), page.culture)] = int(doc_id)
+                if cache.keep_contents:
+                    self._keep(cache, int(doc_id), page, table, fields, inserted=True)
             if table is not None:
                 conn.execute(table.insert(), {**fields, "document_id": doc_id})
             return
@@ -405,12 +432,34 @@ class PageStore:
                 {**fields, "syncbus_document_id": doc_id},
             )
 
+    def _keep(
+        self,
+        cache: PageCache,
+        doc_id: int,
+        page: Page,
+        table: sa.Table | None,
+        fields: dict[str, Any],
+        *,
+        inserted: bool,
+    ) -> None:
+        """Keep what a write leaves in a document (history on: the next task's old values).
+        Its fields count only where the document has a row in the fields table (an UPDATE of
+        a row that is not there changes nothing)."""
+        values = {"document_name": page.name}
+        if table is not None and (inserted or cache.has_fields_row(doc_id)):
+            values.update((f, v) for f, v in fields.items() if f in table.c)
+        texts = self._text_columns(page.class_name, table)
+        cache.wrote(doc_id, values, texts, fields_row=inserted and table is not None)
+
     def _delete_culture(
         self, conn: sa.Connection, node: dict[str, Any], culture: str, cache: PageCache | None
     ) -> PageEffect:
         """Delete one culture; the node goes with its last one."""
         conn.execute(_DELETE_CULTURE, {"node": node["node_id"], "culture": culture})
         if cache is not None:
+            gone = cache.documents.get((int(node["node_id"]), culture))
+            if gone is not None:
+                cache.contents.pop(gone, None)
             cache.documents[(int(node["node_id"]), culture)] = None
         remaining = conn.execute(_COUNT_DOCUMENTS, {"node": node["node_id"]}).scalar_one()
         if remaining == 0:

@@ -110,9 +110,13 @@ def _iso(value: dt.datetime) -> str:
     return value.isoformat()
 
 
+# Built once: ``json.dumps`` with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str | None:
     """JSON for a record's column (None stays NULL)."""
-    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+    return None if value is None else _ENCODER.encode(value)
 
 
 # -- reading ----------------------------------------------------------------------------------
