@@ -33,6 +33,9 @@ class _Flag:
             write_setting(conn, self.key, "true" if value else "false")
 
 
+MAX_DAYS = 36_500  # a hundred years: longer is "forever" for any database
+
+
 class _Days:
     """A retention in whole days, persisted like the switches; 0 keeps nothing."""
 
@@ -48,9 +51,10 @@ class _Days:
             return days(read_setting(conn, self.key), self.default)
 
     def __set__(self, obj: Settings, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DAYS:
             raise ValueError(
-                f"settings.{self.key} takes a whole number of days, 0 or more, not {value!r}"
+                f"settings.{self.key} takes a whole number of days from 0 to {MAX_DAYS}, "
+                f"not {value!r:.40}"
             )
         with obj.db.begin() as conn:
             write_setting(conn, self.key, str(value))

@@ -62,3 +62,37 @@ def test_three_server_processes_log_and_apply_every_task_once(db_url: str) -> No
             proc.kill()
             proc.wait()
         bus.close()
+
+
+def test_an_admin_session_holds_on_every_server_process(sqlite_url: str) -> None:
+    """Connections are spread over the processes: each must accept the session cookie the
+    sign-in got from another (one signing secret for all)."""
+    make_bus(sqlite_url).close()
+    serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", sqlite_url, "--processes", "3"]
+    env = {k: v for k, v in os.environ.items() if k != "SYNCBUS_SESSION_SECRET"}
+    proc, url = spawn_listening(
+        lambda port: [*serve, "--port", str(port)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        env={**env, "SYNCBUS_API_TOKEN": "processes-test"},
+    )
+    try:
+        wait_for(lambda: healthz(url, proc) == 200, timeout=30)
+        with httpx.Client(base_url=url, timeout=30) as first:
+            signed = first.post(
+                "/admin/signin",
+                data={"token": "processes-test", "name": "Olivia", "next": "/admin/"},
+            )
+            assert signed.status_code == 303, signed.text
+            cookies = dict(first.cookies)
+        answers = []
+        for _ in range(30):  # each on a new connection
+            with httpx.Client(base_url=url, timeout=30, cookies=cookies) as client:
+                answers.append(client.get("/admin/").status_code)
+        assert answers == [200] * 30, answers
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

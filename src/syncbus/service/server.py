@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+
+from syncbus.service.admin.security import SECRET_ENV
 
 
 class GracefulServer(uvicorn.Server):
@@ -46,6 +49,8 @@ def serve_processes(
     database connections and returns the ASGI app and what to close at the end. SIGTERM or
     Ctrl-C is passed to every process, which ends gracefully; the exit status is the worst of
     theirs (0 when all ended well)."""
+    # One admin session secret for all of them: a connection may reach any process.
+    os.environ.setdefault(SECRET_ENV, secrets.token_hex(32))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

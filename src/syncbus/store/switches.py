@@ -32,7 +32,7 @@ IDEMPOTENCY_RETENTION = "idempotency_retention_days"
 def days(value: str | None, default: int) -> int:
     """A retention setting in days; a missing or unreadable row means the default."""
     try:
-        return default if value is None else max(int(value), 0)
+        return default if value is None else min(max(int(value), 0), 36_500)
     except ValueError:
         return default
 

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -47,11 +48,17 @@ class Session:
     expires: int
 
 
+SECRET_ENV = "SYNCBUS_SESSION_SECRET"
+
+
 class SessionSigner:
     """Issues and verifies session cookie values: ``base64(json).base64(hmac)``."""
 
     def __init__(self, secret: bytes | None = None, lifetime: int = SESSION_SECONDS) -> None:
-        self._secret = secret or secrets.token_bytes(32)
+        # Shared by every process of one service (``serve --processes``, or processes behind
+        # one address) when SYNCBUS_SESSION_SECRET is set; else made per process.
+        shared = os.environ.get(SECRET_ENV, "").strip()
+        self._secret = secret or (shared.encode() if shared else secrets.token_bytes(32))
         self.lifetime = lifetime
 
     def _mac(self, data: str) -> str:
