@@ -4,6 +4,7 @@ enqueues them is `syncbus.store.enqueue`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -155,12 +156,13 @@ class Intake:
             prepared = self._prepare(conn, connector_name, request, parsed, {}, checked)
             conn.rollback()
             dialect.reads_without_transaction(conn, False)
-        if isinstance(prepared, LogOutcome):
-            return prepared
-        if checked and checked[0].queue_limit is not None:
-            # Backpressure counts the queue under the connector's lock: alone, as before.
-            return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
-        outcome = group.submit(connector_name, prepared)
+            if isinstance(prepared, LogOutcome):
+                return prepared
+            if checked and checked[0].queue_limit is not None:
+                # Backpressure counts the queue under the connector's lock: alone, as before.
+                return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
+            # A caller that leads its group inserts on the connection it checked on.
+            outcome = group.submit(connector_name, prepared, conn)
         if self.on_logged is not None and outcome.created and outcome.task_id is not None:
             self.on_logged(connector_name, outcome.task_id)
         return outcome
@@ -466,7 +468,9 @@ class _Group:
         self._queue: list[_Waiting] = []
         self._leading = False
 
-    def submit(self, connector_name: str, row: dict[str, Any]) -> LogOutcome:
+    def submit(
+        self, connector_name: str, row: dict[str, Any], conn: sa.Connection | None = None
+    ) -> LogOutcome:
         me = _Waiting(connector_name, row)
         with self._cond:
             self._queue.append(me)
@@ -477,7 +481,7 @@ class _Group:
                 group, self._queue = self._queue[: self.limit], self._queue[self.limit :]
         if not me.done:
             try:
-                self._commit(group)
+                self._commit(group, conn)
             finally:
                 with self._cond:
                     for item in group:  # never leave a caller waiting (an interrupt, say)
@@ -490,19 +494,24 @@ class _Group:
         assert me.outcome is not None
         return me.outcome
 
-    def _commit(self, group: list[_Waiting]) -> None:
+    def _commit(self, group: list[_Waiting], own: sa.Connection | None) -> None:
         by_connector: dict[int, list[_Waiting]] = {}
         for item in group:
             by_connector.setdefault(int(item.row["connector_id"]), []).append(item)
         try:
-            with self.intake.db.connect() as conn:
+            opened = contextlib.nullcontext(own) if own is not None else self.intake.db.connect()
+            with opened as conn:
                 results: list[tuple[_Waiting, LogOutcome]] = []
-                for _, items in sorted(by_connector.items()):
-                    outcomes = self.intake._insert(
-                        conn, items[0].connector_name, [i.row for i in items], True
-                    )
-                    results += zip(items, outcomes, strict=True)
-                conn.commit()
+                try:
+                    for _, items in sorted(by_connector.items()):
+                        outcomes = self.intake._insert(
+                            conn, items[0].connector_name, [i.row for i in items], True
+                        )
+                        results += zip(items, outcomes, strict=True)
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
         except Exception as exc:
             if len(group) == 1:
                 group[0].error = exc
