@@ -55,6 +55,7 @@ class Recorder:
         self.entries: list[dict[str, Any]] = []
         self._logged: set[int] = set()  # tasks with an error log to copy
         self._last_error: dict[int, str] = {}
+        self._keys: dict[str, str | None] = {}  # code name column by object type
 
     def applied(
         self,
@@ -63,9 +64,13 @@ class Recorder:
         resolver: Resolver,
         changes: dict[str, list[Any]] | None,
     ) -> None:
-        resolved = [
-            resolver.resolve(payload, i, row.site_name) for i in range(len(payload.records))
-        ]
+        records = payload.records
+        resolved = None
+        if records:
+            site = row.site_name
+            ids = [resolver.resolve(payload, i, site) for i in range(len(records))]
+            # Ids are ints or None: their JSON without the encoder (one per task adds up).
+            resolved = "[" + ",".join("null" if i is None else str(int(i)) for i in ids) + "]"
         self._add(row, payload, APPLIED, resolved=resolved, changes=changes or {})
 
     def finished(
@@ -89,7 +94,7 @@ class Recorder:
         payload: Payload | None,
         state: str,
         *,
-        resolved: list[Any] | None = None,
+        resolved: str | None = None,
         changes: dict[str, list[Any]] | None = None,
         into: int | None = None,
     ) -> None:
@@ -101,13 +106,28 @@ class Recorder:
                 "tid": task_id,
                 "state": state,
                 "finished": self.now,
-                "code_name": code_name_of(self.registry, payload),
-                "resolved": history.dumps(resolved) if resolved else None,
+                "code_name": self._code_name(payload),
+                "resolved": resolved,
                 "changes": history.dumps(changes),
                 "errors": None,
                 "into": into,
             }
         )
+
+    def _code_name(self, payload: Payload | None) -> str | None:
+        """``code_name_of``, with the key column looked up once per type and batch."""
+        obj = None if payload is None else payload.obj
+        if obj is None:
+            return None
+        name = obj.object_type
+        if name not in self._keys:
+            try:
+                self._keys[name] = self.registry.object_type(name).key_column
+            except SyncBusError:
+                self._keys[name] = None
+        column = self._keys[name]
+        value = None if column is None else obj.data.get(column)
+        return None if value is None else str(value)[:450]
 
     def write(self, conn: sa.Connection) -> None:
         """Write the records (before their tasks leave the queue, in the same transaction)."""
