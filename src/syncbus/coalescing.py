@@ -93,6 +93,39 @@ def _entity(row: Any, payload: Any, types: TypeLookup) -> tuple[Entity, ObjectTy
     return (ot.name, site, tuple(ident)), ot
 
 
+def _breaks(
+    run: list[int], run_type: str, row: Any, payloads: dict[int, Any], types: TypeLookup
+) -> bool:
+    """Whether this task of the object must start a new run: another data type, or a
+    reference it sets hides one an earlier task of the run set."""
+    later = payloads[int(row.task_id)]
+    return bool(run_type != row.data_type or _hides_reference(run, payloads, later, types))
+
+
+def _sets_reference(payload: Payload, types: TypeLookup) -> bool:
+    assert payload.obj is not None
+    refs = types(payload.obj.object_type).references()
+    return any(payload.obj.data.get(c) is not None for c in refs)
+
+
+def _hides_reference(
+    run: list[int], payloads: dict[int, Any], later: Payload, types: TypeLookup
+) -> bool:
+    """Whether ``later`` sets a reference column that a task of the run set too: merged, the
+    earlier reference would never be looked up, and a task that would have failed (its
+    reference missing) would pass unseen."""
+    assert later.obj is not None
+    refs = types(later.obj.object_type).references()
+    given = {c for c in later.obj.data if c in refs}
+    if not given:
+        return False
+    for task_id in run:
+        earlier = payloads[task_id].obj
+        if any(earlier.data.get(c) is not None for c in given):
+            return True
+    return False
+
+
 def _merge(payloads: list[Payload]) -> Payload:
     """Upserts merged in order, the later value of a column winning; their translation
     records concatenated (re-indexed), so every external id in the merged data resolves."""
@@ -151,11 +184,14 @@ def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegist
             continue
         entity = found[0]
         _barrier(row, payloads[task_id], entity, runs, types, dependents, close)
-        if entity in runs and data_type[entity] != row.data_type:
+        if entity in runs and _breaks(runs[entity], data_type[entity], row, payloads, types):
             close(entity)
         data_type[entity] = row.data_type
         if row.task_type == _DELETE:
-            close(entity, task_id)  # the upserts before it are absorbed into the delete
+            # The upserts before it are absorbed into the delete, unless one looks something
+            # up (it must not vanish unseen): then they stay apart.
+            refs = any(_sets_reference(payloads[i], types) for i in runs.get(entity, ()))
+            close(entity, None if refs else task_id)
         else:
             runs.setdefault(entity, []).append(task_id)
     for entity in list(runs):

@@ -622,7 +622,15 @@ class Processor:
         try:
             resolver.prefetch((p, row.site_name) for row, p in ready)
             targets = self.applier.prefetch_targets(
-                conn, ready, resolver, sites, rows=history, defer=not careful
+                # Updates are not held back (``defer``): a worker frozen in the middle of a
+                # pipelined executemany left its session active on PostgreSQL, out of reach of
+                # idle_in_transaction_session_timeout, and its connector was never taken over.
+                conn,
+                ready,
+                resolver,
+                sites,
+                rows=history,
+                defer=False,
             )
         except Exception as exc:
             if savepoint is None or is_transient(exc):

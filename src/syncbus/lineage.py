@@ -43,7 +43,7 @@ def code_name_of(registry: TypeRegistry, payload: Payload | None) -> str | None:
     if ot.key_column is None:
         return None
     value = payload.obj.data.get(ot.key_column)
-    return None if value is None else str(value)[:450]
+    return None if value is None else str(value).replace("\x00", "\\x00")[:450]
 
 
 class Recorder:
@@ -127,7 +127,7 @@ class Recorder:
                 self._keys[name] = None
         column = self._keys[name]
         value = None if column is None else obj.data.get(column)
-        return None if value is None else str(value)[:450]
+        return None if value is None else str(value).replace("\x00", "\\x00")[:450]
 
     def write(self, conn: sa.Connection) -> None:
         """Write the records (before their tasks leave the queue, in the same transaction)."""
