@@ -21,7 +21,6 @@ from syncbus.payload import PAGE_RECORD, Payload, id_key
 from syncbus.translation import Resolver
 
 _site_table = BUILTIN_TABLES["cms.site"]
-_UPSERTS = frozenset({TaskType.CREATE_OBJECT, TaskType.UPDATE_OBJECT})
 _site_type = "cms.site"
 
 
@@ -72,8 +71,6 @@ class Applier:
         fields)."""
         task_type = TaskType.parse(row.task_type)
         data_type = TaskDataType.parse(row.data_type)
-        if targets is not None and (payload.page is not None or task_type not in _UPSERTS):
-            targets.flush(conn)  # only upserts of objects run with updates held back
         site_id: int | None = None
         if row.site_name:
             site_id = sites.get(row.site_name)
@@ -110,13 +107,10 @@ class Applier:
         resolver: Resolver,
         sites: dict[str, int],
         rows: bool = False,
-        defer: bool = False,
     ) -> TargetCache:
         """Look up, set-wise, the objects a batch's tasks will write (with ``rows``, their
-        whole rows: what a task changes is then known without a query of its own; with
-        ``defer``, updates are held back and sent together: the caller flushes them)."""
-        targets = TargetCache(rows, defer)
-        resolver.before_query = lambda: targets.flush(conn)
+        whole rows: what a task changes is then known without a query of its own)."""
+        targets = TargetCache(rows)
         wanted = []
         pages: list[tuple[int, str, str]] = []
         for row, payload in tasks:

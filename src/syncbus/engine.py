@@ -621,17 +621,7 @@ class Processor:
         savepoint = conn.begin_nested() if careful else None
         try:
             resolver.prefetch((p, row.site_name) for row, p in ready)
-            targets = self.applier.prefetch_targets(
-                # Updates are not held back (``defer``): a worker frozen in the middle of a
-                # pipelined executemany left its session active on PostgreSQL, out of reach of
-                # idle_in_transaction_session_timeout, and its connector was never taken over.
-                conn,
-                ready,
-                resolver,
-                sites,
-                rows=history,
-                defer=False,
-            )
+            targets = self.applier.prefetch_targets(conn, ready, resolver, sites, rows=history)
         except Exception as exc:
             if savepoint is None or is_transient(exc):
                 raise
@@ -667,8 +657,6 @@ class Processor:
         if run.lanes is not None:
             done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
             outcome.lanes.waited = batch.waited
-            if batch.targets is not None:
-                batch.targets.flush(conn)
             self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
             if batch.recorder is not None:
                 batch.recorder.write(conn)
@@ -677,8 +665,6 @@ class Processor:
                 inflight.clear(conn, run.owner)  # committed with the batch: no longer in flight
             return outcome
         done_ids = self._walk_queue(batch, rows, payloads, result, outcome, run.stop)
-        if batch.targets is not None:
-            batch.targets.flush(conn)
         if batch.recorder is not None:
             batch.recorder.write(conn)
         tasks.remove(conn, done_ids)

@@ -10,7 +10,7 @@ keeps the batch consistent as its own tasks create and delete objects.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -142,8 +142,6 @@ class Resolver:
         # Per object type (pages: PAGE_RECORD), so that forgetting a type costs nothing.
         self._found: dict[str, dict[Identity, int]] = defaultdict(dict)
         self._missing: dict[str, set[Identity]] = defaultdict(set)
-        # Called before each lookup: the batch's held-back updates are sent first.
-        self.before_query: Callable[[], None] | None = None
 
     # -- identities -----------------------------------------------------------------------
     def identity(
@@ -218,8 +216,6 @@ class Resolver:
         return ident is not None and not self._known(ident)
 
     def _query(self, idents: list[Identity]) -> None:
-        if self.before_query is not None:
-            self.before_query()
         by_type: dict[str, list[Identity]] = defaultdict(list)
         for ident in set(idents):
             by_type[ident[0]].append(ident)

@@ -177,39 +177,11 @@ class PageCache:
             self.documents.setdefault(key, None)
 
 
-class PendingWrites:
-    """UPDATEs held back to be sent together: consecutive updates of the same shape (table
-    and columns) go as one ``executemany`` (psycopg pipelines it: one round trip for many
-    rows). Their order is kept: a new shape starts a new group, so two updates of one row
-    always run in the order they were made."""
-
-    def __init__(self) -> None:
-        self._groups: list[tuple[Any, tuple[str, ...], list[dict[str, Any]]]] = []
-        self.count = 0
-
-    def add(self, stmt: Any, params: dict[str, Any]) -> None:
-        shape = tuple(params)
-        last = self._groups[-1] if self._groups else None
-        if last is not None and last[0] is stmt and last[1] == shape:
-            last[2].append(params)
-        else:
-            self._groups.append((stmt, shape, [params]))
-        self.count += 1
-
-    def flush(self, conn: sa.Connection) -> None:
-        """Send what is held, in order."""
-        groups, self._groups, self.count = self._groups, [], 0
-        for stmt, _, params in groups:
-            conn.execute(stmt, params if len(params) > 1 else params[0])
-
-
 class TargetCache:
     """Known ids (None: known to be absent) of target objects, by exact identity; and the
-    batch's page nodes and documents. With ``defer``, updates of known rows are held in
-    ``pending`` and sent together (``flush``) before anything that could see them."""
+    batch's page nodes and documents."""
 
-    def __init__(self, rows: bool = False, defer: bool = False) -> None:
-        self.pending = PendingWrites() if defer else None
+    def __init__(self, rows: bool = False) -> None:
         self.ids: dict[TargetKey, int | None] = {}
         self.pages = PageCache(contents=rows)
         # With ``rows`` (history on), the whole row of each target is fetched too, so what a
@@ -222,11 +194,6 @@ class TargetCache:
         self.ids.clear()
         self.rows.clear()
         self.pages.clear()
-
-    def flush(self, conn: sa.Connection) -> None:
-        """Send the held updates (before a statement that could see or undo them)."""
-        if self.pending is not None and self.pending.count:
-            self.pending.flush(conn)
 
     def row(self, key: TargetKey | None) -> dict[str, Any] | None:
         """The prefetched (and since updated) row of an object known to exist, or None."""

@@ -189,11 +189,7 @@ class ObjectStore:
                     cache.rows[key] = {**old, **values}
             if values:
                 # SET takes the columns present in the parameters (one compiled form each).
-                params = {**values, _ID_PARAM: existing}
-                if cache is not None and cache.pending is not None:
-                    cache.pending.add(self._update_stmt(ot, table), params)
-                else:
-                    conn.execute(self._update_stmt(ot, table), params)
+                conn.execute(self._update_stmt(ot, table), {**values, _ID_PARAM: existing})
             return existing
         if ot.guid_column and values.get(ot.guid_column) is None:
             values[ot.guid_column] = str(uuid.uuid4())
@@ -222,8 +218,6 @@ class ObjectStore:
         known = None if cache is None else cache.row(target_key(ot, values, site_id))
         if known is not None and known.get(ot.id_column) == oid:
             return known
-        if cache is not None:
-            cache.flush(conn)  # the row as the updates held back leave it
         table = self.registry.table(ot.name)
         row = conn.execute(sa.select(table).where(table.c[ot.id_column] == oid)).mappings().first()
         return dict(row) if row is not None else {}
@@ -249,8 +243,6 @@ class ObjectStore:
         if changes is not None:
             old = self._old_row(conn, ot, values, site_id, existing, cache)
             changes.update({c: [v, None] for c, v in old.items() if v is not None})
-        if cache is not None:
-            cache.flush(conn)  # a held update must not land after the delete (or its SET NULL)
         conn.execute(self._delete_stmt(ot, table), {_ID_PARAM: existing})
         if cache is not None:
             cache.put(target_key(ot, values, site_id), None)
