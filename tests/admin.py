@@ -5,10 +5,12 @@ the sign-in and CSRF helpers of a client."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
 from syncbus import (
     IntegrationBus,
@@ -142,3 +144,11 @@ def make_lane_scene(bus: IntegrationBus) -> LaneScene:
     plain_behind = log(bus, user("yan"), connector="Plain")
     assert run(bus, "Plain").applied == 0
     return LaneScene(waiting, error, behind, plain_error, plain_behind)
+
+
+@pytest.fixture
+def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
+    """A bus with the admin tests' types and connectors (``make_admin_bus``)."""
+    bus = make_admin_bus(db_url)
+    yield bus
+    bus.close()

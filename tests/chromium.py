@@ -6,6 +6,8 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +99,27 @@ if __name__ == "__main__":  # python -m tests.chromium docs/images
     import sys
 
     take_screenshots(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where a browser test saves its screenshots: ``$SYNCBUS_SCREENSHOTS`` (``docs/images``
+    for the docs), else the test's temporary directory."""
+    out = Path(os.environ.get("SYNCBUS_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    """A page of a fresh laptop-sized browser context."""
+    with browser() as b:
+        context = b.new_context(viewport=LAPTOP)  # type: ignore[attr-defined]
+        yield context.new_page()
+        context.close()
+
+
+def assert_png(path: Path) -> None:
+    """The screenshot is a real PNG, not an empty or broken file."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, (path, len(data))

@@ -12,19 +12,13 @@ import httpx
 import pytest
 
 from syncbus import IntegrationBus, ProcessType, create_app
-from tests.admin import TOKEN, log_items, make_admin_bus, make_failed_task
+from tests.admin import TOKEN, log_items, make_failed_task
+from tests.admin import admin_bus as admin_bus  # a fixture
 from tests.chromium import LAPTOP, PHONE, browser, needs_chromium, sign_in
 from tests.helpers import wait_for
 from tests.http_server import running
 
 pytestmark = [needs_chromium, pytest.mark.browser]
-
-
-@pytest.fixture
-def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
-    bus = make_admin_bus(db_url)
-    yield bus
-    bus.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ else to the test's temporary directory."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,26 +16,14 @@ from typing import Any
 import pytest
 
 from syncbus import IntegrationBus, create_app
-from tests.admin import TOKEN, make_admin_bus
+from tests.admin import TOKEN
+from tests.admin import admin_bus as admin_bus  # a fixture
 from tests.charts_scene import make_charts_scene
 from tests.chromium import LAPTOP, browser, needs_chromium, sign_in
+from tests.chromium import shots as shots  # a fixture
 from tests.http_server import running
 
 pytestmark = [needs_chromium, pytest.mark.browser]
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    out = Path(os.environ.get("SYNCBUS_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
-    bus = make_admin_bus(db_url)
-    yield bus
-    bus.close()
 
 
 @pytest.fixture

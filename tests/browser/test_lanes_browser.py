@@ -8,9 +8,7 @@ else to the test's temporary directory."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +16,12 @@ import pytest
 
 from syncbus import IntegrationBus, create_app
 from tests.admin import ERIN, TOKEN, make_lane_scene
-from tests.chromium import LAPTOP, browser, needs_chromium, sign_in
+from tests.chromium import assert_png, needs_chromium, sign_in
+from tests.chromium import page as page  # a fixture
+from tests.chromium import shots as shots  # a fixture
 from tests.http_server import running
 
 pytestmark = [needs_chromium, pytest.mark.browser]
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    out = Path(os.environ.get("SYNCBUS_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    with browser() as b:
-        context = b.new_context(viewport=LAPTOP)  # type: ignore[attr-defined]
-        yield context.new_page()
-        context.close()
-
-
-def _png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, (path, len(data))
 
 
 def test_halted_lane_and_waiting_task_on_dashboard_and_task_list(
@@ -72,7 +52,7 @@ def test_halted_lane_and_waiting_task_on_dashboard_and_task_list(
             f"Plain is blocked by task #{scene.plain_error}"
         )
         page.screenshot(path=str(shots / "lanes-dashboard.png"), full_page=True)
-        _png(shots / "lanes-dashboard.png")
+        assert_png(shots / "lanes-dashboard.png")
 
         # The halted lane's link: the task list filtered by that lane.
         halted.get_by_role("link", name=ERIN).click()
@@ -113,7 +93,7 @@ def test_halted_lane_and_waiting_task_on_dashboard_and_task_list(
         expect(rows).to_have_count(3)
         expect(rows.first.locator(".badge")).to_have_text("waiting")
         page.screenshot(path=str(shots / "lanes-tasks.png"), full_page=True)
-        _png(shots / "lanes-tasks.png")
+        assert_png(shots / "lanes-tasks.png")
 
         # A lane link in the list leads to that lane; the task page says what it waits for.
         page.get_by_test_id(f"lane-{scene.behind}").click()

@@ -10,9 +10,7 @@ else to the test's temporary directory."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +18,16 @@ import pytest
 
 from syncbus import IntegrationBus, TaskDataType, TaskType, create_app
 from syncbus.intake import TaskRequest
-from tests.admin import TOKEN, make_admin_bus
-from tests.chromium import LAPTOP, browser, needs_chromium, sign_in
+from tests.admin import TOKEN
+from tests.admin import admin_bus as admin_bus  # a fixture
+from tests.chromium import assert_png, needs_chromium, sign_in
+from tests.chromium import page as page  # a fixture
+from tests.chromium import shots as shots  # a fixture
 from tests.http_server import running
 
 pytestmark = [needs_chromium, pytest.mark.browser]
 
 CHAIR = "Blue chair"
-
-
-@pytest.fixture
-def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
-    bus = make_admin_bus(db_url)
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    out = Path(os.environ.get("SYNCBUS_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    with browser() as b:
-        context = b.new_context(viewport=LAPTOP)  # type: ignore[attr-defined]
-        yield context.new_page()
-        context.close()
-
-
-def _png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, (path, len(data))
 
 
 def chair(value: int, task_type: TaskType, ref: int | None = None) -> TaskRequest:
@@ -137,7 +111,7 @@ def test_edit_and_replay_a_failed_task_then_find_the_object_history(
         expect(page.locator("table.log tbody tr")).to_have_count(1)
         expect(page.locator("table.log")).to_contain_text("Cannot translate columns ref_id")
         page.screenshot(path=str(shots / "lineage.png"), full_page=True)
-        _png(shots / "lineage.png")
+        assert_png(shots / "lineage.png")
 
         # The object's history: from the task page's link, and from the search form.
         page.get_by_test_id("object-history-link").click()
@@ -155,7 +129,7 @@ def test_edit_and_replay_a_failed_task_then_find_the_object_history(
         expect(rows.nth(1)).to_contain_text("value: 1 → 2")
         expect(rows.nth(2)).to_contain_text("Refs")
         page.screenshot(path=str(shots / "object-history.png"), full_page=True)
-        _png(shots / "object-history.png")
+        assert_png(shots / "object-history.png")
 
         rows.nth(1).get_by_role("link").first.click()
         expect(page.get_by_test_id("task-state")).to_have_text("applied")

@@ -18,7 +18,8 @@ from syncbus import IntegrationBus, ProcessType, create_app
 from syncbus.activity import Charts, activity
 from syncbus.intake import TaskRequest
 from syncbus.service.admin.charts import chart_svg
-from tests.admin import TOKEN, RecordingDispatcher, log_items, make_admin_bus, sign_in
+from tests.admin import TOKEN, RecordingDispatcher, log_items, sign_in
+from tests.admin import admin_bus as admin_bus  # a fixture
 from tests.charts_scene import log_one, move_queued, move_record
 from tests.helpers import DictConnector, log, run, user
 from tests.http_server import asgi_client
@@ -35,13 +36,6 @@ def at(hhmmss: str) -> dt.datetime:
 def minute(hhmmss: str) -> int:
     """The hour window's bucket of a time of NOW's day (-1: before the window)."""
     return max(-1, int((at(hhmmss) - at("11:01:00")).total_seconds()) // 60)
-
-
-@pytest.fixture
-def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
-    bus = make_admin_bus(db_url)
-    yield bus
-    bus.close()
 
 
 # -- a history made by processing, its times set by hand ------------------------------------

@@ -20,20 +20,13 @@ from tests.admin import (
     RecordingDispatcher,
     csrf_of,
     log_items,
-    make_admin_bus,
     make_failed_task,
     sign_in,
 )
+from tests.admin import admin_bus as admin_bus  # a fixture
 from tests.http_server import asgi_client
 
 STEPS = ["step-external", "step-internal", "step-translations", "step-changes", "step-errors"]
-
-
-@pytest.fixture
-def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
-    bus = make_admin_bus(db_url)
-    yield bus
-    bus.close()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from tests.admin import (
     sign_in,
     wait_job,
 )
+from tests.admin import admin_bus as admin_bus  # a fixture
 from tests.http_server import asgi_client, spawn_listening
 from tests.seq import SEQ_TYPE, SeqConnector
 
@@ -249,13 +250,6 @@ def test_readyz_is_503_when_the_sqlite_disk_is_full(tiny_disk: Path) -> None:
 
 
 # -- 8. forms --------------------------------------------------------------------------------------
-@pytest.fixture
-def admin_bus(db_url: str) -> Iterator[IntegrationBus]:
-    bus = make_admin_bus(db_url)
-    yield bus
-    bus.close()
-
-
 def admin_app(bus: IntegrationBus, **kwargs: Any) -> Any:
     return create_app(
         bus,
