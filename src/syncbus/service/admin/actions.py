@@ -8,9 +8,8 @@ a page that shows the outcome as a flash message, so everything also works witho
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from syncbus import readmodel
@@ -24,11 +23,11 @@ from syncbus.errors import (
 from syncbus.service.admin import security
 from syncbus.service.admin.context import (
     AdminContext,
+    CheckedForm,
     CsrfRejected,
+    Ctx,
     Form,
-    admin_context,
     back_to,
-    checked_form,
     is_htmx,
     redirect,
     render,
@@ -36,12 +35,10 @@ from syncbus.service.admin.context import (
 )
 from syncbus.service.admin.jobs import Action
 from syncbus.service.admin.pages import page_span, stats_data, task_filter, tasks_url
+from syncbus.service.common import TaskId
 from syncbus.store.db import MAX_ID
 
 router = APIRouter(include_in_schema=False)
-Ctx = Annotated[AdminContext, Depends(admin_context)]
-CheckedForm = Annotated[Form, Depends(checked_form)]
-TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.post("/admin/signin")

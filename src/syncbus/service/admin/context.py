@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from urllib.parse import quote, urlencode
 
 import jinja2
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from syncbus.bus import IntegrationBus
@@ -249,3 +249,9 @@ def back_to(form: Form, default: str) -> str:
     """Where to return after an action: the ``back`` field when it is an admin path."""
     back = form.get("back")
     return back if back.startswith("/admin") and not back.startswith("//") else default
+
+
+# The dependencies of the admin's routes, as parameter annotations.
+Ctx = Annotated[AdminContext, Depends(admin_context)]
+PageSession = Annotated[Session, Depends(page_session)]
+CheckedForm = Annotated[Form, Depends(checked_form)]

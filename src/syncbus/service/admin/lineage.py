@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from syncbus import readmodel
@@ -24,21 +24,16 @@ from syncbus.model import TaskRecord
 from syncbus.readmodel import TaskDetail
 from syncbus.service.admin.context import (
     AdminContext,
-    Form,
-    admin_context,
-    checked_form,
-    page_session,
+    CheckedForm,
+    Ctx,
+    PageSession,
     redirect,
     render,
 )
 from syncbus.service.admin.security import Session
-from syncbus.store.db import MAX_ID
+from syncbus.service.common import TaskId
 
 router = APIRouter(include_in_schema=False)
-Ctx = Annotated[AdminContext, Depends(admin_context)]
-PageSession = Annotated[Session, Depends(page_session)]
-CheckedForm = Annotated[Form, Depends(checked_form)]
-TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 # A record in one of these states is still in the queue: its object can be replaced.
 EDITABLE = ("queued", "waiting", "failed")

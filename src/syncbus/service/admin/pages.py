@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from syncbus import activity, readmodel
@@ -17,8 +17,8 @@ from syncbus.service.admin import lineage, security
 from syncbus.service.admin.charts import chart_svg, per_bucket
 from syncbus.service.admin.context import (
     AdminContext,
-    admin_context,
-    page_session,
+    Ctx,
+    PageSession,
     redirect,
     render,
 )
@@ -28,8 +28,6 @@ from syncbus.store.db import MAX_ID
 PAGE_SIZE = 50
 
 router = APIRouter(include_in_schema=False)
-Ctx = Annotated[AdminContext, Depends(admin_context)]
-PageSession = Annotated[Session, Depends(page_session)]
 Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 
 
