@@ -55,7 +55,6 @@ class Recorder:
         self.entries: list[dict[str, Any]] = []
         self._logged: set[int] = set()  # tasks with an error log to copy
         self._last_error: dict[int, str] = {}
-        self._keys: dict[str, str | None] = {}  # code name column by object type
 
     def applied(
         self,
@@ -106,28 +105,13 @@ class Recorder:
                 "tid": task_id,
                 "state": state,
                 "finished": self.now,
-                "code_name": self._code_name(payload),
+                "code_name": code_name_of(self.registry, payload),
                 "resolved": resolved,
                 "changes": history.dumps(changes),
                 "errors": None,
                 "into": into,
             }
         )
-
-    def _code_name(self, payload: Payload | None) -> str | None:
-        """``code_name_of``, with the key column looked up once per type and batch."""
-        obj = None if payload is None else payload.obj
-        if obj is None:
-            return None
-        name = obj.object_type
-        if name not in self._keys:
-            try:
-                self._keys[name] = self.registry.object_type(name).key_column
-            except SyncBusError:
-                self._keys[name] = None
-        column = self._keys[name]
-        value = None if column is None else obj.data.get(column)
-        return None if value is None else str(value).replace("\x00", "\\x00")[:450]
 
     def write(self, conn: sa.Connection) -> None:
         """Write the records (before their tasks leave the queue, in the same transaction)."""

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from syncbus.store.switches import (
     HISTORY_RETENTION,
     IDEMPOTENCY_RETENTION,
+    MAX_DAYS,
     days,
     flag,
     read_setting,
@@ -31,9 +32,6 @@ class _Flag:
             raise TypeError(f"settings.{self.key} takes True or False, not {value!r}")
         with obj.db.begin() as conn:
             write_setting(conn, self.key, "true" if value else "false")
-
-
-MAX_DAYS = 36_500  # a hundred years: longer is "forever" for any database
 
 
 class _Days:

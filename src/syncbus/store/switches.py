@@ -27,12 +27,13 @@ SWITCHED_OFF = {
 # Retentions (CONTRACT §10), in days; a missing row means the default, 0 keeps nothing.
 HISTORY_RETENTION = "history_retention_days"
 IDEMPOTENCY_RETENTION = "idempotency_retention_days"
+MAX_DAYS = 36_500  # a hundred years: longer is "forever" for any database
 
 
 def days(value: str | None, default: int) -> int:
     """A retention setting in days; a missing or unreadable row means the default."""
     try:
-        return default if value is None else min(max(int(value), 0), 36_500)
+        return default if value is None else min(max(int(value), 0), MAX_DAYS)
     except ValueError:
         return default
 
