@@ -19,14 +19,17 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy.engine import make_url
 
-from syncbus.bench import PROFILES, BenchGateError, BenchHooks, Workload, run_bench
-from syncbus.bench.environment import open_scratch
-from syncbus.bench.gate import compare
+from syncbus.bench import PROFILES, BenchGateError, BenchHooks, Workload, floors, run_bench
+from syncbus.bench.environment import open_scratch, reset_content
+from syncbus.bench.gate import Gates, compare, read_content
 from syncbus.bench.http import THREAD_NAME
 from syncbus.bench.prepare import prepare_bus
+from syncbus.bench.prepare import request as bench_request
 from syncbus.bench.reference import ReferenceModel
-from syncbus.bench.runner import HISTORY_OFF, HTTP_PATHS, BenchRun
+from syncbus.bench.runner import HISTORY_OFF, HTTP_PATHS, RAW_FLOOR, SETWISE_FLOOR, BenchRun
+from syncbus.bench.setwise import SetwiseApplier, setwise_process
 from syncbus.bench.workload import CONNECTOR_NAME
+from syncbus.bus import IntegrationBus
 from syncbus.errors import ConfigurationError
 
 PG_URL = os.environ.get("SYNCBUS_TEST_POSTGRES_URL")
@@ -89,6 +92,28 @@ def _check_http_rows(data: dict[str, Any]) -> None:
     assert not {s["path"] for s in data["skipped"]} & set(HTTP_PATHS)
 
 
+def _check_floors(data: dict[str, Any]) -> None:
+    """Both processing floors ran; the processing rows are shown against the set-wise one, and
+    the headline has the bus against each."""
+    rows = {r["path"]: r for r in data["results"]}
+    setwise, per_task = rows[SETWISE_FLOOR], rows[RAW_FLOOR]
+    assert setwise["kind"] == per_task["kind"] == "baseline"
+    assert setwise["tasks"] == per_task["tasks"] == PROFILES["smoke"].tasks
+    assert setwise["baseline"] is None and setwise["ratio"] is None
+    for path in ("process", HISTORY_OFF, RAW_FLOOR):
+        row = rows[path]
+        assert row["baseline"] == SETWISE_FLOOR
+        expected = row["tasks_per_s"] / setwise["tasks_per_s"]
+        assert row["ratio"] == pytest.approx(expected, rel=0.01, abs=0.0005)
+    head = data["headline"]
+    assert head["process/setwise-floor"] == pytest.approx(rows["process"]["ratio"], abs=0.002)
+    per_task_ratio = rows["process"]["tasks_per_s"] / per_task["tasks_per_s"]
+    assert head["process/raw-floor"] == pytest.approx(per_task_ratio, rel=0.01, abs=0.0005)
+    # Set-wise: a handful of statements per batch of 200, against ~3 per task task by task.
+    assert 0 < setwise["statements_per_task"] < 0.25 < 2.5 < per_task["statements_per_task"]
+    assert "tasks written: in each batch the last operation per key" in setwise["note"]
+
+
 def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(json_path.read_text())
     assert set(data) >= TOP_KEYS
@@ -96,16 +121,18 @@ def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     assert data["profile"] == "smoke"
     assert "timings" not in data  # the latency and admin-scale profiles' table only
     paths = {r["path"] for r in data["results"]}
-    assert {"log-api", "raw-insert-single", "raw-insert-many", "process", "raw-sql-floor"} <= paths
+    assert {"log-api", "raw-insert-single", "raw-insert-many", "process", RAW_FLOOR} <= paths
+    assert SETWISE_FLOOR in paths
     assert "end-to-end" in paths
     for row in data["results"]:
         assert set(row) >= RESULT_KEYS
         assert row["tasks"] > 0 and row["seconds"] > 0
     _check_http_rows(data)
     gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
-    for phase in ("process", "raw-sql-floor", "end-to-end", HISTORY_OFF):
+    for phase in ("process", RAW_FLOOR, SETWISE_FLOOR, "end-to-end", HISTORY_OFF):
         assert gates[("content", phase)] == 1
         assert gates[("counts", phase)] == 1
+    _check_floors(data)
     # History on (process): one applied record per task; off: none.
     assert gates[("history", "process")] == 1 and gates[("history", HISTORY_OFF)] == 1
     rows = {r["path"]: r for r in data["results"]}
@@ -113,11 +140,14 @@ def _check_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
     assert data["headline"]["process/history-off"] == pytest.approx(history, abs=0.002)
     assert data["machine"]["cpu_count"] and data["machine"]["sqlite"]
     assert set(data["latency"]) >= {"p50_ms", "p95_ms", "p99_ms"}
-    assert data["headline"]["process/raw-floor"] is not None
     assert data["headline"]["log/raw-insert"] is not None
     last = [line for line in printed.splitlines() if line.strip()][-1]
     assert last == data["summary"]
-    assert last.startswith("process/raw-floor=") and "syncbus/huey=" in last
+    printed_ratios = dict(part.split("=") for part in last.split())
+    assert list(printed_ratios)[:2] == ["process/setwise-floor", "process/raw-floor"]
+    for key in ("process/setwise-floor", "process/raw-floor"):  # the JSON rounds to 3 places
+        assert float(printed_ratios[key]) == pytest.approx(data["headline"][key], abs=0.0051)
+    assert "syncbus/huey" in printed_ratios
     assert f"history-on/off={data['headline']['process/history-off']:.2f}" in last
     assert "History cost: process with history on" in printed
     return data
@@ -204,6 +234,71 @@ def test_gate_catches_a_wrong_result(tmp_path: Path) -> None:
     assert "forums.forumpost" in str(caught.value) and "tampered" in str(caught.value)
     assert not json_path.exists()  # a failed run reports no figures
     assert "process/raw-floor=" not in out.getvalue()
+
+
+def _corrupt_one_article(phase: str, engine: sa.Engine) -> None:
+    if phase != SETWISE_FLOOR:
+        return
+    with engine.begin() as conn:
+        doc = conn.execute(sa.text("SELECT min(document_id) FROM content_article")).scalar_one()
+        conn.execute(
+            sa.text("UPDATE content_article SET article_title = 'tampered' WHERE document_id = :d"),
+            {"d": doc},
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_gate_catches_a_wrong_result_of_the_setwise_floor(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The set-wise floor is held to the same content gate as the bus: a page it left wrong
+    fails the run, after every earlier phase (the per-task floor too) passed."""
+    db = None if backend == "sqlite" else str(request.getfixturevalue("own_pg_database"))
+    console, out = _console()
+    json_path = tmp_path / "bench.json"
+    hooks = BenchHooks(before_gate=_corrupt_one_article, skip=frozenset({"peers", "http"}))
+    with pytest.raises(BenchGateError) as caught:
+        run_bench("smoke", db, str(json_path), console, hooks=hooks)
+    assert caught.value.gate == "content"
+    assert caught.value.phase == SETWISE_FLOOR
+    assert "cms.article" in str(caught.value) and "tampered" in str(caught.value)
+    assert not json_path.exists()
+    assert "process/setwise-floor=" not in out.getvalue()
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 500])
+def test_setwise_floor_leaves_the_reference_content(db_url: str, batch_size: int) -> None:
+    """Whatever the batch size (1: every task written; 500: the whole smoke workload in one
+    batch, so keys deleted and created again within it), the set-wise floor leaves exactly the
+    content the reference model computes, and writes one operation per key and batch."""
+    workload = Workload(PROFILES["smoke"])
+    bus = IntegrationBus(db_url)
+    try:
+        gates = Gates(bus.registry)
+        prepare_bus(bus, workload, gates)
+        tasks = list(workload.tasks())
+        bus.log_tasks(CONNECTOR_NAME, [bench_request(t) for t in tasks])
+        floors.create_tables(bus.engine)
+        assert floors.copy_payloads(bus.engine) == len(tasks)
+        reset_content(bus.engine, bus.registry)
+        assert floors.fill_queue(bus.engine) == len(tasks)
+        applier = SetwiseApplier(bus.engine, bus.registry)
+        done: list[int] = []
+        _, applied = setwise_process(bus.engine, applier, batch_size, done.append)
+        assert applied == len(tasks) and done[-1] == len(tasks)
+        assert floors.queued_in_copy(bus.engine) == 0
+        assert compare(ReferenceModel.of(workload), read_content(bus.engine, bus.registry)) == []
+        keys = [
+            {(t.kind, t.key) for t in tasks[i : i + batch_size]}
+            for i in range(0, len(tasks), batch_size)
+        ]
+        assert applier.writes == sum(len(k) for k in keys)
+        assert (applier.writes == len(tasks)) == (batch_size == 1)
+    finally:
+        bus.close()
 
 
 def _lose_one_record(phase: str, engine: sa.Engine) -> None:

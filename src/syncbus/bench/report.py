@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 HEADLINE_KEYS = (
+    "process/setwise-floor",
     "process/raw-floor",
     "log/raw-insert",
     "syncbus/procrastinate",
