@@ -48,6 +48,8 @@ _SCOPED = {"cms.user": False, "cms.role": True, "forums.forum": True}
 Key = tuple[str, int | None]  # (code name, site id or None)
 NodeKey = tuple[int, str]  # (site id, node GUID)
 PageKey = tuple[int, str, str]  # (site id, node GUID, culture)
+Refs = dict[tuple[str, Any], dict[str, Any]]  # a task's translation records by (type, ext id)
+PageWrite = tuple[dict[str, Any], Refs]  # a page upsert: the page, its task's records
 
 
 def _in(name: str) -> sa.BindParameter[Any]:
@@ -145,12 +147,12 @@ class SetwiseApplier:
         nodes = self._nodes(conn, tasks)
         posts: dict[str, dict[str, Any] | None] = {}
         members: dict[tuple[int, int], bool] = {}
-        pages: dict[PageKey, _Task | None] = {}
+        pages: dict[PageKey, PageWrite | None] = {}
         for t in tasks:  # later operations on a key replace earlier ones
             if t.page is not None:
                 site_id = self.sites[str(t.site_name)]
                 key = (site_id, str(t.page["node_guid"]).lower(), str(t.page["culture"]))
-                pages[key] = None if t.delete else t
+                pages[key] = None if t.delete else (t.page, t.refs)
             elif t.type == "forums.forumpost":
                 row = t.data
                 if t.delete:
@@ -241,35 +243,33 @@ class SetwiseApplier:
     def _write_pages(
         self,
         conn: sa.Connection,
-        pages: dict[PageKey, _Task | None],
+        pages: dict[PageKey, PageWrite | None],
         nodes: dict[NodeKey, Any],
     ) -> None:
-        upserts = {key: t for key, t in pages.items() if t is not None}
+        upserts = {key: write for key, write in pages.items() if write is not None}
         if upserts:
             self._upsert_pages(conn, upserts, nodes)
         # After the upserts: a node keeps a document another culture's upsert just wrote.
         gone = [
             (nodes[(site_id, guid)].node_id, culture)
-            for (site_id, guid, culture), t in pages.items()
-            if t is None and (site_id, guid) in nodes
+            for (site_id, guid, culture), write in pages.items()
+            if write is None and (site_id, guid) in nodes
         ]
         if gone:
             conn.execute(self.delete_docs, [{"n": n, "l": culture} for n, culture in gone])
             conn.execute(self.delete_empty_nodes, {"ids": sorted({n for n, _ in gone})})
 
     def _upsert_pages(
-        self, conn: sa.Connection, upserts: dict[PageKey, _Task], nodes: dict[NodeKey, Any]
+        self, conn: sa.Connection, upserts: dict[PageKey, PageWrite], nodes: dict[NodeKey, Any]
     ) -> None:
         """New nodes (one INSERT ... RETURNING), then documents (one upsert ... RETURNING),
         then the article rows (one executemany)."""
         node_ids = {key: int(row.node_id) for key, row in nodes.items()}
         new: dict[NodeKey, dict[str, Any]] = {}
-        for (site_id, guid, _), t in upserts.items():
+        for (site_id, guid, _), (page, refs) in upserts.items():
             if (site_id, guid) in node_ids or (site_id, guid) in new:
                 continue
-            page = t.page
-            assert page is not None
-            rec = t.refs.get(("#page", page["parent_id"]))
+            rec = refs.get(("#page", page["parent_id"]))
             if rec is None:
                 raise RawApplyError(f"no translation record for page {page['parent_id']!r}")
             parent = nodes.get((self.sites[rec["s"]], str(rec["c"])))
@@ -293,21 +293,19 @@ class SetwiseApplier:
             {
                 "document_node_id": node_ids[(site_id, guid)],
                 "document_culture": culture,
-                "document_name": t.page["name"],
+                "document_name": page["name"],
                 "published": True,
                 "archived": False,
                 "modified_at": now,
             }
-            for (site_id, guid, culture), t in upserts.items()
-            if t.page is not None
+            for (site_id, guid, culture), (page, _) in upserts.items()
         ]
         doc_ids = {(int(n), str(c)): int(d) for n, c, d in conn.execute(self.upsert_docs, docs)}
         conn.execute(
             self.upsert_articles,
             [
-                {"document_id": doc_ids[(node_ids[(site_id, guid)], culture)], **t.page["fields"]}
-                for (site_id, guid, culture), t in upserts.items()
-                if t.page is not None
+                {"document_id": doc_ids[(node_ids[(site_id, guid)], culture)], **page["fields"]}
+                for (site_id, guid, culture), (page, _) in upserts.items()
             ],
         )
 
@@ -321,9 +319,7 @@ class _Task:
         body = json.loads(data)
         self.site_name = site_name
         self.delete = task_type in _DELETES
-        self.refs: dict[tuple[str, Any], dict[str, Any]] = {
-            (r["t"], r["id"]): r for r in body.get("tr", ())
-        }
+        self.refs: Refs = {(r["t"], r["id"]): r for r in body.get("tr", ())}
         self.page: dict[str, Any] | None = body.get("page")
         obj = body.get("object") or {}
         self.type: str = "page" if self.page is not None else obj["type"]
