@@ -2,25 +2,30 @@
 
 The workload's bursty stream (``Workload.bursts``: ``burst`` tasks per entity in quick
 succession; users saved again and again, forum posts edited and sometimes deleted) is logged
-through the bus's batch logging API and the queue kept (not timed). The bus then drains that
-queue twice, on the same connector:
+through the bus's batch logging API and the queue rows kept (not timed). The bus then drains
+that very queue with the same connector, registered with ``coalesce`` off, then on:
 
 1. ``process-coalesce-off``: ``coalesce = False``, every task applied on its own;
-2. ``process-coalesce-on``: the content reset (posts removed, users back to their setup
-   records), the history records of the first drain removed, the very same queue rows put back
-   (same ids, same columns), the connector registered again with ``coalesce = True``, drained
-   again.
+2. ``process-coalesce-on``: ``coalesce = True``.
+
+Before every drain but the first (not timed): the content reset (posts removed, users back to
+their setup records), the history records of the last drain removed, the very same queue rows
+put back (same ids, same columns), the database vacuumed (PostgreSQL) or its WAL checkpointed.
+The two drains run ``runs`` rounds, one after the other in each, and each row is its median
+round: the machine is shared, and a ratio of two drains minutes apart would catch its noise.
 
 Both rows count the LOGGED tasks drained per second, so they compare directly; the headline
-``coalesce-on/off`` is the second's rate over the first's. Gates after each drain: the content
+``coalesce-on/off`` is the second's rate over the first's. Gates after every drain: the content
 equals the reference model; every logged task was applied (coalesced ones included: their
 carrier applied their values), none failed, nothing is left queued; the history holds one record
 per logged task, ``coalesced`` for those merged into another and ``applied`` for the rest; with
-coalescing on, at least one task was coalesced (else the profile measured nothing).
+coalescing on, at least one task was coalesced (else the profile measured nothing), with it off
+none.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +57,7 @@ class DrainOutcome:
     failed: int
     coalesced: int
     statements: int
+    peak_rss_mb: float
 
 
 def run_bursty(
@@ -65,8 +71,8 @@ def run_bursty(
     )
     report.gates = gates.passed
     connector = BenchConnector(workload)
-    connector.coalesce = False
-    n = profile.tasks
+    n, rounds = profile.tasks, max(1, profile.runs)
+    outcomes: dict[str, list[DrainOutcome]] = {OFF: [], ON: []}
     try:
         prepare_bus(bus, workload, gates, connector)
         floors.create_tables(bus.engine)
@@ -75,28 +81,19 @@ def run_bursty(
         kept, first, last = floors.snapshot_queue(bus.engine)
         gates.require(kept == n, "copy", OFF, f"{kept} queue rows kept of {n}")
         expected = ReferenceModel.of(workload)
-        bench = _Drains(bus, gates, hooks, progress, scratch.backend, n, (first, last))
-        maintenance(bus.engine)
-        off = bench.drain(OFF, connector, expected)
-        reset_content(bus.engine, bus.registry)
-        _reset_users(bus.engine, bus.registry, workload)
-        floors.forget_history(bus.engine, first, last)
-        queued = floors.restore_queue(bus.engine)
-        gates.require(queued == n, "copy", ON, f"{queued} queued of {n}")
-        maintenance(bus.engine)
-        connector.coalesce = True
-        on = bench.drain(ON, connector, expected)
+        drains = _Drains(bus, gates, hooks, progress, scratch.backend, n, (first, last))
+        for round_no in range(rounds):
+            for path in (OFF, ON):
+                if round_no or path == ON:
+                    drains.restore(workload)
+                maintenance(bus.engine)
+                connector.coalesce = path == ON
+                suffix = f" (round {round_no + 1})" if rounds > 1 else ""
+                outcomes[path].append(drains.drain(path, suffix, connector, expected))
     finally:
         bus.close()
-    for path, out in ((OFF, off), (ON, on)):
-        row = Row(scratch.backend, path, n, out.seconds, bench.rss[path])
-        row.statements = out.statements
-        writes = out.applied - out.coalesced
-        row.note = (
-            f"{out.coalesced:,} of {n:,} tasks coalesced into another, "
-            f"{writes:,} applied on their own"
-        )
-        report.rows.append(row)
+    for path, runs in outcomes.items():
+        report.rows.append(_row(scratch.backend, path, n, runs))
     report.set_ratio(ON, OFF)
     ratio = report.ratio_of(ON, OFF)
     report.headline = {HEADLINE: ratio}
@@ -109,6 +106,22 @@ def run_bursty(
         }
     ]
     return report
+
+
+def _row(backend: str, path: str, n: int, runs: list[DrainOutcome]) -> Row:
+    """The median round's figures (the lower middle one of an even number of rounds)."""
+    mid = sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
+    row = Row(backend, path, n, mid.seconds, max(r.peak_rss_mb for r in runs))
+    row.statements = mid.statements
+    row.note = (
+        f"{mid.coalesced:,} of {n:,} tasks coalesced into another, "
+        f"{mid.applied - mid.coalesced:,} applied on their own"
+    )
+    if len(runs) > 1:
+        each = ", ".join(f"{r.seconds:.2f}" for r in runs)
+        spread = statistics.pstdev(r.seconds for r in runs)
+        row.note += f"; median of {len(runs)} rounds: {each} s (sd {spread:.2f} s)"
+    return row
 
 
 def _log(
@@ -158,17 +171,29 @@ class _Drains:
     ) -> None:
         self.bus, self.gates, self.hooks, self.progress = bus, gates, hooks, progress
         self.backend, self.tasks, self.ids = backend, tasks, ids
-        self.rss: dict[str, float] = {}
         self.statements = 0
         sa.event.listen(bus.engine, "before_cursor_execute", self._count)
 
     def _count(self, *_: Any) -> None:
         self.statements += 1
 
-    def drain(self, path: str, connector: BenchConnector, expected: Content) -> DrainOutcome:
+    def restore(self, workload: Workload) -> None:
+        """The content and the queue as they were before the first drain (not timed)."""
+        engine = self.bus.engine
+        reset_content(engine, self.bus.registry)
+        _reset_users(engine, self.bus.registry, workload)
+        floors.forget_history(engine, *self.ids)
+        queued = floors.restore_queue(engine)
+        n = self.tasks
+        self.gates.require(queued == n, "copy", "restore", f"{queued} queued of {n}")
+
+    def drain(
+        self, path: str, suffix: str, connector: BenchConnector, expected: Content
+    ) -> DrainOutcome:
         n, bus = self.tasks, self.bus
         bus.register_connector(connector)  # records its coalesce switch (not timed)
-        bar = self.progress.add_task(f"[{self.backend}] {path}: bus.process_tasks", total=n)
+        label = f"[{self.backend}] {path}{suffix}: bus.process_tasks"
+        bar = self.progress.add_task(label, total=n)
         applied = failed = coalesced = 0
 
         def on_progress(result: ProcessResult) -> None:
@@ -187,7 +212,7 @@ class _Drains:
                     break
         seconds = time.perf_counter() - start
         statements = self.statements - s0
-        self.rss[path] = peak_rss_mb()
+        rss = peak_rss_mb()
         self.gates.counts(path, logged=n, applied=applied, failed=failed, queued=bus.queue_size())
         self.gates.content(path, bus.engine, expected)
         states = floors.history_states(bus.engine, *self.ids)
@@ -207,4 +232,4 @@ class _Drains:
             self.gates.require(
                 coalesced == 0, "coalesced", path, f"{coalesced} tasks coalesced with it off"
             )
-        return DrainOutcome(seconds, applied, failed, coalesced, statements)
+        return DrainOutcome(seconds, applied, failed, coalesced, statements, rss)
