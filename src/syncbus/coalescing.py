@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncbus.content.registry import TypeRegistry
-from syncbus.content.types import ObjectType
 from syncbus.enums import ProcessType, TaskType
 from syncbus.errors import SyncBusError
 from syncbus.model import InternalObject
@@ -39,8 +38,9 @@ _UPSERTS = {TaskType.CREATE_OBJECT.value, TaskType.UPDATE_OBJECT.value}
 _DELETE = TaskType.DELETE_OBJECT.value
 _DEFAULT = ProcessType.DEFAULT.value
 
-TypeLookup = Callable[[str], ObjectType]
 Entity = tuple[str, str | None, tuple[Any, ...]]  # type, site, identity
+_UNSET = object()
+_MARKS = ("attempts", "next_attempt_at", "awaits")  # a failed attempt, a retry time, a wait
 
 
 @dataclass
@@ -55,7 +55,113 @@ class Merged:
         return bool(self.into)
 
 
-def _entity(row: Any, payload: Any, types: TypeLookup) -> tuple[Entity, ObjectType] | None:
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """What coalescing reads of one object type (looked up once per batch)."""
+
+    name: str
+    refs: dict[str, str]  # reference column -> the type it points at
+    identity: tuple[str, ...]
+    points_at: frozenset[str]  # the types its references point at
+    sited: bool  # its objects are stored under the task's site
+
+
+class _Types:
+    """The registry as one batch's coalescing asks it: every answer computed once per batch
+    (a batch asks the same few questions of thousands of tasks)."""
+
+    def __init__(self, registry: TypeRegistry) -> None:
+        self.registry = registry
+        self._kinds: dict[str, _Kind | None] = {}
+        self._dependents: dict[str, frozenset[str]] = {}
+        self._reach: dict[tuple[str, bool], frozenset[str] | None] = {}
+        self._marks: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def marks(self, row: Any) -> tuple[str, ...]:
+        """Which of the columns that keep a task apart (``_MARKS``) the row has: rows of one
+        query share their columns, and asking a SQLAlchemy row for a column it lacks costs an
+        exception."""
+        fields = getattr(row, "_fields", None)
+        if not isinstance(fields, tuple):  # not a SQLAlchemy row
+            return tuple(n for n in _MARKS if hasattr(row, n))
+        found = self._marks.get(fields)
+        if found is None:
+            found = self._marks[fields] = tuple(n for n in _MARKS if n in fields)
+        return found
+
+    def kind(self, name: str) -> _Kind | None:
+        """The type's facts, None when the registry does not know it."""
+        found = self._kinds.get(name, _UNSET)
+        if found is _UNSET:
+            try:
+                ot = self.registry.object_type(name)
+            except SyncBusError:
+                found = None
+            else:
+                refs = ot.references()
+                sited = bool(ot.site_column and not ot.is_binding)
+                found = _Kind(
+                    ot.name, refs, tuple(ot.identity_columns()), frozenset(refs.values()), sited
+                )
+            self._kinds[name] = found
+        return found  # type: ignore[return-value]
+
+    def refs(self, name: str) -> dict[str, str]:
+        """A known type's reference columns (raises for an unknown type, like the registry)."""
+        k = self.kind(name)
+        if k is None:
+            return self.registry.object_type(name).references()
+        return k.refs
+
+    def dependents(self, name: str) -> frozenset[str]:
+        """What a delete of an object of this type changes: the types its cascade reaches and
+        the types that refer to any of those (their references are set to NULL)."""
+        found = self._dependents.get(name)
+        if found is None:
+            gone = self.registry.dependents(name)
+            nulled = {
+                ot.name
+                for ot in self.registry.object_types.values()
+                if gone & set(ot.references().values())
+            }
+            found = self._dependents[name] = gone | nulled
+        return found
+
+    def reach(self, row: Any, payload: Any) -> frozenset[str] | set[str] | None:
+        """The object types a task could look up or delete (None: any, it cannot be read)."""
+        if not isinstance(payload, Payload):
+            return None
+        obj = payload.obj
+        if obj is None:
+            return frozenset()
+        removes = row.task_type in _REMOVES
+        if obj.children:
+            return self._reach_tree(obj, removes)
+        key = (obj.object_type, removes)
+        found = self._reach.get(key, _UNSET)
+        if found is _UNSET:
+            found = self._reach[key] = self._reach_tree(obj, removes)
+        return found  # type: ignore[return-value]
+
+    def _reach_tree(self, top: InternalObject, removes: bool) -> frozenset[str] | None:
+        reach: set[str] = set()
+        stack = [top]
+        while stack:
+            o = stack.pop()
+            stack.extend(o.children)
+            k = self.kind(o.object_type)
+            if k is None:
+                return None
+            reach |= k.points_at
+        if removes:
+            reach |= self.dependents(top.object_type)
+        return frozenset(reach)
+
+
+_REMOVES = frozenset({_DELETE, TaskType.REMOVE_FROM_SITE.value})
+
+
+def _entity(row: Any, payload: Any, types: _Types) -> tuple[Entity, _Kind] | None:
     """The object a mergeable task writes, or None when the task cannot be merged."""
     if not isinstance(payload, Payload) or payload.obj is None or payload.obj.children:
         return None
@@ -63,38 +169,36 @@ def _entity(row: Any, payload: Any, types: TypeLookup) -> tuple[Entity, ObjectTy
         return None
     if row.process_type != _DEFAULT or row.error_message is not None:
         return None
-    if (getattr(row, "attempts", 0) or 0) or getattr(row, "next_attempt_at", None) is not None:
-        return None
-    if getattr(row, "awaits", None) is not None:
-        return None
-    try:
-        ot = types(payload.obj.object_type)
-    except SyncBusError:
+    for name in types.marks(row):  # a failed attempt, a retry time, a wait
+        value = getattr(row, name)
+        if value if name == "attempts" else value is not None:
+            return None
+    kind = types.kind(payload.obj.object_type)
+    if kind is None:
         return None
     data = payload.obj.data
-    refs = ot.references()
+    refs = kind.refs
     translated = row.data_type != "Simple"
-    index = payload.record_index() if translated else {}
     ident: list[Any] = []
-    for col in ot.identity_columns():
+    for col in kind.identity:
         value = data.get(col)
         if value is None or isinstance(value, dict | list):
             return None
         if translated and col in refs:
             # An external id names its object through the record the connector gave for it:
             # two ids of one object must be one identity here.
-            i = index.get(id_key(refs[col], value))
+            i = payload.record_index().get(id_key(refs[col], value))
             if i is None:
                 return None
             rec = payload.records[i]
             value = (rec.object_type, rec.code_name, rec.site_name, rec.parent, rec.group)
         ident.append(value)
-    site = row.site_name if ot.site_column and not ot.is_binding else None
-    return (ot.name, site, tuple(ident)), ot
+    site = row.site_name if kind.sited else None
+    return (kind.name, site, tuple(ident)), kind
 
 
 def _breaks(
-    run: list[int], run_type: str, row: Any, payloads: dict[int, Any], types: TypeLookup
+    run: list[int], run_type: str, row: Any, payloads: dict[int, Any], types: _Types
 ) -> bool:
     """Whether this task of the object must start a new run: another data type, or a
     reference it sets hides one an earlier task of the run set."""
@@ -102,21 +206,21 @@ def _breaks(
     return bool(run_type != row.data_type or _hides_reference(run, payloads, later, types))
 
 
-def _sets_reference(payload: Payload, types: TypeLookup) -> bool:
+def _sets_reference(payload: Payload, types: _Types) -> bool:
     assert payload.obj is not None
-    refs = types(payload.obj.object_type).references()
-    return any(payload.obj.data.get(c) is not None for c in refs)
+    data = payload.obj.data
+    return any(data.get(c) is not None for c in types.refs(payload.obj.object_type))
 
 
 def _hides_reference(
-    run: list[int], payloads: dict[int, Any], later: Payload, types: TypeLookup
+    run: list[int], payloads: dict[int, Any], later: Payload, types: _Types
 ) -> bool:
     """Whether ``later`` sets a reference column that a task of the run set too: merged, the
     earlier reference would never be looked up, and a task that would have failed (its
     reference missing) would pass unseen."""
     assert later.obj is not None
-    refs = types(later.obj.object_type).references()
-    given = {c for c in later.obj.data if c in refs}
+    refs = types.refs(later.obj.object_type)
+    given = [c for c in later.obj.data if c in refs]
     if not given:
         return False
     for task_id in run:
@@ -135,6 +239,9 @@ def _merge(payloads: list[Payload]) -> Payload:
         assert p.obj is not None
         data.update(p.obj.data)
         offset = len(records)
+        if not offset:
+            records.extend(p.records)  # the first payload's records keep their positions
+            continue
         for r in p.records:
             records.append(
                 r._replace(
@@ -149,17 +256,7 @@ def _merge(payloads: list[Payload]) -> Payload:
 
 def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegistry) -> Merged:
     """The merges of one batch (``rows`` in task-id order)."""
-    types = registry.object_type
-
-    def dependents(name: str) -> frozenset[str]:
-        """What a delete of an object of this type changes: the types its cascade reaches and
-        the types that refer to any of those (their references are set to NULL)."""
-        gone = registry.dependents(name)
-        nulled = {
-            ot.name for ot in registry.object_types.values() if gone & set(ot.references().values())
-        }
-        return gone | nulled
-
+    types = _Types(registry)
     merged = Merged()
     runs: dict[Entity, list[int]] = {}  # open runs: entity -> its upserts so far
     data_type: dict[Entity, str] = {}  # a run's data type: another one starts a new run
@@ -178,12 +275,13 @@ def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegist
 
     for row in rows:
         task_id = int(row.task_id)
-        found = _entity(row, payloads.get(task_id), types)
+        payload = payloads.get(task_id)
+        found = _entity(row, payload, types)
         if found is None:
-            _barrier(row, payloads.get(task_id), None, runs, types, dependents, close)
+            _barrier(row, payload, None, runs, types, close)
             continue
         entity = found[0]
-        _barrier(row, payloads[task_id], entity, runs, types, dependents, close)
+        _barrier(row, payload, entity, runs, types, close)
         if entity in runs and _breaks(runs[entity], data_type[entity], row, payloads, types):
             close(entity)
         data_type[entity] = row.data_type
@@ -199,40 +297,18 @@ def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegist
     return merged
 
 
-def _reach(
-    row: Any, payload: Any, types: TypeLookup, dependents: Callable[[str], frozenset[str]]
-) -> set[str] | None:
-    """The object types a task could look up or delete (None: any, it cannot be read)."""
-    if not isinstance(payload, Payload):
-        return None
-    reach: set[str] = set()
-    if payload.obj is not None:
-        stack = [payload.obj]
-        while stack:
-            o = stack.pop()
-            stack.extend(o.children)
-            try:
-                reach |= set(types(o.object_type).references().values())
-            except SyncBusError:
-                return None
-        if row.task_type in (_DELETE, TaskType.REMOVE_FROM_SITE.value):
-            reach |= dependents(payload.obj.object_type)
-    return reach
-
-
 def _barrier(
     row: Any,
     payload: Any,
     own: Entity | None,
     runs: dict[Entity, list[int]],
-    types: TypeLookup,
-    dependents: Callable[[str], frozenset[str]],
+    types: _Types,
     close: Callable[[Entity], None],
 ) -> None:
     """Close every open run (of another object) that this task could see or change."""
-    if not runs:
+    if not runs or (own is not None and len(runs) == 1 and own in runs):
         return
-    reach = _reach(row, payload, types, dependents)
+    reach = types.reach(row, payload)
     same_type = None
     if own is None and isinstance(payload, Payload) and payload.obj is not None:
         same_type = payload.obj.object_type  # unmergeable: it may be the same object

@@ -20,6 +20,9 @@ from rich.progress import Progress
 from sqlalchemy.engine import make_url
 
 from syncbus.bench import PROFILES, BenchGateError, BenchHooks, Workload, floors, run_bench
+from syncbus.bench.bursty import HEADLINE as BURSTY_HEADLINE
+from syncbus.bench.bursty import OFF as BURSTY_OFF
+from syncbus.bench.bursty import ON as BURSTY_ON
 from syncbus.bench.environment import open_scratch, reset_content
 from syncbus.bench.gate import Gates, compare, read_content
 from syncbus.bench.http import THREAD_NAME
@@ -30,6 +33,7 @@ from syncbus.bench.runner import HISTORY_OFF, HTTP_PATHS, RAW_FLOOR, SETWISE_FLO
 from syncbus.bench.setwise import SetwiseApplier, setwise_process
 from syncbus.bench.workload import CONNECTOR_NAME
 from syncbus.bus import IntegrationBus
+from syncbus.enums import TaskType
 from syncbus.errors import ConfigurationError
 
 PG_URL = os.environ.get("SYNCBUS_TEST_POSTGRES_URL")
@@ -565,3 +569,177 @@ def test_lanes_profile_refuses_sqlite(tmp_path: Path) -> None:
     assert "PostgreSQL only" in str(caught.value)
     assert "SQLite runs one writer at a time" in str(caught.value)
     assert not list(tmp_path.iterdir())
+
+
+# -- the bursty profiles: coalescing off and on over the same queue ----------------------------
+def _check_bursty_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
+    """Both drains ran over the whole queue, were gated, and the headline is their ratio."""
+    data: dict[str, Any] = json.loads(json_path.read_text())
+    assert data["backend"] == backend and data["profile"] == "bursty-smoke"
+    n = PROFILES["bursty-smoke"].tasks
+    off, on = data["results"]
+    assert (off["path"], on["path"]) == (BURSTY_OFF, BURSTY_ON)
+    assert off["tasks"] == on["tasks"] == n  # logged tasks, with or without coalescing
+    assert off["seconds"] > 0 and on["seconds"] > 0
+    assert on["baseline"] == BURSTY_OFF and off["baseline"] is None
+    ratio = on["tasks_per_s"] / off["tasks_per_s"]
+    assert on["ratio"] == pytest.approx(ratio, rel=0.01, abs=0.0005)
+    assert data["headline"] == {BURSTY_HEADLINE: pytest.approx(ratio, rel=0.01, abs=0.0005)}
+    gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
+    for path in (BURSTY_OFF, BURSTY_ON):
+        for gate in ("counts", "content", "history", "coalesced"):
+            assert gates[(gate, path)] == 1, (gate, path)
+    coalesced = {g["phase"]: g["detail"] for g in data["gates"] if g["gate"] == "coalesced"}
+    assert coalesced[BURSTY_OFF] == "0 tasks coalesced with it off"
+    # 100 bursts of 10: at most 900 tasks can be absorbed; a few bursts straddle a batch
+    # boundary (a run ends with its batch), and a new post's create is never absorbed into the
+    # delete that ends its burst. The stream and the batches are fixed: 896 of them are.
+    assert coalesced[BURSTY_ON] == f"896 of {n} tasks coalesced"
+    assert "896 of 1,000 tasks coalesced into another, 104 applied on their own" in on["note"]
+    history = {g["phase"]: g["detail"] for g in data["gates"] if g["gate"] == "history"}
+    assert "expected {'applied': 104, 'coalesced': 896}" in history[BURSTY_ON]
+    assert "expected {'applied': 1000, 'coalesced': 0}" in history[BURSTY_OFF]
+    assert off["statements_per_task"] > on["statements_per_task"] > 0
+    (target,) = data["targets"]
+    assert target["target"] == "coalescing on >= 3x off (bursts of 10)"
+    assert target["met"] == (ratio >= 3.0)
+    last = _last_line(printed)
+    assert last == data["summary"]
+    assert last.endswith(f"coalesce-on/off={ratio:.2f}")
+    return data
+
+
+@pytest.mark.slow
+def test_bursty_profile_on_sqlite(tmp_path: Path) -> None:
+    console, out = _console()
+    json_path = tmp_path / "bursty.json"
+    run_bench("bursty-smoke", None, str(json_path), console)
+    _check_bursty_run(json_path, out.getvalue(), "sqlite")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bursty_profile_on_postgres(tmp_path: Path, own_pg_database: str) -> None:
+    console, out = _console()
+    json_path = tmp_path / "bursty.json"
+    run_bench("bursty-smoke", own_pg_database, str(json_path), console)
+    data = _check_bursty_run(json_path, out.getvalue(), "postgresql")
+    assert data["machine"]["postgresql"]
+
+
+def _corrupt_one_user(phase: str, engine: sa.Engine) -> None:
+    """After the coalescing drain: one user's e-mail is not what its last save wrote."""
+    if phase != BURSTY_ON:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE cms_user SET email = 'tampered@example.com' "
+                "WHERE user_id = (SELECT min(user_id) FROM cms_user)"
+            )
+        )
+
+
+@pytest.mark.slow
+def test_bursty_gate_catches_a_wrong_result(tmp_path: Path) -> None:
+    console, out = _console()
+    json_path = tmp_path / "bursty.json"
+    with pytest.raises(BenchGateError) as caught:
+        run_bench(
+            "bursty-smoke",
+            None,
+            str(json_path),
+            console,
+            hooks=BenchHooks(before_gate=_corrupt_one_user),
+        )
+    assert caught.value.gate == "content" and caught.value.phase == BURSTY_ON
+    assert "cms.user" in caught.value.detail and "tampered@example.com" in caught.value.detail
+    assert not json_path.exists()
+    assert "coalesce-on/off=" not in out.getvalue()
+
+
+def _skip_the_saves(phase: str, engine: sa.Engine) -> None:
+    """Before the coalescing drain's gate: every user set back to its setup record, as if the
+    drain had applied none of the saves (a carrier that lost its merged values would look so)."""
+    if phase != BURSTY_ON:
+        return
+    with engine.begin() as conn:
+        for i in range(Workload(PROFILES["bursty-smoke"]).authors):
+            conn.execute(
+                sa.text("UPDATE cms_user SET email = :e WHERE user_name = :u"),
+                {"e": f"author{i:05d}@example.com", "u": f"author{i:05d}"},
+            )
+
+
+@pytest.mark.slow
+def test_bursty_gate_catches_saves_left_unapplied(tmp_path: Path) -> None:
+    """The users are reset between the drains: what the first drain wrote does not pass for
+    what the second should have."""
+    console, _ = _console()
+    with pytest.raises(BenchGateError) as caught:
+        run_bench(
+            "bursty-smoke", None, None, console, hooks=BenchHooks(before_gate=_skip_the_saves)
+        )
+    assert caught.value.gate == "content" and caught.value.phase == BURSTY_ON
+    assert "cms.user: 20 expected, 20 found" in caught.value.detail
+
+
+def test_bursty_stream_comes_in_bursts() -> None:
+    """Every entity's tasks come ``burst`` at a time: a post's consecutively (a create first
+    for a new one, a delete last for some), two users' saves interleaved; fixed."""
+    profile = PROFILES["bursty"]
+    workload = Workload(profile)
+    tasks = list(workload.tasks(5_000))
+    assert [(t.task_type, t.obj) for t in Workload(profile).tasks(5_000)] == [
+        (t.task_type, t.obj) for t in tasks
+    ]
+    assert len(list(workload.tasks())) == profile.tasks
+    i, posts, users, deletes, creates = 0, 0, 0, 0, 0
+    while i + 20 <= len(tasks):
+        head = tasks[i]
+        if head.kind == "post":
+            burst = tasks[i : i + 10]
+            assert {(t.kind, t.key) for t in burst} == {("post", head.key)}
+            kinds = [t.task_type for t in burst]
+            assert TaskType.CREATE_OBJECT not in kinds[1:]
+            assert TaskType.DELETE_OBJECT not in kinds[:-1]
+            creates += kinds[0] == TaskType.CREATE_OBJECT
+            deletes += kinds[-1] == TaskType.DELETE_OBJECT
+            # An edit names neither the forum nor the author: they do not change.
+            assert all("forum_id" not in t.obj for t in burst[1:])
+            posts, i = posts + 1, i + 10
+            continue
+        keys = Counter(t.key for t in tasks[i : i + 20])
+        if len(keys) == 1 or tasks[i + 10].kind == "post":  # a lone user burst
+            assert {(t.kind, t.key) for t in tasks[i : i + 10]} == {("user", head.key)}
+            users, i = users + 1, i + 10
+            continue
+        assert all(t.kind == "user" for t in tasks[i : i + 20]) and sorted(keys.values()) == [
+            10,
+            10,
+        ]
+        users, i = users + 2, i + 20
+    assert posts > 100 and users > 150 and creates > 20 and deletes > 20
+
+
+def test_bursty_reference_model_depends_on_order() -> None:
+    """Swapping the last two saves of a user, or the last two edits of a post, changes the
+    expected content: the content gate detects a burst applied out of order."""
+    workload = Workload(PROFILES["bursty-smoke"])
+    expected = ReferenceModel.of(workload)
+    tasks = list(workload.tasks())
+    by_key: dict[tuple[str, int], list[int]] = {}
+    for n, t in enumerate(tasks):
+        by_key.setdefault((t.kind, t.key), []).append(n)
+    for kind in ("user", "post"):
+        i, j = next(
+            v[-2:]
+            for (k, _), v in by_key.items()
+            if k == kind and all(tasks[n].task_type == TaskType.UPDATE_OBJECT for n in v[-2:])
+        )
+        swapped = list(tasks)
+        swapped[i], swapped[j] = swapped[j], swapped[i]
+        model = ReferenceModel(workload)
+        for t in swapped:
+            model.apply(t)
+        assert compare(expected, model.content), kind

@@ -1,5 +1,6 @@
 """syncbus bench: throughput of the bus against raw SQL floors and peer job queues, the
-latency from a POST to ``syncbus serve`` until applied, and the admin pages over a long queue.
+latency from a POST to ``syncbus serve`` until applied, the admin pages over a long queue, and
+what coalescing gains on bursty traffic.
 
 ``run_bench(profile, db_url, json_path, console)`` runs one profile on one backend and returns a
 :class:`BenchReport`; how to run it, what it measures and the figures: ``docs/performance.md``.
@@ -20,6 +21,7 @@ from rich.progress import (
 )
 
 from syncbus.bench.adminscale import run_admin_scale
+from syncbus.bench.bursty import run_bursty
 from syncbus.bench.drain import run_drain
 from syncbus.bench.environment import Scratch, open_scratch
 from syncbus.bench.gate import BenchGateError
@@ -60,6 +62,7 @@ _RUNNERS = {
     "latency": run_latency,
     "admin-scale": run_admin_scale,
     "lanes": run_lanes,
+    "bursty": run_bursty,
 }
 
 

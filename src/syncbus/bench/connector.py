@@ -48,16 +48,11 @@ class BenchConnector(BaseIntegrationConnector):
     ) -> InternalObject | Page | None:
         kind = obj.get("kind") if isinstance(obj, dict) else None
         if kind == "post":
-            return InternalObject(
-                "forums.forumpost",
-                {
-                    "post_guid": obj["guid"],
-                    "forum_id": obj["forum_id"],
-                    "post_user_id": obj["author_id"],
-                    "post_subject": obj["subject"],
-                    "post_text": obj["text"],
-                },
-            )
+            data = {"post_guid": obj["guid"]}
+            if "forum_id" in obj:  # not in an edit of the bursty stream: it does not change
+                data.update(forum_id=obj["forum_id"], post_user_id=obj["author_id"])
+            data.update(post_subject=obj["subject"], post_text=obj["text"])
+            return InternalObject("forums.forumpost", data)
         if kind == "membership":
             return InternalObject(
                 "cms.userrole", {"user_id": obj["user_id"], "role_id": obj["role_id"]}

@@ -10,7 +10,7 @@
 
 It also keeps a copy of the bus's queue rows as logged (``snapshot_queue``), so the process path
 can drain the very same queue a second time, with history off (``restore_queue``), and counts the
-history records the timed tasks left (``history_counts``).
+history records the timed tasks left (``history_counts``, ``history_states``).
 
 All use the bus's own engine, so connection settings and durability are the same.
 """
@@ -124,6 +124,18 @@ def history_counts(engine: sa.Engine, first: int, last: int) -> tuple[int, int]:
     with engine.connect() as conn:
         total, done = conn.execute(stmt).one()
     return int(total), int(done or 0)
+
+
+def history_states(engine: sa.Engine, first: int, last: int) -> dict[str, int]:
+    """How many history records of the tasks first..last are in each state."""
+    h = history_table
+    stmt = (
+        sa.select(h.c.state, sa.func.count())
+        .where(h.c.task_id.between(first, last))
+        .group_by(h.c.state)
+    )
+    with engine.connect() as conn:
+        return {str(state): int(count) for state, count in conn.execute(stmt)}
 
 
 def forget_history(engine: sa.Engine, first: int, last: int) -> None:

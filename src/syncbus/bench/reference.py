@@ -1,6 +1,7 @@
 """The reference model: the content the workload must leave behind, computed in plain Python.
 
-Create and update are upserts of the whole record; delete removes it. The model keeps, per
+Create and update are upserts of the whole record (a post's edit in the bursty stream: of its
+subject and text); delete removes it. The model keeps, per
 identity, what the last operation wrote, in the terms a reader of the database sees: code names,
 GUIDs and alias paths, never internal ids.
 """
@@ -91,6 +92,9 @@ class ReferenceModel:
         if task.kind == "post":
             if delete:
                 c.posts.pop(obj["guid"], None)
+            elif "forum_id" not in obj:  # an edit (bursty stream): subject and text only
+                forum, author, _, _ = c.posts[obj["guid"]]
+                c.posts[obj["guid"]] = (forum, author, obj["subject"], obj["text"])
             else:
                 c.posts[obj["guid"]] = (
                     forum_name(obj["forum_id"] - FORUM_BASE),
@@ -107,6 +111,8 @@ class ReferenceModel:
                 c.memberships.discard(pair)
             else:
                 c.memberships.add(pair)
+        elif task.kind == "user":  # a user's whole record saved again (bursty stream)
+            c.users[obj["username"]] = (obj["email"], obj["first_name"], obj["last_name"])
         elif task.kind == "article":
             folder = folder_alias(obj["folder_id"] - FOLDER_BASE)
             path = f"/{folder}/{obj['alias']}"

@@ -14,6 +14,9 @@ The operation mix is ~15% create / 80% update / 5% delete: creates prefer keys t
 so the final content depends on the last operation per key: applying tasks out of order changes
 the result, which is how the correctness gate detects it.
 
+The bursty profiles (``Profile.burst``) log another stream over the same setup: every entity's
+tasks come in bursts (see :meth:`Workload.bursts`), the shape coalescing is for.
+
 Changing anything that alters the generated stream must bump ``WORKLOAD_VERSION``.
 """
 
@@ -25,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from itertools import islice
 from typing import Any
 
 from syncbus.enums import TaskDataType, TaskType
@@ -56,6 +60,11 @@ KIND_SHARES = (("post", 0.5), ("article", 0.3), ("membership", 0.2))
 CREATE_SHARE = 0.15
 DELETE_SHARE = 0.05
 
+# The bursty stream (``Profile.burst`` > 0): shares of its bursts.
+BURST_USER_SHARE = 0.6  # a user's profile saved again and again; the rest: a forum post's
+BURST_NEW_POST = 0.4  # of the post bursts: a new post, created then edited
+BURST_DELETE = 0.25  # of the post bursts: the last task deletes the post
+
 _WORD_TEXT = (
     "account admin agenda answer archive audit backlog billing board branch budget build "
     "cache campaign catalog change client cluster comment config contract customer dashboard "
@@ -85,7 +94,11 @@ class Profile:
     one at a time to ``syncbus serve``, each timed until applied) or ``admin-scale`` (the
     admin pages over a queue of ``tasks`` tasks, each page requested ``runs`` times) or ``lanes``
     (``tasks`` updates over ``keys`` entities drained by 1, 2 and 4 worker processes under an
-    ENTITY connector, and by one under a CONNECTOR connector; PostgreSQL only)."""
+    ENTITY connector, and by one under a CONNECTOR connector; PostgreSQL only) or ``bursty``
+    (the bursty stream, ``burst`` tasks per entity in quick succession, drained with
+    coalescing off and on).
+
+    ``burst`` > 0 makes :meth:`Workload.tasks` the bursty stream (:meth:`Workload.bursts`)."""
 
     name: str
     tasks: int
@@ -96,10 +109,13 @@ class Profile:
     kind: str = "throughput"
     runs: int = 0
     seed: int = DEFAULT_SEED
+    burst: int = 0
 
 
-def _only(name: str, kind: str, tasks: int, keys: int = 100, runs: int = 0) -> Profile:
-    return Profile(name, tasks, keys, e2e_tasks=0, peer_tasks=0, kind=kind, runs=runs)
+def _only(
+    name: str, kind: str, tasks: int, keys: int = 100, runs: int = 0, burst: int = 0
+) -> Profile:
+    return Profile(name, tasks, keys, e2e_tasks=0, peer_tasks=0, kind=kind, runs=runs, burst=burst)
 
 
 # The latency profiles' connector is loaded by `syncbus serve` from its class path, so it
@@ -126,6 +142,11 @@ PROFILES: dict[str, Profile] = {
     # ``runs``: rounds of the four drains (each figure is the median round).
     "lanes": _only("lanes", "lanes", 20_000, keys=1_000, runs=3),
     "lanes-smoke": _only("lanes-smoke", "lanes", 1_000, keys=100, runs=1),
+    # The same pre-logged bursty queue drained with coalescing off, then on (bursty.py);
+    # ``keys``: as for the mix (users: a tenth of it, posts: half of it).
+    # ``runs``: rounds of the two drains (each figure is the median round).
+    "bursty": _only("bursty", "bursty", 20_000, keys=1_000, runs=3, burst=10),
+    "bursty-smoke": _only("bursty-smoke", "bursty", 1_000, keys=200, runs=1, burst=10),
 }
 
 
@@ -238,6 +259,9 @@ class Workload:
     def tasks(self, limit: int | None = None) -> Iterator[BenchTask]:
         """The first ``limit`` (default: all) timed tasks, always the same for a profile."""
         count = self.profile.tasks if limit is None else min(limit, self.profile.tasks)
+        if self.profile.burst > 0:
+            yield from islice(self.bursts(), count)
+            return
         rng = random.Random(f"{WORKLOAD_VERSION}:{self.profile.seed}")
         kinds = [kind for kind, _ in KIND_SHARES]
         weights = [share for _, share in KIND_SHARES]
@@ -256,6 +280,85 @@ class Workload:
                 op, key = "update", pool.pick_alive(rng)
                 pool.revive(key)
             yield self._task(seq, kind, op, key, rng)
+
+    def bursts(self) -> Iterator[BenchTask]:
+        """The bursty stream (endless; :meth:`tasks` takes its first ``tasks``): bursts of
+        ``burst`` tasks, each of one entity, the way a CRM or a forum sends them.
+
+        * a user's profile saved ``burst`` times (``UpdateObject``, the whole record each time,
+          a new e-mail and name every save); two users are saved at once: two user bursts in a
+          row are logged interleaved (a random merge, each in its own order);
+        * a forum post edited ``burst`` times by its author, logged consecutively: a new post
+          (``CreateObject`` with its forum and author, then edits) or an existing one (edits
+          only); an edit carries the subject and text, not the forum or the author, which do
+          not change; some bursts end with a ``DeleteObject`` (a moderator removes the post).
+
+        Coalescing can merge all of that: users refer to nothing, so another user's save between
+        two of one user's does not separate them; a post refers to users and to posts
+        (``post_parent_id``), so a post task between two saves of a user, or between two edits
+        of another post, would; which is why post bursts are not interleaved with anything.
+        """
+        rng = random.Random(f"{WORKLOAD_VERSION}:bursty:{self.profile.seed}")
+        posts = _KeyPool(self.key_space["post"])
+        size, seq = self.profile.burst, 0
+        held: int | None = None  # a user burst waiting for a second one to interleave with
+        while True:
+            if rng.random() < BURST_USER_SHARE:
+                user = rng.randrange(self.authors)
+                if held is None:
+                    held = user
+                    continue
+                if user == held:
+                    user = (user + 1) % self.authors
+                first, second = [held] * size, [user] * size
+                held = None
+                for who in _random_merge(first, second, rng):
+                    yield BenchTask(
+                        seq, "user", who, TaskType.UPDATE_OBJECT, self._save(who, rng, seq)
+                    )
+                    seq += 1
+                continue
+            if held is not None:  # a lone user burst goes first, on its own
+                for _ in range(size):
+                    yield BenchTask(
+                        seq, "user", held, TaskType.UPDATE_OBJECT, self._save(held, rng, seq)
+                    )
+                    seq += 1
+                held = None
+            new = rng.random() < BURST_NEW_POST or not posts.alive
+            key = posts.pick_dead(rng) if new else posts.pick_alive(rng)
+            posts.revive(key)
+            delete = rng.random() < BURST_DELETE
+            for i in range(size):
+                when = (_EPOCH + dt.timedelta(seconds=seq)).isoformat()
+                if i == 0 and new:
+                    typ, obj = TaskType.CREATE_OBJECT, self._post(key, rng, seq, when)
+                elif i == size - 1 and delete:
+                    typ, obj = TaskType.DELETE_OBJECT, self._edit(key, rng, seq, when)
+                    posts.kill(key)
+                else:
+                    typ, obj = TaskType.UPDATE_OBJECT, self._edit(key, rng, seq, when)
+                yield BenchTask(seq, "post", key, typ, obj)
+                seq += 1
+
+    def _save(self, i: int, rng: random.Random, seq: int) -> dict[str, Any]:
+        """A user's whole record as saved again: new name and e-mail (the user name stays)."""
+        obj = self.author(i)
+        obj["first_name"], obj["last_name"] = rng.choice(_FIRST), rng.choice(_LAST)
+        obj["email"] = f"{author_name(i)}.{seq}@example.com"
+        return obj
+
+    def _edit(self, key: int, rng: random.Random, seq: int, when: str) -> dict[str, Any]:
+        """A post's edit: subject and text (its forum and author stay as created)."""
+        return {
+            "kind": "post",
+            "id": POST_BASE + key,
+            "guid": post_guid(key),
+            "subject": f"{_words(rng, 5).capitalize()} (rev {seq})",
+            "text": _words(rng, 28),
+            "edited_at": when,
+            "client": "bench-forum/1.0",
+        }
 
     def _task(self, seq: int, kind: str, op: str, key: int, rng: random.Random) -> BenchTask:
         doc = kind == "article"
@@ -321,6 +424,18 @@ class Workload:
 
 def _words(rng: random.Random, n: int) -> str:
     return " ".join(rng.choices(_WORDS, k=n))
+
+
+def _random_merge(a: list[int], b: list[int], rng: random.Random) -> Iterator[int]:
+    """The items of both lists interleaved at random, each list in its own order."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        if j >= len(b) or (i < len(a) and rng.randrange(len(a) - i + len(b) - j) < len(a) - i):
+            yield a[i]
+            i += 1
+        else:
+            yield b[j]
+            j += 1
 
 
 class _KeyPool:
