@@ -647,7 +647,9 @@ class Processor:
         merged = self._coalesce(run, rows, payloads) if not careful else None
         if merged is not None:
             payloads, originals = {**payloads, **merged.payloads}, payloads
-        resolver, targets = self._prefetch(conn, rows, payloads, sites, careful, run.history)
+        # Tasks a later task carries are not applied themselves: nothing to look up for them.
+        live = rows if merged is None else [r for r in rows if r.task_id not in merged.into]
+        resolver, targets = self._prefetch(conn, live, payloads, sites, careful, run.history)
         batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
         if merged is not None:
             batch.merged, batch.originals = merged, originals
