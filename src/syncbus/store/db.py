@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -120,6 +122,59 @@ def _pg_engine(url: URL, *, echo: bool, idle_in_transaction_s: float) -> sa.Engi
     return engine
 
 
+# One lock per SQLite database file and process: the writers of one process queue on it
+# before their BEGIN IMMEDIATE. A writer waiting on SQLite's own busy handler sleeps in steps
+# of up to 100 ms and wakes late; one waiting here wakes the moment the writer ahead commits.
+# Writers of other processes still meet at SQLite's write lock (the busy timeout).
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: str) -> threading.Lock:
+    key = os.path.realpath(path)
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """A pysqlite connection that holds its file's in-process write lock (``_write_lock``)
+    from its BEGIN IMMEDIATE until its transaction ends, however it ends."""
+
+    write_lock: threading.Lock | None = None
+    _holds = False
+
+    def take_write_lock(self, timeout_s: float) -> None:
+        """Wait for the other writers of this process; after ``timeout_s`` go on anyway (SQLite's
+        busy timeout then decides, as it would without this lock)."""
+        lock = self.write_lock
+        if lock is not None and not self._holds and lock.acquire(timeout=timeout_s):
+            self._holds = True
+
+    def release_write_lock(self) -> None:
+        if self._holds:
+            self._holds = False
+            assert self.write_lock is not None
+            self.write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_write_lock()
+
+
 def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
     """SQLite with WAL, a busy timeout, foreign keys, and writers that BEGIN IMMEDIATE.
 
@@ -129,7 +184,9 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
     ``AUTOCOMMIT_READS`` does not begin at all.
     """
     memory = url.database in (None, "", ":memory:")
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": _SQLiteConnection}
+    }
     if memory:
         kwargs["poolclass"] = sa.pool.StaticPool
         kwargs["connect_args"]["check_same_thread"] = False
@@ -138,6 +195,8 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
+        if not memory and isinstance(dbapi_conn, _SQLiteConnection):
+            dbapi_conn.write_lock = _write_lock(str(url.database))
         cur = dbapi_conn.cursor()
         if not memory:
             cur.execute("PRAGMA journal_mode=WAL")
@@ -156,7 +215,19 @@ def _sqlite_engine(url: URL, *, echo: bool) -> sa.Engine:
         if info.get(BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS) != busy:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
             info[BUSY_TIMEOUT] = busy
-        conn.exec_driver_sql("BEGIN" if options.get("readonly", False) else "BEGIN IMMEDIATE")
+        if options.get("readonly", False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        dbapi_conn = conn.connection.dbapi_connection
+        if not isinstance(dbapi_conn, _SQLiteConnection):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        dbapi_conn.take_write_lock(busy / 1000)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_conn.release_write_lock()
+            raise
 
     return engine
 
