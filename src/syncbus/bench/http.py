@@ -6,6 +6,13 @@ one by one to ``/api/connectors/{name}/tasks``, ``log_batch`` in batches to
 ``.../tasks/batch``. Each raises :class:`BenchGateError` on the first response that is not 201
 or whose ids do not strictly increase.
 
+``log_concurrent`` POSTs the tasks one per request too, but from 32 keep-alive connections at
+once, sent by a load generator in a process of its own (``httpload``: the client must not take
+turns with the server for this process's interpreter lock). Requests that reach the service
+together share one transaction and one commit (group commit, ``syncbus.intake._Group``). Their
+ids interleave across the clients, so the gate asks for a 201 and a new id for every request
+(and, in the runner, as many queued tasks as sent), not for increasing ids.
+
 What the timer covers: the request (built from a pre-encoded JSON body), the round trip over the
 loopback, the whole service (ASGI stack, body limit, bearer-token check, pydantic validation,
 FastAPI's thread pool, ``bus.log_tasks``, the commit) and reading the response. The JSON bodies
@@ -35,7 +42,8 @@ in two sends, so with a protocol of 0 every response waited ~40 ms for a delayed
 requests/s, whatever the service did). ``syncbus serve`` lets uvicorn bind, which sets it right.
 
 A profiler started by the bench (``--pyinstrument-phase log-http-single``) samples the bench's
-own thread only, i.e. the client waiting on its socket, not the server's threads.
+own thread only, i.e. the client waiting on its socket (for ``log-http-concurrent``: waiting for
+the load generator), not the server's threads.
 """
 
 from __future__ import annotations
