@@ -4,6 +4,7 @@ what the report promises, and a wrong result is caught. No timing is asserted.""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy.engine import make_url
@@ -25,11 +27,18 @@ from syncbus.bench.bursty import OFF as BURSTY_OFF
 from syncbus.bench.bursty import ON as BURSTY_ON
 from syncbus.bench.environment import open_scratch, reset_content
 from syncbus.bench.gate import Gates, compare, read_content
-from syncbus.bench.http import THREAD_NAME
+from syncbus.bench.http import THREAD_NAME, log_concurrent, serve, serve_app
 from syncbus.bench.prepare import prepare_bus
 from syncbus.bench.prepare import request as bench_request
 from syncbus.bench.reference import ReferenceModel
-from syncbus.bench.runner import HISTORY_OFF, HTTP_PATHS, RAW_FLOOR, SETWISE_FLOOR, BenchRun
+from syncbus.bench.runner import (
+    HISTORY_OFF,
+    HTTP_CLIENTS,
+    HTTP_PATHS,
+    RAW_FLOOR,
+    SETWISE_FLOOR,
+    BenchRun,
+)
 from syncbus.bench.setwise import SetwiseApplier, setwise_process
 from syncbus.bench.workload import CONNECTOR_NAME
 from syncbus.bus import IntegrationBus
@@ -69,13 +78,14 @@ def _console() -> tuple[Console, io.StringIO]:
 
 
 def _check_http_rows(data: dict[str, Any]) -> None:
-    """Both HTTP logging paths ran, were gated, and sit beside the other logging rows."""
+    """The HTTP logging paths ran, were gated, and sit beside the other logging rows."""
     rows = {r["path"]: r for r in data["results"]}
     order = [r["path"] for r in data["results"]]
     http_tasks = PROFILES["smoke"].http_tasks
-    assert order.index("raw-insert-many") + 1 == order.index("log-http-single")
-    assert order.index("log-http-single") + 1 == order.index("log-http-batch")
-    for path, baseline in zip(HTTP_PATHS, ("raw-insert-single", "raw-insert-many"), strict=True):
+    at = order.index("raw-insert-many") + 1
+    assert tuple(order[at : at + 3]) == HTTP_PATHS
+    baselines = ("raw-insert-single", "raw-insert-single", "raw-insert-many")
+    for path, baseline in zip(HTTP_PATHS, baselines, strict=True):
         row = rows[path]
         assert row["tasks"] == http_tasks and row["kind"] == "syncbus"
         assert row["tasks_per_s"] > 0 and row["baseline"] == baseline
@@ -90,6 +100,15 @@ def _check_http_rows(data: dict[str, Any]) -> None:
     assert data["headline"]["log-http-single/raw-insert"] == pytest.approx(
         rows["log-http-single"]["ratio"], abs=0.002
     )
+    assert data["headline"]["log-http-concurrent/raw-insert"] == pytest.approx(
+        rows["log-http-concurrent"]["ratio"], abs=0.002
+    )
+    # The load generator was a process of its own: its CPU is in the note.
+    note = rows["log-http-concurrent"]["note"]
+    assert f"{HTTP_CLIENTS} clients in a process of their own" in note
+    assert "ms of CPU a request" in note
+    gate = next(g for g in data["gates"] if g["phase"] == "log-http-concurrent")
+    assert f"sent={http_tasks} created={http_tasks} queued={http_tasks}" in gate["detail"]
     assert data["headline"]["log-http-batch/raw-insert-many"] == pytest.approx(
         rows["log-http-batch"]["ratio"], abs=0.002
     )
@@ -353,6 +372,53 @@ def test_http_gate_catches_a_refused_request() -> None:
     assert caught.value.phase == "log-http-single"
     assert "task 0: HTTP 409" in caught.value.detail and "disabled" in caught.value.detail
     assert run.report.row("log-http-single") is None
+    assert _http_threads() == []
+
+
+@pytest.mark.slow
+def test_concurrent_http_gate_catches_a_refused_request() -> None:
+    """log-http-concurrent: a request the service refuses fails the gate with its answer."""
+    console, _ = _console()
+    scratch = open_scratch(None)
+    try:
+        with Progress(console=console) as progress:
+            run = BenchRun(PROFILES["smoke"], scratch, progress, 200, BenchHooks())
+            try:
+                prepare_bus(run.bus, run.workload, run.gates)
+                run.bus.set_connector_enabled(CONNECTOR_NAME, False)
+                with serve(run.bus) as client, pytest.raises(BenchGateError) as caught:
+                    log_concurrent(
+                        client, CONNECTOR_NAME, run.workload.tasks(40), 8, "phase", _no_progress
+                    )
+            finally:
+                run.bus.close()
+    finally:
+        scratch.drop()
+    assert caught.value.gate == "log" and caught.value.phase == "phase"
+    assert ": HTTP 409" in caught.value.detail and "disabled" in caught.value.detail
+    assert _http_threads() == []
+
+
+def _no_progress(_done: int) -> None:
+    pass
+
+
+def test_concurrent_http_gate_catches_an_id_given_twice() -> None:
+    """Ids need not increase across concurrent clients, but each task must get its own: a
+    server that answers 201 with an id it gave before fails the gate."""
+    counter = itertools.count()
+    app = FastAPI()
+
+    @app.post("/api/connectors/{name}/tasks", status_code=201)
+    def log_task(name: str) -> dict[str, int]:
+        n = next(counter)
+        return {"task_id": n if n != 30 else 3}
+
+    headers = {"Authorization": "Bearer t"}
+    tasks = Workload(PROFILES["smoke"]).tasks(40)
+    with serve_app(app, headers) as client, pytest.raises(BenchGateError) as caught:
+        log_concurrent(client, CONNECTOR_NAME, tasks, 8, "phase", _no_progress)
+    assert caught.value.detail == "1 of 40 answers repeat an id given before"
     assert _http_threads() == []
 
 

@@ -6,6 +6,13 @@ one by one to ``/api/connectors/{name}/tasks``, ``log_batch`` in batches to
 ``.../tasks/batch``. Each raises :class:`BenchGateError` on the first response that is not 201
 or whose ids do not strictly increase.
 
+``log_concurrent`` POSTs the tasks one per request too, but from 32 keep-alive connections at
+once, sent by a load generator in a process of its own (``httpload``: the client must not take
+turns with the server for this process's interpreter lock). Requests that reach the service
+together share one transaction and one commit (group commit, ``syncbus.intake._Group``). Their
+ids interleave across the clients, so the gate asks for a 201 and a new id for every request
+(and, in the runner, as many queued tasks as sent), not for increasing ids.
+
 What the timer covers: the request (built from a pre-encoded JSON body), the round trip over the
 loopback, the whole service (ASGI stack, body limit, bearer-token check, pydantic validation,
 FastAPI's thread pool, ``bus.log_tasks``, the commit) and reading the response. The JSON bodies
@@ -35,24 +42,31 @@ in two sends, so with a protocol of 0 every response waited ~40 ms for a delayed
 requests/s, whatever the service did). ``syncbus serve`` lets uvicorn bind, which sets it right.
 
 A profiler started by the bench (``--pyinstrument-phase log-http-single``) samples the bench's
-own thread only, i.e. the client waiting on its socket, not the server's threads.
+own thread only, i.e. the client waiting on its socket (for ``log-http-concurrent``: waiting for
+the load generator), not the server's threads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
+import syncbus
 from syncbus.bench.gate import BenchGateError
 from syncbus.bench.prepare import chunks
 from syncbus.bench.workload import BenchTask
@@ -66,6 +80,7 @@ BODY_LIMIT = 64 * 1024 * 1024  # MAX_BATCH tasks of the workload fit easily
 START_SECONDS = 30.0
 STOP_SECONDS = 30.0
 SINGLE_CHUNK = 200  # tasks encoded (and progress shown) per step, outside the timer
+LOAD_SECONDS = 600.0  # the concurrent path's load generator must be done by then
 
 Advance = Callable[[int], None]
 
@@ -77,6 +92,7 @@ class HttpLog:
     sent: int = 0
     seconds: float = 0.0
     ids: list[int] = field(default_factory=list)
+    client_cpu_seconds: float | None = None  # the load generator's, where it is a process
 
 
 def task_body(task: BenchTask) -> dict[str, Any]:
@@ -216,6 +232,87 @@ def log_batch(
         out.sent += sum(len(batch) for batch in group)
         advance(out.sent)
     return out
+
+
+def log_concurrent(
+    client: httpx.Client,
+    connector: str,
+    tasks: Iterator[BenchTask],
+    clients: int,
+    phase: str,
+    advance: Advance,
+) -> HttpLog:
+    """One ``POST /api/connectors/{connector}/tasks`` per task from ``clients`` keep-alive
+    connections at once, sent by a process of its own (``httpload``) to the server ``client``
+    talks to. Every request must be answered 201 with an id of its own: the ids need not
+    increase in the order of the tasks (the clients' requests interleave), but each must be
+    new. The JSON bodies are encoded here and the requests built by the load generator
+    before its clock starts; the time is its own, from the first request to the last
+    response."""
+    token = str(client.headers["Authorization"]).removeprefix("Bearer ")
+    bodies = [json.dumps(task_body(t)).encode() for t in tasks]
+    config = {
+        "host": client.base_url.host,
+        "port": client.base_url.port,
+        "path": f"/api/connectors/{connector}/tasks",
+        "token": token,
+        "clients": clients,
+    }
+    stdin = json.dumps(config).encode() + b"\n" + b"".join(body + b"\n" for body in bodies)
+    result = _load(stdin, advance)
+    if result["error"] is not None:
+        raise BenchGateError("log", phase, str(result["error"]))
+    ids = result["ids"]
+    missing = [i for i, task_id in enumerate(ids) if not isinstance(task_id, int)]
+    if len(ids) != len(bodies) or missing:
+        detail = f"{len(ids)} answers for {len(bodies)} tasks, no id for tasks {missing[:5]}"
+        raise BenchGateError("log", phase, detail)
+    if len(set(ids)) != len(ids):
+        detail = f"{len(ids) - len(set(ids))} of {len(ids)} answers repeat an id given before"
+        raise BenchGateError("log", phase, detail)
+    return HttpLog(len(bodies), float(result["seconds"]), ids, float(result["cpu_seconds"]))
+
+
+def _load(stdin: bytes, advance: Advance) -> dict[str, Any]:
+    """Run the load generator on ``stdin``; its result (see ``httpload``)."""
+    source = str(Path(syncbus.__file__).resolve().parents[1])  # this bench's syncbus
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "syncbus.bench.httpload"]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        timer = threading.Timer(LOAD_SECONDS, proc.kill)
+        timer.start()
+        try:
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # it ended early: its status and stderr say why
+            result = None
+            for line in proc.stdout:
+                if line.startswith(b"done "):
+                    advance(int(line.split()[1]))
+                elif line.strip():
+                    result = json.loads(line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if code != 0 or result is None:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"the HTTP load generator failed ({code}): {said}")
+    advance(len(result["ids"]))
+    return dict(result)
 
 
 def _refused(phase: str, what: str, response: httpx.Response) -> BenchGateError:

@@ -13,8 +13,11 @@
    content tables reset again; counts and content gates. ``process`` over it is the headline;
 6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite; content gate;
 7. ``end-to-end``: logging at a fixed rate while processing; latency; content gate;
-8. ``log-http-single`` / ``log-http-batch``: the first ``http_tasks`` tasks POSTed to the real
-   service app (``http.py``), one per request, then in batches of the batch size.
+8. ``log-http-single`` / ``log-http-concurrent`` / ``log-http-batch``: the first ``http_tasks``
+   tasks POSTed to the real service app (``http.py``): one per request from one client; one
+   per request from ``HTTP_CLIENTS`` concurrent clients in a process of their own (the server
+   commits the requests that arrive together in one transaction: group commit); then in
+   batches of the batch size.
 
 The HTTP phases run last, on the queue every earlier phase left empty (each of those gates
 ``queued == 0``), under the bench connector, so they cannot disturb what the process path and
@@ -53,7 +56,8 @@ from syncbus.model import ProcessResult
 from syncbus.store.tables import task_table
 
 E2E_LOAD = 1 / 3
-HTTP_PATHS = ("log-http-single", "log-http-batch")
+HTTP_PATHS = ("log-http-single", "log-http-concurrent", "log-http-batch")
+HTTP_CLIENTS = 32  # concurrent clients of log-http-concurrent
 HISTORY_OFF = "process-history-off"
 HISTORY_DAYS = 7  # what history_retention_days is set back to after the history-off path
 RAW_FLOOR = "raw-sql-floor"
@@ -382,7 +386,7 @@ class BenchRun:
 
     # -- HTTP ------------------------------------------------------------------------------------
     def http_paths(self) -> None:
-        """Both HTTP logging paths, on one server; the server stops even when a gate fails."""
+        """The HTTP logging paths, on one server; the server stops even when a gate fails."""
         m = min(self.profile.http_tasks, self.profile.tasks)
         reason = None
         if "http" in self.hooks.skip:
@@ -400,6 +404,14 @@ class BenchRun:
                 "1 task per POST",
                 lambda tasks, phase, advance: http.log_single(
                     client, CONNECTOR_NAME, tasks, phase, advance
+                ),
+            )
+            self._http_phase(
+                "log-http-concurrent",
+                m,
+                f"1 task per POST, {HTTP_CLIENTS} clients at once",
+                lambda tasks, phase, advance: http.log_concurrent(
+                    client, CONNECTOR_NAME, tasks, HTTP_CLIENTS, phase, advance
                 ),
             )
             self._http_phase(
@@ -446,16 +458,24 @@ class BenchRun:
         )
         row = Row(self.backend, path, m, log.seconds, peak_rss_mb())
         row.statements = statements
+        notes = []
         if m < self.profile.tasks:
-            row.note = (
+            notes.append(
                 f"the first {m:,} of the {self.profile.tasks:,} tasks (profile field "
                 "http_tasks); its ratio compares rates (tasks/s)"
             )
+        if log.client_cpu_seconds is not None:
+            notes.append(
+                f"{HTTP_CLIENTS} clients in a process of their own, which used "
+                f"{log.client_cpu_seconds / m * 1000:.2f} ms of CPU a request"
+            )
+        row.note = "; ".join(notes)
         self.report.rows.append(row)
         # Not processed by anything: remove them, so the next phase starts from an empty queue.
+        # (The concurrent path's ids are not in the order of its tasks: min and max.)
         t = task_table
         with self.engine.begin() as conn:
-            conn.execute(t.delete().where(t.c.task_id.between(log.ids[0], log.ids[-1])))
+            conn.execute(t.delete().where(t.c.task_id.between(min(log.ids), max(log.ids))))
         left = self.bus.queue_size()
         self.gates.require(left == 0, "cleanup", path, f"{m} HTTP tasks removed, {left} left")
 
@@ -463,6 +483,7 @@ class BenchRun:
         rep = self.report
         rep.set_ratio("log-api", "raw-insert-single")
         rep.set_ratio("log-http-single", "raw-insert-single")
+        rep.set_ratio("log-http-concurrent", "raw-insert-single")
         rep.set_ratio("log-http-batch", "raw-insert-many")
         # Every processing row against the set-wise floor (the limit), the per-task floor too;
         # process/raw-floor (the weaker baseline) is in the headline and the last line.
@@ -481,6 +502,9 @@ class BenchRun:
             "syncbus-log/procrastinate-enqueue": rep.ratio_of("log-api", "procrastinate enqueue"),
             "syncbus-log/huey-enqueue": rep.ratio_of("log-api", "huey enqueue"),
             "log-http-single/raw-insert": rep.ratio_of("log-http-single", "raw-insert-single"),
+            "log-http-concurrent/raw-insert": rep.ratio_of(
+                "log-http-concurrent", "raw-insert-single"
+            ),
             "log-http-batch/raw-insert-many": rep.ratio_of("log-http-batch", "raw-insert-many"),
             # What history costs: the process path with history on against the same drain off.
             "process/history-off": rep.ratio_of("process", HISTORY_OFF),
