@@ -23,6 +23,7 @@ HEADLINE_KEYS = (
     "log/raw-insert",
     "syncbus/procrastinate",
     "syncbus/huey",
+    "syncbus/celery",
 )
 
 

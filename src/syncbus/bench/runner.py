@@ -11,7 +11,8 @@
    ``raw-setwise-floor``: the same copy of the queue again, drained set-wise (``setwise.py``:
    per batch one lookup per referenced type, grouped writes, one delete, one commit) into the
    content tables reset again; counts and content gates. ``process`` over it is the headline;
-6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite; content gate;
+6. peers (when installed): procrastinate on PostgreSQL, huey on SQLite, Celery on Redis on both
+   (when the broker answers); content gate;
 7. ``end-to-end``: logging at a fixed rate while processing; latency; content gate;
 8. ``log-http-single`` / ``log-http-concurrent`` / ``log-http-batch``: the first ``http_tasks``
    tasks POSTed to the real service app (``http.py``): one per request from one client; one
@@ -27,6 +28,7 @@ deleted with plain SQL (not timed), so the next starts from an empty queue as we
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,7 +40,7 @@ from syncbus.bench import floors, http
 from syncbus.bench.e2e import run_e2e
 from syncbus.bench.environment import Scratch, durability, machine, maintenance, reset_content
 from syncbus.bench.gate import BenchGateError, Gates
-from syncbus.bench.peers import PeerRun, installed, run_huey, run_procrastinate
+from syncbus.bench.peers import PeerRun, installed, redis_unreachable, run_huey, run_procrastinate
 from syncbus.bench.prepare import BenchHooks, chunks, peak_rss_mb, prepare_bus
 from syncbus.bench.rawapply import RawApplier
 from syncbus.bench.reference import ReferenceModel
@@ -62,6 +64,9 @@ HISTORY_OFF = "process-history-off"
 HISTORY_DAYS = 7  # what history_retention_days is set back to after the history-off path
 RAW_FLOOR = "raw-sql-floor"
 SETWISE_FLOOR = "raw-setwise-floor"
+# The Celery peer's broker (``SYNCBUS_BENCH_REDIS_URL`` to use another server or database).
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PEERS = ("procrastinate", "huey", "celery")
 
 
 class BenchRun:
@@ -295,45 +300,65 @@ class BenchRun:
 
     # -- peers ----------------------------------------------------------------------------------
     def peers(self) -> None:
-        wanted = {"procrastinate": "postgresql", "huey": "sqlite"}
-        for name, backend in wanted.items():
-            if "peers" in self.hooks.skip:
-                reason = "left out on request (--skip peers)"
-            elif backend != self.backend:
-                reason = f"runs on {backend} only (this run is on {self.backend})"
-            elif not installed(name):
-                reason = "not installed (pip install -e '.[bench]')"
-            elif self.profile.peer_tasks <= 0:
-                reason = f"the {self.profile.name} profile has no peer phase"
-            else:
+        backends = {"procrastinate": ("postgresql",), "huey": ("sqlite",)}
+        for name in PEERS:
+            reason = self._peer_skipped(name, backends.get(name, ("sqlite", "postgresql")))
+            if reason is None:
                 self._peer(name)
-                continue
-            self.report.skipped.append({"path": name, "reason": reason})
+            else:
+                self.report.skipped.append({"path": name, "reason": reason})
+
+    def _peer_skipped(self, name: str, backends: tuple[str, ...]) -> str | None:
+        if "peers" in self.hooks.skip:
+            return "left out on request (--skip peers)"
+        if self.backend not in backends:
+            return f"runs on {backends[0]} only (this run is on {self.backend})"
+        if not installed(name):
+            return "not installed (pip install -e '.[bench]')"
+        if self.profile.peer_tasks <= 0:
+            return f"the {self.profile.name} profile has no peer phase"
+        if name == "celery":
+            return redis_unreachable(self._redis_url())
+        return None
+
+    @staticmethod
+    def _redis_url() -> str:
+        return os.environ.get("SYNCBUS_BENCH_REDIS_URL") or REDIS_URL
 
     def _peer(self, name: str) -> None:
         m = self.profile.peer_tasks
         self._reset()
-        applier = RawApplier(self.engine, self.bus.registry)
         bar_in = self._bar(f"{name}: enqueue", m)
         bar_work = self._bar(f"{name}: worker", m)
 
         def rows() -> Iterator[list[Any]]:
             return floors.payload_rows(self.engine, m)
 
-        args = (self.engine, applier, rows, self._advance(bar_in), self._advance(bar_work))
+        def before_work() -> None:
+            maintenance(self.engine)  # as before the bus's drains (not timed)
+
+        url, registry = self.scratch.url, self.bus.registry
+        args = (rows, self._advance(bar_in), self._advance(bar_work), before_work)
+        note = ""
         with self.hooks.wrap(name):
-            run: PeerRun = (
-                run_procrastinate(self.scratch.url, *args)
-                if name == "procrastinate"
-                else run_huey(str(self.scratch.sqlite_path), *args)
-            )
+            if name == "procrastinate":
+                run: PeerRun = run_procrastinate(url, registry, *args)
+            elif name == "huey":
+                run = run_huey(url, registry, *args)
+            else:
+                from syncbus.bench import celerypeer  # optional: the bench extra
+
+                run = celerypeer.run_celery(url, self._redis_url(), *args)
+                note = "broker persistence: " + celerypeer.redis_persistence(self._redis_url())
         self.gates.counts(
             name, logged=run.tasks, applied=run.executed, failed=0, queued=run.queued_after
         )
         self.gates.require(run.tasks == m, "counts", name, f"{run.tasks} jobs of {m}")
         self.gates.content(name, self.engine, ReferenceModel.of(self.workload, m))
         self._row(f"{name} enqueue", m, run.enqueue_seconds, "peer")
+        self.report.rows[-1].note = note
         self._row(f"{name} work", m, run.work_seconds, "peer")
+        self.report.rows[-1].note = run.note
 
     # -- end to end -----------------------------------------------------------------------------
     def end_to_end(self) -> None:
@@ -489,7 +514,7 @@ class BenchRun:
         # process/raw-floor (the weaker baseline) is in the headline and the last line.
         for path in ("process", HISTORY_OFF, RAW_FLOOR):
             rep.set_ratio(path, SETWISE_FLOOR)
-        for peer in ("procrastinate", "huey"):
+        for peer in PEERS:
             rep.set_ratio(f"{peer} enqueue", "log-api")
             rep.set_ratio(f"{peer} work", "process")
         rep.headline = {
@@ -498,9 +523,11 @@ class BenchRun:
             "log/raw-insert": rep.ratio_of("log-api", "raw-insert-single"),
             "syncbus/procrastinate": rep.ratio_of("process", "procrastinate work"),
             "syncbus/huey": rep.ratio_of("process", "huey work"),
+            "syncbus/celery": rep.ratio_of("process", "celery work"),
             "log/raw-insert-many": rep.ratio_of("log-api", "raw-insert-many"),
             "syncbus-log/procrastinate-enqueue": rep.ratio_of("log-api", "procrastinate enqueue"),
             "syncbus-log/huey-enqueue": rep.ratio_of("log-api", "huey enqueue"),
+            "syncbus-log/celery-enqueue": rep.ratio_of("log-api", "celery enqueue"),
             "log-http-single/raw-insert": rep.ratio_of("log-http-single", "raw-insert-single"),
             "log-http-concurrent/raw-insert": rep.ratio_of(
                 "log-http-concurrent", "raw-insert-single"
