@@ -17,6 +17,7 @@ table in ``syncbus.policies``; every statement on the queue and the leases is in
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -35,6 +36,7 @@ from syncbus.applier import Applier
 from syncbus.coalescing import Merged, coalesce
 from syncbus.content.caches import TargetCache
 from syncbus.content.registry import TypeRegistry
+from syncbus.content.writes import WriteBehind
 from syncbus.enums import Ordering, ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
@@ -450,7 +452,10 @@ class Processor:
             tracing.batch(tally, careful, _FastPathFailed) as tally.trace,
             self.db.begin() as conn,
         ):
-            outcome = self._apply_batch(conn, run, scope, tally, careful)
+            # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py).
+            held = None if careful else WriteBehind(conn)
+            with held or contextlib.nullcontext():
+                outcome = self._apply_batch(conn, run, scope, tally, careful, held)
             self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
         self._committed(run.result, tally)
         if run.lanes is not None:
@@ -633,7 +638,13 @@ class Processor:
         return resolver, targets
 
     def _apply_batch(
-        self, conn: sa.Connection, run: _Run, scope: _Scope, result: _Tally, careful: bool
+        self,
+        conn: sa.Connection,
+        run: _Run,
+        scope: _Scope,
+        result: _Tally,
+        careful: bool,
+        held: WriteBehind | None = None,
     ) -> _Outcome:
         if isinstance(scope, _Range):
             rows = tasks.load_batch(conn, run.connector_id, scope.after, scope.upto)
@@ -650,6 +661,8 @@ class Processor:
         # Tasks a later task carries are not applied themselves: nothing to look up for them.
         live = rows if merged is None else [r for r in rows if r.task_id not in merged.into]
         resolver, targets = self._prefetch(conn, live, payloads, sites, careful, run.history)
+        if targets is not None:
+            targets.hold_writes(held)
         batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
         if merged is not None:
             batch.merged, batch.originals = merged, originals
@@ -660,6 +673,8 @@ class Processor:
             done = self._walk_lanes(batch, run.lanes, rows, payloads, result, outcome, run.stop)
             outcome.lanes.waited = batch.waited
             self._wake(conn, run, [i for i in result.applied_ids if i in done], rows, outcome)
+            if held is not None:
+                held.flush()
             if batch.recorder is not None:
                 batch.recorder.write(conn)
             tasks.remove(conn, done)
@@ -667,6 +682,8 @@ class Processor:
                 inflight.clear(conn, run.owner)  # committed with the batch: no longer in flight
             return outcome
         done_ids = self._walk_queue(batch, rows, payloads, result, outcome, run.stop)
+        if held is not None:
+            held.flush()
         if batch.recorder is not None:
             batch.recorder.write(conn)
         tasks.remove(conn, done_ids)

@@ -29,6 +29,7 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table as docs
 from syncbus.content.tables import tree_table as tree
 from syncbus.content.types import ObjectType
+from syncbus.content.writes import WriteBehind
 from syncbus.store.db import IN_CHUNK
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
@@ -61,6 +62,7 @@ class PageCache:
         self.keep_contents = contents
         self.contents: dict[int, dict[str, Any]] = {}
         self.loaded: set[int] = set()  # documents whose contents were fetched (or tried)
+        self.writes: WriteBehind | None = None  # the batch's held-back updates (writes.py)
 
     def clear(self) -> None:
         self.nodes.clear()
@@ -188,6 +190,11 @@ class TargetCache:
         # task changes is computed without a query of its own (CONTRACT §10).
         self.keep_rows = rows
         self.rows: dict[TargetKey, dict[str, Any]] = {}
+        self.writes: WriteBehind | None = None  # the batch's held-back updates (writes.py)
+
+    def hold_writes(self, writes: WriteBehind | None) -> None:
+        """Let the batch's UPDATEs of objects and documents be held back and sent grouped."""
+        self.writes = self.pages.writes = writes
 
     def clear(self) -> None:
         """Forget everything (after a rolled-back task: what it wrote is gone again)."""

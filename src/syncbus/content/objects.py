@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.content import writes
 from syncbus.content.caches import TargetCache, target_key
 from syncbus.content.coerce import coerce_row
 from syncbus.content.registry import TypeRegistry
@@ -189,7 +190,9 @@ class ObjectStore:
                     cache.rows[key] = {**old, **values}
             if values:
                 # SET takes the columns present in the parameters (one compiled form each).
-                conn.execute(self._update_stmt(ot, table), {**values, _ID_PARAM: existing})
+                stmt, params = self._update_stmt(ot, table), {**values, _ID_PARAM: existing}
+                held = None if cache is None else cache.writes
+                writes.update(conn, held, stmt, params, (table.name,))
             return existing
         if ot.guid_column and values.get(ot.guid_column) is None:
             values[ot.guid_column] = str(uuid.uuid4())

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.content import writes
 from syncbus.content.builtin import ROOT_CLASS
 from syncbus.content.caches import PageCache
 from syncbus.content.coerce import Coercers, coerce_values, column_coercers
@@ -411,8 +412,11 @@ class PageStore:
             return
         if not fields:
             table = None  # nothing to SET in the fields table
+        held = None if cache is None else cache.writes
         if table is not None and dialect_of(conn).dml_in_cte:
-            conn.execute(
+            writes.update(
+                conn,
+                held,
                 self._field_update(page.class_name, table, rename=True),
                 {
                     **fields,
@@ -420,16 +424,23 @@ class PageStore:
                     "syncbus_document_name": page.name,
                     "syncbus_modified_at": utcnow(),
                 },
+                (docs.name, table.name),
             )
             return
-        conn.execute(
+        writes.update(
+            conn,
+            held,
             _UPDATE_DOCUMENT,
             {"syncbus_document_id": doc_id, "document_name": page.name, "modified_at": utcnow()},
+            (docs.name,),
         )
         if table is not None:
-            conn.execute(
+            writes.update(
+                conn,
+                held,
                 self._field_update(page.class_name, table, rename=False),
                 {**fields, "syncbus_document_id": doc_id},
+                (table.name,),
             )
 
     def _keep(

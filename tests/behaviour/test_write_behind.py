@@ -1,0 +1,256 @@
+"""Write-behind (``syncbus.content.writes``): the optimistic pass of a batch holds its UPDATEs
+back and sends them grouped, one ``executemany`` per statement. These tests hold that nothing a
+task can see or get changes with it: a read sees what earlier tasks wrote, the last write wins,
+an update the database refuses fails its own task alone (the tasks before and behind it apply),
+and a batch applied grouped ends exactly as the same tasks applied one per batch. On both
+databases."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from syncbus import IntegrationBus, InternalObject, ProcessType, TaskType
+from syncbus.content.writes import WriteBehind
+from syncbus.payload import Payload, encode
+from tests.behaviour.test_intake_hardening import HARD, item, typed_values
+from tests.helpers import CONNECTOR, add_connector, log, run
+
+UPDATE = TaskType.UPDATE_OBJECT
+SKIP = ProcessType.SKIP_ON_ERROR
+_n = itertools.count()
+
+
+@pytest.fixture
+def hard(bus: IntegrationBus) -> IntegrationBus:
+    bus.register_object_type(HARD)
+    bus.create_schema()
+    add_connector(bus)
+    return bus
+
+
+def _store_raw(bus: IntegrationBus, task_id: int, data: dict[str, Any]) -> None:
+    """Write a task's object past the log-time checks (what only the database refuses)."""
+    payload = Payload(obj=InternalObject("hard.item", data))
+    with bus.engine.begin() as c:
+        c.execute(
+            sa.text("UPDATE syncbus_task SET data = :d WHERE task_id = :t"),
+            {"d": encode(payload), "t": task_id},
+        )
+
+
+def _items(bus: IntegrationBus, names: list[str]) -> dict[str, dict[str, Any]]:
+    table = bus.registry.table("hard.item")
+    with bus.engine.connect() as c:
+        rows = c.execute(sa.select(table).where(table.c.item_name.in_(names))).mappings()
+        return {r["item_name"]: dict(r) for r in rows}
+
+
+class _Updates:
+    """Counts the UPDATE statements sent to a table (an executemany counts once)."""
+
+    def __init__(self, engine: sa.Engine, table: str) -> None:
+        self.engine, self.table, self.count = engine, table, 0
+        sa.event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(f"UPDATE {self.table.upper()} "):
+            self.count += 1
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def test_a_batchs_updates_go_in_few_statements_and_the_last_write_wins(
+    hard: IntegrationBus,
+) -> None:
+    bus = hard
+    names = [f"wb{i}" for i in range(20)]
+    for name in names:
+        log(bus, item(item_name=name, count=0))
+    run(bus)
+    for r in range(1, 9):
+        for i, name in enumerate(names):
+            log(bus, item(item_name=name, count=r * 100 + i, note=f"round {r}"), UPDATE)
+    updates = _Updates(bus.engine, "hard_item")
+    try:
+        result = run(bus)
+    finally:
+        updates.close()
+    assert result.applied == 160 and result.failed == 0
+    # 160 updates of one shape in one batch: one executemany (two if a flush splits it).
+    assert 1 <= updates.count <= 2, updates.count
+    got = _items(bus, names)
+    for i, name in enumerate(names):
+        assert got[name]["count"] == 800 + i and got[name]["note"] == "round 8"
+
+
+@pytest.mark.parametrize("bad", [{"count": 10**30}, {"big": -(10**40)}])
+def test_an_update_the_database_refuses_fails_alone(
+    hard: IntegrationBus, bad: dict[str, Any]
+) -> None:
+    """The refused UPDATE is held back with the others and fails only when they are sent:
+    the batch then goes task by task, and only that task fails."""
+    bus = hard
+    for name in ("a", "b", "c"):
+        log(bus, item(item_name=name, count=0))
+    run(bus)
+    first = log(bus, item(item_name="a", count=1), UPDATE)
+    refused = log(bus, item(item_name="b", count=5), UPDATE, process_type=SKIP)
+    _store_raw(bus, refused, {"item_name": "b", **bad})
+    behind = log(bus, item(item_name="c", count=3), UPDATE)
+    last = log(bus, item(item_name="a", count=4), UPDATE)
+    result = run(bus)
+    assert result.applied == 3 and result.failed == 1
+    assert bus.get_task(first) is None and bus.get_task(behind) is None
+    assert bus.get_task(last) is None
+    kept = bus.get_task(refused)
+    assert kept is not None and kept.error_message  # failed alone, says why
+    got = _items(bus, ["a", "b", "c"])
+    assert (got["a"]["count"], got["b"]["count"], got["c"]["count"]) == (4, 0, 3)
+
+
+@pytest.fixture
+def scratch(bus: IntegrationBus) -> Iterator[tuple[sa.Engine, sa.Table, sa.Table]]:
+    meta = sa.MetaData()
+    one = sa.Table(
+        f"wb_one_{next(_n)}",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.Integer),
+    )
+    two = sa.Table(
+        f"wb_two_{next(_n)}",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.Integer),
+    )
+    meta.create_all(bus.engine)
+    with bus.engine.begin() as c:
+        for t in (one, two):
+            c.execute(t.insert(), [{"id": i, "v": 0} for i in range(1, 4)])
+    yield bus.engine, one, two
+    meta.drop_all(bus.engine)
+
+
+def test_reads_see_held_updates_and_only_what_needs_them_sends_them(
+    scratch: tuple[sa.Engine, sa.Table, sa.Table],
+) -> None:
+    engine, one, two = scratch
+    upd = one.update().where(one.c.id == sa.bindparam("key"))
+    upd_two = two.update().where(two.c.id == sa.bindparam("key"))
+    with engine.begin() as conn, WriteBehind(conn) as held:
+        held.update(upd, {"v": 1, "key": 1}, (one.name,))
+        held.update(upd, {"v": 2, "key": 1}, (one.name,))  # the later write wins
+        held.update(upd, {"v": 7, "key": 2}, (one.name,))
+        assert held.held == 3
+        # A read of another table, and a plain insert, leave them held.
+        assert conn.execute(sa.select(sa.func.sum(two.c.v))).scalar() == 0
+        conn.execute(one.insert(), {"id": 9, "v": 9})
+        assert held.held == 3 and held.sent_statements == 0
+        # A read of their table sees them: sent first, as one statement.
+        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {
+            1: 2,
+            2: 7,
+            3: 0,
+            9: 9,
+        }
+        assert held.held == 0 and held.sent_statements == 1
+        # A read sends the updates of the tables it reads and what was held before them
+        # (each table keeps its order); updates of other tables held after them stay held.
+        held.update(upd_two, {"v": 4, "key": 1}, (two.name,))
+        held.update(upd, {"v": 3, "key": 3}, (one.name,))
+        held.update(upd, {"v": 5, "key": 3}, (one.name,))
+        assert conn.execute(sa.select(two.c.v).where(two.c.id == 1)).scalar() == 4
+        assert held.held == 2 and held.sent_statements == 2
+        # A DELETE sends everything, before it runs.
+        conn.execute(two.delete().where(two.c.id == 3))
+        assert held.held == 0
+        held.update(upd, {"v": 6, "key": 2}, (one.name,))
+    # Leaving the block sends what is left.
+    with engine.connect() as conn:
+        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {
+            1: 2,
+            2: 6,
+            3: 5,
+            9: 9,
+        }
+
+
+def test_an_error_inside_the_block_sends_nothing(
+    scratch: tuple[sa.Engine, sa.Table, sa.Table],
+) -> None:
+    engine, one, _ = scratch
+    upd = one.update().where(one.c.id == sa.bindparam("key"))
+    with pytest.raises(RuntimeError), engine.begin() as conn, WriteBehind(conn) as held:
+        held.update(upd, {"v": 1, "key": 1}, (one.name,))
+        raise RuntimeError("the batch failed")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(one.c.v).where(one.c.id == 1)).scalar() == 0
+
+
+# -- grouped == one by one, over every column type ------------------------------------------
+updates = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from(sorted(set(HARD.columns) - {"item_name"})),
+        typed_values | st.integers(-(2**70), 2**70),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=updates)
+def test_updates_applied_grouped_end_as_applied_one_per_batch(
+    hard: IntegrationBus, steps: list[tuple[int, str, Any]]
+) -> None:
+    """Bad input over every column type, stored past the log-time checks so that the
+    database is what refuses it: the same updates end the same (which tasks applied, what the
+    rows hold) whether a batch holds them all or each goes in a batch of its own."""
+    bus = hard
+    single = IntegrationBus(bus.engine.url.render_as_string(hide_password=False), batch_size=1)
+    try:
+        single.register_object_type(HARD)
+        add_connector(single, "OneByOne")
+        outcomes, contents = [], []
+        for who, connector in ((bus, CONNECTOR), (single, "OneByOne")):
+            prefix = f"g{next(_n)}-"
+            names = [f"{prefix}{i}" for i in range(3)]
+            for name in names:
+                log(who, item(item_name=name, count=1), connector=connector)
+            run(who, connector)
+            ids = []
+            for i, column, value in steps:
+                task_id = log(
+                    who, item(item_name=names[i]), UPDATE, connector=connector, process_type=SKIP
+                )
+                _store_raw(who, task_id, {"item_name": names[i], column: value})
+                ids.append(task_id)
+            run(who, connector)
+            outcomes.append([who.get_task(t) is None for t in ids])
+            got = _items(who, names)
+            contents.append(
+                [
+                    {k: v for k, v in got[n].items() if k not in ("item_id", "item_name")}
+                    if n in got
+                    else None
+                    for n in names
+                ]
+            )
+            who.delete_tasks(ids)
+        assert outcomes[0] == outcomes[1]
+        assert contents[0] == contents[1]
+    finally:
+        single.close()
