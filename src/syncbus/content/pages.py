@@ -236,6 +236,8 @@ class PageStore:
             effect.created = True
             if cache is not None:
                 cache.nodes[(site_id, node["node_guid"])] = node
+                # A node made just now has no document yet: no query to find one.
+                cache.documents[(int(node["node_id"]), page.culture)] = None
         elif page.alias and page.alias != node["node_alias"]:
             if cache is not None:
                 cache.clear()  # alias paths of the subtree change
