@@ -297,7 +297,9 @@ class Applier:
         assert page is not None
 
         def get_parent() -> dict[str, Any]:
-            return self._parent_node(conn, page, data_type, site_id, payload, resolver, task_site)
+            return self._parent_node(
+                conn, page, data_type, site_id, payload, resolver, task_site, cache
+            )
 
         effect = self.pages.apply(conn, task_type, site_id, page, get_parent, cache, changes)
         # Node ids change only when nodes come or go; a failed task resets the resolver.
@@ -317,15 +319,16 @@ class Applier:
         payload: Payload,
         resolver: Resolver,
         task_site: str | None,
+        cache: PageCache | None = None,
     ) -> dict[str, Any]:
         if page.parent_id is not None:
             if data_type is TaskDataType.SIMPLE:
-                node = self.pages.node_by_id(conn, int(page.parent_id))
+                node = self.pages.node_by_id(conn, int(page.parent_id), cache)
                 what = f"node id {page.parent_id!r}"
             else:
                 i = payload.record_index().get(id_key(PAGE_RECORD, page.parent_id))
                 node_id = None if i is None else resolver.resolve(payload, i, task_site)
-                node = None if node_id is None else self.pages.node_by_id(conn, node_id)
+                node = None if node_id is None else self.pages.node_by_id(conn, node_id, cache)
                 rec = None if i is None else payload.records[i]
                 what = (
                     f"external id {page.parent_id!r}"

@@ -63,17 +63,21 @@ class PageCache:
         self.contents: dict[int, dict[str, Any]] = {}
         self.loaded: set[int] = set()  # documents whose contents were fetched (or tried)
         self.writes: WriteBehind | None = None  # the batch's held-back updates (writes.py)
+        # Nodes looked up by id (a page's parent), None: known to be absent.
+        self.by_id: dict[int, dict[str, Any] | None] = {}
 
     def clear(self) -> None:
         self.nodes.clear()
         self.documents.clear()
         self.contents.clear()
         self.loaded.clear()
+        self.by_id.clear()
 
     def forget_node(self, node: dict[str, Any]) -> None:
         """A leaf node went, with its documents."""
         node_id = int(node["node_id"])
         self.nodes[(int(node["node_site_id"]), str(node["node_guid"]))] = None
+        self.by_id[node_id] = None
         for key in [k for k in self.documents if k[0] == node_id]:
             doc_id = self.documents.pop(key)
             if doc_id is not None:

@@ -128,9 +128,18 @@ class PageStore:
         row = conn.execute(_NODE_BY_GUID, params).mappings().first()
         return dict(row) if row else None
 
-    def node_by_id(self, conn: sa.Connection, node_id: int) -> dict[str, Any] | None:
+    def node_by_id(
+        self, conn: sa.Connection, node_id: int, cache: PageCache | None = None
+    ) -> dict[str, Any] | None:
+        """The node with this id (with ``cache``, looked up once per batch: the parent of a
+        batch's new pages is usually one of a few)."""
+        if cache is not None and node_id in cache.by_id:
+            return cache.by_id[node_id]
         row = conn.execute(_NODE_BY_ID, {"node": node_id}).mappings().first()
-        return dict(row) if row else None
+        node = dict(row) if row else None
+        if cache is not None:
+            cache.by_id[node_id] = node
+        return node
 
     def find_node(
         self,
@@ -236,6 +245,7 @@ class PageStore:
             effect.created = True
             if cache is not None:
                 cache.nodes[(site_id, node["node_guid"])] = node
+                cache.by_id[int(node["node_id"])] = node
                 # A node made just now has no document yet: no query to find one.
                 cache.documents[(int(node["node_id"]), page.culture)] = None
         elif page.alias and page.alias != node["node_alias"]:
