@@ -142,13 +142,33 @@ class Resolver:
         # Per object type (pages: PAGE_RECORD), so that forgetting a type costs nothing.
         self._found: dict[str, dict[Identity, int]] = defaultdict(dict)
         self._missing: dict[str, set[Identity]] = defaultdict(set)
+        self._identities: dict[tuple[TranslationRecord, str | None], Identity] = {}
 
     # -- identities -----------------------------------------------------------------------
     def identity(
         self, payload: Payload, index: int, task_site: str | None, depth: int = 0
     ) -> Identity | None:
-        """The internal identity of record ``index``; None when a parent/group/site is unknown."""
+        """The internal identity of record ``index``; None when a parent/group/site is unknown.
+
+        A record with no parent and no group has the same identity wherever it appears in the
+        batch (the batch's sites and types do not change): it is computed once."""
         rec = payload.records[index]
+        if rec.parent is not None or rec.group is not None:
+            return self._identity(payload, rec, task_site, depth)
+        key = (rec, task_site)
+        try:
+            known = self._identities.get(key)
+        except TypeError:  # an external id JSON cannot hash (a list, say): not kept
+            return self._identity(payload, rec, task_site, depth)
+        if known is None:
+            known = self._identity(payload, rec, task_site, depth)
+            if known is not None:
+                self._identities[key] = known
+        return known
+
+    def _identity(
+        self, payload: Payload, rec: TranslationRecord, task_site: str | None, depth: int
+    ) -> Identity | None:
         site_name = rec.site_name or task_site
         if rec.is_page:
             site_id = self.sites.get(site_name or "")
