@@ -146,9 +146,9 @@ def test_reads_see_held_updates_and_only_what_needs_them_sends_them(
     upd = one.update().where(one.c.id == sa.bindparam("key"))
     upd_two = two.update().where(two.c.id == sa.bindparam("key"))
     with engine.begin() as conn, WriteBehind(conn) as held:
-        held.update(upd, {"v": 1, "key": 1}, (one.name,))
-        held.update(upd, {"v": 2, "key": 1}, (one.name,))  # the later write wins
-        held.update(upd, {"v": 7, "key": 2}, (one.name,))
+        held.update(upd, {"v": 1, "key": 1}, (one,))
+        held.update(upd, {"v": 2, "key": 1}, (one,))  # the later write wins
+        held.update(upd, {"v": 7, "key": 2}, (one,))
         assert held.held == 3
         # A read of another table, and a plain insert, leave them held.
         assert conn.execute(sa.select(sa.func.sum(two.c.v))).scalar() == 0
@@ -164,23 +164,69 @@ def test_reads_see_held_updates_and_only_what_needs_them_sends_them(
         assert held.held == 0 and held.sent_statements == 1
         # A read sends the updates of the tables it reads and what was held before them
         # (each table keeps its order); updates of other tables held after them stay held.
-        held.update(upd_two, {"v": 4, "key": 1}, (two.name,))
-        held.update(upd, {"v": 3, "key": 3}, (one.name,))
-        held.update(upd, {"v": 5, "key": 3}, (one.name,))
+        held.update(upd_two, {"v": 4, "key": 1}, (two,))
+        held.update(upd, {"v": 3, "key": 3}, (one,))
+        held.update(upd, {"v": 5, "key": 3}, (one,))
         assert conn.execute(sa.select(two.c.v).where(two.c.id == 1)).scalar() == 4
         assert held.held == 2 and held.sent_statements == 2
-        # A DELETE sends everything, before it runs.
+        # A DELETE sends everything first (its cascades could reach any table).
         conn.execute(two.delete().where(two.c.id == 3))
         assert held.held == 0
-        held.update(upd, {"v": 6, "key": 2}, (one.name,))
+        conn.execute(one.delete().where(one.c.id == 9))
+        held.update(upd, {"v": 6, "key": 2}, (one,))
     # Leaving the block sends what is left.
     with engine.connect() as conn:
-        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {
-            1: 2,
-            2: 6,
-            3: 5,
-            9: 9,
-        }
+        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {1: 2, 2: 6, 3: 5}
+
+
+@pytest.fixture
+def family(bus: IntegrationBus) -> Iterator[tuple[sa.Engine, sa.Table, sa.Table, sa.Table]]:
+    """grand <- parent <- child (ON DELETE CASCADE), a unique name on child."""
+    meta, n = sa.MetaData(), next(_n)
+    grand = sa.Table(
+        f"wb_grand_{n}",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.Integer),
+    )
+    parent = sa.Table(
+        f"wb_parent_{n}",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("grand_id", sa.ForeignKey(grand.c.id, ondelete="CASCADE")),
+    )
+    child = sa.Table(
+        f"wb_child_{n}",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("parent_id", sa.ForeignKey(parent.c.id, ondelete="CASCADE")),
+        sa.Column("name", sa.String(20), unique=True),
+    )
+    meta.create_all(bus.engine)
+    with bus.engine.begin() as c:
+        c.execute(grand.insert(), [{"id": 1}, {"id": 2}])
+        c.execute(parent.insert(), [{"id": 1, "grand_id": 1}, {"id": 2, "grand_id": 2}])
+        c.execute(child.insert(), [{"id": 1, "parent_id": 1, "name": "x"}])
+        c.execute(child.insert(), [{"id": 2, "parent_id": 2, "name": "y"}])
+    yield bus.engine, grand, parent, child
+    meta.drop_all(bus.engine)
+
+
+def test_a_delete_sends_the_held_updates_of_the_tables_its_cascade_reaches(
+    family: tuple[sa.Engine, sa.Table, sa.Table, sa.Table],
+) -> None:
+    """A held rename of a child to the name of a child that a DELETE two levels up cascades
+    away conflicts in task order: sent first, it still does (sent after, it would not)."""
+    engine, grand, _parent, child = family
+    rename = child.update().where(child.c.id == sa.bindparam("key"))
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn, WriteBehind(conn) as held:
+        held.update(rename, {"name": "x", "key": 2}, (child,))
+        conn.execute(grand.delete().where(grand.c.id == 1))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(child.c.id, child.c.name).order_by(child.c.id)).all() == [
+            (1, "x"),
+            (2, "y"),
+        ]
 
 
 def test_an_error_inside_the_block_sends_nothing(
@@ -189,15 +235,16 @@ def test_an_error_inside_the_block_sends_nothing(
     engine, one, _ = scratch
     upd = one.update().where(one.c.id == sa.bindparam("key"))
     with pytest.raises(RuntimeError), engine.begin() as conn, WriteBehind(conn) as held:
-        held.update(upd, {"v": 1, "key": 1}, (one.name,))
+        held.update(upd, {"v": 1, "key": 1}, (one,))
         raise RuntimeError("the batch failed")
     with engine.connect() as conn:
         assert conn.execute(sa.select(one.c.v).where(one.c.id == 1)).scalar() == 0
 
 
 # -- grouped == one by one, over every column type ------------------------------------------
-updates = st.lists(
+steps_strategy = st.lists(
     st.tuples(
+        st.sampled_from(["update", "update", "update", "create", "delete"]),
         st.integers(0, 2),
         st.sampled_from(sorted(set(HARD.columns) - {"item_name"})),
         typed_values | st.integers(-(2**70), 2**70),
@@ -205,6 +252,7 @@ updates = st.lists(
     min_size=1,
     max_size=12,
 )
+KIND = {"update": UPDATE, "create": TaskType.CREATE_OBJECT, "delete": TaskType.DELETE_OBJECT}
 
 
 @settings(
@@ -212,13 +260,14 @@ updates = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=updates)
-def test_updates_applied_grouped_end_as_applied_one_per_batch(
-    hard: IntegrationBus, steps: list[tuple[int, str, Any]]
+@given(steps=steps_strategy)
+def test_writes_applied_grouped_end_as_applied_one_per_batch(
+    hard: IntegrationBus, steps: list[tuple[str, int, str, Any]]
 ) -> None:
     """Bad input over every column type, stored past the log-time checks so that the
-    database is what refuses it: the same updates end the same (which tasks applied, what the
-    rows hold) whether a batch holds them all or each goes in a batch of its own."""
+    database is what refuses it, between creates and deletes of the same rows: the same tasks
+    end the same (which applied, what the rows hold) whether a batch holds them all or each
+    goes in a batch of its own."""
     bus = hard
     single = IntegrationBus(bus.engine.url.render_as_string(hide_password=False), batch_size=1)
     try:
@@ -232,11 +281,11 @@ def test_updates_applied_grouped_end_as_applied_one_per_batch(
                 log(who, item(item_name=name, count=1), connector=connector)
             run(who, connector)
             ids = []
-            for i, column, value in steps:
-                task_id = log(
-                    who, item(item_name=names[i]), UPDATE, connector=connector, process_type=SKIP
-                )
-                _store_raw(who, task_id, {"item_name": names[i], column: value})
+            for kind, i, column, value in steps:
+                obj = item(item_name=names[i])
+                task_id = log(who, obj, KIND[kind], connector=connector, process_type=SKIP)
+                if kind != "delete":
+                    _store_raw(who, task_id, {"item_name": names[i], column: value})
                 ids.append(task_id)
             run(who, connector)
             outcomes.append([who.get_task(t) is None for t in ids])

@@ -436,7 +436,7 @@ class PageStore:
                     "syncbus_document_name": page.name,
                     "syncbus_modified_at": utcnow(),
                 },
-                (docs.name, table.name),
+                (docs, table),
             )
             return
         writes.update(
@@ -444,7 +444,7 @@ class PageStore:
             held,
             _UPDATE_DOCUMENT,
             {"syncbus_document_id": doc_id, "document_name": page.name, "modified_at": utcnow()},
-            (docs.name,),
+            (docs,),
         )
         if table is not None:
             writes.update(
@@ -452,7 +452,7 @@ class PageStore:
                 held,
                 self._field_update(page.class_name, table, rename=False),
                 {**fields, "syncbus_document_id": doc_id},
-                (table.name,),
+                (table,),
             )
 
     def _keep(

@@ -7,18 +7,21 @@ are sent is handled exactly like one raised by the task that wrote them.
 
 What a held-back update changes must be invisible until it is sent, so the statements that
 could tell first send what is held (a ``before_execute`` listener on the connection; the caller
-sends the rest before the queue's bookkeeping): a SELECT sends the updates held for the tables it
-reads (and, to keep each table's order, every update held before them); a DELETE, an upsert, an
-UPDATE sent now, or any statement of another kind sends everything. A plain INSERT ... VALUES
-sends nothing: run before updates made earlier it can only meet a unique conflict they would
-have removed (the batch then goes the careful way), never escape one, and it neither creates nor
-removes a row an earlier update needs.
+sends the rest before the queue's bookkeeping). Each sends the updates held for the tables it
+could see, and, to keep each table's order, every update held before them:
+
+* a SELECT: the tables it reads;
+* a plain INSERT ... VALUES: nothing. Run before updates made earlier it can only meet a unique
+  conflict they would have removed (the batch then goes the careful way), never escape one, and
+  it neither creates nor removes a row an earlier update needs;
+* a DELETE (whose cascades could reach any table), an upsert, an UPDATE sent now, SQL text,
+  anything else: everything.
 
 Held-back updates keep their order within each table; updates of different tables may be sent
 in another order than they were made. That is invisible to the batch: an UPDATE by primary key
-of non-key columns neither creates nor removes a row another table's foreign key could need, and
-a unique or check constraint sees only its own table. (A database trigger that reads another
-table could tell; the content tables have none.)
+that leaves the key alone neither creates nor removes a row another table's foreign key could
+need, and a unique or check constraint sees only its own table. (A database trigger that reads
+another table could tell; the content tables have none.)
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class WriteBehind:
         if exc[0] is None:
             self.flush()
 
-    def update(self, stmt: Any, params: dict[str, Any], tables: tuple[str, ...]) -> None:
+    def update(self, stmt: Any, params: dict[str, Any], tables: tuple[sa.Table, ...]) -> None:
         """Hold back ``conn.execute(stmt, params)``, an UPDATE by primary key that writes
         ``tables`` and whose result nobody reads."""
         columns = tuple(params)
@@ -76,7 +79,7 @@ class WriteBehind:
         if (
             number is not None
             and number >= self._base
-            and all(self._last.get(t) == number for t in tables)
+            and all(self._last.get(t.name) == number for t in tables)
         ):
             self._runs[number - self._base].params.append(params)
         else:
@@ -84,7 +87,7 @@ class WriteBehind:
             self._runs.append(_Run(stmt, columns, params))
             self._open[key] = number
             for t in tables:
-                self._last[t] = number
+                self._last[t.name] = number
         self.held += 1
 
     def flush(self, upto: int | None = None) -> None:
@@ -134,7 +137,7 @@ def update(
     writes: WriteBehind | None,
     stmt: Any,
     params: dict[str, Any],
-    tables: tuple[str, ...],
+    tables: tuple[sa.Table, ...],
 ) -> None:
     """Run an UPDATE now, or hold it back when the batch has a write-behind."""
     if writes is None:
