@@ -46,7 +46,9 @@ class _Run:
 
 class WriteBehind:
     """A batch's held-back UPDATEs on one connection; use as a context manager around the
-    optimistic pass (it listens to the connection while open)."""
+    optimistic pass (it listens to the connection while open). The listener sees what goes
+    through ``Connection.execute``, not ``exec_driver_sql``: call ``flush()`` before driver
+    SQL that could read what is held (the engine does, before the history records)."""
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
