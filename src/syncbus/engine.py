@@ -452,8 +452,9 @@ class Processor:
             tracing.batch(tally, careful, _FastPathFailed) as tally.trace,
             self.db.begin() as conn,
         ):
-            # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py).
-            held = None if careful else WriteBehind(conn)
+            # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py),
+            # where the dialect allows it (not on PostgreSQL: see Dialect.write_behind).
+            held = None if careful or not dialect_of(conn).write_behind else WriteBehind(conn)
             with held or contextlib.nullcontext():
                 outcome = self._apply_batch(conn, run, scope, tally, careful, held)
             self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)

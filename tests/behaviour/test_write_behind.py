@@ -84,8 +84,12 @@ def test_a_batchs_updates_go_in_few_statements_and_the_last_write_wins(
     finally:
         updates.close()
     assert result.applied == 160 and result.failed == 0
-    # 160 updates of one shape in one batch: one executemany (two if a flush splits it).
-    assert 1 <= updates.count <= 2, updates.count
+    if bus.engine.dialect.name == "postgresql":
+        # No write-behind on PostgreSQL (Dialect.write_behind): one UPDATE per task.
+        assert updates.count == 160, updates.count
+    else:
+        # 160 updates of one shape in one batch: one executemany (two if a flush splits it).
+        assert 1 <= updates.count <= 2, updates.count
     got = _items(bus, names)
     for i, name in enumerate(names):
         assert got[name]["count"] == 800 + i and got[name]["note"] == "round 8"
