@@ -1,5 +1,7 @@
 """Write-behind for a batch's updates: UPDATEs held back and sent grouped, one ``executemany``
-per statement (psycopg 3 pipelines it; sqlite3 loops in C), instead of a round trip per task.
+per statement (sqlite3 loops in C), instead of a statement per task. Used where the dialect
+allows it (``Dialect.write_behind``: not on PostgreSQL, where psycopg would pipeline the
+``executemany`` and the server then leaves its idle-in-transaction timeout unarmed).
 
 Only the optimistic pass of a batch uses it (``Processor._apply_once``): any error there sends
 the whole batch down the careful way, task by task, so an error raised when the held-back updates
@@ -36,11 +38,10 @@ from sqlalchemy.sql.dml import Insert
 class _Run:
     """Consecutive updates (within their tables) with one statement and one set of columns."""
 
-    __slots__ = ("columns", "params", "stmt")
+    __slots__ = ("params", "stmt")
 
-    def __init__(self, stmt: Any, columns: tuple[str, ...], params: dict[str, Any]) -> None:
+    def __init__(self, stmt: Any, params: dict[str, Any]) -> None:
         self.stmt = stmt
-        self.columns = columns
         self.params = [params]
 
 
@@ -86,7 +87,7 @@ class WriteBehind:
             self._runs[number - self._base].params.append(params)
         else:
             number = self._base + len(self._runs)
-            self._runs.append(_Run(stmt, columns, params))
+            self._runs.append(_Run(stmt, params))
             self._open[key] = number
             for t in tables:
                 self._last[t.name] = number
