@@ -452,9 +452,9 @@ class Processor:
             tracing.batch(tally, careful, _FastPathFailed) as tally.trace,
             self.db.begin() as conn,
         ):
-            # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py),
-            # where the dialect allows it (not on PostgreSQL: see Dialect.write_behind).
-            held = None if careful or not dialect_of(conn).write_behind else WriteBehind(conn)
+            # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py;
+            # how, Dialect.multirow_updates says).
+            held = None if careful else WriteBehind(conn)
             with held or contextlib.nullcontext():
                 outcome = self._apply_batch(conn, run, scope, tally, careful, held)
             self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
@@ -663,7 +663,9 @@ class Processor:
         live = rows if merged is None else [r for r in rows if r.task_id not in merged.into]
         resolver, targets = self._prefetch(conn, live, payloads, sites, careful, run.history)
         if targets is not None:
-            targets.hold_writes(held)
+            # Task by task (each in its SAVEPOINT), nothing is held back: a task rolled back
+            # must take its updates with it.
+            targets.hold_writes(None if careful else held)
         batch = _Batch(conn, resolver, sites, targets, careful, run.rules, self.clock(), run.lanes)
         if merged is not None:
             batch.merged, batch.originals = merged, originals

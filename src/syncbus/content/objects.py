@@ -192,7 +192,9 @@ class ObjectStore:
                 # SET takes the columns present in the parameters (one compiled form each).
                 stmt, params = self._update_stmt(ot, table), {**values, _ID_PARAM: existing}
                 held = None if cache is None else cache.writes
-                writes.update(conn, held, stmt, params, (table,))
+                # The identity it was found by is set to the values it has (writes.py).
+                fixed = frozenset(ot.identity_columns())
+                writes.update(conn, held, stmt, params, (table,), fixed)
             return existing
         if ot.guid_column and values.get(ot.guid_column) is None:
             values[ot.guid_column] = str(uuid.uuid4())

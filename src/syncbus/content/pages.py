@@ -425,7 +425,10 @@ class PageStore:
         if not fields:
             table = None  # nothing to SET in the fields table
         held = None if cache is None else cache.writes
-        if table is not None and dialect_of(conn).dml_in_cte:
+        # One statement for both where the database takes an UPDATE in a WITH clause, unless
+        # the updates are held back for multi-row UPDATEs: those take one table each.
+        multirow = held is not None and held.multirow
+        if table is not None and dialect_of(conn).dml_in_cte and not multirow:
             writes.update(
                 conn,
                 held,

@@ -1,7 +1,13 @@
-"""Write-behind for a batch's updates: UPDATEs held back and sent grouped, one ``executemany``
-per statement (sqlite3 loops in C), instead of a statement per task. Used where the dialect
-allows it (``Dialect.write_behind``: not on PostgreSQL, where psycopg would pipeline the
-``executemany`` and the server then leaves its idle-in-transaction timeout unarmed).
+"""Write-behind for a batch's updates: UPDATEs held back and sent grouped instead of a
+statement per task. How a group goes depends on the dialect (``Dialect.multirow_updates``):
+
+* SQLite: one ``executemany`` per statement and column set (sqlite3 loops in C);
+* PostgreSQL: one multi-row ``UPDATE ... FROM (...)`` per run (``_multirow``), a single plain
+  statement. Not ``executemany``: psycopg sends that in pipeline mode, after which the server
+  leaves its idle-in-transaction timeout unarmed (psycopg 3.3.9, PostgreSQL 15), and a worker
+  frozen right after it would hold its batch's locks for ever instead of being ended after its
+  lease. Runs it cannot send that way (a statement with a WITH clause, one that could change a
+  unique column) go one plain ``execute`` per update.
 
 Only the optimistic pass of a batch uses it (``Processor._apply_once``): any error there sends
 the whole batch down the careful way, task by task, so an error raised when the held-back updates
@@ -24,6 +30,22 @@ in another order than they were made. That is invisible to the batch: an UPDATE 
 that leaves the key alone neither creates nor removes a row another table's foreign key could
 need, and a unique or check constraint sees only its own table. (A database trigger that reads
 another table could tell; the content tables have none.)
+
+A multi-row UPDATE (PostgreSQL) does what its updates one by one would:
+
+* types: the rows come as ``SELECT <the table's own columns> WHERE false UNION ALL SELECT
+  <row 1> UNION ALL ...``; the first branch gives each column its own type, so every
+  parameter (cast as in a single-row UPDATE, or untyped, NULL included) resolves to it, and
+  the assignment then refuses a value exactly as a single-row UPDATE would (too long, out of
+  range; no explicit cast that could truncate);
+* one source row per target: an object updated twice in a run starts a new statement (given
+  two rows for one target, PostgreSQL applies one of them, unpredictably);
+* order: the rows of one statement are applied in an order of the database's choosing, which
+  only a constraint across rows could tell: a unique one. A run that sets a column under a
+  unique constraint or index goes row by row unless the caller says its values are the row's
+  own (``fixed``: the identity the row was found by). Check constraints see one row; foreign
+  keys point at primary keys, which an update here never changes, or at unique columns,
+  which such a run does not set.
 """
 
 from __future__ import annotations
@@ -31,18 +53,25 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.dml import Insert, Update
+
+from syncbus.store.dialect import dialect_of
+
+# Rows per multi-row UPDATE: a run is sent in statements of at most this many rows, each padded
+# with key-less rows to a power of two, so few statement shapes are compiled (and cached).
+_MAX_ROWS = 128
 
 
 class _Run:
     """Consecutive updates (within their tables) with one statement and one set of columns."""
 
-    __slots__ = ("params", "stmt")
+    __slots__ = ("fixed", "params", "stmt")
 
-    def __init__(self, stmt: Any, params: dict[str, Any]) -> None:
+    def __init__(self, stmt: Any, params: dict[str, Any], fixed: frozenset[str]) -> None:
         self.stmt = stmt
         self.params = [params]
+        self.fixed = fixed
 
 
 class WriteBehind:
@@ -53,6 +82,8 @@ class WriteBehind:
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
+        # Send runs as multi-row UPDATEs, else one executemany each (see the module's docstring).
+        self.multirow = dialect_of(conn).multirow_updates
         self.held = 0  # updates held and not sent yet
         self.sent_statements = 0  # executemany calls made
         # Runs are numbered from the first ever held; ``_runs[0]`` is run number ``_base``.
@@ -71,9 +102,16 @@ class WriteBehind:
         if exc[0] is None:
             self.flush()
 
-    def update(self, stmt: Any, params: dict[str, Any], tables: tuple[sa.Table, ...]) -> None:
+    def update(
+        self,
+        stmt: Any,
+        params: dict[str, Any],
+        tables: tuple[sa.Table, ...],
+        fixed: frozenset[str] = frozenset(),
+    ) -> None:
         """Hold back ``conn.execute(stmt, params)``, an UPDATE by primary key that writes
-        ``tables`` and whose result nobody reads."""
+        ``tables`` and whose result nobody reads. ``fixed``: columns it sets to the values the
+        row already has (the identity it was found by), the same for every update of ``stmt``."""
         columns = tuple(params)
         key = (id(stmt), columns)
         number = self._open.get(key)
@@ -87,7 +125,7 @@ class WriteBehind:
             self._runs[number - self._base].params.append(params)
         else:
             number = self._base + len(self._runs)
-            self._runs.append(_Run(stmt, params))
+            self._runs.append(_Run(stmt, params, fixed))
             self._open[key] = number
             for t in tables:
                 self._last[t.name] = number
@@ -104,8 +142,15 @@ class WriteBehind:
         self._sending = True
         try:
             for run in runs:
-                self.conn.execute(run.stmt, run.params)
-                self.sent_statements += 1
+                if not self.multirow:
+                    self.conn.execute(run.stmt, run.params)
+                    self.sent_statements += 1
+                elif len(run.params) == 1 or (shape := _shape(run)) is None:
+                    for params in run.params:
+                        self.conn.execute(run.stmt, params)
+                        self.sent_statements += 1
+                else:
+                    self.sent_statements += shape.send(self.conn, run.params)
         finally:
             self._sending = False
 
@@ -141,9 +186,132 @@ def update(
     stmt: Any,
     params: dict[str, Any],
     tables: tuple[sa.Table, ...],
+    fixed: frozenset[str] = frozenset(),
 ) -> None:
-    """Run an UPDATE now, or hold it back when the batch has a write-behind."""
+    """Run an UPDATE now, or hold it back when the batch has a write-behind (``fixed``: see
+    ``WriteBehind.update``)."""
     if writes is None:
         conn.execute(stmt, params)
     else:
-        writes.update(stmt, params, tables)
+        writes.update(stmt, params, tables, fixed)
+
+
+class _Shape:
+    """A run's UPDATE as ``table SET cols WHERE key = :param``, sent many rows at a time."""
+
+    def __init__(self, table: sa.Table, key: sa.Column[Any], param: str, cols: list[str]) -> None:
+        self.table, self.key, self.param, self.cols = table, key, param, cols
+
+    def send(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
+        """Send ``rows`` (in order); returns the number of statements."""
+        sent = 0
+        chunk: list[dict[str, Any]] = []
+        keys: set[Any] = set()
+        for row in rows:
+            if len(chunk) == _MAX_ROWS or row[self.param] in keys:
+                sent += self._send(conn, chunk)
+                chunk, keys = [], set()
+            chunk.append(row)
+            keys.add(row[self.param])
+        return sent + self._send(conn, chunk)
+
+    def _send(self, conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
+        size = 1 << (len(chunk) - 1).bit_length()  # padded: key NULL matches no row
+        params: dict[str, Any] = {}
+        for i in range(size):
+            row = chunk[i] if i < len(chunk) else {}
+            params[f"k{i}"] = row.get(self.param)
+            for j, col in enumerate(self.cols):
+                params[f"v{i}_{j}"] = row.get(col)
+        conn.execute(_multirow(self.table, self.key.name, tuple(self.cols), size), params)
+        return 1
+
+
+_STATEMENTS: dict[tuple[sa.Table, str, tuple[str, ...], int], Any] = {}
+
+
+def _multirow(table: sa.Table, key: str, cols: tuple[str, ...], size: int) -> Any:
+    """``UPDATE table SET col = v.col ... FROM (typed rows) v WHERE table.key = v.key`` for
+    ``size`` rows with parameters ``k<i>`` (key) and ``v<i>_<j>`` (``cols[j]``); built once."""
+    found = _STATEMENTS.get((table, key, cols, size))
+    if found is not None:
+        return found
+    label = "syncbus_key"
+    typed = sa.select(table.c[key].label(label), *(table.c[c] for c in cols)).where(sa.false())
+    rows = [
+        sa.select(
+            sa.bindparam(f"k{i}", type_=table.c[key].type).label(label),
+            *(
+                sa.bindparam(f"v{i}_{j}", type_=table.c[c].type).label(c)
+                for j, c in enumerate(cols)
+            ),
+        )
+        for i in range(size)
+    ]
+    source = sa.union_all(typed, *rows).subquery("syncbus_rows")
+    stmt = (
+        table.update().where(table.c[key] == source.c[label]).values({c: source.c[c] for c in cols})
+    )
+    if len(_STATEMENTS) > 512:
+        _STATEMENTS.clear()
+    _STATEMENTS[(table, key, cols, size)] = stmt
+    return stmt
+
+
+# By (id of the statement, columns, fixed): the statement (an id can be reused once its
+# object is gone) and its shape.
+_SHAPES: dict[tuple[int, tuple[str, ...], frozenset[str]], tuple[Any, _Shape | None]] = {}
+
+
+def _shape(run: _Run) -> _Shape | None:
+    """How ``run`` can go as multi-row UPDATEs, or None when it goes row by row: a statement
+    other than ``UPDATE table WHERE key = :param`` with its SET from the parameters, or one
+    that sets a unique column not in ``run.fixed`` (see the module's docstring)."""
+    columns = tuple(run.params[0])
+    cache_key = (id(run.stmt), columns, run.fixed)
+    found = _SHAPES.get(cache_key)
+    if found is not None and found[0] is run.stmt:
+        return found[1]
+    shape = _make_shape(run.stmt, columns, run.fixed)
+    if len(_SHAPES) > 512:
+        _SHAPES.clear()
+    _SHAPES[cache_key] = (run.stmt, shape)
+    return shape
+
+
+def _make_shape(stmt: Any, columns: tuple[str, ...], fixed: frozenset[str]) -> _Shape | None:
+    if type(stmt) is not Update or stmt._independent_ctes or stmt._values:
+        return None
+    table = stmt.table
+    where = stmt.whereclause
+    if not isinstance(table, sa.Table) or not isinstance(where, sa.BinaryExpression):
+        return None
+    key, param = where.left, where.right
+    if (
+        where.operator is not operators.eq
+        or not isinstance(key, sa.Column)
+        or key.table is not table
+        or not isinstance(param, sa.BindParameter)
+        or param.key not in columns
+    ):
+        return None
+    cols = [c for c in columns if c != param.key]
+    if not cols or any(c not in table.c for c in cols):
+        return None
+    if (set(cols) & _unique_columns(table)) - fixed:
+        return None
+    return _Shape(table, key, param.key, cols)
+
+
+def _unique_columns(table: sa.Table) -> set[str]:
+    """Columns under a primary key, unique constraint or unique index of ``table``."""
+    names = {c.name for c in table.columns if c.unique or c.primary_key}
+    for constraint in table.constraints:
+        if isinstance(constraint, (sa.UniqueConstraint, sa.PrimaryKeyConstraint)):
+            names.update(c.name for c in constraint.columns)
+    for index in table.indexes:
+        if index.unique:
+            if any(not isinstance(e, sa.Column) for e in index.expressions):
+                return set(table.c.keys())  # an expression could read any column
+            names.update(c.name for c in index.columns)
+    return names

@@ -2,9 +2,12 @@
 task or by object, and pruned after the retention; the idempotency keys' retention too.
 
 A finished task's row is copied from the queue row by ``INSERT ... SELECT`` in the
-transaction that removes it (one statement for a whole batch, executed many times: psycopg
-pipelines it), so its external object and payload never travel through Python on the hot
-path; what only the run knows (state, resolved ids, changes, errors) comes as parameters.
+transaction that removes it, so its external object and payload never travel through Python
+on the hot path; what only the run knows (state, resolved ids, changes, errors) comes as
+parameters. On SQLite one statement is executed many times (sqlite3 loops in C); on
+PostgreSQL a batch's records go in one statement whose parameters are arrays, joined to the
+queue rows by ``unnest`` (an ``executemany`` there would be pipelined, after which the server
+leaves its idle-in-transaction timeout unarmed; see ``Dialect.multirow_updates``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from syncbus.store.db import IN_CHUNK
+from syncbus.store.dialect import dialect_of
 from syncbus.store.tables import (
     connector_table,
     history_table,
@@ -31,54 +36,92 @@ h, t, c = history_table, task_table, connector_table
 # The parameters ``record`` takes for each finished task.
 ENTRY_KEYS = ("tid", "state", "finished", "code_name", "resolved", "changes", "errors", "into")
 
-_RECORD = h.insert().from_select(
-    [
-        h.c.task_id,
-        h.c.connector_name,
-        h.c.task_type,
-        h.c.data_type,
-        h.c.process_type,
-        h.c.title,
-        h.c.object_type,
-        h.c.class_name,
-        h.c.code_name,
-        h.c.site_name,
-        h.c.lane,
-        h.c.state,
-        h.c.logged_at,
-        h.c.finished_at,
-        h.c.external,
-        h.c.data,
-        h.c.resolved,
-        h.c.changes,
-        h.c.errors,
-        h.c.into_task_id,
-    ],
-    sa.select(
-        t.c.task_id,
-        c.c.connector_name,
-        t.c.task_type,
-        t.c.data_type,
-        t.c.process_type,
-        t.c.title,
-        t.c.object_type,
-        t.c.class_name,
-        sa.bindparam("code_name", type_=sa.String),
-        t.c.site_name,
-        t.c.lane,
-        sa.bindparam("state", type_=sa.String),
-        t.c.created_at,
-        sa.bindparam("finished", type_=h.c.finished_at.type),
-        t.c.external,
-        t.c.data,
-        sa.bindparam("resolved", type_=sa.Text),
-        sa.bindparam("changes", type_=sa.Text),
-        sa.bindparam("errors", type_=sa.Text),
-        sa.bindparam("into", type_=h.c.into_task_id.type),
+_TARGETS = [
+    h.c.task_id,
+    h.c.connector_name,
+    h.c.task_type,
+    h.c.data_type,
+    h.c.process_type,
+    h.c.title,
+    h.c.object_type,
+    h.c.class_name,
+    h.c.code_name,
+    h.c.site_name,
+    h.c.lane,
+    h.c.state,
+    h.c.logged_at,
+    h.c.finished_at,
+    h.c.external,
+    h.c.data,
+    h.c.resolved,
+    h.c.changes,
+    h.c.errors,
+    h.c.into_task_id,
+]
+
+
+def _record(given: Any, join: Any) -> Any:
+    """INSERT ... SELECT of records: queue columns and the ``given`` ones (the run's), the
+    queue rows found by ``join`` (a select's ``join``/``where`` step)."""
+    finished = sa.bindparam("finished", type_=h.c.finished_at.type)
+    return h.insert().from_select(
+        _TARGETS,
+        join(
+            sa.select(
+                t.c.task_id,
+                c.c.connector_name,
+                t.c.task_type,
+                t.c.data_type,
+                t.c.process_type,
+                t.c.title,
+                t.c.object_type,
+                t.c.class_name,
+                given.code_name,
+                t.c.site_name,
+                t.c.lane,
+                given.state,
+                t.c.created_at,
+                finished,
+                t.c.external,
+                t.c.data,
+                given.resolved,
+                given.changes,
+                given.errors,
+                given.into,
+            ).join(c, c.c.connector_id == t.c.connector_id)
+        ),
     )
-    .join(c, c.c.connector_id == t.c.connector_id)
-    .where(t.c.task_id == sa.bindparam("tid")),
+
+
+class _Params:
+    """Each record's own values as named parameters (executed once per record)."""
+
+    code_name = sa.bindparam("code_name", type_=sa.String)
+    state = sa.bindparam("state", type_=sa.String)
+    resolved = sa.bindparam("resolved", type_=sa.Text)
+    changes = sa.bindparam("changes", type_=sa.Text)
+    errors = sa.bindparam("errors", type_=sa.Text)
+    into = sa.bindparam("into", type_=h.c.into_task_id.type)
+
+
+_RECORD = _record(_Params, lambda q: q.where(t.c.task_id == sa.bindparam("tid")))
+
+# PostgreSQL: the records' values as arrays, one element per record, unnested beside the
+# queue rows (one statement for a batch).
+_ARRAYS = ("tid", "code_name", "state", "resolved", "changes", "errors", "into")
+_TEXT_ARRAY = postgresql.ARRAY(sa.Text)
+_ID_ARRAY = postgresql.ARRAY(sa.BigInteger)
+_GIVEN = (
+    sa.func.unnest(
+        *(
+            sa.bindparam(name, type_=_ID_ARRAY if name in ("tid", "into") else _TEXT_ARRAY)
+            for name in _ARRAYS
+        )
+    )
+    .table_valued(*_ARRAYS)
+    .render_derived(name="given")
 )
+_RECORD_ARRAYS = _record(_GIVEN.c, lambda q: q.join(_GIVEN, _GIVEN.c.tid == t.c.task_id))
 
 
 _COMPILED: dict[str, tuple[str, tuple[str, ...] | None, Any]] = {}
@@ -104,6 +147,14 @@ def record(conn: sa.Connection, entries: Sequence[dict[str, Any]]) -> None:
     SQLAlchemy's handling of each row's parameters cost as much as the insert itself."""
     if not entries:
         return
+    if dialect_of(conn).multirow_updates:
+        # One statement (see the module's docstring); a batch's records share their finish
+        # time, and a record's columns come from the queue row, which the join finds.
+        finished = {e["finished"] for e in entries}
+        if len(finished) == 1:
+            arrays: dict[str, Any] = {name: [e[name] for e in entries] for name in _ARRAYS}
+            conn.execute(_RECORD_ARRAYS, {**arrays, "finished": finished.pop()})
+            return
     sql, order, stamp = _compiled(conn.dialect)
     rows: list[Any] = []
     for entry in entries:
