@@ -239,14 +239,24 @@ def test_reads_see_held_updates_and_only_what_needs_them_sends_them(
         held.update(upd, {"v": 5, "key": 3}, (one,))
         assert conn.execute(sa.select(two.c.v).where(two.c.id == 1)).scalar() == 4
         assert held.held == 2 and held.sent_statements == 2 + split
-        # A DELETE sends everything first (its cascades could reach any table).
-        conn.execute(two.delete().where(two.c.id == 3))
+        # A DELETE by primary key of a row of another table (no foreign key between them)
+        # leaves them held; one of a row with a held update sends that first.
+        by_key = sa.bindparam("gone")
+        conn.execute(two.delete().where(two.c.id == by_key), {"gone": 3})
+        assert held.held == 2
+        conn.execute(one.delete().where(one.c.id == by_key), {"gone": 1})
+        assert held.held == 2
+        conn.execute(one.delete().where(one.c.id == by_key), {"gone": 3})
+        assert held.held == 0
+        # Any other DELETE sends everything first (its cascades could reach any table).
+        held.update(upd, {"v": 8, "key": 2}, (one,))
+        conn.execute(two.delete().where(two.c.id == 2))
         assert held.held == 0
         conn.execute(one.delete().where(one.c.id == 9))
         held.update(upd, {"v": 6, "key": 2}, (one,))
     # Leaving the block sends what is left.
     with engine.connect() as conn:
-        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {1: 2, 2: 6, 3: 5}
+        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {2: 6}
 
 
 @pytest.fixture
@@ -282,8 +292,18 @@ def family(bus: IntegrationBus) -> Iterator[tuple[sa.Engine, sa.Table, sa.Table,
     meta.drop_all(bus.engine)
 
 
+def _delete_grand(conn: sa.Connection, grand: sa.Table, by_key: bool) -> None:
+    """Delete grand 1: by its primary key as a parameter (the DELETE write-behind can tell
+    apart), or with the key in the SQL (one it cannot: it sends everything first)."""
+    if by_key:
+        conn.execute(grand.delete().where(grand.c.id == sa.bindparam("g")), {"g": 1})
+    else:
+        conn.execute(grand.delete().where(grand.c.id == 1))
+
+
+@pytest.mark.parametrize("by_key", [True, False])
 def test_a_delete_sends_the_held_updates_of_the_tables_its_cascade_reaches(
-    family: tuple[sa.Engine, sa.Table, sa.Table, sa.Table],
+    family: tuple[sa.Engine, sa.Table, sa.Table, sa.Table], by_key: bool
 ) -> None:
     """A held rename of a child to the name of a child that a DELETE two levels up cascades
     away conflicts in task order: sent first, it still does (sent after, it would not)."""
@@ -291,12 +311,49 @@ def test_a_delete_sends_the_held_updates_of_the_tables_its_cascade_reaches(
     rename = child.update().where(child.c.id == sa.bindparam("key"))
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn, WriteBehind(conn) as held:
         held.update(rename, {"name": "x", "key": 2}, (child,))
-        conn.execute(grand.delete().where(grand.c.id == 1))
+        _delete_grand(conn, grand, by_key)
     with engine.connect() as conn:
         assert conn.execute(sa.select(child.c.id, child.c.name).order_by(child.c.id)).all() == [
             (1, "x"),
             (2, "y"),
         ]
+
+
+@pytest.mark.parametrize("by_key", [True, False])
+def test_a_held_update_of_a_row_a_delete_removes_still_fails_as_it_would_have(
+    family: tuple[sa.Engine, sa.Table, sa.Table, sa.Table], by_key: bool
+) -> None:
+    """Parent 1 pointed at a grand that does not exist fails in task order. The DELETE of
+    grand 1 behind it removes parent 1 (ON DELETE CASCADE): sent after it, the update would
+    match no row and pass. So it goes first, and fails."""
+    engine, grand, parent, _child = family
+    move = parent.update().where(parent.c.id == sa.bindparam("key"))
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn, WriteBehind(conn) as held:
+        held.update(move, {"grand_id": 999, "key": 1}, (parent,))
+        _delete_grand(conn, grand, by_key)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(grand.c.id).order_by(grand.c.id)).scalars().all() == [1, 2]
+
+
+def test_a_delete_by_key_leaves_what_it_cannot_tell_held(
+    family: tuple[sa.Engine, sa.Table, sa.Table, sa.Table],
+) -> None:
+    """Deleting a child (nothing references children) leaves a held update of grand 2 and
+    of the other child held; the update of the child it deletes goes first."""
+    engine, grand, _parent, child = family
+    upd_grand = grand.update().where(grand.c.id == sa.bindparam("key"))
+    upd_child = child.update().where(child.c.id == sa.bindparam("key"))
+    gone = child.delete().where(child.c.id == sa.bindparam("c"))
+    with engine.begin() as conn, WriteBehind(conn) as held:
+        held.update(upd_grand, {"v": 5, "key": 2}, (grand,))
+        held.update(upd_child, {"parent_id": 2, "key": 2}, (child,))
+        conn.execute(gone, {"c": 1})
+        assert held.held == 2
+        conn.execute(gone, {"c": 2})
+        assert held.held == 0  # its own update went first (and everything held before it)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(child.c.id)).all() == []
+        assert conn.execute(sa.select(grand.c.v).where(grand.c.id == 2)).scalar() == 5
 
 
 def test_an_error_inside_the_block_sends_nothing(

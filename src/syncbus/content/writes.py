@@ -22,8 +22,15 @@ could see, and, to keep each table's order, every update held before them:
 * a plain INSERT ... VALUES: nothing. Run before updates made earlier it can only meet a unique
   conflict they would have removed (the batch then goes the careful way), never escape one, and
   it neither creates nor removes a row an earlier update needs;
-* a DELETE (whose cascades could reach any table), an upsert, an UPDATE sent now, SQL text,
-  anything else: everything.
+* a DELETE of one row by primary key: the runs it could tell from the updates one by one.
+  Sent after it, a held update of a row it removes (itself, or through an ON DELETE CASCADE
+  chain) would match nothing, and so could not fail as it would have; a run that sets a
+  unique column (not ``fixed``) of a table the delete can change could escape a conflict
+  with the row that went. Those runs go first; every other held update changes nothing the
+  delete sees (its foreign keys are set to NULL by the cascade either way, or point at the
+  deleted row and fail: the batch then goes the careful way);
+* any other DELETE (whose cascades could reach any table), an upsert, an UPDATE sent now,
+  SQL text, anything else: everything.
 
 Held-back updates keep their order within each table; updates of different tables may be sent
 in another order than they were made. That is invisible to the batch: an UPDATE by primary key
@@ -54,7 +61,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql import operators, visitors
-from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.dml import Delete, Insert, Update
 
 from syncbus.store.dialect import dialect_of
 
@@ -66,12 +73,19 @@ _MAX_ROWS = 128
 class _Run:
     """Consecutive updates (within their tables) with one statement and one set of columns."""
 
-    __slots__ = ("fixed", "params", "stmt")
+    __slots__ = ("fixed", "params", "stmt", "tables")
 
-    def __init__(self, stmt: Any, params: dict[str, Any], fixed: frozenset[str]) -> None:
+    def __init__(
+        self,
+        stmt: Any,
+        params: dict[str, Any],
+        fixed: frozenset[str],
+        tables: tuple[sa.Table, ...],
+    ) -> None:
         self.stmt = stmt
         self.params = [params]
         self.fixed = fixed
+        self.tables = tables
 
 
 class WriteBehind:
@@ -125,7 +139,7 @@ class WriteBehind:
             self._runs[number - self._base].params.append(params)
         else:
             number = self._base + len(self._runs)
-            self._runs.append(_Run(stmt, params, fixed))
+            self._runs.append(_Run(stmt, params, fixed, tables))
             self._open[key] = number
             for t in tables:
                 self._last[t.name] = number
@@ -166,7 +180,32 @@ class WriteBehind:
                 if last >= self._base:
                     self.flush(upto=last)
                 return
+        if type(stmt) is Delete:
+            target = _deleted_row(stmt, *args[:2])
+            if target is not None:
+                last = self._last_run_a_delete_could_tell(*target)
+                if last >= self._base:
+                    self.flush(upto=last)
+                return
         self.flush()
+
+    def _last_run_a_delete_could_tell(self, table: sa.Table, key: Any) -> int:
+        """The number of the last held run that must go before ``DELETE FROM table WHERE
+        <primary key> = key`` (see the module's docstring), or -1."""
+        removed, reached = _reach(table)
+        last = -1
+        for number, run in enumerate(self._runs, self._base):
+            names = {t.name for t in run.tables}
+            if not names & reached:
+                continue
+            shape = _shape(run)
+            if (
+                shape is None  # sets a unique column (or cannot be told): could conflict
+                or names & removed  # rows the cascade removes: an update could fail first
+                or (shape.table is table and any(p[shape.param] == key for p in run.params))
+            ):
+                last = number
+        return last
 
 
 def _read_tables(stmt: sa.Select[Any]) -> set[str] | None:
@@ -315,3 +354,56 @@ def _unique_columns(table: sa.Table) -> set[str]:
                 return set(table.c.keys())  # an expression could read any column
             names.update(c.name for c in index.columns)
     return names
+
+
+def _deleted_row(stmt: Any, multiparams: Any = (), params: Any = None) -> Any:
+    """``(table, key)`` of ``DELETE FROM table WHERE <single-column primary key> = :p`` run
+    with one set of parameters (``before_execute``'s ``multiparams`` and ``params``), else
+    None."""
+    if multiparams:
+        if len(multiparams) != 1 or params:
+            return None
+        params = multiparams[0]
+    table, where = stmt.table, stmt.whereclause
+    if (
+        not isinstance(params, dict)
+        or not isinstance(table, sa.Table)
+        or stmt._independent_ctes
+        or not isinstance(where, sa.BinaryExpression)
+        or where.operator is not operators.eq
+        or not isinstance(where.right, sa.BindParameter)
+        or where.right.key not in params
+        or list(table.primary_key.columns) != [where.left]
+    ):
+        return None
+    return table, params[where.right.key]
+
+
+_REACH: dict[sa.Table, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _reach(table: sa.Table) -> tuple[frozenset[str], frozenset[str]]:
+    """What deleting a row of ``table`` can touch through foreign keys of its MetaData: the
+    tables whose rows its ON DELETE CASCADE chains can remove, and those it can change at all
+    (``table`` itself, and every table a CASCADE or SET NULL chain reaches)."""
+    found = _REACH.get(table)
+    if found is not None:
+        return found
+    removed: set[str] = set()
+    reached = {table.name}
+    todo = [(table, True)]
+    while todo:
+        target, removing = todo.pop()
+        for other in table.metadata.tables.values():
+            for fk in other.foreign_keys:
+                if fk.column.table is not target:
+                    continue
+                cascade = removing and (fk.ondelete or "").upper() == "CASCADE"
+                if cascade and other.name not in removed:
+                    removed.add(other.name)
+                    todo.append((other, True))
+                if other.name not in reached:
+                    reached.add(other.name)
+                    todo.append((other, cascade))
+    found = _REACH[table] = (frozenset(removed), frozenset(reached))
+    return found
