@@ -8,6 +8,7 @@ databases."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncbus import IntegrationBus, InternalObject, ProcessType, TaskType
+from syncbus.content import writes
 from syncbus.content.writes import WriteBehind
 from syncbus.payload import Payload, encode
 from tests.behaviour.test_intake_hardening import HARD, item, typed_values
@@ -383,6 +385,7 @@ def typed(bus: IntegrationBus) -> Iterator[tuple[sa.Engine, sa.Table]]:
         sa.Column("flag", sa.Boolean),
         sa.Column("count", sa.Integer),
         sa.Column("extra", sa.JSON),
+        sa.Column("at", sa.Time),  # not sent as an array: the UNION form (PostgreSQL)
     )
     meta.create_all(bus.engine)
     with bus.engine.begin() as c:
@@ -425,6 +428,23 @@ def test_a_run_goes_in_few_statements_whatever_its_size_and_its_nulls(
         (None, None, 4),
     ]
     assert got[200].extra == {"i": 200} and got[200].label is None
+
+
+def test_a_run_of_a_type_not_sent_as_arrays_types_its_rows_by_the_table(
+    typed: tuple[sa.Engine, sa.Table],
+) -> None:
+    """A column of a type the array form does not take (TIME) sends the run as a UNION of
+    rows under a typed empty SELECT of the table: a float column NULL in every row (no cast of
+    its own) still takes its column's type."""
+    engine, table = typed
+    cols = ("ratio", "at", "count")
+    assert writes._by_arrays(table, "id", cols) is None
+    assert writes._by_arrays(table, "id", ("ratio", "count")) is not None
+    rows = [{"key": i, "ratio": None, "at": dt.time(1, i), "count": i} for i in (1, 2, 3)]
+    assert _sent(engine, table, rows) == 1
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(table.c.id, table.c.ratio, table.c.at).where(table.c.id <= 3))
+        assert sorted(got.all()) == [(i, None, dt.time(1, i)) for i in (1, 2, 3)]
 
 
 def test_a_value_too_long_is_refused_not_cut(typed: tuple[sa.Engine, sa.Table]) -> None:

@@ -60,6 +60,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update
 
@@ -255,6 +256,13 @@ class _Shape:
         return sent + self._send(conn, chunk)
 
     def _send(self, conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
+        arrays = _by_arrays(self.table, self.key.name, tuple(self.cols))
+        if arrays is not None:
+            lists = {"k": [row[self.param] for row in chunk]}
+            for j, col in enumerate(self.cols):
+                lists[f"v{j}"] = [row[col] for row in chunk]
+            conn.execute(arrays, lists)
+            return 1
         size = 1 << (len(chunk) - 1).bit_length()  # padded: key NULL matches no row
         params: dict[str, Any] = {}
         for i in range(size):
@@ -264,6 +272,61 @@ class _Shape:
                 params[f"v{i}_{j}"] = row.get(col)
         conn.execute(_multirow(self.table, self.key.name, tuple(self.cols), size), params)
         return 1
+
+
+def _element_type(column: sa.Column[Any]) -> Any:
+    """The type an array parameter for ``column`` is cast to (``_by_arrays``), or None when
+    the column's type is not one known to take it safely. Never a length or precision: an
+    explicit cast to ``varchar(10)`` or ``char(3)`` would cut a value the column refuses."""
+    t = column.type
+    if isinstance(t, (sa.TypeDecorator, sa.ARRAY, sa.Enum)):
+        return None
+    if isinstance(t, sa.String):
+        return sa.Text()
+    if isinstance(t, (sa.Integer, sa.Boolean, sa.Date, sa.Uuid, sa.JSON)):
+        return t
+    if isinstance(t, sa.Float):
+        return sa.Float()
+    if isinstance(t, sa.Numeric):
+        return sa.Numeric()
+    if isinstance(t, sa.DateTime):
+        return sa.DateTime(timezone=t.timezone)
+    return None
+
+
+_ARRAY_STATEMENTS: dict[tuple[sa.Table, str, tuple[str, ...]], Any] = {}
+
+
+def _by_arrays(table: sa.Table, key: str, cols: tuple[str, ...]) -> Any:
+    """``UPDATE table SET col = v.col ... FROM unnest(:k, :v0, ...) v WHERE table.key = v.k``,
+    one array parameter per column, when every column's type can go as an array (else None):
+    one short statement whatever the number of rows, which psycopg caches and prepares."""
+    cache_key = (table, key, cols)
+    if cache_key in _ARRAY_STATEMENTS:
+        return _ARRAY_STATEMENTS[cache_key]
+    stmt = None
+    types = [_element_type(table.c[c]) for c in (key, *cols)]
+    if all(t is not None for t in types):
+        names = ["k", *(f"v{j}" for j in range(len(cols)))]
+        rows = (
+            sa.func.unnest(
+                *(
+                    sa.bindparam(name, type_=postgresql.ARRAY(t))
+                    for name, t in zip(names, types, strict=True)
+                )
+            )
+            .table_valued(*names)
+            .render_derived(name="syncbus_rows")
+        )
+        stmt = (
+            table.update()
+            .where(table.c[key] == rows.c.k)
+            .values({c: rows.c[f"v{j}"] for j, c in enumerate(cols)})
+        )
+    if len(_ARRAY_STATEMENTS) > 512:
+        _ARRAY_STATEMENTS.clear()
+    _ARRAY_STATEMENTS[cache_key] = stmt
+    return stmt
 
 
 _STATEMENTS: dict[tuple[sa.Table, str, tuple[str, ...], int], Any] = {}
