@@ -447,6 +447,25 @@ def test_a_run_of_a_type_not_sent_as_arrays_types_its_rows_by_the_table(
         assert sorted(got.all()) == [(i, None, dt.time(1, i)) for i in (1, 2, 3)]
 
 
+def test_json_lists_stay_whole_and_a_list_in_a_scalar_column_is_refused(
+    typed: tuple[sa.Engine, sa.Table],
+) -> None:
+    """Sent as arrays (PostgreSQL), a JSON value that is a list must stay one value (not a
+    dimension of the array, whose items unnest would spread over rows); a list where an
+    integer goes fails as it does in a single-row UPDATE, never lands in pieces."""
+    engine, table = typed
+    rows = [{"key": i, "extra": [i, i + 1], "count": i} for i in (1, 2, 3)]
+    assert _sent(engine, table, rows) == 1
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(table.c.id, table.c.extra).where(table.c.id <= 4))
+        assert sorted(got.all()) == [(1, [1, 2]), (2, [2, 3]), (3, [3, 4]), (4, None)]
+    with pytest.raises(sa.exc.StatementError):
+        _sent(engine, table, [{"key": 5, "count": [7, 8]}, {"key": 6, "count": [9, 10]}])
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(table.c.count).where(table.c.id.in_([5, 6, 7])))
+        assert got.scalars().all() == [None, None, None]
+
+
 def test_a_value_too_long_is_refused_not_cut(typed: tuple[sa.Engine, sa.Table]) -> None:
     engine, table = typed
     if engine.dialect.name == "sqlite":

@@ -261,8 +261,16 @@ class _Shape:
             lists = {"k": [row[self.param] for row in chunk]}
             for j, col in enumerate(self.cols):
                 lists[f"v{j}"] = [row[col] for row in chunk]
-            conn.execute(arrays, lists)
-            return 1
+            # A list where a column takes a scalar would make the array one more dimension
+            # deep, and unnest would spread its items over rows: the UNION form refuses it.
+            if not any(
+                isinstance(v, (list, tuple))
+                for j, col in enumerate(self.cols)
+                if not isinstance(self.table.c[col].type, sa.JSON)
+                for v in lists[f"v{j}"]
+            ) and not any(isinstance(v, (list, tuple)) for v in lists["k"]):
+                conn.execute(arrays, lists)
+                return 1
         size = 1 << (len(chunk) - 1).bit_length()  # padded: key NULL matches no row
         params: dict[str, Any] = {}
         for i in range(size):
@@ -311,7 +319,8 @@ def _by_arrays(table: sa.Table, key: str, cols: tuple[str, ...]) -> Any:
         rows = (
             sa.func.unnest(
                 *(
-                    sa.bindparam(name, type_=postgresql.ARRAY(t))
+                    # One dimension: a JSON value that is a list stays one element.
+                    sa.bindparam(name, type_=postgresql.ARRAY(t, dimensions=1))
                     for name, t in zip(names, types, strict=True)
                 )
             )
@@ -436,20 +445,23 @@ def _deleted_row(stmt: Any, multiparams: Any = (), params: Any = None) -> Any:
         or where.operator is not operators.eq
         or not isinstance(where.right, sa.BindParameter)
         or where.right.key not in params
-        or list(table.primary_key.columns) != [where.left]
+        or len(table.primary_key.columns) != 1
+        or next(iter(table.primary_key.columns)) is not where.left
     ):
         return None
     return table, params[where.right.key]
 
 
-_REACH: dict[sa.Table, tuple[frozenset[str], frozenset[str]]] = {}
+_REACH: dict[tuple[sa.Table, int], tuple[frozenset[str], frozenset[str]]] = {}
 
 
 def _reach(table: sa.Table) -> tuple[frozenset[str], frozenset[str]]:
     """What deleting a row of ``table`` can touch through foreign keys of its MetaData: the
     tables whose rows its ON DELETE CASCADE chains can remove, and those it can change at all
     (``table`` itself, and every table a CASCADE or SET NULL chain reaches)."""
-    found = _REACH.get(table)
+    # Keyed by the number of tables too: a type registered later can add a foreign key.
+    cache_key = (table, len(table.metadata.tables))
+    found = _REACH.get(cache_key)
     if found is not None:
         return found
     removed: set[str] = set()
@@ -468,5 +480,5 @@ def _reach(table: sa.Table) -> tuple[frozenset[str], frozenset[str]]:
                 if other.name not in reached:
                     reached.add(other.name)
                     todo.append((other, cascade))
-    found = _REACH[table] = (frozenset(removed), frozenset(reached))
+    found = _REACH[cache_key] = (frozenset(removed), frozenset(reached))
     return found
