@@ -2,8 +2,10 @@
 statement per task. How a group goes depends on the dialect (``Dialect.multirow_updates``):
 
 * SQLite: one ``executemany`` per statement and column set (sqlite3 loops in C);
-* PostgreSQL: one multi-row ``UPDATE ... FROM (...)`` per run (``_multirow``), a single plain
-  statement. Not ``executemany``: psycopg sends that in pipeline mode, after which the server
+* PostgreSQL: multi-row ``UPDATE ... FROM`` statements of at most ``_MAX_ROWS`` rows, each a
+  single plain statement: ``FROM unnest(<one array parameter per column>)`` where every column's
+  type is known to take it (``_by_arrays``), else ``FROM (<typed UNION of rows>)``
+  (``_multirow``). Not ``executemany``: psycopg sends that in pipeline mode, after which the server
   leaves its idle-in-transaction timeout unarmed (psycopg 3.3.9, PostgreSQL 15), and a worker
   frozen right after it would hold its batch's locks for ever instead of being ended after its
   lease. Runs it cannot send that way (a statement with a WITH clause, one that could change a
@@ -40,9 +42,13 @@ another table could tell; the content tables have none.)
 
 A multi-row UPDATE (PostgreSQL) does what its updates one by one would:
 
-* types: the rows come as ``SELECT <the table's own columns> WHERE false UNION ALL SELECT
-  <row 1> UNION ALL ...``; the first branch gives each column its own type, so every
-  parameter (cast as in a single-row UPDATE, or untyped, NULL included) resolves to it, and
+* types: as arrays, each cast to its column's type without length or precision (the
+  assignment then checks those as a single-row UPDATE does), one-dimensional (a JSON list stays
+  one value; a chunk holding a list where a column takes a scalar goes the UNION way, which
+  refuses it). In the UNION form the rows come as ``SELECT <the table's own columns> WHERE
+  false UNION ALL SELECT <row 1> UNION ALL ...``; the first branch gives each column its own
+  type, so every parameter (cast as in a single-row UPDATE, or untyped, NULL included)
+  resolves to it, and
   the assignment then refuses a value exactly as a single-row UPDATE would (too long, out of
   range; no explicit cast that could truncate);
 * one source row per target: an object updated twice in a run starts a new statement (given
