@@ -48,9 +48,8 @@ A multi-row UPDATE (PostgreSQL) does what its updates one by one would:
   refuses it). In the UNION form the rows come as ``SELECT <the table's own columns> WHERE
   false UNION ALL SELECT <row 1> UNION ALL ...``; the first branch gives each column its own
   type, so every parameter (cast as in a single-row UPDATE, or untyped, NULL included)
-  resolves to it, and
-  the assignment then refuses a value exactly as a single-row UPDATE would (too long, out of
-  range; no explicit cast that could truncate);
+  resolves to it, and the assignment then refuses a value exactly as a single-row UPDATE
+  would (too long, out of range; no explicit cast that could truncate);
 * one source row per target: an object updated twice in a run starts a new statement (given
   two rows for one target, PostgreSQL applies one of them, unpredictably);
 * order: the rows of one statement are applied in an order of the database's choosing, which
