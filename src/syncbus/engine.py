@@ -453,7 +453,7 @@ class Processor:
             self.db.begin() as conn,
         ):
             # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py;
-            # how, Dialect.multirow_updates says).
+            # how, Dialect.pipelined_executemany decides).
             held = None if careful else WriteBehind(conn)
             with held or contextlib.nullcontext():
                 outcome = self._apply_batch(conn, run, scope, tally, careful, held)

@@ -88,7 +88,7 @@ def test_a_batchs_updates_go_in_few_statements_and_the_last_write_wins(
         updates.close()
     assert result.applied == 160 and result.failed == 0
     if bus.engine.dialect.name == "postgresql":
-        # Multi-row UPDATEs (Dialect.multirow_updates): a statement takes each object once, so
+        # Multi-row UPDATEs (Dialect.pipelined_executemany): a statement takes each object once, so
         # 20 objects updated 8 times go in 8 (9 if a flush splits the run).
         assert 8 <= updates.count <= 9, updates.count
     else:

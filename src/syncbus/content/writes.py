@@ -1,5 +1,5 @@
 """Write-behind for a batch's updates: UPDATEs held back and sent grouped instead of a
-statement per task. How a group goes depends on the dialect (``Dialect.multirow_updates``):
+statement per task. How a group goes depends on the dialect (``Dialect.pipelined_executemany``):
 
 * SQLite: one ``executemany`` per statement and column set (sqlite3 loops in C);
 * PostgreSQL: multi-row ``UPDATE ... FROM`` statements of at most ``_MAX_ROWS`` rows, each a
@@ -103,7 +103,7 @@ class WriteBehind:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         # Send runs as multi-row UPDATEs, else one executemany each (see the module's docstring).
-        self.multirow = dialect_of(conn).multirow_updates
+        self.multirow = dialect_of(conn).pipelined_executemany
         self.held = 0  # updates held and not sent yet
         self.sent_statements = 0  # executemany calls made
         # Runs are numbered from the first ever held; ``_runs[0]`` is run number ``_base``.
@@ -246,6 +246,11 @@ class _Shape:
 
     def __init__(self, table: sa.Table, key: sa.Column[Any], param: str, cols: list[str]) -> None:
         self.table, self.key, self.param, self.cols = table, key, param, cols
+        # The array parameters whose items are scalars (all but JSON columns'; see ``_send``).
+        self.scalars = ["k"]
+        self.scalars += [
+            f"v{j}" for j, c in enumerate(cols) if not isinstance(table.c[c].type, sa.JSON)
+        ]
 
     def send(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
         """Send ``rows`` (in order); returns the number of statements."""
@@ -268,12 +273,7 @@ class _Shape:
                 lists[f"v{j}"] = [row[col] for row in chunk]
             # A list where a column takes a scalar would make the array one more dimension
             # deep, and unnest would spread its items over rows: the UNION form refuses it.
-            if not any(
-                isinstance(v, (list, tuple))
-                for j, col in enumerate(self.cols)
-                if not isinstance(self.table.c[col].type, sa.JSON)
-                for v in lists[f"v{j}"]
-            ) and not any(isinstance(v, (list, tuple)) for v in lists["k"]):
+            if not any(isinstance(v, (list, tuple)) for p in self.scalars for v in lists[p]):
                 conn.execute(arrays, lists)
                 return 1
         size = 1 << (len(chunk) - 1).bit_length()  # padded: key NULL matches no row

@@ -36,13 +36,13 @@ class Dialect:
     # True when transactions lock rows (SELECT ... FOR UPDATE SKIP LOCKED), so several runs
     # can share one ENTITY connector lane by lane; SQLite locks the whole database.
     row_locks: ClassVar[bool] = False
-    # How a batch's held-back updates are sent (``syncbus.content.writes``): False, one
-    # ``executemany`` per run; True, multi-row ``UPDATE ... FROM`` statements. PostgreSQL takes
-    # the latter: psycopg sends an ``executemany`` in pipeline mode, after which the server does
-    # not arm ``idle_in_transaction_session_timeout`` (checked with psycopg 3.3.9 on
-    # PostgreSQL 15), so a worker frozen right after one would hold its batch's locks for ever
-    # instead of being ended after its lease.
-    multirow_updates: ClassVar[bool] = False
+    # True when the driver sends an ``executemany`` in pipeline mode (psycopg 3), after which
+    # the server does not arm ``idle_in_transaction_session_timeout`` (checked with psycopg
+    # 3.3.9 on PostgreSQL 15): a worker frozen right after one would hold its batch's locks for
+    # ever instead of being ended after its lease. The hot path then sends grouped writes as
+    # single statements instead: multi-row UPDATEs (``syncbus.content.writes``) and history
+    # records over arrays (``syncbus.store.history``).
+    pipelined_executemany: ClassVar[bool] = False
     _insert: ClassVar[Any]
 
     def insert(self, table: sa.Table) -> Any:
@@ -184,7 +184,7 @@ class PostgresDialect(Dialect):
     notifies = True
     dml_in_cte = True
     row_locks = True
-    multirow_updates = True
+    pipelined_executemany = True
     _insert = staticmethod(postgresql.insert)
     _LOCK_NOT_AVAILABLE = "55P03"
     # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),

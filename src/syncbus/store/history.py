@@ -7,7 +7,7 @@ on the hot path; what only the run knows (state, resolved ids, changes, errors) 
 parameters. On SQLite one statement is executed many times (sqlite3 loops in C); on
 PostgreSQL a batch's records go in one statement whose parameters are arrays, joined to the
 queue rows by ``unnest`` (an ``executemany`` there would be pipelined, after which the server
-leaves its idle-in-transaction timeout unarmed; see ``Dialect.multirow_updates``).
+leaves its idle-in-transaction timeout unarmed; see ``Dialect.pipelined_executemany``).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def record(conn: sa.Connection, entries: Sequence[dict[str, Any]]) -> None:
     SQLAlchemy's handling of each row's parameters cost as much as the insert itself."""
     if not entries:
         return
-    if dialect_of(conn).multirow_updates:
+    if dialect_of(conn).pipelined_executemany:
         # One statement (see the module's docstring); a batch's records share their finish
         # time, and a record's columns come from the queue row, which the join finds.
         finished = {e["finished"] for e in entries}
