@@ -211,6 +211,39 @@ def test_a_batchs_page_updates_go_in_one_statement_per_table(
         assert page(bus, f"/news/{name}")["article_title"] == f"Changed {name}"
 
 
+def test_deleting_a_page_leaves_the_batchs_object_updates_held(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """A culture is deleted by its document's primary key where the batch knows it, which
+    cannot tell the users' held updates: the two updates around it go in one statement."""
+    from tests.helpers import user
+
+    guid = news_with_hello(bus)
+    for name in ("alice", "bob"):
+        put(bus, user(name, first_name="Old"))
+    log(bus, user("alice", first_name="Alice"), TaskType.UPDATE_OBJECT)
+    log(
+        bus, article("hello", "Gone", node_guid=guid, parent_path="/news"), TaskType.DELETE_DOCUMENT
+    )
+    log(bus, user("bob", first_name="Bob"), TaskType.UPDATE_OBJECT)
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("UPDATE cms_user"):
+            sent.append(statement)
+
+    event.listen(bus.engine, "before_cursor_execute", count)
+    try:
+        result = run(bus)
+    finally:
+        event.remove(bus.engine, "before_cursor_execute", count)
+    assert result.applied == 3
+    assert len(sent) == 1, sent
+    assert bus.get_page("main", "/news/hello") is None
+    names = {u["user_name"]: u["first_name"] for u in bus.find_objects("cms.user")}
+    assert (names["alice"], names["bob"]) == ("Alice", "Bob")
+
+
 def test_a_careful_page_update_is_one_update_statement_on_postgresql(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:

@@ -234,8 +234,8 @@ def test_reads_see_held_updates_and_only_what_needs_them_sends_them(
             9: 9,
         }
         assert held.held == 0 and held.sent_statements == 1 + split
-        # A read sends the updates of the tables it reads and what was held before them
-        # (each table keeps its order); updates of other tables held after them stay held.
+        # A read sends the updates of the tables it reads (each table keeps its order);
+        # updates of other tables stay held.
         held.update(upd_two, {"v": 4, "key": 1}, (two,))
         held.update(upd, {"v": 3, "key": 3}, (one,))
         held.update(upd, {"v": 5, "key": 3}, (one,))
@@ -259,6 +259,32 @@ def test_reads_see_held_updates_and_only_what_needs_them_sends_them(
     # Leaving the block sends what is left.
     with engine.connect() as conn:
         assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {2: 6}
+
+
+def test_a_read_sends_its_tables_runs_and_what_their_order_ties_to_them(
+    scratch: tuple[sa.Engine, sa.Table, sa.Table],
+) -> None:
+    """A read of one table sends that table's held runs and no other table's, even those
+    held before them; a run that writes both tables ties their order: it goes with the
+    runs of the other table held before it, and the runs held after it stay held."""
+    engine, one, two = scratch
+    upd_one = one.update().where(one.c.id == sa.bindparam("key"))
+    upd_two = two.update().where(two.c.id == sa.bindparam("key"))
+    with engine.begin() as conn, WriteBehind(conn) as held:
+        held.update(upd_two, {"v": 5, "key": 3}, (two,))
+        held.update(upd_one, {"v": 1, "key": 1}, (one,))
+        assert conn.execute(sa.select(one.c.v).where(one.c.id == 1)).scalar() == 1
+        assert held.held == 1  # two's update, held before it, is still held
+        held.update(upd_one, {"v": 3, "key": 2}, (one, two))  # declared to write both
+        held.update(upd_two, {"v": 4, "key": 2}, (two,))
+        held.update(upd_one, {"v": 6, "key": 3}, (one,))
+        assert held.held == 4
+        # Reading one: its runs go, and two's run held before the run that writes both.
+        assert dict(conn.execute(sa.select(one.c.id, one.c.v)).all()) == {1: 1, 2: 3, 3: 6}
+        assert held.held == 1
+        assert conn.execute(sa.select(two.c.v).where(two.c.id == 3)).scalar() == 5
+        assert conn.execute(sa.select(two.c.v).where(two.c.id == 2)).scalar() == 4
+        assert held.held == 0
 
 
 @pytest.fixture
@@ -341,7 +367,8 @@ def test_a_delete_by_key_leaves_what_it_cannot_tell_held(
     family: tuple[sa.Engine, sa.Table, sa.Table, sa.Table],
 ) -> None:
     """Deleting a child (nothing references children) leaves a held update of grand 2 and
-    of the other child held; the update of the child it deletes goes first."""
+    of the other child held; the update of the child it deletes goes first, and the update
+    of grand (another table, held before it) stays held."""
     engine, grand, _parent, child = family
     upd_grand = grand.update().where(grand.c.id == sa.bindparam("key"))
     upd_child = child.update().where(child.c.id == sa.bindparam("key"))
@@ -352,7 +379,7 @@ def test_a_delete_by_key_leaves_what_it_cannot_tell_held(
         conn.execute(gone, {"c": 1})
         assert held.held == 2
         conn.execute(gone, {"c": 2})
-        assert held.held == 0  # its own update went first (and everything held before it)
+        assert held.held == 1  # its own update went first; grand's is still held
     with engine.connect() as conn:
         assert conn.execute(sa.select(child.c.id)).all() == []
         assert conn.execute(sa.select(grand.c.v).where(grand.c.id == 2)).scalar() == 5

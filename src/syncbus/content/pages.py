@@ -57,6 +57,9 @@ _UPDATE_DOCUMENT = docs.update().where(docs.c.document_id == _bp("syncbus_docume
 _DELETE_CULTURE = docs.delete().where(
     docs.c.document_node_id == _bp("node"), docs.c.document_culture == _bp("culture")
 )
+# The same, by primary key where the batch knows the document's id: a held update of another
+# table need not go before it then (writes.py).
+_DELETE_DOCUMENT = docs.delete().where(docs.c.document_id == _bp("document"))
 _COUNT_DOCUMENTS = (
     sa.select(sa.func.count()).select_from(docs).where(docs.c.document_node_id == _bp("node"))
 )
@@ -481,12 +484,16 @@ class PageStore:
         self, conn: sa.Connection, node: dict[str, Any], culture: str, cache: PageCache | None
     ) -> PageEffect:
         """Delete one culture; the node goes with its last one."""
-        conn.execute(_DELETE_CULTURE, {"node": node["node_id"], "culture": culture})
+        key = (int(node["node_id"]), culture)
+        gone = None if cache is None else cache.documents.get(key)
+        if gone is not None:  # (node, culture) is unique: this is the row
+            conn.execute(_DELETE_DOCUMENT, {"document": gone})
+        else:
+            conn.execute(_DELETE_CULTURE, {"node": node["node_id"], "culture": culture})
         if cache is not None:
-            gone = cache.documents.get((int(node["node_id"]), culture))
             if gone is not None:
                 cache.contents.pop(gone, None)
-            cache.documents[(int(node["node_id"]), culture)] = None
+            cache.documents[key] = None
         remaining = conn.execute(_COUNT_DOCUMENTS, {"node": node["node_id"]}).scalar_one()
         if remaining == 0:
             return self._remove_node(conn, node, cache)

@@ -17,8 +17,9 @@ are sent is handled exactly like one raised by the task that wrote them.
 
 What a held-back update changes must be invisible until it is sent, so the statements that
 could tell first send what is held (a ``before_execute`` listener on the connection; the caller
-sends the rest before the queue's bookkeeping). Each sends the updates held for the tables it
-could see, and, to keep each table's order, every update held before them:
+sends the rest before the queue's bookkeeping). Each sends the runs of held updates it could
+tell, and, to keep each table's order, every run held before one of those that writes a table
+one of them writes (so a SELECT of one table leaves another table's updates held):
 
 * a SELECT: the tables it reads;
 * a plain INSERT ... VALUES: nothing. Run before updates made earlier it can only meet a unique
@@ -62,6 +63,7 @@ A multi-row UPDATE (PostgreSQL) does what its updates one by one would:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,7 +81,7 @@ _MAX_ROWS = 128
 class _Run:
     """Consecutive updates (within their tables) with one statement and one set of columns."""
 
-    __slots__ = ("fixed", "params", "stmt", "tables")
+    __slots__ = ("fixed", "names", "params", "stmt", "tables")
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class _Run:
         self.params = [params]
         self.fixed = fixed
         self.tables = tables
+        self.names = frozenset(t.name for t in tables)
 
 
 class WriteBehind:
@@ -106,9 +109,9 @@ class WriteBehind:
         self.multirow = dialect_of(conn).pipelined_executemany
         self.held = 0  # updates held and not sent yet
         self.sent_statements = 0  # executemany calls made
-        # Runs are numbered from the first ever held; ``_runs[0]`` is run number ``_base``.
-        self._runs: list[_Run] = []
-        self._base = 0
+        # The runs held, by number (in the order they were made; a run leaves when it is sent).
+        self._runs: dict[int, _Run] = {}
+        self._next = 0  # the next run's number
         self._open: dict[tuple[int, tuple[str, ...]], int] = {}  # (stmt, columns): run number
         self._last: dict[str, int] = {}  # table name: number of the last run that writes it
         self._sending = False
@@ -139,25 +142,29 @@ class WriteBehind:
         # the order within a table stays the order the tasks wrote in.
         if (
             number is not None
-            and number >= self._base
+            and number in self._runs
             and all(self._last.get(t.name) == number for t in tables)
         ):
-            self._runs[number - self._base].params.append(params)
+            self._runs[number].params.append(params)
         else:
-            number = self._base + len(self._runs)
-            self._runs.append(_Run(stmt, params, fixed, tables))
+            number = self._next
+            self._next += 1
+            self._runs[number] = _Run(stmt, params, fixed, tables)
             self._open[key] = number
             for t in tables:
                 self._last[t.name] = number
         self.held += 1
 
-    def flush(self, upto: int | None = None) -> None:
-        """Send what is held, in order (with ``upto``, the runs up to that number only)."""
-        count = len(self._runs) if upto is None else upto - self._base + 1
-        if count <= 0:
+    def flush(self, wanted: Iterable[int] | None = None) -> None:
+        """Send what is held, in order; with ``wanted`` (run numbers), only those runs and
+        every run held before one of them that writes a table a run sent writes."""
+        if wanted is None:
+            runs = list(self._runs.values())
+            self._runs.clear()
+        else:
+            runs = self._take(wanted)
+        if not runs:
             return
-        runs, self._runs = self._runs[:count], self._runs[count:]
-        self._base += count
         self.held -= sum(len(run.params) for run in runs)
         self._sending = True
         try:
@@ -174,6 +181,24 @@ class WriteBehind:
         finally:
             self._sending = False
 
+    def _take(self, wanted: Iterable[int]) -> list[_Run]:
+        """Remove and return, in order, the ``wanted`` runs still held and the earlier runs
+        that must go before them: walking back from the last wanted one, a run goes when it is
+        wanted or writes a table of a run that goes after it."""
+        numbers = {n for n in wanted if n in self._runs}
+        if not numbers:
+            return []
+        top, chosen = max(numbers), []
+        tables: set[str] = set()
+        for number in reversed(self._runs):
+            if number > top:
+                continue
+            run = self._runs[number]
+            if number in numbers or not tables.isdisjoint(run.names):
+                chosen.append(number)
+                tables |= run.names
+        return [self._runs.pop(number) for number in reversed(chosen)]
+
     def _before_execute(self, conn: sa.Connection, stmt: Any, *args: Any, **kw: Any) -> None:
         if not self._runs or self._sending:
             return
@@ -182,36 +207,31 @@ class WriteBehind:
         if isinstance(stmt, sa.Select):
             tables = _read_tables(stmt)
             if tables is not None:
-                last = max((self._last.get(t, -1) for t in tables), default=-1)
-                if last >= self._base:
-                    self.flush(upto=last)
+                self.flush(self._last[t] for t in tables if t in self._last)
                 return
         if type(stmt) is Delete:
             target = _deleted_row(stmt, *args[:2])
             if target is not None:
-                last = self._last_run_a_delete_could_tell(*target)
-                if last >= self._base:
-                    self.flush(upto=last)
+                self.flush(self._runs_a_delete_could_tell(*target))
                 return
         self.flush()
 
-    def _last_run_a_delete_could_tell(self, table: sa.Table, key: Any) -> int:
-        """The number of the last held run that must go before ``DELETE FROM table WHERE
-        <primary key> = key`` (see the module's docstring), or -1."""
+    def _runs_a_delete_could_tell(self, table: sa.Table, key: Any) -> list[int]:
+        """The numbers of the held runs that must go before ``DELETE FROM table WHERE
+        <primary key> = key`` (see the module's docstring)."""
         removed, reached = _reach(table)
-        last = -1
-        for number, run in enumerate(self._runs, self._base):
-            names = {t.name for t in run.tables}
-            if not names & reached:
+        out = []
+        for number, run in self._runs.items():
+            if run.names.isdisjoint(reached):
                 continue
             shape = _shape(run)
             if (
                 shape is None  # sets a unique column (or cannot be told): could conflict
-                or names & removed  # rows the cascade removes: an update could fail first
+                or not run.names.isdisjoint(removed)  # rows the cascade removes: could fail
                 or (shape.table is table and any(p[shape.param] == key for p in run.params))
             ):
-                last = number
-        return last
+                out.append(number)
+        return out
 
 
 def _read_tables(stmt: sa.Select[Any]) -> set[str] | None:
