@@ -75,19 +75,6 @@ class _Types:
         self._kinds: dict[str, _Kind | None] = {}
         self._dependents: dict[str, frozenset[str]] = {}
         self._reach: dict[tuple[str, bool], frozenset[str] | None] = {}
-        self._marks: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-    def marks(self, row: Any) -> tuple[str, ...]:
-        """Which of the columns that keep a task apart (``_MARKS``) the row has: rows of one
-        query share their columns, and asking a SQLAlchemy row for a column it lacks costs an
-        exception."""
-        fields = getattr(row, "_fields", None)
-        if not isinstance(fields, tuple):  # not a SQLAlchemy row
-            return tuple(n for n in _MARKS if hasattr(row, n))
-        found = self._marks.get(fields)
-        if found is None:
-            found = self._marks[fields] = tuple(n for n in _MARKS if n in fields)
-        return found
 
     def kind(self, name: str) -> _Kind | None:
         """The type's facts, None when the registry does not know it."""
@@ -169,8 +156,8 @@ def _entity(row: Any, payload: Any, types: _Types) -> tuple[Entity, _Kind] | Non
         return None
     if row.process_type != _DEFAULT or row.error_message is not None:
         return None
-    for name in types.marks(row):  # a failed attempt, a retry time, a wait
-        value = getattr(row, name)
+    for name in _MARKS:  # a failed attempt, a retry time, a wait (None: a row without it)
+        value = getattr(row, name, None)
         if value if name == "attempts" else value is not None:
             return None
     kind = types.kind(payload.obj.object_type)

@@ -114,6 +114,18 @@ def test_a_task_that_may_fail_is_never_merged(bus: IntegrationBus, conn: DictCon
     assert {states(bus)[i][0] for i in (ok, skip, last)} == {"applied"}
 
 
+def test_a_task_tried_before_is_never_merged(bus: IntegrationBus, conn: DictConnector) -> None:
+    """A task with a failed attempt behind it (its error since cleared) keeps its place."""
+    first = log(bus, user("gus", email="1@x"))
+    tried = log(bus, user("gus", email="2@x"), UPDATE)
+    last = log(bus, user("gus", first_name="G"), UPDATE)
+    with bus.engine.begin() as c:
+        c.execute(sa.text("UPDATE syncbus_task SET attempts = 1 WHERE task_id = :t"), {"t": tried})
+    result = run(bus)
+    assert result.applied == 3 and result.coalesced == 0
+    assert {states(bus)[i] for i in (first, tried, last)} == {("applied", None)}
+
+
 def test_a_failure_in_the_batch_applies_it_without_merging(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:
