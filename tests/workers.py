@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import sqlalchemy as sa
@@ -54,32 +55,60 @@ def wbus(pg_url: str) -> Iterator[IntegrationBus]:
 
 
 class Workers:
+    """`syncbus worker` subprocesses. What each prints goes to a file of its own, not a pipe:
+    nothing reads a pipe while a test runs, and a worker that filled one (tracebacks on a slow,
+    busy machine) would block on its next write: a stall the test would blame on the bus."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.procs: list[subprocess.Popen[str]] = []
+        self.logs: list[IO[str]] = []
 
     def start(self, *extra: str) -> subprocess.Popen[str]:
+        log = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed by close())
         proc = subprocess.Popen(
             [sys.executable, "-m", "syncbus.cli", "worker", "--db", self.url, *extra],
             cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "COLUMNS": "200"},
         )
         self.procs.append(proc)
+        self.logs.append(log)
         return proc
+
+    def output(self, i: int) -> str:
+        """What worker ``i`` printed so far."""
+        log = self.logs[i]
+        log.seek(0)
+        return log.read()
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float) -> str:
+        """Wait for ``proc`` to exit; what it printed."""
+        proc.wait(timeout=timeout)
+        return self.output(self.procs.index(proc))
 
     def stop_all(self) -> list[str]:
         """SIGTERM every worker still running and return what each printed, in order."""
-        outputs = []
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
-            _, err = proc.communicate(timeout=60)
-            outputs.append(err)
-        return outputs
+            proc.wait(timeout=60)
+        return [self.output(i) for i in range(len(self.procs))]
+
+    def close(self) -> None:
+        """Kill what still runs; print each worker's output (pytest shows it when the test
+        failed) and drop the files."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for i, proc in enumerate(self.procs):
+            print(f"--- worker {i}: exit status {proc.returncode}\n{self.output(i)}")
+        for log in self.logs:
+            log.close()
 
     def report(self, outputs: list[str]) -> str:
         """Each worker's exit status and its whole stderr (for an assertion message)."""
@@ -93,10 +122,7 @@ class Workers:
 def workers(pg_url: str) -> Iterator[Workers]:
     w = Workers(pg_url)
     yield w
-    for proc in w.procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    w.close()
 
 
 def audit_rows(engine: sa.Engine) -> list[Any]:

@@ -171,14 +171,14 @@ def test_a_frozen_worker_stalls_no_one_and_is_taken_over(
     # SIGTERM stops the healthy worker within its grace period: exit status 0 says its runs
     # ended inside the 15 s (past it, the worker exits with 1), and it is gone soon after.
     second.send_signal(signal.SIGTERM)
-    _, err = second.communicate(timeout=25)
+    err = workers.finish(second, timeout=25)
     assert second.returncode == 0, err
 
     # The frozen worker wakes up to a dead transaction: nothing doubled, and it stops too.
     first.send_signal(signal.SIGCONT)
     time.sleep(1.0)
     first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=20)
+    err = workers.finish(first, timeout=20)
     assert first.returncode == 0, err
     assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
 

@@ -69,11 +69,9 @@ def test_worker_exits_after_its_grace_period_and_loses_nothing(
     try:
         wait_for(lambda: _sleeping(wbus), 30)  # inside the batch's first write
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)  # the grace is 2 s; the write, an hour
+        err = workers.finish(proc, timeout=60)  # the grace is 2 s; the write, an hour
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        workers.close()
     assert proc.returncode == 1, err
     assert "grace period" in err
     assert wbus.get_task(task_id or 0) is not None  # rolled back: still queued

@@ -113,7 +113,7 @@ def test_sigterm_finishes_the_task_in_hand_and_releases_the_lease(
     proc = workers.start("--scheduler-interval", "0", "--lease-seconds", "60")
     wait_for(lambda: wbus.queue_size() < total - 100, timeout=60)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    err = workers.finish(proc, timeout=30)
     assert proc.returncode == 0, err
     assert "stopped" in err
     left = wbus.queue_size()
