@@ -543,6 +543,18 @@ def test_an_object_updated_twice_in_a_run_ends_with_its_last_values(
     assert got == {1: 3, 2: 5, 3: 4}
 
 
+def test_bursts_of_updates_go_in_layers(typed: tuple[sa.Engine, sa.Table]) -> None:
+    """Three updates of each of three objects, object by object: the n-th update of each
+    goes in the n-th statement (on PostgreSQL; one executemany on SQLite), the last wins."""
+    engine, table = typed
+    rows = [{"key": k, "count": 10 * k + n} for k in (1, 2, 3) for n in range(3)]
+    sent = _sent(engine, table, rows)
+    assert sent == (3 if engine.dialect.name == "postgresql" else 1)
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(table.c.id, table.c.count).where(table.c.id <= 3)).all())
+    assert got == {1: 12, 2: 22, 3: 32}
+
+
 # -- grouped == one by one, over every column type ------------------------------------------
 steps_strategy = st.lists(
     st.tuples(

@@ -51,8 +51,9 @@ A multi-row UPDATE (PostgreSQL) does what its updates one by one would:
   type, so every parameter (cast as in a single-row UPDATE, or untyped, NULL included)
   resolves to it, and the assignment then refuses a value exactly as a single-row UPDATE
   would (too long, out of range; no explicit cast that could truncate);
-* one source row per target: an object updated twice in a run starts a new statement (given
-  two rows for one target, PostgreSQL applies one of them, unpredictably);
+* one source row per target: given two rows for one target, PostgreSQL applies one of them,
+  unpredictably; so a run goes in layers, the n-th update of each object in the n-th (a burst
+  of ten updates of each of twenty objects: ten statements, not two hundred);
 * order: the rows of one statement are applied in an order of the database's choosing, which
   only a constraint across rows could tell: a unique one. A run that sets a column under a
   unique constraint or index goes row by row unless the caller says its values are the row's
@@ -273,17 +274,24 @@ class _Shape:
         ]
 
     def send(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
-        """Send ``rows`` (in order); returns the number of statements."""
-        sent = 0
-        chunk: list[dict[str, Any]] = []
-        keys: set[Any] = set()
+        """Send ``rows``; returns the number of statements. A statement takes each row once
+        (see the module's docstring), so the rows go in layers: the n-th update of each row
+        in the n-th, each layer in statements of at most ``_MAX_ROWS``. Every row's updates
+        keep their order; rows of one layer are applied in any order, as in one statement."""
+        layers: list[list[dict[str, Any]]] = []
+        seen: dict[Any, int] = {}
         for row in rows:
-            if len(chunk) == _MAX_ROWS or row[self.param] in keys:
-                sent += self._send(conn, chunk)
-                chunk, keys = [], set()
-            chunk.append(row)
-            keys.add(row[self.param])
-        return sent + self._send(conn, chunk)
+            key = row[self.param]
+            n = seen.get(key, 0)
+            seen[key] = n + 1
+            if n == len(layers):
+                layers.append([])
+            layers[n].append(row)
+        return sum(
+            self._send(conn, layer[start : start + _MAX_ROWS])
+            for layer in layers
+            for start in range(0, len(layer), _MAX_ROWS)
+        )
 
     def _send(self, conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
         arrays = _by_arrays(self.table, self.key.name, tuple(self.cols))
