@@ -79,7 +79,8 @@ class Workers:
         return proc
 
     def output(self, i: int) -> str:
-        """What worker ``i`` printed so far."""
+        """What worker ``i`` printed; call it once the worker has exited (the file's offset
+        is shared with the worker, and this moves it)."""
         log = self.logs[i]
         log.seek(0)
         return log.read()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from syncbus import IntegrationBus, Page, ProcessType, TaskDataType, TaskType
-from tests.helpers import DictConnector, add_connector, log, put, run, site_id
+from tests.helpers import DictConnector, add_connector, log, put, run, site_id, user
 
 CREATE = TaskType.CREATE_DOCUMENT
 UPDATE_DOC = TaskType.UPDATE_DOCUMENT
@@ -179,10 +179,15 @@ def test_update_renames_the_document_and_changes_only_its_fields(
 
 def _page_updates(bus: IntegrationBus) -> tuple[list[str], Any]:
     """The UPDATE statements of documents and article fields sent while it runs the queue."""
+    return _updates(bus, "cms_document", "content_article")
+
+
+def _updates(bus: IntegrationBus, *tables: str) -> tuple[list[str], Any]:
+    """The UPDATE statements of ``tables`` sent while it runs the queue, and its result."""
     updates: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "UPDATE cms_document" in statement or "UPDATE content_article" in statement:
+        if any(f"UPDATE {table}" in statement for table in tables):
             updates.append(statement)
 
     event.listen(bus.engine, "before_cursor_execute", count)
@@ -216,8 +221,6 @@ def test_deleting_a_page_leaves_the_batchs_object_updates_held(
 ) -> None:
     """A culture is deleted by its document's primary key where the batch knows it, which
     cannot tell the users' held updates: the two updates around it go in one statement."""
-    from tests.helpers import user
-
     guid = news_with_hello(bus)
     for name in ("alice", "bob"):
         put(bus, user(name, first_name="Old"))
@@ -226,17 +229,7 @@ def test_deleting_a_page_leaves_the_batchs_object_updates_held(
         bus, article("hello", "Gone", node_guid=guid, parent_path="/news"), TaskType.DELETE_DOCUMENT
     )
     log(bus, user("bob", first_name="Bob"), TaskType.UPDATE_OBJECT)
-    sent: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("UPDATE cms_user"):
-            sent.append(statement)
-
-    event.listen(bus.engine, "before_cursor_execute", count)
-    try:
-        result = run(bus)
-    finally:
-        event.remove(bus.engine, "before_cursor_execute", count)
+    sent, result = _updates(bus, "cms_user")
     assert result.applied == 3
     assert len(sent) == 1, sent
     assert bus.get_page("main", "/news/hello") is None
