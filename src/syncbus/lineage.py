@@ -67,9 +67,10 @@ class Recorder:
         resolved = None
         if records:
             site = row.site_name
-            ids = [resolver.resolve(payload, i, site) for i in range(len(records))]
-            # Ids are ints or None: their JSON without the encoder (one per task adds up).
-            resolved = "[" + ",".join("null" if i is None else str(int(i)) for i in ids) + "]"
+            resolved = []
+            for i in range(len(records)):
+                found = resolver.resolve(payload, i, site)
+                resolved.append(None if found is None else int(found))
         self._add(row, payload, APPLIED, resolved=resolved, changes=changes or {})
 
     def finished(
@@ -93,7 +94,7 @@ class Recorder:
         payload: Payload | None,
         state: str,
         *,
-        resolved: str | None = None,
+        resolved: list[int | None] | None = None,
         changes: dict[str, list[Any]] | None = None,
         into: int | None = None,
     ) -> None:
@@ -104,10 +105,9 @@ class Recorder:
             {
                 "tid": task_id,
                 "state": state,
-                "finished": self.now,
                 "code_name": code_name_of(self.registry, payload),
                 "resolved": resolved,
-                "changes": history.dumps(changes),
+                "changes": changes,  # written as JSON with the batch (history.record)
                 "errors": None,
                 "into": into,
             }
@@ -118,16 +118,17 @@ class Recorder:
         if not self.entries:
             return
         logs = history.error_logs(conn, self._logged) if self._logged else {}
-        stamp = self.now.isoformat()
-        for entry in self.entries:
-            task_id = entry["tid"]
-            errors = list(logs.get(task_id, ()))
-            if task_id in self._last_error and (
-                not errors or errors[-1][1] != self._last_error[task_id]
-            ):
-                errors.append([stamp, self._last_error[task_id]])
-            entry["errors"] = history.dumps(errors) if errors else None
-        history.record(conn, self.entries)
+        if logs or self._last_error:
+            stamp = self.now.isoformat()
+            for entry in self.entries:
+                task_id = entry["tid"]
+                errors = list(logs.get(task_id, ()))
+                if task_id in self._last_error and (
+                    not errors or errors[-1][1] != self._last_error[task_id]
+                ):
+                    errors.append([stamp, self._last_error[task_id]])
+                entry["errors"] = errors or None
+        history.record(conn, self.entries, self.now)
         self.entries = []
 
 

@@ -30,6 +30,7 @@ from syncbus.errors import TranslationError
 from syncbus.model import DocumentParams, InternalObject, ObjectParams
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
 from syncbus.store.db import IN_CHUNK
+from syncbus.store.dialect import dialect_of
 
 _MAX_DEPTH = 32
 
@@ -248,6 +249,7 @@ class Resolver:
             self._missing[type_name].update(i for i in group if i not in found)
 
     def _query_objects(self, ot: ObjectType, idents: list[Identity]) -> None:
+        one_of = dialect_of(self.conn).one_of
         table = self.registry.table(ot.name)
         key_col = table.c[str(ot.key_column)]
         cols: list[sa.ColumnElement[Any]] = [table.c[ot.id_column], key_col]
@@ -256,7 +258,7 @@ class Resolver:
         codes = sorted({i[1] for i in idents})
         candidates: dict[str, list[tuple[int, Any, Any, Any]]] = defaultdict(list)
         for start in range(0, len(codes), IN_CHUNK):
-            stmt = sa.select(*cols).where(key_col.in_(codes[start : start + IN_CHUNK]))
+            stmt = sa.select(*cols).where(one_of(key_col, codes[start : start + IN_CHUNK]))
             for oid, code, site, parent, group in self.conn.execute(stmt):
                 candidates[str(code)].append((int(oid), site, parent, group))
         for ident in idents:
@@ -272,12 +274,13 @@ class Resolver:
                 self._found[ot.name][ident] = min(matches)
 
     def _query_pages(self, idents: list[Identity]) -> None:
+        one_of = dialect_of(self.conn).one_of
         guids = sorted({i[1] for i in idents})
         t = tree_table
         rows: dict[tuple[str, int], int] = {}
         for start in range(0, len(guids), IN_CHUNK):
             stmt = sa.select(t.c.node_id, t.c.node_guid, t.c.node_site_id).where(
-                t.c.node_guid.in_(guids[start : start + IN_CHUNK])
+                one_of(t.c.node_guid, guids[start : start + IN_CHUNK])
             )
             for node_id, guid, site_id in self.conn.execute(stmt):
                 rows[(str(guid), int(site_id))] = int(node_id)

@@ -354,6 +354,63 @@ def test_a_replacement_the_connector_skips_changes_nothing(
 _n = itertools.count()
 
 
+def test_an_old_value_json_cannot_hold_is_recorded_as_its_name(hard: IntegrationBus) -> None:
+    """A float written outside the bus may be infinite, which JSON has no number for: the
+    batch's records are still written (they travel as one JSON document), that value as
+    "Infinity", and the task beside it keeps its own record."""
+    put(hard, item(item_name="odd", ratio=1.0))
+    with hard.engine.begin() as c:
+        c.execute(sa.text("UPDATE hard_item SET ratio = :r"), {"r": float("inf")})
+    task_id = log(hard, item(item_name="odd", ratio=2.5), UPDATE)
+    beside = log(hard, item(item_name="plain", ratio=0.5))
+    run(hard)
+    record = hard.task_history(task_id)
+    assert record is not None and record.state == "applied"
+    assert record.changes == {"ratio": ["Infinity", 2.5]}
+    other = hard.task_history(beside)
+    assert other is not None and other.state == "applied"
+    assert other.changes is not None and other.changes["ratio"] == [None, 0.5]
+
+
+def test_the_diff_of_every_column_type_reads_back(hard: IntegrationBus) -> None:
+    """Each column type's old and new value as JSON keeps them: numbers and booleans as
+    such, text with quotes, backslashes and non-ASCII as written, times and dates as text,
+    JSON values as JSON (a NUL in a string of one included, which PostgreSQL's JSON parser
+    refuses)."""
+    old = {
+        "count": 1,
+        "big": 2**40,
+        "ratio": 0.25,
+        "day": "2024-01-02",
+        "at": "2024-01-02T03:04:05+00:00",
+        "flag": False,
+        "label": "a",
+        "note": 'q"uote\\ é 😀',
+        "extra": {"k": [1, "two", None]},
+    }
+    new = {
+        "count": -7,
+        "big": -(2**62),
+        "ratio": 1e-300,
+        "day": "2025-12-31",
+        "at": "2025-12-31T23:59:59+00:00",
+        "flag": True,
+        "label": "b\n",
+        "note": "ünïcode\x01",
+        "extra": [{"deep": {"er": 1.5}}, "nul \x00 inside", 10**30],
+    }
+    put(hard, item(item_name="typed", **old))
+    task_id = log(hard, item(item_name="typed", **new), UPDATE)
+    run(hard)
+    record = hard.task_history(task_id)
+    assert record is not None and record.state == "applied" and record.changes is not None
+    for column in ("count", "big", "ratio", "flag", "label", "note", "extra"):
+        assert record.changes[column] == [old[column], new[column]], column
+    assert str(record.changes["day"][1]).startswith("2025-12-31")
+    assert str(record.changes["at"][1]).startswith("2025-12-31")
+    assert set(record.changes) == set(new)
+
+
 @settings(
     max_examples=40,
     deadline=None,

@@ -420,3 +420,76 @@ def test_ids_become_visible_in_order_under_concurrent_loggers(db_url: str) -> No
             assert seen == [i for i in final if i <= max(seen)], "a lower id turned up later"
     for b in [*buses, reader]:
         b.close()
+
+
+# -- one_of and json_rows: a batch's keys and records as few parameters ----------------------
+_KEYS = sa.Table(
+    "t_one_of",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("name", sa.String(100)),
+    sa.Column("n", sa.Integer),
+)
+_AWKWARD = ["", "NULL", "null", 'q"uote', "back\\slash", "{brace}", "a,b", " sp ", "é ✓ 😀"]
+
+
+def _keys_table(bus: IntegrationBus) -> None:
+    _KEYS.create(bus.engine)
+    rows = [{"id": i, "name": name, "n": i % 3} for i, name in enumerate(_AWKWARD)]
+    rows += [{"id": 100 + i, "name": f"k{i}", "n": i % 3} for i in range(600)]
+    with bus.engine.begin() as conn:
+        conn.execute(_KEYS.insert(), rows)
+
+
+def test_one_of_finds_exactly_the_keys_given_of_any_text_and_count(bus: IntegrationBus) -> None:
+    _keys_table(bus)
+    k = _KEYS.c
+    with bus.engine.connect() as conn:
+        one_of = dialect_of(conn).one_of
+
+        def names(where: Any) -> set[str]:
+            return {str(r) for r in conn.execute(sa.select(k.name).where(where)).scalars()}
+
+        assert names(one_of(k.name, _AWKWARD)) == set(_AWKWARD)
+        assert names(one_of(k.name, ["NULL", "missing", 'q"uote'])) == {"NULL", 'q"uote'}
+        assert names(one_of(k.name, [])) == set()
+        many = list(range(100, 700))
+        assert len(names(one_of(k.id, many))) == 600
+        pairs = [(0, 0), (101, 1), (102, 2), (103, 1), (5, 99)]
+        assert names(one_of(sa.tuple_(k.id, k.n), pairs)) == {"", "k1", "k2"}
+
+
+def test_one_of_on_postgresql_is_one_statement_whatever_the_count(bus: IntegrationBus) -> None:
+    """The point of it there: the text psycopg converts and the server prepares once."""
+    if not dialect(bus).json_refuses_nul:  # PostgreSQL; SQLite keeps IN lists
+        pytest.skip("SQLite keeps IN lists")
+    _keys_table(bus)
+    seen: set[str] = set()
+    sa.event.listen(bus.engine, "before_cursor_execute", lambda *a: seen.add(a[2]))
+    with bus.engine.connect() as conn:
+        one_of = dialect_of(conn).one_of
+        for count in (1, 7, 200, 600):
+            stmt = sa.select(_KEYS.c.id).where(one_of(_KEYS.c.id, list(range(100, 100 + count))))
+            assert len(conn.execute(stmt).all()) == count
+    assert len(seen) == 1, seen
+
+
+def test_json_rows_reads_a_batch_document_back_typed(bus: IntegrationBus) -> None:
+    """Scalars come typed; a nested value (typed None) as its JSON text, NULL for null."""
+    import json
+
+    doc = [
+        {"i": 2**62, "s": 'q"uote é', "j": {"a": [1, "x", None]}},
+        {"i": None, "s": None, "j": None},
+        {"i": -1},
+    ]
+    with bus.engine.connect() as conn:
+        rows, cols = dialect_of(conn).json_rows(
+            sa.bindparam("d", type_=sa.Text), {"i": sa.BigInteger(), "s": sa.Text(), "j": None}
+        )
+        got = conn.execute(
+            sa.select(cols["i"], cols["s"], cols["j"]).select_from(rows), {"d": json.dumps(doc)}
+        ).all()
+    assert [(r[0], r[1]) for r in got] == [(2**62, 'q"uote é'), (None, None), (-1, None)]
+    assert json.loads(got[0][2]) == {"a": [1, "x", None]}
+    assert got[1][2] is None and got[2][2] is None

@@ -31,6 +31,7 @@ from syncbus.content.tables import tree_table as tree
 from syncbus.content.types import ObjectType
 from syncbus.content.writes import WriteBehind
 from syncbus.store.db import IN_CHUNK
+from syncbus.store.dialect import dialect_of
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
 # In ``PageCache.contents``: whether the document has a row in its fields table.
@@ -148,16 +149,19 @@ class PageCache:
             base = docs.outerjoin(table, table.c.document_id == docs.c.document_id)
         for start in range(0, len(ids), IN_CHUNK):
             chunk = ids[start : start + IN_CHUNK]
-            stmt = sa.select(*cols).select_from(base).where(docs.c.document_id.in_(chunk))
+            where = dialect_of(conn).one_of(docs.c.document_id, chunk)
+            stmt = sa.select(*cols).select_from(base).where(where)
             for row in conn.execute(stmt):
                 self.contents[int(row[0])] = dict(zip(names, row[1:], strict=True))
 
     def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
         """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
+        one_of = dialect_of(conn).one_of
         keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
         guids = sorted({guid for _, guid in keys})
         for start in range(0, len(guids), IN_CHUNK):
-            stmt = sa.select(tree).where(tree.c.node_guid.in_(guids[start : start + IN_CHUNK]))
+            where = one_of(tree.c.node_guid, guids[start : start + IN_CHUNK])
+            stmt = sa.select(tree).where(where)
             for row in conn.execute(stmt).mappings():
                 key = (int(row["node_site_id"]), str(row["node_guid"]))
                 if key in keys:
@@ -174,7 +178,7 @@ class PageCache:
         for start in range(0, len(node_ids), IN_CHUNK):
             stmt = sa.select(
                 docs.c.document_id, docs.c.document_node_id, docs.c.document_culture
-            ).where(docs.c.document_node_id.in_(node_ids[start : start + IN_CHUNK]))
+            ).where(one_of(docs.c.document_node_id, node_ids[start : start + IN_CHUNK]))
             for doc_id, node_id, culture in conn.execute(stmt):
                 key = (int(node_id), str(culture))
                 if key in docs_wanted:
@@ -260,7 +264,8 @@ class TargetCache:
         wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
         found: dict[TargetKey, int] = {}
         for start in range(0, len(wanted), IN_CHUNK):
-            stmt = sa.select(*cols).where(identity.in_(wanted[start : start + IN_CHUNK]))
+            where = dialect_of(conn).one_of(identity, wanted[start : start + IN_CHUNK])
+            stmt = sa.select(*cols).where(where)
             for row in conn.execute(stmt):
                 site = row[width - 1] if scope else None
                 key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)

@@ -11,7 +11,8 @@ transient (the database's trouble, never a task's).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,6 +44,9 @@ class Dialect:
     # single statements instead: multi-row UPDATEs (``syncbus.content.writes``) and history
     # records over arrays (``syncbus.store.history``).
     pipelined_executemany: ClassVar[bool] = False
+    # True when the database's JSON parser refuses the escape of a NUL character (``\u0000``:
+    # PostgreSQL, whose text cannot hold one), wherever it is in a document.
+    json_refuses_nul: ClassVar[bool] = False
     _insert: ClassVar[Any]
 
     def insert(self, table: sa.Table) -> Any:
@@ -83,6 +87,21 @@ class Dialect:
         """The entries of a JSON list of lists held in a text column, as a table function to
         join (each entry a row), and the first item of an entry as text."""
         raise NotImplementedError
+
+    def json_rows(
+        self, document: sa.ColumnElement[Any], columns: dict[str, sa.types.TypeEngine[Any] | None]
+    ) -> tuple[sa.FromClause, dict[str, sa.ColumnElement[Any]]]:
+        """The rows of ``document``, a JSON list of objects (a whole batch in one parameter:
+        the driver passes one string and the database parses it, where a parameter per value
+        would cost Python work per value): the FROM clause, and each object's value under
+        each key in ``columns`` as a column of the type given there; a key typed None gives
+        the JSON text of its value (an object or a list), NULL for null or a missing key."""
+        raise NotImplementedError
+
+    def one_of(self, column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        """``column IN (values)``; ``column`` may be a ``tuple_`` of columns, ``values`` then
+        tuples of as many values."""
+        return cast(sa.ColumnElement[bool], column.in_(values))
 
     def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         """Lock the selected rows, failing at once (a lock-wait error) if another holds one.
@@ -163,6 +182,16 @@ class SQLiteDialect(Dialect):
         entries = sa.func.json_each(column).table_valued("value")
         return entries, sa.func.json_extract(entries.c.value, "$[0]")
 
+    def json_rows(
+        self, document: sa.ColumnElement[Any], columns: dict[str, sa.types.TypeEngine[Any] | None]
+    ) -> tuple[sa.FromClause, dict[str, sa.ColumnElement[Any]]]:
+        # json_extract gives an object or a list as its (minified) JSON text.
+        rows = sa.func.json_each(document).table_valued("value", name="given")
+        return rows, {
+            key: sa.func.json_extract(rows.c.value, f"$.{key}", type_=kind or sa.Text)
+            for key, kind in columns.items()
+        }
+
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         conn.execution_options(**{AUTOCOMMIT_READS: on})
 
@@ -185,6 +214,7 @@ class PostgresDialect(Dialect):
     dml_in_cte = True
     row_locks = True
     pipelined_executemany = True
+    json_refuses_nul = True
     _insert = staticmethod(postgresql.insert)
     _LOCK_NOT_AVAILABLE = "55P03"
     # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),
@@ -210,6 +240,39 @@ class PostgresDialect(Dialect):
         entries = sa.func.json_array_elements(sa.cast(column, postgresql.JSON))
         alias = entries.table_valued("value")
         return alias, alias.c.value.op("->>")(sa.literal_column("0"))
+
+    def json_rows(
+        self, document: sa.ColumnElement[Any], columns: dict[str, sa.types.TypeEngine[Any] | None]
+    ) -> tuple[sa.FromClause, dict[str, sa.ColumnElement[Any]]]:
+        # A ``json`` value keeps its text as given: the nested JSON is stored as it was sent.
+        typed = [sa.column(key, kind or postgresql.JSON) for key, kind in columns.items()]
+        rows = (
+            sa.func.json_to_recordset(sa.cast(document, postgresql.JSON))
+            .table_valued(*typed)
+            .render_derived(name="given", with_types=True)
+        )
+        return rows, {
+            key: rows.c[key] if kind is not None else sa.cast(rows.c[key], sa.Text)
+            for key, kind in columns.items()
+        }
+
+    def one_of(self, column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        # An array parameter per column instead of a parameter per value: the statement's
+        # text is the same whatever the count, so psycopg converts it once (it parses any
+        # statement of over 50 parameters afresh) and the server prepares it, where an IN list
+        # was parsed and planned on every batch. Measured here, 200 keys a statement:
+        # integers 1.2 ms against 2.6, names 1.5 ms against 8.
+        if isinstance(column, sa.Tuple):
+            columns = list(column.clauses)
+            arrays = [
+                sa.bindparam(None, [v[i] for v in values], type_=postgresql.ARRAY(c.type))
+                for i, c in enumerate(columns)
+            ]
+            names = [f"v{i}" for i in range(len(columns))]
+            rows = sa.func.unnest(*arrays).table_valued(*names).render_derived()
+            return cast(sa.ColumnElement[bool], column.in_(sa.select(rows)))
+        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return cast(sa.ColumnElement[bool], column == sa.any_(array))
 
     def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update(nowait=True)

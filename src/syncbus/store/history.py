@@ -3,11 +3,11 @@ task or by object, and pruned after the retention; the idempotency keys' retenti
 
 A finished task's row is copied from the queue row by ``INSERT ... SELECT`` in the
 transaction that removes it, so its external object and payload never travel through Python
-on the hot path; what only the run knows (state, resolved ids, changes, errors) comes as
-parameters. On SQLite one statement is executed many times (sqlite3 loops in C); on
-PostgreSQL a batch's records go in one statement whose parameters are arrays, joined to the
-queue rows by ``unnest`` (an ``executemany`` there would be pipelined, after which the server
-leaves its idle-in-transaction timeout unarmed; see ``Dialect.pipelined_executemany``).
+on the hot path; what only the run knows (state, resolved ids, changes, errors) comes as one
+JSON document per batch, which the database turns into rows (``Dialect.json_rows``) and joins
+to the queue rows: one statement, one parameter. (An ``executemany`` would be pipelined on
+PostgreSQL, after which the server leaves its idle-in-transaction timeout unarmed: see
+``Dialect.pipelined_executemany``; arrays cost psycopg Python work per element.)
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from syncbus.store.db import IN_CHUNK
-from syncbus.store.dialect import dialect_of
+from syncbus.store.dialect import Dialect, dialect_of
 from syncbus.store.tables import (
     connector_table,
     history_table,
@@ -32,9 +31,6 @@ from syncbus.store.tables import (
 )
 
 h, t, c = history_table, task_table, connector_table
-
-# The parameters ``record`` takes for each finished task.
-ENTRY_KEYS = ("tid", "state", "finished", "code_name", "resolved", "changes", "errors", "into")
 
 _TARGETS = [
     h.c.task_id,
@@ -60,108 +56,105 @@ _TARGETS = [
 ]
 
 
-def _record(given: Any, join: Any) -> Any:
-    """INSERT ... SELECT of records: queue columns and the ``given`` ones (the run's), the
-    queue rows found by ``join`` (a select's ``join``/``where`` step)."""
+def _record(given: dict[str, sa.ColumnElement[Any]], rows: sa.FromClause) -> Any:
+    """INSERT ... SELECT of records: queue columns and the ``given`` ones (the run's, from
+    ``rows``), each joined to its queue row by its ``tid``."""
     finished = sa.bindparam("finished", type_=h.c.finished_at.type)
     return h.insert().from_select(
         _TARGETS,
-        join(
-            sa.select(
-                t.c.task_id,
-                c.c.connector_name,
-                t.c.task_type,
-                t.c.data_type,
-                t.c.process_type,
-                t.c.title,
-                t.c.object_type,
-                t.c.class_name,
-                given.code_name,
-                t.c.site_name,
-                t.c.lane,
-                given.state,
-                t.c.created_at,
-                finished,
-                t.c.external,
-                t.c.data,
-                given.resolved,
-                given.changes,
-                given.errors,
-                given.into,
-            ).join(c, c.c.connector_id == t.c.connector_id)
-        ),
-    )
-
-
-class _Params:
-    """Each record's own values as named parameters (executed once per record)."""
-
-    code_name = sa.bindparam("code_name", type_=sa.String)
-    state = sa.bindparam("state", type_=sa.String)
-    resolved = sa.bindparam("resolved", type_=sa.Text)
-    changes = sa.bindparam("changes", type_=sa.Text)
-    errors = sa.bindparam("errors", type_=sa.Text)
-    into = sa.bindparam("into", type_=h.c.into_task_id.type)
-
-
-_RECORD = _record(_Params, lambda q: q.where(t.c.task_id == sa.bindparam("tid")))
-
-# PostgreSQL: the records' values as arrays, one element per record, unnested beside the
-# queue rows (one statement for a batch).
-_ARRAYS = ("tid", "code_name", "state", "resolved", "changes", "errors", "into")
-_TEXT_ARRAY = postgresql.ARRAY(sa.Text)
-_ID_ARRAY = postgresql.ARRAY(sa.BigInteger)
-_GIVEN = (
-    sa.func.unnest(
-        *(
-            sa.bindparam(name, type_=_ID_ARRAY if name in ("tid", "into") else _TEXT_ARRAY)
-            for name in _ARRAYS
+        sa.select(
+            t.c.task_id,
+            c.c.connector_name,
+            t.c.task_type,
+            t.c.data_type,
+            t.c.process_type,
+            t.c.title,
+            t.c.object_type,
+            t.c.class_name,
+            given["code_name"],
+            t.c.site_name,
+            t.c.lane,
+            given["state"],
+            t.c.created_at,
+            finished,
+            t.c.external,
+            t.c.data,
+            given["resolved"],
+            given["changes"],
+            given["errors"],
+            given["into"],
         )
+        .select_from(rows)
+        .join(t, t.c.task_id == given["tid"])
+        .join(c, c.c.connector_id == t.c.connector_id),
     )
-    .table_valued(*_ARRAYS)
-    .render_derived(name="given")
-)
-_RECORD_ARRAYS = _record(_GIVEN.c, lambda q: q.join(_GIVEN, _GIVEN.c.tid == t.c.task_id))
 
 
-_COMPILED: dict[str, tuple[str, tuple[str, ...] | None, Any]] = {}
+# A batch's records go as one JSON document (a list of objects with these keys), joined to
+# the queue rows; the nested ones (None) are stored as their JSON text.
+ENTRY_KEYS: dict[str, sa.types.TypeEngine[Any] | None] = {
+    "tid": sa.BigInteger(),
+    "code_name": sa.Text(),
+    "state": sa.Text(),
+    "resolved": None,
+    "changes": None,
+    "errors": None,
+    "into": sa.BigInteger(),
+}
+_NESTED = [key for key, kind in ENTRY_KEYS.items() if kind is None]
+# The same with each nested value sent as a JSON string holding its JSON text.
+_AS_TEXT: dict[str, sa.types.TypeEngine[Any] | None] = {
+    key: kind or sa.Text() for key, kind in ENTRY_KEYS.items()
+}
+_DOCUMENT = sa.bindparam("batch", type_=sa.Text)
+_STATEMENTS: dict[tuple[str, bool], Any] = {}
 
 
-def _compiled(dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None, Any]:
-    """``_RECORD`` as the driver takes it (compiled once per backend): its SQL, the order of
-    its positional parameters (None: named), and how the driver takes a finish time."""
-    found = _COMPILED.get(dialect.name)
+def _statement(dialect: Dialect, as_text: bool) -> Any:
+    """The INSERT ... SELECT of a batch's records (built once per backend and form)."""
+    found = _STATEMENTS.get((dialect.name, as_text))
     if found is None:
-        compiled = _RECORD.compile(dialect=dialect)
-        order = tuple(compiled.positiontup) if compiled.positiontup else None
-        stamp = h.c.finished_at.type.bind_processor(dialect)
-        found = _COMPILED[dialect.name] = (str(compiled), order, stamp)
+        rows, given = dialect.json_rows(_DOCUMENT, _AS_TEXT if as_text else ENTRY_KEYS)
+        found = _STATEMENTS[dialect.name, as_text] = _record(given, rows)
     return found
 
 
-def record(conn: sa.Connection, entries: Sequence[dict[str, Any]]) -> None:
-    """Write the records of finished tasks, each from its queue row (still there: call this
-    before the rows are removed). ``entries`` have the keys ``ENTRY_KEYS``.
+# Built once: ``json.dumps`` with options builds a new encoder on every call. Values JSON
+# has no type for (times, decimals) are written as their ``str``.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), allow_nan=False)
+_LENIENT = json.JSONEncoder(default=str, separators=(",", ":"))
 
-    Straight to the driver's ``executemany``: a batch's records share one statement, and
-    SQLAlchemy's handling of each row's parameters cost as much as the insert itself."""
+
+def record(conn: sa.Connection, entries: Sequence[dict[str, Any]], finished: dt.datetime) -> None:
+    """Write the records of tasks finished at ``finished``, each from its queue row (still
+    there: call this before the rows are removed). ``entries`` have the keys
+    ``ENTRY_KEYS``: ``changes``, ``resolved`` and ``errors`` as values, not JSON text.
+
+    One statement per batch whose values travel as one JSON document: encoding it is one
+    call into the C encoder, where a parameter per value (an ``executemany``, or arrays on
+    PostgreSQL, which psycopg quotes element by element in Python) cost more than the insert
+    itself."""
     if not entries:
         return
-    if dialect_of(conn).pipelined_executemany:
-        # One statement (see the module's docstring); a batch's records share their finish
-        # time, and a record's columns come from the queue row, which the join finds.
-        finished = {e["finished"] for e in entries}
-        if len(finished) == 1:
-            arrays: dict[str, Any] = {name: [e[name] for e in entries] for name in _ARRAYS}
-            conn.execute(_RECORD_ARRAYS, {**arrays, "finished": finished.pop()})
-            return
-    sql, order, stamp = _compiled(conn.dialect)
-    rows: list[Any] = []
-    for entry in entries:
-        if stamp is not None:
-            entry = {**entry, "finished": stamp(entry["finished"])}
-        rows.append(entry if order is None else tuple(entry[k] for k in order))
-    conn.exec_driver_sql(sql, rows)
+    try:
+        document = _ENCODER.encode(entries)
+    except ValueError:
+        # A non-finite float (an old value written outside the bus): JSON has none, so it is
+        # recorded as the string "NaN", "Infinity" or "-Infinity".
+        entries = json.loads(_LENIENT.encode(entries), parse_constant=str)
+        document = _ENCODER.encode(entries)
+    dialect = dialect_of(conn)
+    as_text = dialect.json_refuses_nul and "\\u0000" in document
+    if as_text:
+        # A NUL in a string of a nested value (valid JSON, refused by the database's parser
+        # where it cannot be text): those values go as JSON strings holding their JSON text,
+        # where the NUL is an escape the database reads as six characters.
+        entries = [
+            {**e, **{k: None if e[k] is None else _ENCODER.encode(e[k]) for k in _NESTED}}
+            for e in entries
+        ]
+        document = _ENCODER.encode(entries)
+    conn.execute(_statement(dialect, as_text), {"batch": document, "finished": finished})
 
 
 def error_logs(conn: sa.Connection, task_ids: Iterable[int]) -> dict[int, list[list[str]]]:
@@ -184,15 +177,6 @@ def _iso(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.isoformat()
-
-
-# Built once: ``json.dumps`` with options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
-
-
-def dumps(value: Any) -> str | None:
-    """JSON for a record's column (None stays NULL)."""
-    return None if value is None else _ENCODER.encode(value)
 
 
 # -- reading ----------------------------------------------------------------------------------

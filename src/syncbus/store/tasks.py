@@ -96,7 +96,8 @@ def remove(conn: sa.Connection, task_ids: Iterable[int]) -> int:
     ids = list(task_ids)
     if not ids:
         return 0
-    return int(conn.execute(t.delete().where(t.c.task_id.in_(ids))).rowcount)
+    gone = dialect_of(conn).one_of(t.c.task_id, ids)
+    return int(conn.execute(t.delete().where(gone)).rowcount)
 
 
 def set_process_type(conn: sa.Connection, task_id: int, process_type: ProcessType) -> None:
