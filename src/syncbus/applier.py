@@ -18,6 +18,7 @@ from syncbus.enums import TaskDataType, TaskType, task_handlers
 from syncbus.errors import ContentError, PageNotFoundError, SiteNotFoundError, TranslationError
 from syncbus.model import InternalObject, Page
 from syncbus.payload import PAGE_RECORD, Payload, id_key
+from syncbus.store.db import MAX_ID
 from syncbus.translation import Resolver
 
 _site_table = BUILTIN_TABLES["cms.site"]
@@ -113,11 +114,15 @@ class Applier:
         targets = TargetCache(rows)
         wanted = []
         pages: list[tuple[int, str, str]] = []
+        parents: list[int] = []
         for row, payload in tasks:
             if payload.page is not None:
                 site_id = sites.get(row.site_name) if row.site_name else None
                 if site_id is not None and payload.page.node_guid is not None:
                     pages.append((site_id, str(payload.page.node_guid), payload.page.culture))
+                parent = self._parent_id(row, payload, resolver)
+                if parent is not None:
+                    parents.append(parent)
                 continue
             if payload.obj is None:
                 continue
@@ -134,9 +139,28 @@ class Applier:
                 values[ot.site_column] = site_id
             wanted.append((ot, values, site_id if ot.site_column else None))
         targets.prefetch(conn, self.registry, wanted)
-        if pages:
-            targets.pages.prefetch(conn, pages)
+        if pages or parents:
+            targets.pages.prefetch(conn, pages, parents)
         return targets
+
+    @staticmethod
+    def _parent_id(row: Any, payload: Payload, resolver: Resolver) -> int | None:
+        """The node id of a page task's parent where the batch's lookups already tell it
+        (prefetched with the batch's nodes), else None: the task looks it up itself."""
+        page = payload.page
+        if page is None or page.parent_id is None:
+            return None
+        found: int | None
+        try:
+            if TaskDataType.parse(row.data_type) is TaskDataType.SIMPLE:
+                found = int(page.parent_id)
+            else:
+                i = payload.record_index().get(id_key(PAGE_RECORD, page.parent_id))
+                found = None if i is None else resolver.resolve(payload, i, row.site_name)
+        except Exception:  # the task will fail when applied, with its own error
+            return None
+        # An id no node can have (out of a BIGINT's range) is left to the task to refuse.
+        return int(found) if found is not None and 0 < int(found) <= MAX_ID else None
 
     # -- objects ----------------------------------------------------------------------------
     def translate(

@@ -14,6 +14,7 @@ from tests.helpers import DictConnector, add_connector, log, put, run, site_id, 
 
 CREATE = TaskType.CREATE_DOCUMENT
 UPDATE_DOC = TaskType.UPDATE_DOCUMENT
+SNAP = TaskDataType.SIMPLE_SNAPSHOT
 NODE_KEYS = {
     "node_id",
     "node_guid",
@@ -235,6 +236,42 @@ def test_deleting_a_page_leaves_the_batchs_object_updates_held(
     assert bus.get_page("main", "/news/hello") is None
     names = {u["user_name"]: u["first_name"] for u in bus.find_objects("cms.user")}
     assert (names["alice"], names["bob"]) == ("Alice", "Bob")
+
+
+def test_a_batchs_parents_are_looked_up_with_its_nodes_not_page_by_page(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """Pages under three parents, by translated parent id (SIMPLE_SNAPSHOT) and by internal
+    node id (SIMPLE): the parents come in the batch's one lookup of nodes by id, none page by
+    page; each page lands under its own parent."""
+    guids = {name: str(uuid.uuid4()) for name in ("a", "b")}
+    for i, (name, guid) in enumerate(guids.items()):
+        put(bus, folder(name, node_guid=guid), CREATE)
+        conn.knows_page(100 + i, guid)
+    put(bus, folder("c"), CREATE)
+    c_id = page(bus, "/c")["node_id"]
+    for n in range(4):
+        for i in range(2):
+            log(bus, article(f"p{i}{n}", parent_id=100 + i), CREATE, data_type=SNAP)
+        log(bus, article(f"q{n}", parent_id=c_id), CREATE)
+    by_id: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        where = statement.partition("WHERE")[2].strip()
+        if "FROM cms_tree" in statement and where.startswith("cms_tree.node_id "):
+            by_id.append(statement)
+
+    event.listen(bus.engine, "before_cursor_execute", count)
+    try:
+        result = run(bus)
+    finally:
+        event.remove(bus.engine, "before_cursor_execute", count)
+    assert (result.applied, result.failed) == (12, 0)
+    assert len(by_id) == 1, by_id
+    for n in range(4):
+        assert page(bus, f"/a/p0{n}")["node_parent_id"] == page(bus, "/a")["node_id"]
+        assert page(bus, f"/b/p1{n}")["node_parent_id"] == page(bus, "/b")["node_id"]
+        assert page(bus, f"/c/q{n}")["node_parent_id"] == c_id
 
 
 def test_a_careful_page_update_is_one_update_statement_on_postgresql(

@@ -154,8 +154,14 @@ class PageCache:
             for row in conn.execute(stmt):
                 self.contents[int(row[0])] = dict(zip(names, row[1:], strict=True))
 
-    def prefetch(self, conn: sa.Connection, wanted: list[tuple[int, str, str]]) -> None:
-        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples."""
+    def prefetch(
+        self,
+        conn: sa.Connection,
+        wanted: list[tuple[int, str, str]],
+        parents: Iterable[int] = (),
+    ) -> None:
+        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples, and
+        the nodes with the ids in ``parents`` (the batch's pages' parents)."""
         one_of = dialect_of(conn).one_of
         keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
         guids = sorted({guid for _, guid in keys})
@@ -165,9 +171,11 @@ class PageCache:
             for row in conn.execute(stmt).mappings():
                 key = (int(row["node_site_id"]), str(row["node_guid"]))
                 if key in keys:
-                    self.nodes[key] = dict(row)
+                    found = self.nodes[key] = dict(row)
+                    self.by_id.setdefault(int(found["node_id"]), found)
         for key in keys:
             self.nodes.setdefault(key, None)
+        self._prefetch_by_id(conn, parents)
         docs_wanted: set[tuple[int, str]] = set()
         for site, guid, culture in wanted:
             node = self.nodes.get((site, guid.lower()))
@@ -185,6 +193,16 @@ class PageCache:
                     self.documents[key] = int(doc_id)
         for key in docs_wanted:
             self.documents.setdefault(key, None)
+
+    def _prefetch_by_id(self, conn: sa.Connection, node_ids: Iterable[int]) -> None:
+        one_of = dialect_of(conn).one_of
+        ids = sorted(set(node_ids) - self.by_id.keys())
+        for start in range(0, len(ids), IN_CHUNK):
+            stmt = sa.select(tree).where(one_of(tree.c.node_id, ids[start : start + IN_CHUNK]))
+            for row in conn.execute(stmt).mappings():
+                self.by_id[int(row["node_id"])] = dict(row)
+        for node_id in ids:
+            self.by_id.setdefault(node_id, None)
 
 
 class TargetCache:
