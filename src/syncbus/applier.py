@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from syncbus.content.caches import PageCache, TargetCache
 from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
+from syncbus.content.paths import make_alias
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType
@@ -115,14 +116,18 @@ class Applier:
         wanted = []
         pages: list[tuple[int, str, str]] = []
         parents: list[int] = []
+        places: list[tuple[int, str | None, int, str]] = []
         for row, payload in tasks:
-            if payload.page is not None:
+            if (page := payload.page) is not None:
                 site_id = sites.get(row.site_name) if row.site_name else None
-                if site_id is not None and payload.page.node_guid is not None:
-                    pages.append((site_id, str(payload.page.node_guid), payload.page.culture))
+                guid = None if page.node_guid is None else str(page.node_guid)
+                if site_id is not None and guid is not None:
+                    pages.append((site_id, guid, page.culture))
                 parent = self._parent_id(row, payload, resolver)
                 if parent is not None:
                     parents.append(parent)
+                    if site_id is not None:
+                        places.append((site_id, guid, parent, page.alias or make_alias(page.name)))
                 continue
             if payload.obj is None:
                 continue
@@ -140,7 +145,7 @@ class Applier:
             wanted.append((ot, values, site_id if ot.site_column else None))
         targets.prefetch(conn, self.registry, wanted)
         if pages or parents:
-            targets.pages.prefetch(conn, pages, parents)
+            targets.pages.prefetch(conn, pages, parents, places)
         return targets
 
     @staticmethod

@@ -274,6 +274,66 @@ def test_a_batchs_parents_are_looked_up_with_its_nodes_not_page_by_page(
         assert page(bus, f"/c/q{n}")["node_parent_id"] == c_id
 
 
+def _path_lookups(bus: IntegrationBus) -> tuple[list[str], Any]:
+    """The lookups of nodes by alias path sent while it runs the queue, and its result."""
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM cms_tree" in statement and "node_alias_path" in statement.partition("WHERE")[2]:
+            sent.append(statement)
+
+    event.listen(bus.engine, "before_cursor_execute", count)
+    try:
+        return sent, run(bus)
+    finally:
+        event.remove(bus.engine, "before_cursor_execute", count)
+
+
+def test_the_places_of_a_batchs_new_pages_are_looked_up_at_once(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """Before a page is made, its place must be free: a batch of new pages under known
+    parents asks once for all their places, not once per page."""
+    put(bus, folder("news"), CREATE)
+    news_id = page(bus, "/news")["node_id"]
+    put(bus, article("taken", parent_id=news_id), CREATE)
+    for n in range(6):
+        log(bus, article(f"new{n}", parent_id=news_id), CREATE)
+    log(bus, article("taken", parent_id=news_id), CREATE)  # finds the page there: updates it
+    sent, result = _path_lookups(bus)
+    assert (result.applied, result.failed) == (7, 0)
+    assert len(sent) == 1, sent
+    assert [page(bus, f"/news/new{n}")["node_parent_id"] for n in range(6)] == [news_id] * 6
+
+
+def test_a_place_taken_or_freed_earlier_in_the_batch_is_seen_by_the_tasks_after(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """The batch's view of what is where stays true through its writes: a page deleted frees
+    its place for a page made after it in the same batch; a page made at a place looked up
+    as free takes it, so a second page there is refused."""
+    put(bus, folder("news"), CREATE)
+    news_id = page(bus, "/news")["node_id"]
+    first, second, third, fourth = (str(uuid.uuid4()) for _ in range(4))
+    log(bus, article("spot", "First", node_guid=first, parent_id=news_id), CREATE)
+    gone = article("spot", node_guid=first, parent_id=news_id)
+    log(bus, gone, TaskType.DELETE_DOCUMENT)  # its only culture: the node goes
+    log(bus, article("spot", "Second", node_guid=second, parent_id=news_id), CREATE)
+    result = run(bus)
+    assert (result.applied, result.failed) == (3, 0), result
+    spot = page(bus, "/news/spot")
+    assert (spot["node_guid"], spot["article_title"]) == (second, "Second")
+
+    log(bus, article("other", "Third", node_guid=third, parent_id=news_id), CREATE)
+    skip = ProcessType.SKIP_ON_ERROR
+    taken = article("other", "Fourth", node_guid=fourth, parent_id=news_id)
+    refused = log(bus, taken, CREATE, process_type=skip)
+    result = run(bus)
+    assert (result.applied, result.failed) == (1, 1), result
+    assert "already exists" in bus.task_log(refused)[-1].error_message
+    assert page(bus, "/news/other")["node_guid"] == third
+
+
 def test_a_careful_page_update_is_one_update_statement_on_postgresql(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.content.coerce import coerce_row
+from syncbus.content.paths import join_path, normalize_path
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table as docs
 from syncbus.content.tables import tree_table as tree
@@ -66,6 +67,8 @@ class PageCache:
         self.writes: WriteBehind | None = None  # the batch's held-back updates (writes.py)
         # Nodes looked up by id (a page's parent), None: known to be absent.
         self.by_id: dict[int, dict[str, Any] | None] = {}
+        # Nodes by (site, alias path), None: no node there (a new page's place is free).
+        self.paths: dict[tuple[int, str], dict[str, Any] | None] = {}
 
     def clear(self) -> None:
         self.nodes.clear()
@@ -73,12 +76,14 @@ class PageCache:
         self.contents.clear()
         self.loaded.clear()
         self.by_id.clear()
+        self.paths.clear()
 
     def forget_node(self, node: dict[str, Any]) -> None:
         """A leaf node went, with its documents."""
         node_id = int(node["node_id"])
         self.nodes[(int(node["node_site_id"]), str(node["node_guid"]))] = None
         self.by_id[node_id] = None
+        self.paths[(int(node["node_site_id"]), normalize_path(str(node["node_alias_path"])))] = None
         for key in [k for k in self.documents if k[0] == node_id]:
             doc_id = self.documents.pop(key)
             if doc_id is not None:
@@ -159,9 +164,12 @@ class PageCache:
         conn: sa.Connection,
         wanted: list[tuple[int, str, str]],
         parents: Iterable[int] = (),
+        places: Iterable[tuple[int, str | None, int, str]] = (),
     ) -> None:
-        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples, and
-        the nodes with the ids in ``parents`` (the batch's pages' parents)."""
+        """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples, the
+        nodes with the ids in ``parents`` (the batch's pages' parents), and what is at the
+        places ``(site_id, node GUID or None, parent node id, alias)`` of pages whose node is
+        not known by its GUID (where a new page would go)."""
         one_of = dialect_of(conn).one_of
         keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
         guids = sorted({guid for _, guid in keys})
@@ -176,6 +184,7 @@ class PageCache:
         for key in keys:
             self.nodes.setdefault(key, None)
         self._prefetch_by_id(conn, parents)
+        self._prefetch_paths(conn, places)
         docs_wanted: set[tuple[int, str]] = set()
         for site, guid, culture in wanted:
             node = self.nodes.get((site, guid.lower()))
@@ -203,6 +212,24 @@ class PageCache:
                 self.by_id[int(row["node_id"])] = dict(row)
         for node_id in ids:
             self.by_id.setdefault(node_id, None)
+
+    def _prefetch_paths(
+        self, conn: sa.Connection, places: Iterable[tuple[int, str | None, int, str]]
+    ) -> None:
+        wanted: set[tuple[int, str]] = set()
+        for site, guid, parent_id, alias in places:
+            parent = self.by_id.get(parent_id)
+            if parent is None or (guid is not None and self.nodes.get((site, guid.lower()))):
+                continue
+            wanted.add((site, normalize_path(join_path(parent["node_alias_path"], alias))))
+        keys = sorted(wanted - self.paths.keys())
+        place = sa.tuple_(tree.c.node_site_id, tree.c.node_alias_path)
+        for start in range(0, len(keys), IN_CHUNK):
+            where = dialect_of(conn).one_of(place, keys[start : start + IN_CHUNK])
+            for row in conn.execute(sa.select(tree).where(where)).mappings():
+                self.paths[(int(row["node_site_id"]), str(row["node_alias_path"]))] = dict(row)
+        for key in keys:
+            self.paths.setdefault(key, None)
 
 
 class TargetCache:

@@ -121,10 +121,19 @@ class PageStore:
         assert node is not None
         return node
 
-    def node_by_path(self, conn: sa.Connection, site_id: int, path: str) -> dict[str, Any] | None:
-        params = {"site": site_id, "path": normalize_path(path)}
-        row = conn.execute(_NODE_BY_PATH, params).mappings().first()
-        return dict(row) if row else None
+    def node_by_path(
+        self, conn: sa.Connection, site_id: int, path: str, cache: PageCache | None = None
+    ) -> dict[str, Any] | None:
+        """The node at ``path`` (with ``cache``: as the batch knows it, else looked up and
+        kept)."""
+        key = (site_id, normalize_path(path))
+        if cache is not None and key in cache.paths:
+            return cache.paths[key]
+        row = conn.execute(_NODE_BY_PATH, {"site": key[0], "path": key[1]}).mappings().first()
+        node = dict(row) if row else None
+        if cache is not None:
+            cache.paths[key] = node
+        return node
 
     def node_by_guid(self, conn: sa.Connection, site_id: int, guid: str) -> dict[str, Any] | None:
         params = {"site": site_id, "guid": str(guid).lower()}
@@ -162,7 +171,8 @@ class PageStore:
                 cache.nodes[key] = node
             return node
         alias = page.alias or make_alias(page.name)
-        return self.node_by_path(conn, site_id, join_path(get_parent()["node_alias_path"], alias))
+        path = join_path(get_parent()["node_alias_path"], alias)
+        return self.node_by_path(conn, site_id, path, cache)
 
     # -- apply ------------------------------------------------------------------------------
     def apply(
@@ -244,11 +254,12 @@ class PageStore:
     ) -> PageEffect:
         effect = PageEffect()
         if node is None:
-            node = self._create_node(conn, site_id, page, get_parent())
+            node = self._create_node(conn, site_id, page, get_parent(), cache)
             effect.created = True
             if cache is not None:
                 cache.nodes[(site_id, node["node_guid"])] = node
                 cache.by_id[int(node["node_id"])] = node
+                cache.paths[(site_id, normalize_path(node["node_alias_path"]))] = node
                 # A node made just now has no document yet: no query to find one.
                 cache.documents[(int(node["node_id"]), page.culture)] = None
         elif page.alias and page.alias != node["node_alias"]:
@@ -351,11 +362,16 @@ class PageStore:
         return f"{who} ({page.culture})"
 
     def _create_node(
-        self, conn: sa.Connection, site_id: int, page: Page, parent: dict[str, Any]
+        self,
+        conn: sa.Connection,
+        site_id: int,
+        page: Page,
+        parent: dict[str, Any],
+        cache: PageCache | None = None,
     ) -> dict[str, Any]:
         alias = page.alias or make_alias(page.name)
         path = join_path(parent["node_alias_path"], alias)
-        if self.node_by_path(conn, site_id, path) is not None:
+        if self.node_by_path(conn, site_id, path, cache) is not None:
             raise ContentError(f"another page already exists at {path!r}")
         guid = str(page.node_guid).lower() if page.node_guid else str(uuid.uuid4())
         node = {
