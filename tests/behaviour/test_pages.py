@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -185,15 +186,21 @@ def _page_updates(bus: IntegrationBus) -> tuple[list[str], Any]:
 
 def _updates(bus: IntegrationBus, *tables: str) -> tuple[list[str], Any]:
     """The UPDATE statements of ``tables`` sent while it runs the queue, and its result."""
-    updates: list[str] = []
+    return _sent(bus, lambda statement: any(f"UPDATE {t}" in statement for t in tables))
+
+
+def _sent(bus: IntegrationBus, wanted: Callable[[str], bool]) -> tuple[list[str], Any]:
+    """The statements ``wanted`` picks among those sent while it runs the queue, and its
+    result."""
+    sent: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if any(f"UPDATE {table}" in statement for table in tables):
-            updates.append(statement)
+        if wanted(statement):
+            sent.append(statement)
 
     event.listen(bus.engine, "before_cursor_execute", count)
     try:
-        return updates, run(bus)
+        return sent, run(bus)
     finally:
         event.remove(bus.engine, "before_cursor_execute", count)
 
@@ -254,18 +261,13 @@ def test_a_batchs_parents_are_looked_up_with_its_nodes_not_page_by_page(
         for i in range(2):
             log(bus, article(f"p{i}{n}", parent_id=100 + i), CREATE, data_type=SNAP)
         log(bus, article(f"q{n}", parent_id=c_id), CREATE)
-    by_id: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        where = statement.partition("WHERE")[2].strip()
-        if "FROM cms_tree" in statement and where.startswith("cms_tree.node_id "):
-            by_id.append(statement)
-
-    event.listen(bus.engine, "before_cursor_execute", count)
-    try:
-        result = run(bus)
-    finally:
-        event.remove(bus.engine, "before_cursor_execute", count)
+    by_id, result = _sent(
+        bus,
+        lambda sql: (
+            "FROM cms_tree" in sql
+            and sql.partition("WHERE")[2].strip().startswith("cms_tree.node_id ")
+        ),
+    )
     assert (result.applied, result.failed) == (12, 0)
     assert len(by_id) == 1, by_id
     for n in range(4):
@@ -276,17 +278,10 @@ def test_a_batchs_parents_are_looked_up_with_its_nodes_not_page_by_page(
 
 def _path_lookups(bus: IntegrationBus) -> tuple[list[str], Any]:
     """The lookups of nodes by alias path sent while it runs the queue, and its result."""
-    sent: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "FROM cms_tree" in statement and "node_alias_path" in statement.partition("WHERE")[2]:
-            sent.append(statement)
-
-    event.listen(bus.engine, "before_cursor_execute", count)
-    try:
-        return sent, run(bus)
-    finally:
-        event.remove(bus.engine, "before_cursor_execute", count)
+    return _sent(
+        bus,
+        lambda sql: "FROM cms_tree" in sql and "node_alias_path" in sql.partition("WHERE")[2],
+    )
 
 
 def test_the_places_of_a_batchs_new_pages_are_looked_up_at_once(
