@@ -744,6 +744,15 @@ class Processor:
         held = tasks.lock_heads(conn, known, plan.want) or set()
         unknown = [lane for lane, head in plan.heads.items() if head is None]
         unknown += [lane for lane in plan.lanes() if lane not in plan.heads]
+        if len(held) < plan.want:  # every known head was tried: some were not taken
+            missed = {
+                h: lane for lane, h in plan.heads.items() if h is not None and lane not in held
+            }
+            # A head that left the queue since the run saw it (the lane's first task, applied
+            # in an earlier batch of this run, before a task the run passed over) is no other
+            # runner's: its lane is looked up by name, which finds the head it has now.
+            gone = set(missed) - tasks.queued_ids(conn, list(missed)) if missed else set()
+            unknown += [missed[h] for h in sorted(gone)]
         if unknown:
             held |= tasks.lock_lanes(conn, run.connector_id, unknown) or set()
         return held

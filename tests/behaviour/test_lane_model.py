@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskType
@@ -425,6 +425,25 @@ def _run(url: str, batch_size: int, ops: list[tuple[Any, ...]]) -> None:
         bus.close()
 
 
+# Found by hypothesis (PostgreSQL): bob's first task applied in the run's first batch, the
+# next one passed over (SKIP_ONCE); the run's next plan still named the applied task as bob's
+# head, locking it found nothing, and the run took bob's lane for another runner's (busy, bob's
+# last task left for a later run).
+_D, _SKIP1 = ProcessType.DEFAULT, ProcessType.SKIP_ONCE
+_STALE_HEAD = [
+    ("run", "Wait"),
+    ("user", "Wait", "bob", CREATE, "v1", _D),
+    ("user", "Now", "alice", CREATE, "v1", _D),
+    ("user", "Now", "alice", CREATE, "v1", _D),
+    ("run", "Now"),
+    ("user", "Wait", "bob", CREATE, "v1", _SKIP1),
+    ("user", "Wait", "alice", CREATE, "v1", _D),
+    ("user", "Wait", "bob", CREATE, "v1", _D),
+    ("run", "Wait"),
+    ("user", "Wait", "alice", CREATE, "v1", _D),
+]
+
+
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -438,6 +457,7 @@ def test_entity_lanes_match_reference_model(backend: str, request: pytest.Fixtur
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(batch_size=st.integers(1, 7), ops=steps)
+    @example(batch_size=2, ops=_STALE_HEAD)
     def check(batch_size: int, ops: list[tuple[Any, ...]]) -> None:
         url, drop = fresh_db_url(backend, template)
         try:

@@ -190,6 +190,15 @@ def lock_heads(conn: sa.Connection, heads: list[int], limit: int) -> set[str | N
     return taken
 
 
+def queued_ids(conn: sa.Connection, ids: list[int]) -> set[int]:
+    """Which of these tasks are still queued (no locks taken, none waited for)."""
+    found: set[int] = set()
+    for start in range(0, len(ids), IN_CHUNK):
+        where = dialect_of(conn).one_of(t.c.task_id, ids[start : start + IN_CHUNK])
+        found.update(int(i) for i in conn.execute(sa.select(t.c.task_id).where(where)).scalars())
+    return found
+
+
 def load_ids(conn: sa.Connection, ids: list[int]) -> list[Any]:
     """The rows of these tasks (those still queued), in order, locked without waiting, with
     their lanes and waits."""
