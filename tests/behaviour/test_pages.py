@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event
 
 from syncbus import IntegrationBus, Page, ProcessType, TaskDataType, TaskType
@@ -537,3 +540,61 @@ def test_a_parent_removed_and_recreated_in_the_batch_is_translated_to_its_new_no
     assert page(bus, "/sub2/b2")["node_parent_id"] == page(bus, "/sub2")["node_id"]
     for path in ("/leaf", "/tree", "/tree/sub"):
         assert bus.get_page("main", path) is None, path
+
+
+# -- a batch's view of the tree, attacked ------------------------------------------------------
+_page_op = st.tuples(
+    st.sampled_from(["create", "update", "delete", "move"]),
+    st.integers(0, 2),  # which page
+    st.integers(0, 1),  # which parent
+    st.sampled_from(["x", "y"]),  # alias: pages collide on purpose
+)
+_mode = itertools.count()
+
+
+def _tree_ops(bus: IntegrationBus, ops: list[tuple[str, int, int, str]], batch: bool) -> Any:
+    """Apply ``ops`` under two new folders, in one batch or one task per batch; what ends where
+    (parent, alias, page, title) and each task's outcome."""
+    n = next(_mode)
+    parents = []
+    for j in range(2):
+        put(bus, folder(f"m{n}p{j}"), CREATE)
+        parents.append(page(bus, f"/m{n}p{j}")["node_id"])
+    guids = [str(uuid.uuid4()) for _ in range(3)]
+    kinds = {
+        "create": CREATE,
+        "update": UPDATE_DOC,
+        "delete": TaskType.DELETE_DOCUMENT,
+        "move": TaskType.MOVE_DOCUMENT,
+    }
+    ids = []
+    for step, (kind, i, j, alias) in enumerate(ops):
+        p = article(alias, f"t{step}", node_guid=guids[i], parent_id=parents[j])
+        ids.append(log(bus, p, kinds[kind], process_type=ProcessType.SKIP_ON_ERROR))
+        if not batch:
+            run(bus)
+    if batch:
+        run(bus)
+    outcomes = [bus.task_history(t).state for t in ids]  # type: ignore[union-attr]
+    where = set()
+    for j in range(2):
+        for alias in ("x", "y"):
+            found = bus.get_page("main", f"/m{n}p{j}/{alias}")
+            if found is not None:
+                where.add((j, alias, guids.index(found["node_guid"]), found["article_title"]))
+    return outcomes, where
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(_page_op, min_size=1, max_size=10))
+def test_a_batch_of_page_operations_ends_as_applied_one_by_one(
+    bus: IntegrationBus, conn: DictConnector, ops: list[tuple[str, int, int, str]]
+) -> None:
+    """Creates, renames, deletes and moves of three pages under two parents, colliding on two
+    aliases, by parent id (what the batch fetches set-wise: parents, the places of new pages):
+    one batch ends exactly as one task per batch, task outcomes included."""
+    assert _tree_ops(bus, ops, batch=True) == _tree_ops(bus, ops, batch=False)
