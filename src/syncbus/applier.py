@@ -152,20 +152,27 @@ class Applier:
     def _parent_id(row: Any, payload: Payload, resolver: Resolver) -> int | None:
         """The node id of a page task's parent where the batch's lookups already tell it
         (prefetched with the batch's nodes), else None: the task looks it up itself."""
-        page = payload.page
-        if page is None or page.parent_id is None:
+        if payload.page is None or payload.page.parent_id is None:
             return None
-        found: int | None
         try:
-            if TaskDataType.parse(row.data_type) is TaskDataType.SIMPLE:
-                found = int(page.parent_id)
-            else:
-                i = payload.record_index().get(id_key(PAGE_RECORD, page.parent_id))
-                found = None if i is None else resolver.resolve(payload, i, row.site_name)
+            data_type = TaskDataType.parse(row.data_type)
+            _, found = Applier._parent_ref(payload, data_type, resolver, row.site_name)
         except Exception:  # the task will fail when applied, with its own error
             return None
         # An id no node can have (out of a BIGINT's range) is left to the task to refuse.
         return int(found) if found is not None and 0 < int(found) <= MAX_ID else None
+
+    @staticmethod
+    def _parent_ref(
+        payload: Payload, data_type: TaskDataType, resolver: Resolver, task_site: str | None
+    ) -> tuple[int | None, int | None]:
+        """A page task's parent (it has a ``parent_id``): the index of its translation record
+        (None under SIMPLE, where the id is the node's own) and the node id it stands for."""
+        assert payload.page is not None and payload.page.parent_id is not None
+        if data_type is TaskDataType.SIMPLE:
+            return None, int(payload.page.parent_id)
+        i = payload.record_index().get(id_key(PAGE_RECORD, payload.page.parent_id))
+        return i, None if i is None else resolver.resolve(payload, i, task_site)
 
     # -- objects ----------------------------------------------------------------------------
     def translate(
@@ -351,13 +358,11 @@ class Applier:
         cache: PageCache | None = None,
     ) -> dict[str, Any]:
         if page.parent_id is not None:
+            i, node_id = self._parent_ref(payload, data_type, resolver, task_site)
+            node = None if node_id is None else self.pages.node_by_id(conn, node_id, cache)
             if data_type is TaskDataType.SIMPLE:
-                node = self.pages.node_by_id(conn, int(page.parent_id), cache)
                 what = f"node id {page.parent_id!r}"
             else:
-                i = payload.record_index().get(id_key(PAGE_RECORD, page.parent_id))
-                node_id = None if i is None else resolver.resolve(payload, i, task_site)
-                node = None if node_id is None else self.pages.node_by_id(conn, node_id, cache)
                 rec = None if i is None else payload.records[i]
                 what = (
                     f"external id {page.parent_id!r}"

@@ -42,7 +42,7 @@ class Dialect:
     # 3.3.9 on PostgreSQL 15): a worker frozen right after one would hold its batch's locks for
     # ever instead of being ended after its lease. The hot path then sends grouped writes as
     # single statements instead: multi-row UPDATEs (``syncbus.content.writes``) and history
-    # records over arrays (``syncbus.store.history``).
+    # records from one JSON document (``syncbus.store.history``).
     pipelined_executemany: ClassVar[bool] = False
     # True when the database's JSON parser refuses the escape of a NUL character (``\u0000``:
     # PostgreSQL, whose text cannot hold one), wherever it is in a document.
