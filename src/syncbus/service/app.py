@@ -268,9 +268,10 @@ def _task_routes(
         outcome = call_connector(lambda: bus.log_tasks(name, [_request(task, traceparent)])[0])
         if outcome.task_id is None:
             return Response(status_code=204)
-        if not outcome.created:
-            return JSONResponse({"task_id": outcome.task_id}, status_code=200)
-        return s.TaskCreated(task_id=outcome.task_id)
+        # A response of its own: FastAPI would otherwise validate the model again, in another
+        # trip to its thread pool (the route's model still documents the body).
+        status = 201 if outcome.created else 200
+        return JSONResponse({"task_id": outcome.task_id}, status_code=status)
 
     @api.post(
         "/api/connectors/{name}/tasks/batch",
