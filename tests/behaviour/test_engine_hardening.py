@@ -150,3 +150,52 @@ def test_memory_of_a_run_stays_bounded_with_5mb_tasks(db_url: str) -> None:
         assert count == 60
     finally:
         check.close()
+
+
+def test_each_batch_commits_with_the_next_batch_claimed_on_the_lease(db_url: str) -> None:
+    """A CONNECTOR run claims its next batch in the transaction of the batch before (one
+    transaction and one commit fewer per batch): once a batch has committed, the lease already
+    names the next batch's tasks as in flight (so a runner that dies applying it is known to
+    have died there), and after the last batch it names none. A STOP task ends the run with
+    nothing claimed."""
+    bus = IntegrationBus(db_url, batch_size=2)
+    lease = sa.Table("syncbus_lease", sa.MetaData(), autoload_with=bus.engine)
+    seen: list[tuple[int, int | None, int | None]] = []
+
+    class LeaseWatcher:
+        def task_applied(self, connector_name: str, task_id: int, manual: bool) -> None:
+            with bus.engine.connect() as c:  # what is committed: hooks run after the commit
+                first, last = c.execute(
+                    sa.select(lease.c.run_first_task_id, lease.c.run_last_task_id)
+                ).one()
+            seen.append((task_id, first, last))
+
+    try:
+        connector = add_connector(bus)
+        ids = [log(bus, user(f"u{i}")) for i in range(5)]
+        bus.hooks.subscribe(LeaseWatcher())
+        assert run(bus).applied == 5
+        a, b, c, d, e = ids
+        assert seen == [
+            (a, c, d),
+            (b, c, d),
+            (c, e, e),
+            (d, e, e),
+            (e, None, None),
+        ]
+        # A failing DEFAULT task stops the queue: its batch claims nothing after it.
+        connector.knows("cms.user", 1, "nobody")
+        connector.knows("cms.role", 2, "nothing", site="main")
+        stuck = log(bus, membership(1, 2), data_type=TaskDataType.SIMPLE_SNAPSHOT)
+        behind = log(bus, user("behind"))
+        seen.clear()
+        result = run(bus)
+        assert result.stopped and result.applied == 0
+        with bus.engine.connect() as conn:
+            first, last = conn.execute(
+                sa.select(lease.c.run_first_task_id, lease.c.run_last_task_id)
+            ).one()
+        assert (first, last) == (None, None)
+        assert pending(bus) == [stuck, behind]
+    finally:
+        bus.close()
