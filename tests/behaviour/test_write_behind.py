@@ -9,7 +9,9 @@ databases."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import itertools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -541,6 +543,130 @@ def test_an_object_updated_twice_in_a_run_ends_with_its_last_values(
     with engine.connect() as conn:
         got = dict(conn.execute(sa.select(table.c.id, table.c.count).where(table.c.id <= 3)).all())
     assert got == {1: 3, 2: 5, 3: 4}
+
+
+@pytest.fixture
+def wide(bus: IntegrationBus) -> Iterator[tuple[sa.Engine, sa.Table, sa.Table]]:
+    """Two tables alike, with a column of each type the JSON form takes (``writes._by_json``),
+    four rows each: one to update grouped, one to update a statement per update."""
+    meta = sa.MetaData()
+    tables = []
+    for suffix in ("grouped", "single"):
+        table = sa.Table(
+            f"wb_wide_{next(_n)}_{suffix}",
+            meta,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("label", sa.String(3)),
+            sa.Column("note", sa.Text),
+            sa.Column("count", sa.Integer),
+            sa.Column("big", sa.BigInteger),
+            sa.Column("ratio", sa.Float),
+            sa.Column("amount", sa.Numeric(12, 3)),
+            sa.Column("flag", sa.Boolean),
+            sa.Column("day", sa.Date),
+            sa.Column("at_tz", sa.DateTime(timezone=True)),
+            sa.Column("at_naive", sa.DateTime),
+            sa.Column("uid", sa.Uuid),
+        )
+        tables.append(table)
+    meta.create_all(bus.engine)
+    with bus.engine.begin() as c:
+        for table in tables:
+            c.execute(table.insert(), [{"id": i} for i in range(1, 5)])
+    yield bus.engine, tables[0], tables[1]
+    meta.drop_all(bus.engine)
+
+
+_PLUS_5 = dt.timezone(dt.timedelta(hours=5))
+_EXACT = {
+    "label": "a\"'",
+    "note": "quotes \" ' \\ and {braces}, a tab\t, é and 😀",
+    "count": -7,
+    "big": 2**62,
+    "ratio": 0.1,
+    "amount": decimal.Decimal("12345.678"),
+    "flag": False,
+    "day": dt.date(2026, 12, 6),
+    "at_tz": dt.datetime(2026, 12, 6, 19, 30, 1, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    "at_naive": dt.datetime(2026, 12, 6, 19, 30, 1, 654321),
+    "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "as_json"),
+    [
+        ({}, True),
+        ({"ratio": 3, "amount": 7, "count": None}, True),  # an int where a float goes
+        ({"note": "a NUL \x00 inside"}, False),  # PostgreSQL's JSON has no NUL in a text
+        ({"at_naive": dt.datetime(2026, 1, 1, 12, tzinfo=_PLUS_5)}, False),  # a zone: no
+        ({"day": dt.datetime(2026, 1, 1, 12)}, False),  # a datetime where a date goes
+        ({"flag": 1}, False),  # not a bool
+    ],
+)
+def test_a_run_sent_as_one_json_document_ends_as_its_updates_one_by_one(
+    wide: tuple[sa.Engine, sa.Table, sa.Table], change: dict[str, Any], as_json: bool
+) -> None:
+    """PostgreSQL: a run whose values JSON carries exactly goes as one JSON document (one
+    parameter) turned into rows by the server; one with a value JSON would not bring back as
+    psycopg binds it goes the other ways. Either way the rows end as the same updates sent one
+    statement each would leave them (on SQLite too, where runs go by executemany)."""
+    engine, grouped, single = wide
+    values = {**_EXACT, **change}
+    if engine.dialect.name == "sqlite" and "note" in change:
+        values["note"] = "no NUL"  # SQLite's text ends at a NUL for some readers: not the point
+    rows = [
+        {"key": k, **values, "count": k if values["count"] is not None else None} for k in (1, 2, 3)
+    ]
+    rows.append({"key": 1, "label": "b", "note": "last wins"})  # a second layer
+    seen: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    refused = engine.dialect.name == "postgresql" and "\x00" in str(values["note"])
+    sa.event.listen(engine, "before_cursor_execute", watch)
+    try:
+        if refused:  # refused with psycopg's own words, as the update alone is, not JSON's
+            with pytest.raises(sa.exc.DataError, match="cannot contain NUL"):
+                _sent(engine, grouped, rows)
+        else:
+            _sent(engine, grouped, rows)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", watch)
+    if refused:
+        assert not any("json_to_recordset" in s for s in seen), seen
+        return
+    upd = single.update().where(single.c.id == sa.bindparam("key"))
+    with engine.begin() as conn:
+        for params in rows:
+            conn.execute(upd, params)
+    if engine.dialect.name == "postgresql":
+        assert any("json_to_recordset" in s for s in seen) is as_json, seen
+    with engine.connect() as conn:
+        a = [r._asdict() for r in conn.execute(sa.select(grouped).order_by(grouped.c.id))]
+        b = [r._asdict() for r in conn.execute(sa.select(single).order_by(single.c.id))]
+    assert a == b
+    assert a[1]["note"] == values["note"] and a[0]["note"] == "last wins"
+    assert a[3] == {"id": 4, **dict.fromkeys(_EXACT)}
+
+
+def test_a_value_json_cannot_carry_is_refused_as_it_would_be_alone(
+    wide: tuple[sa.Engine, sa.Table, sa.Table],
+) -> None:
+    """A float where an integer goes, and a text too long for its column: refused whole (no
+    row of the run changed), as the same update alone is refused."""
+    engine, grouped, _ = wide
+    for bad in ({"count": 1.5}, {"label": "abcd"}):
+        if engine.dialect.name == "sqlite":
+            pytest.skip("SQLite takes both (no types, no lengths)")
+        with pytest.raises(sa.exc.DBAPIError):
+            _sent(engine, grouped, [{"key": 1, "count": 1}, {"key": 2, **bad}])
+        with engine.connect() as conn:
+            assert (
+                conn.execute(sa.select(grouped.c.count, grouped.c.label)).all()
+                == [(None, None)] * 4
+            )
 
 
 def test_bursts_of_updates_go_in_layers(typed: tuple[sa.Engine, sa.Table]) -> None:
