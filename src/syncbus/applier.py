@@ -16,7 +16,13 @@ from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType
 from syncbus.enums import TaskDataType, TaskType, task_handlers
-from syncbus.errors import ContentError, PageNotFoundError, SiteNotFoundError, TranslationError
+from syncbus.errors import (
+    ContentError,
+    PageNotFoundError,
+    SiteNotFoundError,
+    SyncBusError,
+    TranslationError,
+)
 from syncbus.model import InternalObject, Page
 from syncbus.payload import PAGE_RECORD, Payload, id_key
 from syncbus.store.db import MAX_ID
@@ -147,6 +153,40 @@ class Applier:
         if pages or parents:
             targets.pages.prefetch(conn, pages, parents, places)
         return targets
+
+    def unknown_references(self, conn: sa.Connection, row: Any, payload: Payload) -> str | None:
+        """After a task failed on a foreign key: which of its object's reference columns
+        hold an id no object has (read now, in the task's transaction), and, for a ``SIMPLE``
+        task, that its ids are taken as internal ids; None when that cannot be told."""
+        obj = payload.obj
+        if obj is None:
+            return None
+        try:
+            ot = self.registry.object_type(obj.object_type)
+            simple = TaskDataType.parse(row.data_type) is TaskDataType.SIMPLE
+        except (SyncBusError, ValueError):
+            return None
+        if not simple:
+            return None  # its ids were translated: the object they named went meanwhile
+        missing = []
+        for column, target in ot.references().items():
+            value = obj.data.get(column)
+            if value is None or isinstance(value, bool) or not isinstance(value, int | str):
+                continue
+            try:
+                with conn.begin_nested():  # a value its column refuses must not end the batch
+                    found = self.objects.exists(conn, self.registry.object_type(target), value)
+            except (SyncBusError, sa.exc.SQLAlchemyError):
+                return None
+            if not found:
+                missing.append(f"{column} = {value!r} (no {target} has that id)")
+        if not missing:
+            return None
+        return (
+            f"{', '.join(missing)}: a Simple task's reference columns hold internal ids as "
+            "given; to have the connector translate the external system's ids, log the task "
+            "as SimpleSnapshot (or Snapshot)"
+        )
 
     @staticmethod
     def _parent_id(row: Any, payload: Payload, resolver: Resolver) -> int | None:

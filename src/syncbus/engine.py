@@ -1008,7 +1008,12 @@ class Processor:
             resolver.reset()  # what the rolled-back task wrote is gone again
             if targets is not None:
                 targets.clear()
-            return _Failure(error_text(exc), getattr(exc, "missing", ()))
+            text = error_text(exc)
+            if isinstance(exc, sa.exc.IntegrityError) and "foreign key" in text.lower():
+                why = self.applier.unknown_references(conn, row, payload)
+                if why:
+                    text = f"{text.rstrip('. ')}. {why}"
+            return _Failure(text, getattr(exc, "missing", ()))
         savepoint.commit()
         return None
 

@@ -423,3 +423,26 @@ def test_corrupt_default_task_stops_and_can_be_deleted(bus: IntegrationBus) -> N
     run(bus)
     assert exists(bus, "carol")
     assert pending(bus) == []
+
+
+def test_a_simple_task_pointing_at_no_object_says_which_column_and_what_to_do(
+    bus: IntegrationBus,
+) -> None:
+    """A Simple task's reference columns hold internal ids as given: one naming ids no object
+    has fails on the foreign key, and its error names each such column and value and says that
+    SimpleSnapshot has the connector translate external ids (a new user's likeliest mistake);
+    the task behind it is not held up when it may be skipped."""
+    add_connector(bus)
+    put(bus, user("alice"))
+    alice = object_id(bus, "cms.user", "alice")
+    bad = log(bus, membership(alice, 987654), process_type=ProcessType.SKIP_ON_ERROR)
+    behind = log(bus, user("bob"))
+    result = run(bus)
+    assert result.failed == 1 and result.applied == 1
+    task = bus.get_task(bad)
+    assert task is not None and task.error_message is not None
+    message = task.error_message
+    assert "role_id = 987654 (no cms.role has that id)" in message
+    assert "user_id =" not in message  # alice exists
+    assert "SimpleSnapshot" in message
+    assert bus.get_task(behind) is None and exists(bus, "bob")

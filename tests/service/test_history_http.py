@@ -289,3 +289,21 @@ def test_history_routes_are_in_the_openapi_schema(api: httpx.Client) -> None:
     assert "get" in paths["/api/tasks/{task_id}/history"]
     assert "put" in paths["/api/tasks/{task_id}/object"]
     assert "get" in paths["/api/objects/{object_type}/{code_name}/history"]
+
+
+def test_reading_a_task_that_left_the_queue_says_where_its_record_is(
+    api: httpx.Client, bus: IntegrationBus
+) -> None:
+    """GET /api/tasks/N of an applied task is 404 (the queue's view, CONTRACT), and its detail
+    says that the task left the queue, how, and where its record is; an id never logged says
+    that there is no record either."""
+    task_id = log(api, user("gil"))
+    run(bus)
+    r = api.get(f"/api/tasks/{task_id}")
+    detail = r.json()["detail"]
+    assert r.status_code == 404 and f"no queued task with id {task_id}" in detail
+    assert "left the queue (applied at " in detail
+    assert f"GET /api/tasks/{task_id}/history" in detail
+    assert api.get(f"/api/tasks/{task_id}/history").json()["state"] == "applied"
+    r = api.get("/api/tasks/987654")
+    assert r.status_code == 404 and "no record of it" in r.json()["detail"]

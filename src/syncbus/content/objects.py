@@ -143,6 +143,12 @@ class ObjectStore:
         found = conn.execute(cached[1], params).scalar()
         return None if found is None else int(found)
 
+    def exists(self, conn: sa.Connection, ot: ObjectType, oid: Any) -> bool:
+        """Whether an object of type ``ot`` has the id ``oid``."""
+        table = self.registry.table(ot.name)
+        stmt = sa.select(table.c[ot.id_column]).where(table.c[ot.id_column] == oid).limit(1)
+        return conn.execute(stmt).first() is not None
+
     def _existing(
         self,
         conn: sa.Connection,

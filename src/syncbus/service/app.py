@@ -73,6 +73,21 @@ def _status_of(exc: SyncBusError) -> int:
     return next(code for cls, code in _STATUS if isinstance(exc, cls))
 
 
+def _not_queued(bus: IntegrationBus, task_id: int) -> str:
+    """Why a task id is not in the queue, and where to look: a finished task left a record
+    (CONTRACT §10), which a 404 alone would hide."""
+    record = bus.task_history(task_id)
+    if record is None or record.finished_at is None:
+        return (
+            f"no queued task with id {task_id}, and no record of it (never logged, or "
+            "finished longer ago than the history's retention)"
+        )
+    return (
+        f"no queued task with id {task_id}: it left the queue ({record.state} at "
+        f"{record.finished_at.isoformat()}); what happened to it: GET /api/tasks/{task_id}/history"
+    )
+
+
 def create_app(
     bus: IntegrationBus,
     api_token: str | None = None,
@@ -347,7 +362,7 @@ def _queue_routes(
     def one(task_id: int) -> TaskInfo:
         task = bus.get_task(task_id)
         if task is None:
-            raise TaskNotFoundError(f"no queued task with id {task_id}")
+            raise TaskNotFoundError(_not_queued(bus, task_id))
         return task
 
     @api.get("/api/tasks/{task_id}", response_model=TaskInfo, tags=["queue"])
