@@ -88,7 +88,7 @@ class IntegrationBus:
         self._admin_db = self.engine.execution_options(**{BUSY_TIMEOUT: ADMIN_WAIT_MS})
         # Reads begin DEFERRED on SQLite, so they never wait for (or block) a writer.
         self.reader: sa.Engine = self.engine.execution_options(readonly=True)
-        self.registry = TypeRegistry(loader=self._load_declaration)
+        self.registry = TypeRegistry(loader=self._load_declaration, lister=self._declared_names)
         self.objects = ObjectStore(self.registry)
         self.pages = PageStore(self.registry)
         self.connectors = ConnectorRegistry(self.engine, self.reader)
@@ -133,6 +133,13 @@ class IntegrationBus:
         except sa.exc.DBAPIError:  # no schema yet
             return None
         return None if raw is None else dict(json.loads(raw))
+
+    def _declared_names(self, kind: str) -> list[str]:
+        try:
+            with self.reader.connect() as conn:
+                return reads.type_names(conn, kind)
+        except sa.exc.DBAPIError:  # no schema yet
+            return []
 
     def register_object_type(self, object_type: ObjectType) -> None:
         self.registry.register_object_type(object_type)

@@ -11,6 +11,7 @@ from syncbus import IntegrationBus, ObjectType, TaskDataType, TaskType
 from syncbus.applier import Applier
 from syncbus.content.pages import PageStore
 from syncbus.enums import TASK_TYPES
+from syncbus.errors import InvalidObjectError
 from tests.helpers import (
     add_connector,
     ext,
@@ -366,3 +367,27 @@ def test_a_task_type_is_one_row_of_the_table() -> None:
         assert callable(getattr(owner, spec.handler, None)), task_type
         assert task_type.is_document is spec.document
         assert task_type.spec is spec and spec.verb
+
+
+def test_an_unknown_type_error_lists_the_stored_types_a_process_has_not_loaded(
+    db_url: str,
+) -> None:
+    """A process that never registered a user's type (a worker, the CLI) loads it from its
+    stored declaration on first use; a misspelt name's error lists it among the known types
+    even before that, so it does not read as if the type had never been stored."""
+    contact = ObjectType(
+        "crm.contact", "crm_contact", "contact_id", code_name_column="code", columns={"code": str}
+    )
+    first = IntegrationBus(db_url)
+    first.register_object_type(contact)
+    first.create_schema()
+    first.close()
+    other = IntegrationBus(db_url)  # knows only the built-in types so far
+    try:
+        with pytest.raises(InvalidObjectError, match=r"unknown object type 'crm\.contakt'") as err:
+            other.registry.object_type("crm.contakt")
+        assert "crm.contact" in str(err.value) and "cms.user" in str(err.value)
+        with pytest.raises(InvalidObjectError, match=r"known page types: .*cms\.article"):
+            other.registry.page_type("crm.nopage")
+    finally:
+        other.close()

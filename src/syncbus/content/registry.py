@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,8 @@ from syncbus.errors import ConfigurationError, InvalidObjectError, StoreError
 
 # loader(kind, name) -> the stored declaration, or None
 DeclarationLoader = Callable[[str, str], dict[str, Any] | None]
+# lister(kind) -> the names of the stored declarations of that kind
+DeclarationLister = Callable[[str], list[str]]
 
 
 class TypeRegistry:
@@ -31,9 +34,12 @@ class TypeRegistry:
     has not registered is loaded from its stored declaration on first use.
     """
 
-    def __init__(self, loader: DeclarationLoader | None = None) -> None:
+    def __init__(
+        self, loader: DeclarationLoader | None = None, lister: DeclarationLister | None = None
+    ) -> None:
         self._lock = threading.RLock()
         self._loader = loader
+        self._lister = lister
         self._from_db: set[tuple[str, str]] = set()
         self._user: dict[tuple[str, str], ObjectType | PageType] = {}
         self._metadata = sa.MetaData()
@@ -101,6 +107,15 @@ class TypeRegistry:
     def _known_object_type(self, name: str) -> bool:
         return name in self.object_types or self._load("object", name)
 
+    def _known(self, kind: str, registered: dict[str, Any]) -> list[str]:
+        """The types of a kind this process knows and those stored but not loaded yet (an
+        error listing only the first would suggest a user's types were never stored)."""
+        names = set(registered)
+        if self._lister is not None:
+            with contextlib.suppress(StoreError):
+                names.update(self._lister(kind))
+        return sorted(names)
+
     def _load(self, kind: str, name: str) -> bool:
         """Register a type from its stored declaration; False when none is stored."""
         if self._loader is None:
@@ -136,8 +151,9 @@ class TypeRegistry:
         try:
             return self.object_types[key]
         except KeyError:
+            known = ", ".join(self._known("object", self.object_types))
             raise InvalidObjectError(
-                f"unknown object type {name!r}; known types: {', '.join(sorted(self.object_types))}"
+                f"unknown object type {name!r}; known types: {known}"
             ) from None
 
     def page_type(self, class_name: str) -> PageType:
@@ -147,7 +163,7 @@ class TypeRegistry:
         try:
             return self.page_types[key]
         except KeyError:
-            known = ", ".join(sorted(self.page_types))
+            known = ", ".join(self._known("page", self.page_types))
             raise InvalidObjectError(
                 f"unknown page type {class_name!r}; known page types: {known}"
             ) from None
