@@ -297,7 +297,10 @@ def _show_queued(bus: IntegrationBus, task: TaskInfo, record: TaskRecord | None)
     _print_json(_TASK, task)
     if record is not None:
         console.print(Text.assemble(("state ", "bold"), history.state_text(record)))
-    _say(("data", "bold"))
+        if record.external is not None:  # what `tasks replace` takes, edited
+            _say(("external object (as logged)", "bold"))
+            console.print_json(data=record.external)
+    _say(("data (as stored: the internal object and its translation records)", "bold"))
     try:
         console.print_json(data or "null")
     except json.JSONDecodeError:  # a corrupt task: show what is stored, as it is
@@ -377,9 +380,13 @@ def tasks_sync(task_id: int, db: DbOption = None) -> None:
     with _open(db) as bus:
         applied = bus.synchronize_task(task_id)
         task = None if applied else bus.get_task(task_id)
+        if task is not None:
+            task = readmodel.with_hint(bus, task)
     if not applied:
         # The command worked; the task did not: exit status 1, as for any failed run.
         report(f"task {task_id} failed: {task.error_message if task else ''}")
+        if task is not None and task.hint:
+            _say(("how to fix: ", "bold"), task.hint)
         raise typer.Exit(code=1)
     _say((f"task {task_id} applied", "green"))
 

@@ -229,3 +229,29 @@ def test_tasks_show_prints_the_hint(db_url: str, bus: IntegrationBus, hr: DictCo
     result = CliRunner().invoke(app, ["tasks", "show", str(membership), "--db", db_url])
     assert result.exit_code == 0, result.output
     assert expected(user) in " ".join(result.output.split())
+
+
+def test_tasks_sync_of_a_blocked_task_repeats_the_hint_and_show_gives_the_external_object(
+    db_url: str, bus: IntegrationBus, hr: DictConnector
+) -> None:
+    """``tasks sync`` of the failed membership, its fix still queued behind it, fails (exit
+    1) and says which task to synchronize first, as ``tasks show`` does; ``tasks show`` of a
+    queued task prints its external object as logged (what ``tasks replace`` takes, edited)
+    apart from the stored internal data."""
+    from typer.testing import CliRunner
+
+    from syncbus.cli import app
+
+    membership = failed_membership(bus)
+    user = log(bus, user_ada())
+    result = CliRunner().invoke(app, ["tasks", "sync", str(membership), "--db", db_url])
+    assert result.exit_code == 1, result.output
+    assert expected(user) in " ".join(result.output.split())
+    shown = CliRunner().invoke(app, ["tasks", "show", str(membership), "--db", db_url])
+    assert shown.exit_code == 0, shown.output
+    text = shown.output
+    external = text.index("external object (as logged)")
+    stored = text.index("data (as stored")
+    assert external < stored
+    between = text[external:stored]
+    assert '"user_id": 7' in between and '"role_id": 3' in between
