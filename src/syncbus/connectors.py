@@ -209,8 +209,9 @@ class ConnectorRegistry:
             try:
                 instance = _instantiate(import_connector_class(row.class_path), repr(name))
             except ConnectorLoadError as exc:
+                why = str(exc).removeprefix(f"cannot import connector {row.class_path!r}: ")
                 self._load_failed(
-                    name, f"failed to load connector {name!r} ({row.class_path}): {exc}", exc
+                    name, f"failed to load connector {name!r} ({row.class_path}): {why}", exc
                 )
             if instance.connector_name != name:
                 raise ConnectorLoadError(

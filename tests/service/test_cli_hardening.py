@@ -365,3 +365,19 @@ def test_serve_creating_the_implicit_database_says_where(tmp_path: Path) -> None
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0]
     assert f"creating a new SQLite database at {tmp_path / 'syncbus.db'}" in out
+
+
+def test_a_connector_that_cannot_be_imported_says_so_once(db_url: str) -> None:
+    """The load error of a connector whose module is gone names its path once, with the
+    import's own error and what to do."""
+    with IntegrationBus(db_url) as bus:
+        bus.create_schema()
+        bus.register_connector(BrokenInitConnector)
+        with bus.engine.begin() as c:
+            c.exec_driver_sql("UPDATE syncbus_connector SET class_path = 'gone_module_xyz:Broken'")
+    result = cli("--db", db_url, "connectors", "list")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "failed to load connector 'Broken' (gone_module_xyz:Broken): ModuleNotFoundError" in out
+    error = out[out.index("failed to load connector") :]  # the table lists the path as well
+    assert error.count("gone_module_xyz:Broken") == 1 and "cannot import connector" not in out
