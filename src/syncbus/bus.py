@@ -134,12 +134,12 @@ class IntegrationBus:
             return None
         return None if raw is None else dict(json.loads(raw))
 
-    def _declared_names(self, kind: str) -> list[str]:
+    def _declared_names(self, kind: str) -> set[str]:
         try:
             with self.reader.connect() as conn:
-                return reads.type_names(conn, kind)
+                return reads.declared_type_names(conn, kind)
         except sa.exc.DBAPIError:  # no schema yet
-            return []
+            return set()
 
     def register_object_type(self, object_type: ObjectType) -> None:
         self.registry.register_object_type(object_type)

@@ -24,7 +24,7 @@ from syncbus.errors import ConfigurationError, InvalidObjectError, StoreError
 # loader(kind, name) -> the stored declaration, or None
 DeclarationLoader = Callable[[str, str], dict[str, Any] | None]
 # lister(kind) -> the names of the stored declarations of that kind
-DeclarationLister = Callable[[str], list[str]]
+DeclarationLister = Callable[[str], set[str]]
 
 
 class TypeRegistry:

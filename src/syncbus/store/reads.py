@@ -548,12 +548,9 @@ def type_declaration(conn: sa.Connection, kind: str, name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def declared_type_names(conn: sa.Connection) -> set[str]:
-    return {str(n) for n in conn.execute(sa.select(type_table.c.name)).scalars()}
-
-
-def type_names(conn: sa.Connection, kind: str) -> list[str]:
-    """The names of the stored declarations of one kind (``object`` or ``page``)."""
-    t = type_table
-    stmt = sa.select(t.c.name).where(t.c.kind == kind).order_by(t.c.name)
-    return [str(n) for n in conn.execute(stmt).scalars()]
+def declared_type_names(conn: sa.Connection, kind: str | None = None) -> set[str]:
+    """The names of the stored type declarations (of one kind, ``object`` or ``page``)."""
+    stmt = sa.select(type_table.c.name)
+    if kind is not None:
+        stmt = stmt.where(type_table.c.kind == kind)
+    return {str(n) for n in conn.execute(stmt).scalars()}
