@@ -47,3 +47,17 @@ class SeqLanesConnector(SeqConnector):
 
     connector_name = "SeqLanes"
     ordering = Ordering.ENTITY
+
+
+class SeqCoalesceConnector(SeqConnector):
+    """The Seq tasks with coalescing: a batch's tasks of one counter are applied as one."""
+
+    connector_name = "SeqCoalesce"
+    coalesce = True
+
+
+class SeqLanesCoalesceConnector(SeqLanesConnector):
+    """The same under Ordering.ENTITY: a lane's tasks in a batch are applied as one."""
+
+    connector_name = "SeqLanesCoalesce"
+    coalesce = True

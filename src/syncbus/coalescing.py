@@ -148,16 +148,19 @@ class _Types:
 _REMOVES = frozenset({_DELETE, TaskType.REMOVE_FROM_SITE.value})
 
 
-def _entity(row: Any, payload: Any, types: _Types) -> tuple[Entity, _Kind] | None:
-    """The object a mergeable task writes, or None when the task cannot be merged."""
+def _entity(
+    row: Any, payload: Any, types: _Types, marks: tuple[str, ...]
+) -> tuple[Entity, _Kind] | None:
+    """The object a mergeable task writes, or None when the task cannot be merged. ``marks``:
+    those of ``_MARKS`` the batch's rows have (a run reads no wait for a CONNECTOR batch)."""
     if not isinstance(payload, Payload) or payload.obj is None or payload.obj.children:
         return None
     if row.task_type not in _UPSERTS and row.task_type != _DELETE:
         return None
     if row.process_type != _DEFAULT or row.error_message is not None:
         return None
-    for name in _MARKS:  # a failed attempt, a retry time, a wait (None: a row without it)
-        value = getattr(row, name, None)
+    for name in marks:  # a failed attempt, a retry time, a wait
+        value = getattr(row, name)
         if value if name == "attempts" else value is not None:
             return None
     kind = types.kind(payload.obj.object_type)
@@ -260,10 +263,13 @@ def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegist
             for task_id in run:
                 merged.into[task_id] = carrier
 
+    marks: tuple[str, ...] | None = None
     for row in rows:
+        if marks is None:  # the rows of one batch share their columns: asked once
+            marks = tuple(name for name in _MARKS if hasattr(row, name))
         task_id = int(row.task_id)
         payload = payloads.get(task_id)
-        found = _entity(row, payload, types)
+        found = _entity(row, payload, types, marks)
         if found is None:
             _barrier(row, payload, None, runs, types, close)
             continue
