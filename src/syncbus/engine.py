@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -94,6 +94,52 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, SyncBusError):
         return readable(str(exc))
     return readable(f"{type(exc).__name__}: {exc}")
+
+
+class Solo:
+    """The batches a process has in flight: any number at once (``shared``), or one alone
+    (``alone``: a suspect of poison quarantine, CONTRACT §9, so that if it kills the process
+    no other batch is in flight to count a death with it). Waiting to be alone stops new
+    shared batches from starting, and a CONNECTOR run then claims no batch ahead."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0
+
+    @property
+    def awaited(self) -> bool:
+        """Whether a batch waits to go alone."""
+        return self._waiting > 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not (self._alone or self._waiting))
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: not (self._alone or self._shared))
+            finally:
+                self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -191,6 +237,8 @@ class Processor:
         self.transient_retries = 5
         # The clock of back-offs (tests set their own, to move time without sleeping).
         self.clock: Callable[[], dt.datetime] = utcnow
+        # This process's batches in flight: many at once, or a suspect's alone.
+        self.solo = Solo()
 
     # -- one run ------------------------------------------------------------------------
     def run(
@@ -364,12 +412,13 @@ class Processor:
             return
         cursor, ids = 0, None
         while not run.stop.is_set():
-            if ids is None:
-                ids = self._retrying(run, functools.partial(self._claim, run, cursor))
-            if not ids:
-                return
-            scope = _Range(cursor, ids[-1])
-            outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, scope))
+            with self.solo.shared():  # from the claim to the commit, the batch is in flight
+                if ids is None:
+                    ids = self._retrying(run, functools.partial(self._claim, run, cursor))
+                if not ids:
+                    return
+                scope = _Range(cursor, ids[-1])
+                outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, scope))
             if on_progress is not None:
                 on_progress(run.result)
             if outcome.stop:
@@ -385,7 +434,8 @@ class Processor:
             plan = self._retrying(run, functools.partial(self._plan, run, lanes))
             if not plan.ids:
                 break
-            outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, plan))
+            with self.solo.alone() if plan.suspect else self.solo.shared():
+                outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, plan))
             if on_progress is not None:
                 on_progress(run.result)
             if outcome.stop:
@@ -397,13 +447,20 @@ class Processor:
         """A lease-free run first takes the in-flight records of the connector's runners that
         died, one at a time, and deals with their batches (``_after_death``)."""
         while True:
+            tally = _tally(run.result)
             with self.db.begin() as conn:
-                dead = inflight.take_dead(conn, run.connector_id)
+                dead = [ids for ids in inflight.take_dead(conn, run.connector_id) if ids]
+                # The deaths are counted in the transaction that takes the record: from the
+                # moment it is gone, its tasks are suspects, which every runner applies alone
+                # (``LaneRun.plan``); none can slip into another runner's batch meanwhile.
+                counted = [
+                    self._count_deaths(conn, run, min(ids), max(ids), ids, tally) for ids in dead
+                ]
             if not dead:
                 return
-            for ids in dead:
-                if ids:
-                    self._after_death(run, min(ids), max(ids), ids)
+            self._committed(run.result, tally)
+            for ids, (rest, doomed) in zip(dead, counted, strict=True):
+                self._after_count(run, min(ids), max(ids), rest, doomed)
 
     def _forget_in_flight(self, run: _Run) -> None:
         try:
@@ -476,7 +533,12 @@ class Processor:
             held = None if careful else WriteBehind(conn)
             with held or contextlib.nullcontext():
                 outcome = self._apply_batch(conn, run, scope, tally, careful, held)
-            if claim_next and isinstance(scope, _Range) and not outcome.stop:
+            if (
+                claim_next
+                and isinstance(scope, _Range)
+                and not outcome.stop
+                and not self.solo.awaited
+            ):
                 self._claim_next(conn, run, scope, outcome)
             else:
                 self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
@@ -564,22 +626,45 @@ class Processor:
             with self.db.begin() as conn:
                 self._fence(conn, run, run_first_task_id=task_id, run_last_task_id=task_id)
 
-    def _after_death(self, run: _Run, first: int, last: int, ids: list[int] | None = None) -> None:
-        """A runner died with tasks [first, last] (or the tasks ``ids``) in flight (CONTRACT
-        §9): count a death for each still queued; a task at ``quarantine_after`` deaths
-        becomes ERROR ("quarantined"); the rest are applied again one task per transaction,
-        so a task that kills its worker again is the only one in flight when it does."""
+    def _after_death(self, run: _Run, first: int, last: int) -> None:
+        """A runner died with the tasks [first, last] in flight (CONTRACT §9): count a death
+        for each still queued; a task at ``quarantine_after`` deaths becomes ERROR
+        ("quarantined"); the rest are applied again one task per transaction, so a task that
+        kills its worker again is the only one in flight when it does."""
         tally = _tally(run.result)
         with self.db.begin() as conn:
-            counted = tasks.count_deaths(conn, run.connector_id, first, last, ids)
-            doomed = [(i, d) for i, d in counted if d >= run.rules.quarantine_after]
-            for task_id, deaths in doomed:
-                self._quarantine(conn, task_id, deaths, tally)
-            self._fence(conn, run)
+            rest, doomed = self._count_deaths(conn, run, first, last, None, tally)
         self._committed(run.result, tally)
-        for task_id, _ in doomed:
+        self._after_count(run, first, last, rest, doomed)
+
+    def _count_deaths(
+        self,
+        conn: sa.Connection,
+        run: _Run,
+        first: int,
+        last: int,
+        ids: list[int] | None,
+        tally: _Tally,
+    ) -> tuple[list[int], list[int]]:
+        """Count a death for each task still queued in [first, last] (of ``ids`` only, when
+        given) and quarantine those at ``quarantine_after``: (the others, the quarantined),
+        in id order."""
+        counted = tasks.count_deaths(conn, run.connector_id, first, last, ids)
+        doomed = [(i, d) for i, d in counted if d >= run.rules.quarantine_after]
+        for task_id, deaths in doomed:
+            self._quarantine(conn, task_id, deaths, tally)
+        self._fence(conn, run)
+        quarantined = {i for i, _ in doomed}
+        return [i for i, _ in counted if i not in quarantined], sorted(quarantined)
+
+    def _after_count(
+        self, run: _Run, first: int, last: int, rest: list[int], doomed: list[int]
+    ) -> None:
+        """After a death was counted: the quarantined tasks reported, the rest applied again
+        one task per transaction."""
+        for task_id in doomed:
             self.hooks.task_quarantined(run.result.connector_name, task_id)
-        if len(doomed) == len(counted):
+        if not rest:
             return
         log.warning(
             "connector %r: a worker died applying tasks %d to %d; applying them one by one",
@@ -587,14 +672,16 @@ class Processor:
             first,
             last,
         )
-        if run.lanes is None:
-            self._apply_isolated(run, _Range(first - 1, last))
-            return
-        run.lanes.scan_from = 0  # what was replayed may free lanes anywhere
-        with self.db.connect() as conn:
-            rows = [tasks.row(conn, i) for i, _ in counted]
-        ids = [r.task_id for r in rows if r is not None]
-        self._apply_isolated(run, Plan(ids, {r.task_id: r.lane for r in rows if r is not None}))
+        scope: _Scope = _Range(first - 1, last)
+        if run.lanes is not None:
+            run.lanes.scan_from = 0  # what was replayed may free lanes anywhere
+            with self.db.connect() as conn:
+                rows = [r for r in (tasks.row(conn, i) for i in rest) if r is not None]
+            scope = Plan([r.task_id for r in rows], {r.task_id: r.lane for r in rows})
+        # Nothing else of this process is in flight meanwhile: should the culprit kill it
+        # again, no other runner's batch counts a death with it.
+        with self.solo.alone():
+            self._apply_isolated(run, scope)
 
     @staticmethod
     def _quarantine(conn: sa.Connection, task_id: int, deaths: int, tally: _Tally) -> None:

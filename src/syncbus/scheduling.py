@@ -58,6 +58,7 @@ class Plan:
     size_of: dict[int, int] = field(default_factory=dict)
     heads: dict[LaneKey, int | None] = field(default_factory=dict)
     want: int = 0
+    suspect: bool = False  # a task a worker died with, alone: applied with nothing else
 
     def lanes(self) -> set[LaneKey]:
         return set(self.lane_of.values())
@@ -172,6 +173,8 @@ class LaneRun:
                     self.retry_soon = True
                 if lane in self.halted or row.task_id <= self.passed.get(lane, 0):
                     continue
+                if row.deaths:
+                    return self._suspect(plan, row, len(wanted))
                 size = int(row.size or 0)
                 total += size
                 if len(plan.ids) < batch_size and (not plan.ids or total <= batch_bytes):
@@ -182,6 +185,16 @@ class LaneRun:
             if len(rows) < window:
                 return self._planned(plan, len(wanted))
             after = rows[-1].task_id
+
+    def _suspect(self, plan: Plan, row: Any, want: int) -> Plan:
+        """A suspect (a worker died with it in flight, CONTRACT §9) goes in a batch of its own,
+        whichever runner takes it: should it kill this one too, the in-flight record names it
+        alone and no innocent task counts a death. The plan ends before it, or is it."""
+        if plan.ids:
+            return self._planned(plan, want)
+        plan.add(row.task_id, row.lane, int(row.size or 0), self.heads.get(row.lane))
+        plan.suspect = True
+        return self._planned(plan, 1)
 
     def _planned(self, plan: Plan, want: int) -> Plan:
         plan.want = max(want, 1)

@@ -307,6 +307,46 @@ def test_replace_keeps_the_task_id_place_and_errors_and_replays(
     assert len(done.errors) == 2
 
 
+def test_a_replaced_failed_task_runs_at_the_queues_next_run(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """From a new user's trial: the fix of a failed task is its replacement; the queue it
+    stopped goes on at its next run, without a synchronize (docs: edit and replay)."""
+    conn.knows("cms.user", 1, "mia")
+    conn.knows("cms.user", 4, "zoe")
+    conn.knows("cms.role", 2, "ops", site="main")
+    put(bus, role("ops"))
+    put(bus, user("zoe"))
+    broken = log(bus, membership(1, 2), data_type=SNAP)  # mia does not exist: it fails
+    behind = log(bus, user("nora"))
+    run(bus)
+    failed = bus.get_task(broken)
+    assert failed is not None and failed.process_type is ProcessType.ERROR
+    assert failed.error_message is not None
+    errors = bus.task_log(broken)
+    run(bus)
+    assert pending(bus) == [broken, behind]  # the ERROR task stops the queue
+
+    conn.knows("cms.user", 3, "nora")
+    info = bus.replace_task_object(broken, membership(3, 2))  # nora, logged behind it
+    assert info.process_type is ProcessType.DEFAULT
+    assert info.error_message == failed.error_message  # failed, until it runs again
+    assert bus.task_log(broken) == errors
+    bus.replace_task_object(behind, user("nora"))  # a queued task's type is left alone
+    assert bus.get_task(behind).process_type is ProcessType.DEFAULT  # type: ignore[union-attr]
+    run(bus)  # nora is still behind it: it fails again, and stops the queue again
+    again = bus.get_task(broken)
+    assert again is not None and again.process_type is ProcessType.ERROR
+    assert len(bus.task_log(broken)) == len(errors) + 1
+
+    bus.replace_task_object(broken, membership(4, 2))  # zoe, applied before it
+    run(bus)
+    assert pending(bus) == []  # it, then nora behind it
+    done = bus.task_history(broken)
+    assert done is not None and done.state == "applied"
+    assert done.process_type is ProcessType.DEFAULT
+
+
 @pytest.mark.parametrize(
     ("replacement", "error"),
     [

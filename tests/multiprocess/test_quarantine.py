@@ -144,3 +144,36 @@ def test_under_entity_ordering_the_other_lanes_go_on(
     assert dict(seen) == dict(expected)
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
+
+
+def test_under_entity_ordering_only_the_culprit_is_quarantined_with_runners_sharing(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    """From a new user's trial: the poison is the first task, in a batch with tasks of other
+    lanes, and each worker runs several runners that share the connector. A task of the dead
+    batch must not slip into another runner's batch (and die there with the poison): only the
+    poison counts three deaths; every other task is applied exactly once."""
+    install_poison(wbus.engine)
+    wbus.register_connector(SeqLanesConnector)
+    expected: dict[str, list[int]] = defaultdict(list)
+    poison = wbus.process_external_task("SeqLanes", {"key": POISON, "n": 1})
+    for n in range(2, 13):
+        wbus.process_external_task("SeqLanes", {"key": f"k{n % 5}", "n": n})
+        expected[f"k{n % 5}"].append(n)
+    for _death in range(3):
+        workers.start("--workers", "4", "--scheduler-interval", "0", "--lease-seconds", "2")
+        kill_the_one_asleep(wbus.engine, workers)
+    workers.start("--workers", "4", "--scheduler-interval", "0", "--lease-seconds", "2")
+    wait_for(lambda: wbus.get_task(poison).process_type is ProcessType.ERROR, timeout=60)  # type: ignore[union-attr]
+    wait_for(lambda: [t.task_id for t in wbus.list_tasks("SeqLanes")] == [poison], timeout=60)
+    info = wbus.get_task(poison)
+    assert info is not None and info.process_type is ProcessType.ERROR
+    assert info.error_message == "quarantined: the worker applying it died 3 times"
+    events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
+    assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in audit_rows(wbus.engine):
+        seen[name].append(n)
+    assert dict(seen) == dict(expected)
+    outputs = workers.stop_all()
+    assert workers.procs[-1].returncode == 0, workers.report(outputs)

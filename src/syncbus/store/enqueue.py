@@ -189,12 +189,22 @@ def insert_task(
 
 def replace_object(conn: sa.Connection, task_id: int, values: dict[str, Any]) -> None:
     """Edit and replay (CONTRACT §10): a queued task's object is replaced in place (same id,
-    same place in its queue, its error log kept); it no longer waits or backs off."""
+    same place in its queue, its error log and last error kept: still ``failed`` until it
+    runs); it no longer waits or backs off, and a task stopped as ``Error`` is ``Default``
+    again: the operator fixed it, so the queue's next run tries it."""
     t = task_table
+    failed = t.c.process_type == "Error"
     conn.execute(
         t.update()
         .where(t.c.task_id == task_id)
-        .values(**values, awaits=None, waiting_for=None, waiting_since=None, next_attempt_at=None)
+        .values(
+            **values,
+            process_type=sa.case((failed, "Default"), else_=t.c.process_type),
+            awaits=None,
+            waiting_for=None,
+            waiting_since=None,
+            next_attempt_at=None,
+        )
     )
 
 

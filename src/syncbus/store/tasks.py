@@ -123,7 +123,7 @@ def log_sequence(conn: sa.Connection) -> int | None:
 
 def scan_front(conn: sa.Connection, connector_id: int, after: int, limit: int) -> list[Any]:
     """The connector's next ``limit`` tasks after ``after``, in order, as lane scheduling
-    reads them: id, lane, process type, wait, and stored size. No locks."""
+    reads them: id, lane, process type, wait, deaths, and stored size. No locks."""
     size = dialect_of(conn).byte_length(t.c.data)
     return list(
         conn.execute(
@@ -133,6 +133,7 @@ def scan_front(conn: sa.Connection, connector_id: int, after: int, limit: int) -
                 t.c.process_type,
                 t.c.awaits,
                 t.c.waiting_since,
+                t.c.deaths,
                 size.label("size"),
             )
             .where(t.c.connector_id == connector_id, t.c.task_id > after)
