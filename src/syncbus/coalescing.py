@@ -207,10 +207,13 @@ def _hides_reference(
 ) -> bool:
     """Whether ``later`` sets a reference column that a task of the run set too: merged, the
     earlier reference would never be looked up, and a task that would have failed (its
-    reference missing) would pass unseen."""
+    reference missing) would pass unseen. Not the identity's own columns (a binding's ends):
+    the tasks of a run name the same object, so those look up the same identity."""
     assert later.obj is not None
+    kind = types.kind(later.obj.object_type)
     refs = types.refs(later.obj.object_type)
-    given = [c for c in later.obj.data if c in refs]
+    own = () if kind is None else kind.identity
+    given = [c for c in later.obj.data if c in refs and c not in own]
     if not given:
         return False
     for task_id in run:

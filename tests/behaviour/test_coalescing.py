@@ -74,6 +74,23 @@ def test_a_burst_of_updates_is_applied_as_one(bus: IntegrationBus, conn: DictCon
     assert absorbed is not None and absorbed.state == "coalesced" and absorbed.into_task_id == extra
 
 
+def test_a_burst_of_a_bindings_upserts_is_applied_as_one(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """From a new user's trial: a binding's identity is its references (both ends); the
+    upserts of one binding look up the same two objects, so they merge like any other."""
+    conn.knows("cms.user", 1, "dan")
+    conn.knows("cms.role", 2, "ops", site="main")
+    log(bus, user("dan"))
+    log(bus, role("ops"))
+    burst = [log(bus, membership(1, 2), UPDATE, data_type=SNAP) for _ in range(5)]
+    result = run(bus)
+    assert result.coalesced == 4 and pending(bus) == []
+    recorded = states(bus)
+    assert [recorded[i] for i in burst[:-1]] == [("coalesced", burst[-1])] * 4
+    assert recorded[burst[-1]] == ("applied", None)
+
+
 def test_upserts_followed_by_a_delete_become_the_delete(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:
@@ -198,6 +215,11 @@ op = st.one_of(
         st.just({}),
     ),
     st.tuples(
+        st.just("member-default"),  # DEFAULT: a missing end stops the queue, merged or not
+        st.tuples(st.sampled_from(sorted(USERS)), st.sampled_from(sorted(ROLES))),
+        st.just({}),
+    ),
+    st.tuples(
         st.just("unmember"),
         st.tuples(st.sampled_from(sorted(USERS)), st.sampled_from(sorted(ROLES))),
         st.just({}),
@@ -242,6 +264,8 @@ def _log_op(bus: IntegrationBus, kind: str, key: Any, data: dict[str, Any]) -> N
         log(bus, ext("t.folder", folder_name=FOLDERS[key]), UPDATE)
     elif kind == "delete-folder":
         log(bus, ext("t.folder", folder_name=FOLDERS[key]), DELETE)
+    elif kind == "member-default":
+        log(bus, membership(*key), UPDATE, data_type=SNAP)
     else:
         task = DELETE if kind == "unmember" else TaskType.CREATE_OBJECT
         ptype = ProcessType.SKIP_ON_ERROR  # a membership of a missing user: no stop
