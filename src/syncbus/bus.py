@@ -360,7 +360,16 @@ class IntegrationBus:
     ) -> list[TaskRecord]:
         """The tasks that wrote an object (by its code name, or GUID for types without one),
         newest first, within the retention; ``limit`` of them at most."""
-        name = self.registry.object_type(object_type).name  # unknown: an error, not "none"
+        ot = self.registry.object_type(object_type)  # unknown: an error, not "none"
+        name = ot.name
+        if ot.key_column is None:
+            ends = ", ".join(ot.identity_columns())
+            raise InvalidFilterError(
+                f"{name} is a binding type: its objects have no code name or GUID of their own "
+                f"(they are named by {ends}), so their history cannot be looked up by one; "
+                "find a binding's task by its id (task_history), or the history of the "
+                "objects it binds"
+            )
         with self.reader.connect() as conn:
             rows = history.of_object(conn, name, str(code_name), site_name, lineage.WROTE, limit)
         return list(lineage.records(self.registry, rows))

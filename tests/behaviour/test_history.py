@@ -242,6 +242,9 @@ def test_object_history_lists_the_tasks_that_wrote_it_newest_first(
     assert bus.object_history("cms.user", "nobody") == []
     with pytest.raises(SyncBusError):
         bus.object_history("no.such.type", "x")
+    # A binding has no code name to find it by (a new user's trial got [] for every guess).
+    with pytest.raises(SyncBusError, match=r"cms\.userrole is a binding type.*role_id, user_id"):
+        bus.object_history("cms.userrole", "jack/ops")
 
 
 def test_object_history_of_a_site_bound_object_by_site(

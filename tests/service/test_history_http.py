@@ -182,6 +182,9 @@ def test_object_history_of_an_unknown_type_is_422(api: httpx.Client) -> None:
     r = api.get("/api/objects/no.such.type/x/history")
     assert r.status_code == 422
     assert "unknown object type 'no.such.type'" in r.json()["detail"]
+    r = api.get("/api/objects/cms.userrole/dan%2Fops/history")
+    assert r.status_code == 422
+    assert "cms.userrole is a binding type" in r.json()["detail"]
 
 
 # -- PUT /api/tasks/{id}/object ----------------------------------------------------------------
