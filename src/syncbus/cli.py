@@ -432,7 +432,10 @@ def connectors_list(
         _print_json(_CONNECTORS, infos)
         return
     table = Table(title="Connectors")
-    columns = ("name", "display name", "class", "ordering", "enabled", "pending", "failed", "loads")
+    columns = (
+        "name", "display name", "class", "ordering", "enabled", "pending", "limit", "failed",
+        "loads",
+    )  # fmt: skip
     for col in columns:
         table.add_column(col, **_FULL)
     for c in infos:
@@ -443,6 +446,7 @@ def connectors_list(
             c.ordering.value,
             Text("yes") if c.enabled else Text("no", style="yellow"),
             str(c.pending),
+            "-" if c.queue_limit is None else str(c.queue_limit),
             str(c.failed),
             Text("no: see below", style="red") if c.load_error else Text("yes"),
         )

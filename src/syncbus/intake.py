@@ -30,11 +30,12 @@ from syncbus.errors import (
     InvalidObjectError,
     QueueFullError,
     SiteNotFoundError,
+    SyncBusError,
 )
 from syncbus.hooks import Hooks
 from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
-from syncbus.store import enqueue, leases
+from syncbus.store import enqueue, leases, tasks
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
@@ -44,6 +45,8 @@ from syncbus.translation import Capture
 
 _site = BUILTIN_TABLES["cms.site"]
 # Every check of a logging call in one query; the site is the content layer's part.
+# Retry-After of a full queue that will not drain by itself (its head stopped it).
+_STUCK_RETRY_AFTER = 60.0
 _STATE_QUERY = enqueue.state_query(
     lambda name: sa.select(_site.c.site_id).where(_site.c.site_name == name).scalar_subquery()
 )
@@ -380,8 +383,11 @@ class Intake:
         # least at the limit, less what the call needs: no count of a long queue here).
         rate = leases.last_run_rate(conn, connector_id)
         retry_after = 2.0 if not rate else min(max(len(rows) / rate, 1.0), 300.0)
+        stuck = self._stuck(conn, connector_name, connector_id)
         conn.rollback()
         self.hooks.tasks_rejected(connector_name, len(rows))
+        if stuck:  # it will not drain by itself: no point asking again every 2 s
+            retry_after = max(retry_after, _STUCK_RETRY_AFTER)
         raise QueueFullError(
             (
                 f"connector {connector_name!r}: {len(rows)} more tasks would pass its limit of "
@@ -389,8 +395,23 @@ class Intake:
                 if len(rows) > 1
                 else f"connector {connector_name!r} has reached its limit of {limit} queued tasks"
             )
-            + f": nothing was logged; try again in {retry_after:.0f} s",
+            + f": nothing was logged; {stuck}try again in {retry_after:.0f} s",
             retry_after,
+        )
+
+    def _stuck(self, conn: sa.Connection, connector_name: str, connector_id: int) -> str:
+        """Why a full queue will not drain until an operator acts ('' when it drains): under
+        CONNECTOR ordering, a task stopped as ``Error`` at its head."""
+        try:
+            entity = self.connectors.get(connector_name).ordering == Ordering.ENTITY
+        except SyncBusError:  # it cannot be loaded here: its queue may be stopped all the same
+            entity = False
+        first = None if entity else tasks.head(conn, connector_id)
+        if first is None or first.process_type != ProcessType.ERROR.value:
+            return ""
+        return (
+            f"its queue is stopped at task {first.task_id} (Error) and will not drain until an "
+            "operator fixes, synchronizes or deletes that task; "
         )
 
     @staticmethod

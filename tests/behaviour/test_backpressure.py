@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncbus import IntegrationBus
+from syncbus import IntegrationBus, ProcessType
 from syncbus.errors import ConfigurationError, ConnectorNotFoundError, QueueFullError
 from syncbus.intake import TaskRequest
 from tests.helpers import CONNECTOR, add_connector, log, run, user
@@ -73,6 +73,26 @@ def test_retry_after_follows_the_drain_rate(bus: IntegrationBus) -> None:
     with pytest.raises(QueueFullError) as refused:
         log(bus, user("c"))
     assert refused.value.retry_after == 1.0  # one task over, at a fast rate: the floor
+
+
+def test_a_full_queue_stopped_at_its_head_says_so(bus: IntegrationBus) -> None:
+    """From a new user's trial: a queue stopped by an Error task will not drain by itself, so
+    the refusal says why and asks for a minute, not 2 s for ever."""
+    add_connector(bus)
+    bus.set_queue_limit(CONNECTOR, 2)
+    stopped = log(bus, user("stuck"), process_type=ProcessType.ERROR)
+    log(bus, user("behind"))
+    with pytest.raises(QueueFullError) as refused:
+        log(bus, user("c"))
+    assert f"its queue is stopped at task {stopped} (Error)" in str(refused.value)
+    assert refused.value.retry_after == 60.0
+    bus.delete_task(stopped)
+    assert run(bus).applied == 1
+    for n in range(2):
+        log(bus, user(f"d{n}"))
+    with pytest.raises(QueueFullError) as refused:
+        log(bus, user("e"))
+    assert "stopped" not in str(refused.value) and refused.value.retry_after < 60.0
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, True, "10", 2**31])

@@ -80,6 +80,10 @@ def test_connectors_add_list_disable_enable(db_url: str, seq_bus: IntegrationBus
     assert not next(c for c in seq_bus.list_connectors() if c.name == "Seq").enabled
     code, out = invoke(db_url, "connectors", "list")
     assert code == 0 and "Seq" in out
+    assert "limit" in out and "4321" not in out
+    seq_bus.set_queue_limit("Seq", 4321)  # the docs say the table shows it
+    code, out = invoke(db_url, "connectors", "list")
+    assert code == 0 and "4321" in out
     code, _ = invoke(db_url, "connectors", "enable", "Seq")
     assert code == 0
     assert next(c for c in seq_bus.list_connectors() if c.name == "Seq").enabled

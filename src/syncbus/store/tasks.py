@@ -74,6 +74,17 @@ def load_batch(conn: sa.Connection, connector_id: int, after: int, upto: int) ->
     return list(conn.execute(dialect_of(conn).lock_nowait(stmt)))
 
 
+def head(conn: sa.Connection, connector_id: int) -> Any:
+    """The connector's first queued task (id and process type), or None."""
+    stmt = (
+        sa.select(t.c.task_id, t.c.process_type)
+        .where(t.c.connector_id == connector_id)
+        .order_by(t.c.task_id)
+        .limit(1)
+    )
+    return conn.execute(stmt).first()
+
+
 def ids_in_range(conn: sa.Connection, connector_id: int, after: int, upto: int) -> list[int]:
     stmt = _in_range(sa.select(t.c.task_id), connector_id, after, upto)
     return [int(i) for i in conn.execute(stmt).scalars()]
