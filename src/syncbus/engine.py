@@ -442,6 +442,18 @@ class Processor:
                 break
         if lanes.retry_soon and not run.stop.is_set():
             run.result.busy = True  # a lane waits on another runner: look again shortly
+        if lanes.stuck and not run.result.stopped:
+            self._still_stopped(run, min(lanes.stuck))
+
+    def _still_stopped(self, run: _Run, task_id: int) -> None:
+        """A lane is halted at an Error task a run met (and did not fail itself): the run
+        says so as one that failed the task would, so ``stopped`` does not depend on which
+        run saw the failure."""
+        with self.db.connect() as conn:
+            row = tasks.row(conn, task_id)
+        if row is not None and row.process_type == ProcessType.ERROR.value:
+            run.result.stopped = True
+            run.result.error = row.error_message
 
     def _bury(self, run: _Run) -> None:
         """A lease-free run first takes the in-flight records of the connector's runners that

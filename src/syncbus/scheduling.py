@@ -138,6 +138,7 @@ class LaneRun:
     scan_from: int = 0
     retry_soon: bool = False
     heads: dict[LaneKey, int] = field(default_factory=dict)  # as last seen by a plan
+    stuck: set[int] = field(default_factory=set)  # Error tasks at the head of their lane
 
     def plan(
         self,
@@ -165,9 +166,7 @@ class LaneRun:
                 if lane not in seen:
                     seen.add(lane)
                     if lane not in self.passed:
-                        self.heads[lane] = row.task_id  # the first queued: the lane's head
-                        if not self._head_may_run(row, now):
-                            self.halted.add(lane)
+                        self._see_head(lane, row, now)
                 if row.task_id in elsewhere and lane not in self.halted:
                     self.halted.add(lane)
                     self.retry_soon = True
@@ -201,6 +200,14 @@ class LaneRun:
         if plan.ids:  # all before the first planned task is in lanes the run no longer takes
             self.scan_from = max(self.scan_from, plan.ids[0] - 1)
         return plan
+
+    def _see_head(self, lane: LaneKey, row: Any, now: dt.datetime) -> None:
+        """The lane's first queued task: its head; a head that stops the lane halts it."""
+        self.heads[lane] = row.task_id
+        if not self._head_may_run(row, now):
+            self.halted.add(lane)
+            if row.process_type == ProcessType.ERROR.value:
+                self.stuck.add(row.task_id)
 
     def _head_may_run(self, head: Any, now: dt.datetime) -> bool:
         """A lane may run unless its first task stops it: an ERROR, or a wait not yet over."""

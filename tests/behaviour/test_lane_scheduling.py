@@ -75,6 +75,11 @@ def test_a_failure_halts_its_lane_only(bus: IntegrationBus, nowait: NoWaitConnec
     assert (result.applied, result.failed, result.waiting) == (3, 1, 0)
     assert result.stopped and result.error and "Cannot translate columns" in result.error
     assert pending(bus, ENTITY) == [blocker, same_lane]
+    # A later run finds the lane still halted and says so just the same (a new user's trial:
+    # the first run exited 2, the next ones 0, with nothing changed).
+    later = run(bus, ENTITY)
+    assert (later.applied, later.failed) == (0, 0)
+    assert later.stopped and later.error == bus.get_task(blocker).error_message  # type: ignore[union-attr]
     assert process_type(bus, blocker) is ProcessType.ERROR
     assert process_type(bus, same_lane) is ProcessType.DEFAULT  # never ran: behind the error
     assert bus.get_object("cms.user", "alice")["email"] == "2@x"
