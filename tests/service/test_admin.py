@@ -134,6 +134,8 @@ def test_filters_narrow_the_list(admin: httpx.Client, admin_bus: IntegrationBus)
     assert ids() == everything
     assert ids(connector="Shop") == [failed, *waiting]
     assert ids(connector="Refs") == [ref_task]
+    unknown = admin.get("/admin/tasks", params={"connector": "Nope"})  # not "0 tasks match"
+    assert unknown.status_code == 404 and "No connector named &#39;Nope&#39;" in unknown.text
     assert ids(state="failed") == [failed]
     assert ids(state="blocked") == [failed]
     assert ids(state="pending") == [*waiting, ref_task]
@@ -179,6 +181,10 @@ def test_task_detail_shows_object_records_and_errors(
     errors = re.search(r'<table class="log">.*?</table>', html, re.S)
     assert errors and errors.group(0).count("Cannot translate columns") == 2
     assert admin.get("/admin/tasks/999999").status_code == 404
+    # An address no task can have: a page saying so, not the API's JSON (a new user's trial).
+    bad = admin.get("/admin/tasks/abc")
+    assert bad.status_code == 404 and bad.headers["content-type"].startswith("text/html")
+    assert "task_id" in bad.text and "&#39;abc&#39;" in bad.text
 
 
 # -- actions ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -61,6 +63,29 @@ async def _bad_form(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", status, session=None, heading=heading, message=str(exc))
 
 
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """An address or query the admin's routes cannot take (``/admin/tasks/abc``): a page
+    that says what is wrong, not the API's JSON; the API keeps FastAPI's own answer."""
+    assert isinstance(exc, RequestValidationError)
+    if not request.url.path.startswith("/admin"):
+        return await request_validation_exception_handler(request, exc)
+    errors = exc.errors()
+    in_path = all(e.get("loc", ("",))[0] == "path" for e in errors)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'the request'}: {e.get('msg')}"
+        + (f" (got {e['input']!r})" if isinstance(e.get("input"), str) else "")
+        for e in errors
+    )
+    return render(
+        request,
+        "error.html",
+        404 if in_path else 400,
+        session=None,
+        heading="Not found" if in_path else "Bad request",
+        message=f"This address cannot be served: {problems}.",
+    )
+
+
 def install_admin(
     app: FastAPI,
     bus: IntegrationBus,
@@ -89,4 +114,5 @@ def install_admin(
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
     app.add_exception_handler(BadForm, _bad_form)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     return ctx

@@ -155,6 +155,10 @@ def tasks(
         return render(
             request, "error.html", 400, session=session, heading="Invalid filter", message=str(exc)
         )
+    names = readmodel.connector_names(ctx.bus)
+    if flt.connector is not None and flt.connector not in names:  # as the API answers it
+        message = f"No connector named {flt.connector!r} is registered."
+        return not_found(request, session, message)
     order: readmodel.Sort = "desc" if sort == "desc" else "asc"
     page = readmodel.task_page(ctx.bus, flt, sort=order, after=after, before=before, limit=limit)
     params = filter_params(flt, order)
@@ -170,7 +174,7 @@ def tasks(
         back=here,
         total=readmodel.count_tasks(ctx.bus, flt),
         blockers=readmodel.blockers(ctx.bus, flt.connector),
-        connector_names=readmodel.connector_names(ctx.bus),
+        connector_names=names,
         type_names=readmodel.type_names(ctx.bus),
     )
 
