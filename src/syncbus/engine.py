@@ -773,8 +773,7 @@ class Processor:
             outcome = _Outcome(last_id=scope.after)
         else:
             rows, outcome = self._take_lanes(conn, run, scope), _Outcome()
-        # Tasks that failed before will likely fail again: go careful at once.
-        careful = careful or any(row.error_message is not None for row in rows)
+        careful = careful or self._needs_care(rows)
         sites = self.applier.site_ids(conn)
         payloads = {row.task_id: _decode(row.data) for row in rows}
         merged = self._coalesce(run, rows, payloads) if not careful else None
@@ -812,6 +811,12 @@ class Processor:
             batch.recorder.write(conn)
         tasks.remove(conn, done_ids)
         return outcome
+
+    def _needs_care(self, rows: list[Any]) -> bool:
+        """Tasks that failed before will likely fail again: go careful at once, unless each
+        of them is backing off (passed over, not tried: it cannot fail the batch)."""
+        now = self.clock()
+        return any(row.error_message is not None and not _backing_off(row, now) for row in rows)
 
     def _walk_queue(
         self,

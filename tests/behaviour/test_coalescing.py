@@ -91,6 +91,23 @@ def test_a_burst_of_a_bindings_upserts_is_applied_as_one(
     assert recorded[burst[-1]] == ("applied", None)
 
 
+def test_a_failed_task_backing_off_does_not_stop_the_batch_merging(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """From a new user's trial: a SkipOnError task that failed waits out its back-off in the
+    queue; the batches it sits in are passed over it, and must still merge their bursts."""
+    conn.knows("cms.user", 1, "ghost")
+    conn.knows("cms.role", 2, "ops", site="main")
+    log(bus, role("ops"))
+    bad = log(bus, membership(1, 2), data_type=SNAP, process_type=ProcessType.SKIP_ON_ERROR)
+    assert run(bus).failed == 1  # ghost does not exist; back-off: an hour
+    burst = [log(bus, user("eve", email=f"{i}@x")) for i in range(5)]
+    result = run(bus)
+    assert (result.applied, result.coalesced, result.failed) == (5, 4, 0)
+    assert pending(bus) == [bad]
+    assert states(bus)[burst[0]] == ("coalesced", burst[-1])
+
+
 def test_upserts_followed_by_a_delete_become_the_delete(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:
