@@ -22,6 +22,8 @@ import datetime as dt
 import functools
 import itertools
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -94,6 +96,12 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, SyncBusError):
         return readable(str(exc))
     return readable(f"{type(exc).__name__}: {exc}")
+
+
+def run_owner() -> str:
+    """A run's owner, as its lease and in-flight record name it: the host and process id it
+    runs in (so an operator can tell which worker holds a connector) and a random part."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 class Solo:
@@ -258,7 +266,7 @@ class Processor:
         database locks rows (PostgreSQL) it takes no lease, and runs share the connector.
         """
         result = ProcessResult(connector_name)
-        owner = f"{uuid.uuid4().hex}"
+        owner = run_owner()
         rules = rules or ConnectorRules()
         lanes = None
         if rules.ordering == Ordering.ENTITY:
@@ -662,6 +670,16 @@ class Processor:
         given) and quarantine those at ``quarantine_after``: (the others, the quarantined),
         in id order."""
         counted = tasks.count_deaths(conn, run.connector_id, first, last, ids)
+        if counted:  # operators see it where they look, not only in the taker's output
+            logs.write_event(
+                conn,
+                "Integration",
+                "WORKERDIED",
+                f"connector {run.result.connector_name!r}: a runner died (or froze past its "
+                f"lease) with tasks {first} to {last} in flight; each of the {len(counted)} "
+                "still queued counts a death and is applied again alone",
+                "W",
+            )
         doomed = [(i, d) for i, d in counted if d >= run.rules.quarantine_after]
         for task_id, deaths in doomed:
             self._quarantine(conn, task_id, deaths, tally)

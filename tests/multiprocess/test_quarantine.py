@@ -88,8 +88,15 @@ def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
         if n < 15:
             expected[key].append(n)
     poison = ids[14]
-    for _death in range(3):
+    for death in range(3):
         start(workers)
+        if not death:  # the lease names the process that holds it (host and pid)
+            wait_for(lambda: sleeping(wbus.engine), timeout=60)
+            with wbus.engine.connect() as conn:
+                owner = conn.execute(
+                    sa.text("SELECT owner FROM syncbus_lease WHERE run_first_task_id IS NOT NULL")
+                ).scalar_one()
+            assert f":{workers.procs[-1].pid}:" in owner
         kill_the_one_asleep(wbus.engine, workers)
     start(workers)  # takes over after the third death: quarantines instead of running it
     wait_for(lambda: wbus.get_task(poison).process_type is ProcessType.ERROR, timeout=60)  # type: ignore[union-attr]
@@ -106,6 +113,9 @@ def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
     assert [t.task_id for t in wbus.list_tasks("Seq0")] == ids[14:]
     events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
     assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
+    died = [e.message for e in wbus.event_log() if e.code == "WORKERDIED"]
+    assert len(died) == 3 and all("a runner died" in m for m in died)  # one per death
+    assert sum(f"tasks {poison} to {poison} in flight" in m for m in died) == 2  # narrowed
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
 
@@ -175,5 +185,42 @@ def test_under_entity_ordering_only_the_culprit_is_quarantined_with_runners_shar
     for name, n in audit_rows(wbus.engine):
         seen[name].append(n)
     assert dict(seen) == dict(expected)
+    outputs = workers.stop_all()
+    assert workers.procs[-1].returncode == 0, workers.report(outputs)
+
+
+def test_only_the_culprit_is_quarantined_with_other_connectors_running_beside_it(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    """CONNECTOR ordering, four connectors in one worker process: a death counts for every
+    batch in flight in it, the other connectors' too; after the first, the dead batches are
+    applied one task at a time with nothing else of the process in flight, so the later deaths
+    name the poison alone and no other connector's task is quarantined."""
+    install_poison(wbus.engine)
+    expected: dict[str, list[int]] = defaultdict(list)
+    poison = 0
+    for n in range(1, 121):
+        for c in range(4):
+            if c == 0 and n > 10:
+                continue  # Seq0: ten tasks, the sixth the poison
+            key = POISON if (c, n) == (0, 6) else f"c{c}k{n % 3}"
+            task_id = wbus.process_external_task(f"Seq{c}", {"key": key, "n": n})
+            if key == POISON:
+                poison = task_id
+            elif c or n < 6:
+                expected[key].append(n)
+    for _death in range(3):
+        workers.start("--workers", "4", "--scheduler-interval", "0", "--lease-seconds", "2")
+        kill_the_one_asleep(wbus.engine, workers)
+    workers.start("--workers", "4", "--scheduler-interval", "0", "--lease-seconds", "2")
+    wait_for(lambda: wbus.get_task(poison).process_type is ProcessType.ERROR, timeout=60)  # type: ignore[union-attr]
+    wait_for(lambda: all(not wbus.list_tasks(f"Seq{c}") for c in (1, 2, 3)), timeout=60)
+    events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
+    assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
+    seen: dict[str, list[int]] = defaultdict(list)
+    for name, n in audit_rows(wbus.engine):
+        seen[name].append(n)
+    assert dict(seen) == dict(expected)
+    assert wbus.list_tasks("Seq0")[0].task_id == poison  # the rest waits behind it
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
