@@ -35,7 +35,7 @@ from syncbus.errors import (
 from syncbus.hooks import Hooks
 from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
-from syncbus.store import enqueue, leases, tasks
+from syncbus.store import enqueue, leases, switches, tasks
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
@@ -400,8 +400,16 @@ class Intake:
         )
 
     def _stuck(self, conn: sa.Connection, connector_name: str, connector_id: int) -> str:
-        """Why a full queue will not drain until an operator acts ('' when it drains): under
-        CONNECTOR ordering, a task stopped as ``Error`` at its head."""
+        """Why a full queue will not drain until an operator acts ('' when it drains):
+        processing is switched off, or, under CONNECTOR ordering, a task stopped as ``Error``
+        is at its head."""
+        off = switches.read_settings(conn, (switches.MASTER, switches.PROCESSING))
+        for key in (switches.MASTER, switches.PROCESSING):
+            if not switches.flag(off.get(key)):
+                return (
+                    f"{switches.SWITCHED_OFF[key]} (settings.{key}), so its queue will not "
+                    "drain until it is switched on; "
+                )
         try:
             entity = self.connectors.get(connector_name).ordering == Ordering.ENTITY
         except SyncBusError:  # it cannot be loaded here: its queue may be stopped all the same

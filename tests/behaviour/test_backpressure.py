@@ -93,6 +93,11 @@ def test_a_full_queue_stopped_at_its_head_says_so(bus: IntegrationBus) -> None:
     with pytest.raises(QueueFullError) as refused:
         log(bus, user("e"))
     assert "stopped" not in str(refused.value) and refused.value.retry_after < 60.0
+    bus.settings.process_external = False  # nothing drains it now either (a second trial)
+    with pytest.raises(QueueFullError) as refused:
+        log(bus, user("e"))
+    assert "processing of incoming tasks is switched off" in str(refused.value)
+    assert refused.value.retry_after == 60.0
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, True, "10", 2**31])
