@@ -56,7 +56,7 @@ from syncbus.store.admin import delete_task, delete_tasks
 from syncbus.store.connectors import connector_by_id, connector_by_name, connectors_with_tasks
 from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
-from syncbus.store.enqueue import replace_object
+from syncbus.store.enqueue import notify_workers, replace_object
 from syncbus.store.switches import why_not_processing
 from syncbus.store.tasks import load_ids
 from syncbus.store.types import save_type_declarations
@@ -285,6 +285,8 @@ class IntegrationBus:
                     f"{connector.connector_name!r} is disabled; enable it first"
                 )
             applied, error = self.runner.synchronize(conn, row)
+            if applied:  # it may have stopped its queue: workers elsewhere go on at once
+                notify_workers(conn, connector.connector_name)
         if applied:
             self.hooks.task_applied(connector.connector_name, task_id, True)
         else:
@@ -404,6 +406,7 @@ class IntegrationBus:
             if self.runner.lock_task(conn, task_id) is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
             replace_object(conn, task_id, built)
+            notify_workers(conn, row.connector_name)  # an Error task runs again: wake them
         info = self.get_task(task_id)
         if info is None:  # applied or deleted between the replace and this read
             raise TaskNotFoundError(f"task {task_id} left the queue right after its replace")

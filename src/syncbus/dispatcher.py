@@ -306,10 +306,16 @@ class Dispatcher:
 
 class _OnRejected:
     """A full queue refused tasks: make sure it is being drained (a run may not have been
-    asked for since processing was switched back on, say)."""
+    asked for since processing was switched back on, say). A task applied by hand
+    (``synchronize_task``) may have been what stopped its queue: the queue goes on now, not
+    at the next scheduled run."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
     def tasks_rejected(self, connector_name: str, _count: int) -> None:
         self.dispatcher.trigger(connector_name)
+
+    def task_applied(self, connector_name: str, _task_id: int, manual: bool = False) -> None:
+        if manual:
+            self.dispatcher.trigger(connector_name)

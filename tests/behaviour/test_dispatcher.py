@@ -266,3 +266,25 @@ def test_extra_entity_runs_yield_a_thread_to_another_connector(pg_url: str) -> N
         release.set()
         dispatcher.stop(timeout=20)
         bus.close()
+
+
+def test_a_task_synchronized_by_hand_sends_its_queue_on(db_url: str) -> None:
+    """In the serving process (the admin's Synchronize, on SQLite too): the task applied by
+    hand may have stopped its queue; the tasks behind it run now, not at the next schedule."""
+    from syncbus import ProcessType
+
+    bus = make_bus(db_url)
+    dispatcher = quiet(bus)
+    try:
+        stuck = bus.process_external_task(
+            "Seq", {"key": "s", "n": 1}, process_type=ProcessType.ERROR
+        )
+        bus.process_external_task("Seq", {"key": "s", "n": 2})
+        assert bus.process_tasks("Seq")["Seq"].stopped  # stopped at the Error task
+        dispatcher.start()
+        assert bus.synchronize_task(stuck)
+        wait_for(lambda: bus.queue_size("Seq") == 0, timeout=10)
+        assert bus.get_object("seq.counter", "s")["n"] == 2  # type: ignore[index]
+    finally:
+        dispatcher.stop()
+        bus.close()

@@ -1,0 +1,54 @@
+"""Wake-ups across processes (PostgreSQL NOTIFY): what unblocks a queue from another process
+(a task synchronized by hand, processing switched back on) reaches an idle worker at once,
+not at its next scheduled run (a new user's trial waited up to the scheduler interval)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from syncbus import IntegrationBus, ProcessType
+from tests.helpers import wait_for
+from tests.workers import Workers
+from tests.workers import wbus as wbus
+from tests.workers import workers as workers
+
+pytestmark = pytest.mark.multiprocess
+
+IDLE = ("--scheduler-interval", "3600", "--lease-seconds", "5")  # no scheduled run in the test
+
+
+def test_a_worker_goes_on_at_once_after_a_fix_and_after_a_switch(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    stuck = wbus.process_external_task("Seq0", {"key": "a", "n": 1}, process_type=ProcessType.ERROR)
+    behind = [wbus.process_external_task("Seq0", {"key": "a", "n": n}) for n in (2, 3)]
+    workers.start(*IDLE)
+    # Its first run stops at the Error task (nothing else to do until someone acts).
+    wait_for(lambda: _ran(wbus), timeout=30)
+    assert [t.task_id for t in wbus.list_tasks("Seq0")] == [stuck, *behind]
+    assert wbus.synchronize_task(stuck)
+    wait_for(lambda: wbus.queue_size("Seq0") == 0, timeout=10)  # not an hour later
+    assert wbus.get_object("seq.counter", "a")["n"] == 3  # type: ignore[index]
+
+    wbus.settings.process_external = False
+    for n in (4, 5):
+        wbus.process_external_task("Seq0", {"key": "a", "n": n})
+    assert wbus.queue_size("Seq0") == 2
+    wbus.settings.process_external = True
+    wait_for(lambda: wbus.queue_size("Seq0") == 0, timeout=10)
+    assert wbus.get_object("seq.counter", "a")["n"] == 5  # type: ignore[index]
+    outputs = workers.stop_all()
+    assert all(p.returncode == 0 for p in workers.procs), workers.report(outputs)
+
+
+def _ran(bus: IntegrationBus) -> bool:
+    """Seq0 had a run, and it ended."""
+    with bus.engine.connect() as conn:
+        finished = conn.execute(
+            sa.text(
+                "SELECT l.last_run_finished_at FROM syncbus_lease l JOIN syncbus_connector c "
+                "USING (connector_id) WHERE c.connector_name = 'Seq0'"
+            )
+        ).scalar()
+    return finished is not None
