@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -78,6 +78,26 @@ def _parse(req: TaskRequest) -> _Parsed:
     if req.site_name is not None:
         check_text("site_name", req.site_name, SITE_MAX)
     return ptype, TaskType.parse(req.task_type), TaskDataType.parse(req.data_type)
+
+
+@contextlib.contextmanager
+def _naming(index: int, count: int) -> Iterator[None]:
+    """In a batch of several, an error of one task says which (its place in the list, from
+    0, as in the JSON array of the bulk route); errors of the whole call (switched off, no
+    such connector) are left as they are."""
+    try:
+        yield
+    except SyncBusError as exc:
+        whole = isinstance(exc, IntegrationDisabledError | ConnectorNotFoundError)
+        if count > 1 and not whole and exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"task {index} of the batch: {exc.args[0]}", *exc.args[1:])
+        raise
+    except Exception as exc:  # the connector's own: its type stays, a note says which task
+        if count > 1:
+            exc.add_note(f"task {index} of the batch")
+            with contextlib.suppress(AttributeError):
+                exc.syncbus_batch_task = index  # type: ignore[attr-defined]
+        raise
 
 
 def _logged_error(ptype: ProcessType, lane: str | None) -> str | None:
@@ -208,7 +228,10 @@ class Intake:
 
     def _log_many(self, connector_name: str, requests: list[TaskRequest]) -> list[LogOutcome]:
         check_text("connector name", connector_name, NAME_MAX)
-        parsed = [_parse(r) for r in requests]  # every argument of every task, before any SQL
+        parsed = []
+        for i, r in enumerate(requests):  # every argument of every task, before any SQL
+            with _naming(i, len(requests)):
+                parsed.append(_parse(r))
         try:
             with self.db.connect() as conn:
                 outcomes = self._log(conn, connector_name, requests, parsed)
@@ -232,10 +255,10 @@ class Intake:
         dialect.reads_without_transaction(conn, True)
         states: dict[str | None, LogState] = {}  # per site, for tasks without a key
         checked: list[LogState] = []
-        prepared = [
-            self._prepare(conn, connector_name, r, p, states, checked)
-            for r, p in zip(requests, parsed, strict=True)
-        ]
+        prepared = []
+        for i, (r, p) in enumerate(zip(requests, parsed, strict=True)):
+            with _naming(i, len(requests)):
+                prepared.append(self._prepare(conn, connector_name, r, p, states, checked))
         conn.rollback()  # ends SQLAlchemy's notional transaction; the database has none open
         dialect.reads_without_transaction(conn, False)
         rows = [p for p in prepared if isinstance(p, dict)]

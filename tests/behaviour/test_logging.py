@@ -413,8 +413,14 @@ def test_log_tasks_with_one_unknown_site_logs_nothing(bus: IntegrationBus) -> No
     add_connector(bus)
     requests = [TaskRequest(ext("cms.role", role_name=f"r{n}"), site_name="main") for n in range(3)]
     requests.append(TaskRequest(ext("cms.role", role_name="r9"), site_name="nowhere"))
-    with pytest.raises(SiteNotFoundError, match="nowhere"):
+    with pytest.raises(SiteNotFoundError, match=r"^task 3 of the batch: .*nowhere"):
         bus.log_tasks(CONNECTOR, requests)
+    assert pending(bus) == []
+    requests[3] = TaskRequest(ext("cms.role", role_name="r9", no_such_column=1), site_name="main")
+    with pytest.raises(InvalidObjectError, match=r"^task 3 of the batch: .*no_such_column"):
+        bus.log_tasks(CONNECTOR, requests)
+    with pytest.raises(SyncBusError, match=r"^no connector named 'Nope'"):  # the whole call's
+        bus.log_tasks("Nope", requests)
     assert pending(bus) == []
 
 

@@ -170,6 +170,10 @@ def test_batch_is_all_or_nothing(api: httpx.Client, http_bus: IntegrationBus) ->
     r = api.post("/api/connectors/Picky/tasks/batch", json={"tasks": tasks})
     assert r.status_code == 422
     assert http_bus.list_tasks() == []
+    # Which task of up to 10,000 it was (a new user's trial had to search for it).
+    assert r.json()["detail"].startswith("task 1 of the batch: ")
+    r = api.post("/api/connectors/Nope/tasks/batch", json={"tasks": tasks})
+    assert r.status_code == 404 and "task " not in r.json()["detail"]  # the whole call's
 
 
 def test_batch_with_repeated_keys_keeps_the_first(

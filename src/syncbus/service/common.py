@@ -22,6 +22,9 @@ def call_connector(fn: Callable[[], Any]) -> Any:
     except (SyncBusError, sa.exc.SQLAlchemyError, HTTPException):
         raise
     except Exception as exc:
+        index = getattr(exc, "syncbus_batch_task", None)  # which task of a batch (intake)
+        where = "" if index is None else f"task {index} of the batch: "
         raise HTTPException(
-            422, f"the connector could not prepare the object: {type(exc).__name__}: {exc}"
+            422,
+            f"{where}the connector could not prepare the object: {type(exc).__name__}: {exc}",
         ) from exc
