@@ -24,6 +24,13 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def logged_total(url: str) -> float:
+    """syncbus_tasks_logged_total of connector Seq, as one scrape of /metrics answers it."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    lines = [line for line in text.splitlines() if line.startswith("syncbus_tasks_logged_total")]
+    return sum(float(line.split()[-1]) for line in lines if 'connector="Seq"' in line)
+
+
 def test_three_server_processes_log_and_apply_every_task_once(db_url: str) -> None:
     bus = make_bus(db_url)
     serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", db_url, "--processes", "3"]
@@ -54,9 +61,20 @@ def test_three_server_processes_log_and_apply_every_task_once(db_url: str) -> No
             row = bus.get_object("seq.counter", f"k{k}")
             last = max((task_id, n) for n, task_id in enumerate(ids) if n % 5 == k)
             assert row is not None and row["n"] == last[1]
+        # Any process's /metrics counts every process's work (a new user's trial read 5, 3, 5
+        # as scrapes landed on one process or another).
+        for _ in range(9):
+            assert logged_total(url) == 300
+        # A server process killed is replaced (said on stderr), and what it counted stays.
+        victim = children(proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(children(proc.pid)) == 3 and victim not in children(proc.pid))
+        wait_for(lambda: healthz(url, proc) == 200, timeout=30)
+        assert logged_total(url) == 300
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-        assert proc.returncode == 0
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert f"(pid {victim}) ended with status -9" in err and "starting another" in err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from syncbus import __version__, readmodel
 from syncbus.bus import IntegrationBus
@@ -200,7 +200,7 @@ def _service_routes(app: FastAPI, bus: IntegrationBus, metrics: ServiceMetrics) 
 
     @app.get("/metrics", tags=["service"], dependencies=[Depends(bearer)])
     def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _resolve_token(api_token: str | None, no_auth: bool) -> str | None:

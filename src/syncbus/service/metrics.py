@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from syncbus.bus import IntegrationBus
 from syncbus.model import ProcessResult
 from syncbus.store.db import as_utc
 from syncbus.store.reads import connector_queues
+
+# Set (with ``share_across_processes``) where several server processes answer /metrics on one
+# port: each process's counters go to files there, and any process sums them all.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_across_processes(directory: str) -> None:
+    """Before forking server processes: counters made from now on (in this process and the
+    forked ones) live in files under ``directory``, and /metrics in any of them sums every
+    process's, so a scrape that lands on any process sees the service's totals (prometheus
+    client's multiprocess mode)."""
+    os.environ[MULTIPROC_ENV] = directory
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # re-chosen
 
 
 class QueueCollector(Collector):
@@ -88,7 +103,20 @@ class ServiceMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
-        self.registry.register(QueueCollector(bus))
+        self.queues = QueueCollector(bus)
+        self.registry.register(self.queues)
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's counters, or, with several server
+        processes (``share_across_processes``), the sum of all of theirs; the queue gauges,
+        read from the database."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return bytes(generate_latest(self.registry))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        registry.register(self.queues)
+        return bytes(generate_latest(registry))
 
     # -- hooks (subscribed to the bus: see syncbus.hooks) ----------------------------------
     def task_logged(self, connector_name: str, _task_id: int) -> None:

@@ -6,14 +6,20 @@ import contextlib
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import socket
+import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from multiprocessing import connection as mp_connection
 from typing import Any
 
 import uvicorn
 
 from syncbus.service.admin.security import SECRET_ENV
+from syncbus.service.metrics import share_across_processes
 
 
 class GracefulServer(uvicorn.Server):
@@ -46,9 +52,13 @@ def serve_processes(
 ) -> int:
     """Run ``processes`` server processes on one listening socket (the kernel spreads the
     connections over them). ``build`` runs in each process after the fork: it opens its own
-    database connections and returns the ASGI app and what to close at the end. SIGTERM or
-    Ctrl-C is passed to every process, which ends gracefully; the exit status is the worst of
-    theirs (0 when all ended well)."""
+    database connections and returns the ASGI app and what to close at the end. A process
+    that dies (killed, crashed) is replaced, and said so on stderr; one that keeps dying
+    within seconds of its start ends the service. /metrics in any process counts every
+    process's work (``metrics.share_across_processes``). SIGTERM or Ctrl-C is passed to every
+    process, which ends gracefully; the exit status is the worst of the last processes' (0
+    when all ended well; a process replaced on the way does not count), 1 when they kept
+    dying at start."""
     # One admin session secret for all of them: a connection may reach any process.
     os.environ.setdefault(SECRET_ENV, secrets.token_hex(32))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -57,34 +67,89 @@ def serve_processes(
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
+    counters = tempfile.mkdtemp(prefix="syncbus-metrics-")
+    share_across_processes(counters)
     ctx = multiprocessing.get_context("fork")
-    children = [
-        ctx.Process(target=_child, args=(sock, build), name=f"syncbus-serve-{i}")
-        for i in range(processes)
-    ]
-    for child in children:
+    stopping = False
+
+    def start(i: int) -> Any:
+        child = ctx.Process(target=_child, args=(sock, build), name=f"syncbus-serve-{i}")
         child.start()
+        return child
+
+    children = [start(i) for i in range(processes)]
+    started = [time.monotonic()] * processes
+    quick_deaths = 0
 
     def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worst = 0
     try:
-        for child in children:
-            child.join()
+        while any(child.is_alive() for child in children):
+            mp_connection.wait([c.sentinel for c in children if c.is_alive()], timeout=1.0)
+            for i, child in enumerate(children):
+                if child.is_alive() or child.exitcode is None or stopping:
+                    continue
+                child.join()
+                lived = time.monotonic() - started[i]
+                quick_deaths = quick_deaths + 1 if lived < _QUICK else 0
+                if quick_deaths > _QUICK_DEATHS:
+                    print(
+                        f"syncbus serve: server processes keep dying at start (the last, pid "
+                        f"{child.pid}, with status {child.exitcode}); stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    forward(signal.SIGTERM, None)
+                    worst = 1
+                    break
+                print(
+                    f"syncbus serve: server process {i} (pid {child.pid}) ended with status "
+                    f"{child.exitcode} after {lived:.0f} s; starting another",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                children[i], started[i] = start(i), time.monotonic()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for child in children:
+            child.join()
         sock.close()
-    return max(abs(child.exitcode or 0) for child in children)
+        shutil.rmtree(counters, ignore_errors=True)
+    return int(max(worst, *(abs(child.exitcode or 0) for child in children)))
+
+
+# A server process that dies this soon after its start, more than this many times in a row,
+# ends the service instead of being started again and again.
+_QUICK, _QUICK_DEATHS = 5.0, 3
 
 
 def _child(sock: socket.socket, build: Callable[[], tuple[Any, Callable[[], None]]]) -> None:
+    # Forked from a parent whose handlers forward signals to its children: this process has
+    # handlers of its own. A SIGTERM while it is still starting (a replacement, say) ends it
+    # as gracefully as one that comes later.
+    server: GracefulServer | None = None
+    asked = False
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        nonlocal asked
+        asked = True
+        if server is not None:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     app, close = build()
-    server = GracefulServer(uvicorn.Config(app, log_level="info", lifespan="on"))
     try:
-        server.run(sockets=[sock])
+        server = GracefulServer(uvicorn.Config(app, log_level="info", lifespan="on"))
+        if not asked:
+            server.run(sockets=[sock])
     finally:
         close()
