@@ -655,6 +655,23 @@ def worker(
             help="Seconds a SIGTERM waits for runs to finish the task in hand.",
         ),
     ] = 30.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="SYNCBUS_METRICS_PORT",
+            min=1,
+            max=65535,
+            help="Serve this worker's Prometheus metrics at /metrics on this port (off unless "
+            "given; no authentication: keep it on a private address).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host", envvar="SYNCBUS_METRICS_HOST", help="Address of --metrics-port."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Process tasks without the HTTP service (as many workers as you like, on any machine).
 
@@ -686,6 +703,7 @@ def worker(
                 )
 
     bus.hooks.subscribe(_Report())
+    exporter = _serve_metrics(bus, metrics_host, metrics_port) if metrics_port else None
     dispatcher = Dispatcher(
         bus,
         workers=workers,
@@ -712,8 +730,30 @@ def worker(
         )
         sys.stderr.flush()
         os._exit(1)  # threads stuck in the database would hold a normal exit forever
+    if exporter is not None:
+        exporter.shutdown()
     bus.close()
     err_console.print("stopped")
+
+
+def _serve_metrics(bus: IntegrationBus, host: str, port: int) -> Any:
+    """A worker's /metrics (what it applied, failed and quarantined, its runs' durations,
+    the queue gauges), in a thread of its own; the server, to shut down at the end."""
+    from prometheus_client import start_http_server
+
+    from syncbus.service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics(bus)
+    bus.hooks.subscribe(metrics)
+    try:
+        server, _thread = start_http_server(port, host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another "
+            "--metrics-port"
+        ) from exc
+    err_console.print(f"metrics at http://{host}:{port}/metrics")
+    return server
 
 
 @app.command()

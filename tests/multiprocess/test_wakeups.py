@@ -4,11 +4,13 @@ not at its next scheduled run (a new user's trial waited up to the scheduler int
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, ProcessType
 from tests.helpers import wait_for
+from tests.http_server import free_port
 from tests.workers import Workers
 from tests.workers import wbus as wbus
 from tests.workers import workers as workers
@@ -52,3 +54,25 @@ def _ran(bus: IntegrationBus) -> bool:
             )
         ).scalar()
     return finished is not None
+
+
+def test_a_worker_serves_its_metrics_when_asked(wbus: IntegrationBus, workers: Workers) -> None:
+    """A new user's trial found no way to see what dedicated workers applied."""
+    port = free_port()
+    for n in range(1, 8):
+        wbus.process_external_task("Seq1", {"key": "m", "n": n})
+    worker = workers.start(*IDLE, "--metrics-port", str(port))
+    wait_for(lambda: wbus.queue_size("Seq1") == 0, timeout=30)
+
+    def applied() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        lines = [x for x in text.splitlines() if x.startswith("syncbus_tasks_applied_total")]
+        return sum(float(x.split()[-1]) for x in lines if 'connector="Seq1"' in x)
+
+    wait_for(lambda: applied() == 7, timeout=10)
+    taken = workers.start(*IDLE, "--metrics-port", str(port))  # the port is the first's
+    out = workers.finish(taken, timeout=30)
+    assert taken.returncode == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in out
+    assert worker.poll() is None
+    outputs = workers.stop_all()
+    assert worker.returncode == 0, workers.report(outputs)
