@@ -491,8 +491,14 @@ def db_upgrade(db: DbOption = None) -> None:
     from syncbus.store import migrate
 
     with _open(db, may_create=True, schema=False) as bus:
+        with bus.engine.connect() as conn:
+            before = migrate.current_revision(conn)
         changed = migrate.upgrade(bus.engine)
-    console.print("schema upgraded" if changed else "schema is up to date")
+    head = migrate.head_revision()
+    if changed:
+        console.print(f"schema upgraded from revision {before or '(none: new database)'} to {head}")
+    else:
+        console.print(f"schema is up to date (revision {head})")
 
 
 WorkersOption = Annotated[

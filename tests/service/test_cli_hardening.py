@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 from syncbus import IntegrationBus, Page, ProcessType, TaskType
 from syncbus.cli import app
 from syncbus.service import create_app
+from syncbus.store import migrate
 from tests.cli_connectors import EVIL_DISPLAY, BrokenInitConnector, MarkupConnector
 from tests.conftest import PG_URL
 from tests.helpers import ROOT, DictConnector, role
@@ -194,6 +195,10 @@ def test_db_upgrade_creates_the_implicit_database_and_says_where(
     result = cli("db", "upgrade")
     assert result.exit_code == 0, result.output
     assert f"creating a new SQLite database at {tmp_path / 'syncbus.db'}" in result.stderr
+    head = migrate.head_revision()
+    assert f"schema upgraded from revision (none: new database) to {head}" in result.stdout
+    again = cli("db", "upgrade")
+    assert f"schema is up to date (revision {head})" in again.stdout
     result = cli("tasks", "list")
     assert result.exit_code == 0 and "Incoming tasks (0)" in result.stdout
     assert result.stderr == ""  # an existing database is opened without comment
