@@ -100,12 +100,19 @@ def _new_sqlite_file(url: str | None) -> Path | None:
 
 
 def _open(
-    db: str | None, *, may_create: bool = False, schema: bool = True, **kwargs: Any
+    db: str | None,
+    *,
+    may_create: bool = False,
+    schema: bool = True,
+    log_load_failures: bool = True,
+    **kwargs: Any,
 ) -> IntegrationBus:
     """The bus on --db, else SYNCBUS_DATABASE_URL, else ./syncbus.db.
 
     Only commands that set up (``may_create``) may create the implicit ./syncbus.db: anywhere
-    else its absence means the command runs in the wrong folder.
+    else its absence means the command runs in the wrong folder. A command that only shows or
+    edits (``log_load_failures`` False) reports a connector it cannot load to its caller alone,
+    not in the event log.
     """
     url = db or _state.db
     new_file = _new_sqlite_file(url)
@@ -121,6 +128,7 @@ def _open(
     except sa.exc.ArgumentError as exc:  # e.g. a driver that is not installed
         raise ConfigurationError(f"cannot use database URL: {exc} ({FIX_URL})") from exc
     opened.url = bus.engine.url
+    bus.connectors.log_failures = log_load_failures
     if schema:
         try:
             bus.create_schema()
@@ -355,7 +363,7 @@ def tasks_replace(
     """Edit and replay: give a queued or failed task a new external object (prepared by its
     connector as at logging; same id and place in its queue, error history kept)."""
     new_object = history.read_object(file)
-    with _open(db) as bus:
+    with _open(db, log_load_failures=False) as bus:
         try:
             bus.replace_task_object(task_id, new_object)
         except (SyncBusError, sa.exc.SQLAlchemyError):
@@ -422,7 +430,7 @@ def connectors_list(
     db: DbOption = None,
 ) -> None:
     """List registered connectors with their queues, and why any fails to load here."""
-    with _open(db) as bus:
+    with _open(db, log_load_failures=False) as bus:
         errors = _load_errors(bus)
         infos = [
             dataclasses.replace(c, load_error=errors.get(c.name, c.load_error))

@@ -150,6 +150,10 @@ class ConnectorRegistry:
         self._lock = threading.RLock()
         self._loaded: dict[str, BaseIntegrationConnector] = {}
         self._failed: dict[str, str] = {}
+        # Whether a load failure goes to the event log too (the processes that run connectors:
+        # services, workers, runs); a one-off command says it only to its caller, so a shell
+        # without the connector's PYTHONPATH leaves no lasting warning on the dashboard.
+        self.log_failures = True
 
     def register(self, target: ConnectorTarget) -> BaseIntegrationConnector:
         path: str | None
@@ -233,8 +237,9 @@ class ConnectorRegistry:
         in the event log), then raise it."""
         if self._failed.get(name) != message:
             self._failed[name] = message
-            with self.db.begin() as conn:
-                write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
+            if self.log_failures:
+                with self.db.begin() as conn:
+                    write_event(conn, "Integration", "LOADCONNECTOR", message, "W")
         raise ConnectorLoadError(message) from cause
 
     def set_queue_limit(self, name: str, limit: int | None) -> None:

@@ -223,6 +223,10 @@ def test_connectors_list_shows_load_errors(db_url: str) -> None:
     assert "crm credentials missing" in listed[0]["load_error"]
     listed = json.loads(cli("--db", db_url, "connectors", "list", "--json").stdout)
     assert listed[0]["load_error"] is None
+    # Said to the operator who ran it, not left on the dashboard for good (a new user's
+    # trial: a shell without the connector's PYTHONPATH became a lasting warning).
+    with IntegrationBus(db_url) as bus:
+        assert [e for e in bus.event_log() if e.code == "LOADCONNECTOR"] == []
 
 
 # -- item 20: --json is the API's JSON ---------------------------------------------------------
