@@ -110,6 +110,27 @@ def test_unknown_connector_is_404_and_disabled_is_409(
     assert r.status_code == 409 and "disabled" in r.json()["detail"]
 
 
+def test_a_refused_input_is_echoed_short(http_bus: IntegrationBus) -> None:
+    """A new user's trial got a megabyte back for a batch one task too long."""
+    app = create_app(http_bus, api_token=TOKEN, run_dispatcher=False)  # the default body limit
+    with asgi_client(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        _echoed_short(api, http_bus)
+
+
+def _echoed_short(api: httpx.Client, http_bus: IntegrationBus) -> None:
+    one = {"task_type": "CreateObject", "object": {}}
+    r = api.post("/api/connectors/Seq/tasks/batch", json={"tasks": [one] * 10_001})
+    assert r.status_code == 422 and len(r.content) < 2_000
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "tasks"] and error["input"] == "(a list of 10001 items)"
+    r = api.post("/api/connectors/Seq/tasks", json={**one, "idempotency_key": "k" * 5_000})
+    assert r.status_code == 422 and len(r.content) < 2_000
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "idempotency_key"]
+    assert error["input"].startswith("kkk") and error["input"].endswith("(5000 characters)")
+    assert http_bus.list_tasks() == []
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -35,7 +36,7 @@ from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.admin import install_admin
 from syncbus.service.auth import BearerAuth, FailureThrottle, TrustedProxies, parse_networks
-from syncbus.service.common import TaskId, call_connector
+from syncbus.service.common import TaskId, call_connector, invalid_request
 from syncbus.service.history import history_routes
 from syncbus.service.limits import BodySizeLimit, NulGuard
 from syncbus.service.metrics import ServiceMetrics
@@ -156,6 +157,8 @@ def create_app(
     app.add_middleware(TrustedProxies, networks=networks)
     app.add_exception_handler(SyncBusError, _syncbus_error)  # type: ignore[arg-type]
     app.add_exception_handler(sa.exc.SQLAlchemyError, _db_error)  # type: ignore[arg-type]
+    # Refused input echoed short (install_admin puts an HTML page before it for /admin).
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     api = APIRouter(dependencies=[Depends(bearer)])
     _task_routes(api, bus, disp, metrics)

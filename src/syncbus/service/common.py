@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import HTTPException, Path
+from fastapi import HTTPException, Path, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from syncbus.errors import SyncBusError
 from syncbus.store.db import MAX_ID
@@ -28,3 +31,32 @@ def call_connector(fn: Callable[[], Any]) -> Any:
             422,
             f"{where}the connector could not prepare the object: {type(exc).__name__}: {exc}",
         ) from exc
+
+
+# How much of a refused value a 422 repeats: enough to recognise it, never the whole body
+# (a 10,001-task batch answered a megabyte).
+_ECHO_CHARS = 120
+
+
+def _echo(value: Any) -> Any:
+    """A refused input as an answer repeats it: short values as they are, long text cut,
+    containers summarised."""
+    if isinstance(value, str):
+        return (
+            value
+            if len(value) <= _ECHO_CHARS
+            else value[:_ECHO_CHARS] + f"… ({len(value)} characters)"
+        )
+    if isinstance(value, list | tuple):
+        return f"(a list of {len(value)} items)" if len(value) > 3 else value
+    if isinstance(value, dict):
+        return f"(an object of {len(value)} keys)" if len(value) > 10 else value
+    return value
+
+
+async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """422 for a body, path or query the API cannot take: FastAPI's answer (``detail``: a list
+    of ``{"loc", "msg", "type", "input"}``), with each refused input cut short."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{**e, "input": _echo(e["input"])} if "input" in e else e for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)

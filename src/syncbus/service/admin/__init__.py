@@ -6,7 +6,6 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -24,6 +23,7 @@ from syncbus.service.admin.context import (
 )
 from syncbus.service.admin.security import BadForm, safe_next
 from syncbus.service.auth import FailureThrottle
+from syncbus.service.common import invalid_request
 from syncbus.service.metrics import ServiceMetrics
 
 __all__ = ["AdminContext", "install_admin"]
@@ -65,10 +65,10 @@ async def _bad_form(request: Request, exc: Exception) -> Response:
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
     """An address or query the admin's routes cannot take (``/admin/tasks/abc``): a page
-    that says what is wrong, not the API's JSON; the API keeps FastAPI's own answer."""
+    that says what is wrong, not the API's JSON; the API answers JSON (``invalid_request``)."""
     assert isinstance(exc, RequestValidationError)
     if not request.url.path.startswith("/admin"):
-        return await request_validation_exception_handler(request, exc)
+        return await invalid_request(request, exc)
     errors = exc.errors()
     in_path = all(e.get("loc", ("",))[0] == "path" for e in errors)
     problems = "; ".join(
