@@ -21,6 +21,7 @@ from syncbus import lineage
 from syncbus.applier import Applier
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry, ConnectorTarget
+from syncbus.content.lanes import binding_example
 from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
 from syncbus.content.registry import TypeRegistry
@@ -364,13 +365,12 @@ class IntegrationBus:
         newest first, within the retention; ``limit`` of them at most."""
         ot = self.registry.object_type(object_type)  # unknown: an error, not "none"
         name = ot.name
-        if ot.key_column is None:
-            ends = ", ".join(ot.identity_columns())
+        if ot.key_column is None and not str(code_name).startswith("("):
             raise InvalidFilterError(
-                f"{name} is a binding type: its objects have no code name or GUID of their own "
-                f"(they are named by {ends}), so their history cannot be looked up by one; "
-                "find a binding's task by its id (task_history), or the history of the "
-                "objects it binds"
+                f"{name} is a binding type: its objects have no code name of their own and "
+                f"are named by their two ends, in this form: {binding_example(ot, self.registry)}"
+                " (each end's type and code name, @site where that type is site-bound; for a "
+                "task logged as Simple, the type and the id given: cms.user#7)"
             )
         with self.reader.connect() as conn:
             rows = history.of_object(conn, name, str(code_name), site_name, lineage.WROTE, limit)

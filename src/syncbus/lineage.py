@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncbus.content.lanes import binding_identity
 from syncbus.content.registry import TypeRegistry
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.errors import CorruptTaskError, SyncBusError
@@ -32,17 +33,21 @@ APPLIED, DELETED, DROPPED, COALESCED = "applied", "deleted", "dropped", "coalesc
 WROTE = (APPLIED, COALESCED)
 
 
-def code_name_of(registry: TypeRegistry, payload: Payload | None) -> str | None:
-    """The code name (or GUID) of the object a task writes, as object_history finds it."""
+def code_name_of(
+    registry: TypeRegistry, payload: Payload | None, site_name: str | None = None
+) -> str | None:
+    """The code name (or GUID) of the object a task writes, as object_history finds it; a
+    binding's is its two ends (``content.lanes.binding_identity``)."""
     if payload is None or payload.obj is None:
         return None
     try:
         ot = registry.object_type(payload.obj.object_type)
-    except SyncBusError:
+        if ot.key_column is None:
+            value: Any = binding_identity(payload.obj, site_name, payload, registry.object_type)
+        else:
+            value = payload.obj.data.get(ot.key_column)
+    except (SyncBusError, KeyError, TypeError, ValueError):  # a payload it cannot name
         return None
-    if ot.key_column is None:
-        return None
-    value = payload.obj.data.get(ot.key_column)
     return None if value is None else str(value).replace("\x00", "\\x00")[:450]
 
 
@@ -105,7 +110,7 @@ class Recorder:
             {
                 "tid": task_id,
                 "state": state,
-                "code_name": code_name_of(self.registry, payload),
+                "code_name": code_name_of(self.registry, payload, row.site_name),
                 "resolved": resolved,
                 "changes": changes,  # written as JSON with the batch (history.record)
                 "errors": None,
@@ -288,7 +293,7 @@ def queued_record(registry: TypeRegistry, row: Any, log: list[SyncLogEntry]) -> 
         translations=translations(registry, row.data, None),
         changes=None,
         errors=log,
-        code_name=code_name_of(registry, _payload(row.data)),
+        code_name=code_name_of(registry, _payload(row.data), row.site_name),
     )
 
 

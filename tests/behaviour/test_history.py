@@ -242,9 +242,37 @@ def test_object_history_lists_the_tasks_that_wrote_it_newest_first(
     assert bus.object_history("cms.user", "nobody") == []
     with pytest.raises(SyncBusError):
         bus.object_history("no.such.type", "x")
-    # A binding has no code name to find it by (a new user's trial got [] for every guess).
-    with pytest.raises(SyncBusError, match=r"cms\.userrole is a binding type.*role_id, user_id"):
+    # A binding is named by its ends (a new user's trial got [] for every guess).
+    with pytest.raises(
+        SyncBusError,
+        match=r"cms\.userrole is a binding type.*\(cms\.role/<code>@<site>,cms\.user/<code>\)",
+    ):
         bus.object_history("cms.userrole", "jack/ops")
+
+
+def test_object_history_of_a_binding_by_its_two_ends(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    conn.knows("cms.user", 1, "dan")
+    conn.knows("cms.role", 2, "ops", site="main")
+    put(bus, user("dan"))
+    put(bus, role("ops"))
+    first = log(bus, membership(1, 2), data_type=SNAP)
+    run(bus)
+    dan_ops = "(cms.role/ops@main,cms.user/dan)"  # the ends in column order: role_id, user_id
+    assert bus.task_history(first).code_name == dan_ops  # type: ignore[union-attr]
+    gone = log(bus, membership(1, 2), TaskType.DELETE_OBJECT, data_type=SNAP)
+    run(bus)
+    assert [r.task_id for r in bus.object_history("cms.userrole", dan_ops)] == [gone, first]
+    assert bus.object_history("cms.userrole", "(cms.role/ops@main,cms.user/nobody)") == []
+    # A task logged as Simple names its ends by the ids it was given.
+    ids = (object_id(bus, "cms.user", "dan"), object_id(bus, "cms.role", "ops", site="main"))
+    simple = log(bus, membership(*ids))
+    run(bus)
+    record = bus.task_history(simple)
+    assert record is not None and record.state == "applied"
+    assert record.code_name is not None and record.code_name.startswith("(cms.role#")
+    assert [r.task_id for r in bus.object_history("cms.userrole", record.code_name)] == [simple]
 
 
 def test_object_history_of_a_site_bound_object_by_site(

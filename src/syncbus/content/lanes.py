@@ -95,6 +95,27 @@ def object_lane(
     return _bounded(_entity(ot, "?" if key is None else _name(str(key)), site_name))
 
 
+def binding_identity(
+    obj: InternalObject, site_name: str | None, payload: Payload, types: TypeLookup
+) -> str:
+    """A binding object's name, as its lane key writes it without the type: its ends in
+    column order, each as the identity its translation record gives (``cms.user/dan``, with
+    ``@site`` where its type is site-bound), else (Simple) as the id given (``cms.user#7``):
+    ``(cms.role/ops@main,cms.user/dan)``."""
+    ot = types(obj.object_type)
+    ends = ",".join(_end(ot, col, obj.data, site_name, payload, types) for col in ends_of(ot))
+    return f"({ends})"
+
+
+def binding_example(ot: ObjectType, types: Any) -> str:
+    """What a binding's name looks like (``binding_identity``), with placeholders."""
+    parts = []
+    for col in ends_of(ot):
+        end = types.object_type(ot.foreign_keys[col])
+        parts.append(f"{end.name}/<code>" + ("@<site>" if end.site_column else ""))
+    return f"({','.join(parts)})"
+
+
 def ends_of(ot: ObjectType) -> list[str]:
     """A binding type's end columns, in the order its keys name them."""
     ends: list[str] = ot.derived("lane_ends", lambda: sorted(ot.foreign_keys))

@@ -244,21 +244,9 @@ def edit_object(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
 
 # -- an object's history --------------------------------------------------------------------------
 def object_type_names(ctx: AdminContext) -> list[str]:
-    """The types whose objects have a code name (or GUID) to look up: not page types, not
-    binding types."""
-    registry = ctx.bus.registry
-    pages = set(registry.page_types)
-    out = []
-    for name in readmodel.type_names(ctx.bus):
-        if name in pages:
-            continue
-        try:
-            named = registry.object_type(name).key_column is not None
-        except SyncBusError:  # a type stored by a process that declared it: offered as is
-            named = True
-        if named:
-            out.append(name)
-    return out
+    """The types a task may write an object of (page types have no code name to look up)."""
+    pages = set(ctx.bus.registry.page_types)
+    return [name for name in readmodel.type_names(ctx.bus) if name not in pages]
 
 
 @router.get("/admin/history")
