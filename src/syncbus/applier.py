@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from syncbus.content.caches import PageCache, TargetCache
 from syncbus.content.objects import ObjectStore
-from syncbus.content.pages import PageStore
+from syncbus.content.pages import PageEffect, PageStore
 from syncbus.content.paths import make_alias
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
@@ -26,6 +26,7 @@ from syncbus.errors import (
 from syncbus.model import InternalObject, Page
 from syncbus.payload import PAGE_RECORD, Payload, id_key
 from syncbus.store.db import MAX_ID
+from syncbus.store.logs import write_event
 from syncbus.translation import Resolver
 
 _site_table = BUILTIN_TABLES["cms.site"]
@@ -90,7 +91,7 @@ class Applier:
             if site_id is None:
                 raise SiteNotFoundError("a page task needs a site")
             pages = targets.pages if targets is not None else None
-            self._apply_page(
+            effect = self._apply_page(
                 conn,
                 task_type,
                 data_type,
@@ -101,6 +102,17 @@ class Applier:
                 pages,
                 changes,
             )
+            if effect.subtree is not None:  # pages the task did not name went too: say so
+                path, below = effect.subtree
+                shown = ", ".join(repr(p) for p in below[:5]) + (" ..." if len(below) > 5 else "")
+                write_event(
+                    conn,
+                    "Integration",
+                    "DELETESUBTREE",
+                    f"task {row.task_id} ({task_type.value}) deleted page {path!r} on site "
+                    f"{row.site_name!r}, and with it the {len(below)} pages below it: {shown}",
+                    "W",
+                )
             return
         if payload.obj is None or task_type.is_document:
             raise ContentError(f"task type {task_type.value} needs a page, not an object")
@@ -368,7 +380,7 @@ class Applier:
         task_site: str | None,
         cache: PageCache | None = None,
         changes: dict[str, list[Any]] | None = None,
-    ) -> None:
+    ) -> PageEffect:
         page = payload.page
         assert page is not None
 
@@ -385,6 +397,7 @@ class Applier:
             resolver.forget_page(*effect.removed)
         if effect.created:
             resolver.pages_created()
+        return effect
 
     def _parent_node(
         self,

@@ -90,6 +90,20 @@ def test_page_without_parent_goes_under_the_root(bus: IntegrationBus, conn: Dict
         assert news["node_parent_id"] == root["node_id"]
 
 
+def test_names_in_any_script_give_aliases_of_their_own(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """From a new user's trial: every non-Latin name became /page, so the second such page
+    failed ("another page already exists at '/page'") and stopped the queue."""
+    names = ["Новый", "新闻", "Ελληνικά", "Čeština & Ünïcode \u2013 2024!", "Hello, world!"]
+    for name in names:
+        log(bus, Page("cms.folder", name), CREATE)
+    result = run(bus)
+    assert (result.applied, result.failed) == (5, 0)
+    for path in ("/Новый", "/新闻", "/Ελληνικά", "/Cestina-Unicode-2024", "/Hello-world"):
+        assert bus.get_page("main", path) is not None, path
+
+
 def test_page_keeps_the_given_node_guid(bus: IntegrationBus, conn: DictConnector) -> None:
     guid = news_with_hello(bus)
     assert str(page(bus, "/news/hello")["node_guid"]).lower() == guid
@@ -406,6 +420,29 @@ def test_delete_all_cultures_deletes_every_culture(
     assert bus.get_page("main", "/news/hello") is None
     assert bus.get_page("main", "/news/hello", "de-DE") is None
     assert bus.get_page("main", "/news") is not None
+
+
+def test_a_page_that_goes_with_its_subtree_says_so_in_the_event_log(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """From a new user's trial: the last culture of a folder went, and its whole subtree with
+    it, with nothing to show for it. It still goes (a node goes with its last culture, and its
+    pages with the node), and the event log names what went."""
+    guid = news_with_hello(bus)
+    put(bus, article("hello", node_guid=guid, parent_path="/news", culture="de-DE"), CREATE)
+    put(bus, folder("world", parent_path="/news"), CREATE)
+    task_id = log(bus, folder("news"), TaskType.DELETE_DOCUMENT)
+    run(bus)
+    assert bus.get_page("main", "/news") is None and bus.get_page("main", "/news/hello") is None
+    [event] = [e for e in bus.event_log() if e.code == "DELETESUBTREE"]
+    assert event.message == (
+        f"task {task_id} (DeleteDocument) deleted page '/news' on site 'main', and with it the "
+        "2 pages below it: '/news/hello', '/news/world'"
+    )
+    # A leaf's delete leaves no such entry.
+    put(bus, folder("solo"), CREATE)
+    put(bus, folder("solo"), TaskType.DELETE_DOCUMENT)
+    assert [e.code for e in bus.event_log()].count("DELETESUBTREE") == 1
 
 
 # -- publish, archive, move --------------------------------------------------------------------

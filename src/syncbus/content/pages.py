@@ -75,6 +75,8 @@ class PageEffect:
     created: bool = False  # a node was created
     removed: tuple[int, str] | None = None  # (site id, node GUID) of a leaf node that went
     subtree_removed: bool = False  # a node went with its descendants
+    # The alias path of a node that went with descendants, and the paths of those.
+    subtree: tuple[str, list[str]] | None = None
 
 
 class PageStore:
@@ -519,13 +521,28 @@ class PageStore:
     def _remove_node(
         conn: sa.Connection, node: dict[str, Any], cache: PageCache | None
     ) -> PageEffect:
-        """Delete a node with its documents; its subtree goes with it (ON DELETE CASCADE)."""
+        """Delete a node with its documents; its subtree goes with it (ON DELETE CASCADE),
+        which the effect names (the applier leaves it in the event log)."""
         leaf = conn.execute(_FIRST_CHILD, {"node": node["node_id"]}).first() is None
+        below: list[str] = []
+        if not leaf:
+            path = str(node["node_alias_path"])
+            below = [
+                str(p)
+                for p in conn.execute(
+                    sa.select(tree.c.node_alias_path)
+                    .where(
+                        tree.c.node_site_id == node["node_site_id"],
+                        tree.c.node_alias_path.startswith(path.rstrip("/") + "/", autoescape=True),
+                    )
+                    .order_by(tree.c.node_alias_path)
+                ).scalars()
+            ]
         conn.execute(_DELETE_NODE, {"node": node["node_id"]})
         if not leaf:
             if cache is not None:
                 cache.clear()
-            return PageEffect(subtree_removed=True)
+            return PageEffect(subtree_removed=True, subtree=(str(node["node_alias_path"]), below))
         if cache is not None:
             cache.forget_node(node)
         return PageEffect(removed=(int(node["node_site_id"]), str(node["node_guid"])))
