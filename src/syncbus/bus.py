@@ -58,12 +58,17 @@ from syncbus.store.connectors import connector_by_id, connector_by_name, connect
 from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
 from syncbus.store.enqueue import notify_workers, replace_object
+from syncbus.store.logs import write_event
 from syncbus.store.switches import why_not_processing
 from syncbus.store.tasks import load_ids
 from syncbus.store.types import save_type_declarations
 
 _site = BUILTIN_TABLES["cms.site"]
 ADMIN_WAIT_MS = 3000
+
+
+# How much of a replaced external object the event log keeps (JSON text).
+_REPLACED_SHOWN = 4_000
 
 
 class IntegrationBus:
@@ -376,13 +381,16 @@ class IntegrationBus:
             rows = history.of_object(conn, name, str(code_name), site_name, lineage.WROTE, limit)
         return list(lineage.records(self.registry, rows))
 
-    def replace_task_object(self, task_id: int, external_obj: Any) -> TaskInfo:
+    def replace_task_object(
+        self, task_id: int, external_obj: Any, *, by: str | None = None
+    ) -> TaskInfo:
         """Edit and replay: give a queued or failed task a new external object. The
         connector prepares it and captures its translation records again, as at logging
         (and raises as logging does, changing nothing); the result replaces the task's
         object in place: same id, same place in its queue, its error log kept. It no
         longer waits or backs off, so its next run (or ``synchronize_task``) tries it.
-        Raises ``TaskNotFoundError`` for a task no longer queued."""
+        Raises ``TaskNotFoundError`` for a task no longer queued. The event log keeps the
+        object it replaced (``REPLACETASK``), saying ``by`` whom when given."""
         with self.reader.connect() as conn:
             row = history.queued(conn, task_id)
         if row is None:
@@ -405,7 +413,20 @@ class IntegrationBus:
         with self._admin_tx(task_id) as conn:
             if self.runner.lock_task(conn, task_id) is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
+            before = history.queued(conn, task_id)
             replace_object(conn, task_id, built)
+            # The record shows the object as it is now; what it replaced stays in the log.
+            was = "not kept" if before is None or before.external is None else before.external
+            write_event(
+                conn,
+                "Integration",
+                "REPLACETASK",
+                f"task {task_id}'s external object was replaced"
+                + (f" by {by}" if by else "")
+                + f"; it was: {was[:_REPLACED_SHOWN]}"
+                + (" ..." if len(was) > _REPLACED_SHOWN else ""),
+                "I",
+            )
             notify_workers(conn, row.connector_name)  # an Error task runs again: wake them
         info = self.get_task(task_id)
         if info is None:  # applied or deleted between the replace and this read

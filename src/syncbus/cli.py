@@ -365,7 +365,7 @@ def tasks_replace(
     new_object = history.read_object(file)
     with _open(db, log_load_failures=False) as bus:
         try:
-            bus.replace_task_object(task_id, new_object)
+            bus.replace_task_object(task_id, new_object, by="syncbus tasks replace")
         except (SyncBusError, sa.exc.SQLAlchemyError):
             raise
         except Exception as exc:  # raised by the connector's code: the object is bad input

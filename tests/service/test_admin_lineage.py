@@ -185,6 +185,12 @@ def test_save_replaces_the_object_and_keeps_the_task_queued(
     html = admin.get(r.headers["location"]).text
     assert "object was replaced; its connector" in html
     assert admin_bus.get_object("adm.item", "Blue chair") is None  # not run
+    # Who replaced what (a new user's trial found no trace of the object an edit replaced).
+    [event] = [e for e in admin_bus.event_log() if e.code == "REPLACETASK"]
+    assert event.message.startswith(
+        f"task {task_id}'s external object was replaced by Olivia in the admin UI from "
+    )
+    assert event.message.endswith('; it was: {"kind":"item","name":"Blue chair","value":0,"ref":1}')
 
 
 def test_save_and_synchronize_applies_the_edit(

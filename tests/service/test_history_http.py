@@ -263,7 +263,7 @@ def test_replace_of_a_task_being_applied_is_409(
 ) -> None:
     task_id = log(api, user("gus"))
 
-    def busy(task_id: int, external_obj: Any) -> Any:
+    def busy(task_id: int, external_obj: Any, **_kw: Any) -> Any:
         raise TaskBusyError(f"task {task_id} is being applied by a running batch right now")
 
     monkeypatch.setattr(bus, "replace_task_object", busy)

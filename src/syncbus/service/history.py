@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
@@ -45,11 +45,14 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         },
         tags=["history"],
     )
-    def replace_object(task_id: TaskId, body: s.ObjectIn) -> TaskInfo:
+    def replace_object(task_id: TaskId, body: s.ObjectIn, request: Request) -> TaskInfo:
         """Edit and replay: give a queued or failed task a new external object, prepared and
         captured as at logging, in place (same id and place in its queue, error log kept). It
         runs at its connector's next run, or now with POST /api/tasks/{id}/synchronize."""
-        task = call_connector(lambda: bus.replace_task_object(task_id, body.object))
+        where = request.client.host if request.client else "an unknown client"
+        task = call_connector(
+            lambda: bus.replace_task_object(task_id, body.object, by=f"the HTTP API from {where}")
+        )
         return readmodel.with_hint(bus, task)
 
     @api.get(

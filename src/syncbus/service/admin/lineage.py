@@ -189,11 +189,11 @@ def parse_object(text: str) -> Any:
         raise ValueError(f"Not valid JSON: {exc}. Nothing was changed.") from exc
 
 
-def replace(ctx: AdminContext, task_id: int, obj: Any) -> None:
+def replace(ctx: AdminContext, task_id: int, obj: Any, by: str) -> None:
     """``replace_task_object``; an exception raised by connector code becomes a
     ``ValueError`` (the operator's object is what it could not prepare)."""
     try:
-        ctx.bus.replace_task_object(task_id, obj)
+        ctx.bus.replace_task_object(task_id, obj, by=by)
     except (SyncBusError, sa.exc.SQLAlchemyError):
         raise
     except Exception as exc:
@@ -226,7 +226,8 @@ def edit_object(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
     here = f"/admin/tasks/{task_id}"
     text = (form.fields.get("object") or [""])[0]
     try:
-        replace(ctx, task_id, parse_object(text))
+        who = f"{form.session.name} in the admin UI from {form.client}"
+        replace(ctx, task_id, parse_object(text), who)
     except TaskNotFoundError:
         message = f"Task {task_id} is no longer queued: its object can no longer be replaced."
         return redirect(request, here, message, "error")
