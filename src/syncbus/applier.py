@@ -424,10 +424,18 @@ class Applier:
                     f"external id {page.parent_id!r}"
                 )
             if node is None or node["node_site_id"] != site_id:
+                simple = data_type is TaskDataType.SIMPLE
+                advice = (
+                    " A Simple task's parent_id is the parent's internal node id as given; to "
+                    "have the connector translate the external system's id, log the task as "
+                    "SimpleSnapshot."
+                    if simple
+                    else " Import the parent page first."
+                )
                 raise PageNotFoundError(
                     f"Cannot translate columns parent_id of page '{page.name}': the parent "
-                    f"page ({what}) does not exist on this site. Import the parent page first.",
-                    () if data_type is TaskDataType.SIMPLE or rec is None else (rec,),
+                    f"page ({what}) does not exist on this site.{advice}",
+                    () if simple or rec is None else (rec,),
                 )
             return node
         if page.parent_path and page.parent_path.strip("/ "):

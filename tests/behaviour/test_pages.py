@@ -132,6 +132,12 @@ def test_parent_id_under_simple_is_the_internal_node_id(
     news_id = page(bus, "/news")["node_id"]
     put(bus, article("hello", parent_id=news_id), CREATE)
     assert page(bus, "/news/hello")["node_parent_id"] == news_id
+    # An external id given under the default Simple: the failure says what Simple means.
+    task_id = log(bus, article("bye", parent_id=999_999), CREATE)
+    assert run(bus).failed == 1
+    error = bus.get_task(task_id).error_message  # type: ignore[union-attr]
+    assert error is not None and "node id 999999" in error
+    assert "log the task as SimpleSnapshot" in error
 
 
 def test_missing_parent_id_fails_the_task_naming_the_parent(
