@@ -123,6 +123,16 @@ def test_queued_task_page_shows_unresolved_translations_and_an_editor(
     assert editor and "&#34;name&#34;: &#34;Green lamp&#34;" in editor.group(1)
 
 
+def test_the_edit_address_leads_back_to_the_task(
+    admin: httpx.Client, admin_bus: IntegrationBus
+) -> None:
+    """A refused Save leaves /admin/tasks/N/object in the browser; reloaded or bookmarked it
+    must not answer a bare 405 (a new user's trial)."""
+    task_id = make_failed_task(admin_bus, "Lamp")
+    r = admin.get(f"/admin/tasks/{task_id}/object")
+    assert r.status_code == 303 and r.headers["location"] == f"/admin/tasks/{task_id}"
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [

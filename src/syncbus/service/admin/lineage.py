@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from syncbus import readmodel
 from syncbus.errors import SyncBusError, TaskBusyError, TaskNotFoundError
@@ -217,6 +217,13 @@ def _synchronize(ctx: AdminContext, task_id: int) -> tuple[str, str]:
     after = ctx.bus.get_task(task_id)
     error = after.error_message if after else "unknown error"
     return f"Task {task_id}'s object was replaced, but it failed again: {error}", "error"
+
+
+@router.get("/admin/tasks/{task_id}/object")
+def edit_object_page(request: Request, task_id: TaskId) -> Response:
+    """The address a refused Save leaves in the browser: reloaded, bookmarked or shared, it
+    leads back to the task's page (where the editor is), not to a bare 405."""
+    return RedirectResponse(f"/admin/tasks/{task_id}", status_code=303)
 
 
 @router.post("/admin/tasks/{task_id}/object")
