@@ -79,7 +79,7 @@ def test_fix_a_failed_task_and_watch_the_queue_drain(admin_bus: IntegrationBus, 
 
         # Process the rest now; the dashboard refreshes itself until the queue is empty.
         page.get_by_role("link", name="Dashboard").click()
-        page.get_by_role("button", name="Process Shop now").click()
+        page.get_by_role("button", name="Process now: Shop").click()
         expect(page.get_by_test_id("queued-Shop")).to_have_text("0", timeout=20_000)
         expect(page.get_by_test_id("failed-Shop")).to_have_text("0")
         assert admin_bus.queue_size() == 0
