@@ -371,9 +371,10 @@ class IntegrationBus:
         ot = self.registry.object_type(object_type)  # unknown: an error, not "none"
         name = ot.name
         if ot.key_column is None and not str(code_name).startswith("("):
+            form = binding_example(ot, self.registry.object_type)
             raise InvalidFilterError(
                 f"{name} is a binding type: its objects have no code name of their own and "
-                f"are named by their two ends, in this form: {binding_example(ot, self.registry)}"
+                f"are named by their two ends, in this form: {form}"
                 " (each end's type and code name, @site where that type is site-bound; for a "
                 "task logged as Simple, the type and the id given: cms.user#7)"
             )

@@ -426,13 +426,12 @@ class Intake:
         """Why a full queue will not drain until an operator acts ('' when it drains):
         processing is switched off, or, under CONNECTOR ordering, a task stopped as ``Error``
         is at its head."""
-        off = switches.read_settings(conn, (switches.MASTER, switches.PROCESSING))
-        for key in (switches.MASTER, switches.PROCESSING):
-            if not switches.flag(off.get(key)):
-                return (
-                    f"{switches.SWITCHED_OFF[key]} (settings.{key}), so its queue will not "
-                    "drain until it is switched on; "
-                )
+        key = switches.off_switch(conn, switches.PROCESSING)
+        if key is not None:
+            return (
+                f"{switches.SWITCHED_OFF[key]} (settings.{key}), so its queue will not drain "
+                "until it is switched on; "
+            )
         try:
             entity = self.connectors.get(connector_name).ordering == Ordering.ENTITY
         except SyncBusError:  # it cannot be loaded here: its queue may be stopped all the same

@@ -107,11 +107,11 @@ def binding_identity(
     return f"({ends})"
 
 
-def binding_example(ot: ObjectType, types: Any) -> str:
+def binding_example(ot: ObjectType, types: TypeLookup) -> str:
     """What a binding's name looks like (``binding_identity``), with placeholders."""
     parts = []
     for col in ends_of(ot):
-        end = types.object_type(ot.foreign_keys[col])
+        end = types(ot.foreign_keys[col])
         parts.append(f"{end.name}/<code>" + ("@<site>" if end.site_column else ""))
     return f"({','.join(parts)})"
 
