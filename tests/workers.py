@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from syncbus import IntegrationBus
 
+from .helpers import wait_for
 from .seq import SEQ_TYPE, SeqConnector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,3 +138,50 @@ def assert_exactly_once_in_order(rows: list[Any], expected: dict[str, list[int]]
     for name, n in rows:
         seen[name].append(n)
     assert dict(seen) == expected, "a task was lost, applied twice or applied out of order"
+
+
+def log_sequence(bus: IntegrationBus, connector: str, total: int, keys: int) -> None:
+    """Tasks 1..total setting counter ``k{n % keys}`` to ``n`` (task n's id is n)."""
+    for n in range(1, total + 1):
+        bus.process_external_task(connector, {"key": f"k{n % keys}", "n": n})
+
+
+def end_other_sessions(engine: sa.Engine) -> None:
+    """End every other session of this database (the workers' connections)."""
+    with engine.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+
+
+def end_sessions_while_draining(bus: IntegrationBus, total: int) -> None:
+    """At three quarters, half and a quarter of ``total`` left, end the workers' sessions;
+    then wait until the queue is empty."""
+    for left in (total * 3 // 4, total // 2, total // 4):
+        wait_for(lambda left=left: bus.queue_size() < left, timeout=120)  # type: ignore[misc]
+        end_other_sessions(bus.engine)
+    wait_for(lambda: bus.queue_size() == 0, timeout=120)
+
+
+def kill_then_freeze(
+    bus: IntegrationBus, workers: Workers, args: tuple[str, ...], killed: int, frozen: int
+) -> None:
+    """A worker SIGKILLed once fewer than ``killed`` tasks are queued, the next one SIGSTOPped
+    (frozen inside a batch, past its lease) below ``frozen``, a third drains the rest; then
+    the frozen one thaws and finds its lease lost (nothing of it may commit)."""
+    first = workers.start(*args)
+    wait_for(lambda: bus.queue_size() < killed, timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = workers.start(*args)
+    wait_for(lambda: bus.queue_size() < frozen, timeout=60)
+    second.send_signal(signal.SIGSTOP)
+    try:
+        workers.start(*args)
+        wait_for(lambda: bus.queue_size() == 0, timeout=90)
+    finally:
+        second.send_signal(signal.SIGCONT)
+    time.sleep(0.5)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -18,16 +17,19 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus
 from tests.helpers import wait_for
 from tests.seq import SEQ_TYPE, SeqCoalesceConnector, SeqLanesCoalesceConnector
-from tests.workers import Workers, assert_exactly_once_in_order, audit_rows, install_audit
+from tests.workers import (
+    Workers,
+    assert_exactly_once_in_order,
+    audit_rows,
+    end_sessions_while_draining,
+    install_audit,
+    kill_then_freeze,
+    log_sequence,
+)
 from tests.workers import wbus as wbus
 from tests.workers import workers as workers
 
 pytestmark = pytest.mark.multiprocess
-
-
-def log_sequence(bus: IntegrationBus, connector: str, total: int, keys: int) -> None:
-    for n in range(1, total + 1):
-        bus.process_external_task(connector, {"key": f"k{n % keys}", "n": n})
 
 
 def assert_each_task_recorded_once_and_carried(
@@ -85,19 +87,7 @@ def test_sigkill_and_sigstop_keep_carriers_and_absorbed_tasks_together(
     total, keys = 1_200, 7
     log_sequence(wbus, "SeqCoalesce", total, keys)
     args = ("--scheduler-interval", "0", "--lease-seconds", "2", "--batch-size", "50")
-    first = workers.start(*args)
-    wait_for(lambda: wbus.queue_size() < total - 150, timeout=60)
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    second = workers.start(*args)
-    wait_for(lambda: wbus.queue_size() < total - 500, timeout=60)
-    second.send_signal(signal.SIGSTOP)  # frozen inside a batch, past its lease
-    try:
-        workers.start(*args)
-        wait_for(lambda: wbus.queue_size() == 0, timeout=90)
-    finally:
-        second.send_signal(signal.SIGCONT)
-    time.sleep(0.5)  # the thawed worker finds its lease lost; nothing of it may commit
+    kill_then_freeze(wbus, workers, args, killed=total - 150, frozen=total - 500)
     workers.stop_all()
     assert_each_task_recorded_once_and_carried(wbus, total, keys)
 
@@ -116,16 +106,7 @@ def test_terminated_connections_keep_carriers_and_absorbed_tasks_together(
             "--scheduler-interval", "1", "--lease-seconds", "3", "--workers", "2",
             "--batch-size", "100",
         )  # fmt: skip
-    for left in (total * 3 // 4, total // 2, total // 4):
-        wait_for(lambda left=left: wbus.queue_size() < left, timeout=120)  # type: ignore[misc]
-        with wbus.engine.connect() as conn:  # every other session of this database ends
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-    wait_for(lambda: wbus.queue_size() == 0, timeout=120)
+    end_sessions_while_draining(wbus, total)
     workers.stop_all()
     assert_each_task_recorded_once_and_carried(wbus, total, keys)
 

@@ -9,13 +9,18 @@ import time
 from collections import defaultdict
 
 import pytest
-import sqlalchemy as sa
 
 from syncbus import IntegrationBus
 from syncbus.intake import TaskRequest
 from tests.helpers import wait_for
 from tests.seq import SeqLanesConnector
-from tests.workers import Workers, assert_exactly_once_in_order, audit_rows, install_audit
+from tests.workers import (
+    Workers,
+    assert_exactly_once_in_order,
+    audit_rows,
+    end_sessions_while_draining,
+    install_audit,
+)
 from tests.workers import wbus as wbus
 from tests.workers import workers as workers
 
@@ -94,16 +99,7 @@ def test_entity_workers_survive_terminated_connections(
     total = 4_000
     expected = log_updates(wbus, total, entities=200)
     start(workers, 2)
-    for left in (total * 3 // 4, total // 2, total // 4):
-        wait_for(lambda left=left: wbus.queue_size() < left, timeout=120)  # type: ignore[misc]
-        with wbus.engine.connect() as conn:  # every other session of this database ends
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-    wait_for(lambda: wbus.queue_size() == 0, timeout=120)
+    end_sessions_while_draining(wbus, total)
     outputs = workers.stop_all()
     assert all(p.returncode == 0 for p in workers.procs), workers.report(outputs)
     assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))

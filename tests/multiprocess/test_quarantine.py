@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from syncbus import IntegrationBus, ProcessType
 from tests.helpers import wait_for
 from tests.seq import SeqLanesConnector
-from tests.workers import Workers, audit_rows
+from tests.workers import Workers, assert_exactly_once_in_order, audit_rows
 from tests.workers import wbus as wbus
 from tests.workers import workers as workers
 
@@ -106,10 +106,7 @@ def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
     assert not sleeping(wbus.engine), "a fourth worker ran the poison"
     # the tasks before it, applied exactly once and in order; the ones after it wait
     # behind the ERROR task (CONNECTOR ordering: visibly stopped, not crash-looping)
-    seen: dict[str, list[int]] = defaultdict(list)
-    for name, n in audit_rows(wbus.engine):
-        seen[name].append(n)
-    assert dict(seen) == dict(expected)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
     assert [t.task_id for t in wbus.list_tasks("Seq0")] == ids[14:]
     events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
     assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
@@ -148,10 +145,7 @@ def test_under_entity_ordering_the_other_lanes_go_on(
     assert info is not None and info.process_type is ProcessType.ERROR
     assert info.error_message == "quarantined: the worker applying it died 3 times"
     assert not sleeping(wbus.engine), "a fourth worker ran the poison"
-    seen: dict[str, list[int]] = defaultdict(list)
-    for name, n in audit_rows(wbus.engine):
-        seen[name].append(n)
-    assert dict(seen) == dict(expected)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
 
@@ -181,10 +175,7 @@ def test_under_entity_ordering_only_the_culprit_is_quarantined_with_runners_shar
     assert info.error_message == "quarantined: the worker applying it died 3 times"
     events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
     assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
-    seen: dict[str, list[int]] = defaultdict(list)
-    for name, n in audit_rows(wbus.engine):
-        seen[name].append(n)
-    assert dict(seen) == dict(expected)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
 
@@ -217,10 +208,7 @@ def test_only_the_culprit_is_quarantined_with_other_connectors_running_beside_it
     wait_for(lambda: all(not wbus.list_tasks(f"Seq{c}") for c in (1, 2, 3)), timeout=60)
     events = [e.message for e in wbus.event_log() if e.code == "QUARANTINE"]
     assert events == [f"task {poison} quarantined: the worker applying it died 3 times"]
-    seen: dict[str, list[int]] = defaultdict(list)
-    for name, n in audit_rows(wbus.engine):
-        seen[name].append(n)
-    assert dict(seen) == dict(expected)
+    assert_exactly_once_in_order(audit_rows(wbus.engine), dict(expected))
     assert wbus.list_tasks("Seq0")[0].task_id == poison  # the rest waits behind it
     outputs = workers.stop_all()
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
