@@ -7,9 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -181,14 +181,133 @@ class Intake:
             dialect.reads_without_transaction(conn, False)
             if isinstance(prepared, LogOutcome):
                 return prepared
-            if checked and checked[0].queue_limit is not None:
-                # Backpressure counts the queue under the connector's lock: alone, as before.
-                return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
-            # A caller that leads its group inserts on the connection it checked on.
-            outcome = group.submit(connector_name, prepared, conn)
+        if checked and checked[0].queue_limit is not None:
+            # Backpressure counts the queue under the connector's lock: alone, as before.
+            return self._insert_alone(connector_name, prepared, int(checked[0].queue_limit))
+        # The connection went back to the pool first: a caller waiting for its group holds
+        # none, so the group can grow past the pool's size (only its leader needs one).
+        outcome = group.submit(connector_name, prepared)
         if self.on_logged is not None and outcome.created and outcome.task_id is not None:
             self.on_logged(connector_name, outcome.task_id)
         return outcome
+
+    def log_each(self, calls: Sequence[tuple[str, TaskRequest]]) -> list[LogOutcome | Exception]:
+        """Single-task logging calls that arrived together, each with its own outcome or its own
+        error, exactly as if each had called ``log`` alone (the HTTP service gathers its
+        requests into such groups: one trip to a worker thread for all of them).
+
+        Each call is checked and prepared on its own (one bad call fails only itself); the
+        checks read once per connector and site, as a batch's do; the tasks then share one
+        transaction and one commit (``insert_together``). Tasks of a connector with a queue
+        limit are inserted one by one, each counted under the connector's lock. Not traced:
+        the caller passes each request's ``traceparent`` as it should be kept."""
+        results, together, limited = self._prepare_each(calls)
+        if together:
+            self.insert_together([w for _, w in together])
+            for i, w in together:
+                results[i] = w.error if isinstance(w.error, Exception) else w.outcome
+            if self.on_logged is not None:
+                for _, w in together:
+                    if w.outcome is not None and w.outcome.created:
+                        assert w.outcome.task_id is not None
+                        self.on_logged(w.connector_name, w.outcome.task_id)
+        for i, name, row, limit in limited:  # these wake the workers themselves
+            try:
+                results[i] = self._insert_alone(name, row, limit)
+            except Exception as exc:
+                results[i] = exc
+        assert all(r is not None for r in results)
+        return cast(list[LogOutcome | Exception], results)
+
+    def _prepare_each(
+        self, calls: Sequence[tuple[str, TaskRequest]]
+    ) -> tuple[
+        list[LogOutcome | Exception | None],
+        list[tuple[int, _Waiting]],
+        list[tuple[int, str, dict[str, Any], int]],
+    ]:
+        """``log_each``'s checks and preparation: each call's outcome or error where it has
+        one already, the tasks to insert together, and those to insert alone (queue limit)."""
+        results: list[LogOutcome | Exception | None] = [None] * len(calls)
+        together: list[tuple[int, _Waiting]] = []
+        limited: list[tuple[int, str, dict[str, Any], int]] = []
+        states: dict[str, dict[str | None, LogState]] = {}
+        limits: dict[str, int | None] = {}
+        start = 0
+        while start < len(calls):  # a connection lost on the way: the rest on a new one
+            with self.db.connect() as conn:
+                dialect = dialect_of(conn)
+                dialect.reads_without_transaction(conn, True)
+                for i in range(start, len(calls)):
+                    start = i + 1
+                    name, request = calls[i]
+                    checked: list[LogState] = []
+                    try:
+                        check_text("connector name", name, NAME_MAX)
+                        parsed = _parse(request)
+                        prepared = self._prepare(
+                            conn, name, request, parsed, states.setdefault(name, {}), checked
+                        )
+                    except Exception as exc:
+                        results[i] = exc
+                        if isinstance(exc, sa.exc.DBAPIError):
+                            break
+                        continue
+                    if checked:
+                        limits[name] = checked[0].queue_limit
+                    limit = limits.get(name)
+                    if isinstance(prepared, LogOutcome):
+                        results[i] = prepared
+                    elif limit is not None:
+                        limited.append((i, name, prepared, int(limit)))
+                    else:
+                        together.append((i, _Waiting(name, prepared)))
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.rollback()
+                    dialect.reads_without_transaction(conn, False)
+        return results, together, limited
+
+    def insert_together(self, group: list[_Waiting]) -> None:
+        """Insert prepared tasks (of any connectors) in one transaction and commit once,
+        connector by connector in order of arrival, under each connector's logging lock
+        (taken in connector id order: two groups never deadlock). Each item gets its outcome
+        or its error: should an insert fail, each task is inserted alone, so one bad task
+        fails itself and no other; should the COMMIT fail, every item gets its error (the
+        commit may have gone through: inserting again could log a task twice)."""
+        by_connector: dict[int, list[_Waiting]] = {}
+        for item in group:
+            by_connector.setdefault(int(item.row["connector_id"]), []).append(item)
+        committing = False
+        try:
+            with self.db.connect() as conn:
+                results: list[tuple[_Waiting, LogOutcome]] = []
+                try:
+                    for _, items in sorted(by_connector.items()):
+                        outcomes = self._insert(
+                            conn, items[0].connector_name, [i.row for i in items], True
+                        )
+                        results += zip(items, outcomes, strict=True)
+                    committing = True
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+        except Exception as exc:
+            if len(group) == 1 or committing:
+                # A failed COMMIT may have committed all the same (the connection lost before
+                # its answer): inserting the tasks again could log them twice. Each caller
+                # gets the error (a retry with an idempotency key is safe).
+                for item in group:
+                    item.error = exc
+                return
+            for item in group:  # one bad task must not fail its neighbours
+                try:
+                    item.outcome = self._insert_alone(item.connector_name, item.row)
+                except Exception as alone:
+                    item.error = alone
+            return
+        for item, outcome in results:
+            item.outcome = outcome
 
     def _insert_alone(
         self, connector_name: str, row: dict[str, Any], limit: int | None = None
@@ -519,9 +638,7 @@ class _Group:
         self._queue: list[_Waiting] = []
         self._leading = False
 
-    def submit(
-        self, connector_name: str, row: dict[str, Any], conn: sa.Connection | None = None
-    ) -> LogOutcome:
+    def submit(self, connector_name: str, row: dict[str, Any]) -> LogOutcome:
         me = _Waiting(connector_name, row)
         with self._cond:
             self._queue.append(me)
@@ -532,7 +649,7 @@ class _Group:
                 group, self._queue = self._queue[: self.limit], self._queue[self.limit :]
         if not me.done:
             try:
-                self._commit(group, conn)
+                self.intake.insert_together(group)
             finally:
                 with self._cond:
                     for item in group:  # never leave a caller waiting (an interrupt, say)
@@ -544,37 +661,6 @@ class _Group:
             raise me.error
         assert me.outcome is not None
         return me.outcome
-
-    def _commit(self, group: list[_Waiting], own: sa.Connection | None) -> None:
-        by_connector: dict[int, list[_Waiting]] = {}
-        for item in group:
-            by_connector.setdefault(int(item.row["connector_id"]), []).append(item)
-        try:
-            opened = contextlib.nullcontext(own) if own is not None else self.intake.db.connect()
-            with opened as conn:
-                results: list[tuple[_Waiting, LogOutcome]] = []
-                try:
-                    for _, items in sorted(by_connector.items()):
-                        outcomes = self.intake._insert(
-                            conn, items[0].connector_name, [i.row for i in items], True
-                        )
-                        results += zip(items, outcomes, strict=True)
-                    conn.commit()
-                except BaseException:
-                    conn.rollback()
-                    raise
-        except Exception as exc:
-            if len(group) == 1:
-                group[0].error = exc
-                return
-            for item in group:  # one bad task must not fail its neighbours
-                try:
-                    item.outcome = self.intake._insert_alone(item.connector_name, item.row)
-                except Exception as alone:
-                    item.error = alone
-            return
-        for item, outcome in results:
-            item.outcome = outcome
 
 
 def _stamped(requests: list[TaskRequest], keep: list[str | None]) -> list[TaskRequest]:

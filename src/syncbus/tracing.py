@@ -30,7 +30,16 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, SpanContext, Tracer, TracerProvider
 
-__all__ = ["BatchTrace", "LogTrace", "batch", "log_call", "set_tracer_provider", "traceparent"]
+__all__ = [
+    "BatchTrace",
+    "LogTrace",
+    "batch",
+    "kept_untraced",
+    "log_call",
+    "recording",
+    "set_tracer_provider",
+    "traceparent",
+]
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 # A logging call's span names at most this many task ids (a batch may carry thousands).
@@ -130,6 +139,17 @@ def _parent(common: str | None) -> Context | None:
     if otel.get_current_span().get_span_context().trace_id == parent.trace_id:
         return None
     return otel.set_span_in_context(otel.NonRecordingSpan(parent))
+
+
+def recording() -> bool:
+    """Whether spans are recorded now (a tracer provider is configured)."""
+    return _tracer() is not None
+
+
+def kept_untraced(given: Any) -> str | None:
+    """The ``traceparent`` a task keeps when it is logged while nothing records: the one its
+    producer sent, else the current span's (an instrumented server's), as ``log_call``."""
+    return traceparent(given) or _current()
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -16,8 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
-from syncbus import __version__, readmodel
+from syncbus import __version__, readmodel, tracing
 from syncbus.bus import IntegrationBus
 from syncbus.dispatcher import Dispatcher
 from syncbus.errors import (
@@ -36,7 +38,8 @@ from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.admin import install_admin
 from syncbus.service.auth import BearerAuth, FailureThrottle, TrustedProxies, parse_networks
-from syncbus.service.common import TaskId, call_connector, invalid_request
+from syncbus.service.common import TaskId, as_answer, call_connector, invalid_request
+from syncbus.service.gather import LogGatherer
 from syncbus.service.history import history_routes
 from syncbus.service.limits import BodySizeLimit, NulGuard
 from syncbus.service.metrics import ServiceMetrics
@@ -148,6 +151,8 @@ def create_app(
     app.state.bus = bus
     app.state.dispatcher = disp
     app.state.metrics = metrics
+    # Group commit of the single-task route (service.gather).
+    app.state.log_gatherer = gatherer = LogGatherer(bus.intake.log_each)
     # Added innermost first: proxies are resolved, then the token is checked (before any
     # body is read or validated), then the path and query are screened, then the body size.
     app.add_middleware(BodySizeLimit, max_bytes=limit)
@@ -161,7 +166,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, invalid_request)
 
     api = APIRouter(dependencies=[Depends(bearer)])
-    _task_routes(api, bus, disp, metrics)
+    _task_routes(api, bus, gatherer, disp)
     _queue_routes(api, bus, disp, metrics)
     history_routes(api, bus)
     app.include_router(api)
@@ -273,7 +278,7 @@ def _request(task: s.TaskIn, traceparent: str | None = None) -> TaskRequest:
 
 
 def _task_routes(
-    api: APIRouter, bus: IntegrationBus, disp: Dispatcher, metrics: ServiceMetrics
+    api: APIRouter, bus: IntegrationBus, gatherer: LogGatherer, disp: Dispatcher
 ) -> None:
     @api.post(
         "/api/connectors/{name}/tasks",
@@ -282,8 +287,21 @@ def _task_routes(
         responses={200: {"model": s.TaskCreated}, 204: {"description": "skipped"}},
         tags=["tasks"],
     )
-    def log_task(name: str, task: s.TaskIn, traceparent: TraceParent = None) -> Any:
-        outcome = call_connector(lambda: bus.log_tasks(name, [_request(task, traceparent)])[0])
+    async def log_task(name: str, task: s.TaskIn, traceparent: TraceParent = None) -> Any:
+        request = _request(task, traceparent)
+        if tracing.recording():  # a span per call: the call as Python callers make it
+            outcome = await run_in_threadpool(
+                call_connector, lambda: bus.log_tasks(name, [request])[0]
+            )
+        else:  # group commit on the event loop (service.gather)
+            kept = tracing.kept_untraced(request.traceparent)
+            try:
+                outcome = await gatherer.log(name, replace(request, traceparent=kept))
+            except Exception as exc:
+                answer = as_answer(exc)
+                if answer is exc:
+                    raise
+                raise answer from exc
         if outcome.task_id is None:
             return Response(status_code=204)
         # A response of its own: FastAPI would otherwise validate the model again, in another

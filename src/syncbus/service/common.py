@@ -22,15 +22,24 @@ def call_connector(fn: Callable[[], Any]) -> Any:
     connector code is the caller's bad input (422)."""
     try:
         return fn()
-    except (SyncBusError, sa.exc.SQLAlchemyError, HTTPException):
-        raise
     except Exception as exc:
-        index = getattr(exc, "syncbus_batch_task", None)  # which task of a batch (intake)
-        where = "" if index is None else f"task {index} of the batch: "
-        raise HTTPException(
-            422,
-            f"{where}the connector could not prepare the object: {type(exc).__name__}: {exc}",
-        ) from exc
+        answer = as_answer(exc)
+        if answer is exc:
+            raise
+        raise answer from exc
+
+
+def as_answer(exc: Exception) -> Exception:
+    """What to raise for an exception of a logging call: ours (``SyncBusError``), the
+    database's and HTTP ones as they are (their handlers answer them); anything else came from
+    connector code: the caller's bad input (422)."""
+    if isinstance(exc, SyncBusError | sa.exc.SQLAlchemyError | HTTPException):
+        return exc
+    index = getattr(exc, "syncbus_batch_task", None)  # which task of a batch (intake)
+    where = "" if index is None else f"task {index} of the batch: "
+    return HTTPException(
+        422, f"{where}the connector could not prepare the object: {type(exc).__name__}: {exc}"
+    )
 
 
 # How much of a refused value a 422 repeats: enough to recognise it, never the whole body
