@@ -9,7 +9,7 @@ or whose ids do not strictly increase.
 ``log_concurrent`` POSTs the tasks one per request too, but from 32 keep-alive connections at
 once, sent by a load generator in a process of its own (``httpload``: the client must not take
 turns with the server for this process's interpreter lock). Requests that reach the service
-together share one transaction and one commit (group commit, ``syncbus.intake._Group``). Their
+together share one transaction and one commit (group commit, ``syncbus.service.gather``). Their
 ids interleave across the clients, so the gate asks for a 201 and a new id for every request
 (and, in the runner, as many queued tasks as sent), not for increasing ids.
 
