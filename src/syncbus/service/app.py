@@ -38,7 +38,7 @@ from syncbus.model import ConnectorInfo, TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.admin import install_admin
 from syncbus.service.auth import BearerAuth, FailureThrottle, TrustedProxies, parse_networks
-from syncbus.service.common import TaskId, as_answer, call_connector, invalid_request
+from syncbus.service.common import TaskId, awaiting_connector, call_connector, invalid_request
 from syncbus.service.gather import LogGatherer
 from syncbus.service.history import history_routes
 from syncbus.service.limits import BodySizeLimit, NulGuard
@@ -295,13 +295,8 @@ def _task_routes(
             )
         else:  # group commit on the event loop (service.gather)
             kept = tracing.kept_untraced(request.traceparent)
-            try:
-                outcome = await gatherer.log(name, replace(request, traceparent=kept))
-            except Exception as exc:
-                answer = as_answer(exc)
-                if answer is exc:
-                    raise
-                raise answer from exc
+            request = replace(request, traceparent=kept)
+            outcome = await awaiting_connector(gatherer.log(name, request))
         if outcome.task_id is None:
             return Response(status_code=204)
         # A response of its own: FastAPI would otherwise validate the model again, in another

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -22,6 +22,17 @@ def call_connector(fn: Callable[[], Any]) -> Any:
     connector code is the caller's bad input (422)."""
     try:
         return fn()
+    except Exception as exc:
+        answer = as_answer(exc)
+        if answer is exc:
+            raise
+        raise answer from exc
+
+
+async def awaiting_connector(call: Awaitable[Any]) -> Any:
+    """``call_connector`` for a call that is awaited."""
+    try:
+        return await call
     except Exception as exc:
         answer = as_answer(exc)
         if answer is exc:
