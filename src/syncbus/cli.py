@@ -52,7 +52,13 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(db_app, name="db")
 
-console = Console()
+# Rich wraps at 80 columns when its output is not a terminal (a pipe, a file): a row of `tasks
+# list` then breaks across lines and `grep` misses it. Piped, the tables are as wide as their
+# rows (a COLUMNS in the environment still decides).
+PIPED_WIDTH = 1000
+console = Console(
+    width=PIPED_WIDTH if not sys.stdout.isatty() and "COLUMNS" not in os.environ else None
+)
 
 # The API's own types, serialised the way FastAPI serialises them, so that --json and the HTTP
 # API cannot drift apart.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -121,3 +122,21 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "Application shutdown complete" in out
+
+
+def test_a_piped_table_keeps_each_row_on_one_line(db_url: str, seq_bus: IntegrationBus) -> None:
+    """Piped into grep, `tasks list` must not wrap a row at 80 columns (Rich's default width
+    when its output is not a terminal)."""
+    key = "k" * 120
+    seq_bus.process_external_task("Seq", {"key": key, "n": 1})
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "syncbus.cli", "--db", db_url, "tasks", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if key in line]
+    assert len(rows) == 1 and "Seq" in rows[0], out.stdout
