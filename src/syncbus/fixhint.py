@@ -38,10 +38,14 @@ class Missing(NamedTuple):
     code: str
     site_name: str | None
 
-    def describe(self) -> str:
+    def describe(self, page_name: str | None = None) -> str:
+        """What is missing, in words; a page by the name its creating task gives it, when
+        known (an operator knows a page by its name, not its node GUID)."""
         where = f" on site {self.site_name!r}" if self.site_name else ""
-        what = "the page with node GUID" if self.object_type == PAGE_RECORD else self.object_type
-        return f"{what} {self.code!r}{where}"
+        if self.object_type != PAGE_RECORD:
+            return f"{self.object_type} {self.code!r}{where}"
+        named = "" if page_name is None else f" {page_name!r}"
+        return f"the page{named} (node GUID {self.code!r}){where}"
 
 
 def fix_hint(engine: sa.Engine, registry: TypeRegistry, task_id: int) -> str | None:
@@ -54,20 +58,20 @@ def fix_hint(engine: sa.Engine, registry: TypeRegistry, task_id: int) -> str | N
             payload = decode(row.data)
         except SyncBusError:
             return None
-        fixes: dict[int, Missing] = {}
+        fixes: dict[int, str] = {}  # creating task: what it creates, in words
         for missing in missing_references(conn, registry, payload, row.site_name):
             creator = queued_creator(conn, registry, int(row.connector_id), task_id, missing)
             if creator is not None:
-                fixes.setdefault(creator, missing)
+                fixes.setdefault(creator[0], missing.describe(creator[1]))
     return _sentence(task_id, fixes) if fixes else None
 
 
-def _sentence(task_id: int, fixes: dict[int, Missing]) -> str:
+def _sentence(task_id: int, fixes: dict[int, str]) -> str:
     ids = sorted(fixes)
     names = " and ".join(str(i) for i in ids)
     noun = "task" if len(ids) == 1 else "tasks"
     where = "behind" if all(i > task_id for i in ids) else "in the same queue as"
-    creates = "; ".join(f"task {i} creates {fixes[i].describe()}" for i in ids)
+    creates = "; ".join(f"task {i} creates {fixes[i]}" for i in ids)
     return (
         f"The fix is {noun} {names}, queued {where} this one: synchronize {noun} {names} "
         f"first, then this one ({creates})."
@@ -101,8 +105,9 @@ def missing_references(
 
 def queued_creator(
     conn: sa.Connection, registry: TypeRegistry, connector_id: int, task_id: int, missing: Missing
-) -> int | None:
-    """The first queued task of the connector (other than ``task_id``) that creates ``missing``."""
+) -> tuple[int, str | None] | None:
+    """The first queued task of the connector (other than ``task_id``) that creates ``missing``,
+    and the name it gives a missing page (None for an object)."""
     page = missing.object_type == PAGE_RECORD
     candidates = reads.upsert_candidates(
         conn,
@@ -117,7 +122,8 @@ def queued_creator(
         try:
             payload = decode(cand.data)
             if _creates(registry, payload, cand.site_name, missing):
-                return int(cand.task_id)
+                name = None if payload.page is None else payload.page.name
+                return int(cand.task_id), name
         except SyncBusError:
             continue
     return None

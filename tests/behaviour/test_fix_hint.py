@@ -142,6 +142,10 @@ def test_a_missing_parent_page_queued_behind_is_named(
     detail = task_detail(bus, article)
     assert detail is not None and detail.info.hint is not None
     assert expected(folder) in detail.info.hint
+    # The operator knows the page by its name; the GUID is there to tell two of a name apart.
+    assert f"task {folder} creates the page 'Drafts' (node GUID '{FOLDER_GUID}')" in (
+        detail.info.hint
+    ), detail.info.hint
     assert bus.synchronize_task(folder) is True
     assert bus.synchronize_task(article) is True
     assert bus.get_page("main", "/Drafts/Pricing") is not None
