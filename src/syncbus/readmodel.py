@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from syncbus.bus import IntegrationBus
+from syncbus.content.builtin import ROOT_CLASS
 from syncbus.enums import Ordering
 from syncbus.errors import ConnectorNotFoundError
 from syncbus.fixhint import fix_hint
@@ -412,4 +413,4 @@ def type_names(bus: IntegrationBus) -> list[str]:
     names = set(bus.registry.object_types) | set(bus.registry.page_types)
     with bus.reader.connect() as conn:
         names |= reads.declared_type_names(conn)
-    return sorted(names)
+    return sorted(names - {ROOT_CLASS})  # a site's root: no task writes it

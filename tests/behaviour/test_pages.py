@@ -90,6 +90,21 @@ def test_page_without_parent_goes_under_the_root(bus: IntegrationBus, conn: Dict
         assert news["node_parent_id"] == root["node_id"]
 
 
+@pytest.mark.parametrize("task_type", [CREATE, UPDATE_DOC, TaskType.DELETE_DOCUMENT])
+def test_no_task_writes_a_sites_root(
+    bus: IntegrationBus, conn: DictConnector, task_type: TaskType
+) -> None:
+    """The root comes with its site: a task of its class is refused when logged, naming the
+    problem, and nothing is queued (it used to create a second root under the first)."""
+    from syncbus import InvalidObjectError
+
+    with pytest.raises(InvalidObjectError, match="root of a site's tree"):
+        bus.process_external_task(
+            "TestConnector", Page("cms.root", "Root 2"), task_type=task_type, site_name="main"
+        )
+    assert bus.list_tasks() == []
+
+
 def test_names_in_any_script_give_aliases_of_their_own(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:

@@ -132,6 +132,9 @@ def test_filters_narrow_the_list(admin: httpx.Client, admin_bus: IntegrationBus)
         return row_ids(r.text)
 
     assert ids() == everything
+    listing = admin.get("/admin/tasks").text
+    assert '<option value="cms.article"' in listing  # the type filter offers what tasks carry
+    assert '<option value="cms.root"' not in listing  # a site's root: no task writes it
     assert ids(connector="Shop") == [failed, *waiting]
     assert ids(connector="Refs") == [ref_task]
     unknown = admin.get("/admin/tasks", params={"connector": "Nope"})  # not "0 tasks match"

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
+from syncbus.content.builtin import ROOT_CLASS
 from syncbus.content.paths import join_path, make_alias, normalize_path
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table, tree_table
@@ -462,6 +463,13 @@ def _check_prepared_page(
         )
     check_page(prepared, simple=dtype is TaskDataType.SIMPLE)
     pt = registry.page_type(prepared.class_name)
+    if pt.class_name == ROOT_CLASS:
+        _bad(
+            "class_name",
+            prepared.class_name,
+            "the root of a site's tree comes with the site: no task creates, updates or deletes "
+            "it; give the page a type of its own (cms.folder, say)",
+        )
     check_fields(pt, prepared.fields)
     if not site_name:
         raise SiteNotFoundError("pages belong to a site: pass site_name when logging them")
