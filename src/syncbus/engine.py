@@ -220,6 +220,15 @@ def _merge(result: ProcessResult, tally: ProcessResult) -> None:
         result.error = tally.error
 
 
+def _in_flight(ids: list[int], stopped: bool) -> dict[str, int | None]:
+    """What a claim records on the lease as in flight: the batch's range, or nothing when the
+    batch is an ``Error`` task that stops the queue (it is not applied, and a runner dying
+    meanwhile must not count a death for it, nor for the tasks waiting behind it)."""
+    if not ids or stopped:
+        return {"run_first_task_id": None, "run_last_task_id": None}
+    return {"run_first_task_id": ids[0], "run_last_task_id": ids[-1]}
+
+
 class Processor:
     """Runs connectors' queues against the content repository."""
 
@@ -398,9 +407,11 @@ class Processor:
         first, no more than ``batch_bytes`` of stored payload (a run's memory stays bounded
         whatever the size of the tasks). Recorded on the lease, so readers see them running."""
         with self.db.begin() as conn:
-            ids = tasks.next_ids(conn, run.connector_id, cursor, self.batch_size, self.batch_bytes)
+            ids, stopped = tasks.next_ids(
+                conn, run.connector_id, cursor, self.batch_size, self.batch_bytes
+            )
             if ids:
-                self._fence(conn, run, run_first_task_id=ids[0], run_last_task_id=ids[-1])
+                self._fence(conn, run, **_in_flight(ids, stopped))
         return ids
 
     def _claim_next(self, conn: sa.Connection, run: _Run, scope: _Range, outcome: _Outcome) -> None:
@@ -409,9 +420,10 @@ class Processor:
         that dies applying it is known to have died there, as with ``_claim``; one
         transaction and one commit fewer per batch."""
         cursor = max(outcome.last_id, scope.upto)
-        ids = tasks.next_ids(conn, run.connector_id, cursor, self.batch_size, self.batch_bytes)
-        first, last = (ids[0], ids[-1]) if ids else (None, None)
-        self._fence(conn, run, run_first_task_id=first, run_last_task_id=last)
+        ids, stopped = tasks.next_ids(
+            conn, run.connector_id, cursor, self.batch_size, self.batch_bytes
+        )
+        self._fence(conn, run, **_in_flight(ids, stopped))
         outcome.next_ids = ids
 
     def _drain(self, run: _Run, on_progress: ProgressCallback | None) -> None:

@@ -199,3 +199,48 @@ def test_each_batch_commits_with_the_next_batch_claimed_on_the_lease(db_url: str
         assert pending(bus) == [stuck, behind]
     finally:
         bus.close()
+
+
+def test_a_queue_stopped_at_an_error_task_puts_nothing_in_flight(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new user's trial: every wake-up of a queue stopped at an ``Error`` task claimed the
+    tasks behind it as in flight, so workers killed meanwhile counted deaths for tasks that
+    could not run, until they were quarantined without ever being tried. A batch that starts
+    at an ``Error`` task is now that task alone, and nothing is in flight while it stops the
+    run; a batch with work in it is in flight as before."""
+    from syncbus.engine import Processor
+
+    bus = IntegrationBus(db_url, batch_size=10)
+    lease = sa.Table("syncbus_lease", sa.MetaData(), autoload_with=bus.engine)
+    seen: list[tuple[int | None, int | None]] = []
+    original = Processor._apply_batch_tx
+
+    def watching(self: Processor, run_: object, scope: object) -> object:
+        with bus.engine.connect() as c:  # the claim committed before the batch began
+            first, last = c.execute(
+                sa.select(lease.c.run_first_task_id, lease.c.run_last_task_id)
+            ).one()
+        seen.append((first, last))
+        return original(self, run_, scope)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Processor, "_apply_batch_tx", watching)
+    try:
+        add_connector(bus)
+        done = log(bus, user("a"))
+        stop = log(bus, user("e"), process_type=ProcessType.ERROR)
+        behind = [log(bus, user(f"b{i}")) for i in range(3)]
+        first = run(bus)
+        assert first.applied == 1 and first.stopped
+        assert seen == [(done, behind[-1])]
+        seen.clear()
+        for _ in range(3):  # each wake-up of the stopped queue (a 429 wakes the workers)
+            again = run(bus)
+            assert again.stopped and again.applied == 0
+            assert again.error is not None and "process type Error" in again.error
+        assert seen == [(None, None)] * 3
+        assert pending(bus) == [stop, *behind]
+        assert bus.synchronize_task(stop) is True  # the operator's fix: the rest runs
+        assert run(bus).applied == 3 and pending(bus) == []
+    finally:
+        bus.close()

@@ -47,24 +47,28 @@ def _in_range(stmt: sa.Select[Any], connector_id: int, after: int, upto: int) ->
 
 def next_ids(
     conn: sa.Connection, connector_id: int, after: int, limit: int, max_bytes: int
-) -> list[int]:
+) -> tuple[list[int], bool]:
     """The ids of the connector's next tasks after ``after``, in order: at most ``limit``
-    and, past the first, no more than ``max_bytes`` of stored payload."""
+    and, past the first, no more than ``max_bytes`` of stored payload; and whether the first
+    is an ``Error`` task, which stops the queue where it stands: the batch is then that task
+    alone (nothing behind it can run, so nothing behind it is in flight)."""
     size = dialect_of(conn).byte_length(t.c.data)
     rows = conn.execute(
-        sa.select(t.c.task_id, size)
+        sa.select(t.c.task_id, size, t.c.process_type)
         .where(t.c.connector_id == connector_id, t.c.task_id > after)
         .order_by(t.c.task_id)
         .limit(limit)
     ).all()
+    if rows and rows[0][2] == ProcessType.ERROR.value:
+        return [int(rows[0][0])], True
     ids: list[int] = []
     total = 0
-    for task_id, stored in rows:
+    for task_id, stored, _ in rows:
         total += int(stored or 0)
         if ids and total > max_bytes:
             break
         ids.append(int(task_id))
-    return ids
+    return ids, False
 
 
 def load_batch(conn: sa.Connection, connector_id: int, after: int, upto: int) -> list[Any]:
