@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from syncbus.errors import (
     ConnectorLoadError,
     ConnectorNotFoundError,
     SyncBusError,
+    TaskBusyError,
     TaskNotFoundError,
 )
 from syncbus.model import ConnectorInfo, ProcessResult, SyncLogEntry, TaskInfo, TaskRecord
@@ -385,14 +387,19 @@ def tasks_replace(
                 f"`syncbus tasks sync {task_id}` to apply it now"
             )
             return
-    tasks_sync(task_id, db)
+        _say(f"task {task_id}: object replaced (same id, same place in its queue)")
+    _sync(task_id, db, replaced=True)
 
 
 @tasks_app.command("sync")
 def tasks_sync(task_id: int, db: DbOption = None) -> None:
     """Run one task now, out of order, as DEFAULT."""
+    _sync(task_id, db)
+
+
+def _sync(task_id: int, db: str | None, *, replaced: bool = False) -> None:
     with _open(db) as bus:
-        applied = bus.synchronize_task(task_id)
+        applied = _sync_replaced(bus, task_id) if replaced else bus.synchronize_task(task_id)
         task = None if applied else bus.get_task(task_id)
         if task is not None:
             task = readmodel.with_hint(bus, task)
@@ -403,6 +410,26 @@ def tasks_sync(task_id: int, db: DbOption = None) -> None:
             _say(("how to fix: ", "bold"), task.hint)
         raise typer.Exit(code=1)
     _say((f"task {task_id} applied", "green"))
+
+
+def _sync_replaced(bus: IntegrationBus, task_id: int, wait_s: float = 30.0) -> bool:
+    """``synchronize_task`` right after a replace, which woke the workers: one may be
+    applying the task (busy: wait for its batch, then run the task if it is still queued) or
+    have applied it already (no longer queued: its record says how it went)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return bus.synchronize_task(task_id)
+        except TaskBusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        except TaskNotFoundError:
+            record = bus.task_history(task_id)
+            if record is None or record.state != "applied":
+                raise
+            _say(f"task {task_id}: a worker applied it right after the replace")
+            return True
 
 
 @tasks_app.command("delete")

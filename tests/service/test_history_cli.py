@@ -219,6 +219,45 @@ def test_replace_from_a_file_with_sync_fixes_a_failed_task(
     assert record.external == {"key": "a", "n": 5} and len(record.errors) == 1
 
 
+@pytest.mark.parametrize("worker", ["applied it", "was applying it"])
+def test_replace_with_sync_when_a_woken_worker_takes_the_task_first(
+    db_url: str,
+    seq_bus: IntegrationBus,
+    monkeypatch: pytest.MonkeyPatch,
+    worker: str,
+) -> None:
+    """A new user's trial (PostgreSQL, a service running): the replace wakes the workers,
+    one took the task before ``--sync`` could, and the command said "error: ... being
+    applied" or "no queued task" (exit 2) though the task was replaced and applied. Now it
+    waits for that batch and reports the outcome."""
+    from syncbus.errors import TaskBusyError
+
+    task_id = failed_task(seq_bus)
+    original = IntegrationBus.synchronize_task
+    calls: list[int] = []
+
+    def raced(self: IntegrationBus, tid: int) -> bool:
+        calls.append(tid)
+        if len(calls) == 1:
+            if worker == "was applying it":
+                raise TaskBusyError(f"task {tid} is being applied by a running batch")
+            assert self.process_tasks("Seq")["Seq"].applied == 1  # the woken worker
+        return original(self, tid)
+
+    monkeypatch.setattr(IntegrationBus, "synchronize_task", raced)
+    result = cli(
+        db_url, "tasks", "replace", str(task_id), "-f", "-", "--sync", stdin='{"key": "a", "n": 9}'
+    )
+    assert result.exit_code == 0, result.output
+    assert f"task {task_id}: object replaced" in result.stdout
+    assert f"task {task_id} applied" in result.stdout
+    assert seq_bus.get_object("seq.counter", "a")["n"] == 9  # type: ignore[index]
+    if worker == "applied it":  # the task had left the queue: its record says how it went
+        assert calls == [task_id] and "a worker applied it" in result.stdout
+    else:  # the batch was waited for, then the task run
+        assert calls == [task_id, task_id]
+
+
 def test_replace_from_stdin_keeps_the_task_queued(db_url: str, seq_bus: IntegrationBus) -> None:
     task_id = failed_task(seq_bus)
     result = cli(db_url, "tasks", "replace", str(task_id), "-f", "-", stdin='{"key": "a", "n": 7}')
