@@ -53,7 +53,7 @@ from syncbus.model import (
 from syncbus.policies import ConnectorRules
 from syncbus.settings import Settings
 from syncbus.store import history, migrate, reads
-from syncbus.store.admin import delete_task, delete_tasks
+from syncbus.store.admin import by_connector, delete_task, delete_tasks
 from syncbus.store.connectors import connector_by_id, connector_by_name, connectors_with_tasks
 from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
@@ -304,17 +304,32 @@ class IntegrationBus:
         A missing task is an error; a task that a running batch holds raises
         ``TaskBusyError`` instead of waiting."""
         with self._admin_tx(task_id) as conn:
-            if self.runner.lock_task(conn, task_id) is None:
+            row = self.runner.lock_task(conn, task_id)
+            if row is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
+            name = connector_by_id(conn, row.connector_id).connector_name
             self._record_deleted(conn, [task_id])
             delete_task(conn, task_id)
+            notify_workers(conn, name)  # it may have stopped its queue: go on at once
+        self.hooks.tasks_deleted(name, [task_id])
 
     def delete_tasks(self, task_ids: list[int]) -> tuple[int, set[int]]:
         """Remove several queued tasks (a few hundred at most) in one transaction, leaving
         their records; tasks a running batch holds are skipped, not waited for. How many
         went, and the ids skipped."""
+        gone: dict[str, list[int]] = {}
+
+        def before(conn: sa.Connection, ids: list[int]) -> None:
+            gone.update(by_connector(conn, ids))
+            self._record_deleted(conn, ids)
+
         with self.engine.begin() as conn:
-            return delete_tasks(conn, task_ids, self._record_deleted)
+            count, busy = delete_tasks(conn, task_ids, before)
+            for name in gone:  # one of them may have stopped its queue: go on at once
+                notify_workers(conn, name)
+        for name, ids in gone.items():
+            self.hooks.tasks_deleted(name, ids)
+        return count, busy
 
     def _record_deleted(self, conn: sa.Connection, task_ids: list[int]) -> None:
         if not self.runner.keeps_history(conn):
@@ -429,6 +444,7 @@ class IntegrationBus:
                 "I",
             )
             notify_workers(conn, row.connector_name)  # an Error task runs again: wake them
+        self.hooks.task_replaced(row.connector_name, task_id)
         info = self.get_task(task_id)
         if info is None:  # applied or deleted between the replace and this read
             raise TaskNotFoundError(f"task {task_id} left the queue right after its replace")

@@ -307,8 +307,8 @@ class Dispatcher:
 class _OnRejected:
     """A full queue refused tasks: make sure it is being drained (a run may not have been
     asked for since processing was switched back on, say). A task applied by hand
-    (``synchronize_task``) may have been what stopped its queue: the queue goes on now, not
-    at the next scheduled run."""
+    (``synchronize_task``), deleted or given a new object may have been what stopped its
+    queue: the queue goes on now, not at the next scheduled run."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
@@ -319,3 +319,9 @@ class _OnRejected:
     def task_applied(self, connector_name: str, _task_id: int, manual: bool = False) -> None:
         if manual:
             self.dispatcher.trigger(connector_name)
+
+    def tasks_deleted(self, connector_name: str, _task_ids: list[int]) -> None:
+        self.dispatcher.trigger(connector_name)
+
+    def task_replaced(self, connector_name: str, _task_id: int) -> None:
+        self.dispatcher.trigger(connector_name)

@@ -35,6 +35,8 @@ EVENTS = (
     "run_finished",
     "tasks_rejected",
     "task_quarantined",
+    "tasks_deleted",
+    "task_replaced",
 )
 
 
@@ -85,6 +87,14 @@ class Hooks:
     def tasks_rejected(self, connector_name: str, count: int) -> None:
         """Logging refused ``count`` tasks: the connector's queue is full (CONTRACT §9)."""
         self._emit("tasks_rejected", connector_name, count)
+
+    def tasks_deleted(self, connector_name: str, task_ids: list[int]) -> None:
+        """An operator deleted these queued tasks of the connector."""
+        self._emit("tasks_deleted", connector_name, task_ids)
+
+    def task_replaced(self, connector_name: str, task_id: int) -> None:
+        """An operator gave a queued task a new object (edit and replay)."""
+        self._emit("task_replaced", connector_name, task_id)
 
 
 class TaskLogged:

@@ -288,3 +288,46 @@ def test_a_task_synchronized_by_hand_sends_its_queue_on(db_url: str) -> None:
     finally:
         dispatcher.stop()
         bus.close()
+
+
+@pytest.mark.parametrize("fix", ["delete", "delete several", "replace"])
+def test_a_task_deleted_or_replaced_by_hand_sends_its_queue_on(db_url: str, fix: str) -> None:
+    """In the serving process, on SQLite too (a new user's trial: after deleting the task that
+    blocked a queue, the tasks behind it waited ~55 s for the scheduled run, where the 429
+    said deleting it unblocks the queue): deleting the blocking task, or giving it a new
+    object, sends the queue on now. PostgreSQL's workers elsewhere are woken by NOTIFY."""
+    from syncbus import ProcessType
+
+    bus = make_bus(db_url)
+    dispatcher = quiet(bus)
+    heard: list[tuple[str, object]] = []
+
+    class Heard:
+        def tasks_deleted(self, name: str, ids: list[int]) -> None:
+            heard.append(("deleted", (name, ids)))
+
+        def task_replaced(self, name: str, task_id: int) -> None:
+            heard.append(("replaced", (name, task_id)))
+
+    bus.hooks.subscribe(Heard())
+    try:
+        stuck = bus.process_external_task(
+            "Seq", {"key": "s", "n": 1}, process_type=ProcessType.ERROR
+        )
+        bus.process_external_task("Seq", {"key": "s", "n": 2})
+        assert bus.process_tasks("Seq")["Seq"].stopped  # stopped at the Error task
+        dispatcher.start()
+        if fix == "delete":
+            bus.delete_task(stuck)
+            assert heard == [("deleted", ("Seq", [stuck]))]
+        elif fix == "delete several":
+            assert bus.delete_tasks([stuck, 10**9]) == (1, set())
+            assert heard == [("deleted", ("Seq", [stuck]))]
+        else:
+            bus.replace_task_object(stuck, {"key": "s", "n": 0})  # Default again: it runs
+            assert heard == [("replaced", ("Seq", stuck))]
+        wait_for(lambda: bus.queue_size("Seq") == 0, timeout=10)  # not at the next schedule
+        assert bus.get_object("seq.counter", "s")["n"] == 2  # type: ignore[index]
+    finally:
+        dispatcher.stop()
+        bus.close()

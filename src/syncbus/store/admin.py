@@ -8,6 +8,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from syncbus.store.dialect import dialect_of
+from syncbus.store.tables import connector_table as c
 from syncbus.store.tables import task_table as t
 
 _LAST_TASK_ID = sa.select(sa.func.max(t.c.task_id))
@@ -15,6 +16,19 @@ _DELETE_ONE = t.delete().where(t.c.task_id == sa.bindparam("tid"))
 _IDS: sa.BindParameter[int] = sa.bindparam("ids", expanding=True)
 _QUEUED = sa.select(t.c.task_id).where(t.c.task_id.in_(_IDS))
 _DELETE_MANY = t.delete().where(t.c.task_id.in_(_IDS))
+_CONNECTORS_OF = (
+    sa.select(t.c.task_id, c.c.connector_name)
+    .join(c, c.c.connector_id == t.c.connector_id)
+    .where(t.c.task_id.in_(_IDS))
+)
+
+
+def by_connector(conn: sa.Connection, ids: list[int]) -> dict[str, list[int]]:
+    """The queued tasks among ``ids``, by their connector's name (ids ascending)."""
+    out: dict[str, list[int]] = {}
+    for task_id, name in conn.execute(_CONNECTORS_OF.order_by(t.c.task_id), {"ids": ids}):
+        out.setdefault(str(name), []).append(int(task_id))
+    return out
 
 
 def last_task_id(conn: sa.Connection) -> int:
