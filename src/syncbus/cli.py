@@ -642,9 +642,12 @@ def serve(
     import uvicorn
 
     from syncbus.service import create_app
-    from syncbus.service.server import GracefulServer, serve_processes
+    from syncbus.service.server import GracefulServer, port_in_use, serve_processes
 
     api_token = _serve_token(token, no_auth)
+    taken = port_in_use(host, port)
+    if taken is not None:
+        raise taken
     bus = _open(db, may_create=True, batch_size=batch_size, lease_seconds=lease_seconds)
     _warn_load_errors(bus)
 

@@ -121,3 +121,53 @@ def test_an_admin_session_holds_on_every_server_process(sqlite_url: str) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_server_processes_stop_when_serve_is_killed(sqlite_url: str) -> None:
+    """A new user's trial: SIGKILL of `serve --processes 2` left both server processes running,
+    orphaned and holding the port, and a new `serve` then failed with a traceback. Now they
+    notice their parent is gone and stop; and a port another process holds is a one-line
+    error, whether `serve` runs one process or several."""
+    make_bus(sqlite_url).close()
+    serve = [sys.executable, "-m", "syncbus.cli", "serve", "--db", sqlite_url, "--no-auth"]
+    proc, url = spawn_listening(
+        lambda port: [*serve, "--port", str(port), "--processes", "2"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    port = url.rsplit(":", 1)[1]
+    try:
+        wait_for(lambda: healthz(url, proc) == 200, timeout=30)
+        kids = children(proc.pid)
+        assert len(kids) == 2
+        for processes in ("1", "2"):  # the port is taken: one line, exit status 2
+            again = subprocess.run(
+                [*serve, "--port", port, "--processes", processes],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert again.returncode == 2, again.stderr
+            errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and f"port {port}" in errors[0], again.stderr
+            assert "Traceback" not in again.stderr
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        wait_for(lambda: not any(_alive(pid) for pid in kids), timeout=20)
+        _, err = proc.communicate(timeout=30)
+        assert "is gone; server process" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an orphan's zombie is reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
 import os
 import secrets
@@ -11,6 +12,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing import connection as mp_connection
@@ -18,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from syncbus.errors import ConfigurationError
 from syncbus.service.admin.security import SECRET_ENV
 from syncbus.service.metrics import share_across_processes
 
@@ -47,6 +50,48 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# How often a server process looks whether its parent (``serve --processes``) is still there.
+_PARENT_CHECK_S = 0.5
+
+
+def port_in_use(host: str, port: int, exc: OSError | None = None) -> ConfigurationError | None:
+    """The error to show when ``host:port`` cannot be listened on because another process
+    does (None when it is free, or ``exc`` is about something else)."""
+    if exc is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as bind_error:
+                exc = bind_error
+    if exc is None or exc.errno != errno.EADDRINUSE:
+        return None
+    return ConfigurationError(
+        f"port {port} on {host} is in use by another process (another syncbus serve, or "
+        "server processes left behind by one): stop it, or choose another port with --port"
+    )
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """The socket every server process accepts on (a port in use: a one-line error)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        taken = port_in_use(host, port, exc)
+        if taken is not None:
+            raise taken from exc
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve_processes(
     processes: int, host: str, port: int, build: Callable[[], tuple[Any, Callable[[], None]]]
 ) -> int:
@@ -61,12 +106,7 @@ def serve_processes(
     dying at start."""
     # One admin session secret for all of them: a connection may reach any process.
     os.environ.setdefault(SECRET_ENV, secrets.token_hex(32))
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    sock = _listening(host, port)
     counters = tempfile.mkdtemp(prefix="syncbus-metrics-")
     share_across_processes(counters)
     ctx = multiprocessing.get_context("fork")
@@ -74,7 +114,13 @@ def serve_processes(
 
     def start(i: int) -> Any:
         child = ctx.Process(target=_child, args=(sock, build), name=f"syncbus-serve-{i}")
-        child.start()
+        # Forked with SIGTERM and SIGINT held back: until the child has handlers of its own,
+        # one arriving would run this process's handler there (``_child`` lets them in).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return child
 
     children = [start(i) for i in range(processes)]
@@ -146,6 +192,8 @@ def _child(sock: socket.socket, build: Callable[[], tuple[Any, Callable[[], None
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held back since the fork
+    _stop_with_parent(on_signal)
     app, close = build()
     try:
         server = GracefulServer(uvicorn.Config(app, log_level="info", lifespan="on"))
@@ -153,3 +201,23 @@ def _child(sock: socket.socket, build: Callable[[], tuple[Any, Callable[[], None
             server.run(sockets=[sock])
     finally:
         close()
+
+
+def _stop_with_parent(stop: Callable[[int, Any], None]) -> None:
+    """End this server process gracefully when its parent is gone (killed with SIGKILL, say):
+    otherwise it would serve on, orphaned, holding the port, and a new ``serve`` could not
+    start."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_S)
+        print(
+            f"syncbus serve: the parent process (pid {parent}) is gone; server process "
+            f"{os.getpid()} stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop(signal.SIGTERM, None)
+
+    threading.Thread(target=watch, name="syncbus-parent-watch", daemon=True).start()
