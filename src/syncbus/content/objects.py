@@ -115,7 +115,10 @@ class ObjectStore:
     def find_id(
         self, conn: sa.Connection, ot: ObjectType, row: Mapping[str, Any], site_id: int | None
     ) -> int | None:
-        """The id of the object with this identity (the lowest, if several match)."""
+        """The id of the object with this identity. An identity column left out (a child
+        type's parent, a group) matches any value, but only one object may match: objects of
+        the same code name under different parents are told apart by the parent alone, and
+        writing "the first of them" would write another parent's object."""
         table = self.registry.table(ot.name)
         params: dict[str, Any] = {}
         shape = []
@@ -137,11 +140,23 @@ class ObjectStore:
                 sa.select(id_col)
                 .where(*self.identity_filter(ot, row, site_id, bind=True))
                 .order_by(id_col)
-                .limit(1)
+                .limit(2 if _LEFT_OUT in shape else 1)
             )
             cached = self._finds[key] = (table, stmt)
-        found = conn.execute(cached[1], params).scalar()
-        return None if found is None else int(found)
+        found = conn.execute(cached[1], params).scalars().all()
+        if len(found) > 1:
+            left_out = [
+                col
+                for col, how in zip(ot.identity_columns(), shape, strict=True)
+                if how == _LEFT_OUT
+            ]
+            name = row.get(ot.key_column) if ot.key_column else None
+            raise ContentError(
+                f"{ot.name} {name!r}: more than one object has this code name (under different "
+                f"{' and '.join(repr(c) for c in left_out)}), and the task does not say which: "
+                f"give {', '.join(repr(c) for c in left_out)} in the object's data"
+            )
+        return int(found[0]) if found else None
 
     def exists(self, conn: sa.Connection, ot: ObjectType, oid: Any) -> bool:
         """Whether an object of type ``ot`` has the id ``oid``."""
