@@ -178,6 +178,29 @@ def test_values_at_the_edge_of_their_columns_are_accepted_and_applied(
     assert row["day"] == dt.date(2024, 5, 6) and row["flag"] is True
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        "2020-01-01T09:00:00+01:00",
+        "2020-01-01T08:00:00Z",
+        "2020-01-01T08:00:00",  # no offset: UTC, as documented
+        "2020-01-01T03:00:00-05:00",
+        dt.datetime(2020, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+    ],
+    ids=str,
+)
+def test_a_datetime_keeps_its_instant_on_both_databases(
+    bus: IntegrationBus, conn: DictConnector, given: object
+) -> None:
+    """A new developer's trial: on SQLite a datetime's offset was dropped (09:00+01:00 was
+    stored as 09:00, an hour late); PostgreSQL kept the instant. Both now store it in UTC."""
+    put(bus, ext("hard.item", item_name="t", at=given))
+    row = bus.get_object("hard.item", "t")
+    assert row is not None
+    at = row["at"] if row["at"].tzinfo else row["at"].replace(tzinfo=dt.UTC)
+    assert at == dt.datetime(2020, 1, 1, 8, tzinfo=dt.UTC), row["at"]
+
+
 def test_page_fields_of_every_accepted_kind_apply(bus: IntegrationBus, conn: DictConnector) -> None:
     """Dates, datetimes and 0/1 booleans in page fields are accepted at log time, so they must
     apply (they failed on SQLite, whose Date type takes only date objects)."""

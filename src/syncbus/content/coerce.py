@@ -16,7 +16,20 @@ from syncbus.errors import ContentError
 
 
 def _to_datetime(value: Any) -> Any:
-    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    """An instant in UTC (aware): a value with an offset is converted, one without is UTC
+    already (as documented). SQLite stores a datetime's clock fields and drops its zone, so
+    ``09:00+01:00`` must reach it as ``08:00`` UTC, not as ``09:00``."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return value
+
+
+def _to_naive_datetime(value: Any) -> Any:
+    """For a column without a time zone: the UTC clock time."""
+    value = _to_datetime(value)
+    return value.replace(tzinfo=None) if isinstance(value, dt.datetime) else value
 
 
 def _to_date(value: Any) -> Any:
@@ -39,7 +52,7 @@ def column_coercers(types: Mapping[str, Any]) -> Coercers:
     out: Coercers = {}
     for col, typ in types.items():
         if isinstance(typ, sa.DateTime):
-            out[col] = (_to_datetime, typ)
+            out[col] = (_to_datetime if typ.timezone else _to_naive_datetime, typ)
         elif isinstance(typ, sa.Date):
             out[col] = (_to_date, typ)
         elif isinstance(typ, sa.Boolean):
