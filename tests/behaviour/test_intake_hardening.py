@@ -134,6 +134,9 @@ REFUSED_OBJECTS = [
     ("text-nul", item(note="a\x00b"), None, ["'note'", "NUL"]),
     ("text-surrogate", item(note="a\ud800b"), None, ["'note'", "Unicode"]),
     ("json-nan", item(extra={"a": [math.nan]}), None, ["'extra'", "JSON"]),
+    # Accepted by the log-time check, then refused by PostgreSQL when applied (a trial).
+    ("json-surrogate", item(extra={"a": ["\ud800"]}), None, ["'extra'", "surrogate"]),
+    ("json-key-surrogate", item(extra={"\udfff": 1}), None, ["'extra'", "surrogate"]),
 ]
 
 

@@ -175,9 +175,17 @@ def _string_checker(max_length: int | None) -> Checker:
 
 def _json_problem(value: Any) -> str | None:
     try:
-        json.dumps(value, allow_nan=False, default=_json_scalar)
+        text = json.dumps(value, allow_nan=False, default=_json_scalar, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         return f"the value cannot be stored as JSON: {exc}"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # PostgreSQL's JSON parser refuses it (a task's record too)
+            return (
+                "the value holds text that is not valid Unicode (a lone surrogate), which "
+                "cannot be stored as JSON"
+            )
     return None
 
 
