@@ -459,3 +459,30 @@ def test_a_child_named_without_its_parent_is_never_another_parents(
     put(bus, ext("box.thing", thing_name="office", city="x", box_id=bob))
     put(bus, ext("box.thing", thing_name="office", city="y"), TaskType.UPDATE_OBJECT)  # unique
     assert ("bob", "office", "y") in _things(bus)
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        ("cms_user", "belongs to object type 'cms.user'"),
+        ("CMS_Role", "belongs to object type 'cms.role'"),
+        ("content_article", "belongs to page type 'cms.article'"),
+        ("cms_tree", "one of the bus's own"),
+        ("syncbus_task", "one of the bus's own"),
+    ],
+)
+def test_a_declared_type_cannot_take_a_table_another_owns(
+    bus: IntegrationBus, table: str, said: str
+) -> None:
+    """A new developer's trial: declaring a type on the table of a built-in type was accepted,
+    replaced that table's definition, and `create_schema` then advised adding the new type's
+    columns to it. It is refused when registered, and the bus is left as it was."""
+    from syncbus.errors import ConfigurationError
+
+    declared = ObjectType("x.e", table, "e_id", code_name_column="e", columns={"e": str})
+    with pytest.raises(ConfigurationError, match=said):
+        bus.register_object_type(declared)
+    bus.create_schema()  # nothing half-registered: the schema is as it was
+    add_connector(bus)
+    put(bus, user("still-here"))
+    assert bus.get_object("cms.user", "still-here") is not None

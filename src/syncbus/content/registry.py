@@ -21,6 +21,9 @@ from syncbus.content.types import (
 )
 from syncbus.errors import ConfigurationError, InvalidObjectError, StoreError
 
+# The page tree's own tables: no declared type may take them.
+_OWN_TABLES = frozenset({schema.tree_table.name, schema.document_table.name})
+
 # loader(kind, name) -> the stored declaration, or None
 DeclarationLoader = Callable[[str, str], dict[str, Any] | None]
 # lister(kind) -> the names of the stored declarations of that kind
@@ -68,6 +71,7 @@ class TypeRegistry:
                 raise ConfigurationError(
                     f"object type {ot.name!r}: site binding type {ot.site_binding!r} is unknown"
                 )
+            self._check_table(ot.table, f"object type {ot.name!r}", ("object", ot.name))
             types = {**self.object_types, ot.name: ot}
             for t in self._tables.values():
                 if t.name not in self._metadata.tables:
@@ -90,6 +94,8 @@ class TypeRegistry:
                 if existing == pt:
                     return
                 raise ConfigurationError(f"page type {pt.class_name!r} is already registered")
+            if pt.table:
+                self._check_table(pt.table, f"page type {pt.class_name!r}", ("page", pt.class_name))
             if "cms_document" not in self._metadata.tables:
                 schema.document_table.to_metadata(self._metadata)
             if pt.table and pt.table in self._metadata.tables:
@@ -102,6 +108,25 @@ class TypeRegistry:
             if table is not None:
                 self._page_tables[pt.class_name] = table
                 self._user_tables.append(table)
+
+    def _check_table(self, table: str, what: str, me: tuple[str, str]) -> None:
+        """Refuse a table that another type, the page tree or the bus itself owns: the
+        declaration would replace that table's definition (and `create_schema` then asks to
+        add this type's columns to it)."""
+        owners: dict[str, tuple[str, str]] = {
+            t.name: ("object", name) for name, t in self._tables.items()
+        }
+        owners.update({t.name: ("page", name) for name, t in self._page_tables.items()})
+        owner = owners.get(table.lower())
+        if owner is not None and owner != me:
+            raise ConfigurationError(
+                f"{what}: table {table!r} belongs to {owner[0]} type {owner[1]!r}; give the "
+                "type a table of its own"
+            )
+        if table.lower() in _OWN_TABLES or table.lower().startswith("syncbus_"):
+            raise ConfigurationError(
+                f"{what}: table {table!r} is one of the bus's own; give the type a table of its own"
+            )
 
     # -- stored declarations --------------------------------------------------------------
     def _known_object_type(self, name: str) -> bool:
