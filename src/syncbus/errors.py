@@ -91,6 +91,10 @@ class StoreError(SyncBusError):
     """Family: the database (connection, schema, migrations)."""
 
 
+class SchemaMissingError(StoreError):
+    """A table a task needs does not exist in the database (``create_schema`` not run)."""
+
+
 class CorruptTaskError(SyncBusError):
     """A stored task row cannot be decoded."""
 

@@ -29,6 +29,7 @@ from syncbus.errors import (
     IntegrationDisabledError,
     InvalidObjectError,
     QueueFullError,
+    SchemaMissingError,
     SiteNotFoundError,
     SyncBusError,
 )
@@ -153,6 +154,7 @@ class Intake:
         self.hooks = hooks or Hooks()
         # Group commit: concurrent single-task calls share one transaction (None: off).
         self.group: _Group | None = _Group(self)
+        self._tables_seen: set[str] = set()  # content tables known to exist
 
     def log(self, connector_name: str, request: TaskRequest) -> LogOutcome:
         """Log one task (``process_external_task``).
@@ -433,6 +435,7 @@ class Intake:
         built = self.build(connector_name, req.external_obj, ttype, dtype, req.site_name)
         if built is None:
             return LogOutcome(None, created=False)
+        self._require_tables(conn, built)
         return {
             "connector_id": state.connector_id,
             "task_type": ttype.value,
@@ -444,6 +447,26 @@ class Intake:
             "traceparent": traceparent(req.traceparent),
             **built,
         }
+
+    def _require_tables(self, conn: sa.Connection, built: dict[str, Any]) -> None:
+        """Refuse a task whose type's table does not exist (a type registered, but
+        ``create_schema`` never run against this database): it could never be applied, and
+        would stop its queue. Each table is looked up once per process."""
+        name, class_name = built["object_type"], built["class_name"]
+        if name is not None:
+            table: sa.Table | None = self.registry.table(name)
+            what = f"object type {name!r}"
+        else:
+            table, what = self.registry.page_table(class_name), f"page type {class_name!r}"
+        if table is None or table.name in self._tables_seen:
+            return
+        if not sa.inspect(conn).has_table(table.name):
+            raise SchemaMissingError(
+                f"the table {table.name!r} of {what} does not exist in this database: call "
+                "bus.create_schema() (or run the program that registers the type and creates "
+                "the schema) before logging its tasks; nothing was logged"
+            )
+        self._tables_seen.add(table.name)
 
     def build(
         self,

@@ -629,3 +629,33 @@ def test_any_json_value_is_refused_or_applies_or_fails_alone(db_url: str) -> Non
         check()
     finally:
         bus.close()
+
+
+def test_a_task_of_a_type_whose_table_is_missing_is_refused_when_logged(
+    db_url: str,
+) -> None:
+    """A new developer's trial: with a type registered but `create_schema()` never run (or
+    failed), its tasks were logged, then failed with "no such table" and stopped the queue.
+    They are refused when logged, saying what to do; over HTTP that is a 503 (the service is
+    not set up), and nothing is queued. Once the schema exists, the same call logs."""
+    from syncbus import SchemaMissingError, create_app
+
+    bus = IntegrationBus(db_url)
+    try:
+        bus.register_object_type(HARD)  # registered, its table not created
+        add_connector(bus)
+        with pytest.raises(SchemaMissingError, match="create_schema"):
+            log(bus, item(item_name="a"))
+        app = create_app(bus, run_dispatcher=False)
+        with asgi_client(app) as api:
+            r = api.post(
+                "/api/connectors/TestConnector/tasks",
+                json={"task_type": "CreateObject", "object": item(item_name="b")},
+            )
+        assert r.status_code == 503 and "hard_item" in r.json()["detail"], r.text
+        assert pending(bus) == []
+        bus.create_schema()
+        put(bus, item(item_name="c"))
+        assert bus.get_object("hard.item", "c") is not None
+    finally:
+        bus.close()

@@ -29,6 +29,7 @@ from syncbus.errors import (
     ConnectorNotFoundError,
     IntegrationDisabledError,
     QueueFullError,
+    SchemaMissingError,
     SyncBusError,
     TaskBusyError,
     TaskNotFoundError,
@@ -68,6 +69,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (ConnectorNotFoundError, 404),
     (TaskNotFoundError, 404),
     (ConnectorLoadError, 503),
+    (SchemaMissingError, 503),
     (IntegrationDisabledError, 503),
     (SyncBusError, 422),
 ]
