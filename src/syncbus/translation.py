@@ -75,6 +75,12 @@ class Capture:
                 f"{object_type!r}) must return ObjectParams with a code_name, got {params!r}"
             )
         what = f"the identity of {object_type} {show(external_id)}"
+        if isinstance(params.code_name, str) and not params.code_name.strip():
+            raise TranslationError(
+                f"connector {name!r}: get_internal_object_params({external_id!r}, "
+                f"{object_type!r}) gave a blank code_name {params.code_name!r}: no object has "
+                "one (a code name is required and not blank)"
+            )
         check_identity_text(name, f"{what} (code_name)", params.code_name, 450)
         check_identity_text(name, f"{what} (site_name)", params.site_name, 100)
         target = self.registry.object_type(object_type)

@@ -252,6 +252,19 @@ def test_missing_translation_is_refused_naming_the_column(bus: IntegrationBus) -
     assert pending(bus) == []
 
 
+def test_a_blank_code_name_from_the_connector_is_refused_at_log_time(
+    bus: IntegrationBus,
+) -> None:
+    """A new developer's trial: ``ObjectParams("  ")`` was accepted, and the task failed when
+    applied (no object has a blank code name), stopping the queue behind it."""
+    conn = add_connector(bus)
+    conn.knows("cms.user", 1, "alice")
+    conn.knows("cms.role", 2, "   ", site="main")
+    with pytest.raises(TranslationError, match="blank code_name"):
+        log(bus, membership(1, 2), data_type=SIMPLE_SNAPSHOT)
+    assert pending(bus) == []
+
+
 def test_missing_page_translation_is_refused(bus: IntegrationBus) -> None:
     add_connector(bus)
     page = Page("cms.folder", "X", alias="x", parent_id=77)
