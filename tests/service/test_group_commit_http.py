@@ -274,3 +274,29 @@ def test_a_connection_lost_during_the_checks_fails_only_its_request(
     codes = dict(zip(names, [r.status_code for r in answers], strict=True))
     assert codes == {"c1": 201, "c2": 201, "lost": 503, "c3": 201, "c4": 201}, answers[2].text
     assert len(pending(bus)) == 5
+
+
+def test_a_failed_commit_fails_its_group_and_logs_nothing_twice(
+    bus: IntegrationBus, app: FastAPI, api: httpx.Client
+) -> None:
+    """A COMMIT that fails may have gone through (the connection lost before its answer):
+    the group's tasks are not inserted again one by one, which could log each twice. Every
+    request of the group is answered with the error (503: retry it, with its idempotency key
+    if it has one); requests after it are logged as usual."""
+    commits = [0]
+
+    def failing_second_commit(_conn: sa.Connection) -> None:
+        commits[0] += 1
+        if commits[0] == 2:  # the group behind the lead
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    sa.event.listen(bus.engine, "commit", failing_second_commit)
+    _, lead, answers = first_then(
+        api, app, [(URL, {"task_type": "CreateObject", "object": user(f"c{i}")}) for i in range(4)]
+    )
+    sa.event.remove(bus.engine, "commit", failing_second_commit)
+    assert lead.status_code == 201
+    assert [r.status_code for r in answers] == [503] * 4, [r.text for r in answers]
+    assert pending(bus) == [lead.json()["task_id"]]  # nothing inserted again, task by task
+    after = api.post(URL, json={"task_type": "CreateObject", "object": user("later")})
+    assert after.status_code == 201
