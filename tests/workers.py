@@ -97,8 +97,18 @@ class Workers:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(timeout=60)
+        for i, proc in enumerate(self.procs):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # its threads' stacks, into its output
+                time.sleep(1)
+                proc.kill()
+                proc.wait()
+                raise AssertionError(
+                    f"worker {i} did not stop within 60 s of SIGTERM; its output and "
+                    f"stacks:\n{self.output(i)}"
+                ) from None
         return [self.output(i) for i in range(len(self.procs))]
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import faulthandler
 import gc
 import json
 import os
@@ -762,6 +763,9 @@ def worker(
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    # `kill -USR1 PID` prints every thread's stack to stderr: where a stuck worker is stuck
+    # (written from the signal handler itself, even while a thread holds the interpreter).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     dispatcher.start()
     err_console.print(
         f"syncbus worker started ({workers} worker{'s' if workers != 1 else ''}) on "

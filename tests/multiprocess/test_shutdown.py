@@ -85,3 +85,27 @@ def _sleeping(bus: IntegrationBus) -> bool:
                 "AND datname = current_database()"
             ).scalar_one()
         )
+
+
+def test_a_worker_prints_its_threads_stacks_on_sigusr1(sqlite_url: str) -> None:
+    """Where a stuck worker is stuck: `kill -USR1 PID` prints every thread's stack to stderr,
+    and the worker goes on (a SIGTERM then stops it as usual)."""
+    command = [sys.executable, "-m", "syncbus.cli", "worker", "--db", sqlite_url]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        assert "worker started" in proc.stderr.readline()
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        assert proc.poll() is None  # still working
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Current thread" in err or "Thread 0x" in err, err
+        assert "dispatcher" in err.lower() or "threading.py" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
