@@ -146,20 +146,16 @@ def serve_processes(
                 lived = time.monotonic() - started[i]
                 quick_deaths = quick_deaths + 1 if lived < _QUICK else 0
                 if quick_deaths > _QUICK_DEATHS:
-                    print(
-                        f"syncbus serve: server processes keep dying at start (the last, pid "
-                        f"{child.pid}, with status {child.exitcode}); stopping",
-                        file=sys.stderr,
-                        flush=True,
+                    _say(
+                        f"server processes keep dying at start (the last, pid {child.pid}, "
+                        f"with status {child.exitcode}); stopping"
                     )
                     forward(signal.SIGTERM, None)
                     worst = 1
                     break
-                print(
-                    f"syncbus serve: server process {i} (pid {child.pid}) ended with status "
-                    f"{child.exitcode} after {lived:.0f} s; starting another",
-                    file=sys.stderr,
-                    flush=True,
+                _say(
+                    f"server process {i} (pid {child.pid}) ended with status "
+                    f"{child.exitcode} after {lived:.0f} s; starting another"
                 )
                 children[i], started[i] = start(i), time.monotonic()
     finally:
@@ -212,12 +208,12 @@ def _stop_with_parent(stop: Callable[[int, Any], None]) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(_PARENT_CHECK_S)
-        print(
-            f"syncbus serve: the parent process (pid {parent}) is gone; server process "
-            f"{os.getpid()} stops",
-            file=sys.stderr,
-            flush=True,
-        )
+        _say(f"the parent process (pid {parent}) is gone; server process {os.getpid()} stops")
         stop(signal.SIGTERM, None)
 
     threading.Thread(target=watch, name="syncbus-parent-watch", daemon=True).start()
+
+
+def _say(message: str) -> None:
+    """A line on stderr, as the processes of ``serve`` report what happens to them."""
+    print(f"syncbus serve: {message}", file=sys.stderr, flush=True)
