@@ -268,19 +268,23 @@ def test_extra_entity_runs_yield_a_thread_to_another_connector(pg_url: str) -> N
         bus.close()
 
 
+def stopped_at_an_error_task(bus: IntegrationBus) -> int:
+    """Seq's queue stopped at an Error task with a task behind it; the Error task's id."""
+    from syncbus import ProcessType
+
+    stuck = bus.process_external_task("Seq", {"key": "s", "n": 1}, process_type=ProcessType.ERROR)
+    bus.process_external_task("Seq", {"key": "s", "n": 2})
+    assert bus.process_tasks("Seq")["Seq"].stopped  # stopped at the Error task
+    return int(stuck)  # type: ignore[arg-type]
+
+
 def test_a_task_synchronized_by_hand_sends_its_queue_on(db_url: str) -> None:
     """In the serving process (the admin's Synchronize, on SQLite too): the task applied by
     hand may have stopped its queue; the tasks behind it run now, not at the next schedule."""
-    from syncbus import ProcessType
-
     bus = make_bus(db_url)
     dispatcher = quiet(bus)
     try:
-        stuck = bus.process_external_task(
-            "Seq", {"key": "s", "n": 1}, process_type=ProcessType.ERROR
-        )
-        bus.process_external_task("Seq", {"key": "s", "n": 2})
-        assert bus.process_tasks("Seq")["Seq"].stopped  # stopped at the Error task
+        stuck = stopped_at_an_error_task(bus)
         dispatcher.start()
         assert bus.synchronize_task(stuck)
         wait_for(lambda: bus.queue_size("Seq") == 0, timeout=10)
@@ -296,8 +300,6 @@ def test_a_task_deleted_or_replaced_by_hand_sends_its_queue_on(db_url: str, fix:
     blocked a queue, the tasks behind it waited ~55 s for the scheduled run, where the 429
     said deleting it unblocks the queue): deleting the blocking task, or giving it a new
     object, sends the queue on now. PostgreSQL's workers elsewhere are woken by NOTIFY."""
-    from syncbus import ProcessType
-
     bus = make_bus(db_url)
     dispatcher = quiet(bus)
     heard: list[tuple[str, object]] = []
@@ -311,11 +313,7 @@ def test_a_task_deleted_or_replaced_by_hand_sends_its_queue_on(db_url: str, fix:
 
     bus.hooks.subscribe(Heard())
     try:
-        stuck = bus.process_external_task(
-            "Seq", {"key": "s", "n": 1}, process_type=ProcessType.ERROR
-        )
-        bus.process_external_task("Seq", {"key": "s", "n": 2})
-        assert bus.process_tasks("Seq")["Seq"].stopped  # stopped at the Error task
+        stuck = stopped_at_an_error_task(bus)
         dispatcher.start()
         if fix == "delete":
             bus.delete_task(stuck)
