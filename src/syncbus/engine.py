@@ -164,6 +164,9 @@ class _Run:
     lanes: LaneRun | None = None
     fenced: bool = True
     history: bool = False  # write each finished task's record (CONTRACT §10)
+    # ENTITY: the tasks this run made wait that it has not applied or failed since (what
+    # ``ProcessResult.waiting`` counts: a task woken and applied later in the run is not).
+    waits: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ class _Tally(ProcessResult):
 
     applied_ids: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    waited_ids: list[int] = field(default_factory=list)
     trace: tracing.BatchTrace | None = None  # its spans, when tracing records (syncbus.tracing)
 
 
@@ -208,13 +212,17 @@ def _tally(result: ProcessResult) -> _Tally:
     return _Tally(result.connector_name)
 
 
-def _merge(result: ProcessResult, tally: ProcessResult) -> None:
+def _merge(run: _Run, tally: _Tally) -> None:
+    result = run.result
     result.applied += tally.applied
     result.coalesced += tally.coalesced
     result.failed += tally.failed
     result.skipped += tally.skipped
     result.deleted += tally.deleted
-    result.waiting += tally.waiting
+    run.waits.update(tally.waited_ids)
+    run.waits.difference_update(tally.applied_ids)
+    run.waits.difference_update(i for i, _ in tally.failures)
+    result.waiting = len(run.waits)
     result.stopped = result.stopped or tally.stopped
     if tally.error is not None:
         result.error = tally.error
@@ -490,7 +498,7 @@ class Processor:
                 ]
             if not dead:
                 return
-            self._committed(run.result, tally)
+            self._committed(run, tally)
             for ids, (rest, doomed) in zip(dead, counted, strict=True):
                 self._after_count(run, min(ids), max(ids), rest, doomed)
 
@@ -574,7 +582,7 @@ class Processor:
                 self._claim_next(conn, run, scope, outcome)
             else:
                 self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
-        self._committed(run.result, tally)
+        self._committed(run, tally)
         if run.lanes is not None:
             run.lanes.take_in(outcome.lanes)
             if run.lanes.locks:
@@ -605,8 +613,8 @@ class Processor:
             return
         lanes.take_in(LaneOutcome(woken=woken))
 
-    def _committed(self, result: ProcessResult, tally: _Tally) -> None:
-        _merge(result, tally)
+    def _committed(self, run: _Run, tally: _Tally) -> None:
+        _merge(run, tally)
         for task_id in tally.applied_ids:
             self.hooks.task_applied(tally.connector_name, task_id)
         for task_id, error in tally.failures:
@@ -666,7 +674,7 @@ class Processor:
         tally = _tally(run.result)
         with self.db.begin() as conn:
             rest, doomed = self._count_deaths(conn, run, first, last, None, tally)
-        self._committed(run.result, tally)
+        self._committed(run, tally)
         self._after_count(run, first, last, rest, doomed)
 
     def _count_deaths(
@@ -748,7 +756,7 @@ class Processor:
                     self._record_dropped(conn, row, error)
                 tasks.remove(conn, [task_id])
             self._fence(conn, run)
-        self._committed(run.result, tally)
+        self._committed(run, tally)
         if run.lanes is None:
             outcome.stop = stop
         elif stop:  # under ENTITY a stop halts the task's lane only
@@ -1040,6 +1048,7 @@ class Processor:
                 index = payload.records.index(failure.missing[0])
                 batch.waited.append((row.task_id, row.lane, payload, index, row.site_name))
             result.waiting += 1
+            result.waited_ids.append(row.task_id)
             return True, False
         stop, drop = self._failed(
             batch.conn, row, rule, failure.text, result, batch.rules, batch.now

@@ -158,7 +158,9 @@ class ProcessResult:
     failed: int = 0
     skipped: int = 0
     deleted: int = 0
-    # Tasks that began (or went on) waiting for a missing reference (Ordering.ENTITY).
+    # Tasks the run left waiting for a missing reference (Ordering.ENTITY): each made to wait
+    # in it and neither applied nor failed by its end (one woken and applied later in the
+    # same run is not counted).
     waiting: int = 0
     # Of ``applied``: tasks whose values another task of their object carried (coalescing).
     coalesced: int = 0

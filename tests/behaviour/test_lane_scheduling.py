@@ -168,6 +168,28 @@ def test_a_missing_reference_waits_and_runs_once_it_is_created(
     assert result.applied == 3 and result.failed == 0 and result.waiting == 0
 
 
+def test_waiting_counts_only_the_tasks_a_run_leaves_waiting(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    """Found by a new user (trial 2): a task that waited and was applied later in the same
+    run was still counted as waiting, so a loop "until nothing waits" stopped early."""
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    entity(bus, role("admin"))
+    woken = entity(bus, membership(1, 2), data_type=SNAP)  # waits for alice ...
+    entity(bus, user("alice"))  # ... who comes later in the same run
+    behind = entity(bus, membership(1, 2), TaskType.DELETE_OBJECT, data_type=SNAP)
+    again = entity(bus, membership(1, 2), data_type=SNAP)  # the same lane, behind both
+    lanes.knows("cms.user", 3, "zoe")
+    left = entity(bus, membership(3, 2), data_type=SNAP)  # zoe never comes
+    result = run(bus, ENTITY)
+    assert pending(bus, ENTITY) == [left]
+    assert {woken, behind, again}.isdisjoint(pending(bus, ENTITY))
+    assert (result.applied, result.failed, result.waiting) == (5, 0, 1)
+    # A run that finds it still waiting leaves it alone and makes nothing wait.
+    assert run(bus, ENTITY).waiting == 0 and pending(bus, ENTITY) == [left]
+
+
 def test_a_wait_runs_out_after_dependency_timeout_and_fails_as_usual(
     bus: IntegrationBus,
 ) -> None:
