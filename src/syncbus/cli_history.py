@@ -94,6 +94,7 @@ def record_view(record: TaskRecord) -> RenderableType:
     about = Text(
         f"{record.connector_name} · {record.task_type.value} · {what} · site "
         f"{record.site_name or '-'} · process type {record.process_type.value}"
+        + (f" (when {record.state})" if record.finished else "")
         + (f" · lane {record.lane}" if record.lane else "")
     )
     parts: list[RenderableType] = [head, about, Text.assemble(("title ", "bold"), record.title)]

@@ -78,6 +78,8 @@ def test_finished_task_page_shows_the_lineage_chain(
     html = page.text
     assert 'data-testid="task-state">applied<' in html
     assert 'data-testid="finished-at"' in html and "Synchronize now" not in html
+    # It was synchronized out of Error: the type it had then, said as such.
+    assert 'Error <span class="hint">(when it left the queue)</span>' in html
     # One chain, in order: external -> internal -> translations -> changes -> errors.
     places = [html.index(f'data-testid="{name}"') for name in STEPS]
     assert places == sorted(places)

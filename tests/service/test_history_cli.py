@@ -80,6 +80,9 @@ def test_show_a_finished_task(db_url: str, seq_bus: IntegrationBus) -> None:
     assert "changes" in out and "│ n      │ 1   │ 2   │" in out
     assert '"n": 2' in out  # the external object
     assert "error history" not in out
+    # The process type it had when it left the queue, said as such (an operator read "process
+    # type Error" on a task synchronized out of Error as if it still were).
+    assert "process type Default (when applied)" in out
 
 
 def test_show_json_is_the_api_record(db_url: str, seq_bus: IntegrationBus) -> None:
