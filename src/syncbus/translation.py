@@ -24,9 +24,10 @@ from syncbus.content.validation import (
     check_columns,
     check_external_id,
     check_identity_text,
+    check_values,
     show,
 )
-from syncbus.errors import TranslationError
+from syncbus.errors import InvalidObjectError, TranslationError
 from syncbus.model import DocumentParams, InternalObject, ObjectParams
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
 from syncbus.store.db import IN_CHUNK
@@ -83,7 +84,13 @@ class Capture:
             )
         check_identity_text(name, f"{what} (code_name)", params.code_name, 450)
         check_identity_text(name, f"{what} (site_name)", params.site_name, 100)
+        if params.site_name is not None and not isinstance(params.site_name, str):
+            raise TranslationError(
+                f"connector {name!r}: get_internal_object_params({external_id!r}, "
+                f"{object_type!r}) gave site_name {params.site_name!r}: a site name is text"
+            )
         target = self.registry.object_type(object_type)
+        self._check_code_name(target, params.code_name, external_id)
         parent = group = None
         if params.parent_id is not None and target.parent_type:
             parent = self.object_ref(
@@ -97,6 +104,21 @@ class Capture:
             object_type, external_id, params.code_name, params.site_name, parent, group
         )
         return self._add(key, record)
+
+    def _check_code_name(self, target: ObjectType, code_name: Any, external_id: Any) -> None:
+        """A code name the target's identity column could not hold (an int for a text
+        column) matches no object: refused now, not when the task is applied."""
+        column = target.key_column
+        if column is None:
+            return
+        try:
+            check_values(target, {column: code_name}, external_refs=True)
+        except InvalidObjectError as exc:
+            raise TranslationError(
+                f"connector {self.connector.connector_name!r}: get_internal_object_params("
+                f"{external_id!r}, {target.name!r}) gave code_name {code_name!r}, which its "
+                f"identity column cannot hold: {exc}"
+            ) from exc
 
     def page_ref(self, external_id: Any, class_name: str, where: str) -> int:
         key = id_key(PAGE_RECORD, external_id)

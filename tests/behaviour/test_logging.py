@@ -265,6 +265,61 @@ def test_a_blank_code_name_from_the_connector_is_refused_at_log_time(
     assert pending(bus) == []
 
 
+def test_an_identity_its_columns_cannot_hold_is_refused_at_log_time(
+    bus: IntegrationBus,
+) -> None:
+    """A new developer's trial: ``ObjectParams(42)`` for a role (a text code name) or a
+    ``site_name`` that is not text was accepted, and the task failed only when applied."""
+    conn = add_connector(bus)
+    conn.knows("cms.user", 1, "alice")
+    conn.knows("cms.role", 2, 42, site="main")  # type: ignore[arg-type]
+    with pytest.raises(TranslationError, match=r"code_name 42, which its identity column"):
+        log(bus, membership(1, 2), data_type=SIMPLE_SNAPSHOT)
+    conn.knows("cms.role", 2, "admin", site=7)  # type: ignore[arg-type]
+    with pytest.raises(TranslationError, match=r"site_name 7: a site name is text"):
+        log(bus, membership(1, 2), data_type=SIMPLE_SNAPSHOT)
+    assert pending(bus) == []
+    # A code name of the type its column holds still goes through, int or text.
+    bus.register_object_type(
+        ObjectType(
+            "demo.badge",
+            "demo_badge",
+            "badge_id",
+            code_name_column="badge_no",
+            columns={"badge_no": int},
+        )
+    )
+    bus.register_object_type(
+        ObjectType(
+            "demo.award",
+            "demo_award",
+            "award_id",
+            code_name_column="award_name",
+            foreign_keys={"badge_id": "demo.badge"},
+            columns={"award_name": str, "badge_id": int},
+        )
+    )
+    bus.create_schema()
+    conn.knows("demo.badge", 9, 1009)  # type: ignore[arg-type]
+    conn.knows("cms.role", 2, "admin", site="main")
+    log(bus, ext("demo.award", award_name="gold", badge_id=9), data_type=SIMPLE_SNAPSHOT)
+    log(bus, membership(1, 2), data_type=SIMPLE_SNAPSHOT)
+    assert len(pending(bus)) == 2
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_bool_is_no_external_id(bus: IntegrationBus, flag: bool) -> None:
+    """A new operator's trial: ``"role_id": true`` under SimpleSnapshot was accepted and,
+    through a connector whose ids are dict keys, translated as the record with id 1."""
+    conn = add_connector(bus)
+    conn.knows("cms.user", 1, "alice")
+    conn.knows("cms.role", 1, "admin", site="main")
+    conn.knows("cms.role", 0, "guests", site="main")
+    with pytest.raises(InvalidObjectError, match=f"must be a string or a number, not {flag}"):
+        log(bus, membership(1, flag), data_type=SIMPLE_SNAPSHOT)
+    assert pending(bus) == [] and conn.object_calls == []  # refused before any lookup
+
+
 def test_missing_page_translation_is_refused(bus: IntegrationBus) -> None:
     add_connector(bus)
     page = Page("cms.folder", "X", alias="x", parent_id=77)

@@ -96,6 +96,8 @@ def external_id_problem(value: Any) -> str | None:
     """An external id must be a scalar the task's JSON and the translation can carry."""
     if isinstance(value, str):
         return text_problem(value)
+    if isinstance(value, bool):  # an int to Python: a connector's dict lookup maps True to 1
+        return f"an external id must be a string or a number, not {show(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"an external id must be a finite number, not {show(value)}"
     if isinstance(value, int) and not -INT64_MAX <= value <= INT64_MAX:
