@@ -228,6 +228,22 @@ def _merge(run: _Run, tally: _Tally) -> None:
         result.error = tally.error
 
 
+def _last_run(result: ProcessResult) -> dict[str, Any] | None:
+    """What the lease row keeps of a finished run (the dashboard's "last run"), or None for
+    a run that did nothing: a worker's idle runs must not hide the last one that did."""
+    if not (result.applied or result.failed or result.skipped or result.deleted or result.error):
+        return None
+    started = (
+        None if result.started_at is None else dt.datetime.fromtimestamp(result.started_at, dt.UTC)
+    )
+    return {
+        "last_run_started_at": started,
+        "last_run_applied": result.applied,
+        "last_run_failed": result.failed,
+        "last_run_error": result.error,
+    }
+
+
 def _in_flight(ids: list[int], stopped: bool) -> dict[str, int | None]:
     """What a claim records on the lease as in flight: the batch's range, or nothing when the
     batch is an ``Error`` task that stops the queue (it is not applied, and a runner dying
@@ -355,6 +371,7 @@ class Processor:
                 self._release(run.connector_id, run.owner, result)
             else:
                 self._forget_in_flight(run)
+                self._record_run(run.connector_id, result)
         self._next_attempt(run.connector_id, result)
         self.hooks.run_finished(result)
         return result
@@ -399,16 +416,20 @@ class Processor:
     def _release(self, connector_id: int, owner: str, result: ProcessResult) -> None:
         try:
             with self.db.begin() as conn:
-                leases.release_lease(
-                    conn,
-                    connector_id,
-                    owner,
-                    last_run_applied=result.applied,
-                    last_run_failed=result.failed,
-                    last_run_error=result.error,
-                )
+                leases.release_lease(conn, connector_id, owner, _last_run(result))
         except sa.exc.SQLAlchemyError:  # the lease expires by itself
             log.warning("cannot release the lease of connector %d", connector_id, exc_info=True)
+
+    def _record_run(self, connector_id: int, result: ProcessResult) -> None:
+        """A lease-free run says how it went where a run that held the lease does."""
+        last_run = _last_run(result)
+        if last_run is None:
+            return
+        try:
+            with self.db.begin() as conn:
+                leases.record_run(conn, connector_id, last_run)
+        except sa.exc.SQLAlchemyError:  # only the dashboard's "last run" misses it
+            log.warning("cannot record the run of connector %d", connector_id, exc_info=True)
 
     def _claim(self, run: _Run, cursor: int) -> list[int]:
         """The next batch's task ids, in order: at most ``batch_size`` tasks and, past the

@@ -262,7 +262,7 @@ def connector_stats(bus: IntegrationBus) -> list[ConnectorStats]:
             queued=int(r.queued or 0),
             failed=int(r.failed or 0),
             blocked=int(r.blocked or 0),
-            running=r.owner is not None,
+            running=bool(r.running),
             last_run_applied=r.last_run_applied,
             last_run_failed=r.last_run_failed,
             last_run_error=r.last_run_error,

@@ -31,7 +31,6 @@ def acquire_lease(conn: sa.Connection, connector_id: int, owner: str, seconds: f
             expires_at=now + seconds,
             run_first_task_id=None,
             run_last_task_id=None,
-            last_run_started_at=utcnow(),
         )
     )
     return result.rowcount == 1
@@ -75,19 +74,35 @@ def renew_lease(
     return result.rowcount == 1
 
 
-def release_lease(conn: sa.Connection, connector_id: int, owner: str, **last_run: Any) -> None:
+def release_lease(
+    conn: sa.Connection, connector_id: int, owner: str, last_run: dict[str, Any] | None = None
+) -> None:
+    """Give the lease up; with ``last_run`` (``last_run_*`` columns but the finish time), say
+    how the run went. A run that found nothing to do passes None: the last run the dashboard
+    shows is the last one that did something."""
+    t = lease_table
+    values: dict[str, Any] = {
+        "owner": None,
+        "expires_at": None,
+        "run_first_task_id": None,
+        "run_last_task_id": None,
+    }
+    if last_run is not None:
+        values.update(last_run, last_run_finished_at=utcnow())
+    conn.execute(
+        t.update().where(t.c.connector_id == connector_id, t.c.owner == owner).values(values)
+    )
+
+
+def record_run(conn: sa.Connection, connector_id: int, last_run: dict[str, Any]) -> None:
+    """How a run that took no lease (a lease-free ENTITY run) went, on the lease row, as
+    ``release_lease`` records it for a run that held the lease."""
+    ensure_lease_row(conn, connector_id)
     t = lease_table
     conn.execute(
         t.update()
-        .where(t.c.connector_id == connector_id, t.c.owner == owner)
-        .values(
-            owner=None,
-            expires_at=None,
-            run_first_task_id=None,
-            run_last_task_id=None,
-            last_run_finished_at=utcnow(),
-            **last_run,
-        )
+        .where(t.c.connector_id == connector_id)
+        .values({**last_run, "last_run_finished_at": utcnow()})
     )
 
 

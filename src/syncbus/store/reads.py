@@ -26,6 +26,7 @@ from syncbus.store.enqueue import LANE_MAX
 from syncbus.store.tables import (
     connector_table,
     event_log_table,
+    inflight_table,
     lease_table,
     sync_log_table,
     task_table,
@@ -305,11 +306,25 @@ QUEUE_COUNTS = _queue_counts()
 
 
 def connector_queues(conn: sa.Connection) -> list[Row]:
-    """Every connector (by name) with its lease row and ``QUEUE_COUNTS``' columns (None for
-    an empty queue)."""
-    c, lease, counts = connector_table, lease_table, QUEUE_COUNTS
+    """Every connector (by name) with its lease row, ``QUEUE_COUNTS``' columns (None for
+    an empty queue) and ``running``: a run holds its lease, or (a lease-free ENTITY run) has
+    a batch in flight; a lease or record whose time ran out is a dead runner's, not a run."""
+    c, lease, counts, flight = connector_table, lease_table, QUEUE_COUNTS, inflight_table
+    now = dialect_of(conn).now_epoch()
+    in_flight = sa.exists().where(
+        flight.c.connector_id == c.c.connector_id, flight.c.expires_at > now
+    )
+    running = sa.or_(sa.and_(lease.c.owner.is_not(None), lease.c.expires_at > now), in_flight)
     stmt = (
-        sa.select(c, lease, counts.c.queued, counts.c.failed, counts.c.blocked, counts.c.oldest)
+        sa.select(
+            c,
+            lease,
+            counts.c.queued,
+            counts.c.failed,
+            counts.c.blocked,
+            counts.c.oldest,
+            running.label("running"),
+        )
         .outerjoin(counts, counts.c.connector_id == c.c.connector_id)
         .outerjoin(lease, lease.c.connector_id == c.c.connector_id)
         .order_by(c.c.connector_name)
