@@ -165,7 +165,7 @@ class _Run:
     fenced: bool = True
     history: bool = False  # write each finished task's record (CONTRACT §10)
     # ENTITY: the tasks this run made wait that it has not applied or failed since (what
-    # ``ProcessResult.waiting`` counts: a task woken and applied later in the run is not).
+    # ``ProcessResult.waiting`` counts while the run goes; at its end, every waiting task).
     waits: set[int] = field(default_factory=set)
 
 
@@ -493,6 +493,17 @@ class Processor:
             run.result.busy = True  # a lane waits on another runner: look again shortly
         if lanes.stuck and not run.result.stopped:
             self._still_stopped(run, min(lanes.stuck))
+        self._still_waiting(run)
+
+    def _still_waiting(self, run: _Run) -> None:
+        """How many of the connector's tasks wait when the run ends, those that waited before
+        it and were left alone included: like ``stopped``, every run says so while it holds
+        (a loop "until nothing waits" ends when nothing does)."""
+        try:
+            with self.db.connect() as conn:
+                run.result.waiting = tasks.count_waiting(conn, run.connector_id)
+        except sa.exc.SQLAlchemyError:  # the run's own count stands
+            log.warning("cannot count the connector's waiting tasks", exc_info=True)
 
     def _still_stopped(self, run: _Run, task_id: int) -> None:
         """A lane is halted at an Error task a run met (and did not fail itself): the run

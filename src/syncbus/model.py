@@ -158,9 +158,10 @@ class ProcessResult:
     failed: int = 0
     skipped: int = 0
     deleted: int = 0
-    # Tasks the run left waiting for a missing reference (Ordering.ENTITY): each made to wait
-    # in it and neither applied nor failed by its end (one woken and applied later in the
-    # same run is not counted).
+    # The connector's tasks waiting for a missing reference when the run ended
+    # (Ordering.ENTITY), those that already waited before it included; one that waited and
+    # was applied later in the same run is not counted. While the run goes (progress), the
+    # tasks it made wait so far and has not applied or failed since.
     waiting: int = 0
     # Of ``applied``: tasks whose values another task of their object carried (coalescing).
     coalesced: int = 0

@@ -260,6 +260,14 @@ def mark_waiting(conn: sa.Connection, task_id: int, waiting_for: str, awaits: st
     )
 
 
+def count_waiting(conn: sa.Connection, connector_id: int) -> int:
+    """How many of the connector's tasks wait for a missing reference (ENTITY)."""
+    stmt = sa.select(sa.func.count()).where(
+        t.c.awaits.is_not(None), t.c.connector_id == connector_id
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
 def unwait(conn: sa.Connection, task_id: int) -> None:
     """The task need not wait any more (what it waited for exists); it keeps
     ``waiting_since``, the clock of its ``dependency_timeout``."""
