@@ -29,6 +29,7 @@ from syncbus.errors import (
     TaskNotFoundError,
     TranslationError,
 )
+from syncbus.intake import LogOutcome, TaskRequest
 from syncbus.model import (
     ConnectorInfo,
     DocumentParams,
@@ -63,6 +64,7 @@ __all__ = [
     "InvalidEnumValueError",
     "InvalidFilterError",
     "InvalidObjectError",
+    "LogOutcome",
     "ObjectParams",
     "ObjectType",
     "Ordering",
@@ -82,6 +84,7 @@ __all__ = [
     "TaskInfo",
     "TaskNotFoundError",
     "TaskRecord",
+    "TaskRequest",
     "TaskType",
     "TranslationError",
     "__version__",

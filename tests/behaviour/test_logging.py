@@ -13,6 +13,7 @@ from syncbus import (
     IntegrationBus,
     IntegrationDisabledError,
     InvalidObjectError,
+    LogOutcome,
     ObjectType,
     Ordering,
     Page,
@@ -20,10 +21,10 @@ from syncbus import (
     SiteNotFoundError,
     SyncBusError,
     TaskDataType,
+    TaskRequest,
     TaskType,
     TranslationError,
 )
-from syncbus.intake import TaskRequest
 from tests.helpers import (
     CONNECTOR,
     FailingConnector,
@@ -468,7 +469,7 @@ def test_log_tasks_logs_in_order_with_increasing_ids(bus: IntegrationBus) -> Non
     ]
     outcomes = bus.log_tasks(CONNECTOR, requests)
     ids = [o.task_id for o in outcomes]
-    assert all(o.created for o in outcomes)
+    assert all(isinstance(o, LogOutcome) and o.created for o in outcomes)  # both public
     assert all(i is not None for i in ids) and ids == sorted(ids) and len(set(ids)) == 7
     tasks = {t.task_id: t for t in bus.list_tasks(connector_name=CONNECTOR)}
     assert [tasks[i].site_name for i in ids if i is not None] == [r.site_name for r in requests]
