@@ -7,6 +7,7 @@ read as Rich markup. Expected failures end in one line on stderr and exit status
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import faulthandler
@@ -15,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -357,6 +359,23 @@ def tasks_history(
     console.print(history.history_table(f"{title} ({len(records)})", records))
 
 
+@contextlib.contextmanager
+def _queued_only(bus: IntegrationBus, task_id: int) -> Iterator[None]:
+    """An action on a queued task: a task that left the queue is said to have, with how it
+    went and where its record is (as the HTTP API says), not only "no queued task"."""
+    try:
+        yield
+    except TaskNotFoundError as exc:
+        record = bus.task_history(task_id)
+        if record is None or record.finished_at is None:
+            raise
+        raise TaskNotFoundError(
+            f"no queued task with id {task_id}: it left the queue ({record.state} at "
+            f"{record.finished_at.isoformat()}); what happened to it: "
+            f"`syncbus tasks show {task_id}`"
+        ) from exc
+
+
 @tasks_app.command("replace")
 def tasks_replace(
     task_id: int,
@@ -374,7 +393,8 @@ def tasks_replace(
     new_object = history.read_object(file)
     with _open(db, log_load_failures=False) as bus:
         try:
-            bus.replace_task_object(task_id, new_object, by="syncbus tasks replace")
+            with _queued_only(bus, task_id):
+                bus.replace_task_object(task_id, new_object, by="syncbus tasks replace")
         except (SyncBusError, sa.exc.SQLAlchemyError):
             raise
         except Exception as exc:  # raised by the connector's code: the object is bad input
@@ -399,7 +419,7 @@ def tasks_sync(task_id: int, db: DbOption = None) -> None:
 
 
 def _sync(task_id: int, db: str | None, *, replaced: bool = False) -> None:
-    with _open(db) as bus:
+    with _open(db) as bus, _queued_only(bus, task_id):
         applied = _sync_replaced(bus, task_id) if replaced else bus.synchronize_task(task_id)
         task = None if applied else bus.get_task(task_id)
         if task is not None:
@@ -436,7 +456,7 @@ def _sync_replaced(bus: IntegrationBus, task_id: int, wait_s: float = 30.0) -> b
 @tasks_app.command("delete")
 def tasks_delete(task_id: int, db: DbOption = None) -> None:
     """Delete one task from the queue."""
-    with _open(db) as bus:
+    with _open(db) as bus, _queued_only(bus, task_id):
         bus.delete_task(task_id)
     _say(f"task {task_id} deleted")
 

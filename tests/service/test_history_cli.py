@@ -303,3 +303,24 @@ def test_replace_of_a_missing_file_or_a_finished_task_is_one_line(
     )
     assert f"no queued task with id {task_id}" in line
     assert seq_bus.get_object("seq.counter", "a")["n"] == 1  # type: ignore[index]
+
+
+def test_an_action_on_a_finished_task_says_it_left_the_queue(
+    db_url: str, seq_bus: IntegrationBus
+) -> None:
+    """A new operator's trial: `tasks delete` of an applied task said only "no queued task",
+    where the HTTP API says it left the queue, when, and where its record is."""
+    applied = seq_bus.process_external_task("Seq", {"key": "a", "n": 1})
+    seq_bus.process_tasks("Seq")
+    deleted = seq_bus.process_external_task("Seq", {"key": "b", "n": 1})
+    seq_bus.delete_task(deleted)
+    for task_id, state in ((applied, "applied"), (deleted, "deleted")):
+        for args in (("delete",), ("sync",), ("replace", "-f", "-")):
+            line = one_line_error(
+                cli(db_url, "tasks", args[0], str(task_id), *args[1:], stdin='{"key": "c"}')
+            )
+            assert f"no queued task with id {task_id}: it left the queue ({state} at " in line
+            assert f"what happened to it: `syncbus tasks show {task_id}`" in line
+    line = one_line_error(cli(db_url, "tasks", "delete", "999999"))
+    assert line == "error: no queued task with id 999999"
+    assert seq_bus.get_object("seq.counter", "a")["n"] == 1  # type: ignore[index]
