@@ -114,6 +114,7 @@ def _open(
     db: str | None,
     *,
     may_create: bool = False,
+    existing: bool = False,
     schema: bool = True,
     log_load_failures: bool = True,
     **kwargs: Any,
@@ -121,7 +122,11 @@ def _open(
     """The bus on --db, else SYNCBUS_DATABASE_URL, else ./syncbus.db.
 
     Only commands that set up (``may_create``) may create the implicit ./syncbus.db: anywhere
-    else its absence means the command runs in the wrong folder. A command that only shows or
+    else its absence means the command runs in the wrong folder. A command that shows or acts
+    on what a database holds (``existing``) does not create a named SQLite file either: the
+    path is mistyped, and an empty new database would look like an empty queue (commands
+    that set up or run, such as ``worker`` or ``connectors add``, do create it, as a fresh
+    deployment starts them before anything else). A command that only shows or
     edits (``log_load_failures`` False) reports a connector it cannot load to its caller alone,
     not in the event log.
     """
@@ -139,6 +144,12 @@ def _open(
     except sa.exc.ArgumentError as exc:  # e.g. a driver that is not installed
         raise ConfigurationError(f"cannot use database URL: {exc} ({FIX_URL})") from exc
     opened.url = bus.engine.url
+    if new_file is not None and existing and new_file.parent.is_dir():
+        bus.close()  # nothing was opened: the file is not made
+        raise ConfigurationError(
+            f"no database at {new_file} (a mistyped path?): run `syncbus db upgrade --db "
+            f"sqlite:///{new_file}` to create one there"
+        )
     bus.connectors.log_failures = log_load_failures
     if schema:
         try:
@@ -215,7 +226,7 @@ def tasks_list(
     db: DbOption = None,
 ) -> None:
     """List pending and failed incoming tasks in queue order."""
-    with _open(db) as bus:
+    with _open(db, existing=True) as bus:
         if connector is not None and not bus.connectors.exists(connector):
             raise ConnectorNotFoundError(
                 f"no connector named {connector!r}; see `syncbus connectors list`"
@@ -289,7 +300,7 @@ def tasks_show(
     """Show one task: a queued one as GET /api/tasks/ID with its stored data, state and error
     history; a finished one (within the history retention) with its outcome, changes,
     translations and errors."""
-    with _open(db) as bus:
+    with _open(db, existing=True) as bus:
         record = bus.task_history(task_id)
         task = None if as_json else bus.get_task(task_id)
         if record is None and task is None:
@@ -350,7 +361,7 @@ def tasks_history(
 ) -> None:
     """List the tasks that wrote an object, newest first (within the history retention)."""
     object_type, code_name = history.parse_object(object_spec)
-    with _open(db) as bus:
+    with _open(db, existing=True) as bus:
         records = bus.object_history(object_type, code_name, site, limit=limit)
     if as_json:
         history.print_records_json(records)
@@ -391,7 +402,7 @@ def tasks_replace(
     """Edit and replay: give a queued or failed task a new external object (prepared by its
     connector as at logging; same id and place in its queue, error history kept)."""
     new_object = history.read_object(file)
-    with _open(db, log_load_failures=False) as bus:
+    with _open(db, existing=True, log_load_failures=False) as bus:
         try:
             with _queued_only(bus, task_id):
                 bus.replace_task_object(task_id, new_object, by="syncbus tasks replace")
@@ -419,7 +430,7 @@ def tasks_sync(task_id: int, db: DbOption = None) -> None:
 
 
 def _sync(task_id: int, db: str | None, *, replaced: bool = False) -> None:
-    with _open(db) as bus, _queued_only(bus, task_id):
+    with _open(db, existing=True) as bus, _queued_only(bus, task_id):
         applied = _sync_replaced(bus, task_id) if replaced else bus.synchronize_task(task_id)
         task = None if applied else bus.get_task(task_id)
         if task is not None:
@@ -456,7 +467,7 @@ def _sync_replaced(bus: IntegrationBus, task_id: int, wait_s: float = 30.0) -> b
 @tasks_app.command("delete")
 def tasks_delete(task_id: int, db: DbOption = None) -> None:
     """Delete one task from the queue."""
-    with _open(db) as bus, _queued_only(bus, task_id):
+    with _open(db, existing=True) as bus, _queued_only(bus, task_id):
         bus.delete_task(task_id)
     _say(f"task {task_id} deleted")
 
@@ -484,7 +495,7 @@ def connectors_list(
     db: DbOption = None,
 ) -> None:
     """List registered connectors with their queues, and why any fails to load here."""
-    with _open(db, log_load_failures=False) as bus:
+    with _open(db, existing=True, log_load_failures=False) as bus:
         errors = _load_errors(bus)
         infos = [
             dataclasses.replace(c, load_error=errors.get(c.name, c.load_error))
@@ -530,7 +541,7 @@ def connectors_add(
 
 
 def _set_enabled(name: str, enabled: bool, db: str | None) -> None:
-    with _open(db) as bus:
+    with _open(db, existing=True) as bus:
         bus.set_connector_enabled(name, enabled)
     _say(f"connector {name!r} {'enabled' if enabled else 'disabled'}")
 

@@ -188,6 +188,33 @@ def test_commands_do_not_create_the_implicit_database(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tasks", "list"],
+        ["tasks", "show", "1"],
+        ["tasks", "history", "--object", "cms.user/ada"],
+        ["tasks", "sync", "1"],
+        ["tasks", "delete", "1"],
+        ["connectors", "list"],
+        ["connectors", "enable", "Seq"],
+    ],
+)
+def test_commands_on_what_a_database_holds_do_not_create_a_named_sqlite_file(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """A new operator's trial: `tasks list --db sqlite:///mistyped.db` made an empty database
+    and printed an empty queue, exit status 0."""
+    missing = tmp_path / "mistyped.db"
+    line = one_line_error(cli("--db", f"sqlite:///{missing}", *args))
+    assert f"no database at {missing} (a mistyped path?)" in line
+    assert f"syncbus db upgrade --db sqlite:///{missing}" in line
+    assert list(tmp_path.iterdir()) == []
+    # What the message says to run creates it; then the command works.
+    assert cli("--db", f"sqlite:///{missing}", "db", "upgrade").exit_code == 0
+    assert cli("--db", f"sqlite:///{missing}", "tasks", "list").exit_code == 0
+
+
 def test_db_upgrade_creates_the_implicit_database_and_says_where(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,10 +231,15 @@ def test_db_upgrade_creates_the_implicit_database_and_says_where(
     assert result.stderr == ""  # an existing database is opened without comment
 
 
-def test_an_explicit_url_still_creates_its_database(tmp_path: Path) -> None:
+def test_an_explicit_url_is_created_by_the_commands_that_set_up_or_run(tmp_path: Path) -> None:
+    """A fresh deployment may start with any of them (a worker before `serve`)."""
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    assert cli("--db", url, "tasks", "list").exit_code == 0
+    result = cli("--db", url, "connectors", "add", "tests.seq:SeqConnector")
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "new.db").exists()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert cli("--db", other, "process").exit_code == 0
+    assert (tmp_path / "other.db").exists()
 
 
 def test_connectors_list_shows_load_errors(db_url: str) -> None:
