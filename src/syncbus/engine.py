@@ -327,6 +327,7 @@ class Processor:
         if not won:
             result.not_run_reason = (
                 f"connector {connector_name!r} is being processed by another runner"
+                + self._held_by(connector_id)
             )
             result.busy = True
             result.finished_at = time.time()
@@ -334,6 +335,22 @@ class Processor:
             return result
         run = _Run(connector_id, owner, result, stop, rules, lanes, True, history)
         return self._drive(run, on_progress, dead)
+
+    def _held_by(self, connector_id: int) -> str:
+        """Whose the lease another run holds, and until when: a runner that died (SIGKILL)
+        keeps it until it runs out, and an operator should know it will be taken over."""
+        try:
+            with self.db.connect() as conn:
+                held = leases.holder(conn, connector_id)
+        except sa.exc.SQLAlchemyError:
+            return ""
+        if held is None:
+            return ""
+        owner, left = held
+        return (
+            f" ({owner}; its lease runs out in {left:.0f} s unless renewed: if that runner "
+            "died, the first run after that takes over)"
+        )
 
     def keeps_history(self, conn: sa.Connection | None = None) -> bool:
         """Whether finished tasks leave a record (``history_retention_days`` above 0)."""

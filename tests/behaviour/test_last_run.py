@@ -88,3 +88,20 @@ def test_running_means_a_live_lease_or_a_live_batch_in_flight(bus: IntegrationBu
         inflight.clear(conn, "lane-runner")
         inflight.record(conn, "dead-lane-runner", cid, [1, 2], -60)
     assert not stats(bus, "TestConnector").running
+
+
+def test_a_run_kept_out_by_a_lease_says_whose_and_for_how_long(bus: IntegrationBus) -> None:
+    """A new operator's trial: with a SIGKILLed runner's lease still held, `syncbus process`
+    said only "being processed by another runner", for 30 s, and not that it would pass."""
+    add_connector(bus)
+    log(bus, user("ada"))
+    cid = connector_id(bus, "TestConnector")
+    with bus.engine.begin() as conn:
+        leases.ensure_lease_row(conn, cid)
+        assert leases.acquire_lease(conn, cid, "worker-7:4242:0123456789ab", 45)
+    result = run(bus)
+    assert result.applied == 0 and result.busy
+    reason = result.not_run_reason or ""
+    assert reason.startswith("connector 'TestConnector' is being processed by another runner")
+    assert "(worker-7:4242:0123456789ab; its lease runs out in 4" in reason  # 44 or 45 s
+    assert "if that runner died, the first run after that takes over" in reason

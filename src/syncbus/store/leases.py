@@ -56,6 +56,19 @@ def take_lease(
     return True, (int(before.run_first_task_id), int(before.run_last_task_id))
 
 
+def holder(conn: sa.Connection, connector_id: int) -> tuple[str, float] | None:
+    """Who holds the connector's lease and for how many more seconds (on the database's
+    clock; 0 when it has run out), or None when nobody does."""
+    t = lease_table
+    left = t.c.expires_at - dialect_of(conn).now_epoch()
+    row = conn.execute(
+        sa.select(t.c.owner, left).where(t.c.connector_id == connector_id, t.c.owner.is_not(None))
+    ).first()
+    if row is None:
+        return None
+    return str(row[0]), max(0.0, float(row[1] or 0.0))
+
+
 def renew_lease(
     conn: sa.Connection,
     connector_id: int,
