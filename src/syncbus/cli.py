@@ -194,15 +194,37 @@ def process(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Process queued incoming tasks (all connectors, or one)."""
+    """Process queued incoming tasks (all connectors, or one); then apply the history and
+    idempotency-key retentions, as workers do in the background (a cron job of `process`
+    runs no worker)."""
     with _open(db) as bus:
         results = bus.process_tasks(connector)
+        pruned = _prune_quietly(bus)
     if not results:
         console.print("Nothing to process: the queue is empty.")
-        return
-    console.print(_results_table(results))
+    else:
+        console.print(_results_table(results))
+    if pruned is not None and any(pruned):
+        _say(_pruned_text(*pruned))
     if any(r.stopped for r in results.values()):
         raise typer.Exit(code=2)
+
+
+def _prune_quietly(bus: IntegrationBus) -> tuple[int, int] | None:
+    """``bus.prune()`` after a pass: its failure is said on stderr and fails nothing (the
+    next pass, or a worker, prunes)."""
+    try:
+        return bus.prune()
+    except sa.exc.SQLAlchemyError as exc:
+        err_console.print(Text(f"warning: could not apply the retentions: {exc}"))
+        return None
+
+
+def _pruned_text(records: int, keys: int) -> str:
+    return (
+        f"pruned {records} task record{'' if records == 1 else 's'} and {keys} idempotency "
+        f"key{'' if keys == 1 else 's'} past their retention"
+    )
 
 
 def _print_json(adapter: TypeAdapter[Any], value: Any) -> None:
@@ -572,6 +594,15 @@ def db_upgrade(db: DbOption = None) -> None:
         console.print(f"schema upgraded from revision {before or '(none: new database)'} to {head}")
     else:
         console.print(f"schema is up to date (revision {head})")
+
+
+@db_app.command("prune")
+def db_prune(db: DbOption = None) -> None:
+    """Apply the retentions now: delete task records past `history_retention_days` and
+    idempotency keys past `idempotency_retention_days` (workers do it every 10 minutes)."""
+    with _open(db, existing=True) as bus:
+        records, keys = bus.prune()
+    _say(_pruned_text(records, keys))
 
 
 WorkersOption = Annotated[

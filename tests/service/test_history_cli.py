@@ -324,3 +324,27 @@ def test_an_action_on_a_finished_task_says_it_left_the_queue(
     line = one_line_error(cli(db_url, "tasks", "delete", "999999"))
     assert line == "error: no queued task with id 999999"
     assert seq_bus.get_object("seq.counter", "a")["n"] == 1  # type: ignore[index]
+
+
+def test_process_and_db_prune_apply_the_retentions(db_url: str, seq_bus: IntegrationBus) -> None:
+    """`syncbus process` from cron runs no worker, and workers were the only ones to prune:
+    such a deployment kept every record and key for ever."""
+    task_id = seq_bus.process_external_task("Seq", {"key": "a", "n": 1}, idempotency_key="a1")
+    seq_bus.process_tasks("Seq")
+    assert seq_bus.task_history(task_id) is not None
+    result = cli(db_url, "process")
+    assert result.exit_code == 0, result.output
+    assert "pruned" not in result.stdout  # within the retentions: nothing goes, nothing said
+    seq_bus.settings.history_retention_days = 0
+    seq_bus.settings.idempotency_retention_days = 0
+    result = cli(db_url, "process")
+    assert result.exit_code == 0, result.output
+    assert "pruned 1 task record and 1 idempotency key past their retention" in result.stdout
+    assert seq_bus.task_history(task_id) is None
+    again = seq_bus.process_external_task("Seq", {"key": "a", "n": 2}, idempotency_key="a1")
+    assert again != task_id  # the key was forgotten: a new task
+    result = cli(db_url, "db", "prune")
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stdout.strip() == "pruned 0 task records and 0 idempotency keys past their retention"
+    )
