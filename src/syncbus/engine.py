@@ -478,6 +478,8 @@ class Processor:
             return
         cursor, ids = 0, None
         while not run.stop.is_set():
+            if self._switched_off(run):
+                return
             with self.solo.shared():  # from the claim to the commit, the batch is in flight
                 if ids is None:
                     ids = self._retrying(run, functools.partial(self._claim, run, cursor))
@@ -495,6 +497,8 @@ class Processor:
     def _drain_lanes(self, run: _Run, lanes: LaneRun, on_progress: ProgressCallback | None) -> None:
         """ENTITY: plan a batch of lanes' next tasks, apply it, until no lane can move."""
         while not run.stop.is_set():
+            if self._switched_off(run):
+                break
             if not run.fenced:
                 self._retrying(run, functools.partial(self._bury, run))
             plan = self._retrying(run, functools.partial(self._plan, run, lanes))
@@ -521,6 +525,24 @@ class Processor:
                 run.result.waiting = tasks.count_waiting(conn, run.connector_id)
         except sa.exc.SQLAlchemyError:  # the run's own count stands
             log.warning("cannot count the connector's waiting tasks", exc_info=True)
+
+    def _switched_off(self, run: _Run) -> bool:
+        """Whether an operator switched processing off or disabled the connector since the
+        run began: checked before each batch, so the run ends after the batch in hand (what
+        it did commits; the rest waits) instead of draining the whole queue."""
+        try:
+            with self.db.connect() as conn:
+                why = switches.why_not_processing(conn)
+                if why is None and not connectors.connector_by_id(conn, run.connector_id).enabled:
+                    why = "the connector was disabled"
+        except sa.exc.SQLAlchemyError:  # the batch's own statements meet the trouble, if real
+            return False
+        if why is None:
+            return False
+        log.info(
+            "run of connector %r ends before its next batch: %s", run.result.connector_name, why
+        )
+        return True
 
     def _still_stopped(self, run: _Run, task_id: int) -> None:
         """A lane is halted at an Error task a run met (and did not fail itself): the run

@@ -336,6 +336,46 @@ def test_disabled_connector_tasks_wait(bus: IntegrationBus) -> None:
     assert pending(bus) == []
 
 
+@pytest.mark.parametrize("ordering", ["connector", "entity"])
+@pytest.mark.parametrize("switch", ["disable", "process_external", "integration_enabled"])
+def test_switching_off_during_a_run_ends_it_after_the_batch_in_hand(
+    db_url: str, ordering: str, switch: str
+) -> None:
+    """A new operator's trial: disabling a connector (or switching processing off) while a
+    run drained a backlog did nothing until the queue was empty."""
+    from tests.seq import SeqLanesConnector, make_bus
+
+    bus = make_bus(db_url, batch_size=10)
+    name = "Seq"
+    if ordering == "entity":
+        bus.register_connector(SeqLanesConnector)
+        name = SeqLanesConnector.connector_name
+    try:
+        for n in range(100):
+            bus.process_external_task(name, {"key": f"k{n}", "n": n})
+        batches = []
+
+        def switch_off(result: object) -> None:
+            batches.append(result)
+            if len(batches) == 2:  # from another connection, as an operator would
+                with IntegrationBus(db_url) as operator:
+                    if switch == "disable":
+                        operator.set_connector_enabled(name, False)
+                    else:
+                        setattr(operator.settings, switch, False)
+
+        result = bus.process_tasks(name, on_progress=switch_off)[name]
+        assert result.applied == 20 and not result.stopped  # two batches of 10, then it ended
+        assert len(bus.list_tasks(connector_name=name)) == 80
+        if switch == "disable":
+            bus.set_connector_enabled(name, True)
+        else:
+            setattr(bus.settings, switch, True)
+        assert bus.process_tasks(name)[name].applied == 80
+    finally:
+        bus.close()
+
+
 def test_disabled_connector_reports_why_it_did_not_run(bus: IntegrationBus) -> None:
     add_connector(bus)
     log(bus, user("bob"))
