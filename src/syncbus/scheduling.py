@@ -32,9 +32,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from syncbus.content.lanes import describe_reference, reference_lane, referenced_lanes
+from syncbus.content.lanes import (
+    child_lanes,
+    describe_reference,
+    reference_lane,
+    referenced_lanes,
+)
 from syncbus.content.types import ObjectType
-from syncbus.enums import ProcessType
+from syncbus.enums import ProcessType, TaskDataType
 from syncbus.payload import Payload
 from syncbus.store import tasks
 from syncbus.store.db import utcnow
@@ -42,6 +47,7 @@ from syncbus.store.db import utcnow
 LaneKey = str | None  # None: tasks logged before the connector became ENTITY (one lane)
 TypeLookup = Callable[[str], ObjectType]
 
+_SNAPSHOT = TaskDataType.SNAPSHOT.value
 # How many tasks a plan reads from the queue's front at a time, per task of a batch.
 _SCAN_FACTOR = 4
 
@@ -235,7 +241,9 @@ class LaneRun:
 @dataclass
 class Causes:
     """Cause before effect across lanes: a task whose translation records name an entity
-    with an earlier task still queued in that entity's lane runs after that task."""
+    with an earlier task still queued in that entity's lane runs after that task; so does a
+    SNAPSHOT task whose children have an earlier task queued in their own lanes (it writes
+    them: it must not overtake, say, an older update of a child halted in its lane)."""
 
     refs: dict[int, set[str]]
     earlier: dict[str, list[tuple[int, bool]]]
@@ -252,10 +260,13 @@ class Causes:
         refs: dict[int, set[str]] = {}
         for row in rows:
             payload = payloads[row.task_id]
-            if isinstance(payload, Payload) and payload.records:
-                lanes = referenced_lanes(payload, row.lane, row.site_name, types)
-                if lanes:
-                    refs[row.task_id] = lanes
+            if not isinstance(payload, Payload):
+                continue
+            lanes = referenced_lanes(payload, row.lane, row.site_name, types)
+            if row.data_type == _SNAPSHOT and payload.obj is not None and payload.obj.children:
+                lanes |= child_lanes(payload, row.site_name, types) - {row.lane}
+            if lanes:
+                refs[row.task_id] = lanes
         earlier: dict[str, list[tuple[int, bool]]] = {}
         wanted = set().union(*refs.values()) if refs else set()
         if wanted:

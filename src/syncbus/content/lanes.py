@@ -197,6 +197,20 @@ def describe_reference(record: TranslationRecord, task_site: str | None, types: 
     return f"{what} {record.code_name!r}{where}"
 
 
+def child_lanes(payload: Payload, site_name: str | None, types: TypeLookup) -> set[str]:
+    """The lanes of the objects a SNAPSHOT task writes as its object's children (each child
+    is an entity of its own lane); children that cannot be told a lane are left out."""
+    out: set[str] = set()
+    if payload.obj is None:
+        return out
+    for child in payload.obj.children:
+        try:
+            out.add(object_lane(child, site_name, payload, types))
+        except (InvalidObjectError, KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
 def referenced_lanes(
     payload: Payload, own: str | None, task_site: str | None, types: TypeLookup
 ) -> set[str]:
