@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from syncbus.cli_errors import EXIT_ERROR, report
+from syncbus.enums import TaskDataType
 from syncbus.model import TaskRecord
 
 _FULL: dict[str, Any] = {"overflow": "fold"}
@@ -100,8 +101,17 @@ def record_view(record: TaskRecord) -> RenderableType:
     parts: list[RenderableType] = [head, about, Text.assemble(("title ", "bold"), record.title)]
     if record.into_task_id is not None:
         parts.append(Text(f"coalesced: its values were applied by task {record.into_task_id}"))
-    if record.changes is not None:
+    if record.changes is not None and not record.changes and not record.changes_recorded:
+        parts.append(
+            Text(
+                f"changes: not recorded for {record.task_type.value} tasks (a page's changes "
+                "are listed for creates and updates)"
+            )
+        )
+    elif record.changes is not None:
         parts.append(_changes_table(record.changes))
+    if record.data_type is TaskDataType.SNAPSHOT and (record.internal or {}).get("children"):
+        parts.append(Text("its child objects were written too; changes lists its own object's"))
     if record.translations:
         parts.append(_translations_table(record.translations))
     if record.errors:

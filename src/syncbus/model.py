@@ -136,6 +136,16 @@ class TaskRecord:
     def finished(self) -> bool:
         return self.finished_at is not None
 
+    @property
+    def changes_recorded(self) -> bool:
+        """Whether ``changes`` says what the task changed: for a page task, only a create or
+        an update lists its document's name and fields (a delete, move, publish or archive
+        records ``{}``, which then does not mean "nothing changed")."""
+        return self.class_name is None or self.task_type in (
+            TaskType.CREATE_DOCUMENT,
+            TaskType.UPDATE_DOCUMENT,
+        )
+
 
 @dataclass(frozen=True)
 class EventLogEntry:

@@ -52,6 +52,17 @@ def from_api(bus: IntegrationBus, path: str) -> Any:
     return response.json()
 
 
+def from_admin(bus: IntegrationBus, path: str) -> str:
+    """An admin page's HTML, signed in as an operator."""
+    from tests.admin import TOKEN, sign_in
+
+    with asgi_client(create_app(bus, api_token=TOKEN, run_dispatcher=False)) as client:
+        assert sign_in(client).status_code == 303
+        response = client.get(path)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 def task_row(bus: IntegrationBus, task_id: int) -> dict[str, Any]:
     with bus.engine.connect() as c:
         rows = c.execute(sa.text("SELECT * FROM syncbus_task WHERE task_id = :t"), {"t": task_id})
@@ -348,3 +359,28 @@ def test_process_and_db_prune_apply_the_retentions(db_url: str, seq_bus: Integra
     assert (
         result.stdout.strip() == "pruned 0 task records and 0 idempotency keys past their retention"
     )
+
+
+def test_a_page_delete_says_its_changes_are_not_recorded(
+    db_url: str, seq_bus: IntegrationBus
+) -> None:
+    """A new developer's trial: a delete that removed a page (and the pages below it) read
+    "changes: none (the task changed nothing)"; page deletes, moves, publishes and archives
+    record `{}`, which there does not mean nothing changed."""
+    from syncbus import Page
+    from tests.helpers import add_connector, log
+
+    add_connector(seq_bus)
+    page = Page("cms.folder", "News", node_guid="0b1e8a5c-2f7d-4a53-9a0e-5b6c7d8e9f10")
+    created = log(seq_bus, page, TaskType.CREATE_DOCUMENT)
+    seq_bus.process_tasks("TestConnector")
+    deleted = log(seq_bus, page, TaskType.DELETE_DOCUMENT)
+    seq_bus.process_tasks("TestConnector")
+    assert seq_bus.task_history(deleted).state == "applied"  # type: ignore[union-attr]
+    out = cli(db_url, "tasks", "show", str(deleted)).stdout
+    assert "changes: not recorded for DeleteDocument tasks" in out
+    assert "changed nothing" not in out
+    out = cli(db_url, "tasks", "show", str(created)).stdout
+    assert "changes" in out and "not recorded" not in out
+    admin = from_admin(seq_bus, f"/admin/tasks/{deleted}")
+    assert 'data-testid="changes-not-recorded"' in admin and "changed-nothing" not in admin
