@@ -443,6 +443,22 @@ def test_alias_with_a_slash_cannot_hijack_another_subtree(
     assert pending(bus) == []
 
 
+@pytest.mark.parametrize("dots", [".", "..", " .. "])
+def test_dot_segments_are_no_alias_and_no_parent_path(
+    bus: IntegrationBus, conn: DictConnector, dots: str
+) -> None:
+    """A new developer's trial: alias '..' was accepted and made the page
+    '/Electronics/Phones/..'; a parent path through '..' named no page either."""
+    put(bus, Page("cms.folder", "A", alias="a"), CREATE_PAGE)
+    with pytest.raises(InvalidObjectError, match=r"'\.' and '\.\.' name a page's own path"):
+        log(bus, Page("cms.folder", "B", alias=dots, parent_path="/a"), CREATE_PAGE)
+    with pytest.raises(InvalidObjectError, match=r"'\.' and '\.\.' are no page's alias"):
+        log(bus, Page("cms.folder", "B", alias="b", parent_path=f"/a/{dots}"), CREATE_PAGE)
+    assert pending(bus) == []
+    put(bus, Page("cms.folder", "B", alias="b.", parent_path="/a"), CREATE_PAGE)  # dots inside
+    assert bus.get_page("main", "/a/b.") is not None
+
+
 # -- the same checks over HTTP (422) -----------------------------------------------------------
 
 

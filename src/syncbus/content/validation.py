@@ -367,6 +367,8 @@ def check_page(page: Page, *, simple: bool) -> None:
         _text("alias", alias, _ALIAS_MAX, required=True)
         if "/" in alias:
             _bad("alias", alias, "an alias is one path segment: it must not contain '/'")
+        if alias.strip() in (".", ".."):
+            _bad("alias", alias, "'.' and '..' name a page's own path and its parent's")
     elif len(make_alias(page.name)) > _ALIAS_MAX:
         _bad("name", page.name, f"its alias would be longer than {_ALIAS_MAX}; give an alias")
     if page.parent_path is not None:
@@ -382,6 +384,8 @@ def _parent_path(path: Any, alias: str | None, name: str) -> None:
     inner = path.strip().strip("/")
     if not path.strip().startswith("/") or "//" in path or (inner and not inner.strip()):
         _bad("parent_path", path, "give an absolute alias path such as '/news'")
+    if any(part.strip() in (".", "..") for part in inner.split("/")):
+        _bad("parent_path", path, "'.' and '..' are no page's alias: give the path itself")
     full = join_path(normalize_path(path), alias or make_alias(name))
     if len(full) > _PATH_MAX:
         _bad("alias", alias, f"the page's path {full[:60]!r}... is longer than {_PATH_MAX}")
