@@ -126,6 +126,27 @@ def test_patching_an_unknown_connector_is_404_whatever_the_body(bus: Integration
         assert r.status_code == 200 and r.json()["enabled"] is True
 
 
+def test_patching_takes_a_switch_and_a_limit_as_they_are_typed(bus: IntegrationBus) -> None:
+    """A new producer's trial: `{"enabled": "yes"}` was taken for true. Strings and numbers
+    that look like a bool or a number are refused (422), and change nothing."""
+    app = create_app(bus, api_token=TOKEN, run_dispatcher=False)
+    with asgi_client(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert api.patch("/api/connectors/Seq", json={"enabled": False}).status_code == 200
+        for body in (
+            {"enabled": "yes"},
+            {"enabled": 1},
+            {"queue_limit": "5"},
+            {"queue_limit": 5.0},
+        ):
+            r = api.patch("/api/connectors/Seq", json=body)
+            assert r.status_code == 422, body
+            assert r.json()["detail"][0]["loc"][-1] == next(iter(body)), r.json()
+        info = api.get("/api/connectors").json()["connectors"]
+        assert [(c["enabled"], c["queue_limit"]) for c in info if c["name"] == "Seq"] == [
+            (False, None)
+        ]
+
+
 def test_admin_and_cli_show_a_task_backing_off(db_url: str) -> None:
     """A failed SKIP_ON_ERROR task shows its attempts and its next try in the admin's list
     and task page and in `syncbus tasks list`."""

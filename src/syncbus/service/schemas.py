@@ -120,7 +120,8 @@ class ConnectorPatch(BaseModel):
     """What an operator may change on a connector: its switch and its queue limit (null
     removes the limit; a field left out is left as it is)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "yes" or 1 for a switch, "5" for a limit, is a mistake to answer, not to guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     enabled: bool | None = None
     queue_limit: int | None = Field(default=None, ge=1, le=2**31 - 1)
