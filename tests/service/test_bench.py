@@ -674,7 +674,10 @@ def _check_bursty_run(json_path: Path, printed: str, backend: str) -> dict[str, 
     assert target["met"] == (ratio >= 3.0)
     last = _last_line(printed)
     assert last == data["summary"]
-    assert last.endswith(f"coalesce-on/off={ratio:.2f}")
+    # The line prints the headline as computed (checked against the rates above); the
+    # rates' own ratio may round the other way at the second decimal (1.855: CI saw 1.85
+    # printed for 1.86 recomputed from the JSON's rounded rates).
+    assert last.endswith(f"coalesce-on/off={data['headline'][BURSTY_HEADLINE]:.2f}")
     return data
 
 
