@@ -376,8 +376,17 @@ class Intake:
         dialect.reads_without_transaction(conn, True)
         states: dict[str | None, LogState] = {}  # per site, for tasks without a key
         checked: list[LogState] = []
-        prepared = []
+        prepared: list[LogOutcome | dict[str, Any] | _Repeat] = []
+        first_with: dict[str, int] = {}  # an idempotency key: the first task of the call with it
         for i, (r, p) in enumerate(zip(requests, parsed, strict=True)):
+            key = r.idempotency_key
+            if key is not None and key in first_with:
+                # A repeat inside the call is answered as a retry of the call would be: as
+                # its first task, neither prepared nor checked again.
+                prepared.append(_Repeat(first_with[key]))
+                continue
+            if key is not None:
+                first_with[key] = i
             with _naming(i, len(requests)):
                 prepared.append(self._prepare(conn, connector_name, r, p, states, checked))
         conn.rollback()  # ends SQLAlchemy's notional transaction; the database has none open
@@ -388,7 +397,13 @@ class Intake:
         if rows and checked and checked[0].queue_limit is not None:
             self._within_limit(conn, connector_name, rows, int(checked[0].queue_limit))
         ids = iter(self._insert(conn, connector_name, rows, len(requests) > 1) if rows else [])
-        return [p if isinstance(p, LogOutcome) else next(ids) for p in prepared]
+        outcomes: list[LogOutcome] = []
+        for p in prepared:
+            if isinstance(p, _Repeat):
+                outcomes.append(LogOutcome(outcomes[p.first].task_id, created=False))
+            else:
+                outcomes.append(p if isinstance(p, LogOutcome) else next(ids))
+        return outcomes
 
     def _check(
         self, conn: sa.Connection, connector_name: str, site_name: str | None, key: str | None
@@ -623,6 +638,13 @@ class Intake:
             nested.rollback()
             outcomes.append(LogOutcome(first, created=False))
         return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class _Repeat:
+    """A task of a call whose idempotency key an earlier task of the call has."""
+
+    first: int  # that task's place in the call
 
 
 class _Waiting:

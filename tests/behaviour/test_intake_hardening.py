@@ -415,6 +415,29 @@ def test_batch_with_a_used_key_gets_one_id_per_task(bus: IntegrationBus) -> None
         assert ids.get("k1", first) == first
 
 
+def test_a_key_repeated_inside_a_batch_is_answered_as_a_retry_of_the_batch_is(
+    bus: IntegrationBus,
+) -> None:
+    """Trial 4: the repeat of a key inside one batch was prepared again: a repeat the
+    connector skips answered null the first time and the first id on a retry, and a repeat
+    with a bad object failed the whole batch the first time only."""
+    add_connector(bus)
+    skipped = None  # DictConnector skips a task whose external object is None
+    bad = ext("cms.user", user_name="b", no_such_column=1)
+    for repeat in (skipped, bad, user("other")):
+        key = f"k-{len(pending(bus))}"
+        requests = [
+            TaskRequest(user("a"), site_name="main", idempotency_key=key),
+            TaskRequest(repeat, site_name="main", idempotency_key=key),
+        ]
+        first = bus.log_tasks(CONNECTOR, requests)
+        again = bus.log_tasks(CONNECTOR, requests)
+        assert first[0].created and first[0].task_id is not None
+        assert [o.task_id for o in first] == [first[0].task_id] * 2
+        assert [(o.task_id, o.created) for o in again] == [(first[0].task_id, False)] * 2
+    assert len(pending(bus)) == 3  # one task per key, nothing else logged
+
+
 # -- item 5: aliases are one segment; renames touch whole segments only ------------------------
 
 
