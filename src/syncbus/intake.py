@@ -398,11 +398,11 @@ class Intake:
             self._within_limit(conn, connector_name, rows, int(checked[0].queue_limit))
         ids = iter(self._insert(conn, connector_name, rows, len(requests) > 1) if rows else [])
         outcomes: list[LogOutcome] = []
-        for p in prepared:
-            if isinstance(p, _Repeat):
-                outcomes.append(LogOutcome(outcomes[p.first].task_id, created=False))
+        for item in prepared:
+            if isinstance(item, _Repeat):
+                outcomes.append(LogOutcome(outcomes[item.first].task_id, created=False))
             else:
-                outcomes.append(p if isinstance(p, LogOutcome) else next(ids))
+                outcomes.append(item if isinstance(item, LogOutcome) else next(ids))
         return outcomes
 
     def _check(
