@@ -113,6 +113,32 @@ def test_nul_in_the_path_or_query_is_422(
     r = api.request(method, path, json={"enabled": True} if method == "PATCH" else body)
     assert r.status_code == 422, r.text
     assert loc in locs(r) and "NUL" in r.text
+    # Every error has the documented keys; the refused value is repeated, NUL escaped.
+    assert all({"loc", "msg", "input"} <= set(e) for e in r.json()["detail"]), r.text
+    assert any("\x00" in e["input"] for e in r.json()["detail"]), r.text
+    assert seq_bus.list_tasks() == []
+
+
+@pytest.mark.parametrize("route", ["/api/connectors/Seq/tasks", "/api/connectors/Seq/tasks/batch"])
+def test_a_body_that_is_not_json_is_422_saying_where_and_why(
+    api: httpx.Client, seq_bus: IntegrationBus, route: str
+) -> None:
+    """Trial 4: FastAPI answered `"msg": "JSON decode error", "input": {}`, and for a JSON
+    body sent as text/plain "Input should be a valid dictionary"."""
+    json_type = {"content-type": "application/json"}
+    r = api.post(route, content=b'{"task_type": "CreateObject", "object": }', headers=json_type)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", 40]
+    assert error["msg"] == "the body is not valid JSON: Expecting value at character 40"
+    assert error["input"].endswith('"object": }')
+    good = b'{"task_type": "CreateObject", "object": {"key": "a", "n": 1}}'
+    for headers, named in (({"content-type": "text/plain"}, "'text/plain'"), ({}, "none")):
+        r = api.post(route, content=good, headers=headers)
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["body"] and "Content-Type: application/json" in error["msg"]
+        assert error["msg"].endswith(f"(this request's content type: {named})"), error
     assert seq_bus.list_tasks() == []
 
 

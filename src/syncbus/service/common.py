@@ -55,7 +55,7 @@ def as_answer(exc: Exception) -> Exception:
 
 # How much of a refused value a 422 repeats: enough to recognise it, never the whole body
 # (a 10,001-task batch answered a megabyte).
-_ECHO_CHARS = 120
+ECHO_CHARS = 120
 
 
 def _echo(value: Any) -> Any:
@@ -64,8 +64,8 @@ def _echo(value: Any) -> Any:
     if isinstance(value, str):
         return (
             value
-            if len(value) <= _ECHO_CHARS
-            else value[:_ECHO_CHARS] + f"… ({len(value)} characters)"
+            if len(value) <= ECHO_CHARS
+            else value[:ECHO_CHARS] + f"… ({len(value)} characters)"
         )
     if isinstance(value, list | tuple):
         return f"(a list of {len(value)} items)" if len(value) > 3 else value
@@ -74,9 +74,36 @@ def _echo(value: Any) -> Any:
     return value
 
 
-async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """422 for a body, path or query the API cannot take: FastAPI's answer (``detail``: a list
-    of ``{"loc", "msg", "type", "input"}``), with each refused input cut short."""
+    of ``{"loc", "msg", "type", "input"}``), with each refused input cut short, and the two
+    answers FastAPI leaves cryptic said plainly: a body that is not JSON, and a body sent
+    without a JSON content type (read as text, it "should be a valid dictionary")."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{**e, "input": _echo(e["input"])} if "input" in e else e for e in exc.errors()]
+    errors = [_plain(request, exc, e) for e in exc.errors()]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def _plain(request: Request, exc: RequestValidationError, error: dict[str, Any]) -> dict[str, Any]:
+    kind, loc = error.get("type"), tuple(error.get("loc", ()))
+    if kind == "json_invalid":
+        doc = exc.body if isinstance(exc.body, str) else ""
+        at = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        reason = (error.get("ctx") or {}).get("error", "JSON decode error")
+        where = "" if at is None else f" at character {at}"
+        near = doc if at is None else doc[max(0, at - ECHO_CHARS // 2) : at + ECHO_CHARS // 2]
+        return {**error, "msg": f"the body is not valid JSON: {reason}{where}", "input": near}
+    content_type = request.headers.get("content-type", "")
+    if (
+        loc == ("body",)
+        and isinstance(error.get("input"), str | bytes)
+        and "json" not in content_type
+    ):
+        sent = f"'{content_type}'" if content_type else "none"
+        return {
+            **error,
+            "msg": "the body must be JSON sent with the header 'Content-Type: application/json' "
+            f"(this request's content type: {sent})",
+            "input": _echo(error["input"]),
+        }
+    return {**error, "input": _echo(error["input"])} if "input" in error else error

@@ -8,6 +8,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from syncbus.service.common import ECHO_CHARS
+
 
 async def send_json(
     send: Send, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
@@ -79,9 +81,11 @@ class BodySizeLimit:
 NUL_MESSAGE = "must not contain a NUL character (\\u0000 / %00): no database can store it"
 
 
-def nul_error(loc: list[str | int], what: str) -> dict[str, Any]:
-    """One validation error in FastAPI's shape (``loc``, ``msg``, ``type``)."""
-    return {"loc": loc, "msg": f"{what} {NUL_MESSAGE}", "type": "value_error.nul"}
+def nul_error(loc: list[str | int], what: str, value: str) -> dict[str, Any]:
+    """One validation error in FastAPI's shape (``loc``, ``msg``, ``type``, ``input``: the
+    refused value, cut short)."""
+    shown = value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "…"
+    return {"loc": loc, "msg": f"{what} {NUL_MESSAGE}", "type": "value_error.nul", "input": shown}
 
 
 class NulGuard:
@@ -106,11 +110,12 @@ class NulGuard:
     def _errors(scope: Scope) -> list[dict[str, Any]]:
         errors = []
         if "\x00" in scope["path"]:
-            errors.append(nul_error(["path"], "the URL path"))
+            errors.append(nul_error(["path"], "the URL path", scope["path"]))
         query = scope.get("query_string", b"").decode("latin-1")
         if "%00" in query or "\x00" in query:
             for name, value in parse_qsl(query, keep_blank_values=True):
                 if "\x00" in name or "\x00" in value:
                     label = name.replace("\x00", "\\u0000")
-                    errors.append(nul_error(["query", label], f"query parameter {label!r}"))
+                    what = f"query parameter {label!r}"
+                    errors.append(nul_error(["query", label], what, value))
         return errors
