@@ -117,6 +117,33 @@ def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
     assert workers.procs[-1].returncode == 0, workers.report(outputs)
 
 
+def test_a_killed_workers_session_ends_by_itself_and_its_batch_is_taken_over(
+    wbus: IntegrationBus, workers: Workers
+) -> None:
+    """Trial 5: SIGKILLed while its statement slept in a trigger, a worker left its session
+    running on the server, holding the row locks of its whole batch: the next worker's
+    takeover waited on them, no death was counted and 20 other lanes stood still until an
+    operator ended the session by hand. The bus's sessions now check every second that their
+    client lives (PostgreSQL 14+), so the server ends such a session by itself."""
+    install_poison(wbus.engine)
+    wbus.register_connector(SeqLanesConnector)
+    for n in range(1, 23):
+        wbus.process_external_task("SeqLanes", {"key": POISON if n <= 2 else f"k{n}", "n": n})
+    start(workers)
+    wait_for(lambda: sleeping(wbus.engine), timeout=60)
+    (session,) = sleeping(wbus.engine)
+    proc = workers.procs[-1]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: session not in sleeping(wbus.engine), timeout=10)  # no pg_terminate_backend
+    start(workers)
+    wait_for(lambda: any(e.code == "WORKERDIED" for e in wbus.event_log()), timeout=60)
+    with wbus.engine.connect() as conn:
+        deaths = conn.execute(sa.text("SELECT max(deaths) FROM syncbus_task")).scalar_one()
+    assert deaths == 1
+    kill_the_one_asleep(wbus.engine, workers)  # the suspect, applied alone, sleeps again
+
+
 def test_under_entity_ordering_the_other_lanes_go_on(
     wbus: IntegrationBus, workers: Workers
 ) -> None:

@@ -54,6 +54,8 @@ BUSY_TIMEOUT = "syncbus_busy_timeout_ms"
 # was frozen, paused or cut off by the network) is ended by the server, which rolls its
 # transaction back and frees its locks, so that other workers can take its connector over.
 LOCK_TIMEOUT_S = 5.0
+# How often a PostgreSQL session checks, while a statement runs, that its client is alive.
+CLIENT_CHECK_MS = 1000
 # libpq TCP keepalives: a peer that vanished is noticed in about a minute, not hours.
 _PG_KEEPALIVES = {
     "keepalives": 1,
@@ -125,6 +127,11 @@ def _pg_engine(url: URL, *, echo: bool, idle_in_transaction_s: float) -> sa.Engi
         dbapi_conn.autocommit = True  # session settings, outside any transaction
         with dbapi_conn.cursor() as cur:
             cur.execute(settings)
+            if dbapi_conn.info.server_version >= 140000:
+                # A process killed while its statement runs (a trigger that never returns)
+                # leaves a session that runs on, holding its batch's row locks, until it next
+                # talks to the client; checked every second, the server ends it within one.
+                cur.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
         dbapi_conn.autocommit = autocommit
 
     return engine
