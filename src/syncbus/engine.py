@@ -1112,7 +1112,11 @@ class Processor:
             if batch.recorder is not None and isinstance(payload, Payload):
                 batch.recorder.applied(row, payload, batch.resolver, changes)
             return False, True
-        awaited = None if batch.lanes is None else batch.lanes.waits.awaited(row, failure.missing)
+        awaited = (
+            None
+            if batch.lanes is None
+            else batch.lanes.waits.awaited(batch.conn, row, failure.missing)
+        )
         if awaited is not None:  # ENTITY: a missing reference is waited for, not failed
             tasks.mark_waiting(batch.conn, row.task_id, awaited[1], awaited[0])
             if isinstance(payload, Payload) and failure.missing[0] in payload.records:

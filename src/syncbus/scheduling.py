@@ -118,16 +118,21 @@ class Waits:
     def expired(self, row: Any, now: dt.datetime) -> bool:
         return tasks.waits_expired(row.waiting_since, self.timeout, now)
 
-    def awaited(self, row: Any, missing: tuple[Any, ...]) -> tuple[str, str] | None:
+    def awaited(
+        self, conn: sa.Connection, row: Any, missing: tuple[Any, ...]
+    ) -> tuple[str, str] | None:
         """(lane key, description) of the first missing entity the task may wait for; None
-        when it must fail instead (no waiting, its time is up, or nothing to wait for)."""
+        when it must fail instead (no waiting, nothing to wait for, or its time is up and no
+        queued task may write that entity: one that is queued, say later in this very batch,
+        is waited for even past the timeout, and wakes the task when it is applied)."""
         if self.timeout <= 0 or not missing:
-            return None
-        if row.waiting_since is not None and self.expired(row, utcnow()):
             return None
         record = missing[0]
         lane = reference_lane(record, row.site_name, self.types)
         if lane is None:
+            return None
+        expired = row.waiting_since is not None and self.expired(row, utcnow())
+        if expired and not tasks.writer_queued(conn, lane, row.task_id):
             return None
         return lane, describe_reference(record, row.site_name, self.types)
 

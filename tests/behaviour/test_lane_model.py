@@ -198,7 +198,9 @@ class Model:
                 missing = self.missing(t)
                 if not missing:
                     woken |= {lane for c, lane in self.apply(t, False) if c == conn}
-                elif TIMEOUTS[conn] > 0 and (t.first_wait is None or not self.expired(t)):
+                elif TIMEOUTS[conn] > 0 and (
+                    t.first_wait is None or not self.expired(t) or self.writer_queued(t, missing)
+                ):
                     self.wait(t, missing)
                     halted.add(t.lane)
                 elif t.ptype is ProcessType.DELETE_ON_ERROR:
@@ -213,6 +215,19 @@ class Model:
             if not woken & halted:
                 return
             halted -= woken  # the woken run again, in this run
+
+    def writer_queued(self, t: Task, missing: tuple[str, ...]) -> bool:
+        """Past its timeout a wait goes on while a task (of any connector) that may write the
+        awaited entity is queued: one that has not failed and waits for nothing itself."""
+        lane = user_lane(t.name) if missing[0] == "user_id" else role_lane(t.role)
+        return any(
+            q is not t
+            and q.lane == lane
+            and q.ptype is not ProcessType.ERROR
+            and q.last_error is None
+            and q.awaits is None
+            for q in self.queue
+        )
 
     def wait(self, t: Task, missing: tuple[str, ...]) -> None:
         if missing[0] == "user_id":

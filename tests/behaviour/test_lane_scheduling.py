@@ -248,6 +248,41 @@ def test_a_wait_runs_out_after_dependency_timeout_and_fails_as_usual(
     assert pending(bus, ENTITY) == [member, behind]
 
 
+def test_a_wait_past_its_timeout_goes_on_while_a_task_that_writes_the_entity_is_queued(
+    bus: IntegrationBus,
+) -> None:
+    """Trial 5: a binding that waited past dependency_timeout failed ("not found") in the
+    very run that applied, later in the same batch, the user and the role it waited for; its
+    lane then stayed halted. A task that may write the awaited entity is queued: the wait
+    goes on, and that task's apply wakes it. With none queued, the timeout fails it."""
+
+    class Impatient(EntityConnector):
+        dependency_timeout = 0.3
+
+    conn = Impatient(ENTITY)
+    bus.register_connector(conn)
+    conn.knows("cms.user", 1, "alice")
+    conn.knows("cms.role", 2, "admin")
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    assert run(bus, ENTITY).waiting == 1
+    time.sleep(0.4)
+    entity(bus, role("admin"))
+    entity(bus, user("alice"))
+    result = run(bus, ENTITY)
+    assert (result.applied, result.failed, result.waiting) == (3, 0, 0), result.error
+    assert pending(bus, ENTITY) == [] and bus.task_log(member) == []
+    # A writer that failed (Error) does not keep the wait going: the timeout fails the task.
+    conn.knows("cms.user", 3, "carol")
+    late = entity(bus, membership(3, 2), data_type=SNAP)
+    assert run(bus, ENTITY).waiting == 1
+    time.sleep(0.4)
+    stuck = entity(bus, user("carol"), process_type=ProcessType.ERROR)
+    result = run(bus, ENTITY)
+    assert (result.applied, result.failed) == (0, 1)
+    assert process_type(bus, late) is ProcessType.ERROR
+    assert pending(bus, ENTITY) == [late, stuck]
+
+
 def test_a_task_applied_by_synchronize_wakes_what_waits_for_its_entity(
     bus: IntegrationBus, lanes: EntityConnector
 ) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from syncbus.enums import ProcessType
 from syncbus.store.db import IN_CHUNK, as_utc, utcnow
 from syncbus.store.dialect import dialect_of
-from syncbus.store.tables import task_table
+from syncbus.store.tables import connector_table, task_table
 
 t = task_table
 
@@ -291,6 +291,24 @@ def wake(conn: sa.Connection, lanes: Collection[str]) -> list[Any]:
             .returning(t.c.connector_id, t.c.lane)
         ).all()
     return woken
+
+
+def writer_queued(conn: sa.Connection, lane: str, besides: int) -> bool:
+    """Whether a task of the lane ``lane`` (of any connector) other than ``besides`` is queued
+    that may still write its entity: one that has not failed and waits for nothing itself
+    (two tasks waiting for each other's entities must not keep each other waiting)."""
+    stmt = (
+        sa.select(t.c.task_id)
+        .where(
+            t.c.connector_id.in_(sa.select(connector_table.c.connector_id)),  # the lane index
+            t.c.lane == lane,
+            t.c.task_id != besides,
+            t.c.error_message.is_(None),
+            t.c.awaits.is_(None),
+        )
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def waits_expired(since: dt.datetime | None, timeout: float, now: dt.datetime) -> bool:
