@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,12 +84,17 @@ class IntegrationBus:
         *,
         batch_size: int = 200,
         lease_seconds: float = 30.0,
+        apply_timeout: float = 300.0,
         echo: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        if isinstance(apply_timeout, bool) or not (
+            isinstance(apply_timeout, int | float) and 0 <= apply_timeout < math.inf
+        ):
+            raise ValueError("apply_timeout must be a finite number of seconds >= 0 (0: none)")
         self.engine: sa.Engine = make_engine(url, echo=echo, idle_in_transaction_s=lease_seconds)
         # Admin actions on one task wait a few seconds for locks at most, then answer busy.
         self._admin_db = self.engine.execution_options(**{BUSY_TIMEOUT: ADMIN_WAIT_MS})
@@ -109,6 +115,7 @@ class IntegrationBus:
             Applier(self.registry, self.objects, self.pages),
             batch_size=batch_size,
             lease_seconds=lease_seconds,
+            apply_timeout=float(apply_timeout),
             hooks=self.hooks,
         )
 

@@ -193,11 +193,12 @@ def process(
         str | None, typer.Option("--connector", "-c", help="Only this connector.")
     ] = None,
     db: DbOption = None,
+    apply_timeout: ApplyTimeoutOption = 300.0,
 ) -> None:
     """Process queued incoming tasks (all connectors, or one); then apply the history and
     idempotency-key retentions, as workers do in the background (a cron job of `process`
     runs no worker)."""
-    with _open(db) as bus:
+    with _open(db, apply_timeout=apply_timeout) as bus:
         results = bus.process_tasks(connector)
         pruned = _prune_quietly(bus)
     if not results:
@@ -634,6 +635,16 @@ LeaseOption = Annotated[
         min=1,
     ),
 ]
+ApplyTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--apply-timeout",
+        envvar="SYNCBUS_APPLY_TIMEOUT",
+        help="Seconds a statement applying tasks may run before it is cancelled and its task "
+        "fails (PostgreSQL; 0: no limit).",
+        min=0,
+    ),
+]
 BatchOption = Annotated[
     int,
     typer.Option("--batch-size", envvar="SYNCBUS_BATCH_SIZE", help="Tasks per transaction.", min=1),
@@ -684,6 +695,7 @@ def serve(
     scheduler_interval: IntervalOption = 60.0,
     scheduler_connector: SchedulerConnectorOption = None,
     lease_seconds: LeaseOption = 30.0,
+    apply_timeout: ApplyTimeoutOption = 300.0,
     batch_size: BatchOption = 200,
     token: TokenOption = None,
     no_auth: NoAuthOption = False,
@@ -711,7 +723,13 @@ def serve(
     taken = port_in_use(host, port)
     if taken is not None:
         raise taken
-    bus = _open(db, may_create=True, batch_size=batch_size, lease_seconds=lease_seconds)
+    bus = _open(
+        db,
+        may_create=True,
+        batch_size=batch_size,
+        lease_seconds=lease_seconds,
+        apply_timeout=apply_timeout,
+    )
     _warn_load_errors(bus)
 
     def build(bus: IntegrationBus) -> Any:
@@ -734,7 +752,9 @@ def serve(
         bus.close()  # each process opens its own connections, after the fork
 
         def child() -> tuple[Any, Any]:
-            own = _open(db, batch_size=batch_size, lease_seconds=lease_seconds)
+            own = _open(
+                db, batch_size=batch_size, lease_seconds=lease_seconds, apply_timeout=apply_timeout
+            )
             return build(own), own.close
 
         raise typer.Exit(serve_processes(processes, host, port, child))
@@ -758,6 +778,7 @@ def worker(
     scheduler_interval: IntervalOption = 60.0,
     scheduler_connector: SchedulerConnectorOption = None,
     lease_seconds: LeaseOption = 30.0,
+    apply_timeout: ApplyTimeoutOption = 300.0,
     batch_size: BatchOption = 200,
     grace: Annotated[
         float,
@@ -796,7 +817,7 @@ def worker(
 
     from syncbus.dispatcher import Dispatcher
 
-    bus = _open(db, batch_size=batch_size, lease_seconds=lease_seconds)
+    bus = _open(db, batch_size=batch_size, lease_seconds=lease_seconds, apply_timeout=apply_timeout)
     done = threading.Event()
 
     class _Report:

@@ -49,7 +49,7 @@ from syncbus.policies import ConnectorRules, ErrorLog, Policy, Turn, policy
 from syncbus.scheduling import Causes, LaneOutcome, LaneRun, Plan, Waits
 from syncbus.store import connectors, inflight, leases, logs, switches, tasks
 from syncbus.store.db import as_utc, utcnow
-from syncbus.store.dialect import dialect_of, is_lock_wait, is_transient
+from syncbus.store.dialect import dialect_of, is_lock_wait, is_statement_timeout, is_transient
 from syncbus.translation import Resolver
 
 # LeaseLostError (errors.py) and is_transient / is_lock_wait (store.dialect) stay importable
@@ -265,9 +265,13 @@ class Processor:
         batch_size: int = 200,
         batch_bytes: int = 16 * 1024 * 1024,
         lease_seconds: float = 30.0,
+        apply_timeout: float = 300.0,
         hooks: Hooks | None = None,
     ) -> None:
         self.db = db
+        # A statement of a batch that runs longer is cancelled (PostgreSQL), and the task
+        # applying it fails: a trigger that never returns must not hold its queue for good.
+        self.apply_timeout = apply_timeout
         self.hooks = hooks or Hooks()
         self.registry = registry
         self.applier = applier
@@ -622,7 +626,7 @@ class Processor:
             except _FastPathFailed:
                 continue
             except Exception as exc:
-                if is_transient(exc):
+                if _not_the_tasks(exc):
                     raise
                 cause = exc
         log.warning("batch %s failed in a shared step: %s", scope, cause)
@@ -639,6 +643,8 @@ class Processor:
             tracing.batch(tally, careful, _FastPathFailed) as tally.trace,
             self.db.begin() as conn,
         ):
+            if self.apply_timeout > 0:
+                dialect_of(conn).bound_statement_time(conn, int(self.apply_timeout * 1000))
             # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py;
             # how, Dialect.pipelined_executemany decides).
             held = None if careful else WriteBehind(conn)
@@ -721,7 +727,7 @@ class Processor:
             try:
                 step = self._apply_once(run, one, careful=True)
             except Exception as exc:
-                if is_transient(exc):
+                if _not_the_tasks(exc):
                     raise
                 step = self._fail_alone(run, task_id, error_text(exc))
             outcome.last_id = task_id
@@ -1148,7 +1154,7 @@ class Processor:
                 batch.conn, row, payload, batch.resolver, batch.sites, batch.targets, changes
             )
         except Exception as exc:
-            if is_transient(exc):
+            if _not_the_tasks(exc):
                 raise
             raise _FastPathFailed from exc
         return None
@@ -1218,7 +1224,7 @@ class Processor:
         try:
             self.applier.apply(conn, row, payload, resolver, sites, targets, changes)
         except Exception as exc:
-            if is_transient(exc):
+            if _not_the_tasks(exc):
                 raise
             if changes is not None:
                 changes.clear()
@@ -1227,6 +1233,11 @@ class Processor:
             if targets is not None:
                 targets.clear()
             text = error_text(exc)
+            if is_statement_timeout(exc):
+                text = (
+                    f"applying the task took longer than apply_timeout ({self.apply_timeout:g} "
+                    f"s), and the database cancelled its statement: {text}"
+                )
             if isinstance(exc, sa.exc.IntegrityError) and "foreign key" in text.lower():
                 why = self.applier.unknown_references(conn, row, payload)
                 if why:
@@ -1308,6 +1319,12 @@ def _wake_waiters(conn: sa.Connection, written: set[str], own: int | None) -> se
         name = connectors.connector_by_id(conn, connector_id).connector_name
         dialect_of(conn).notify(conn, str(name))
     return woken
+
+
+def _not_the_tasks(exc: BaseException) -> bool:
+    """An error applying a batch that is not a task's failure (``is_transient``), except a
+    statement that ran past ``apply_timeout``: that one is the task's (it never returns)."""
+    return is_transient(exc) and not is_statement_timeout(exc)
 
 
 def _decode(data: str) -> Payload | CorruptTaskError:

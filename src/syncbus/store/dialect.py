@@ -339,6 +339,13 @@ def is_lock_wait(exc: BaseException) -> bool:
     return _dialect_of_error(exc).is_lock_wait(exc)
 
 
+def is_statement_timeout(exc: BaseException) -> bool:
+    """The database cancelled a statement that ran past the transaction's statement timeout
+    (``Dialect.bound_statement_time``; PostgreSQL only)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "57014" and "statement timeout" in str(orig)
+
+
 def is_transient(exc: BaseException) -> bool:
     """An error of the database or the run, not of the task: a lock timeout, a deadlock, a
     serialization failure, a lost connection, a lost lease. Never a task's failure."""
