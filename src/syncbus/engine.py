@@ -42,7 +42,7 @@ from syncbus.content.writes import WriteBehind
 from syncbus.enums import Ordering, ProcessType
 from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError
 from syncbus.hooks import Hooks
-from syncbus.lineage import COALESCED, DROPPED, Recorder
+from syncbus.lineage import DROPPED, Recorder
 from syncbus.model import ProcessResult
 from syncbus.payload import Payload, decode
 from syncbus.policies import ConnectorRules, ErrorLog, Policy, Turn, policy
@@ -1065,9 +1065,9 @@ class Processor:
         result.coalesced += len(absorbed)
         result.applied_ids.extend(absorbed)
         if batch.recorder is not None:
-            for task_id in absorbed:
-                batch.recorder.finished(
-                    batch.rows[task_id], batch.originals[task_id], COALESCED, into=carrier
+            for task_id in absorbed:  # with what its references resolved to, as it was carried
+                batch.recorder.coalesced(
+                    batch.rows[task_id], batch.originals[task_id], batch.resolver, carrier
                 )
         return absorbed
 
@@ -1116,7 +1116,11 @@ class Processor:
             result.applied += 1
             result.applied_ids.append(row.task_id)
             if batch.recorder is not None and isinstance(payload, Payload):
-                batch.recorder.applied(row, payload, batch.resolver, changes)
+                # A carrier's record is of its own payload as queued (its record keeps that
+                # text): the ids its own translation records resolved to, not the merged ones.
+                own = batch.originals.get(row.task_id) if batch.merged else None
+                queued = own if isinstance(own, Payload) else payload
+                batch.recorder.applied(row, queued, batch.resolver, changes)
             return False, True
         awaited = (
             None

@@ -51,6 +51,19 @@ def code_name_of(
     return None if value is None else str(value).replace("\x00", "\\x00")[:450]
 
 
+def _resolved(row: Any, payload: Payload, resolver: Resolver) -> list[int | None] | None:
+    """The internal id each of the payload's translation records resolves to (None: none)."""
+    records = payload.records
+    if not records:
+        return None
+    site = row.site_name
+    out: list[int | None] = []
+    for i in range(len(records)):
+        found = resolver.resolve(payload, i, site)
+        out.append(None if found is None else int(found))
+    return out
+
+
 class Recorder:
     """The records of one transaction's finished tasks, written in it (``write``)."""
 
@@ -68,15 +81,19 @@ class Recorder:
         resolver: Resolver,
         changes: dict[str, list[Any]] | None,
     ) -> None:
-        records = payload.records
-        resolved = None
-        if records:
-            site = row.site_name
-            resolved = []
-            for i in range(len(records)):
-                found = resolver.resolve(payload, i, site)
-                resolved.append(None if found is None else int(found))
+        resolved = _resolved(row, payload, resolver)
         self._add(row, payload, APPLIED, resolved=resolved, changes=changes or {})
+
+    def coalesced(
+        self, row: Any, payload: Payload | CorruptTaskError, resolver: Resolver, into: int
+    ) -> None:
+        """A task coalesced ``into`` another (which carried its values): its references
+        resolved as they were when the carrier was applied."""
+        if not isinstance(payload, Payload):
+            self.finished(row, payload, COALESCED, into=into)
+            return
+        resolved = _resolved(row, payload, resolver)
+        self._add(row, payload, COALESCED, resolved=resolved, into=into)
 
     def finished(
         self,

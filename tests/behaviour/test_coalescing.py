@@ -387,3 +387,40 @@ def test_never_across_a_delete_that_sets_its_reference_to_null(
     assert tuple(row) == (None, "y")
     assert states(bus)[first] == ("applied", None)
     assert states(bus)[last] == ("applied", None)
+
+
+def test_coalesced_tasks_and_their_carrier_keep_what_their_references_resolved_to(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """Trial 5: the carrier's record listed no translation (its `resolved` was of the merged
+    payload, its record of its own), and a coalesced task whose reference the carrier wrote
+    kept `internal_id: None` for ever, though the reference was applied."""
+    bus.register_object_type(FOLDER)
+    bus.register_object_type(FILE)
+    bus.create_schema()
+    conn.knows("t.folder", 21, "f1")
+    conn.knows("t.folder", 22, "f2")
+    log(bus, ext("t.folder", folder_name="f1"))
+    log(bus, ext("t.folder", folder_name="f2"))
+    run(bus)
+    f1, f2 = (bus.get_object("t.folder", name)["folder_id"] for name in ("f1", "f2"))  # type: ignore[index]
+    sets_f1 = log(bus, ext("t.file", file_name="a.txt", folder_id=21), data_type=SNAP)
+    label = log(bus, ext("t.file", file_name="a.txt", label="x"), UPDATE, data_type=SNAP)
+    sets_f2 = log(bus, ext("t.file", file_name="a.txt", folder_id=22), UPDATE, data_type=SNAP)
+    carrier = log(bus, ext("t.file", file_name="a.txt", note="n"), UPDATE, data_type=SNAP)
+    assert run(bus).coalesced == 2
+    recorded = states(bus)  # a change of the reference's record ends a run of merges
+    assert recorded[sets_f1] == ("coalesced", label) and recorded[sets_f2] == ("coalesced", carrier)
+    assert bus.get_object("t.file", "a.txt")["folder_id"] == f2  # type: ignore[index]
+    records = {i: bus.task_history(i) for i in (sets_f1, label, sets_f2, carrier)}
+    assert all(r is not None for r in records.values())
+
+    def resolved(task_id: int) -> list[tuple[str | None, int | None]]:
+        record = records[task_id]
+        assert record is not None
+        return [(t["column"], t["internal_id"]) for t in record.translations]
+
+    assert resolved(sets_f1) == [("folder_id", f1)]
+    assert resolved(sets_f2) == [("folder_id", f2)]
+    assert resolved(label) == [] and resolved(carrier) == []  # they name no folder
+    assert records[carrier].changes["folder_id"] == [f1, f2]  # type: ignore[union-attr,index]
