@@ -86,6 +86,10 @@ class TaskInfo:
     # Back-off (CONTRACT §9): failed attempts so far, and when the next may start.
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    # Poison quarantine (CONTRACT §9): how many times a worker died with the task in flight
+    # (not attempts: the attempt never returned); at the connector's quarantine_after it is
+    # quarantined.
+    deaths: int = 0
 
     @property
     def is_failed(self) -> bool:

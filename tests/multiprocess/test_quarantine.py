@@ -103,6 +103,8 @@ def test_the_third_death_quarantines_the_task_and_nothing_is_doubled(
     info = wbus.get_task(poison)
     assert info is not None and info.error_message is not None
     assert info.error_message == "quarantined: the worker applying it died 3 times"
+    # Trial 5: TaskInfo said `attempts: 0` and nothing else; the deaths are its own count.
+    assert (info.deaths, info.attempts) == (3, 0)
     assert not sleeping(wbus.engine), "a fourth worker ran the poison"
     # the tasks before it, applied exactly once and in order; the ones after it wait
     # behind the ERROR task (CONNECTOR ordering: visibly stopped, not crash-looping)

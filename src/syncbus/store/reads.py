@@ -180,6 +180,7 @@ def task_info(row: Any) -> TaskInfo:
         waiting_since=as_utc(row.waiting_since) if row.waiting_for is not None else None,
         attempts=int(row.attempts or 0),
         next_attempt_at=as_utc(row.next_attempt_at),
+        deaths=int(row.deaths or 0),
     )
 
 
