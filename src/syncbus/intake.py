@@ -575,7 +575,8 @@ class Intake:
                 if len(rows) > 1
                 else f"connector {connector_name!r} has reached its limit of {limit} queued tasks"
             )
-            + f": nothing was logged; {stuck}try again in {retry_after:.0f} s",
+            + f": nothing was logged; {stuck}try again in {retry_after:.0f} s"
+            + ("" if rate or stuck else " (a guess: no run of it has drained tasks yet)"),
             retry_after,
         )
 

@@ -21,6 +21,10 @@ def test_logging_stops_at_the_limit_and_logs_nothing(bus: IntegrationBus) -> Non
         log(bus, user("one too many"))
     assert "has reached its limit of 3 queued tasks" in str(refused.value)
     assert refused.value.retry_after >= 1.0
+    # Trial 5: with no run to estimate from, the 2 s said nothing of being a guess.
+    assert str(refused.value).endswith(
+        "try again in 2 s (a guess: no run of it has drained tasks yet)"
+    ), refused.value
     assert bus.queue_size(CONNECTOR) == 3
     assert run(bus).applied == 3  # the queue drains: logging is accepted again
     log(bus, user("now it fits"))
@@ -73,6 +77,7 @@ def test_retry_after_follows_the_drain_rate(bus: IntegrationBus) -> None:
     with pytest.raises(QueueFullError) as refused:
         log(bus, user("c"))
     assert refused.value.retry_after == 1.0  # one task over, at a fast rate: the floor
+    assert str(refused.value).endswith("try again in 1 s"), refused.value
 
 
 def test_a_full_queue_stopped_at_its_head_says_so(bus: IntegrationBus) -> None:
