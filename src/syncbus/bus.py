@@ -383,7 +383,10 @@ class IntegrationBus:
             if row is not None:
                 return lineage.queued_record(self.registry, row, reads.task_log(conn, task_id))
             done = history.finished(conn, task_id)
-        return None if done is None else lineage.finished_record(self.registry, done)
+            carried = {} if done is None else history.carried(conn, [task_id])
+        if done is None:
+            return None
+        return lineage.finished_record(self.registry, done, carried.get(task_id, ()))
 
     def object_history(
         self, object_type: str, code_name: str, site_name: str | None = None, *, limit: int = 100
@@ -402,7 +405,8 @@ class IntegrationBus:
             )
         with self.reader.connect() as conn:
             rows = history.of_object(conn, name, str(code_name), site_name, lineage.WROTE, limit)
-        return list(lineage.records(self.registry, rows))
+            carried = history.carried(conn, (int(r.task_id) for r in rows))
+        return list(lineage.records(self.registry, rows, carried))
 
     def replace_task_object(
         self, task_id: int, external_obj: Any, *, by: str | None = None

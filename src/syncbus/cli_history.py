@@ -78,7 +78,17 @@ def changed_columns(record: TaskRecord) -> Text:
         return Text(f"carried by task {record.into_task_id}")
     if record.changes is None:
         return Text("")
-    return Text(", ".join(record.changes) if record.changes else "(nothing changed)")
+    text = ", ".join(record.changes) if record.changes else "(nothing changed)"
+    if record.carried_task_ids:
+        text += f" (with {len(record.carried_task_ids)} coalesced into it)"
+    return Text(text)
+
+
+def _task_list(ids: tuple[int, ...], shown: int = 20) -> str:
+    text = ", ".join(str(i) for i in ids[:shown])
+    if len(ids) > shown:
+        text += f" and {len(ids) - shown} more"
+    return ("task " if len(ids) == 1 else "tasks ") + text
 
 
 def record_view(record: TaskRecord) -> RenderableType:
@@ -101,6 +111,13 @@ def record_view(record: TaskRecord) -> RenderableType:
     parts: list[RenderableType] = [head, about, Text.assemble(("title ", "bold"), record.title)]
     if record.into_task_id is not None:
         parts.append(Text(f"coalesced: its values were applied by task {record.into_task_id}"))
+    if record.carried_task_ids:
+        parts.append(
+            Text(
+                f"carried the values of {_task_list(record.carried_task_ids)} "
+                "(coalesced into it): changes lists what they and it changed together"
+            )
+        )
     if record.changes is not None and not record.changes and not record.changes_recorded:
         parts.append(
             Text(

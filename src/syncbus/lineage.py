@@ -284,8 +284,9 @@ def _common(row: Any) -> dict[str, Any]:
     }
 
 
-def finished_record(registry: TypeRegistry, row: Any) -> TaskRecord:
-    """A finished task's record, from its history row."""
+def finished_record(registry: TypeRegistry, row: Any, carried: tuple[int, ...] = ()) -> TaskRecord:
+    """A finished task's record, from its history row (``carried``: the tasks coalesced into
+    it, from ``history.carried``)."""
     return TaskRecord(
         **_common(row),
         state=row.state,
@@ -296,6 +297,7 @@ def finished_record(registry: TypeRegistry, row: Any) -> TaskRecord:
         errors=_errors(row.errors),
         code_name=row.code_name,
         into_task_id=None if row.into_task_id is None else int(row.into_task_id),
+        carried_task_ids=carried,
     )
 
 
@@ -314,6 +316,8 @@ def queued_record(registry: TypeRegistry, row: Any, log: list[SyncLogEntry]) -> 
     )
 
 
-def records(registry: TypeRegistry, rows: list[Any]) -> Iterator[TaskRecord]:
+def records(
+    registry: TypeRegistry, rows: list[Any], carried: dict[int, tuple[int, ...]]
+) -> Iterator[TaskRecord]:
     for row in rows:
-        yield finished_record(registry, row)
+        yield finished_record(registry, row, carried.get(int(row.task_id), ()))

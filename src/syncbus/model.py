@@ -135,6 +135,8 @@ class TaskRecord:
     code_name: str | None = None
     # For a coalesced task: the task that carried its values.
     into_task_id: int | None = None
+    # For a carrier: the tasks coalesced into it (their values came with its own), ascending.
+    carried_task_ids: tuple[int, ...] = ()
 
     @property
     def finished(self) -> bool:

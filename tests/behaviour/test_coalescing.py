@@ -72,6 +72,14 @@ def test_a_burst_of_updates_is_applied_as_one(bus: IntegrationBus, conn: DictCon
     assert carried.changes["email"] == [None, "ann9@x"]  # one write: from nothing to the last
     absorbed = bus.task_history(ids["ann"][0])
     assert absorbed is not None and absorbed.state == "coalesced" and absorbed.into_task_id == extra
+    assert carried.carried_task_ids == tuple(ids["ann"]) and absorbed.carried_task_ids == ()
+    ben = bus.task_history(ids["ben"][-1])
+    assert ben is not None and ben.carried_task_ids == tuple(ids["ben"][:-1])
+    newest = bus.object_history("cms.user", "ann")
+    assert [(r.task_id, r.carried_task_ids) for r in newest[:2]] == [
+        (extra, tuple(ids["ann"])),
+        (ids["ann"][-1], ()),
+    ]
 
 
 def test_a_burst_of_a_bindings_upserts_is_applied_as_one(

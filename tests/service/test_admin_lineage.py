@@ -318,3 +318,9 @@ def test_a_coalesced_task_links_to_the_task_that_carried_it(
     r = admin.get("/admin/history", params={"object_type": "adm.item", "code_name": "Mug"})
     assert [int(i) for i in re.findall(r'<tr id="record-(\d+)">', r.text)] == [last, first]
     assert f'into <a href="/admin/tasks/{last}">#{last}</a>' in r.text
+    assert "carried 1 coalesced" in r.text
+    carrier = admin.get(f"/admin/tasks/{last}").text
+    assert "It carried the values of 1 earlier task of the same object" in carrier
+    assert f'data-testid="carried-tasks"><a href="/admin/tasks/{first}">#{first}</a></span>' in (
+        carrier
+    )

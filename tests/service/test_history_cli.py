@@ -178,6 +178,10 @@ def test_history_and_show_of_a_coalesced_task_name_its_carrier(
     shown = cli(db_url, "tasks", "show", str(absorbed)).stdout
     assert f"task {absorbed} coalesced" in shown
     assert f"coalesced: its values were applied by task {carrier}" in shown
+    row = next(line for line in out.splitlines() if line.startswith(f"│ {carrier} "))
+    assert "(with 1 coalesced into it)" in row
+    shown = cli(db_url, "tasks", "show", str(carrier)).stdout
+    assert f"carried the values of task {absorbed} (coalesced into it)" in shown
 
 
 def test_history_by_site_and_code_names_with_slashes(db_url: str, seq_bus: IntegrationBus) -> None:

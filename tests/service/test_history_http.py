@@ -159,6 +159,11 @@ def test_object_history_lists_coalesced_tasks_with_their_carrier(
     ]
     absorbed = api.get(f"/api/tasks/{ids[0]}/history").json()
     assert absorbed["state"] == "coalesced" and absorbed["into_task_id"] == ids[1]
+    assert absorbed["carried_task_ids"] == []
+    # The carrier lists what it carried (its changes are theirs and its own together).
+    assert [r["carried_task_ids"] for r in records] == [[ids[0]], []]
+    carrier = api.get(f"/api/tasks/{ids[1]}/history").json()
+    assert carrier["carried_task_ids"] == [ids[0]] and carrier["into_task_id"] is None
 
 
 def test_object_history_by_site(api: httpx.Client, bus: IntegrationBus) -> None:

@@ -187,6 +187,10 @@ class TaskRecordOut(BaseModel):
     into_task_id: int | None = Field(
         description="For a coalesced task: the task that carried its values."
     )
+    carried_task_ids: list[int] = Field(
+        description="For a carrier: the tasks coalesced into it (their values were applied "
+        "with its own), ascending; [] otherwise."
+    )
 
     @classmethod
     def of(cls, record: TaskRecord) -> TaskRecordOut:

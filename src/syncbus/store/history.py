@@ -173,6 +173,21 @@ def error_logs(conn: sa.Connection, task_ids: Iterable[int]) -> dict[int, list[l
     return out
 
 
+def carried(conn: sa.Connection, task_ids: Iterable[int]) -> dict[int, tuple[int, ...]]:
+    """The tasks coalesced into each of these carriers, ascending (only carriers are keys)."""
+    ids = sorted(set(task_ids))
+    out: dict[int, list[int]] = defaultdict(list)
+    for start in range(0, len(ids), IN_CHUNK):
+        stmt = (
+            sa.select(h.c.into_task_id, h.c.task_id)
+            .where(h.c.into_task_id.in_(ids[start : start + IN_CHUNK]))
+            .order_by(h.c.task_id)
+        )
+        for into, task_id in conn.execute(stmt):
+            out[int(into)].append(int(task_id))
+    return {carrier: tuple(absorbed) for carrier, absorbed in out.items()}
+
+
 def _iso(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)

@@ -199,6 +199,13 @@ history_table = sa.Table(
     sa.Column("into_task_id", BigId),
     sa.Index("ix_syncbus_history_object", "object_type", "code_name", "task_id"),
     sa.Index("ix_syncbus_history_finished", "finished_at"),
+    # The tasks coalesced into a carrier (its record lists them); only coalesced rows.
+    sa.Index(
+        "ix_syncbus_history_into",
+        "into_task_id",
+        sqlite_where=sa.text("into_task_id IS NOT NULL"),
+        postgresql_where=sa.text("into_task_id IS NOT NULL"),
+    ),
 )
 
 setting_table = sa.Table(
