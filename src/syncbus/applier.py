@@ -313,7 +313,7 @@ class Applier:
         oid = self.objects.upsert(conn, t.ot, t.row, t.site_id, t.targets, t.changes)
         t.resolver.learn(t.ot, t.row, t.site_id, oid)
         if t.data_type is TaskDataType.SNAPSHOT:
-            self._apply_children(conn, t.ot, oid, t.payload, t.resolver, t.site_id, t.task_site)
+            self._apply_children(conn, t, oid)
 
     def _delete_object(self, conn: sa.Connection, t: _ObjectTask) -> None:
         ot, targets = t.ot, t.targets
@@ -332,7 +332,7 @@ class Applier:
 
     def _add_to_site(self, conn: sa.Connection, t: _ObjectTask) -> None:
         site_id = self._binding_site(t)
-        oid = self.objects.upsert(conn, t.ot, t.row, None, changes=t.changes)
+        oid = self.objects.upsert(conn, t.ot, t.row, None, t.targets, t.changes)
         t.resolver.learn(t.ot, t.row, None, oid)
         self.objects.bind_site(conn, t.ot, oid, site_id)
 
@@ -348,24 +348,20 @@ class Applier:
             raise SiteNotFoundError(f"{t.task_type.value} needs the task's site_name")
         return t.site_id
 
-    def _apply_children(
-        self,
-        conn: sa.Connection,
-        main: ObjectType,
-        main_id: int,
-        payload: Payload,
-        resolver: Resolver,
-        site_id: int | None,
-        task_site: str | None,
-    ) -> None:
+    def _apply_children(self, conn: sa.Connection, t: _ObjectTask, main_id: int) -> None:
+        """A SNAPSHOT task's children, each upserted under the task's object. Through the
+        batch's target cache, which the writes keep true: a later task of the batch that
+        writes one of them must find it (not the absence prefetched before the batch), and
+        the values it replaces (its history's old values) are the ones written here."""
+        payload, resolver = t.payload, t.resolver
         assert payload.obj is not None
         for child in payload.obj.children:
             ct = self.registry.object_type(child.object_type)
-            row = self.translate(ct, child, TaskDataType.SNAPSHOT, payload, resolver, task_site)
-            if ct.parent_type == main.name and row.get(str(ct.parent_column)) is None:
+            row = self.translate(ct, child, TaskDataType.SNAPSHOT, payload, resolver, t.task_site)
+            if ct.parent_type == t.ot.name and row.get(str(ct.parent_column)) is None:
                 row[str(ct.parent_column)] = main_id
-            child_site = site_id if ct.site_column else None
-            oid = self.objects.upsert(conn, ct, row, child_site)
+            child_site = t.site_id if ct.site_column else None
+            oid = self.objects.upsert(conn, ct, row, child_site, t.targets)
             resolver.learn(ct, row, child_site, oid)
 
     # -- pages ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from syncbus.errors import (
     TaskNotFoundError,
 )
 from syncbus.hooks import Hooks, TaskLogged
-from syncbus.intake import Intake, LogOutcome, TaskRequest
+from syncbus.intake import CHILD_LANES, Intake, LogOutcome, TaskRequest, without_child_lanes
 from syncbus.lineage import DELETED, Recorder, decode_or_none
 from syncbus.model import (
     ConnectorInfo,
@@ -58,7 +58,7 @@ from syncbus.store.admin import by_connector, delete_task, delete_tasks
 from syncbus.store.connectors import connector_by_id, connector_by_name, connectors_with_tasks
 from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
-from syncbus.store.enqueue import notify_workers, replace_object
+from syncbus.store.enqueue import notify_workers, replace_child_lanes, replace_object
 from syncbus.store.logs import write_event
 from syncbus.store.switches import why_not_processing
 from syncbus.store.tasks import load_ids
@@ -441,7 +441,8 @@ class IntegrationBus:
             if self.runner.lock_task(conn, task_id) is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
             before = history.queued(conn, task_id)
-            replace_object(conn, task_id, built)
+            replace_object(conn, task_id, without_child_lanes(built))
+            replace_child_lanes(conn, task_id, built.get(CHILD_LANES, []))
             # The record shows the object as it is now; what it replaced stays in the log.
             was = "not kept" if before is None or before.external is None else before.external
             write_event(

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from syncbus import tracing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry
-from syncbus.content.lanes import lane_of
+from syncbus.content.lanes import child_lanes, lane_of
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType
@@ -504,9 +504,13 @@ class Intake:
         if dtype is not TaskDataType.SIMPLE:
             payload.records = self._capture(connector, payload)
         lane = None
+        children: list[str] = []
         if connector.ordering == Ordering.ENTITY:  # CONNECTOR pays one comparison
-            lane = lane_of(payload, site_name, self.registry.object_type)
-        return {
+            types = self.registry.object_type
+            lane = lane_of(payload, site_name, types)
+            if dtype is TaskDataType.SNAPSHOT and payload.obj is not None and payload.obj.children:
+                children = sorted(child_lanes(payload, site_name, types) - {lane})
+        built: dict[str, Any] = {
             "data_type": dtype.value,
             "object_type": object_type,
             "class_name": class_name,
@@ -515,6 +519,9 @@ class Intake:
             "lane": lane,
             "external": external_json(external_obj),
         }
+        if children:  # not a column: the lanes its children are in (``CHILD_LANES``)
+            built[CHILD_LANES] = children
+        return built
 
     def _capture(self, connector: BaseIntegrationConnector, payload: Payload) -> list[Any]:
         """The translation records of a task (SimpleSnapshot and Snapshot)."""
@@ -609,6 +616,25 @@ class Intake:
         """Insert tasks in the connection's transaction. A task whose idempotency key is taken
         (earlier, in this batch, or by a concurrent twin in another process) yields the first
         task's id instead. Workers are notified (where the backend can), on commit."""
+        children = [(i, v[CHILD_LANES]) for i, v in enumerate(rows) if CHILD_LANES in v]
+        if children:  # not a column of the task row: inserted once the ids are known
+            rows = [without_child_lanes(v) for v in rows]
+        outcomes = Intake._insert_rows(conn, connector_name, rows, batch)
+        if children:
+            enqueue.insert_child_lanes(
+                conn,
+                [
+                    (task_id, lanes)
+                    for i, lanes in children
+                    if (task_id := outcomes[i].task_id) is not None and outcomes[i].created
+                ],
+            )
+        return outcomes
+
+    @staticmethod
+    def _insert_rows(
+        conn: sa.Connection, connector_name: str, rows: list[dict[str, Any]], batch: bool
+    ) -> list[LogOutcome]:
         if len(rows) > 1 and all(v["idempotency_key"] is None for v in rows):
             ids = enqueue.insert_tasks(conn, connector_name, rows)
             return [LogOutcome(task_id, created=True) for task_id in ids]
@@ -639,6 +665,15 @@ class Intake:
             nested.rollback()
             outcomes.append(LogOutcome(first, created=False))
         return outcomes
+
+
+# The key of a built task row that holds, under Ordering.ENTITY, the lanes a SNAPSHOT task
+# writes through its children (besides its own): not a column of the row, stored beside it.
+CHILD_LANES = "child_lanes"
+
+
+def without_child_lanes(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != CHILD_LANES}
 
 
 @dataclass(frozen=True, slots=True)

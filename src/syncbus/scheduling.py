@@ -248,10 +248,16 @@ class Causes:
     """Cause before effect across lanes: a task whose translation records name an entity
     with an earlier task still queued in that entity's lane runs after that task; so does a
     SNAPSHOT task whose children have an earlier task queued in their own lanes (it writes
-    them: it must not overtake, say, an older update of a child halted in its lane)."""
+    them: it must not overtake, say, an older update of a child halted in its lane). And the
+    other way: a task of a lane that an earlier queued SNAPSHOT writes through a child (or
+    that names such an entity) runs after that snapshot, which would otherwise overwrite it
+    with older values."""
 
     refs: dict[int, set[str]]
     earlier: dict[str, list[tuple[int, bool]]]
+    # Queued SNAPSHOT tasks that write an entity of a lane as a child, by lane: a task of
+    # that lane logged after one runs after it.
+    writers: dict[str, list[tuple[int, bool]]]
 
     @classmethod
     def of(
@@ -278,7 +284,16 @@ class Causes:
             below = max(refs)
             for lane, task_id, stuck in tasks.queued_in_lanes(conn, connector_id, wanted, below):
                 earlier.setdefault(lane, []).append((int(task_id), bool(stuck)))
-        return cls(refs, earlier)
+        writers: dict[str, list[tuple[int, bool]]] = {}
+        own = {row.lane for row in rows if row.lane is not None}
+        if own or wanted:
+            below = max(int(row.task_id) for row in rows)
+            for lane, task_id, stuck in tasks.lane_writers(conn, connector_id, own | wanted, below):
+                entry = (int(task_id), bool(stuck))
+                writers.setdefault(lane, []).append(entry)
+                if lane in wanted:  # it writes an entity a task refers to: a cause too
+                    earlier.setdefault(lane, []).append(entry)
+        return cls(refs, earlier, writers)
 
     def blocker(self, row: Any, done: Iterable[int] | set[int]) -> tuple[int, bool] | None:
         """The earlier task (id, stuck) this task must wait behind, or None."""
@@ -286,4 +301,7 @@ class Causes:
             for task_id, stuck in self.earlier.get(lane, ()):
                 if task_id < row.task_id and task_id not in done:
                     return task_id, stuck
+        for task_id, stuck in self.writers.get(row.lane, ()):  # a snapshot writes its entity
+            if task_id < row.task_id and task_id not in done:
+                return task_id, stuck
         return None

@@ -9,9 +9,28 @@ import textwrap
 import pytest
 import sqlalchemy as sa
 
-from syncbus import IntegrationBus, ObjectType, ProcessResult, ProcessType, TaskDataType
+from syncbus import (
+    IntegrationBus,
+    ObjectType,
+    Ordering,
+    ProcessResult,
+    ProcessType,
+    TaskDataType,
+    TaskType,
+)
 from syncbus.errors import ConnectorDisabledError, TaskNotFoundError
-from tests.helpers import ROOT, add_connector, ext, log, membership, pending, run, user
+from tests.helpers import (
+    CONNECTOR,
+    ROOT,
+    DictConnector,
+    add_connector,
+    ext,
+    log,
+    membership,
+    pending,
+    run,
+    user,
+)
 
 BLOB_TYPE = ObjectType(
     "blob.doc",
@@ -244,3 +263,46 @@ def test_a_queue_stopped_at_an_error_task_puts_nothing_in_flight(
         assert run(bus).applied == 3 and pending(bus) == []
     finally:
         bus.close()
+
+
+POST_GUID = "0b6f7d3e-52a1-4c55-9b0e-2f3f6a1c9d42"
+
+
+def _post(subject: str) -> dict[str, object]:
+    return {"type": "forums.forumpost", "data": {"post_guid": POST_GUID, "post_subject": subject}}
+
+
+def _forum(*children: dict[str, object]) -> dict[str, object]:
+    return {"type": "forums.forum", "data": {"forum_name": "news"}, "children": list(children)}
+
+
+@pytest.mark.parametrize("ordering", [Ordering.CONNECTOR, Ordering.ENTITY])
+def test_a_snapshot_s_children_are_known_to_the_later_tasks_of_its_batch(
+    bus: IntegrationBus, ordering: Ordering
+) -> None:
+    """A forum's SNAPSHOT created its child post, and a later task of the same batch that
+    updated the post on its own failed on the post's unique GUID: the batch's targets,
+    looked up before it, still said "no such post" (in two batches it passed). And a task
+    that updated the post after a snapshot of its batch had changed it recorded the old
+    value looked up before the batch, not the one the snapshot wrote."""
+
+    class Ordered(DictConnector):
+        pass
+
+    Ordered.ordering = ordering
+    bus.register_connector(Ordered(CONNECTOR))
+    snap, update = TaskDataType.SNAPSHOT, TaskType.UPDATE_OBJECT
+    log(bus, _forum(_post("a")), data_type=snap)
+    edit = log(bus, _post("b"), update)
+    log(bus, _forum(_post("c")), data_type=snap)
+    result = run(bus)
+    assert (result.applied, result.failed) == (3, 0), result.error
+    post = bus.get_object("forums.forumpost", POST_GUID)
+    assert post is not None and post["post_subject"] == "c"
+    record = bus.task_history(edit)
+    assert record is not None and record.changes == {"post_subject": ["a", "b"]}
+    log(bus, _forum(_post("d")), update, data_type=snap)
+    after = log(bus, _post("e"), update)
+    assert run(bus).applied == 2
+    record = bus.task_history(after)
+    assert record is not None and record.changes == {"post_subject": ["d", "e"]}

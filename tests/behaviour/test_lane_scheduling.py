@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskType
+from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskRequest, TaskType
 from syncbus.errors import InvalidObjectError
 from tests.helpers import (
     Clock,
@@ -222,6 +222,125 @@ def test_a_snapshot_runs_after_the_earlier_tasks_of_its_children_s_lanes(
     bus.delete_task(halted)
     assert run(bus, ENTITY).applied == 2 and pending(bus, ENTITY) == []
     assert bus.get_object("forums.forumpost", guid)["post_subject"] == "three"  # type: ignore[index]
+
+
+GUID = "6f1c0c8e-9c47-4a43-9d4c-3f0c35a2d9b1"
+
+
+def child_post(subject: str) -> dict[str, object]:
+    return {"type": "forums.forumpost", "data": {"post_guid": GUID, "post_subject": subject}}
+
+
+def forum_with(*children: dict[str, object]) -> dict[str, object]:
+    return {"type": "forums.forum", "data": {"forum_name": "news"}, "children": list(children)}
+
+
+def subject(bus: IntegrationBus) -> object:
+    post = bus.get_object("forums.forumpost", GUID)
+    assert post is not None
+    return post["post_subject"]
+
+
+def child_lane_rows(bus: IntegrationBus) -> list[tuple[int, str]]:
+    with bus.engine.connect() as c:
+        rows = c.execute(sa.text("SELECT task_id, lane FROM syncbus_task_lane ORDER BY task_id"))
+        return [(int(t), str(lane)) for t, lane in rows]
+
+
+def test_a_later_task_of_a_child_s_lane_runs_after_the_snapshot_that_writes_it(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    """The other direction: a forum's SNAPSHOT held in its own lane (behind a stopped task),
+    and a later update of its child post logged on its own (it names no forum, so it refers
+    to nothing the snapshot writes). The update ran at once; when the snapshot's lane was
+    cleared the snapshot overwrote the post with its older subject (CONNECTOR order, and the
+    order logged, give the update's)."""
+    snap = TaskDataType.SNAPSHOT
+    entity(bus, forum_with(child_post("zero")), data_type=snap)
+    assert run(bus, ENTITY).applied == 1
+    halt = {"type": "forums.forum", "data": {"forum_name": "news", "forum_display_name": "x"}}
+    halted = entity(bus, halt, TaskType.UPDATE_OBJECT, process_type=ProcessType.ERROR)
+    snapshot = entity(bus, forum_with(child_post("one")), TaskType.UPDATE_OBJECT, data_type=snap)
+    later = entity(bus, child_post("two"), TaskType.UPDATE_OBJECT)
+    assert [t for t, _ in child_lane_rows(bus)] == [snapshot]
+    result = run(bus, ENTITY)
+    assert result.applied == 0 and pending(bus, ENTITY) == [halted, snapshot, later]
+    assert subject(bus) == "zero"
+    bus.delete_task(halted)
+    assert run(bus, ENTITY).applied == 2 and pending(bus, ENTITY) == []
+    assert subject(bus) == "two"
+    assert child_lane_rows(bus) == []  # they left with their task
+
+
+def test_a_replaced_snapshot_object_replaces_the_lanes_it_writes(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    """Edit and replay: a snapshot whose child is edited out no longer holds that child's
+    later tasks; one whose new object has the child again does."""
+    snap = TaskDataType.SNAPSHOT
+    entity(bus, forum_with(child_post("zero")), data_type=snap)
+    assert run(bus, ENTITY).applied == 1
+    halt = {"type": "forums.forum", "data": {"forum_name": "news", "forum_display_name": "x"}}
+    halted = entity(bus, halt, TaskType.UPDATE_OBJECT, process_type=ProcessType.ERROR)
+    snapshot = entity(bus, forum_with(child_post("one")), TaskType.UPDATE_OBJECT, data_type=snap)
+    later = entity(bus, child_post("two"), TaskType.UPDATE_OBJECT)
+    bus.replace_task_object(snapshot, forum_with())
+    assert child_lane_rows(bus) == []
+    assert run(bus, ENTITY).applied == 1 and pending(bus, ENTITY) == [halted, snapshot]
+    assert subject(bus) == "two"
+    bus.replace_task_object(snapshot, forum_with(child_post("three")))
+    assert [t for t, _ in child_lane_rows(bus)] == [snapshot]
+    again = entity(bus, child_post("four"), TaskType.UPDATE_OBJECT)
+    assert run(bus, ENTITY).applied == 0 and pending(bus, ENTITY) == [halted, snapshot, again]
+    bus.delete_task(halted)
+    assert run(bus, ENTITY).applied == 2 and subject(bus) == "four"
+    assert later not in pending(bus, ENTITY) and child_lane_rows(bus) == []
+
+
+def test_batch_logging_records_the_lanes_a_snapshot_writes(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    """Every logging path (a batch, with and without idempotency keys, a repeated key)."""
+    snap = TaskDataType.SNAPSHOT
+    batch = [
+        TaskRequest(forum_with(child_post("a")), data_type=snap, site_name="main"),
+        TaskRequest(child_post("b"), task_type=TaskType.UPDATE_OBJECT, site_name="main"),
+        TaskRequest(
+            forum_with(child_post("c")), data_type=snap, site_name="main", idempotency_key="k1"
+        ),
+        TaskRequest(
+            forum_with(child_post("d")), data_type=snap, site_name="main", idempotency_key="k1"
+        ),
+    ]
+    plain = bus.log_tasks(ENTITY, batch[:2])
+    keyed = bus.log_tasks(ENTITY, batch[2:])
+    assert keyed[0].task_id == keyed[1].task_id and not keyed[1].created
+    rows = child_lane_rows(bus)
+    assert [t for t, _ in rows] == [plain[0].task_id, keyed[0].task_id]
+    assert rows[0][1] == rows[1][1] and "forums.forumpost" in rows[0][1]
+    result = run(bus, ENTITY)
+    assert result.applied == 3, result.error
+
+
+def test_a_deleted_snapshot_no_longer_holds_its_children_s_lanes(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    snap = TaskDataType.SNAPSHOT
+    entity(bus, forum_with(child_post("zero")), data_type=snap)
+    assert run(bus, ENTITY).applied == 1
+    stopped = entity(
+        bus,
+        forum_with(child_post("one")),
+        TaskType.UPDATE_OBJECT,
+        data_type=snap,
+        process_type=ProcessType.ERROR,
+    )
+    later = entity(bus, child_post("two"), TaskType.UPDATE_OBJECT)
+    result = run(bus, ENTITY)  # behind a stopped snapshot: the post's lane waits for it
+    assert result.applied == 0 and pending(bus, ENTITY) == [stopped, later]
+    bus.delete_task(stopped)
+    assert child_lane_rows(bus) == []
+    assert run(bus, ENTITY).applied == 1 and subject(bus) == "two"
 
 
 def test_a_wait_runs_out_after_dependency_timeout_and_fails_as_usual(

@@ -24,7 +24,7 @@ from syncbus.store.dialect import POSTGRES, SQLITE, Dialect, dialect_of
 from syncbus.store.switches import LOGGING, MASTER, first_off, setting_expr
 from syncbus.store.tables import connector_table as ct
 from syncbus.store.tables import idempotency_table as keys
-from syncbus.store.tables import task_table
+from syncbus.store.tables import task_lane_table, task_table
 
 _LOG_LOCK = 0x5342  # advisory lock class for logging, keyed by connector id
 
@@ -206,6 +206,19 @@ def replace_object(conn: sa.Connection, task_id: int, values: dict[str, Any]) ->
             next_attempt_at=None,
         )
     )
+
+
+def insert_child_lanes(conn: sa.Connection, lanes: list[tuple[int, list[str]]]) -> None:
+    """Record the lanes queued SNAPSHOT tasks write through their children: (task id, lanes)."""
+    rows = [{"task_id": task_id, "lane": lane} for task_id, names in lanes for lane in names]
+    if rows:
+        conn.execute(task_lane_table.insert(), rows)
+
+
+def replace_child_lanes(conn: sa.Connection, task_id: int, lanes: list[str]) -> None:
+    """A queued task's child lanes after its object was replaced (edit and replay)."""
+    conn.execute(task_lane_table.delete().where(task_lane_table.c.task_id == task_id))
+    insert_child_lanes(conn, [(task_id, lanes)])
 
 
 def take_logging_lock(conn: sa.Connection, connector_id: int) -> None:

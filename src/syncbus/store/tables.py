@@ -153,6 +153,23 @@ sync_log_table = sa.Table(
     sa.Column("error_message", sa.Text, nullable=False),
 )
 
+# Under Ordering.ENTITY, the lanes a queued SNAPSHOT task writes besides its own: one row per
+# child object's lane. A later task of such a lane runs after the snapshot (and a task that
+# refers to such an entity, or waits for it, knows the snapshot may write it). The rows go
+# with their task.
+task_lane_table = sa.Table(
+    "syncbus_task_lane",
+    metadata,
+    sa.Column(
+        "task_id",
+        BigId,
+        sa.ForeignKey("syncbus_task.task_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("lane", sa.String(400), primary_key=True),
+    sa.Index("ix_syncbus_task_lane_lane", "lane", "task_id"),
+)
+
 event_log_table = sa.Table(
     "syncbus_event_log",
     metadata,

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from syncbus.enums import ProcessType
 from syncbus.store.db import IN_CHUNK, as_utc, utcnow
 from syncbus.store.dialect import dialect_of
-from syncbus.store.tables import connector_table, task_table
+from syncbus.store.tables import connector_table, task_lane_table, task_table
 
-t = task_table
+t, tl = task_table, task_lane_table
 
 # What applying a task reads from its row (never the idempotency key or the timestamps).
 RUN_COLUMNS = (
@@ -245,6 +245,27 @@ def queued_in_lanes(
     return rows
 
 
+def lane_writers(
+    conn: sa.Connection, connector_id: int, lanes: Collection[str], below: int
+) -> list[Any]:
+    """The connector's queued SNAPSHOT tasks with ids below ``below`` that write an entity of
+    these lanes as a child: (lane, task_id, stuck), ``stuck`` as in ``queued_in_lanes``."""
+    stuck = sa.or_(t.c.process_type == ProcessType.ERROR.value, t.c.awaits.is_not(None))
+    names = list(lanes)
+    rows: list[Any] = []
+    for start in range(0, len(names), IN_CHUNK):
+        rows += conn.execute(
+            sa.select(tl.c.lane, tl.c.task_id, stuck.label("stuck"))
+            .join(t, t.c.task_id == tl.c.task_id)
+            .where(
+                tl.c.lane.in_(names[start : start + IN_CHUNK]),
+                tl.c.task_id < below,
+                t.c.connector_id == connector_id,
+            )
+        ).all()
+    return rows
+
+
 def mark_waiting(conn: sa.Connection, task_id: int, waiting_for: str, awaits: str) -> None:
     """The task waits for an entity (the lane key ``awaits``); the clock of its
     ``dependency_timeout`` starts the first time it waits and is never reset."""
@@ -295,8 +316,9 @@ def wake(conn: sa.Connection, lanes: Collection[str]) -> list[Any]:
 
 def writer_queued(conn: sa.Connection, lane: str, besides: int) -> bool:
     """Whether a task of the lane ``lane`` (of any connector) other than ``besides`` is queued
-    that may still write its entity: one that has not failed and waits for nothing itself
-    (two tasks waiting for each other's entities must not keep each other waiting)."""
+    that may still write its entity, in its own lane or as a SNAPSHOT's child: one that has
+    not failed and waits for nothing itself (two tasks waiting for each other's entities must
+    not keep each other waiting)."""
     stmt = (
         sa.select(t.c.task_id)
         .where(
@@ -308,7 +330,21 @@ def writer_queued(conn: sa.Connection, lane: str, besides: int) -> bool:
         )
         .limit(1)
     )
-    return conn.execute(stmt).first() is not None
+    if conn.execute(stmt).first() is not None:
+        return True
+    # A SNAPSHOT task that writes the entity as one of its children.
+    child = (
+        sa.select(tl.c.task_id)
+        .join(t, t.c.task_id == tl.c.task_id)
+        .where(
+            tl.c.lane == lane,
+            tl.c.task_id != besides,
+            t.c.error_message.is_(None),
+            t.c.awaits.is_(None),
+        )
+        .limit(1)
+    )
+    return conn.execute(child).first() is not None
 
 
 def waits_expired(since: dt.datetime | None, timeout: float, now: dt.datetime) -> bool:
