@@ -223,6 +223,22 @@ def test_dashboard_draws_a_chart_per_connector_and_switches_span(
     assert "Activity, last hour" in admin.get("/admin/stats?span=week").text
 
 
+def test_connectors_sharing_a_display_name_have_charts_told_apart(
+    admin_bus: IntegrationBus, admin: httpx.Client
+) -> None:
+    """Trial 6: a connector subclassing another kept its display name, and the two charts
+    were both headed "HR system"."""
+    for name in ("HrA", "HrB"):
+        connector = DictConnector(name)
+        connector.display_name = "HR system"
+        admin_bus.register_connector(connector)
+    html = admin.get("/admin/").text
+    for name in ("HrA", "HrB"):
+        card = html[html.index(f'data-testid="chart-{name}"') :]
+        assert card.split("</h4>")[0].endswith(f'HR system <code class="hint">{name}</code>')
+        assert f"HR system ({name}): activity in the last hour" in html
+
+
 def test_an_action_on_the_dashboard_keeps_its_span(admin: httpx.Client) -> None:
     page = admin.get("/admin/?span=day").text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
