@@ -17,6 +17,8 @@ kept true by the writes, so what a task changes is known without a query of its 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -35,6 +37,9 @@ from syncbus.store.db import IN_CHUNK
 from syncbus.store.dialect import dialect_of
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
+# A batch holds a lock per object it may write (see ``TargetCache.hold``) up to this many; a
+# larger batch holds its object types whole instead (the server's lock table is finite).
+MAX_OBJECT_LOCKS = 256
 # In ``PageCache.contents``: whether the document has a row in its fields table.
 FIELDS_ROW = "syncbus:fields-row"
 
@@ -49,6 +54,13 @@ def target_key(ot: ObjectType, values: Mapping[str, Any], site_id: int | None) -
             return None
         parts.append(value)
     return ot.name, tuple(parts), site_id if ot.site_column and not ot.is_binding else None
+
+
+def lock_key(*parts: Any) -> int:
+    """A 64-bit lock key for an identity (the same from every process: not ``hash``)."""
+    text = json.dumps(parts, default=str, separators=(",", ":"), sort_keys=True)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class PageCache:
@@ -279,15 +291,35 @@ class TargetCache:
         registry: TypeRegistry,
         targets: Iterable[tuple[ObjectType, Mapping[str, Any], int | None]],
     ) -> None:
-        """Look up every (type, row, site) identity with one query per type."""
+        """Look up every (type, row, site) identity with one query per type, once the
+        batch holds them (``hold``)."""
         wanted: dict[str, dict[TargetKey, ObjectType]] = defaultdict(dict)
         for ot, row, site_id in targets:
             key = target_key(ot, coerce_row(ot, row), site_id)
             if key is not None and key not in self.ids:
                 wanted[ot.name][key] = ot
+        self.hold(conn, wanted)
         for keys in wanted.values():
             ot = next(iter(keys.values()))
             self._fetch(conn, registry, ot, list(keys))
+
+    @staticmethod
+    def hold(conn: sa.Connection, wanted: Mapping[str, Mapping[TargetKey, Any]]) -> None:
+        """Lock the objects the batch may write, by identity, until it commits, before they
+        are looked up (PostgreSQL, where runs of other connectors overlap). Without it, two
+        runs creating one object both found it missing and both inserted it (the identity's
+        index is not unique), and two updating it both recorded the same old values. Each type
+        is held shared and each object exclusively; past ``MAX_OBJECT_LOCKS`` objects, their
+        types exclusively. Held in ascending order, types first: a deadlock (still possible
+        with a row lock) is retried as any transient error is."""
+        if not wanted or not dialect_of(conn).row_locks:
+            return
+        kinds = [lock_key("type", name) for name in wanted]
+        objects = [lock_key(*key) for keys in wanted.values() for key in keys]
+        if len(objects) > MAX_OBJECT_LOCKS:
+            dialect_of(conn).hold_keys(conn, [], kinds)
+        else:
+            dialect_of(conn).hold_keys(conn, kinds, objects)
 
     def _fetch(
         self, conn: sa.Connection, registry: TypeRegistry, ot: ObjectType, keys: list[TargetKey]

@@ -135,6 +135,12 @@ class Dialect:
         """An expression that, selected, does what ``notify`` does; None where workers poll."""
         return None
 
+    def hold_keys(self, conn: sa.Connection, shared: list[int], exclusive: list[int]) -> None:
+        """Hold these 64-bit lock keys until the transaction ends, the ``shared`` ones shared,
+        then the ``exclusive`` ones, each in ascending order, where writers can overlap;
+        SQLite's single writer (BEGIN IMMEDIATE) needs none."""
+        return None
+
     def returning_ids(self, stmt: sa.Insert, column: sa.Column[int]) -> sa.Insert:
         """A multi-row INSERT returning the new ids, which ascend in the rows' order (sort
         them to match the rows). SQLite: AUTOINCREMENT under the write lock numbers the rows
@@ -297,6 +303,21 @@ class PostgresDialect(Dialect):
 
     def notify_expr(self, payload: sa.ColumnElement[str]) -> sa.ColumnElement[Any] | None:
         return sa.func.pg_notify(NOTIFY_CHANNEL, payload)
+
+    # One statement takes them all, in order: the branches of a UNION ALL run one after the
+    # other, a function scan yields its rows in the array's order, and the aggregate calls the
+    # lock function row by row. Sorted keys: two transactions never take two keys in opposite
+    # orders.
+    _HOLD = sa.text(
+        "SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest(CAST(:shared AS bigint[])) k"
+        " UNION ALL "
+        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:exclusive AS bigint[])) k"
+    )
+
+    def hold_keys(self, conn: sa.Connection, shared: list[int], exclusive: list[int]) -> None:
+        if shared or exclusive:
+            params = {"shared": sorted(shared), "exclusive": sorted(exclusive)}
+            conn.execute(self._HOLD, params).all()
 
     def returning_ids(self, stmt: sa.Insert, column: sa.Column[int]) -> sa.Insert:
         # One INSERT ... SELECT ... ORDER BY: the sequence draws the ids in the rows' order.
