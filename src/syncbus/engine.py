@@ -230,8 +230,11 @@ def _merge(run: _Run, tally: _Tally) -> None:
 
 def _last_run(result: ProcessResult) -> dict[str, Any] | None:
     """What the lease row keeps of a finished run (the dashboard's "last run"), or None for
-    a run that did nothing: a worker's idle runs must not hide the last one that did."""
-    if not (result.applied or result.failed or result.skipped or result.deleted or result.error):
+    a run that did nothing: a worker's idle runs must not hide the last one that did, nor
+    must the runs that only found the queue (or every lane) stopped at a task that failed
+    before (trial 6: "0 applied, 0 failed" beside the error, as long as the task stayed)."""
+    did = result.applied or result.failed or result.skipped or result.deleted
+    if not did and (result.error is None or result.stopped):
         return None
     started = (
         None if result.started_at is None else dt.datetime.fromtimestamp(result.started_at, dt.UTC)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncbus import IntegrationBus, Ordering
+from syncbus import IntegrationBus, Ordering, ProcessType
 from syncbus.readmodel import ConnectorStats, connector_stats
 from syncbus.store import inflight, leases
 from tests.helpers import DictConnector, add_connector, log, run, user
@@ -105,3 +105,25 @@ def test_a_run_kept_out_by_a_lease_says_whose_and_for_how_long(bus: IntegrationB
     assert reason.startswith("connector 'TestConnector' is being processed by another runner")
     assert "(worker-7:4242:0123456789ab; its lease runs out in 4" in reason  # 44 or 45 s
     assert "if that runner died, the first run after that takes over" in reason
+
+
+def test_a_run_that_only_found_its_queue_stopped_does_not_replace_the_last_one(
+    bus: IntegrationBus,
+) -> None:
+    """Trial 6: every run that found the queue stopped at an Error task, and so did nothing,
+    replaced the run before it: "0 applied, 0 failed" beside the error, for as long as the
+    task stayed."""
+    add_connector(bus)
+    log(bus, user("ada"))
+    log(bus, user("bob"), process_type=ProcessType.ERROR)
+    first = run(bus)
+    assert first.applied == 1 and first.stopped and first.error
+    done = stats(bus, "TestConnector")
+    assert (done.last_run_applied, done.last_run_failed) == (1, 0)
+    assert done.last_run_error == first.error
+    for _ in range(3):
+        again = run(bus)
+        assert (again.applied, again.failed, again.stopped) == (0, 0, True)
+    after = stats(bus, "TestConnector")
+    assert after.last_run_applied == 1
+    assert after.last_run_finished_at == done.last_run_finished_at
