@@ -397,6 +397,11 @@ class Processor:
                 self._forget_in_flight(run)
                 self._record_run(run.connector_id, result)
         self._next_attempt(run.connector_id, result)
+        if run.lanes is not None and run.lanes.recheck is not None:
+            # A waiting task is due to be looked at again: the dispatcher wakes the run then.
+            due = run.lanes.recheck.timestamp()
+            if result.next_attempt_at is None or due < result.next_attempt_at:
+                result.next_attempt_at = due
         self.hooks.run_finished(result)
         return result
 
@@ -1026,7 +1031,7 @@ class Processor:
             outcome.last_id = row.task_id
             if batch.merged and row.task_id in batch.merged.into:
                 continue  # its values go with a later task of its lane (coalescing)
-            if row.awaits is not None and not lanes.waits.expired(row, now):
+            if not lanes.waits.may_run(row, now):
                 seen.halted.add(row.lane)  # it waits; its lane waits behind it
                 continue
             blocker = causes.blocker(row, done)

@@ -42,7 +42,7 @@ from syncbus.content.types import ObjectType
 from syncbus.enums import ProcessType, TaskDataType
 from syncbus.payload import Payload
 from syncbus.store import tasks
-from syncbus.store.db import utcnow
+from syncbus.store.db import as_utc, utcnow
 
 LaneKey = str | None  # None: tasks logged before the connector became ENTITY (one lane)
 TypeLookup = Callable[[str], ObjectType]
@@ -50,6 +50,8 @@ TypeLookup = Callable[[str], ObjectType]
 _SNAPSHOT = TaskDataType.SNAPSHOT.value
 # How many tasks a plan reads from the queue's front at a time, per task of a batch.
 _SCAN_FACTOR = 4
+# A waiting task is looked at again after a quarter of its wait so far, within these (seconds).
+RECHECK_MIN, RECHECK_MAX = 10.0, 300.0
 
 
 @dataclass
@@ -118,6 +120,28 @@ class Waits:
     def expired(self, row: Any, now: dt.datetime) -> bool:
         return tasks.waits_expired(row.waiting_since, self.timeout, now)
 
+    @staticmethod
+    def recheck_at(row: Any) -> dt.datetime | None:
+        """When a waiting task is looked at again, though nothing woke it: what it waits for
+        may have come another way (a CONNECTOR connector, another ENTITY connector's task
+        that named it otherwise, the application itself), which wakes nobody. A quarter of
+        how long it had waited when last looked at, ``RECHECK_MIN`` to ``RECHECK_MAX``."""
+        since = as_utc(row.waiting_since)
+        if since is None:
+            return None
+        last = as_utc(getattr(row, "last_run_at", None)) or since
+        waited = max(0.0, (last - since).total_seconds())
+        interval = min(RECHECK_MAX, max(RECHECK_MIN, waited / 4))
+        return last + dt.timedelta(seconds=interval)
+
+    def may_run(self, row: Any, now: dt.datetime) -> bool:
+        """Whether a task is tried now: it waits for nothing, or its wait ran out, or it is
+        time to look again (``recheck_at``)."""
+        if row.awaits is None or self.expired(row, now):
+            return True
+        due = self.recheck_at(row)
+        return due is None or due <= now
+
     def awaited(
         self, conn: sa.Connection, row: Any, missing: tuple[Any, ...]
     ) -> tuple[str, str] | None:
@@ -150,6 +174,8 @@ class LaneRun:
     retry_soon: bool = False
     heads: dict[LaneKey, int] = field(default_factory=dict)  # as last seen by a plan
     stuck: set[int] = field(default_factory=set)  # Error tasks at the head of their lane
+    # The earliest time a waiting head left halted is to be looked at again (Waits.recheck_at).
+    recheck: dt.datetime | None = None
 
     def plan(
         self,
@@ -221,10 +247,16 @@ class LaneRun:
                 self.stuck.add(row.task_id)
 
     def _head_may_run(self, head: Any, now: dt.datetime) -> bool:
-        """A lane may run unless its first task stops it: an ERROR, or a wait not yet over."""
+        """A lane may run unless its first task stops it: an ERROR, or a wait not yet over
+        and not yet due to be looked at again (the earliest such time is kept)."""
         if head.process_type == ProcessType.ERROR.value:
             return False
-        return head.awaits is None or self.waits.expired(head, now)
+        if self.waits.may_run(head, now):
+            return True
+        due = self.waits.recheck_at(head)
+        if due is not None and (self.recheck is None or due < self.recheck):
+            self.recheck = due
+        return False
 
     def take_in(self, outcome: LaneOutcome) -> None:
         self.halted |= outcome.halted

@@ -4,6 +4,7 @@ runs share one ENTITY connector lane by lane. On both databases."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections import defaultdict
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 
 from syncbus import IntegrationBus, Ordering, ProcessType, TaskDataType, TaskRequest, TaskType
 from syncbus.errors import InvalidObjectError
+from syncbus.scheduling import RECHECK_MIN
+from syncbus.store.tables import task_table
 from tests.helpers import (
     Clock,
     DictConnector,
@@ -167,6 +170,72 @@ def test_a_missing_reference_waits_and_runs_once_it_is_created(
     result = run(bus, ENTITY)
     assert pending(bus, ENTITY) == [], bus.get_task(member)
     assert result.applied == 3 and result.failed == 0 and result.waiting == 0
+
+
+def _aged(bus: IntegrationBus, task_id: int, seconds: int) -> None:
+    """As if the task had begun waiting, and was last looked at, ``seconds`` earlier."""
+    t = task_table
+    with bus.engine.begin() as c:
+        row = c.execute(
+            sa.select(t.c.waiting_since, t.c.last_run_at).where(t.c.task_id == task_id)
+        ).one()
+        back = dt.timedelta(seconds=seconds)
+        c.execute(
+            t.update()
+            .where(t.c.task_id == task_id)
+            .values(waiting_since=row.waiting_since - back, last_run_at=row.last_run_at - back)
+        )
+
+
+def test_a_wait_is_looked_at_again_when_its_entity_may_have_come_another_way(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    """Trial 6: an employee waiting for its department stayed "waiting (not created yet)"
+    for its whole dependency_timeout (an hour) after another connector, under CONNECTOR
+    ordering, created the department: only an applied task of an ENTITY connector wakes a
+    wait. A wait is now looked at again now and then (after a quarter of its age, 10 s at
+    least, 5 min at most), whoever created what it waits for."""
+    plain = DictConnector("Plain")
+    bus.register_connector(plain)
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    assert run(bus, ENTITY).waiting == 1
+    log(bus, user("alice"), connector="Plain")
+    log(bus, role("admin"), connector="Plain")
+    assert run(bus, "Plain").applied == 2
+    # Looked at just now: left alone for a while yet (no retry, no log); the run says when
+    # to come back (a worker's dispatcher wakes it then).
+    result = run(bus, ENTITY)
+    assert result.waiting == 1 and bus.task_log(member) == []
+    assert result.next_attempt_at is not None
+    assert 0 < result.next_attempt_at - time.time() <= RECHECK_MIN + 1
+    _aged(bus, member, 60)  # waited a minute, last looked at a minute ago: due again
+    result = run(bus, ENTITY)
+    assert (result.applied, result.waiting) == (1, 0) and pending(bus, ENTITY) == []
+    assert bus.task_log(member) == []
+
+
+def test_a_wait_looked_at_again_in_vain_goes_on_waiting_quietly(
+    bus: IntegrationBus, lanes: EntityConnector
+) -> None:
+    lanes.knows("cms.user", 1, "alice")
+    lanes.knows("cms.role", 2, "admin")
+    member = entity(bus, membership(1, 2), data_type=SNAP)
+    behind = entity(bus, membership(1, 2), TaskType.UPDATE_OBJECT, data_type=SNAP)
+    assert run(bus, ENTITY).waiting == 1
+    info = bus.get_task(member)
+    assert info is not None and info.waiting_since is not None
+    since = info.waiting_since
+    _aged(bus, member, 120)
+    result = run(bus, ENTITY)  # looked at again: still missing
+    assert (result.applied, result.failed, result.waiting) == (0, 0, 1)
+    assert pending(bus, ENTITY) == [member, behind] and bus.task_log(member) == []
+    again = bus.get_task(member)
+    assert again is not None and again.waiting_since == since - dt.timedelta(seconds=120)
+    assert again.process_type is ProcessType.DEFAULT and again.error_message is None
+    # Looked at just now: the next run leaves it alone.
+    assert run(bus, ENTITY).waiting == 1
 
 
 def test_waiting_counts_the_tasks_that_wait_when_the_run_ends(

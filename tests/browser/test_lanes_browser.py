@@ -45,7 +45,7 @@ def test_halted_lane_and_waiting_task_on_dashboard_and_task_list(
         expect(halted).to_contain_text("(1 behind it)")
         waited = lanes.get_by_test_id("waited-for")
         expect(waited).to_have_text(
-            re.compile(r"1 task waits for cms\.user 'alice'\s+\(not created yet; since")
+            re.compile(r"1 task waits for cms\.user 'alice'\s+\(not found when last tried; since")
         )
         # The CONNECTOR connector's explanation is the one it always had.
         expect(page.locator(".blockers")).to_contain_text(

@@ -237,6 +237,9 @@ def test_connectors_sharing_a_display_name_have_charts_told_apart(
         card = html[html.index(f'data-testid="chart-{name}"') :]
         assert card.split("</h4>")[0].endswith(f'HR system <code class="hint">{name}</code>')
         assert f"HR system ({name}): activity in the last hour" in html
+    # A display name of its own is shown as it is.
+    shop = html[html.index('data-testid="chart-Shop"') :].split("</figure>")[0]
+    assert "<code" not in shop and ": activity in the last hour" in shop
 
 
 def test_an_action_on_the_dashboard_keeps_its_span(admin: httpx.Client) -> None:

@@ -35,7 +35,7 @@ RUN_COLUMNS = (
 
 
 # What a run of an ENTITY connector reads besides: the lane and the wait.
-LANE_COLUMNS = (*RUN_COLUMNS, t.c.lane, t.c.awaits, t.c.waiting_since)
+LANE_COLUMNS = (*RUN_COLUMNS, t.c.lane, t.c.awaits, t.c.waiting_since, t.c.last_run_at)
 
 
 def _in_range(stmt: sa.Select[Any], connector_id: int, after: int, upto: int) -> sa.Select[Any]:
@@ -148,6 +148,7 @@ def scan_front(conn: sa.Connection, connector_id: int, after: int, limit: int) -
                 t.c.process_type,
                 t.c.awaits,
                 t.c.waiting_since,
+                t.c.last_run_at,
                 t.c.deaths,
                 size.label("size"),
             )
