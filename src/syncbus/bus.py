@@ -55,7 +55,12 @@ from syncbus.policies import ConnectorRules
 from syncbus.settings import Settings
 from syncbus.store import history, migrate, reads
 from syncbus.store.admin import by_connector, delete_task, delete_tasks
-from syncbus.store.connectors import connector_by_id, connector_by_name, connectors_with_tasks
+from syncbus.store.connectors import (
+    connector_by_id,
+    connector_by_name,
+    connectors_with_tasks,
+    not_registered,
+)
 from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
 from syncbus.store.enqueue import notify_workers, replace_child_lanes, replace_object
@@ -239,9 +244,7 @@ class IntegrationBus:
             if connector_name is not None:
                 one = connector_by_name(conn, connector_name)
                 if one is None:
-                    raise ConnectorNotFoundError(
-                        f"no connector named {connector_name!r} is registered"
-                    )
+                    raise ConnectorNotFoundError(not_registered(conn, connector_name))
                 rows = [one]
             else:
                 rows = connectors_with_tasks(conn)

@@ -17,6 +17,7 @@ from syncbus.store.connectors import (
     connector_by_name,
     connector_exists,
     connectors_with_counts,
+    not_registered,
     register_connector,
     set_connector_enabled,
     set_connector_queue_limit,
@@ -187,6 +188,11 @@ class ConnectorRegistry:
             self._failed.pop(name, None)
         return instance
 
+    def not_found(self, name: str) -> ConnectorNotFoundError:
+        """The error for a name no connector has (suggesting one that differs in case)."""
+        with self.reader.connect() as conn:
+            return ConnectorNotFoundError(not_registered(conn, name))
+
     def exists(self, name: str) -> bool:
         """Whether a connector of that name is registered (one indexed lookup, no counts)."""
         with self.reader.connect() as conn:
@@ -200,7 +206,7 @@ class ConnectorRegistry:
             with self.reader.connect() as conn:
                 row = connector_by_name(conn, name)
             if row is None:
-                raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
+                raise self.not_found(name)
             if not row.class_path:
                 self._load_failed(
                     name,
@@ -254,13 +260,13 @@ class ConnectorRegistry:
         with self.db.begin() as conn:
             found = set_connector_queue_limit(conn, name, limit)
         if not found:
-            raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
+            raise self.not_found(name)
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.db.begin() as conn:
             found = set_connector_enabled(conn, name, enabled)
         if not found:
-            raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
+            raise self.not_found(name)
 
     def list(self) -> list[ConnectorInfo]:
         with self.reader.connect() as conn:

@@ -37,6 +37,7 @@ from syncbus.hooks import Hooks
 from syncbus.model import InternalObject, Page
 from syncbus.payload import Payload, encode
 from syncbus.store import enqueue, leases, switches, tasks
+from syncbus.store.connectors import not_registered
 from syncbus.store.db import utcnow
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import KEY_MAX, NAME_MAX, SITE_MAX, LogState
@@ -415,7 +416,7 @@ class Intake:
                 f"{SWITCHED_OFF[key]} (settings.{key}); nothing was logged"
             )
         if state.connector_id is None:
-            raise ConnectorNotFoundError(f"no connector named {connector_name!r} is registered")
+            raise ConnectorNotFoundError(not_registered(conn, connector_name))
         if not state.connector_enabled:
             raise ConnectorDisabledError(
                 f"connector {connector_name!r} is disabled; enable it to log tasks"

@@ -22,6 +22,7 @@ from syncbus.errors import ConnectorNotFoundError
 from syncbus.fixhint import fix_hint
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import reads
+from syncbus.store.connectors import not_registered
 from syncbus.store.db import as_utc
 from syncbus.store.reads import COUNT_CAP, STATES, Items, State, TaskFilter, bad_lane
 from syncbus.store.switches import LOGGING, MASTER, PROCESSING, first_off, flag
@@ -304,7 +305,7 @@ def lane_report_of(bus: IntegrationBus, connector_name: str) -> LaneReport:
     with bus.reader.connect() as conn:
         found = reads.connectors(conn, connector_name)
         if not found:
-            raise ConnectorNotFoundError(f"no connector named {connector_name!r} is registered")
+            raise ConnectorNotFoundError(not_registered(conn, connector_name))
         return lane_report(conn, found[0][0])
 
 

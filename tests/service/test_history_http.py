@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncbus import IntegrationBus, create_app
-from syncbus.errors import TaskBusyError
+from syncbus.errors import ConnectorNotFoundError, TaskBusyError
 from tests.helpers import DictConnector, add_connector, ext, membership, role, run, user
 from tests.http_server import asgi_client
 
@@ -315,3 +315,38 @@ def test_reading_a_task_that_left_the_queue_says_where_its_record_is(
     assert api.get(f"/api/tasks/{task_id}/history").json()["state"] == "applied"
     r = api.get("/api/tasks/987654")
     assert r.status_code == 404 and "no record of it" in r.json()["detail"]
+
+
+def test_deleting_a_task_that_left_the_queue_says_where_its_record_is(
+    api: httpx.Client, bus: IntegrationBus
+) -> None:
+    """Trial 6: DELETE said only "no queued task with id N" where GET, PUT and synchronize
+    on the same id say how it left and where its record is."""
+    task_id = log(api, user("hal"))
+    run(bus)
+    r = api.delete(f"/api/tasks/{task_id}")
+    detail = r.json()["detail"]
+    assert r.status_code == 404 and "left the queue (applied at " in detail
+    assert f"GET /api/tasks/{task_id}/history" in detail
+    r = api.delete("/api/tasks/987654")
+    assert r.status_code == 404 and "no record of it" in r.json()["detail"]
+
+
+def test_a_connector_name_in_the_wrong_case_is_pointed_out(
+    api: httpx.Client, bus: IntegrationBus
+) -> None:
+    """Trial 6: /api/connectors/testconnector/tasks answered only that no such connector is
+    registered; names are case-sensitive, which is easy to miss in a URL."""
+    body = {"task_type": "CreateObject", "object": user("ida"), "site_name": "main"}
+    r = api.post("/api/connectors/testconnector/tasks", json=body)
+    assert r.status_code == 404
+    assert r.json()["detail"] == (
+        "no connector named 'testconnector' is registered; did you mean 'TestConnector'? "
+        "(connector names are case-sensitive)"
+    )
+    r = api.post("/api/connectors/Nobody/tasks", json=body)
+    assert r.json()["detail"] == "no connector named 'Nobody' is registered"
+    r = api.get("/api/tasks", params={"connector": "TESTCONNECTOR"})
+    assert r.status_code == 404 and "did you mean 'TestConnector'?" in r.json()["detail"]
+    with pytest.raises(ConnectorNotFoundError, match="did you mean 'TestConnector'"):
+        bus.process_tasks("testConnector")

@@ -94,6 +94,13 @@ def _not_queued(bus: IntegrationBus, task_id: int) -> str:
     )
 
 
+def _delete(bus: IntegrationBus, task_id: int) -> None:
+    try:
+        bus.delete_task(task_id)
+    except TaskNotFoundError:  # say where it went, as GET does (trial 6)
+        raise TaskNotFoundError(_not_queued(bus, task_id)) from None
+
+
 def create_app(
     bus: IntegrationBus,
     api_token: str | None = None,
@@ -321,7 +328,7 @@ def _task_routes(
 
     def notify(connector: str | None) -> s.NotifyOut:
         if connector is not None and not bus.connectors.exists(connector):
-            raise ConnectorNotFoundError(f"no connector named {connector!r} is registered")
+            raise bus.connectors.not_found(connector)
         disp.trigger(connector)
         return s.NotifyOut(status="started", connector=connector)
 
@@ -372,7 +379,7 @@ def _queue_routes(
         """One page of the queue by key: pass the answer's ``next_after`` as ``after``."""
         tasks = bus.list_tasks(connector, after=after, limit=limit + 1, lane=lane, waiting=waiting)
         if not tasks and connector is not None and not bus.connectors.exists(connector):
-            raise ConnectorNotFoundError(f"no connector named {connector!r} is registered")
+            raise bus.connectors.not_found(connector)
         page = tasks[:limit]
         more = len(tasks) > limit
         return s.TaskList(tasks=page, next_after=page[-1].task_id if more else None)
@@ -401,7 +408,7 @@ def _queue_routes(
 
     @api.delete("/api/tasks/{task_id}", status_code=204, tags=["queue"])
     def delete_task(task_id: TaskId) -> Response:
-        bus.delete_task(task_id)
+        _delete(bus, task_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @api.get("/api/connectors", response_model=s.ConnectorList, tags=["connectors"])
@@ -413,5 +420,5 @@ def _queue_routes(
         _patch_connector(bus, disp, name, patch)
         found = [c for c in bus.list_connectors() if c.name == name]
         if not found:
-            raise ConnectorNotFoundError(f"no connector named {name!r} is registered")
+            raise bus.connectors.not_found(name)
         return found[0]

@@ -92,6 +92,24 @@ def connector_by_id(conn: sa.Connection, connector_id: int) -> sa.Row[Any]:
     return conn.execute(_ROW_BY_ID, {"cid": connector_id}).one()
 
 
+def not_registered(conn: sa.Connection, name: str) -> str:
+    """Why ``name`` names no connector: with the registered name it differs from only in
+    case, which is easy to miss in a URL (connector names are case-sensitive)."""
+    text = f"no connector named {name!r} is registered"
+    if not isinstance(name, str) or not name:
+        return text
+    stmt = (
+        sa.select(ct.c.connector_name)
+        .where(sa.func.lower(ct.c.connector_name) == name.lower())
+        .order_by(ct.c.connector_name)
+        .limit(1)
+    )
+    match = conn.execute(stmt).scalar()
+    if match is not None and match != name:
+        text += f"; did you mean {match!r}? (connector names are case-sensitive)"
+    return text
+
+
 def connector_exists(conn: sa.Connection, name: str) -> bool:
     """Whether a connector of that name is registered (one indexed lookup, no counts)."""
     return conn.execute(_ID_BY_NAME, {"name": name}).first() is not None
