@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +132,7 @@ class Applier:
         whole rows: what a task changes is then known without a query of its own)."""
         targets = TargetCache(rows)
         wanted = []
+        children: list[tuple[ObjectType, dict[str, Any], int | None]] = []
         pages: list[tuple[int, str, str]] = []
         parents: list[int] = []
         places: list[tuple[int, str | None, int, str]] = []
@@ -161,10 +162,27 @@ class Applier:
             if ot.site_column:
                 values[ot.site_column] = site_id
             wanted.append((ot, values, site_id if ot.site_column else None))
-        targets.prefetch(conn, self.registry, wanted)
+            if data_type is TaskDataType.SNAPSHOT and payload.obj.children:
+                children.extend(self._children_to_lock(payload.obj, site_id))
+        targets.prefetch(conn, self.registry, wanted, children)
         if pages or parents:
             targets.pages.prefetch(conn, pages, parents, places)
         return targets
+
+    def _children_to_lock(
+        self, obj: InternalObject, site_id: int | None
+    ) -> Iterator[tuple[ObjectType, dict[str, Any], int | None]]:
+        """A SNAPSHOT's children (and theirs): locked with the batch's targets by code name
+        or GUID, not looked up (``TargetCache.prefetch``)."""
+        stack = list(obj.children)
+        while stack:
+            child = stack.pop()
+            stack.extend(child.children)
+            try:
+                ct = self.registry.object_type(child.object_type)
+            except SyncBusError:
+                continue
+            yield ct, dict(child.data), site_id if ct.site_column else None
 
     def unknown_references(self, conn: sa.Connection, row: Any, payload: Payload) -> str | None:
         """After a task failed on a foreign key: which of its object's reference columns

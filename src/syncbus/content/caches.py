@@ -290,36 +290,58 @@ class TargetCache:
         conn: sa.Connection,
         registry: TypeRegistry,
         targets: Iterable[tuple[ObjectType, Mapping[str, Any], int | None]],
+        also_held: Iterable[tuple[ObjectType, Mapping[str, Any], int | None]] = (),
     ) -> None:
         """Look up every (type, row, site) identity with one query per type, once the
-        batch holds them (``hold``)."""
+        batch holds them (``hold``); ``also_held``: identities to hold, not look up (a
+        SNAPSHOT's children)."""
         wanted: dict[str, dict[TargetKey, ObjectType]] = defaultdict(dict)
         for ot, row, site_id in targets:
             key = target_key(ot, coerce_row(ot, row), site_id)
             if key is not None and key not in self.ids:
                 wanted[ot.name][key] = ot
-        self.hold(conn, wanted)
+        held: dict[str, dict[TargetKey, ObjectType]] = defaultdict(dict)
+        for ot, row, site_id in also_held:  # by code name or GUID (see ``hold``)
+            value = row.get(str(ot.key_column)) if not ot.is_binding else None
+            if value is None or ot.is_binding:
+                continue
+            try:
+                value = coerce_row(ot, {str(ot.key_column): value})[str(ot.key_column)]
+            except Exception:  # a value its column refuses: the task says so when applied
+                continue
+            scope = site_id if ot.site_column else None
+            held[ot.name][(ot.name, (value,), scope)] = ot
+        for name, keys in wanted.items():
+            held[name].update(keys)
+        self.hold(conn, held)
         for keys in wanted.values():
             ot = next(iter(keys.values()))
             self._fetch(conn, registry, ot, list(keys))
 
     @staticmethod
-    def hold(conn: sa.Connection, wanted: Mapping[str, Mapping[TargetKey, Any]]) -> None:
-        """Lock the objects the batch may write, by identity, until it commits, before they
-        are looked up (PostgreSQL, where runs of other connectors overlap). Without it, two
-        runs creating one object both found it missing and both inserted it (the identity's
-        index is not unique), and two updating it both recorded the same old values. Each type
-        is held shared and each object exclusively; past ``MAX_OBJECT_LOCKS`` objects, their
-        types exclusively. Held in ascending order, types first: a deadlock (still possible
-        with a row lock) is retried as any transient error is."""
+    def hold(conn: sa.Connection, wanted: Mapping[str, Mapping[TargetKey, ObjectType]]) -> None:
+        """Lock the objects the batch may write until it commits, before they are looked up
+        (PostgreSQL, where runs of other connectors overlap). Without it, two runs creating
+        one object both found it missing and both inserted it (the identity's index is not
+        unique), and two updating it both recorded the same old values. An object is locked
+        by its type, code name (or GUID) and site, its parent and group left out, so a
+        SNAPSHOT's child, whose parent may not exist yet, is locked the same way as by a
+        task of its own (a binding: by its whole identity). Each type is held shared and
+        each object exclusively; past ``MAX_OBJECT_LOCKS`` objects, their types
+        exclusively. Held in ascending order, types first: a deadlock (still possible with a
+        row lock) is retried as any transient error is."""
         if not wanted or not dialect_of(conn).row_locks:
             return
         kinds = [lock_key("type", name) for name in wanted]
-        objects = [lock_key(*key) for keys in wanted.values() for key in keys]
+        objects = {
+            lock_key(*key) if ot.is_binding else lock_key(key[0], key[1][0], key[2])
+            for keys in wanted.values()
+            for key, ot in keys.items()
+        }
         if len(objects) > MAX_OBJECT_LOCKS:
             dialect_of(conn).hold_keys(conn, [], kinds)
         else:
-            dialect_of(conn).hold_keys(conn, kinds, objects)
+            dialect_of(conn).hold_keys(conn, kinds, sorted(objects))
 
     def _fetch(
         self, conn: sa.Connection, registry: TypeRegistry, ot: ObjectType, keys: list[TargetKey]
