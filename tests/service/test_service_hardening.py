@@ -621,3 +621,24 @@ def test_mass_delete_skips_a_task_a_running_batch_holds(pg_url: str) -> None:
     [event] = [e for e in bus.event_log() if e.code == "DELETESELECTEDTASKS"]
     assert "1 deleted, 1 skipped" in event.message
     bus.close()
+
+
+def test_metrics_directories_of_killed_services_are_swept(tmp_path: Path) -> None:
+    """Trial 6: every SIGKILLed `serve --processes N` left its metrics directory in /tmp.
+    A starting service removes those of processes that no longer run (its own user's)."""
+    from syncbus.service.server import METRICS_PREFIX, sweep_metrics_dirs
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / f"{METRICS_PREFIX}{int(dead.stdout)}-abc"
+    live = tmp_path / f"{METRICS_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "syncbus-metrics-xyz"  # an older name, or not ours to judge
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "counter_1.db").write_bytes(b"x")
+    assert sweep_metrics_dirs(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and live.exists() and other.exists()

@@ -92,6 +92,44 @@ def _listening(host: str, port: int) -> socket.socket:
     return sock
 
 
+METRICS_PREFIX = "syncbus-metrics-"  # + the serving process's pid + "-" + random
+
+
+def sweep_metrics_dirs(where: str | None = None) -> list[str]:
+    """Remove the metrics directories that killed services left behind (SIGKILL gives them
+    no chance to clean up): this user's, named after a process that no longer runs. The
+    directories removed."""
+    base = where or tempfile.gettempdir()
+    gone: list[str] = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return gone
+    for name in names:
+        pid_text = name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        if not name.startswith(METRICS_PREFIX) or not pid_text.isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.stat(path).st_uid != os.getuid() or _alive(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        gone.append(path)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
+
+
 def serve_processes(
     processes: int, host: str, port: int, build: Callable[[], tuple[Any, Callable[[], None]]]
 ) -> int:
@@ -107,7 +145,8 @@ def serve_processes(
     # One admin session secret for all of them: a connection may reach any process.
     os.environ.setdefault(SECRET_ENV, secrets.token_hex(32))
     sock = _listening(host, port)
-    counters = tempfile.mkdtemp(prefix="syncbus-metrics-")
+    sweep_metrics_dirs()
+    counters = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     share_across_processes(counters)
     ctx = multiprocessing.get_context("fork")
     stopping = False
