@@ -309,16 +309,25 @@ class IntegrationBus:
             self.hooks.task_failed(connector.connector_name, task_id, error or "", True)
         return applied
 
-    def delete_task(self, task_id: int) -> None:
+    def delete_task(self, task_id: int, *, by: str | None = None) -> None:
         """Remove a task from the queue (with its log; its record stays, state "deleted").
         A missing task is an error; a task that a running batch holds raises
-        ``TaskBusyError`` instead of waiting."""
+        ``TaskBusyError`` instead of waiting. With ``by`` (who deleted it), the event log
+        says so (``DELETETASK``)."""
         with self._admin_tx(task_id) as conn:
             row = self.runner.lock_task(conn, task_id)
             if row is None:
                 raise TaskNotFoundError(f"no queued task with id {task_id}")
             name = connector_by_id(conn, row.connector_id).connector_name
             self._record_deleted(conn, [task_id])
+            if by:
+                write_event(
+                    conn,
+                    "Integration",
+                    "DELETETASK",
+                    f"task {task_id} ({row.title}) of connector {name!r} was deleted by {by}",
+                    "I",
+                )
             delete_task(conn, task_id)
             notify_workers(conn, name)  # it may have stopped its queue: go on at once
         self.hooks.tasks_deleted(name, [task_id])

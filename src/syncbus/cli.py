@@ -491,7 +491,7 @@ def _sync_replaced(bus: IntegrationBus, task_id: int, wait_s: float = 30.0) -> b
 def tasks_delete(task_id: int, db: DbOption = None) -> None:
     """Delete one task from the queue."""
     with _open(db, existing=True) as bus, _queued_only(bus, task_id):
-        bus.delete_task(task_id)
+        bus.delete_task(task_id, by="syncbus tasks delete")
     _say(f"task {task_id} deleted")
 
 

@@ -203,6 +203,9 @@ def test_row_actions_return_the_row_for_htmx(
     assert f"Task #{ok} was applied" in r.text and admin_bus.get_task(ok) is None
     r = admin.post(f"/admin/tasks/{failed}/delete", headers=headers)
     assert f"Task #{failed} was deleted" in r.text and admin_bus.list_tasks() == []
+    # Who deleted it is in the event log (trial 6: only mass actions said so).
+    [event] = [e for e in admin_bus.event_log() if e.code == "DELETETASK"]
+    assert f"task {failed} (" in event.message and "Olivia in the admin UI from " in event.message
 
 
 def start_job(admin: httpx.Client, **fields: Any) -> httpx.Response:

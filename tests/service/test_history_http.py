@@ -330,6 +330,10 @@ def test_deleting_a_task_that_left_the_queue_says_where_its_record_is(
     assert f"GET /api/tasks/{task_id}/history" in detail
     r = api.delete("/api/tasks/987654")
     assert r.status_code == 404 and "no record of it" in r.json()["detail"]
+    queued = log(api, user("ivy"))
+    assert api.delete(f"/api/tasks/{queued}").status_code == 204
+    [event] = [e for e in bus.event_log() if e.code == "DELETETASK"]
+    assert f"task {queued} (" in event.message and "by the HTTP API from " in event.message
 
 
 def test_a_connector_name_in_the_wrong_case_is_pointed_out(

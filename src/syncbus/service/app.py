@@ -94,9 +94,10 @@ def _not_queued(bus: IntegrationBus, task_id: int) -> str:
     )
 
 
-def _delete(bus: IntegrationBus, task_id: int) -> None:
+def _delete(bus: IntegrationBus, task_id: int, request: Request) -> None:
+    where = request.client.host if request.client else "an unknown client"
     try:
-        bus.delete_task(task_id)
+        bus.delete_task(task_id, by=f"the HTTP API from {where}")
     except TaskNotFoundError:  # say where it went, as GET does (trial 6)
         raise TaskNotFoundError(_not_queued(bus, task_id)) from None
 
@@ -407,8 +408,8 @@ def _queue_routes(
         return s.SyncResult(task_id=task_id, applied=applied, task=after)
 
     @api.delete("/api/tasks/{task_id}", status_code=204, tags=["queue"])
-    def delete_task(task_id: TaskId) -> Response:
-        _delete(bus, task_id)
+    def delete_task(task_id: TaskId, request: Request) -> Response:
+        _delete(bus, task_id, request)
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @api.get("/api/connectors", response_model=s.ConnectorList, tags=["connectors"])

@@ -193,7 +193,7 @@ def synchronize(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) 
 def delete(request: Request, ctx: Ctx, form: CheckedForm, task_id: TaskId) -> Response:
     gone: str | None
     try:
-        ctx.bus.delete_task(task_id)
+        ctx.bus.delete_task(task_id, by=f"{form.session.name} in the admin UI from {form.client}")
         gone, kind, message = "was deleted", "info", f"Task {task_id} was deleted."
     except TaskNotFoundError:
         gone, kind = "is no longer queued", "error"
