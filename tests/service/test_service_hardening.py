@@ -381,7 +381,7 @@ def test_api_tasks_of_an_unknown_connector_is_404(
 
 
 # -- 11. busy tasks, and manual synchronizes in /metrics -------------------------------------------
-def busy(task_id: int) -> None:
+def busy(task_id: int, **_: object) -> None:  # as delete_task(id, by=...)
     raise TaskBusyError(f"task {task_id} is in a batch that is being applied right now")
 
 
