@@ -395,10 +395,10 @@ class IntegrationBus:
             if row is not None:
                 return lineage.queued_record(self.registry, row, reads.task_log(conn, task_id))
             done = history.finished(conn, task_id)
-            carried = {} if done is None else history.carried(conn, [task_id])
-        if done is None:
-            return None
-        return lineage.finished_record(self.registry, done, carried.get(task_id, ()))
+            if done is None:
+                return None
+            carried = history.carried(conn, [task_id]).get(task_id, ())
+        return lineage.finished_record(self.registry, done, carried)
 
     def object_history(
         self, object_type: str, code_name: str, site_name: str | None = None, *, limit: int = 100

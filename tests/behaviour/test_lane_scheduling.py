@@ -316,6 +316,20 @@ def child_lane_rows(bus: IntegrationBus) -> list[tuple[int, str]]:
         return [(int(t), str(lane)) for t, lane in rows]
 
 
+def held_snapshot_and_a_later_child_update(bus: IntegrationBus) -> tuple[int, int, int]:
+    """The forum and its post applied ("zero"); then, queued: a stopped task of the forum
+    (halting its lane), the forum's snapshot with the post "one" behind it, and an update
+    of the post on its own, "two". Their ids."""
+    snap = TaskDataType.SNAPSHOT
+    entity(bus, forum_with(child_post("zero")), data_type=snap)
+    assert run(bus, ENTITY).applied == 1
+    halt = {"type": "forums.forum", "data": {"forum_name": "news", "forum_display_name": "x"}}
+    halted = entity(bus, halt, TaskType.UPDATE_OBJECT, process_type=ProcessType.ERROR)
+    snapshot = entity(bus, forum_with(child_post("one")), TaskType.UPDATE_OBJECT, data_type=snap)
+    later = entity(bus, child_post("two"), TaskType.UPDATE_OBJECT)
+    return halted, snapshot, later
+
+
 def test_a_later_task_of_a_child_s_lane_runs_after_the_snapshot_that_writes_it(
     bus: IntegrationBus, lanes: EntityConnector
 ) -> None:
@@ -324,13 +338,7 @@ def test_a_later_task_of_a_child_s_lane_runs_after_the_snapshot_that_writes_it(
     to nothing the snapshot writes). The update ran at once; when the snapshot's lane was
     cleared the snapshot overwrote the post with its older subject (CONNECTOR order, and the
     order logged, give the update's)."""
-    snap = TaskDataType.SNAPSHOT
-    entity(bus, forum_with(child_post("zero")), data_type=snap)
-    assert run(bus, ENTITY).applied == 1
-    halt = {"type": "forums.forum", "data": {"forum_name": "news", "forum_display_name": "x"}}
-    halted = entity(bus, halt, TaskType.UPDATE_OBJECT, process_type=ProcessType.ERROR)
-    snapshot = entity(bus, forum_with(child_post("one")), TaskType.UPDATE_OBJECT, data_type=snap)
-    later = entity(bus, child_post("two"), TaskType.UPDATE_OBJECT)
+    halted, snapshot, later = held_snapshot_and_a_later_child_update(bus)
     assert [t for t, _ in child_lane_rows(bus)] == [snapshot]
     result = run(bus, ENTITY)
     assert result.applied == 0 and pending(bus, ENTITY) == [halted, snapshot, later]
@@ -346,13 +354,7 @@ def test_a_replaced_snapshot_object_replaces_the_lanes_it_writes(
 ) -> None:
     """Edit and replay: a snapshot whose child is edited out no longer holds that child's
     later tasks; one whose new object has the child again does."""
-    snap = TaskDataType.SNAPSHOT
-    entity(bus, forum_with(child_post("zero")), data_type=snap)
-    assert run(bus, ENTITY).applied == 1
-    halt = {"type": "forums.forum", "data": {"forum_name": "news", "forum_display_name": "x"}}
-    halted = entity(bus, halt, TaskType.UPDATE_OBJECT, process_type=ProcessType.ERROR)
-    snapshot = entity(bus, forum_with(child_post("one")), TaskType.UPDATE_OBJECT, data_type=snap)
-    later = entity(bus, child_post("two"), TaskType.UPDATE_OBJECT)
+    halted, snapshot, later = held_snapshot_and_a_later_child_update(bus)
     bus.replace_task_object(snapshot, forum_with())
     assert child_lane_rows(bus) == []
     assert run(bus, ENTITY).applied == 1 and pending(bus, ENTITY) == [halted, snapshot]

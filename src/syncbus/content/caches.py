@@ -271,6 +271,11 @@ class TargetCache:
         """The prefetched (and since updated) row of an object known to exist, or None."""
         return None if key is None else self.rows.get(key)
 
+    def forget_row(self, key: TargetKey | None) -> None:
+        """What the batch knew of this object's row no longer holds (it was written)."""
+        if key is not None:
+            self.rows.pop(key, None)
+
     def get(self, key: TargetKey | None) -> tuple[bool, int | None]:
         if key is None or key not in self.ids:
             return False, None
@@ -302,15 +307,14 @@ class TargetCache:
                 wanted[ot.name][key] = ot
         held: dict[str, dict[TargetKey, ObjectType]] = defaultdict(dict)
         for ot, row, site_id in also_held:  # by code name or GUID (see ``hold``)
-            value = row.get(str(ot.key_column)) if not ot.is_binding else None
-            if value is None or ot.is_binding:
+            column = ot.key_column
+            if ot.is_binding or column is None or row.get(column) is None:
                 continue
             try:
-                value = coerce_row(ot, {str(ot.key_column): value})[str(ot.key_column)]
+                value = coerce_row(ot, {column: row[column]})[column]
             except Exception:  # a value its column refuses: the task says so when applied
                 continue
-            scope = site_id if ot.site_column else None
-            held[ot.name][(ot.name, (value,), scope)] = ot
+            held[ot.name][(ot.name, (value,), site_id if ot.site_column else None)] = ot
         for name, keys in wanted.items():
             held[name].update(keys)
         self.hold(conn, held)

@@ -209,10 +209,10 @@ class ObjectStore:
                 key = _key(ot, values, site_id, old) if cache is not None else None
                 if cache is not None and cache.keep_rows and key is not None:
                     cache.rows[key] = {**old, **values}
-            elif cache is not None and cache.keep_rows:
+            elif cache is not None:
                 # Written without a record of its own (a SNAPSHOT's child): what the batch
                 # knew of the row is not what it holds now.
-                cache.rows.pop(target_key(ot, values, site_id), None)  # type: ignore[arg-type]
+                cache.forget_row(target_key(ot, values, site_id))
             if values:
                 # SET takes the columns present in the parameters (one compiled form each).
                 stmt, params = self._update_stmt(ot, table), {**values, _ID_PARAM: existing}

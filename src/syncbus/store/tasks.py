@@ -5,7 +5,7 @@ mark them, find one task for an admin action, and what to poll for new tasks. Un
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -227,23 +227,33 @@ def load_ids(conn: sa.Connection, ids: list[int]) -> list[Any]:
     return rows
 
 
+# A queued task that cannot move by itself: an ERROR, or one that waits.
+_STUCK = sa.or_(t.c.process_type == ProcessType.ERROR.value, t.c.awaits.is_not(None)).label("stuck")
+
+
+def _by_lanes(
+    conn: sa.Connection, lanes: Collection[str], query: Callable[[list[str]], Any]
+) -> list[Any]:
+    """``query(names)`` run for the lanes ``IN_CHUNK`` names at a time, its rows together."""
+    names = list(lanes)
+    rows: list[Any] = []
+    for start in range(0, len(names), IN_CHUNK):
+        rows += conn.execute(query(names[start : start + IN_CHUNK])).all()
+    return rows
+
+
 def queued_in_lanes(
     conn: sa.Connection, connector_id: int, lanes: Collection[str], below: int
 ) -> list[Any]:
     """The connector's queued tasks in these lanes with ids below ``below``: (lane, task_id,
     stuck), where ``stuck`` means it cannot move by itself (ERROR, or waiting)."""
-    stuck = sa.or_(t.c.process_type == ProcessType.ERROR.value, t.c.awaits.is_not(None))
-    names = list(lanes)
-    rows: list[Any] = []
-    for start in range(0, len(names), IN_CHUNK):
-        rows += conn.execute(
-            sa.select(t.c.lane, t.c.task_id, stuck.label("stuck")).where(
-                t.c.connector_id == connector_id,
-                t.c.lane.in_(names[start : start + IN_CHUNK]),
-                t.c.task_id < below,
-            )
-        ).all()
-    return rows
+    return _by_lanes(
+        conn,
+        lanes,
+        lambda names: sa.select(t.c.lane, t.c.task_id, _STUCK).where(
+            t.c.connector_id == connector_id, t.c.lane.in_(names), t.c.task_id < below
+        ),
+    )
 
 
 def lane_writers(
@@ -251,20 +261,15 @@ def lane_writers(
 ) -> list[Any]:
     """The connector's queued SNAPSHOT tasks with ids below ``below`` that write an entity of
     these lanes as a child: (lane, task_id, stuck), ``stuck`` as in ``queued_in_lanes``."""
-    stuck = sa.or_(t.c.process_type == ProcessType.ERROR.value, t.c.awaits.is_not(None))
-    names = list(lanes)
-    rows: list[Any] = []
-    for start in range(0, len(names), IN_CHUNK):
-        rows += conn.execute(
-            sa.select(tl.c.lane, tl.c.task_id, stuck.label("stuck"))
+    return _by_lanes(
+        conn,
+        lanes,
+        lambda names: (
+            sa.select(tl.c.lane, tl.c.task_id, _STUCK)
             .join(t, t.c.task_id == tl.c.task_id)
-            .where(
-                tl.c.lane.in_(names[start : start + IN_CHUNK]),
-                tl.c.task_id < below,
-                t.c.connector_id == connector_id,
-            )
-        ).all()
-    return rows
+            .where(tl.c.lane.in_(names), tl.c.task_id < below, t.c.connector_id == connector_id)
+        ),
+    )
 
 
 def mark_waiting(conn: sa.Connection, task_id: int, waiting_for: str, awaits: str) -> None:
