@@ -203,6 +203,12 @@ def log(
     return task_id
 
 
+def connector_id(bus: IntegrationBus, name: str = CONNECTOR) -> int:
+    with bus.engine.connect() as conn:
+        stmt = sa.text("SELECT connector_id FROM syncbus_connector WHERE connector_name = :n")
+        return int(conn.execute(stmt, {"n": name}).scalar_one())
+
+
 def run(bus: IntegrationBus, connector: str = CONNECTOR) -> ProcessResult:
     """Process one connector's queue and return its result."""
     results = bus.process_tasks(connector)

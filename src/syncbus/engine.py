@@ -18,6 +18,7 @@ table in ``syncbus.policies``; every statement on the queue and the leases is in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import itertools
@@ -164,6 +165,7 @@ class _Run:
     lanes: LaneRun | None = None
     fenced: bool = True
     history: bool = False  # write each finished task's record (CONTRACT §10)
+    first_ids: list[int] | None = None  # the first batch, claimed with the lease (CONNECTOR)
     # ENTITY: the tasks this run made wait that it has not applied or failed since (what
     # ``ProcessResult.waiting`` counts while the run goes; at its end, every waiting task).
     waits: set[int] = field(default_factory=set)
@@ -316,22 +318,27 @@ class Processor:
                 locks=dialect_of(self.db).row_locks,
             )
         stop = stop or threading.Event()
-        history = self.keeps_history()
         if lanes is not None and lanes.locks:
             result.started_at = time.time()
-            run = _Run(connector_id, owner, result, stop, rules, lanes, False, history)
-            return self._drive(run, on_progress)
+            free = _Run(connector_id, owner, result, stop, rules, lanes, False, self.keeps_history())
+            return self._drive(free, on_progress)
+        run: _Run | None = None
         try:
             with self.db.begin() as conn:
-                leases.ensure_lease_row(conn, connector_id)
                 won, dead = leases.take_lease(conn, connector_id, owner, self.lease_seconds)
+                if won:
+                    history = self.keeps_history(conn)
+                    run = _Run(connector_id, owner, result, stop, rules, lanes, True, history)
+                    if dead is None and lanes is None:
+                        # The first batch is claimed in the lease's own transaction.
+                        run = dataclasses.replace(run, first_ids=self._first_claim(conn, run))
         except sa.exc.DBAPIError as exc:
             if not is_transient(exc):
                 raise
             won, dead = False, None  # the lease row is locked for a moment: as good as taken
         # The run's times lie inside the lease: two runs' intervals never overlap.
         result.started_at = time.time()
-        if not won:
+        if not won or run is None:
             result.not_run_reason = (
                 f"connector {connector_name!r} is being processed by another runner"
                 + self._held_by(connector_id)
@@ -340,7 +347,6 @@ class Processor:
             result.finished_at = time.time()
             self.hooks.run_finished(result)
             return result
-        run = _Run(connector_id, owner, result, stop, rules, lanes, True, history)
         return self._drive(run, on_progress, dead)
 
     def _held_by(self, connector_id: int) -> str:
@@ -391,12 +397,12 @@ class Processor:
         finally:
             heartbeat.stop()
             result.finished_at = time.time()
-            if run.fenced:
-                self._release(run.connector_id, run.owner, result)
-            else:
+            released = run.fenced and self._release(run.connector_id, run.owner, result)
+            if not run.fenced:
                 self._forget_in_flight(run)
                 self._record_run(run.connector_id, result)
-        self._next_attempt(run.connector_id, result)
+        if not released:  # the release read it otherwise
+            self._next_attempt(run.connector_id, result)
         if run.lanes is not None and run.lanes.recheck is not None:
             # A waiting task is due to be looked at again: the dispatcher wakes the run then.
             due = run.lanes.recheck.timestamp()
@@ -409,10 +415,14 @@ class Processor:
         """Tell the dispatcher when the earliest task backing off may be tried again."""
         try:
             with self.db.connect() as conn:
-                due = tasks.next_attempt(conn, connector_id, self.clock())
+                self._read_next_attempt(conn, connector_id, result)
         except sa.exc.SQLAlchemyError:
             log.warning("cannot read the connector's next attempt", exc_info=True)
-            return
+
+    def _read_next_attempt(
+        self, conn: sa.Connection, connector_id: int, result: ProcessResult
+    ) -> None:
+        due = tasks.next_attempt(conn, connector_id, self.clock())
         result.next_attempt_at = None if due is None else due.timestamp()
 
     def _run_failed(self, connector_name: str, result: ProcessResult, exc: Exception) -> None:
@@ -442,12 +452,17 @@ class Processor:
         except sa.exc.SQLAlchemyError:
             log.exception("cannot write the event of a failed run of %r", connector_name)
 
-    def _release(self, connector_id: int, owner: str, result: ProcessResult) -> None:
+    def _release(self, connector_id: int, owner: str, result: ProcessResult) -> bool:
+        """Give the lease up, reading in the same transaction when the earliest task backing
+        off may be tried again (``_next_attempt``); False if that transaction failed."""
         try:
             with self.db.begin() as conn:
+                self._read_next_attempt(conn, connector_id, result)
                 leases.release_lease(conn, connector_id, owner, _last_run(result))
         except sa.exc.SQLAlchemyError:  # the lease expires by itself
             log.warning("cannot release the lease of connector %d", connector_id, exc_info=True)
+            return False
+        return True
 
     def _record_run(self, connector_id: int, result: ProcessResult) -> None:
         """A lease-free run says how it went where a run that held the lease does."""
@@ -459,6 +474,19 @@ class Processor:
                 leases.record_run(conn, connector_id, last_run)
         except sa.exc.SQLAlchemyError:  # only the dashboard's "last run" misses it
             log.warning("cannot record the run of connector %d", connector_id, exc_info=True)
+
+    def _first_claim(self, conn: sa.Connection, run: _Run) -> list[int] | None:
+        """``_claim`` of the run's first batch in the transaction that took the lease (one
+        transaction fewer per run); None when a switch says the run must not start (the
+        drain then says why, as before any batch)."""
+        if switches.why_run_ends(conn, run.connector_id) is not None:
+            return None
+        ids, stopped = tasks.next_ids(conn, run.connector_id, 0, self.batch_size, self.batch_bytes)
+        if ids:  # on the lease this transaction took: nobody can have taken it since
+            leases.renew_lease(
+                conn, run.connector_id, run.owner, self.lease_seconds, **_in_flight(ids, stopped)
+            )
+        return ids
 
     def _claim(self, run: _Run, cursor: int) -> list[int]:
         """The next batch's task ids, in order: at most ``batch_size`` tasks and, past the
@@ -488,10 +516,14 @@ class Processor:
         if run.lanes is not None:
             self._drain_lanes(run, run.lanes, on_progress)
             return
-        cursor, ids = 0, None
+        cursor, ids = 0, run.first_ids
+        checked = ids is not None  # the first claim looked at the switches already
         while not run.stop.is_set():
-            if self._switched_off(run):
+            if ids is not None and not ids:
+                return  # the last claim found nothing: the queue is drained
+            if not checked and self._switched_off(run):
                 return
+            checked = False
             with self.solo.shared():  # from the claim to the commit, the batch is in flight
                 if ids is None:
                     ids = self._retrying(run, functools.partial(self._claim, run, cursor))
@@ -544,9 +576,7 @@ class Processor:
         it did commits; the rest waits) instead of draining the whole queue."""
         try:
             with self.db.connect() as conn:
-                why = switches.why_not_processing(conn)
-                if why is None and not connectors.connector_by_id(conn, run.connector_id).enabled:
-                    why = "the connector was disabled"
+                why = switches.why_run_ends(conn, run.connector_id)
         except sa.exc.SQLAlchemyError:  # the batch's own statements meet the trouble, if real
             return False
         if why is None:

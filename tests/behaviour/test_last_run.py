@@ -6,12 +6,10 @@ replaced a CONNECTOR connector's last run with "0 applied" within a second."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from syncbus import IntegrationBus, Ordering, ProcessType
 from syncbus.readmodel import ConnectorStats, connector_stats
 from syncbus.store import inflight, leases
-from tests.helpers import DictConnector, add_connector, log, run, user
+from tests.helpers import DictConnector, add_connector, connector_id, log, run, user
 
 ENTITY = "Lanes"
 
@@ -23,12 +21,6 @@ class EntityConnector(DictConnector):
 def stats(bus: IntegrationBus, name: str) -> ConnectorStats:
     (found,) = [s for s in connector_stats(bus) if s.name == name]
     return found
-
-
-def connector_id(bus: IntegrationBus, name: str) -> int:
-    with bus.engine.connect() as conn:
-        stmt = sa.text("SELECT connector_id FROM syncbus_connector WHERE connector_name = :n")
-        return int(conn.execute(stmt, {"n": name}).scalar_one())
 
 
 def test_the_last_run_is_the_last_one_that_did_something(bus: IntegrationBus) -> None:

@@ -13,6 +13,7 @@ from tests.helpers import (
     Clock,
     DictConnector,
     add_connector,
+    connector_id,
     corrupt,
     log,
     membership,
@@ -374,6 +375,31 @@ def test_switching_off_during_a_run_ends_it_after_the_batch_in_hand(
         assert bus.process_tasks(name)[name].applied == 80
     finally:
         bus.close()
+
+
+@pytest.mark.parametrize("switch", ["disable", "process_external"])
+def test_a_run_that_starts_after_a_switch_went_off_applies_nothing(
+    bus: IntegrationBus, switch: str
+) -> None:
+    """A worker's run starts without ``process_tasks``'s own look at the switches: the run
+    looks before its first batch (claimed with the lease), and ends without it."""
+    add_connector(bus)
+    task_id = log(bus, user("bob"))
+    cid = connector_id(bus)
+    if switch == "disable":
+        bus.set_connector_enabled(CONNECTOR, False)
+    else:
+        bus.settings.process_external = False
+    result = bus.runner.run(cid, CONNECTOR)
+    assert result.applied == 0 and result.failed == 0 and not result.stopped
+    assert pending(bus) == [task_id]
+    assert not exists(bus, "bob")
+    if switch == "disable":
+        bus.set_connector_enabled(CONNECTOR, True)
+    else:
+        bus.settings.process_external = True
+    assert bus.runner.run(cid, CONNECTOR).applied == 1  # the lease was given back
+    assert exists(bus, "bob")
 
 
 def test_disabled_connector_reports_why_it_did_not_run(bus: IntegrationBus) -> None:

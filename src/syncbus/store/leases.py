@@ -49,6 +49,8 @@ def take_lease(
             t.c.connector_id == connector_id
         )
     ).first()
+    if before is None:
+        ensure_lease_row(conn, connector_id)
     if not acquire_lease(conn, connector_id, owner, seconds):
         return False, None
     if before is None or before.owner is None or before.run_first_task_id is None:

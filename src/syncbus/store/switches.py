@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.store.dialect import dialect_of
-from syncbus.store.tables import setting_table
+from syncbus.store.tables import connector_table, setting_table
 
 MASTER = "integration_enabled"
 LOGGING = "log_external"
@@ -106,6 +106,29 @@ def why_not_processing(conn: sa.Connection) -> str | None:
     """Why no incoming task may be processed now (a switch is off), or None."""
     key = off_switch(conn, PROCESSING)
     return None if key is None else SWITCHED_OFF[key]
+
+
+# Before each batch: the two switches and the connector's own flag, in one statement.
+_RUN_CHECK = sa.select(
+    setting_expr(MASTER).label("master"),
+    setting_expr(PROCESSING).label("processing"),
+    sa.select(connector_table.c.enabled)
+    .where(connector_table.c.connector_id == sa.bindparam("cid"))
+    .scalar_subquery()
+    .label("enabled"),
+)
+
+
+def why_run_ends(conn: sa.Connection, connector_id: int) -> str | None:
+    """Why a run of the connector must not take another batch (a switch is off, the
+    connector was disabled or removed), or None; one query."""
+    row = conn.execute(_RUN_CHECK, {"cid": connector_id}).one()
+    key = first_off({MASTER: row.master, PROCESSING: row.processing}, PROCESSING)
+    if key is not None:
+        return SWITCHED_OFF[key]
+    if row.enabled is None:
+        return "the connector was removed"
+    return None if row.enabled else "the connector was disabled"
 
 
 def why_not_logging(conn: sa.Connection) -> str | None:
