@@ -177,6 +177,7 @@ class _Range:
 
     after: int
     upto: int
+    looked: bool = False  # the switches were looked at since its claim: no need to again
 
 
 _Scope = _Range | Plan
@@ -320,7 +321,9 @@ class Processor:
         stop = stop or threading.Event()
         if lanes is not None and lanes.locks:
             result.started_at = time.time()
-            free = _Run(connector_id, owner, result, stop, rules, lanes, False, self.keeps_history())
+            free = _Run(
+                connector_id, owner, result, stop, rules, lanes, False, self.keeps_history()
+            )
             return self._drive(free, on_progress)
         run: _Run | None = None
         try:
@@ -516,20 +519,24 @@ class Processor:
         if run.lanes is not None:
             self._drain_lanes(run, run.lanes, on_progress)
             return
+        # The switches are looked at before each batch in its own transaction
+        # (``_apply_once``), and before the first claim in the lease's (``_first_claim``).
         cursor, ids = 0, run.first_ids
-        checked = ids is not None  # the first claim looked at the switches already
+        looked = ids is not None
         while not run.stop.is_set():
             if ids is not None and not ids:
                 return  # the last claim found nothing: the queue is drained
-            if not checked and self._switched_off(run):
-                return
-            checked = False
+            if ids is None:  # not claimed by a batch's transaction (a switch was off, ...)
+                if self._switched_off(run):
+                    return
+                looked = True
             with self.solo.shared():  # from the claim to the commit, the batch is in flight
                 if ids is None:
                     ids = self._retrying(run, functools.partial(self._claim, run, cursor))
                 if not ids:
                     return
-                scope = _Range(cursor, ids[-1])
+                scope = _Range(cursor, ids[-1], looked)
+                looked = False
                 outcome = self._retrying(run, functools.partial(self._apply_batch_tx, run, scope))
             if on_progress is not None:
                 on_progress(run.result)
@@ -570,15 +577,19 @@ class Processor:
         except sa.exc.SQLAlchemyError:  # the run's own count stands
             log.warning("cannot count the connector's waiting tasks", exc_info=True)
 
-    def _switched_off(self, run: _Run) -> bool:
+    def _switched_off(self, run: _Run, conn: sa.Connection | None = None) -> bool:
         """Whether an operator switched processing off or disabled the connector since the
-        run began: checked before each batch, so the run ends after the batch in hand (what
-        it did commits; the rest waits) instead of draining the whole queue."""
-        try:
-            with self.db.connect() as conn:
-                why = switches.why_run_ends(conn, run.connector_id)
-        except sa.exc.SQLAlchemyError:  # the batch's own statements meet the trouble, if real
-            return False
+        run began: checked before each batch (in its transaction, ``conn``, where there is
+        one), so the run ends after the batch in hand (what it did commits; the rest waits)
+        instead of draining the whole queue."""
+        if conn is not None:
+            why = switches.why_run_ends(conn, run.connector_id)
+        else:
+            try:
+                with self.db.connect() as own:
+                    why = switches.why_run_ends(own, run.connector_id)
+            except sa.exc.SQLAlchemyError:  # the batch's statements meet the trouble, if real
+                return False
         if why is None:
             return False
         log.info(
@@ -681,6 +692,13 @@ class Processor:
             tracing.batch(tally, careful, _FastPathFailed) as tally.trace,
             self.db.begin() as conn,
         ):
+            if (
+                isinstance(scope, _Range)
+                and not (careful or scope.looked)
+                and self._switched_off(run, conn)
+            ):
+                self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
+                return _Outcome(stop=True, last_id=scope.after)  # nothing done: ends the run
             if self.apply_timeout > 0:
                 dialect_of(conn).bound_statement_time(conn, int(self.apply_timeout * 1000))
             # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py;
