@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import faulthandler
 import gc
 import json
 import os
@@ -771,6 +770,35 @@ def serve(
         bus.close()
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` prints every thread's stack to stderr: where a stuck worker is stuck.
+
+    The signal is blocked in this thread and so in every thread started after it; one thread
+    of its own waits for it (``sigwait``) and prints the stacks as Python sees them. Not
+    ``faulthandler``: it walks the other threads' states from inside the signal handler, and a
+    worker whose runs start and end threads all the while died of it (SIGSEGV) about one time
+    in three under a burst of signals."""
+    import signal
+    import threading
+    import traceback
+
+    wanted = {signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+
+    def dump() -> None:
+        while True:
+            signal.sigwait(wanted)
+            names = {t.ident: t.name for t in threading.enumerate()}
+            parts = [f"--- stacks of {len(names)} threads (SIGUSR1)\n"]
+            for ident, frame in sys._current_frames().items():
+                parts.append(f"Thread {ident:#x} ({names.get(ident, 'unnamed')}):\n")
+                parts.extend(traceback.format_stack(frame))
+            sys.stderr.write("".join(parts))
+            sys.stderr.flush()
+
+    threading.Thread(target=dump, name="syncbus-stacks", daemon=True).start()
+
+
 @app.command()
 def worker(
     db: DbOption = None,
@@ -817,6 +845,8 @@ def worker(
 
     from syncbus.dispatcher import Dispatcher
 
+    # Before any thread starts: every thread inherits SIGUSR1 blocked (``_stacks_on_sigusr1``).
+    _stacks_on_sigusr1()
     bus = _open(db, batch_size=batch_size, lease_seconds=lease_seconds, apply_timeout=apply_timeout)
     done = threading.Event()
 
@@ -846,9 +876,6 @@ def worker(
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    # `kill -USR1 PID` prints every thread's stack to stderr: where a stuck worker is stuck
-    # (written from the signal handler itself, even while a thread holds the interpreter).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     dispatcher.start()
     err_console.print(
         f"syncbus worker started ({workers} worker{'s' if workers != 1 else ''}) on "

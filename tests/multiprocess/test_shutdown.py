@@ -18,7 +18,7 @@ import pytest
 from syncbus import IntegrationBus
 from tests.helpers import ROOT, healthz, wait_for
 from tests.http_server import spawn_listening
-from tests.workers import Workers, install_audit
+from tests.workers import Workers, install_audit, log_sequence
 from tests.workers import wbus as wbus
 
 
@@ -109,3 +109,32 @@ def test_a_worker_prints_its_threads_stacks_on_sigusr1(sqlite_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.postgres
+@pytest.mark.multiprocess
+def test_a_busy_worker_survives_repeated_sigusr1(wbus: IntegrationBus, pg_url: str) -> None:
+    """SIGUSR1 is for looking at a worker, never for stopping it: sent again and again while
+    the worker drains a queue (its runs start and end threads all the while), every signal
+    prints the stacks and the worker goes on and finishes the queue."""
+    total = 3_000
+    log_sequence(wbus, "Seq0", total, keys=50)
+    workers = Workers(pg_url)
+    proc = workers.start("--scheduler-interval", "0")
+    try:
+        wait_for(lambda: wbus.queue_size() < total, 60)  # draining
+        for _ in range(40):
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.05)
+            assert proc.poll() is None, workers.output(0)
+        wait_for(lambda: wbus.queue_size() == 0 or proc.poll() is not None, 120)
+        assert proc.poll() is None, workers.output(0)
+        assert wbus.queue_size() == 0
+        proc.send_signal(signal.SIGTERM)
+        err = workers.finish(proc, timeout=60)
+    finally:
+        workers.close()
+    assert proc.returncode == 0, err
+    # Signals sent while one is pending merge into one: most, not all, print.
+    assert err.count("--- stacks of") >= 10, err
+    assert "dispatcher.py" in err, err
