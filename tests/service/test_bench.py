@@ -668,7 +668,9 @@ def _check_bursty_run(json_path: Path, printed: str, backend: str) -> dict[str, 
     history = {g["phase"]: g["detail"] for g in data["gates"] if g["gate"] == "history"}
     assert "expected {'applied': 104, 'coalesced': 896}" in history[BURSTY_ON]
     assert "expected {'applied': 1000, 'coalesced': 0}" in history[BURSTY_OFF]
-    assert off["statements_per_task"] > on["statements_per_task"] > 0
+    # The counts themselves: per task, rounded to hundredths, both can read 0.12.
+    assert off["statements"] > on["statements"] > 0, (off["statements"], on["statements"])
+    assert off["statements_per_task"] >= on["statements_per_task"] > 0
     (target,) = data["targets"]
     assert target["target"] == "coalescing on >= 3x off (bursts of 10)"
     assert target["met"] == (ratio >= 3.0)
