@@ -109,6 +109,8 @@ def record_view(record: TaskRecord) -> RenderableType:
         + (f" · lane {record.lane}" if record.lane else "")
     )
     parts: list[RenderableType] = [head, about, Text.assemble(("title ", "bold"), record.title)]
+    if record.idempotency_key is not None:
+        parts.append(Text.assemble(("idempotency key ", "bold"), record.idempotency_key))
     if record.into_task_id is not None:
         parts.append(Text(f"coalesced: its values were applied by task {record.into_task_id}"))
     if record.carried_task_ids:

@@ -281,6 +281,7 @@ def _common(row: Any) -> dict[str, Any]:
         "lane": row.lane,
         "external": _loads(row.external),
         "internal": _internal(row.data),
+        "idempotency_key": row.idempotency_key,
     }
 
 

@@ -137,6 +137,8 @@ class TaskRecord:
     into_task_id: int | None = None
     # For a carrier: the tasks coalesced into it (their values came with its own), ascending.
     carried_task_ids: tuple[int, ...] = ()
+    # The idempotency key it was logged with (what its producer knows it by), or None.
+    idempotency_key: str | None = None
 
     @property
     def finished(self) -> bool:

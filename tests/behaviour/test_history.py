@@ -585,6 +585,33 @@ def test_idempotency_keys_are_forgotten_after_their_retention(
     assert log(bus, user("t2"), key="order-2") == queued
 
 
+def test_a_record_keeps_the_idempotency_key_past_the_keys_retention(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """What its producer knows it by: the key, queued and finished, in every state a task
+    leaves the queue in, and still there once the key itself was forgotten."""
+    applied = log(bus, user("k1"), key="order-1")
+    deleted = log(bus, user("k2"), key="order-2")
+    plain = log(bus, user("k3"))
+    record = bus.task_history(applied)
+    assert record is not None and record.idempotency_key == "order-1" and not record.finished
+    bus.delete_task(deleted)
+    run(bus)
+    with bus.engine.begin() as c:
+        c.execute(
+            sa.text("UPDATE syncbus_idempotency SET created_at = :w"),
+            {"w": utcnow() - dt.timedelta(days=8)},
+        )
+    assert bus.prune() == (0, 2)  # both keys forgotten; the records stay
+    for task_id, key, state in ((applied, "order-1", "applied"), (deleted, "order-2", "deleted")):
+        record = bus.task_history(task_id)
+        assert record is not None and (record.state, record.idempotency_key) == (state, key)
+    record = bus.task_history(plain)
+    assert record is not None and record.state == "applied" and record.idempotency_key is None
+    (latest,) = bus.object_history("cms.user", "k1")
+    assert latest.idempotency_key == "order-1"
+
+
 def test_a_corrupt_task_dropped_leaves_a_readable_record(
     bus: IntegrationBus, conn: DictConnector
 ) -> None:

@@ -81,12 +81,15 @@ def failed_task(bus: IntegrationBus) -> int:
 # -- tasks show --------------------------------------------------------------------------------
 def test_show_a_finished_task(db_url: str, seq_bus: IntegrationBus) -> None:
     seq_bus.process_external_task("Seq", {"key": "a", "n": 1})
-    update = seq_bus.process_external_task("Seq", {"key": "a", "n": 2}, task_type=UPDATE)
+    update = seq_bus.process_external_task(
+        "Seq", {"key": "a", "n": 2}, task_type=UPDATE, idempotency_key="order-7"
+    )
     seq_bus.process_tasks("Seq")
     result = cli(db_url, "tasks", "show", str(update))
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"task {update} applied" in out and "(logged " in out
+    assert "idempotency key order-7" in out
     assert "Seq · UpdateObject · seq.counter 'a'" in out
     assert "changes" in out and "│ n      │ 1   │ 2   │" in out
     assert '"n": 2' in out  # the external object

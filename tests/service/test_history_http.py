@@ -72,10 +72,12 @@ def test_history_of_a_queued_task_and_of_an_applied_one(
     assert record["task_type"] == "CreateObject" and record["object_type"] == "cms.user"
     assert record["changes"] is None and record["errors"] == []
 
-    update = log(api, user("ada", email="b@x.org"), task_type="UpdateObject")
+    assert record["idempotency_key"] is None
+    update = log(api, user("ada", email="b@x.org"), task_type="UpdateObject", idempotency_key="u1")
     run(bus)
     applied = api.get(f"/api/tasks/{update}/history").json()
     assert applied["state"] == "applied" and applied["code_name"] == "ada"
+    assert applied["idempotency_key"] == "u1"
     assert applied["changes"] == {"email": ["a@x.org", "b@x.org"]}
     finished = dt.datetime.fromisoformat(applied["finished_at"])
     logged = dt.datetime.fromisoformat(applied["logged_at"])

@@ -191,6 +191,11 @@ class TaskRecordOut(BaseModel):
         description="For a carrier: the tasks coalesced into it (their values were applied "
         "with its own), ascending; [] otherwise."
     )
+    idempotency_key: str | None = Field(
+        default=None,
+        description="The idempotency key the task was logged with (its record keeps it after "
+        "the key's own retention has passed), or None.",
+    )
 
     @classmethod
     def of(cls, record: TaskRecord) -> TaskRecordOut:

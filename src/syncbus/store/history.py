@@ -53,6 +53,7 @@ _TARGETS = [
     h.c.changes,
     h.c.errors,
     h.c.into_task_id,
+    h.c.idempotency_key,
 ]
 
 
@@ -83,6 +84,7 @@ def _record(given: dict[str, sa.ColumnElement[Any]], rows: sa.FromClause) -> Any
             given["changes"],
             given["errors"],
             given["into"],
+            t.c.idempotency_key,
         )
         .select_from(rows)
         .join(t, t.c.task_id == given["tid"])

@@ -214,6 +214,8 @@ history_table = sa.Table(
     sa.Column("errors", sa.Text),
     # A coalesced task: the task that carried its values.
     sa.Column("into_task_id", BigId),
+    # The idempotency key the task was logged with (what its producer knows it by), if any.
+    sa.Column("idempotency_key", sa.String(200)),
     sa.Index("ix_syncbus_history_object", "object_type", "code_name", "task_id"),
     sa.Index("ix_syncbus_history_finished", "finished_at"),
     # The tasks coalesced into a carrier (its record lists them); only coalesced rows.
