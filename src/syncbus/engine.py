@@ -325,23 +325,23 @@ class Processor:
                 connector_id, owner, result, stop, rules, lanes, False, self.keeps_history()
             )
             return self._drive(free, on_progress)
-        run: _Run | None = None
+        run = _Run(connector_id, owner, result, stop, rules, lanes, True)
         try:
-            with self.db.begin() as conn:
-                won, dead = leases.take_lease(conn, connector_id, owner, self.lease_seconds)
-                if won:
-                    history = self.keeps_history(conn)
-                    run = _Run(connector_id, owner, result, stop, rules, lanes, True, history)
-                    if dead is None and lanes is None:
-                        # The first batch is claimed in the lease's own transaction.
-                        run = dataclasses.replace(run, first_ids=self._first_claim(conn, run))
-        except sa.exc.DBAPIError as exc:
-            if not is_transient(exc):
-                raise
-            won, dead = False, None  # the lease row is locked for a moment: as good as taken
+            # The lease, history's setting and the first batch in one transaction; should the
+            # two reads fail, the lease is taken alone as before and the drain claims.
+            won, dead, run = self._take_lease(run, early=True)
+        except sa.exc.SQLAlchemyError:
+            log.info("taking the lease with its first batch failed; taking it alone")
+            won, dead = False, None
+            try:
+                won, dead, run = self._take_lease(run, early=False)
+            except sa.exc.DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
+                # the lease row is locked for a moment: as good as taken
         # The run's times lie inside the lease: two runs' intervals never overlap.
         result.started_at = time.time()
-        if not won or run is None:
+        if not won:
             result.not_run_reason = (
                 f"connector {connector_name!r} is being processed by another runner"
                 + self._held_by(connector_id)
@@ -462,10 +462,15 @@ class Processor:
             with self.db.begin() as conn:
                 self._read_next_attempt(conn, connector_id, result)
                 leases.release_lease(conn, connector_id, owner, _last_run(result))
+            return True
+        except sa.exc.SQLAlchemyError:
+            log.info("releasing the lease with the next attempt's read failed; releasing alone")
+        try:
+            with self.db.begin() as conn:
+                leases.release_lease(conn, connector_id, owner, _last_run(result))
         except sa.exc.SQLAlchemyError:  # the lease expires by itself
             log.warning("cannot release the lease of connector %d", connector_id, exc_info=True)
-            return False
-        return True
+        return False
 
     def _record_run(self, connector_id: int, result: ProcessResult) -> None:
         """A lease-free run says how it went where a run that held the lease does."""
@@ -478,11 +483,30 @@ class Processor:
         except sa.exc.SQLAlchemyError:  # only the dashboard's "last run" misses it
             log.warning("cannot record the run of connector %d", connector_id, exc_info=True)
 
+    def _take_lease(self, run: _Run, early: bool) -> tuple[bool, tuple[int, int] | None, _Run]:
+        """Take the connector's lease: (won, the batch a dead holder left, the run). With
+        ``early``, in the same transaction: history's setting and, under CONNECTOR ordering
+        after a holder that did not die, the first batch (``_first_claim``), claimed as
+        ``_claim_next`` claims (counted as a shared batch in flight; not while a suspect waits
+        to go alone). Without, history's setting is read on its own (True if it cannot be)."""
+        if not early:
+            with self.db.begin() as conn:
+                won, dead = leases.take_lease(conn, run.connector_id, run.owner, self.lease_seconds)
+            history = self.keeps_history() if won else True
+            return won, dead, dataclasses.replace(run, history=history)
+        with self.solo.shared(), self.db.begin() as conn:
+            won, dead = leases.take_lease(conn, run.connector_id, run.owner, self.lease_seconds)
+            if won:
+                run = dataclasses.replace(run, history=self.keeps_history(conn))
+                if dead is None and run.lanes is None and not run.stop.is_set():
+                    run = dataclasses.replace(run, first_ids=self._first_claim(conn, run))
+            return won, dead, run
+
     def _first_claim(self, conn: sa.Connection, run: _Run) -> list[int] | None:
         """``_claim`` of the run's first batch in the transaction that took the lease (one
         transaction fewer per run); None when a switch says the run must not start (the
-        drain then says why, as before any batch)."""
-        if switches.why_run_ends(conn, run.connector_id) is not None:
+        drain then says why, as before any batch), or when a batch waits to go alone."""
+        if self.solo.awaited or switches.why_run_ends(conn, run.connector_id) is not None:
             return None
         ids, stopped = tasks.next_ids(conn, run.connector_id, 0, self.batch_size, self.batch_bytes)
         if ids:  # on the lease this transaction took: nobody can have taken it since

@@ -306,3 +306,52 @@ def test_a_snapshot_s_children_are_known_to_the_later_tasks_of_its_batch(
     assert run(bus).applied == 2
     record = bus.task_history(after)
     assert record is not None and record.changes == {"post_subject": ["d", "e"]}
+
+
+# -- a run's own bookkeeping failing ------------------------------------------------------------
+def _fails_once(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Make ``module.name`` raise a database error on its first call only; the calls made."""
+    real = getattr(module, name)
+    calls: list[int] = []
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("connection lost"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, flaky)
+    return calls
+
+
+def test_a_run_whose_first_claim_fails_takes_the_lease_alone_and_drains(
+    bus: IntegrationBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch is claimed in the lease's transaction; should that claim fail, the
+    lease is taken alone and the drain claims as before (not "processed by another runner")."""
+    from syncbus.store import tasks
+
+    add_connector(bus)
+    ids = [log(bus, user(name)) for name in ("ann", "bob")]
+    calls = _fails_once(monkeypatch, tasks, "next_ids")
+    result = run(bus)
+    assert len(calls) >= 2  # the failed early claim, then the drain's own
+    assert not result.busy and result.not_run_reason is None, result
+    assert result.applied == len(ids) and pending(bus) == []
+
+
+def test_a_failed_read_of_the_next_attempt_still_releases_the_lease(
+    bus: IntegrationBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncbus.store import tasks
+
+    add_connector(bus)
+    log(bus, user("ann"))
+    calls = _fails_once(monkeypatch, tasks, "next_attempt")
+    assert run(bus).applied == 1
+    assert len(calls) == 2  # read with the release, failed; read again on its own
+    with bus.engine.connect() as c:
+        owner = c.execute(sa.text("SELECT owner FROM syncbus_lease")).scalar_one()
+    assert owner is None  # released: the next run need not wait for it to expire
+    log(bus, user("bob"))
+    assert run(bus).applied == 1

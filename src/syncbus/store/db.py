@@ -111,7 +111,7 @@ def _pg_engine(url: URL, *, echo: bool, idle_in_transaction_s: float) -> sa.Engi
     engine = sa.create_engine(
         url,
         echo=echo,
-        pool_pre_ping=os.environ.get("NOPING") is None,
+        pool_pre_ping=True,
         pool_size=PG_POOL_SIZE,
         max_overflow=0,
         connect_args=connect_args,
