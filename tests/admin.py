@@ -51,11 +51,12 @@ def make_admin_bus(url: str) -> IntegrationBus:
     return bus
 
 
-def item(name: str, ref: int | None = None, value: int = 0) -> TaskRequest:
+def item(name: str, ref: int | None = None, value: int = 0, **request: Any) -> TaskRequest:
+    """A Shop item's task; ``request``: more ``TaskRequest`` fields (a process type, a key)."""
     obj: dict[str, Any] = {"kind": "item", "name": name, "value": value}
     if ref is not None:
         obj["ref"] = ref
-    return TaskRequest(obj, data_type=TaskDataType.SIMPLE_SNAPSHOT)
+    return TaskRequest(obj, data_type=TaskDataType.SIMPLE_SNAPSHOT, **request)
 
 
 def log_items(bus: IntegrationBus, connector: str, names: list[str], **kw: Any) -> list[int]:

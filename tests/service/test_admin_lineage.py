@@ -19,6 +19,7 @@ from tests.admin import (
     TOKEN,
     RecordingDispatcher,
     csrf_of,
+    item,
     log_items,
     make_failed_task,
     sign_in,
@@ -69,12 +70,9 @@ def edit(admin: httpx.Client, task_id: int, text: str, op: str = "save") -> http
 def test_finished_task_page_shows_its_idempotency_key(
     admin: httpx.Client, admin_bus: IntegrationBus
 ) -> None:
-    request = TaskRequest(
-        {"kind": "item", "name": "keyed", "value": 1},
-        data_type=TaskDataType.SIMPLE_SNAPSHOT,
-        idempotency_key="shop-order-<9>",
+    [outcome] = admin_bus.log_tasks(
+        "Shop", [item("keyed", value=1, idempotency_key="shop-order-<9>")]
     )
-    [outcome] = admin_bus.log_tasks("Shop", [request])
     assert outcome.task_id is not None
     admin_bus.process_tasks("Shop")
     html = admin.get(f"/admin/tasks/{outcome.task_id}").text
