@@ -656,3 +656,42 @@ def test_a_batch_of_page_operations_ends_as_applied_one_by_one(
     aliases, by parent id (what the batch fetches set-wise: parents, the places of new pages):
     one batch ends exactly as one task per batch, task outcomes included."""
     assert _tree_ops(bus, ops, batch=True) == _tree_ops(bus, ops, batch=False)
+
+
+def test_a_page_updates_record_lists_only_what_changed_from_before_its_batch(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """History of page updates (CONTRACT §10): the old values are the document's as the
+    batch found them (read with the batch's lookups), and a second update of the same
+    document in the batch starts from what the first wrote; a culture the node lacks is
+    created, its record listing every value it set."""
+    guid = news_with_hello(bus)
+    put(bus, article("other", "Other", parent_path="/news"), CREATE)
+    first = log(bus, article("hello", "Changed", node_guid=guid, parent_path="/news"), UPDATE_DOC)
+    renamed = Page(
+        "cms.article",
+        "Hello Again",
+        alias="hello",
+        node_guid=guid,
+        parent_path="/news",
+        fields={"article_title": "Changed", "article_summary": "new", "article_text": "text"},
+    )
+    second = log(bus, renamed, UPDATE_DOC)
+    german = log(
+        bus, article("hello", "Hallo", node_guid=guid, parent_path="/news", culture="de-DE"), CREATE
+    )
+    result = run(bus)
+    assert result.applied == 3
+    records = {t: bus.task_history(t) for t in (first, second, german)}
+    assert all(r is not None and r.state == "applied" for r in records.values())
+    assert records[first].changes == {"article_title": ["Hello", "Changed"]}  # type: ignore[union-attr]
+    assert records[second].changes == {  # type: ignore[union-attr]
+        "document_name": ["Hello", "Hello Again"],
+        "article_summary": ["sum", "new"],
+    }
+    assert records[german].changes == {  # type: ignore[union-attr]
+        "document_name": [None, "Hello"],
+        "article_title": [None, "Hallo"],
+        "article_summary": [None, "sum"],
+        "article_text": [None, "text"],
+    }
