@@ -166,7 +166,7 @@ class Applier:
                 children.extend(self._children_to_lock(payload.obj, site_id))
         targets.prefetch(conn, self.registry, wanted, children)
         if pages or parents:
-            targets.pages.prefetch(conn, pages, parents, places, self.registry)
+            targets.pages.prefetch(conn, pages, parents, places)
         return targets
 
     def _children_to_lock(

@@ -33,7 +33,6 @@ from syncbus.content.tables import document_table as docs
 from syncbus.content.tables import tree_table as tree
 from syncbus.content.types import ObjectType
 from syncbus.content.writes import WriteBehind
-from syncbus.errors import SyncBusError
 from syncbus.store.db import IN_CHUNK
 from syncbus.store.dialect import dialect_of
 
@@ -157,7 +156,14 @@ class PageCache:
         if doc_id not in self.loaded and doc_id not in ids:
             ids.append(doc_id)
         self.loaded.update(ids)
-        cols, names, base = self._content_columns(table)
+        cols: list[Any] = [docs.c.document_id, docs.c.document_name]
+        names = ["document_name"]
+        base: Any = docs
+        if table is not None:
+            fields = [c for c in table.c if c.name not in ("document_id", "document_name")]
+            cols += [*fields, table.c.document_id.is_not(None)]
+            names += [*(c.name for c in fields), FIELDS_ROW]
+            base = docs.outerjoin(table, table.c.document_id == docs.c.document_id)
         for start in range(0, len(ids), IN_CHUNK):
             chunk = ids[start : start + IN_CHUNK]
             where = dialect_of(conn).one_of(docs.c.document_id, chunk)
@@ -171,13 +177,11 @@ class PageCache:
         wanted: list[tuple[int, str, str]],
         parents: Iterable[int] = (),
         places: Iterable[tuple[int, str | None, int, str]] = (),
-        registry: TypeRegistry | None = None,
     ) -> None:
         """Fetch the nodes and documents of ``(site_id, node GUID, culture)`` triples, the
         nodes with the ids in ``parents`` (the batch's pages' parents), and what is at the
         places ``(site_id, node GUID or None, parent node id, alias)`` of pages whose node is
-        not known by its GUID (where a new page would go). Keeping contents (history on), with
-        ``registry``: each document's contents too, in the same query (one per page type)."""
+        not known by its GUID (where a new page would go)."""
         one_of = dialect_of(conn).one_of
         keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
         guids = sorted({guid for _, guid in keys})
@@ -199,9 +203,6 @@ class PageCache:
             if node is not None:
                 docs_wanted.add((int(node["node_id"]), culture))
         docs_wanted -= self.documents.keys()
-        if self.keep_contents and registry is not None and docs_wanted:
-            self._prefetch_contents(conn, registry, docs_wanted)
-            docs_wanted -= self.documents.keys()
         node_ids = sorted({node_id for node_id, _ in docs_wanted})
         for start in range(0, len(node_ids), IN_CHUNK):
             stmt = sa.select(
@@ -213,56 +214,6 @@ class PageCache:
                     self.documents[key] = int(doc_id)
         for key in docs_wanted:
             self.documents.setdefault(key, None)
-
-    def _prefetch_contents(
-        self, conn: sa.Connection, registry: TypeRegistry, wanted: set[tuple[int, str]]
-    ) -> None:
-        """The documents ``(node id, culture)`` of ``wanted`` with their name and page fields
-        (what ``load_contents`` would read later), one query per page type: read before the
-        batch writes, so no held-back write has to go first. Nodes of a type the registry does
-        not know are left to the caller."""
-        cultures: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for key in wanted:
-            cultures[key[0]].append(key)
-        by_class: dict[str, list[int]] = defaultdict(list)
-        for node_id in sorted(cultures):
-            node = self.by_id.get(node_id)
-            if node is not None:
-                by_class[str(node["node_class_name"])].append(node_id)
-        one_of = dialect_of(conn).one_of
-        for class_name, node_ids in by_class.items():
-            try:
-                table = registry.page_table(class_name)
-            except SyncBusError:  # its tasks fail on their own; the plain lookup finds its ids
-                continue
-            cols, names, base = self._content_columns(table)
-            head = [docs.c.document_node_id, docs.c.document_culture]
-            for start in range(0, len(node_ids), IN_CHUNK):
-                where = one_of(docs.c.document_node_id, node_ids[start : start + IN_CHUNK])
-                stmt = sa.select(*head, *cols).select_from(base).where(where)
-                for row in conn.execute(stmt):
-                    key = (int(row[0]), str(row[1]))
-                    if key in wanted:
-                        doc_id = self.documents[key] = int(row[2])
-                        self.contents[doc_id] = dict(zip(names, row[3:], strict=True))
-                        self.loaded.add(doc_id)
-            for node_id in node_ids:  # a culture it has no document of is known to be absent
-                for key in cultures[node_id]:
-                    self.documents.setdefault(key, None)
-
-    @staticmethod
-    def _content_columns(table: sa.Table | None) -> tuple[list[Any], list[str], Any]:
-        """What a document's contents are read with: its id, then the columns named by the
-        names returned, from the FROM clause returned (the page type's ``table`` joined)."""
-        cols: list[Any] = [docs.c.document_id, docs.c.document_name]
-        names = ["document_name"]
-        base: Any = docs
-        if table is not None:
-            fields = [c for c in table.c if c.name not in ("document_id", "document_name")]
-            cols += [*fields, table.c.document_id.is_not(None)]
-            names += [*(c.name for c in fields), FIELDS_ROW]
-            base = docs.outerjoin(table, table.c.document_id == docs.c.document_id)
-        return cols, names, base
 
     def _prefetch_by_id(self, conn: sa.Connection, node_ids: Iterable[int]) -> None:
         one_of = dialect_of(conn).one_of
