@@ -227,6 +227,15 @@ class IntegrationBus:
         return self.intake.log_many(connector_name, tasks)
 
     # -- processing -----------------------------------------------------------------------
+    def wake_workers(self, connector_name: str | None = None) -> None:
+        """Ask the workers of other processes to run a connector (None: every connector with
+        tasks) now. PostgreSQL notifies them at once; SQLite has no channel: its workers find
+        newly logged tasks by polling and run the rest at their next scheduled pass."""
+        if not dialect_of(self.engine).notifies:
+            return
+        with self.engine.begin() as conn:
+            notify_workers(conn, connector_name or "")
+
     def process_tasks(
         self,
         connector_name: str | None = None,

@@ -608,6 +608,16 @@ def db_prune(db: DbOption = None) -> None:
 WorkersOption = Annotated[
     int, typer.Option("--workers", envvar="SYNCBUS_WORKERS", help="Connector runs at once.", min=1)
 ]
+ServeWorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        envvar="SYNCBUS_WORKERS",
+        help="Connector runs at once (0: the API and admin only; `syncbus worker` processes "
+        "apply the queue).",
+        min=0,
+    ),
+]
 IntervalOption = Annotated[
     float,
     typer.Option(
@@ -690,7 +700,7 @@ def serve(
     db: DbOption = None,
     host: Annotated[str, typer.Option(envvar="SYNCBUS_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="SYNCBUS_PORT")] = 8000,
-    workers: WorkersOption = 4,
+    workers: ServeWorkersOption = 4,
     scheduler_interval: IntervalOption = 60.0,
     scheduler_connector: SchedulerConnectorOption = None,
     lease_seconds: LeaseOption = 30.0,
@@ -708,7 +718,8 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Run the HTTP service with the scheduler and in-process workers.
+    """Run the HTTP service with the scheduler and in-process workers (--workers 0: the API and
+    admin only, beside `syncbus worker` processes).
 
     The API and the admin UI require the token from SYNCBUS_API_TOKEN (or --token); without
     one, serve refuses to start unless --no-auth is given.
@@ -744,6 +755,12 @@ def serve(
     url = bus.engine.url.render_as_string(hide_password=True)
     several = f", {processes} processes" if processes > 1 else ""
     _say(("syncbus serve", "bold"), f" on http://{host}:{port}, database {url}{several}")
+    if workers == 0:
+        _say(
+            ("API only", "bold"),
+            " (--workers 0): this service applies no task; run `syncbus worker` against the "
+            "same database to process the queue",
+        )
     if no_auth:
         warning = f"--no-auth: anyone who reaches http://{host}:{port} can change the queue"
         err_console.print(Text.assemble(("warning: ", "yellow"), warning))

@@ -56,6 +56,7 @@ class Dispatcher:
         listen: bool = True,
         initial_pass: bool = True,
         prune_interval: float | None = 600.0,
+        elsewhere: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -69,6 +70,9 @@ class Dispatcher:
         self.initial_pass = initial_pass
         # How often the retentions are applied (CONTRACT §10); None: never, here.
         self.prune_interval = prune_interval
+        # Nothing runs in this process (``syncbus serve --workers 0``): a trigger wakes the
+        # workers of other processes instead (``IntegrationBus.wake_workers``).
+        self.elsewhere = elsewhere
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
         self._want_all = False
@@ -87,7 +91,11 @@ class Dispatcher:
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, connector_name: str | None = None) -> None:
-        """Ask for a run of one connector (or of every connector with tasks). Never blocks."""
+        """Ask for a run of one connector (or of every connector with tasks). Never blocks
+        (for a dispatcher whose work is done ``elsewhere``: one NOTIFY on PostgreSQL)."""
+        if self.elsewhere:
+            self.bus.wake_workers(connector_name)
+            return
         with self._cond:
             if connector_name is None:
                 self._want_all = True

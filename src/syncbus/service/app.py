@@ -117,7 +117,9 @@ def create_app(
     auth_throttle: FailureThrottle | None = None,
 ) -> FastAPI:
     """The API, with processing in the background (workers, scheduler, wake-ups) unless
-    ``run_dispatcher`` is False.
+    ``run_dispatcher`` is False. ``workers=0``: the API and admin only, for a deployment whose
+    processing runs in ``syncbus worker`` processes; what asks for a run here (notify, an
+    admin action) wakes those workers (PostgreSQL: at once).
 
     The token comes from ``api_token`` or ``SYNCBUS_API_TOKEN``; an empty one is a
     ``ConfigurationError`` (it would open everything silently): run without authentication
@@ -135,11 +137,14 @@ def create_app(
     limit = max_body_bytes or int(os.environ.get("SYNCBUS_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     metrics = ServiceMetrics(bus)
     bus.hooks.subscribe(metrics)
+    elsewhere = workers == 0
+    run_dispatcher = run_dispatcher and not elsewhere
     disp = dispatcher or Dispatcher(
         bus,
-        workers=workers,
+        workers=max(workers, 1),
         scheduler_interval=scheduler_interval,
         scheduler_connector=scheduler_connector,
+        elsewhere=elsewhere,
     )
 
     @asynccontextmanager
