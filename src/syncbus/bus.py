@@ -229,10 +229,8 @@ class IntegrationBus:
     # -- processing -----------------------------------------------------------------------
     def wake_workers(self, connector_name: str | None = None) -> None:
         """Ask the workers of other processes to run a connector (None: every connector with
-        tasks) now. PostgreSQL notifies them at once; SQLite has no channel: its workers find
-        newly logged tasks by polling and run the rest at their next scheduled pass."""
-        if not dialect_of(self.engine).notifies:
-            return
+        tasks) now. PostgreSQL notifies them at once; on SQLite, which has no channel, they see
+        it at their next poll (every second) and look at every connector."""
         with self.engine.begin() as conn:
             notify_workers(conn, connector_name or "")
 

@@ -683,8 +683,9 @@ def _serve_token(token: str | None, no_auth: bool) -> str | None:
             "--no-auth and a token (--token or SYNCBUS_API_TOKEN) are both given: drop one"
         )
     if not no_auth and not given:
+        what = "the API token is blank" if token else "no API token"
         raise ConfigurationError(
-            "no API token: set SYNCBUS_API_TOKEN (or pass --token) to protect the API and the "
+            f"{what}: set SYNCBUS_API_TOKEN (or pass --token) to protect the API and the "
             "admin UI, or pass --no-auth to serve without authentication"
         )
     return given or None
@@ -699,7 +700,7 @@ def _warn_load_errors(bus: IntegrationBus) -> None:
 def serve(
     db: DbOption = None,
     host: Annotated[str, typer.Option(envvar="SYNCBUS_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="SYNCBUS_PORT")] = 8000,
+    port: Annotated[int, typer.Option(envvar="SYNCBUS_PORT", min=1, max=65535)] = 8000,
     workers: ServeWorkersOption = 4,
     scheduler_interval: IntervalOption = 60.0,
     scheduler_connector: SchedulerConnectorOption = None,
@@ -854,7 +855,8 @@ def worker(
 ) -> None:
     """Process tasks without the HTTP service (as many workers as you like, on any machine).
 
-    All workers share one PostgreSQL database. Stops gracefully on SIGTERM or Ctrl-C: runs
+    All workers share one database (PostgreSQL, or a SQLite file on this machine). Stops
+    gracefully on SIGTERM or Ctrl-C: runs
     finish the task in hand and commit; past the grace period the worker exits anyway (status
     1) and what was in flight rolls back, to be done by the next run."""
     import signal

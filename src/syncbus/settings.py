@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncbus.store.dialect import dialect_of
+from syncbus.store.enqueue import notify_workers
 from syncbus.store.switches import (
     HISTORY_RETENTION,
     IDEMPOTENCY_RETENTION,
@@ -33,8 +33,8 @@ class _Flag:
             raise TypeError(f"settings.{self.key} takes True or False, not {value!r}")
         with obj.db.begin() as conn:
             write_setting(conn, self.key, "true" if value else "false")
-            if value:  # switched on: every worker looks at every queue now (PostgreSQL)
-                dialect_of(conn).notify(conn, "")
+            if value:  # switched on: every worker of every process looks at every queue now
+                notify_workers(conn, "")
 
 
 class _Days:

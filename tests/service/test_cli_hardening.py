@@ -350,7 +350,35 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, token: str | Non
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1
     assert "SYNCBUS_API_TOKEN" in proc.stderr and "--no-auth" in proc.stderr
+    # A variable that is set, but blank, is named as such (a new user's trial read "no API
+    # token" with the variable set).
+    assert ("is blank" in proc.stderr) == bool(token is not None and token)
     assert not (tmp_path / "serve.db").exists()  # refused before touching the database
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--host", "999.1.1.1"], "cannot listen on '999.1.1.1'"),
+        (["--host", "192.0.2.1"], "cannot listen on '192.0.2.1'"),  # no address of this machine
+        (["--port", "70000"], "--port"),
+        (["--port", "0"], "--port"),
+    ],
+)
+@pytest.mark.multiprocess
+def test_serve_refuses_a_place_it_cannot_listen_on(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    """One line and status 2, before the database is created (a new user's trial got a
+    traceback for --port 70000 and uvicorn's status 3 for a bad host, the database made)."""
+    db = tmp_path / "serve.db"
+    command = [sys.executable, "-m", "syncbus.cli", "serve", "--db", f"sqlite:///{db}"]
+    proc = subprocess.run(
+        [*command, "--no-auth", *args], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not db.exists()
 
 
 @pytest.mark.multiprocess

@@ -56,8 +56,9 @@ _PARENT_CHECK_S = 0.5
 
 
 def port_in_use(host: str, port: int, exc: OSError | None = None) -> ConfigurationError | None:
-    """The error to show when ``host:port`` cannot be listened on because another process
-    does (None when it is free, or ``exc`` is about something else)."""
+    """The error to show when ``host:port`` cannot be listened on: another process does, or
+    ``host`` is no address of this machine (None when it is free, or ``exc`` is about
+    something else)."""
     if exc is None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -66,6 +67,11 @@ def port_in_use(host: str, port: int, exc: OSError | None = None) -> Configurati
                 probe.bind((host, port))
             except OSError as bind_error:
                 exc = bind_error
+    if isinstance(exc, socket.gaierror) or (exc is not None and exc.errno == errno.EADDRNOTAVAIL):
+        return ConfigurationError(
+            f"cannot listen on {host!r}: {exc.strerror or exc}; --host takes an address of this "
+            "machine (127.0.0.1, 0.0.0.0 for all, ::1, ...) or a name that resolves to one"
+        )
     if exc is None or exc.errno != errno.EADDRINUSE:
         return None
     return ConfigurationError(

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from syncbus.store.db import column_length
 from syncbus.store.dialect import POSTGRES, SQLITE, Dialect, dialect_of
 from syncbus.store.switches import LOGGING, MASTER, first_off, setting_expr
+from syncbus.store.tables import WAKE_KEY, setting_table, task_lane_table, task_table
 from syncbus.store.tables import connector_table as ct
 from syncbus.store.tables import idempotency_table as keys
-from syncbus.store.tables import task_lane_table, task_table
 
 _LOG_LOCK = 0x5342  # advisory lock class for logging, keyed by connector id
 
@@ -231,8 +231,24 @@ def take_logging_lock(conn: sa.Connection, connector_id: int) -> None:
 
 
 def notify_workers(conn: sa.Connection, connector_name: str) -> None:
-    """Wake the connector's workers when the transaction commits (where the backend can)."""
-    dialect_of(conn).notify(conn, connector_name)
+    """Wake the workers of every process when the transaction commits: on PostgreSQL a
+    NOTIFY naming the connector ('' for every connector), which they listen for; on SQLite,
+    which has no channel, the wake-up counter their poll reads moves (they then look at every
+    connector)."""
+    dialect = dialect_of(conn)
+    if dialect.notifies:
+        dialect.notify(conn, connector_name)
+        return
+    bumped = conn.execute(_BUMP_WAKEUPS).rowcount
+    if not bumped:
+        conn.execute(setting_table.insert().values(key=WAKE_KEY, value="1"))
+
+
+_BUMP_WAKEUPS = (
+    setting_table.update()
+    .where(setting_table.c.key == WAKE_KEY)
+    .values(value=sa.cast(sa.cast(setting_table.c.value, sa.Integer) + 1, sa.String))
+)
 
 
 def claim_key(conn: sa.Connection, row: dict[str, Any], task_id: int) -> int | None:

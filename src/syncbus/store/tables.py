@@ -227,6 +227,10 @@ history_table = sa.Table(
     ),
 )
 
+# In ``syncbus_setting``: on SQLite, a counter that a wake-up moves (SQLite has no NOTIFY; its
+# workers poll it with the task-id counter: ``store.tasks.log_sequence``).
+WAKE_KEY = "syncbus.wakeups"
+
 setting_table = sa.Table(
     "syncbus_setting",
     metadata,

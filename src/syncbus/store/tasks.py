@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from syncbus.enums import ProcessType
 from syncbus.store.db import IN_CHUNK, as_utc, utcnow
 from syncbus.store.dialect import dialect_of
-from syncbus.store.tables import connector_table, task_lane_table, task_table
+from syncbus.store.tables import WAKE_KEY, connector_table, task_lane_table, task_table
 
 t, tl = task_table, task_lane_table
 
@@ -119,14 +119,18 @@ def set_process_type(conn: sa.Connection, task_id: int, process_type: ProcessTyp
     conn.execute(t.update().where(t.c.task_id == task_id).values(process_type=process_type.value))
 
 
-_SQLITE_SEQUENCE = sa.text("SELECT seq FROM sqlite_sequence WHERE name = :table").bindparams(
-    table=t.name
-)
+# The task-id counter plus the wake-up counter (``enqueue.notify_workers``): it moves when a
+# task is logged or when another process asks the workers to look again.
+_SQLITE_SEQUENCE = sa.text(
+    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = :table), 0)"
+    " + COALESCE((SELECT CAST(value AS INTEGER) FROM syncbus_setting WHERE key = :wake), 0)"
+).bindparams(table=t.name, wake=WAKE_KEY)
 
 
 def log_sequence(conn: sa.Connection) -> int | None:
-    """A number that moves whenever anyone logs a task, where the backend has one to poll
-    (SQLite's task-id counter); None where workers are woken by notifications instead."""
+    """A number that moves whenever anyone logs a task or wakes the workers, where the backend
+    has one to poll (SQLite's task-id counter and wake-up counter); None where workers are
+    woken by notifications instead."""
     if dialect_of(conn).notifies:
         return None
     value = conn.execute(_SQLITE_SEQUENCE).scalar()
