@@ -41,6 +41,7 @@ from syncbus.model import (
     SyncLogEntry,
     TaskInfo,
     TaskRecord,
+    WorkerInfo,
 )
 
 __version__ = "0.1.0"
@@ -87,6 +88,7 @@ __all__ = [
     "TaskRequest",
     "TaskType",
     "TranslationError",
+    "WorkerInfo",
     "__version__",
     "create_app",
     "request_tasks_processing",

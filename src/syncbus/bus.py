@@ -50,10 +50,11 @@ from syncbus.model import (
     SyncLogEntry,
     TaskInfo,
     TaskRecord,
+    WorkerInfo,
 )
 from syncbus.policies import ConnectorRules
 from syncbus.settings import Settings
-from syncbus.store import history, migrate, reads
+from syncbus.store import history, migrate, reads, workers
 from syncbus.store.admin import by_connector, delete_task, delete_tasks
 from syncbus.store.connectors import (
     connector_by_id,
@@ -199,6 +200,26 @@ class IntegrationBus:
 
     def list_connectors(self) -> list[ConnectorInfo]:
         return self.connectors.list()
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """The processes that run connectors (``syncbus serve``, ``syncbus worker``, an app's
+        own ``Dispatcher``), newest first: alive while seen within three heartbeats; one that
+        stopped without saying so (killed, frozen) stays listed, not alive, for an hour."""
+        with self.reader.connect() as conn:
+            rows = workers.listing(conn)
+        return [
+            WorkerInfo(
+                worker_id=str(r.worker_id),
+                kind=str(r.kind),
+                host=str(r.host),
+                pid=int(r.pid),
+                threads=int(r.threads),
+                started_at=workers.started(r.started_at),
+                seen_seconds_ago=max(0.0, float(r.ago)),
+                alive=workers.is_alive(float(r.ago), float(r.heartbeat)),
+            )
+            for r in rows
+        ]
 
     # -- logging --------------------------------------------------------------------------
     def add_task_listener(self, listener: Callable[[str, int], None]) -> None:

@@ -608,6 +608,16 @@ def db_prune(db: DbOption = None) -> None:
 WorkersOption = Annotated[
     int, typer.Option("--workers", envvar="SYNCBUS_WORKERS", help="Connector runs at once.", min=1)
 ]
+HeartbeatOption = Annotated[
+    float,
+    typer.Option(
+        "--heartbeat",
+        envvar="SYNCBUS_HEARTBEAT_SECONDS",
+        help="Seconds between this process's reports that it is alive (the admin's workers; "
+        "not alive after three missed).",
+        min=0.1,
+    ),
+]
 ServeWorkersOption = Annotated[
     int,
     typer.Option(
@@ -707,6 +717,7 @@ def serve(
     lease_seconds: LeaseOption = 30.0,
     apply_timeout: ApplyTimeoutOption = 300.0,
     batch_size: BatchOption = 200,
+    heartbeat: HeartbeatOption = 10.0,
     token: TokenOption = None,
     no_auth: NoAuthOption = False,
     processes: Annotated[
@@ -751,6 +762,7 @@ def serve(
             workers=workers,
             scheduler_interval=scheduler_interval or None,
             scheduler_connector=scheduler_connector,
+            heartbeat=heartbeat,
         )
 
     url = bus.engine.url.render_as_string(hide_password=True)
@@ -826,6 +838,7 @@ def worker(
     lease_seconds: LeaseOption = 30.0,
     apply_timeout: ApplyTimeoutOption = 300.0,
     batch_size: BatchOption = 200,
+    heartbeat: HeartbeatOption = 10.0,
     grace: Annotated[
         float,
         typer.Option(
@@ -892,6 +905,8 @@ def worker(
         workers=workers,
         scheduler_interval=scheduler_interval or None,
         scheduler_connector=scheduler_connector,
+        kind="worker",
+        heartbeat=heartbeat,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

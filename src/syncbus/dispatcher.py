@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -31,7 +34,7 @@ import sqlalchemy as sa
 from syncbus.bus import IntegrationBus
 from syncbus.enums import Ordering
 from syncbus.model import ProcessResult
-from syncbus.store import connectors, tasks, wakeups
+from syncbus.store import connectors, tasks, wakeups, workers
 from syncbus.store.dialect import dialect_of
 
 log = logging.getLogger("syncbus.dispatcher")
@@ -39,6 +42,8 @@ log = logging.getLogger("syncbus.dispatcher")
 # How often the LISTEN loop looks up from its socket to see whether it should stop: a
 # stopping service waits for it, and a quarter of a second keeps a SIGTERM's exit under 1 s.
 _LISTEN_TICK = 0.25
+# Seconds between a dispatcher's reports that it is alive (``IntegrationBus.list_workers``).
+HEARTBEAT = 10.0
 
 
 class Dispatcher:
@@ -57,6 +62,8 @@ class Dispatcher:
         initial_pass: bool = True,
         prune_interval: float | None = 600.0,
         elsewhere: bool = False,
+        kind: str = "app",
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -73,6 +80,11 @@ class Dispatcher:
         # Nothing runs in this process (``syncbus serve --workers 0``): a trigger wakes the
         # workers of other processes instead (``IntegrationBus.wake_workers``).
         self.elsewhere = elsewhere
+        # Listed by ``IntegrationBus.list_workers`` while it runs: what it is, seen again every
+        # ``heartbeat`` seconds.
+        self.kind = kind
+        self.heartbeat = heartbeat
+        self.worker_id = uuid.uuid4().hex
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
         self._want_all = False
@@ -112,6 +124,8 @@ class Dispatcher:
             self._spawn(self._listen, "syncbus-listener")
         if self.prune_interval:
             self._spawn(self._prune, "syncbus-retention")
+        self._register()
+        self._spawn(self._beat, "syncbus-heartbeat")
         if self.initial_pass:
             self.trigger()  # whatever is queued already
 
@@ -134,6 +148,8 @@ class Dispatcher:
             clean = not self._running
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._leave()
         return clean
 
     def idle(self) -> bool:
@@ -307,6 +323,43 @@ class Dispatcher:
                 return tasks.log_sequence(conn)
         except sa.exc.SQLAlchemyError:
             return None
+
+    def _register(self) -> bool:
+        try:
+            with self.bus.engine.begin() as conn:
+                workers.register(
+                    conn,
+                    self.worker_id,
+                    self.kind,
+                    socket.gethostname(),
+                    os.getpid(),
+                    self.workers,
+                    self.heartbeat,
+                )
+            return True
+        except sa.exc.SQLAlchemyError:
+            log.warning("cannot register this worker (it runs, unlisted)", exc_info=True)
+            return False
+
+    def _beat(self) -> None:
+        """Seen again every heartbeat; registered again if forgotten meanwhile (frozen for
+        long) or never registered (the database was down when it started)."""
+        while not self._stop.wait(self.heartbeat):
+            try:
+                with self.bus.engine.begin() as conn:
+                    known = workers.seen(conn, self.worker_id)
+            except sa.exc.SQLAlchemyError:
+                log.warning("worker heartbeat failed; trying again", exc_info=True)
+                continue
+            if not known:
+                self._register()
+
+    def _leave(self) -> None:
+        try:
+            with self.bus.engine.begin() as conn:
+                workers.leave(conn, self.worker_id)
+        except sa.exc.SQLAlchemyError:
+            log.warning("cannot unregister this worker (listed as gone within a minute)")
 
     def _listen(self) -> None:
         wakeups.listen(self.bus.engine, self._stop, self.trigger, tick=_LISTEN_TICK)

@@ -200,6 +200,21 @@ class ProcessResult:
 
 
 @dataclass(frozen=True)
+class WorkerInfo:
+    """A process that runs connectors (``syncbus serve``, ``syncbus worker``, or an app's own
+    dispatcher), as it last reported itself (``IntegrationBus.list_workers``)."""
+
+    worker_id: str
+    kind: str  # "serve", "worker", or "app" (a dispatcher of an application's own)
+    host: str
+    pid: int
+    threads: int  # connector runs at once
+    started_at: datetime
+    seen_seconds_ago: float  # on the database's clock
+    alive: bool  # seen within three heartbeats
+
+
+@dataclass(frozen=True)
 class ConnectorInfo:
     """A registered connector and its queue."""
 

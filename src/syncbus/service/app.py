@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from syncbus import __version__, readmodel, tracing
 from syncbus.bus import IntegrationBus
-from syncbus.dispatcher import Dispatcher
+from syncbus.dispatcher import HEARTBEAT, Dispatcher
 from syncbus.errors import (
     ConfigurationError,
     ConnectorDisabledError,
@@ -115,6 +115,7 @@ def create_app(
     no_auth: bool = False,
     trusted_proxies: str | Sequence[str] | None = None,
     auth_throttle: FailureThrottle | None = None,
+    heartbeat: float = HEARTBEAT,
 ) -> FastAPI:
     """The API, with processing in the background (workers, scheduler, wake-ups) unless
     ``run_dispatcher`` is False. ``workers=0``: the API and admin only, for a deployment whose
@@ -145,6 +146,8 @@ def create_app(
         scheduler_interval=scheduler_interval,
         scheduler_connector=scheduler_connector,
         elsewhere=elsewhere,
+        kind="serve",
+        heartbeat=heartbeat,
     )
 
     @asynccontextmanager
@@ -183,6 +186,7 @@ def create_app(
     api = APIRouter(dependencies=[Depends(bearer)])
     _task_routes(api, bus, gatherer, disp)
     _queue_routes(api, bus, disp, metrics)
+    _worker_routes(api, bus)
     history_routes(api, bus)
     app.include_router(api)
     install_admin(app, bus, disp, token, throttle=throttle, metrics=metrics)
@@ -358,6 +362,13 @@ def _patch_connector(
         bus.set_connector_enabled(name, patch.enabled)
         if patch.enabled:
             disp.trigger(name)  # its waiting tasks can run now
+
+
+def _worker_routes(api: APIRouter, bus: IntegrationBus) -> None:
+    @api.get("/api/workers", response_model=s.WorkerList, tags=["processing"])
+    def list_workers() -> s.WorkerList:
+        found = bus.list_workers()
+        return s.WorkerList(workers=found, alive=sum(1 for w in found if w.alive))
 
 
 def _queue_routes(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from syncbus.enums import ProcessType, TaskDataType, TaskType
-from syncbus.model import ConnectorInfo, SyncLogEntry, TaskInfo, TaskRecord
+from syncbus.model import ConnectorInfo, SyncLogEntry, TaskInfo, TaskRecord, WorkerInfo
 
 
 def _wire(enum: type[TaskType] | type[TaskDataType] | type[ProcessType]) -> BeforeValidator:
@@ -114,6 +114,14 @@ class SyncResult(BaseModel):
 
 class ConnectorList(BaseModel):
     connectors: list[ConnectorInfo]
+
+
+class WorkerList(BaseModel):
+    """The processes that run connectors, newest first; ``alive``: seen within three
+    heartbeats (a killed or frozen one stays listed, not alive, for an hour)."""
+
+    workers: list[WorkerInfo]
+    alive: int
 
 
 class ConnectorPatch(BaseModel):

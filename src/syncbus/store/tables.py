@@ -227,6 +227,22 @@ history_table = sa.Table(
     ),
 )
 
+# The processes that run connectors (a service's or a worker's dispatcher), each seen again
+# every ``heartbeat`` seconds on the database's clock (``seen_at``, seconds since the epoch):
+# what the admin and ``GET /api/workers`` show as alive, and warn about when none is.
+worker_table = sa.Table(
+    "syncbus_worker",
+    metadata,
+    sa.Column("worker_id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("threads", sa.Integer, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
 # In ``syncbus_setting``: on SQLite, a counter that a wake-up moves (SQLite has no NOTIFY; its
 # workers poll it with the task-id counter: ``store.tasks.log_sequence``).
 WAKE_KEY = "syncbus.wakeups"

@@ -43,6 +43,7 @@ def stats_data(
         "connectors": readmodel.connector_stats(ctx.bus),
         "settings": readmodel.read_settings(ctx.bus),
         "blockers": readmodel.blockers(ctx.bus),
+        "workers": ctx.bus.list_workers(),
         "now": dt.datetime.now(dt.UTC),
         "notice": notice,
     }
