@@ -67,6 +67,8 @@ class Dispatcher:
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if heartbeat <= 0:
+            raise ValueError("heartbeat must be more than 0 seconds")
         self.bus = bus
         self.workers = workers
         self.scheduler_interval = scheduler_interval
@@ -103,8 +105,9 @@ class Dispatcher:
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, connector_name: str | None = None) -> None:
-        """Ask for a run of one connector (or of every connector with tasks). Never blocks
-        (for a dispatcher whose work is done ``elsewhere``: one NOTIFY on PostgreSQL)."""
+        """Ask for a run of one connector (or of every connector with tasks). Never blocks,
+        but for a dispatcher whose work is done ``elsewhere``: that one writes the wake-up (a
+        NOTIFY on PostgreSQL; on SQLite the counter, behind any other writer)."""
         if self.elsewhere:
             self.bus.wake_workers(connector_name)
             return
@@ -149,7 +152,7 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._pool is not None:
-            self._leave()
+            self._leave(deadline)
         return clean
 
     def idle(self) -> bool:
@@ -351,15 +354,26 @@ class Dispatcher:
             except sa.exc.SQLAlchemyError:
                 log.warning("worker heartbeat failed; trying again", exc_info=True)
                 continue
-            if not known:
+            if not known and not self._stop.is_set():
                 self._register()
 
-    def _leave(self) -> None:
-        try:
-            with self.bus.engine.begin() as conn:
-                workers.leave(conn, self.worker_id)
-        except sa.exc.SQLAlchemyError:
-            log.warning("cannot unregister this worker (listed as gone within a minute)")
+    def _leave(self, deadline: float) -> None:
+        """Leave the registry, within what is left of ``stop``'s time (a write can wait for
+        a lock: on SQLite behind a batch that does not end). Not left in time, the worker is
+        listed as having stopped reporting after three heartbeats, and forgotten in an hour."""
+
+        def leave() -> None:
+            try:
+                with self.bus.engine.begin() as conn:
+                    workers.leave(conn, self.worker_id)
+            except sa.exc.SQLAlchemyError:
+                log.warning("cannot take this worker off the list of workers", exc_info=True)
+
+        thread = threading.Thread(target=leave, name="syncbus-leave", daemon=True)
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            log.warning("no time left to take this worker off the list of workers")
 
     def _listen(self) -> None:
         wakeups.listen(self.bus.engine, self._stop, self.trigger, tick=_LISTEN_TICK)

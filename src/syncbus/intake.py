@@ -659,7 +659,7 @@ class Intake:
                 if nested is not None:
                     nested.commit()
                 if keyed:
-                    enqueue.notify_workers(conn, connector_name)
+                    enqueue.notify_logged(conn, connector_name)
                 continue
             if nested is None:
                 raise _Duplicate(first)  # rolls back this task's insert

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 
+import pytest
 import sqlalchemy as sa
 
 from syncbus import create_app
@@ -29,7 +32,8 @@ def test_a_dispatcher_is_listed_while_it_runs(db_url: str) -> None:
         (w,) = bus.list_workers()
         facts = (w.kind, w.host, w.pid, w.threads, w.alive)
         assert facts == ("app", socket.gethostname(), os.getpid(), 3, True)
-        wait_for(lambda: bus.list_workers()[0].seen_seconds_ago < 0.15, timeout=5)  # beats
+        time.sleep(0.6)  # three heartbeats: it was seen again since it registered
+        assert bus.list_workers()[0].seen_seconds_ago < 0.35
         assert disp.stop()
         assert bus.list_workers() == []  # left on the way out
     finally:
@@ -100,4 +104,42 @@ def test_the_service_lists_its_workers_and_the_dashboard_warns_without_one(
             assert f"serve on {socket.gethostname()} (pid {os.getpid()}, 2 runs at once)" in page
         assert bus.list_workers() == []  # the service's lifespan ended: it left
     finally:
+        bus.close()
+
+
+def test_a_heartbeat_must_be_positive(db_url: str) -> None:
+    bus = make_bus(db_url)
+    try:
+        with pytest.raises(ValueError, match="heartbeat"):
+            Dispatcher(bus, heartbeat=0)
+    finally:
+        bus.close()
+
+
+def test_stop_keeps_its_timeout_when_the_registry_cannot_be_written(db_url: str) -> None:
+    """Leaving the list is a write: behind a writer that does not end (SQLite's write lock;
+    the worker's row locked on PostgreSQL), stop still returns within its timeout, and the
+    worker is left to be shown as having stopped reporting."""
+    bus = make_bus(db_url)
+    disp = Dispatcher(bus, scheduler_interval=None, heartbeat=30)
+    disp.start()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with bus.engine.begin() as conn:
+            row = worker_table.c.worker_id == disp.worker_id
+            conn.execute(worker_table.update().where(row).values(pid=os.getpid()))
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        start = time.monotonic()
+        disp.stop(timeout=1.0)
+        assert time.monotonic() - start < 3.0
+    finally:
+        release.set()
+        holder.join()
         bus.close()

@@ -12,8 +12,10 @@ import httpx
 import psycopg
 import pytest
 
-from syncbus import IntegrationBus, create_app
+from syncbus import IntegrationBus, TaskRequest, create_app
 from syncbus.store.dialect import NOTIFY_CHANNEL
+from syncbus.store.switches import read_setting
+from syncbus.store.tables import WAKE_KEY
 from tests.http_server import asgi_client
 from tests.seq import make_bus
 
@@ -73,3 +75,22 @@ def test_an_api_only_service_wakes_the_workers_elsewhere(pg_url: str) -> None:
     finally:
         bus.close()
     assert (first, second, third) == (["Seq"], [""], ["Seq"])
+
+
+def test_logging_writes_no_wake_up_and_a_switch_turned_on_does(seq_bus: IntegrationBus) -> None:
+    """SQLite's workers see a logged task by the task-id counter: logging (one task, a keyed
+    one, a batch) writes nothing more; what they cannot see otherwise (a switch turned on, a
+    wake-up asked for) moves the wake-up counter. PostgreSQL notifies instead: no counter."""
+
+    def wakeups() -> str | None:
+        with seq_bus.engine.connect() as conn:
+            return read_setting(conn, WAKE_KEY)
+
+    seq_bus.process_external_task("Seq", {"key": "a", "n": 1})
+    seq_bus.process_external_task("Seq", {"key": "a", "n": 2}, idempotency_key="k1")
+    seq_bus.log_tasks("Seq", [TaskRequest({"key": "b", "n": 1})])
+    assert wakeups() is None
+    seq_bus.settings.process_external = True
+    seq_bus.wake_workers("Seq")
+    sqlite = seq_bus.engine.dialect.name == "sqlite"
+    assert wakeups() == ("2" if sqlite else None)

@@ -139,6 +139,8 @@ def create_app(
     metrics = ServiceMetrics(bus)
     bus.hooks.subscribe(metrics)
     elsewhere = workers == 0
+    if elsewhere and dispatcher is not None:
+        raise ValueError("workers=0 (the API only) and a dispatcher of its own: drop one")
     run_dispatcher = run_dispatcher and not elsewhere
     disp = dispatcher or Dispatcher(
         bus,

@@ -183,7 +183,7 @@ def insert_task(
         conn.execute(st.lock, {"connector_id": row["connector_id"]})
     task_id = int(conn.execute(_INSERT_TASK, row).scalar_one())
     if notify:
-        notify_workers(conn, connector_name)
+        notify_logged(conn, connector_name)
     return task_id
 
 
@@ -228,6 +228,12 @@ def take_logging_lock(conn: sa.Connection, connector_id: int) -> None:
     st = _BY_DIALECT[dialect_of(conn)]
     if st.lock is not None:
         conn.execute(st.lock, {"connector_id": connector_id})
+
+
+def notify_logged(conn: sa.Connection, connector_name: str) -> None:
+    """Wake the connector's workers for a task this transaction logs: a NOTIFY on
+    PostgreSQL; nothing on SQLite, whose workers see the task-id counter move."""
+    dialect_of(conn).notify(conn, connector_name)
 
 
 def notify_workers(conn: sa.Connection, connector_name: str) -> None:
