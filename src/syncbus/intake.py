@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from syncbus import tracing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry
-from syncbus.content.lanes import child_lanes, lane_of
+from syncbus.content.lanes import binding_identity, child_lanes, lane_of
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType
@@ -504,6 +504,7 @@ class Intake:
         )
         if dtype is not TaskDataType.SIMPLE:
             payload.records = self._capture(connector, payload)
+            title = self._binding_title(ttype, payload, site_name) or title
         lane = None
         children: list[str] = []
         if connector.ordering == Ordering.ENTITY:  # CONNECTOR pays one comparison
@@ -523,6 +524,26 @@ class Intake:
         if children:  # not a column: the lanes its children are in (``CHILD_LANES``)
             built[CHILD_LANES] = children
         return built
+
+    def _binding_title(
+        self, ttype: TaskType, payload: Payload, site_name: str | None
+    ) -> str | None:
+        """A translated binding's title names its ends by the identities their translation
+        records give (``Create cms.userrole (cms.role/admin@main,cms.user/alice)``): the ids
+        its columns hold are the external system's, which an operator would take for internal
+        ones. None for anything else."""
+        obj = payload.obj
+        if obj is None or not payload.records:
+            return None
+        types = self.registry.object_type
+        try:
+            ot = types(obj.object_type)
+            if ot.key_column is not None:
+                return None
+            ends = binding_identity(obj, site_name, payload, types)
+        except (SyncBusError, KeyError, TypeError, ValueError):
+            return None
+        return f"{ttype.spec.verb} {ot.name} {ends}"[:450]
 
     def _capture(self, connector: BaseIntegrationConnector, payload: Payload) -> list[Any]:
         """The translation records of a task (SimpleSnapshot and Snapshot)."""

@@ -182,6 +182,20 @@ def test_connector_ordering_stores_no_lane(bus: IntegrationBus) -> None:
     assert run(bus).applied == 4
 
 
+def test_a_translated_bindings_title_names_its_ends(bus: IntegrationBus) -> None:
+    """Its columns hold the external system's ids (7, 3), which an operator would take for
+    internal ones: the title names the ends as the lane does (a new user's trial). Under
+    Simple the ids are internal and stay as they are."""
+    conn = add_connector(bus)
+    conn.knows("cms.user", 7, "alice")
+    conn.knows("cms.role", 3, "admin")
+    translated = log(bus, membership(7, 3), data_type=SNAP)
+    simple = log(bus, membership(7, 3))
+    titles = {t.task_id: t.title for t in bus.list_tasks()}
+    assert titles[translated] == "Create cms.userrole (cms.role/admin@main,cms.user/alice)"
+    assert titles[simple] == "Create cms.userrole 'role_id=3, user_id=7'"
+
+
 # -- ENTITY: every kind of identity gets its lane ----------------------------------------------
 def test_entity_ordering_stores_the_lane_of_each_object(
     bus: IntegrationBus, lanes: EntityConnector
