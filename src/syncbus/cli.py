@@ -38,7 +38,14 @@ from syncbus.errors import (
     TaskBusyError,
     TaskNotFoundError,
 )
-from syncbus.model import ConnectorInfo, ProcessResult, SyncLogEntry, TaskInfo, TaskRecord
+from syncbus.model import (
+    ConnectorInfo,
+    ProcessResult,
+    SyncLogEntry,
+    TaskInfo,
+    TaskRecord,
+    WorkerInfo,
+)
 from syncbus.store.db import resolve_url
 
 app = typer.Typer(
@@ -70,6 +77,7 @@ _TASKS = TypeAdapter(list[TaskInfo])
 _TASK = TypeAdapter(TaskInfo)
 _CONNECTORS = TypeAdapter(list[ConnectorInfo])
 _LOG = TypeAdapter(list[SyncLogEntry])
+_WORKERS = TypeAdapter(list[WorkerInfo])
 
 DbOption = Annotated[
     str | None,
@@ -549,6 +557,47 @@ def connectors_list(
     for c in infos:
         if c.load_error:
             _say(("load error: ", "red"), c.load_error)  # it names the connector
+
+
+@app.command("workers")
+def workers_list(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, as GET /api/workers lists them.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """List the processes that run connectors (serve, worker), alive or stopped reporting."""
+    with _open(db, existing=True, log_load_failures=False) as bus:
+        found = bus.list_workers()
+    if as_json:
+        _print_json(_WORKERS, found)
+        return
+    alive = sum(1 for w in found if w.alive)
+    table = Table(title=f"Workers ({alive} alive)")
+    for col in ("kind", "host", "pid", "runs at once", "started", "last seen", "alive"):
+        table.add_column(col, **_FULL)
+    for w in found:
+        table.add_row(
+            w.kind,
+            Text(w.host),
+            str(w.pid),
+            str(w.threads),
+            w.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            f"{w.seen_seconds_ago:.0f} s ago",
+            Text("yes") if w.alive else Text("no", style="red"),
+        )
+    console.print(table)
+    if alive < len(found):
+        _say(
+            ("not alive", "red"),
+            ": stopped reporting without stopping (killed, frozen or cut off); listed for an "
+            "hour after it was last seen",
+        )
+    if not alive:
+        _say(
+            ("no worker is running", "yellow"),
+            ": queued tasks wait for `syncbus serve` or `syncbus worker` (or `syncbus process`)",
+        )
 
 
 @connectors_app.command("add")

@@ -5,6 +5,7 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,13 @@ def _worker(db_url: str) -> subprocess.Popen[str]:
     )
 
 
+def _cli(db_url: str, *args: str) -> str:
+    command = [sys.executable, "-m", "syncbus.cli", *args, "--db", db_url]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def _state(bus: IntegrationBus, pid: int) -> bool | None:
     """Whether the worker of process ``pid`` is listed alive (None: not listed)."""
     found = [w.alive for w in bus.list_workers() if w.pid == pid]
@@ -41,6 +49,10 @@ def test_frozen_killed_and_stopped_workers(db_url: str) -> None:
         for p in (frozen, killed, stopped):
             wait_for(lambda p=p: _state(bus, p.pid) is True, timeout=60)
         assert {w.kind for w in bus.list_workers()} == {"worker"}
+        listed = json.loads(_cli(db_url, "workers", "--json"))
+        assert {(w["pid"], w["alive"]) for w in listed} == {
+            (p.pid, True) for p in (frozen, killed, stopped)
+        }
 
         os.kill(frozen.pid, signal.SIGSTOP)
         wait_for(lambda: _state(bus, frozen.pid) is False, timeout=10)
@@ -55,6 +67,8 @@ def test_frozen_killed_and_stopped_workers(db_url: str) -> None:
             page = client.get("/admin/stats").text
         assert "Stopped reporting without stopping" in page and f"pid {killed.pid}," in page
         assert f"pid {frozen.pid}, 4 runs at once" in page  # alive, listed as such
+        table = _cli(db_url, "workers")
+        assert "Workers (2 alive)" in table and "not alive: stopped reporting" in table
 
         stopped.send_signal(signal.SIGTERM)
         assert stopped.wait(timeout=60) == 0
