@@ -77,6 +77,10 @@ class TaskNotFoundError(SyncBusError):
     """No task with that id is queued."""
 
 
+class ObjectNotFoundError(SyncBusError):
+    """No object of that type has that code name (on that site)."""
+
+
 class TaskBusyError(SyncBusError):
     """The task is in a batch that a runner is applying right now (HTTP 409): try again when
     the batch has ended. Raised instead of waiting on the batch's locks."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+import json
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Query, Request
 
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
-from syncbus.errors import TaskNotFoundError
+from syncbus.errors import ObjectNotFoundError, TaskNotFoundError
 from syncbus.model import TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.common import TaskId, call_connector
@@ -76,3 +78,44 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         that was), newest first."""
         records = bus.object_history(object_type, code_name, site_name, limit=limit)
         return s.ObjectHistory(records=[s.TaskRecordOut.of(r) for r in records])
+
+    # After the history route: a code name may hold slashes, and this path takes them all.
+    @api.get(
+        "/api/objects/{object_type}/{code_name:path}",
+        response_model=s.ObjectOut,
+        responses={
+            404: {"description": "No such object."},
+            422: {"description": "Unknown object type or site, or a type without a code name."},
+        },
+        tags=["history"],
+    )
+    def get_object(
+        object_type: Annotated[str, Path(description="The object type, e.g. cms.user.")],
+        code_name: Annotated[
+            str, Path(description="The object's code name (or GUID for types without one).")
+        ],
+        site_name: Annotated[
+            str | None,
+            Query(min_length=1, max_length=100, description="Its site (site-bound types)."),
+        ] = None,
+    ) -> s.ObjectOut:
+        """The object as it is now in the content repository, every column (times in ISO
+        8601; a float that is not finite as the string NaN, Infinity or -Infinity)."""
+        found = bus.get_object(object_type, code_name, site_name)
+        if found is None:
+            where = f" on site {site_name!r}" if site_name else ""
+            raise ObjectNotFoundError(f"no {object_type} {code_name!r}{where}")
+        return s.ObjectOut(object_type=object_type, object=plain(found))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A content row as JSON carries it: times and dates as ISO text, a float that is not
+    finite (stored outside the bus) as the string NaN, Infinity or -Infinity."""
+    text = json.dumps(row, default=_jsonable, allow_nan=True)
+    return cast(dict[str, Any], json.loads(text, parse_constant=str))

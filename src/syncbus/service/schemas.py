@@ -210,6 +210,13 @@ class TaskRecordOut(BaseModel):
         return cls.model_validate(record, from_attributes=True)
 
 
+class ObjectOut(BaseModel):
+    """An object as it is now: its type and every column's value."""
+
+    object_type: str
+    object: dict[str, Any]
+
+
 class ObjectHistory(BaseModel):
     """The records of the tasks that wrote one object, newest first."""
 
