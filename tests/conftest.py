@@ -120,3 +120,15 @@ def bus(db_url: str) -> Iterator[IntegrationBus]:
     b.create_schema()
     yield b
     b.close()
+
+
+@pytest.fixture
+def hard(bus: IntegrationBus) -> IntegrationBus:
+    """A bus with the object type of every column type (``HARD``), and a connector."""
+    from tests.behaviour.test_intake_hardening import HARD
+    from tests.helpers import add_connector
+
+    bus.register_object_type(HARD)
+    bus.create_schema()
+    add_connector(bus)
+    return bus

@@ -515,15 +515,6 @@ def test_replace_with_any_value_of_any_column_is_refused_whole_or_replayed(
     bus.delete_tasks([task_id])
 
 
-@pytest.fixture
-def hard(bus: IntegrationBus) -> IntegrationBus:
-    """A bus with the object type of every column type, and a connector."""
-    bus.register_object_type(HARD)
-    bus.create_schema()
-    add_connector(bus)
-    return bus
-
-
 # -- retention --------------------------------------------------------------------------------
 def age(bus: IntegrationBus, task_id: int, days: float) -> None:
     """Make a task's record look ``days`` old."""

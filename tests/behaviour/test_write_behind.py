@@ -32,14 +32,6 @@ SKIP = ProcessType.SKIP_ON_ERROR
 _n = itertools.count()
 
 
-@pytest.fixture
-def hard(bus: IntegrationBus) -> IntegrationBus:
-    bus.register_object_type(HARD)
-    bus.create_schema()
-    add_connector(bus)
-    return bus
-
-
 def _store_raw(bus: IntegrationBus, task_id: int, data: dict[str, Any]) -> None:
     """Write a task's object past the log-time checks (what only the database refuses)."""
     payload = Payload(obj=InternalObject("hard.item", data))

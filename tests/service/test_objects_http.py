@@ -20,36 +20,28 @@ from syncbus import IntegrationBus, create_app
 from syncbus.errors import SyncBusError
 from syncbus.service.history import plain
 from tests.behaviour.test_intake_hardening import HARD, item, typed_values
-from tests.helpers import add_connector, log, put, run, user
+from tests.helpers import log, put, run, user
 from tests.http_server import asgi_client
 
 _n = itertools.count()
 
 
 @pytest.fixture
-def hard_bus(bus: IntegrationBus) -> IntegrationBus:
-    bus.register_object_type(HARD)
-    bus.create_schema()
-    add_connector(bus)
-    return bus
-
-
-@pytest.fixture
-def api(hard_bus: IntegrationBus) -> Iterator[httpx.Client]:
-    with asgi_client(create_app(hard_bus, run_dispatcher=False, no_auth=True)) as client:
+def api(hard: IntegrationBus) -> Iterator[httpx.Client]:
+    with asgi_client(create_app(hard, run_dispatcher=False, no_auth=True)) as client:
         yield client
 
 
-def test_an_object_reads_back_as_it_is_now(hard_bus: IntegrationBus, api: httpx.Client) -> None:
-    put(hard_bus, user("alice"))
+def test_an_object_reads_back_as_it_is_now(hard: IntegrationBus, api: httpx.Client) -> None:
+    put(hard, user("alice"))
     r = api.get("/api/objects/cms.user/alice")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object_type"] == "cms.user"
-    assert body["object"] == plain(hard_bus.get_object("cms.user", "alice"))  # type: ignore[arg-type]
+    assert body["object"] == plain(hard.get_object("cms.user", "alice"))  # type: ignore[arg-type]
     assert body["object"]["user_name"] == "alice"
     # A code name with a slash, and the history route beside it still answers.
-    put(hard_bus, item(item_name="a/b", count=3))
+    put(hard, item(item_name="a/b", count=3))
     assert api.get("/api/objects/hard.item/a/b").json()["object"]["count"] == 3
     assert api.get("/api/objects/hard.item/a/b/history").json()["records"][0]["state"] == "applied"
 
@@ -77,32 +69,32 @@ def test_bad_reads_are_clear(api: httpx.Client, path: str, status: int, says: st
 )
 @given(column=st.sampled_from(sorted(set(HARD.columns) - {"item_name"})), value=typed_values)
 def test_any_value_of_any_column_reads_back(
-    hard_bus: IntegrationBus, api: httpx.Client, column: str, value: Any
+    hard: IntegrationBus, api: httpx.Client, column: str, value: Any
 ) -> None:
     """Whatever a task stored in a column (or failed to: then there is nothing to read),
     the route answers 200 with JSON equal to the row as Python reads it, made plain."""
     name = f"rd{next(_n)}"
     try:
-        log(hard_bus, item(item_name=name, **{column: value}))
+        log(hard, item(item_name=name, **{column: value}))
     except SyncBusError:
         return  # refused at log time: nothing stored
-    run(hard_bus)
-    row = hard_bus.get_object("hard.item", name)
+    run(hard)
+    row = hard.get_object("hard.item", name)
     r = api.get(f"/api/objects/hard.item/{name}")
     if row is None:
         assert r.status_code == 404
-        hard_bus.delete_tasks([t.task_id for t in hard_bus.list_tasks()])
+        hard.delete_tasks([t.task_id for t in hard.list_tasks()])
         return
     assert r.status_code == 200, r.text
     assert r.json()["object"] == plain(row)
 
 
 def test_a_float_that_is_not_finite_reads_as_a_string(
-    hard_bus: IntegrationBus, api: httpx.Client
+    hard: IntegrationBus, api: httpx.Client
 ) -> None:
     """Written outside the bus (SQLite keeps infinities; PostgreSQL NaN and infinities)."""
-    put(hard_bus, item(item_name="odd", ratio=1.0))
-    with hard_bus.engine.begin() as conn:
+    put(hard, item(item_name="odd", ratio=1.0))
+    with hard.engine.begin() as conn:
         conn.execute(sa.text("UPDATE hard_item SET ratio = :r"), {"r": math.inf})
     r = api.get("/api/objects/hard.item/odd")
     assert r.status_code == 200, r.text
