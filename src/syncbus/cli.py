@@ -569,6 +569,7 @@ def workers_list(
     """List the processes that run connectors (serve, worker), alive or stopped reporting."""
     with _open(db, existing=True, log_load_failures=False) as bus:
         found = bus.list_workers()
+        bus_queue = bus.queue_size()
     if as_json:
         _print_json(_WORKERS, found)
         return
@@ -587,6 +588,7 @@ def workers_list(
             Text("yes") if w.alive else Text("no", style="red"),
         )
     console.print(table)
+    queued = bus_queue
     if alive < len(found):
         _say(
             ("not alive", "red"),
@@ -594,10 +596,13 @@ def workers_list(
             "hour after it was last seen",
         )
     if not alive:
-        _say(
-            ("no worker is running", "yellow"),
-            ": queued tasks wait for `syncbus serve` or `syncbus worker` (or `syncbus process`)",
+        waiting = (
+            f": the {queued} queued task{'s' if queued != 1 else ''} wait for `syncbus serve` "
+            "or `syncbus worker` (or `syncbus process`)"
+            if queued
+            else ""
         )
+        _say(("no worker is running", "yellow"), waiting)
 
 
 @connectors_app.command("add")
@@ -917,10 +922,7 @@ def worker(
 ) -> None:
     """Process tasks without the HTTP service (as many workers as you like, on any machine).
 
-    All workers share one database (PostgreSQL, or a SQLite file on this machine). Stops
-    gracefully on SIGTERM or Ctrl-C: runs
-    finish the task in hand and commit; past the grace period the worker exits anyway (status
-    1) and what was in flight rolls back, to be done by the next run."""
+    All workers share one database (PostgreSQL, or a SQLite file on this machine). Stops gracefully on SIGTERM or Ctrl-C: runs finish the task in hand and commit; past the grace period the worker exits anyway (status 1) and what was in flight rolls back, to be done by the next run."""  # noqa: E501
     import signal
     import threading
 

@@ -86,7 +86,7 @@ def test_the_service_lists_its_workers_and_the_dashboard_warns_without_one(
         with asgi_client(api_only) as client:
             assert client.get("/api/workers").json() == {"workers": [], "alive": 0}
             page = client.get("/admin/stats").text
-            assert "No worker is running" in page and "the 1 queued task wait" in page
+            assert "No worker is running" in page and "the queued task waits for one" in page
         bus.set_connector_enabled("Seq", False)  # the service's own runs leave the task
         full = create_app(bus, no_auth=True, workers=2, heartbeat=0.2)
         with asgi_client(full) as client:

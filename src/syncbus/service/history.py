@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
-from syncbus.errors import ObjectNotFoundError, TaskNotFoundError
+from syncbus.errors import InvalidObjectError, ObjectNotFoundError, TaskNotFoundError
 from syncbus.model import TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.common import TaskId, call_connector
@@ -100,7 +100,48 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         ] = None,
     ) -> s.ObjectOut:
         """The object as it is now in the content repository, every column (times in ISO
-        8601; a float that is not finite as the string NaN, Infinity or -Infinity)."""
+        8601; a float that is not finite as the string NaN, Infinity or -Infinity). A code
+        name that ends in ``/history``: use ``GET /api/objects/{object_type}?code_name=``."""
+        return read_object(object_type, code_name, site_name)
+
+    @api.get(
+        "/api/objects/{object_type}",
+        response_model=s.ObjectOut,
+        responses={
+            404: {"description": "No such object."},
+            422: {"description": "Unknown object type or site, or a type without a code name."},
+        },
+        tags=["history"],
+    )
+    def get_object_by_query(
+        object_type: Annotated[str, Path(description="The object type, e.g. cms.user.")],
+        code_name: Annotated[
+            str,
+            Query(min_length=1, description="The object's code name (or GUID), any text."),
+        ],
+        site_name: Annotated[
+            str | None,
+            Query(min_length=1, max_length=100, description="Its site (site-bound types)."),
+        ] = None,
+    ) -> s.ObjectOut:
+        """The same as ``GET /api/objects/{object_type}/{code_name}``, the code name in the
+        query: for any code name, one that ends in ``/history`` included."""
+        return read_object(object_type, code_name, site_name)
+
+    def read_object(object_type: str, code_name: str, site_name: str | None) -> s.ObjectOut:
+        ot = bus.registry.object_type(object_type)  # unknown: 422, naming the known ones
+        if ot.key_column is None:
+            raise InvalidObjectError(
+                f"{object_type} objects have no code name or GUID, so they are not read by "
+                "name over HTTP (the tasks that wrote one: its history route, by the name "
+                "its lane gives it)"
+            )
+        if ot.site_column and not site_name:
+            raise InvalidObjectError(
+                f"{object_type} objects belong to a site: pass site_name (?site_name=main)"
+            )
+        if not code_name:
+            raise InvalidObjectError(f"a code name is needed: /api/objects/{object_type}/NAME")
         found = bus.get_object(object_type, code_name, site_name)
         if found is None:
             where = f" on site {site_name!r}" if site_name else ""
