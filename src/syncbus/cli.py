@@ -59,9 +59,11 @@ connectors_app = typer.Typer(
     help="Register, list, enable and disable connectors.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+objects_app = typer.Typer(help="Read the content repository's objects.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(db_app, name="db")
+app.add_typer(objects_app, name="objects")
 
 # Rich wraps at 80 columns when its output is not a terminal (a pipe, a file): a row of `tasks
 # list` then breaks across lines and `grep` misses it. Piped, the tables are as wide as their
@@ -371,6 +373,32 @@ def _show_queued(bus: IntegrationBus, task: TaskInfo, record: TaskRecord | None)
             _say(entry["time"], "  ", entry["error_message"])
     if task.hint:
         _say(("how to fix: ", "bold"), task.hint)
+
+
+@objects_app.command("show")
+def objects_show(
+    object_spec: Annotated[
+        str, typer.Argument(help="The object as TYPE/CODE_NAME (or GUID), e.g. cms.user/alice.")
+    ],
+    site: Annotated[str | None, typer.Option("--site", help="Its site (site-bound types).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, as GET /api/objects/TYPE/NAME.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Show an object as it is now in the content repository, every column."""
+    object_type, code_name = history.parse_object(object_spec, "")
+    with _open(db, existing=True) as bus:
+        found = readmodel.plain(readmodel.current_object(bus, object_type, code_name, site))
+    if as_json:
+        typer.echo(json.dumps({"object_type": object_type, "object": found}, indent=2))
+        return
+    table = Table(title=f"{object_type} {code_name!r}" + (f" on {site}" if site else ""))
+    table.add_column("column", **_FULL)
+    table.add_column("value", **_FULL)
+    for column, value in found.items():
+        table.add_row(Text(column), Text("null" if value is None else json.dumps(value)))
+    console.print(table)
 
 
 @tasks_app.command("history")

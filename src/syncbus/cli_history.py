@@ -37,13 +37,14 @@ def usage_error(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
-def parse_object(spec: str) -> tuple[str, str]:
-    """``cms.user/alice`` -> ``("cms.user", "alice")``; the code name may hold more slashes."""
+def parse_object(spec: str, option: str = "--object ") -> tuple[str, str]:
+    """``cms.user/alice`` -> ``("cms.user", "alice")``; the code name may hold more slashes.
+    ``option``: how the command names the argument in its error."""
     object_type, _, code_name = spec.partition("/")
     if not object_type.strip() or not code_name:
         raise usage_error(
-            f"--object {spec!r}: give the object type and the code name (or GUID) as "
-            "TYPE/CODE_NAME, e.g. --object cms.user/alice"
+            f"{option}{spec!r}: give the object type and the code name (or GUID) as "
+            f"TYPE/CODE_NAME, e.g. {option}cms.user/alice"
         )
     return object_type.strip(), code_name
 

@@ -13,12 +13,12 @@ import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from syncbus.bus import IntegrationBus
 from syncbus.content.builtin import ROOT_CLASS
 from syncbus.enums import Ordering
-from syncbus.errors import ConnectorNotFoundError
+from syncbus.errors import ConnectorNotFoundError, InvalidObjectError, ObjectNotFoundError
 from syncbus.fixhint import fix_hint
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
 from syncbus.store import reads
@@ -415,3 +415,42 @@ def type_names(bus: IntegrationBus) -> list[str]:
     with bus.reader.connect() as conn:
         names |= reads.declared_type_names(conn)
     return sorted(names - {ROOT_CLASS})  # a site's root: no task writes it
+
+
+# -- content ----------------------------------------------------------------------------------
+def current_object(
+    bus: IntegrationBus, object_type: str, code_name: str, site_name: str | None
+) -> dict[str, Any]:
+    """An object as it is now, by code name (or GUID), for the HTTP API and the command line:
+    every refusal says why (unknown type or site, a binding, a site-bound type without its
+    site, no name, no such object)."""
+    ot = bus.registry.object_type(object_type)  # unknown: names the known ones
+    if ot.key_column is None:
+        raise InvalidObjectError(
+            f"{object_type} objects have no code name or GUID, so they are not read by name "
+            "(the tasks that wrote one: its history, by the name its lane gives it)"
+        )
+    if ot.site_column and not site_name:
+        raise InvalidObjectError(
+            f"{object_type} objects belong to a site: give its site name (site_name, --site)"
+        )
+    if not code_name:
+        raise InvalidObjectError(f"a code name (or GUID) of the {object_type} is needed")
+    found = bus.get_object(object_type, code_name, site_name)
+    if found is None:
+        where = f" on site {site_name!r}" if site_name else ""
+        raise ObjectNotFoundError(f"no {object_type} {code_name!r}{where}")
+    return found
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A content row as JSON carries it: times and dates as ISO text, a float that is not
+    finite (stored outside the bus) as the string NaN, Infinity or -Infinity."""
+    text = json.dumps(row, default=_jsonable, allow_nan=True)
+    return cast(dict[str, Any], json.loads(text, parse_constant=str))

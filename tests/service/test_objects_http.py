@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from syncbus import IntegrationBus, create_app
 from syncbus.errors import SyncBusError
-from syncbus.service.history import plain
+from syncbus.readmodel import plain
 from tests.behaviour.test_intake_hardening import HARD, item, typed_values
 from tests.helpers import log, put, run, user
 from tests.http_server import asgi_client
+from tests.service.test_history_cli import cli, one_line_error
 
 _n = itertools.count()
 
@@ -59,8 +60,8 @@ def test_an_object_reads_back_as_it_is_now(hard: IntegrationBus, api: httpx.Clie
         ("/api/objects/cms.userrole/x", 422, "no code name"),
         ("/api/objects/cms.role/admin?site_name=nosite", 422, "site 'nosite' not found"),
         ("/api/objects/cms.user/a%00b", 422, "NUL"),
-        ("/api/objects/cms.role/admin", 422, "belong to a site: pass site_name"),
-        ("/api/objects/cms.user/", 422, "a code name is needed"),
+        ("/api/objects/cms.role/admin", 422, "belong to a site: give its site name"),
+        ("/api/objects/cms.user/", 422, "a code name (or GUID) of the cms.user is needed"),
         ("/api/objects/cms.user", 422, "code_name"),
     ],
 )
@@ -107,3 +108,19 @@ def test_a_float_that_is_not_finite_reads_as_a_string(
     r = api.get("/api/objects/hard.item/odd")
     assert r.status_code == 200, r.text
     assert json.loads(r.text)["object"]["ratio"] == "Infinity"
+
+
+def test_the_command_line_shows_an_object_as_the_api_does(
+    hard: IntegrationBus, db_url: str
+) -> None:
+    put(hard, user("alice"))
+    put(hard, item(item_name="a/b", count=3, day="2024-01-02"))
+    shown = cli(db_url, "objects", "show", "hard.item/a/b", "--json")
+    assert shown.exit_code == 0, shown.output
+    with asgi_client(create_app(hard, run_dispatcher=False, no_auth=True)) as api:
+        assert json.loads(shown.stdout) == api.get("/api/objects/hard.item/a/b").json()
+    table = cli(db_url, "objects", "show", "cms.user/alice")
+    assert table.exit_code == 0 and '"alice"' in table.stdout
+    assert "no cms.user 'bob'" in one_line_error(cli(db_url, "objects", "show", "cms.user/bob"))
+    assert "belong to a site" in one_line_error(cli(db_url, "objects", "show", "cms.role/x"))
+    assert "TYPE/CODE_NAME" in one_line_error(cli(db_url, "objects", "show", "cms.user"))

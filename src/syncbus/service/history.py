@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
-from syncbus.errors import InvalidObjectError, ObjectNotFoundError, TaskNotFoundError
+from syncbus.errors import TaskNotFoundError
 from syncbus.model import TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.common import TaskId, call_connector
@@ -129,34 +127,5 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         return read_object(object_type, code_name, site_name)
 
     def read_object(object_type: str, code_name: str, site_name: str | None) -> s.ObjectOut:
-        ot = bus.registry.object_type(object_type)  # unknown: 422, naming the known ones
-        if ot.key_column is None:
-            raise InvalidObjectError(
-                f"{object_type} objects have no code name or GUID, so they are not read by "
-                "name over HTTP (the tasks that wrote one: its history route, by the name "
-                "its lane gives it)"
-            )
-        if ot.site_column and not site_name:
-            raise InvalidObjectError(
-                f"{object_type} objects belong to a site: pass site_name (?site_name=main)"
-            )
-        if not code_name:
-            raise InvalidObjectError(f"a code name is needed: /api/objects/{object_type}/NAME")
-        found = bus.get_object(object_type, code_name, site_name)
-        if found is None:
-            where = f" on site {site_name!r}" if site_name else ""
-            raise ObjectNotFoundError(f"no {object_type} {code_name!r}{where}")
-        return s.ObjectOut(object_type=object_type, object=plain(found))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def plain(row: dict[str, Any]) -> dict[str, Any]:
-    """A content row as JSON carries it: times and dates as ISO text, a float that is not
-    finite (stored outside the bus) as the string NaN, Infinity or -Infinity."""
-    text = json.dumps(row, default=_jsonable, allow_nan=True)
-    return cast(dict[str, Any], json.loads(text, parse_constant=str))
+        found = readmodel.current_object(bus, object_type, code_name, site_name)
+        return s.ObjectOut(object_type=object_type, object=readmodel.plain(found))
