@@ -127,8 +127,7 @@ class Dispatcher:
             self._spawn(self._listen, "syncbus-listener")
         if self.prune_interval:
             self._spawn(self._prune, "syncbus-retention")
-        self._register()
-        self._spawn(self._beat, "syncbus-heartbeat")
+        self._spawn(self._beat, "syncbus-heartbeat")  # registers first, off the caller's way
         if self.initial_pass:
             self.trigger()  # whatever is queued already
 
@@ -345,8 +344,10 @@ class Dispatcher:
             return False
 
     def _beat(self) -> None:
-        """Seen again every heartbeat; registered again if forgotten meanwhile (frozen for
-        long) or never registered (the database was down when it started)."""
+        """Register, then be seen again every heartbeat; registered again if forgotten
+        meanwhile (frozen for long) or never registered (the database was down, or its write
+        lock held, when it started). In a thread of its own: a start never waits for a lock."""
+        self._register()
         while not self._stop.wait(self.heartbeat):
             try:
                 with self.bus.engine.begin() as conn:

@@ -29,6 +29,7 @@ def test_a_dispatcher_is_listed_while_it_runs(db_url: str) -> None:
     try:
         assert bus.list_workers() == []
         disp.start()
+        wait_for(lambda: len(bus.list_workers()) == 1, timeout=10)  # registered by its thread
         (w,) = bus.list_workers()
         facts = (w.kind, w.host, w.pid, w.threads, w.alive)
         assert facts == ("app", socket.gethostname(), os.getpid(), 3, True)
@@ -67,9 +68,9 @@ def test_a_dispatcher_forgotten_while_frozen_registers_again(db_url: str) -> Non
     disp = Dispatcher(bus, scheduler_interval=None, heartbeat=0.1)
     try:
         disp.start()
-        with bus.engine.begin() as conn:
-            conn.execute(sa.delete(worker_table))
-        assert bus.list_workers() == []
+        wait_for(lambda: len(bus.list_workers()) == 1, timeout=10)
+        with bus.engine.begin() as conn:  # forgotten, as after an hour frozen
+            assert conn.execute(sa.delete(worker_table)).rowcount == 1
         wait_for(lambda: [w.worker_id for w in bus.list_workers()] == [disp.worker_id], timeout=5)
     finally:
         disp.stop()
@@ -90,8 +91,8 @@ def test_the_service_lists_its_workers_and_the_dashboard_warns_without_one(
         bus.set_connector_enabled("Seq", False)  # the service's own runs leave the task
         full = create_app(bus, no_auth=True, workers=2, heartbeat=0.2)
         with asgi_client(full) as client:
+            wait_for(lambda: client.get("/api/workers").json()["alive"] == 1, timeout=10)
             body = client.get("/api/workers").json()
-            assert body["alive"] == 1
             (w,) = body["workers"]
             assert (w["kind"], w["pid"], w["threads"], w["alive"]) == (
                 "serve",
@@ -123,6 +124,7 @@ def test_stop_keeps_its_timeout_when_the_registry_cannot_be_written(db_url: str)
     bus = make_bus(db_url)
     disp = Dispatcher(bus, scheduler_interval=None, heartbeat=30)
     disp.start()
+    wait_for(lambda: len(bus.list_workers()) == 1, timeout=10)
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
