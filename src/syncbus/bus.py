@@ -62,7 +62,7 @@ from syncbus.store.connectors import (
     connectors_with_tasks,
     not_registered,
 )
-from syncbus.store.db import BUSY_TIMEOUT, make_engine, utcnow
+from syncbus.store.db import BUSY_TIMEOUT, make_engine, stamp, utcnow
 from syncbus.store.dialect import dialect_of, is_lock_wait
 from syncbus.store.enqueue import notify_workers, replace_child_lanes, replace_object
 from syncbus.store.logs import write_event
@@ -214,7 +214,7 @@ class IntegrationBus:
                 host=str(r.host),
                 pid=int(r.pid),
                 threads=int(r.threads),
-                started_at=workers.started(r.started_at),
+                started_at=stamp(r.started_at),
                 seen_seconds_ago=max(0.0, float(r.ago)),
                 alive=workers.is_alive(float(r.ago), float(r.heartbeat)),
             )

@@ -597,7 +597,7 @@ def workers_list(
     """List the processes that run connectors (serve, worker), alive or stopped reporting."""
     with _open(db, existing=True, log_load_failures=False) as bus:
         found = bus.list_workers()
-        bus_queue = bus.queue_size()
+        queued = bus.queue_size()
     if as_json:
         _print_json(_WORKERS, found)
         return
@@ -616,7 +616,6 @@ def workers_list(
             Text("yes") if w.alive else Text("no", style="red"),
         )
     console.print(table)
-    queued = bus_queue
     if alive < len(found):
         _say(
             ("not alive", "red"),

@@ -25,7 +25,7 @@ from syncbus.errors import CorruptTaskError, SyncBusError
 from syncbus.model import SyncLogEntry, TaskRecord
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, decode, id_key
 from syncbus.store import history
-from syncbus.store.db import as_utc
+from syncbus.store.db import stamp
 from syncbus.translation import Resolver
 
 APPLIED, DELETED, DROPPED, COALESCED = "applied", "deleted", "dropped", "coalesced"
@@ -261,12 +261,6 @@ def _loads(raw: str | None) -> Any:
         return None
 
 
-def _stamp(value: Any) -> dt.datetime:
-    out = as_utc(value)
-    assert out is not None
-    return out
-
-
 def _common(row: Any) -> dict[str, Any]:
     return {
         "task_id": int(row.task_id),
@@ -291,8 +285,8 @@ def finished_record(registry: TypeRegistry, row: Any, carried: tuple[int, ...] =
     return TaskRecord(
         **_common(row),
         state=row.state,
-        logged_at=_stamp(row.logged_at),
-        finished_at=_stamp(row.finished_at),
+        logged_at=stamp(row.logged_at),
+        finished_at=stamp(row.finished_at),
         translations=translations(registry, row.data, _loads(row.resolved)),
         changes=_loads(row.changes) if row.state == APPLIED else None,
         errors=_errors(row.errors),
@@ -308,7 +302,7 @@ def queued_record(registry: TypeRegistry, row: Any, log: list[SyncLogEntry]) -> 
     return TaskRecord(
         **_common(row),
         state=state,
-        logged_at=_stamp(row.created_at),
+        logged_at=stamp(row.created_at),
         finished_at=None,
         translations=translations(registry, row.data, None),
         changes=None,

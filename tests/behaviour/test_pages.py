@@ -51,6 +51,15 @@ def page(bus: IntegrationBus, path: str, culture: str = "en-US") -> dict[str, An
     return found
 
 
+def hello_again(guid: str, text: str) -> Page:
+    """/news/hello renamed "Hello Again", its title "Changed", its summary "new"."""
+    fields = {"article_title": "Changed", "article_summary": "new", "article_text": text}
+    return Page(
+        "cms.article", "Hello Again", alias="hello", node_guid=guid, parent_path="/news",
+        fields=fields,
+    )  # fmt: skip
+
+
 def news_with_hello(bus: IntegrationBus) -> str:
     """Create /news and the article /news/hello; return the article's node GUID."""
     guid = str(uuid.uuid4())
@@ -201,15 +210,7 @@ def test_update_renames_the_document_and_changes_only_its_fields(
     guid = news_with_hello(bus)
     put(bus, article("other", "Other", parent_path="/news"), CREATE)
     before, other = page(bus, "/news/hello"), page(bus, "/news/other")
-    renamed = Page(
-        "cms.article",
-        "Hello Again",
-        alias="hello",
-        node_guid=guid,
-        parent_path="/news",
-        fields={"article_title": "Changed", "article_summary": "new", "article_text": "new"},
-    )
-    put(bus, renamed, TaskType.UPDATE_DOCUMENT)
+    put(bus, hello_again(guid, text="new"), TaskType.UPDATE_DOCUMENT)
     after = page(bus, "/news/hello")
     assert after["document_name"] == "Hello Again"
     assert (after["article_title"], after["article_summary"]) == ("Changed", "new")
@@ -668,15 +669,7 @@ def test_a_page_updates_record_lists_only_what_changed_from_before_its_batch(
     guid = news_with_hello(bus)
     put(bus, article("other", "Other", parent_path="/news"), CREATE)
     first = log(bus, article("hello", "Changed", node_guid=guid, parent_path="/news"), UPDATE_DOC)
-    renamed = Page(
-        "cms.article",
-        "Hello Again",
-        alias="hello",
-        node_guid=guid,
-        parent_path="/news",
-        fields={"article_title": "Changed", "article_summary": "new", "article_text": "text"},
-    )
-    second = log(bus, renamed, UPDATE_DOC)
+    second = log(bus, hello_again(guid, text="text"), UPDATE_DOC)
     german = log(
         bus, article("hello", "Hallo", node_guid=guid, parent_path="/news", culture="de-DE"), CREATE
     )

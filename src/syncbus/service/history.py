@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
@@ -15,6 +15,17 @@ from syncbus.service.common import TaskId, call_connector
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+ObjectTypePath = Annotated[str, Path(description="The object type, e.g. cms.user.")]
+CodeNamePath = Annotated[
+    str, Path(description="The object's code name (or GUID for types without one).")
+]
+ObjectSite = Annotated[
+    str | None, Query(min_length=1, max_length=100, description="Its site (site-bound types).")
+]
+_OBJECT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such object."},
+    422: {"description": "Unknown object type or site, or a type without a code name."},
+}
 
 
 def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
@@ -62,10 +73,8 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         tags=["history"],
     )
     def object_history(
-        object_type: Annotated[str, Path(description="The object type, e.g. cms.user.")],
-        code_name: Annotated[
-            str, Path(description="The object's code name (or GUID for types without one).")
-        ],
+        object_type: ObjectTypePath,
+        code_name: CodeNamePath,
         site_name: Annotated[
             str | None,
             Query(min_length=1, max_length=100, description="Only records on this site."),
@@ -81,21 +90,11 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
     @api.get(
         "/api/objects/{object_type}/{code_name:path}",
         response_model=s.ObjectOut,
-        responses={
-            404: {"description": "No such object."},
-            422: {"description": "Unknown object type or site, or a type without a code name."},
-        },
+        responses=_OBJECT_ANSWERS,
         tags=["history"],
     )
     def get_object(
-        object_type: Annotated[str, Path(description="The object type, e.g. cms.user.")],
-        code_name: Annotated[
-            str, Path(description="The object's code name (or GUID for types without one).")
-        ],
-        site_name: Annotated[
-            str | None,
-            Query(min_length=1, max_length=100, description="Its site (site-bound types)."),
-        ] = None,
+        object_type: ObjectTypePath, code_name: CodeNamePath, site_name: ObjectSite = None
     ) -> s.ObjectOut:
         """The object as it is now in the content repository, every column (times in ISO
         8601; a float that is not finite as the string NaN, Infinity or -Infinity). A code
@@ -105,22 +104,15 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
     @api.get(
         "/api/objects/{object_type}",
         response_model=s.ObjectOut,
-        responses={
-            404: {"description": "No such object."},
-            422: {"description": "Unknown object type or site, or a type without a code name."},
-        },
+        responses=_OBJECT_ANSWERS,
         tags=["history"],
     )
     def get_object_by_query(
-        object_type: Annotated[str, Path(description="The object type, e.g. cms.user.")],
+        object_type: ObjectTypePath,
         code_name: Annotated[
-            str,
-            Query(min_length=1, description="The object's code name (or GUID), any text."),
+            str, Query(min_length=1, description="The object's code name (or GUID), any text.")
         ],
-        site_name: Annotated[
-            str | None,
-            Query(min_length=1, max_length=100, description="Its site (site-bound types)."),
-        ] = None,
+        site_name: ObjectSite = None,
     ) -> s.ObjectOut:
         """The same as ``GET /api/objects/{object_type}/{code_name}``, the code name in the
         query: for any code name, one that ends in ``/history`` included."""

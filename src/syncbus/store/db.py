@@ -265,3 +265,10 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def stamp(value: Any) -> dt.datetime:
+    """``as_utc`` of a NOT NULL column's value."""
+    out = as_utc(value)
+    assert out is not None
+    return out

@@ -11,7 +11,6 @@ them; a lane is found by the lane index (connector, lane, task id).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 
 from syncbus.enums import ProcessType, TaskDataType, TaskType
 from syncbus.model import EventLogEntry, SyncLogEntry, TaskInfo
-from syncbus.store.db import IN_CHUNK, as_utc
+from syncbus.store.db import IN_CHUNK, as_utc, stamp
 from syncbus.store.dialect import dialect_of
 from syncbus.store.enqueue import LANE_MAX
 from syncbus.store.tables import (
@@ -152,12 +151,6 @@ _TASKS = task_joined(
 )
 
 
-def _stamp(value: dt.datetime | None) -> dt.datetime:
-    out = as_utc(value)
-    assert out is not None  # a NOT NULL column
-    return out
-
-
 def task_info(row: Any) -> TaskInfo:
     """The one mapping of a task row (of ``_TASKS``) to what the bus reports."""
     return TaskInfo(
@@ -170,7 +163,7 @@ def task_info(row: Any) -> TaskInfo:
         class_name=row.class_name,
         title=row.title,
         site_name=row.site_name,
-        created_at=_stamp(row.created_at),
+        created_at=stamp(row.created_at),
         error_message=row.error_message,
         last_run_at=as_utc(row.last_run_at),
         is_running=bool(row.is_running),
@@ -281,7 +274,7 @@ def task_log(conn: sa.Connection, task_id: int) -> list[SyncLogEntry]:
     t = sync_log_table
     stmt = sa.select(t.c.time, t.c.error_message).where(t.c.task_id == task_id)
     rows = conn.execute(stmt.order_by(t.c.log_id)).all()
-    return [SyncLogEntry(_stamp(r.time), r.error_message) for r in rows]
+    return [SyncLogEntry(stamp(r.time), r.error_message) for r in rows]
 
 
 # -- per connector --------------------------------------------------------------------------
@@ -530,7 +523,7 @@ def upsert_candidates(
 # -- the event log ------------------------------------------------------------------------
 def _event(row: Any) -> EventLogEntry:
     return EventLogEntry(
-        time=_stamp(row.time),
+        time=stamp(row.time),
         source=row.source,
         code=row.code,
         message=row.message,

@@ -5,7 +5,6 @@ as gone for an hour, then forgotten."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,8 +51,8 @@ def leave(conn: sa.Connection, worker_id: str) -> None:
 
 
 def listing(conn: sa.Connection) -> list[Any]:
-    """Every worker known, newest first, with ``ago`` (seconds since it was last seen, on the
-    database's clock) and ``alive``."""
+    """Every worker known, newest first, with ``ago``: seconds since it was last seen, on the
+    database's clock (``is_alive`` tells from it and the worker's heartbeat)."""
     ago = (dialect_of(conn).now_epoch() - w.c.seen_at).label("ago")
     stmt = sa.select(w, ago).order_by(w.c.started_at.desc(), w.c.worker_id)
     return list(conn.execute(stmt))
@@ -61,7 +60,3 @@ def listing(conn: sa.Connection) -> list[Any]:
 
 def is_alive(ago: float, heartbeat: float) -> bool:
     return ago <= heartbeat * ALIVE_BEATS
-
-
-def started(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
