@@ -158,6 +158,7 @@ class Applier:
                 )
             except Exception:  # the task will fail when applied, with its own error
                 continue
+            targets.translations[id(payload.obj)] = (resolver.generation, dict(values))
             site_id = sites.get(row.site_name) if row.site_name else None
             if ot.site_column:
                 values[ot.site_column] = site_id
@@ -306,7 +307,9 @@ class Applier:
         ot = self.registry.object_type(payload.obj.object_type)
         if ot.site_column and site_id is None:
             raise SiteNotFoundError(f"{ot.name} objects belong to a site; the task names none")
-        row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
+        row = None if targets is None else targets.translated(payload.obj, resolver.generation)
+        if row is None:
+            row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
         handler = self._handlers.get(task_type)
         if handler is None:
             raise ContentError(f"task type {task_type.value} does not apply to objects")

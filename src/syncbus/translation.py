@@ -31,7 +31,7 @@ from syncbus.errors import InvalidObjectError, TranslationError
 from syncbus.model import DocumentParams, InternalObject, ObjectParams
 from syncbus.payload import PAGE_RECORD, Payload, TranslationRecord, id_key
 from syncbus.store.db import IN_CHUNK
-from syncbus.store.dialect import dialect_of
+from syncbus.store.dialect import dialect_of, prebuilt
 
 _MAX_DEPTH = 32
 
@@ -172,6 +172,10 @@ class Resolver:
         self._found: dict[str, dict[Identity, int]] = defaultdict(dict)
         self._missing: dict[str, set[Identity]] = defaultdict(set)
         self._identities: dict[tuple[TranslationRecord, str | None], Identity] = {}
+        # Moves whenever an id found before may no longer be what a record resolves to (a
+        # forget, a reset, a learn that changes a known id): a translation made at an
+        # unchanged generation still holds (``Applier.translate``, ``TargetCache.translated``).
+        self.generation = 0
 
     # -- identities -----------------------------------------------------------------------
     def identity(
@@ -277,17 +281,22 @@ class Resolver:
             self._missing[type_name].update(i for i in group if i not in found)
 
     def _query_objects(self, ot: ObjectType, idents: list[Identity]) -> None:
-        one_of = dialect_of(self.conn).one_of
+        dialect = dialect_of(self.conn)
         table = self.registry.table(ot.name)
         key_col = table.c[str(ot.key_column)]
         cols: list[sa.ColumnElement[Any]] = [table.c[ot.id_column], key_col]
         for extra in (ot.site_column, ot.parent_column, ot.group_column):
             cols.append(table.c[extra] if extra else sa.null())
+        stmt = prebuilt(
+            table,
+            ("identities", dialect.name),
+            lambda: sa.select(*cols).where(dialect.any_of(key_col, "codes")),
+        )
         codes = sorted({i[1] for i in idents})
         candidates: dict[str, list[tuple[int, Any, Any, Any]]] = defaultdict(list)
         for start in range(0, len(codes), IN_CHUNK):
-            stmt = sa.select(*cols).where(one_of(key_col, codes[start : start + IN_CHUNK]))
-            for oid, code, site, parent, group in self.conn.execute(stmt):
+            args = dialect.any_of_args(key_col, "codes", codes[start : start + IN_CHUNK])
+            for oid, code, site, parent, group in self.conn.execute(stmt, args):
                 candidates[str(code)].append((int(oid), site, parent, group))
         for ident in idents:
             _, code, site, parent, group = ident
@@ -302,15 +311,20 @@ class Resolver:
                 self._found[ot.name][ident] = min(matches)
 
     def _query_pages(self, idents: list[Identity]) -> None:
-        one_of = dialect_of(self.conn).one_of
+        dialect = dialect_of(self.conn)
         guids = sorted({i[1] for i in idents})
         t = tree_table
         rows: dict[tuple[str, int], int] = {}
+        stmt = prebuilt(
+            t,
+            ("page identities", dialect.name),
+            lambda: sa.select(t.c.node_id, t.c.node_guid, t.c.node_site_id).where(
+                dialect.any_of(t.c.node_guid, "guids")
+            ),
+        )
         for start in range(0, len(guids), IN_CHUNK):
-            stmt = sa.select(t.c.node_id, t.c.node_guid, t.c.node_site_id).where(
-                one_of(t.c.node_guid, guids[start : start + IN_CHUNK])
-            )
-            for node_id, guid, site_id in self.conn.execute(stmt):
+            args = dialect.any_of_args(t.c.node_guid, "guids", guids[start : start + IN_CHUNK])
+            for node_id, guid, site_id in self.conn.execute(stmt, args):
                 rows[(str(guid), int(site_id))] = int(node_id)
         for ident in idents:
             found = rows.get((ident[1], int(ident[2] or 0)))
@@ -329,17 +343,22 @@ class Resolver:
             row.get(ot.parent_column) if ot.parent_column else None,
             row.get(ot.group_column) if ot.group_column else None,
         )
-        self._found[ot.name][ident] = oid
+        found = self._found[ot.name]
+        if found.get(ident, oid) != oid:
+            self.generation += 1
+        found[ident] = oid
         self._missing.pop(ot.name, None)
 
     def forget(self, type_names: AbstractSet[str]) -> None:
         """Drop what the cache knows of these types (after a delete that may cascade)."""
+        self.generation += 1
         for name in type_names:
             self._found.pop(name, None)
             self._missing.pop(name, None)
 
     def reset(self) -> None:
         """Forget everything (after a rolled-back task: what it wrote is gone again)."""
+        self.generation += 1
         self._found.clear()
         self._missing.clear()
 
@@ -349,6 +368,7 @@ class Resolver:
 
     def forget_page(self, site_id: int, node_guid: str) -> None:
         """After a leaf page's node went."""
+        self.generation += 1
         self._found[PAGE_RECORD].pop((PAGE_RECORD, node_guid, site_id, None, None), None)
 
     def pages_created(self) -> None:

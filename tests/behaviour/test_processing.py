@@ -107,6 +107,27 @@ def test_delete_and_recreate_follow_the_queue_order(bus: IntegrationBus) -> None
     assert not exists(bus, "bob")
 
 
+def test_a_reference_translated_before_its_object_went_is_translated_again(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """The batch's prefetch translates the binding's role to the role's id; an earlier task
+    of the same batch then deletes the role and creates it again, with a new id. The binding
+    must point at the new role (a translation kept from the prefetch would name the old id:
+    a foreign-key failure, or a binding to nothing on SQLite without cascades)."""
+    put(bus, role("editors"))
+    put(bus, role("writers"))  # so that SQLite does not give the new role the old id again
+    old = object_id(bus, "cms.role", "editors", site="main")
+    log(bus, role("editors"), TaskType.DELETE_OBJECT)
+    log(bus, role("editors", role_display_name="Editors again"))
+    log(bus, membership(1, 2), data_type=SIMPLE_SNAPSHOT)
+    result = run(bus)
+    assert (result.applied, result.failed) == (3, 0), bus.task_log(pending(bus)[0])
+    new = object_id(bus, "cms.role", "editors", site="main")
+    assert new != old
+    rows = bus.find_objects("cms.userrole", user_id=object_id(bus, "cms.user", "alice"))
+    assert [r["role_id"] for r in rows] == [new]
+
+
 def test_applied_tasks_are_removed(bus: IntegrationBus) -> None:
     add_connector(bus)
     ids = [log(bus, user(name)) for name in ("alice", "bob", "carol")]

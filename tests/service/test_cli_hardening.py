@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -361,6 +362,8 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, token: str | Non
     [
         (["--host", "999.1.1.1"], "cannot listen on '999.1.1.1'"),
         (["--host", "192.0.2.1"], "cannot listen on '192.0.2.1'"),  # no address of this machine
+        # EINVAL: a link-local IPv6 address needs its interface
+        (["--host", "fe80::1"], "needs its interface: fe80::1%eth0"),
         (["--port", "70000"], "--port"),
         (["--port", "0"], "--port"),
     ],
@@ -379,6 +382,17 @@ def test_serve_refuses_a_place_it_cannot_listen_on(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not db.exists()
+
+
+def test_a_privileged_port_is_named_as_such() -> None:
+    """Binding a port below 1024 without privileges fails with EACCES (this suite may run as
+    root, where it does not: the error is made here)."""
+    from syncbus.service.server import port_in_use
+
+    refused = OSError(errno.EACCES, "Permission denied")
+    error = port_in_use("0.0.0.0", 80, refused)
+    assert error is not None
+    assert "port 80" in str(error) and "below 1024" in str(error) and "--port" in str(error)
 
 
 @pytest.mark.multiprocess

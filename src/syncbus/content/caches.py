@@ -34,7 +34,7 @@ from syncbus.content.tables import tree_table as tree
 from syncbus.content.types import ObjectType
 from syncbus.content.writes import WriteBehind
 from syncbus.store.db import IN_CHUNK
-from syncbus.store.dialect import dialect_of
+from syncbus.store.dialect import Dialect, dialect_of, prebuilt
 
 TargetKey = tuple[str, tuple[Any, ...], int | None]
 # A batch holds a lock per object it may write (see ``TargetCache.hold``) up to this many; a
@@ -77,6 +77,9 @@ class PageCache:
         self.contents: dict[int, dict[str, Any]] = {}
         self.loaded: set[int] = set()  # documents whose contents were fetched (or tried)
         self.writes: WriteBehind | None = None  # the batch's held-back updates (writes.py)
+        # Each object task's translated row as the prefetch made it (by ``id`` of the task's
+        # object), with the resolver's generation then: still true while that has not moved.
+        self.translations: dict[int, tuple[int, dict[str, Any]]] = {}
         # Nodes looked up by id (a page's parent), None: known to be absent.
         self.by_id: dict[int, dict[str, Any] | None] = {}
         # Nodes by (site, alias path), None: no node there (a new page's place is free).
@@ -164,11 +167,17 @@ class PageCache:
             cols += [*fields, table.c.document_id.is_not(None)]
             names += [*(c.name for c in fields), FIELDS_ROW]
             base = docs.outerjoin(table, table.c.document_id == docs.c.document_id)
+        dialect = dialect_of(conn)
+        stmt = prebuilt(
+            docs if table is None else table,
+            ("contents", dialect.name),
+            lambda: (
+                sa.select(*cols).select_from(base).where(dialect.any_of(docs.c.document_id, "ids"))
+            ),
+        )
         for start in range(0, len(ids), IN_CHUNK):
-            chunk = ids[start : start + IN_CHUNK]
-            where = dialect_of(conn).one_of(docs.c.document_id, chunk)
-            stmt = sa.select(*cols).select_from(base).where(where)
-            for row in conn.execute(stmt):
+            args = dialect.any_of_args(docs.c.document_id, "ids", ids[start : start + IN_CHUNK])
+            for row in conn.execute(stmt, args):
                 self.contents[int(row[0])] = dict(zip(names, row[1:], strict=True))
 
     def prefetch(
@@ -182,13 +191,13 @@ class PageCache:
         nodes with the ids in ``parents`` (the batch's pages' parents), and what is at the
         places ``(site_id, node GUID or None, parent node id, alias)`` of pages whose node is
         not known by its GUID (where a new page would go)."""
-        one_of = dialect_of(conn).one_of
+        dialect = dialect_of(conn)
         keys = {(site, guid.lower()) for site, guid, _ in wanted} - self.nodes.keys()
         guids = sorted({guid for _, guid in keys})
+        stmt = _by_any(dialect, tree.c.node_guid)
         for start in range(0, len(guids), IN_CHUNK):
-            where = one_of(tree.c.node_guid, guids[start : start + IN_CHUNK])
-            stmt = sa.select(tree).where(where)
-            for row in conn.execute(stmt).mappings():
+            args = dialect.any_of_args(tree.c.node_guid, "in", guids[start : start + IN_CHUNK])
+            for row in conn.execute(stmt, args).mappings():
                 key = (int(row["node_site_id"]), str(row["node_guid"]))
                 if key in keys:
                     found = self.nodes[key] = dict(row)
@@ -204,11 +213,17 @@ class PageCache:
                 docs_wanted.add((int(node["node_id"]), culture))
         docs_wanted -= self.documents.keys()
         node_ids = sorted({node_id for node_id, _ in docs_wanted})
-        for start in range(0, len(node_ids), IN_CHUNK):
-            stmt = sa.select(
+        stmt = prebuilt(
+            docs,
+            ("documents", dialect.name),
+            lambda: sa.select(
                 docs.c.document_id, docs.c.document_node_id, docs.c.document_culture
-            ).where(one_of(docs.c.document_node_id, node_ids[start : start + IN_CHUNK]))
-            for doc_id, node_id, culture in conn.execute(stmt):
+            ).where(dialect.any_of(docs.c.document_node_id, "in")),
+        )
+        for start in range(0, len(node_ids), IN_CHUNK):
+            chunk = node_ids[start : start + IN_CHUNK]
+            args = dialect.any_of_args(docs.c.document_node_id, "in", chunk)
+            for doc_id, node_id, culture in conn.execute(stmt, args):
                 key = (int(node_id), str(culture))
                 if key in docs_wanted:
                     self.documents[key] = int(doc_id)
@@ -216,11 +231,12 @@ class PageCache:
             self.documents.setdefault(key, None)
 
     def _prefetch_by_id(self, conn: sa.Connection, node_ids: Iterable[int]) -> None:
-        one_of = dialect_of(conn).one_of
+        dialect = dialect_of(conn)
         ids = sorted(set(node_ids) - self.by_id.keys())
+        stmt = _by_any(dialect, tree.c.node_id)
         for start in range(0, len(ids), IN_CHUNK):
-            stmt = sa.select(tree).where(one_of(tree.c.node_id, ids[start : start + IN_CHUNK]))
-            for row in conn.execute(stmt).mappings():
+            args = dialect.any_of_args(tree.c.node_id, "in", ids[start : start + IN_CHUNK])
+            for row in conn.execute(stmt, args).mappings():
                 self.by_id[int(row["node_id"])] = dict(row)
         for node_id in ids:
             self.by_id.setdefault(node_id, None)
@@ -235,13 +251,24 @@ class PageCache:
                 continue
             wanted.add((site, normalize_path(join_path(parent["node_alias_path"], alias))))
         keys = sorted(wanted - self.paths.keys())
-        place = sa.tuple_(tree.c.node_site_id, tree.c.node_alias_path)
+        dialect = dialect_of(conn)
+        stmt = _by_any(dialect, _PLACE)
         for start in range(0, len(keys), IN_CHUNK):
-            where = dialect_of(conn).one_of(place, keys[start : start + IN_CHUNK])
-            for row in conn.execute(sa.select(tree).where(where)).mappings():
+            args = dialect.any_of_args(_PLACE, "in", keys[start : start + IN_CHUNK])
+            for row in conn.execute(stmt, args).mappings():
                 self.paths[(int(row["node_site_id"]), str(row["node_alias_path"]))] = dict(row)
         for key in keys:
             self.paths.setdefault(key, None)
+
+
+# Where a new page would go: its site and alias path.
+_PLACE = sa.tuple_(tree.c.node_site_id, tree.c.node_alias_path)
+
+
+def _by_any(dialect: Dialect, column: Any) -> Any:
+    """``SELECT`` of whole tree rows whose ``column`` is one of the ``in`` values."""
+    key = ("nodes", dialect.name, str(column))
+    return prebuilt(tree, key, lambda: sa.select(tree).where(dialect.any_of(column, "in")))
 
 
 class TargetCache:
@@ -256,13 +283,25 @@ class TargetCache:
         self.keep_rows = rows
         self.rows: dict[TargetKey, dict[str, Any]] = {}
         self.writes: WriteBehind | None = None  # the batch's held-back updates (writes.py)
+        # Each object task's translated row as the prefetch made it (by ``id`` of the task's
+        # object), with the resolver's generation then: still true while that has not moved.
+        self.translations: dict[int, tuple[int, dict[str, Any]]] = {}
 
     def hold_writes(self, writes: WriteBehind | None) -> None:
         """Let the batch's UPDATEs of objects and documents be held back and sent grouped."""
         self.writes = self.pages.writes = writes
 
+    def translated(self, obj: Any, generation: int) -> dict[str, Any] | None:
+        """A copy of the row the prefetch translated for ``obj`` if nothing it resolved has
+        changed since (the resolver is at the same ``generation``), else None."""
+        known = self.translations.get(id(obj))
+        if known is None or known[0] != generation:
+            return None
+        return dict(known[1])
+
     def clear(self) -> None:
         """Forget everything (after a rolled-back task: what it wrote is gone again)."""
+        self.translations.clear()
         self.ids.clear()
         self.rows.clear()
         self.pages.clear()
@@ -364,12 +403,17 @@ class TargetCache:
         identity: Any = (
             table.c[ident[0]] if len(ident) == 1 else sa.tuple_(*(table.c[c] for c in ident))
         )
+        dialect = dialect_of(conn)
+        stmt = prebuilt(
+            table,
+            ("targets", dialect.name, self.keep_rows),
+            lambda: sa.select(*cols).where(dialect.any_of(identity, "wanted")),
+        )
         wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
         found: dict[TargetKey, int] = {}
         for start in range(0, len(wanted), IN_CHUNK):
-            where = dialect_of(conn).one_of(identity, wanted[start : start + IN_CHUNK])
-            stmt = sa.select(*cols).where(where)
-            for row in conn.execute(stmt):
+            args = dialect.any_of_args(identity, "wanted", wanted[start : start + IN_CHUNK])
+            for row in conn.execute(stmt, args):
                 site = row[width - 1] if scope else None
                 key = (ot.name, tuple(row[1 : 1 + len(ident)]), site)
                 if key not in found or row[0] < found[key]:

@@ -67,10 +67,12 @@ def sql_type(spec: ColumnSpec) -> TypeEngine[Any]:
 
 
 def _derived(declaration: Any, name: str, build: Callable[[], Any]) -> Any:
-    cache: dict[str, Any] = declaration.__dict__.setdefault("_derived_cache", {})
-    if name not in cache:
-        cache[name] = build()
-    return cache[name]
+    try:
+        return declaration.__dict__["_derived_cache"][name]
+    except KeyError:
+        cache: dict[str, Any] = declaration.__dict__.setdefault("_derived_cache", {})
+        value = cache[name] = build()
+        return value
 
 
 def _ref(value: Any, what: str, type_name: str) -> tuple[str, str] | None:

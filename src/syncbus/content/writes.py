@@ -75,6 +75,7 @@ import decimal
 import json
 import math
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -246,15 +247,28 @@ class WriteBehind:
         return out
 
 
-def _read_tables(stmt: sa.Select[Any]) -> set[str] | None:
+# What each SELECT read while writes were held reads (a statement is immutable, and the
+# hot path's are built once: ``syncbus.store.dialect.prebuilt``).
+_READS: weakref.WeakKeyDictionary[Any, frozenset[str] | None] = weakref.WeakKeyDictionary()
+
+
+def _read_tables(stmt: sa.Select[Any]) -> frozenset[str] | None:
     """The names of the tables a SELECT reads, or None when that cannot be told (SQL text)."""
+    try:
+        return _READS[stmt]
+    except KeyError:
+        pass
     names: set[str] = set()
+    found: frozenset[str] | None = None
     for element in visitors.iterate(stmt):
         if isinstance(element, sa.Table):
             names.add(element.name)
         elif isinstance(element, sa.TextClause):
-            return None
-    return names or None
+            break
+    else:
+        found = frozenset(names) or None
+    _READS[stmt] = found
+    return found
 
 
 def update(

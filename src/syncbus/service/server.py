@@ -67,10 +67,24 @@ def port_in_use(host: str, port: int, exc: OSError | None = None) -> Configurati
                 probe.bind((host, port))
             except OSError as bind_error:
                 exc = bind_error
-    if isinstance(exc, socket.gaierror) or (exc is not None and exc.errno == errno.EADDRNOTAVAIL):
+    if isinstance(exc, socket.gaierror) or (
+        exc is not None and exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL)
+    ):
+        # EINVAL: an address the kernel cannot bind as given, such as a link-local IPv6
+        # address without its interface.
+        scope = (
+            f" (a link-local address needs its interface: {host}%eth0)"
+            if host.lower().startswith("fe80:") and "%" not in host
+            else ""
+        )
         return ConfigurationError(
-            f"cannot listen on {host!r}: {exc.strerror or exc}; --host takes an address of this "
-            "machine (127.0.0.1, 0.0.0.0 for all, ::1, ...) or a name that resolves to one"
+            f"cannot listen on {host!r}: {exc.strerror or exc}{scope}; --host takes an address "
+            "of this machine (127.0.0.1, 0.0.0.0 for all, ::1, ...) or a name that resolves to one"
+        )
+    if exc is not None and exc.errno == errno.EACCES:
+        return ConfigurationError(
+            f"cannot listen on port {port} of {host}: {exc.strerror}; ports below 1024 need "
+            "privileges: choose a port of 1024 or more with --port, behind a reverse proxy"
         )
     if exc is None or exc.errno != errno.EADDRINUSE:
         return None

@@ -11,8 +11,8 @@ transient (the database's trouble, never a task's).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, ClassVar, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -102,6 +102,16 @@ class Dialect:
         """``column IN (values)``; ``column`` may be a ``tuple_`` of columns, ``values`` then
         tuples of as many values."""
         return cast(sa.ColumnElement[bool], column.in_(values))
+
+    def any_of(self, column: Any, name: str) -> sa.ColumnElement[bool]:
+        """``column IN (...)`` of values given when the statement runs (``any_of_args``):
+        the statement's text does not depend on the values, so it is built once (``prebuilt``)
+        instead of per batch. ``column`` may be a ``tuple_`` of columns."""
+        return cast(sa.ColumnElement[bool], column.in_(sa.bindparam(name, expanding=True)))
+
+    def any_of_args(self, column: Any, name: str, values: Sequence[Any]) -> dict[str, Any]:
+        """The parameters of ``any_of(column, name)`` for ``values`` (tuples for a tuple)."""
+        return {name: list(values)}
 
     def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         """Lock the selected rows, failing at once (a lock-wait error) if another holds one.
@@ -280,6 +290,25 @@ class PostgresDialect(Dialect):
         array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
         return cast(sa.ColumnElement[bool], column == sa.any_(array))
 
+    def any_of(self, column: Any, name: str) -> sa.ColumnElement[bool]:
+        # As ``one_of``: an array parameter per column.
+        if isinstance(column, sa.Tuple):
+            arrays = [
+                sa.bindparam(f"{name}_{i}", type_=postgresql.ARRAY(c.type))
+                for i, c in enumerate(column.clauses)
+            ]
+            names = [f"v{i}" for i in range(len(arrays))]
+            rows = sa.func.unnest(*arrays).table_valued(*names).render_derived()
+            return cast(sa.ColumnElement[bool], column.in_(sa.select(rows)))
+        array = sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+        return cast(sa.ColumnElement[bool], column == sa.any_(array))
+
+    def any_of_args(self, column: Any, name: str, values: Sequence[Any]) -> dict[str, Any]:
+        if isinstance(column, sa.Tuple):
+            count = len(column.clauses)
+            return {f"{name}_{i}": [v[i] for v in values] for i in range(count)}
+        return {name: list(values)}
+
     def lock_nowait(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update(nowait=True)
 
@@ -345,6 +374,23 @@ _BY_NAME: dict[str, Dialect] = {SQLITE.name: SQLITE, POSTGRES.name: POSTGRES}
 
 def dialect_of(bind: sa.Engine | sa.Connection) -> Dialect:
     return _BY_NAME[bind.dialect.name]
+
+
+_Built = TypeVar("_Built")
+_PREBUILT = "syncbus.prebuilt"  # the key of a table's statements in its ``info``
+
+
+def prebuilt(table: sa.Table, key: Hashable, build: Callable[[], _Built]) -> _Built:
+    """A statement about ``table`` built once, kept with the table (``table.info``) under
+    ``key`` (which names the backend when the statement differs by backend): building a
+    statement and its cache key costs more than running a small one on SQLite."""
+    cache: dict[Hashable, Any] | None = table.info.get(_PREBUILT)
+    if cache is None:
+        cache = table.info[_PREBUILT] = {}
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = build()
+    return cast(_Built, found)
 
 
 def _dialect_of_error(exc: sa.exc.DBAPIError) -> Dialect:

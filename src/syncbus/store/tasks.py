@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from syncbus.enums import ProcessType
 from syncbus.store.db import IN_CHUNK, as_utc, utcnow
-from syncbus.store.dialect import dialect_of
+from syncbus.store.dialect import dialect_of, prebuilt
 from syncbus.store.tables import WAKE_KEY, connector_table, task_lane_table, task_table
 
 t, tl = task_table, task_lane_table
@@ -111,8 +111,11 @@ def remove(conn: sa.Connection, task_ids: Iterable[int]) -> int:
     ids = list(task_ids)
     if not ids:
         return 0
-    gone = dialect_of(conn).one_of(t.c.task_id, ids)
-    return int(conn.execute(t.delete().where(gone)).rowcount)
+    dialect = dialect_of(conn)
+    stmt = prebuilt(
+        t, ("remove", dialect.name), lambda: t.delete().where(dialect.any_of(t.c.task_id, "ids"))
+    )
+    return int(conn.execute(stmt, dialect.any_of_args(t.c.task_id, "ids", ids)).rowcount)
 
 
 def set_process_type(conn: sa.Connection, task_id: int, process_type: ProcessType) -> None:
