@@ -151,6 +151,15 @@ class Solo:
                 self._cond.notify_all()
 
 
+# With coalescing, a batch claims at most this many times the batch size (``_read_ahead``).
+READ_AHEAD = 10
+
+
+@dataclass
+class _Claim:
+    tasks: int = 0  # how many tasks a run's next batch claims; 0: the batch size
+
+
 @dataclass(frozen=True)
 class _Run:
     """One run in hand: whose lease it holds, what it has done, and when to stop. Under
@@ -169,6 +178,8 @@ class _Run:
     # ENTITY: the tasks this run made wait that it has not applied or failed since (what
     # ``ProcessResult.waiting`` counts while the run goes; at its end, every waiting task).
     waits: set[int] = field(default_factory=set)
+    # CONNECTOR with coalescing: how many tasks the next batch claims (``_read_ahead``).
+    claim: _Claim = field(default_factory=_Claim)
 
 
 @dataclass(frozen=True)
@@ -521,7 +532,7 @@ class Processor:
         whatever the size of the tasks). Recorded on the lease, so readers see them running."""
         with self.db.begin() as conn:
             ids, stopped = tasks.next_ids(
-                conn, run.connector_id, cursor, self.batch_size, self.batch_bytes
+                conn, run.connector_id, cursor, run.claim.tasks or self.batch_size, self.batch_bytes
             )
             if ids:
                 self._fence(conn, run, **_in_flight(ids, stopped))
@@ -534,7 +545,7 @@ class Processor:
         transaction and one commit fewer per batch."""
         cursor = max(outcome.last_id, scope.upto)
         ids, stopped = tasks.next_ids(
-            conn, run.connector_id, cursor, self.batch_size, self.batch_bytes
+            conn, run.connector_id, cursor, run.claim.tasks or self.batch_size, self.batch_bytes
         )
         self._fence(conn, run, **_in_flight(ids, stopped))
         outcome.next_ids = ids
@@ -971,7 +982,7 @@ class Processor:
         careful = careful or self._needs_care(rows)
         sites = self.applier.site_ids(conn)
         payloads = {row.task_id: _decode(row.data) for row in rows}
-        merged = self._coalesce(run, rows, payloads) if not careful else None
+        merged = self._coalesce(run, scope, rows, payloads, careful)
         if merged is not None:
             payloads, originals = {**payloads, **merged.payloads}, payloads
         # Tasks a later task carries are not applied themselves: nothing to look up for them.
@@ -1123,14 +1134,31 @@ class Processor:
         return done
 
     def _coalesce(
-        self, run: _Run, rows: list[Any], payloads: dict[int, Payload | CorruptTaskError]
+        self,
+        run: _Run,
+        scope: _Scope,
+        rows: list[Any],
+        payloads: dict[int, Payload | CorruptTaskError],
+        careful: bool,
     ) -> Merged | None:
         """Coalescing (a connector's ``coalesce``), on the optimistic pass only: which tasks
         of the batch a later task of their object carries; None when none."""
-        if not run.rules.coalesce or len(rows) < 2:
+        if not run.rules.coalesce:
             return None
-        merged = coalesce(rows, payloads, self.registry)
+        merged = None if careful or len(rows) < 2 else coalesce(rows, payloads, self.registry)
+        if isinstance(scope, _Range):
+            self._read_ahead(run, len(rows), len(merged.into) if merged else 0)
         return merged if merged else None
+
+    def _read_ahead(self, run: _Run, claimed: int, absorbed: int) -> None:
+        """With coalescing, a batch is as large as the writes it makes, not the tasks it
+        claims: where its tasks merged, the next batch claims as many more (up to
+        ``READ_AHEAD`` times the batch size), so a burst of updates of a few objects costs a
+        few transactions, not one per ``batch_size`` logged tasks. A batch that merged
+        nothing (or went careful, where nothing merges) brings the claim back down."""
+        writes = max(claimed - absorbed, 1)
+        wanted = self.batch_size * claimed // writes
+        run.claim.tasks = max(self.batch_size, min(wanted, self.batch_size * READ_AHEAD))
 
     @staticmethod
     def _absorbed(batch: _Batch, carrier: int, result: _Tally) -> list[int]:

@@ -14,7 +14,16 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from syncbus import IntegrationBus, ObjectType, Ordering, ProcessType, TaskDataType, TaskType
+from syncbus import (
+    IntegrationBus,
+    ObjectType,
+    Ordering,
+    ProcessResult,
+    ProcessType,
+    TaskDataType,
+    TaskType,
+)
+from syncbus.engine import READ_AHEAD
 from tests.helpers import (
     DictConnector,
     ext,
@@ -179,6 +188,71 @@ def test_a_failure_in_the_batch_applies_it_without_merging(
     assert result.coalesced == 0 and result.applied == 3 and result.failed == 1
     assert pending(bus) == [bad]
     assert {states(bus)[i] for i in a} == {("applied", None)}
+
+
+def _batches(bus: IntegrationBus) -> tuple[ProcessResult, list[int]]:
+    """Process the connector, and how many tasks each batch finished (progress calls come
+    once per committed batch)."""
+    seen: list[int] = []
+
+    def progress(result: ProcessResult) -> None:
+        seen.append(result.applied + result.failed)
+
+    result = bus.process_tasks("TestConnector", on_progress=progress)["TestConnector"]
+    return result, [b - a for a, b in zip([0, *seen], seen, strict=False)]
+
+
+def test_a_batch_that_merged_makes_the_next_claim_as_many_tasks_more(db_url: str) -> None:
+    """The batch size counts writes, not logged tasks, where tasks merge: bursts of ten saves
+    of one user drain in far fewer transactions than one per ``batch_size`` tasks, up to
+    ``READ_AHEAD`` times the batch size each; a batch that merged nothing claims the batch
+    size again."""
+    bus = IntegrationBus(db_url, batch_size=10)
+    try:
+        bus.create_schema()
+        bus.register_connector(Coalescing("TestConnector"))
+        for i in range(400):  # 40 users, 10 saves each, one after the other
+            log(bus, user(f"u{i // 10}", email=f"{i}@x"))
+        plain = [log(bus, user(f"v{i}")) for i in range(300)]  # nothing to merge
+        result, sizes = _batches(bus)
+        assert result.applied == 700 and result.failed == 0 and result.coalesced == 360
+        assert sizes[0] == 10  # nothing known yet: the batch size
+        assert max(sizes) == 10 * READ_AHEAD  # ten tasks merged into one: ten times more
+        assert sizes.count(10 * READ_AHEAD) >= 4, sizes  # the bursts: 400 tasks in 5 batches
+        assert sizes[-5:-1] == [10] * 4  # the plain users: back to the batch size
+        assert bus.get_object("cms.user", "u39")["email"] == "399@x"  # type: ignore[index]
+        assert all(bus.get_object("cms.user", f"v{i}") for i in range(300)) and plain
+    finally:
+        bus.close()
+
+
+def test_a_read_ahead_batch_with_a_failure_leaves_the_tasks_behind_it_applied(
+    db_url: str,
+) -> None:
+    """A large claim that meets a bad task: the batch goes careful (nothing merges), the bad
+    task fails alone (skip on error), and every task behind it is applied."""
+    bus = IntegrationBus(db_url, batch_size=10)
+    try:
+        bus.create_schema()
+        connector = Coalescing("TestConnector")
+        bus.register_connector(connector)
+        connector.knows("cms.user", 1, "nobody")
+        connector.knows("cms.role", 2, "none", site="main")
+        for i in range(100):
+            log(bus, user(f"u{i // 10}", email=f"{i}@x"))
+        bad = log(bus, membership(1, 2), data_type=SNAP, process_type=ProcessType.SKIP_ON_ERROR)
+        for i in range(100, 300):
+            log(bus, user(f"u{i // 10}", email=f"{i}@x"))
+        result, sizes = _batches(bus)
+        assert result.failed == 1 and result.applied == 300 and not result.stopped
+        assert pending(bus) == [bad]
+        assert all(
+            bus.get_object("cms.user", f"u{j}")["email"] == f"{j * 10 + 9}@x"  # type: ignore[index]
+            for j in range(30)
+        )
+        assert max(sizes) > 10  # it did read ahead
+    finally:
+        bus.close()
 
 
 # -- the property: the same content as without coalescing --------------------------------------
