@@ -588,5 +588,11 @@ class IntegrationBus:
         with self.reader.connect() as conn:
             return self.pages.get(conn, self._site_id(conn, site_name), alias_path, culture)
 
+    def page_cultures(self, site_name: str, alias_path: str) -> list[str]:
+        """The cultures the page at ``alias_path`` has a document in, sorted (none: no page
+        there)."""
+        with self.reader.connect() as conn:
+            return self.pages.cultures(conn, self._site_id(conn, site_name), alias_path)
+
     def close(self) -> None:
         self.engine.dispose()

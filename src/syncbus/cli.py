@@ -64,6 +64,8 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(db_app, name="db")
 app.add_typer(objects_app, name="objects")
+pages_app = typer.Typer(help="Read the content repository's pages.", no_args_is_help=True)
+app.add_typer(pages_app, name="pages")
 
 # Rich wraps at 80 columns when its output is not a terminal (a pipe, a file): a row of `tasks
 # list` then breaks across lines and `grep` misses it. Piped, the tables are as wide as their
@@ -394,6 +396,32 @@ def objects_show(
         typer.echo(json.dumps({"object_type": object_type, "object": found}, indent=2))
         return
     table = Table(title=f"{object_type} {code_name!r}" + (f" on {site}" if site else ""))
+    table.add_column("column", **_FULL)
+    table.add_column("value", **_FULL)
+    for column, value in found.items():
+        table.add_row(Text(column), Text("null" if value is None else json.dumps(value)))
+    console.print(table)
+
+
+@pages_app.command("show")
+def pages_show(
+    site: Annotated[str, typer.Argument(help="The page's site, e.g. main.")],
+    alias_path: Annotated[str, typer.Argument(help="Its alias path, e.g. /news/launch.")],
+    culture: Annotated[str, typer.Option("--culture", help="The document's culture.")] = "en-US",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, as GET /api/pages/SITE/PATH.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Show a page as it is now: its node, its document in one culture, its fields."""
+    with _open(db, existing=True) as bus:
+        found = readmodel.plain(readmodel.current_page(bus, site, alias_path, culture))
+    path = str(found["node_alias_path"])
+    if as_json:
+        answer = {"site_name": site, "alias_path": path, "culture": culture, "page": found}
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    table = Table(title=f"page {path!r} on {site} ({culture})")
     table.add_column("column", **_FULL)
     table.add_column("value", **_FULL)
     for column, value in found.items():

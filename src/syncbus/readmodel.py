@@ -443,6 +443,28 @@ def current_object(
     return found
 
 
+def current_page(
+    bus: IntegrationBus, site_name: str, alias_path: str, culture: str
+) -> dict[str, Any]:
+    """A page as it is now (its node, its document in ``culture`` and the page type's
+    fields), by site and alias path, for the HTTP API and the command line: an unknown site
+    is named; a page not in that culture says which cultures it has."""
+    if not site_name:
+        raise InvalidObjectError("a page is read on a site: give its site name")
+    path = "/" + alias_path.strip("/")
+    found = bus.get_page(site_name, path, culture)  # an unknown site: SiteNotFoundError
+    if found is not None:
+        return found
+    cultures = bus.page_cultures(site_name, path)
+    where = f"no page {path!r} on site {site_name!r}"
+    if cultures:
+        raise ObjectNotFoundError(
+            f"{where} in culture {culture!r}; it has {', '.join(repr(c) for c in cultures)} "
+            "(culture=, --culture)"
+        )
+    raise ObjectNotFoundError(where)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()

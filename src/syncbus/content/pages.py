@@ -592,6 +592,19 @@ class PageStore:
         )
 
     # -- reads ------------------------------------------------------------------------------
+    def cultures(self, conn: sa.Connection, site_id: int, alias_path: str) -> list[str]:
+        """The cultures the page at ``alias_path`` has a document in (none: no such page)."""
+        stmt = (
+            sa.select(docs.c.document_culture)
+            .join(tree, docs.c.document_node_id == tree.c.node_id)
+            .where(
+                tree.c.node_site_id == site_id,
+                tree.c.node_alias_path == normalize_path(alias_path),
+            )
+            .order_by(docs.c.document_culture)
+        )
+        return [str(c) for c in conn.execute(stmt).scalars()]
+
     def get(
         self, conn: sa.Connection, site_id: int, alias_path: str, culture: str
     ) -> dict[str, Any] | None:

@@ -118,6 +118,35 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         query: for any code name, one that ends in ``/history`` included."""
         return read_object(object_type, code_name, site_name)
 
+    @api.get(
+        "/api/pages/{site_name}/{alias_path:path}",
+        response_model=s.PageOut,
+        responses={
+            404: {
+                "description": "No page at that path in that culture (the answer names "
+                "the cultures it has)."
+            },
+            422: {"description": "Unknown site."},
+        },
+        tags=["history"],
+    )
+    def get_page(
+        site_name: Annotated[str, Path(description="The page's site.")],
+        alias_path: Annotated[
+            str, Path(description="Its alias path, e.g. news/launch (empty: the root).")
+        ],
+        culture: Annotated[
+            str, Query(min_length=1, max_length=50, description="The document's culture.")
+        ] = "en-US",
+    ) -> s.PageOut:
+        """A page as it is now: its node (id, GUID, alias path, parent, page type), its
+        document in ``culture`` and the page type's fields (times in ISO 8601)."""
+        found = readmodel.current_page(bus, site_name, alias_path, culture)
+        path = str(found["node_alias_path"])
+        return s.PageOut(
+            site_name=site_name, alias_path=path, culture=culture, page=readmodel.plain(found)
+        )
+
     def read_object(object_type: str, code_name: str, site_name: str | None) -> s.ObjectOut:
         found = readmodel.current_object(bus, object_type, code_name, site_name)
         return s.ObjectOut(object_type=object_type, object=readmodel.plain(found))

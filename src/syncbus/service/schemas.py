@@ -217,6 +217,15 @@ class ObjectOut(BaseModel):
     object: dict[str, Any]
 
 
+class PageOut(BaseModel):
+    """A page as it is now: its node, its document in one culture, the page type's fields."""
+
+    site_name: str
+    alias_path: str
+    culture: str
+    page: dict[str, Any]
+
+
 class ObjectHistory(BaseModel):
     """The records of the tasks that wrote one object, newest first."""
 
