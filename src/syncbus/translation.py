@@ -289,7 +289,7 @@ class Resolver:
             cols.append(table.c[extra] if extra else sa.null())
         stmt = prebuilt(
             table,
-            ("identities", dialect.name),
+            ("identities", dialect.name, ot.name),
             lambda: sa.select(*cols).where(dialect.any_of(key_col, "codes")),
         )
         codes = sorted({i[1] for i in idents})

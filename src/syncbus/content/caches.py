@@ -406,7 +406,7 @@ class TargetCache:
         dialect = dialect_of(conn)
         stmt = prebuilt(
             table,
-            ("targets", dialect.name, self.keep_rows),
+            ("targets", dialect.name, ot.name, self.keep_rows),
             lambda: sa.select(*cols).where(dialect.any_of(identity, "wanted")),
         )
         wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
