@@ -25,6 +25,7 @@ from syncbus.connectors import ConnectorRegistry, ConnectorTarget
 from syncbus.content.lanes import binding_example
 from syncbus.content.objects import ObjectStore
 from syncbus.content.pages import PageStore
+from syncbus.content.paths import canonical_culture
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType, PageType
@@ -585,6 +586,7 @@ class IntegrationBus:
     def get_page(
         self, site_name: str, alias_path: str, culture: str = "en-US"
     ) -> dict[str, Any] | None:
+        culture = canonical_culture(culture)  # en-us reads en-US, as logging stores it
         with self.reader.connect() as conn:
             return self.pages.get(conn, self._site_id(conn, site_name), alias_path, culture)
 

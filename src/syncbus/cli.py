@@ -416,7 +416,7 @@ def pages_show(
     """Show a page as it is now: its node, its document in one culture, its fields."""
     with _open(db, existing=True) as bus:
         found = readmodel.plain(readmodel.current_page(bus, site, alias_path, culture))
-    path = str(found["node_alias_path"])
+    path, culture = str(found["node_alias_path"]), str(found["document_culture"])
     if as_json:
         answer = {"site_name": site, "alias_path": path, "culture": culture, "page": found}
         typer.echo(json.dumps(answer, indent=2))

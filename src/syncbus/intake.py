@@ -17,6 +17,7 @@ from syncbus import tracing
 from syncbus.connector import BaseIntegrationConnector
 from syncbus.connectors import ConnectorRegistry
 from syncbus.content.lanes import binding_identity, child_lanes, lane_of
+from syncbus.content.paths import canonical_culture
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import BUILTIN_TABLES
 from syncbus.content.types import ObjectType
@@ -571,6 +572,8 @@ class Intake:
             return Payload(obj=prepared), typ.name, None, title, dtype
         if dtype is TaskDataType.SNAPSHOT:  # Snapshot is not defined for pages
             dtype = TaskDataType.SIMPLE_SNAPSHOT
+        if (culture := canonical_culture(prepared.culture)) != prepared.culture:
+            prepared = replace(prepared, culture=culture)  # en-us is en-US
         return Payload(page=prepared), None, typ.class_name, page_title(ttype, prepared), dtype
 
     def _within_limit(

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from syncbus.bus import IntegrationBus
 from syncbus.content.builtin import ROOT_CLASS
+from syncbus.content.paths import canonical_culture
+from syncbus.content.validation import show
 from syncbus.enums import Ordering
 from syncbus.errors import ConnectorNotFoundError, InvalidObjectError, ObjectNotFoundError
 from syncbus.fixhint import fix_hint
@@ -448,19 +450,27 @@ def current_page(
 ) -> dict[str, Any]:
     """A page as it is now (its node, its document in ``culture`` and the page type's
     fields), by site and alias path, for the HTTP API and the command line: an unknown site
-    is named; a page not in that culture says which cultures it has."""
+    is named; a page not in that culture says which cultures it has. Repeated slashes in the
+    path are one; the culture is read in its usual case (``en-us`` is ``en-US``)."""
     if not site_name:
         raise InvalidObjectError("a page is read on a site: give its site name")
-    path = "/" + alias_path.strip("/")
+    if not culture.strip():
+        raise InvalidObjectError("a page is read in a culture: give one, such as 'en-US'")
+    path = "/" + "/".join(part for part in alias_path.split("/") if part)
+    culture = canonical_culture(culture)
     found = bus.get_page(site_name, path, culture)  # an unknown site: SiteNotFoundError
     if found is not None:
         return found
     cultures = bus.page_cultures(site_name, path)
-    where = f"no page {path!r} on site {site_name!r}"
+    where = f"no page {show(path)} on site {show(site_name)}"
+    if path == "/":
+        raise ObjectNotFoundError(
+            f"{where}: the root of a site's tree is a node without a document; read the "
+            "pages below it"
+        )
     if cultures:
         raise ObjectNotFoundError(
-            f"{where} in culture {culture!r}; it has {', '.join(repr(c) for c in cultures)} "
-            "(culture=, --culture)"
+            f"{where} in culture {show(culture)}; it is in {', '.join(map(show, cultures))}"
         )
     raise ObjectNotFoundError(where)
 

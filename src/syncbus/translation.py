@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncbus.connector import BaseIntegrationConnector
+from syncbus.content.paths import canonical_culture
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import tree_table
 from syncbus.content.types import ObjectType
@@ -146,7 +147,7 @@ class Capture:
             external_id,
             str(params.node_guid).lower(),
             params.site_name,
-            culture=params.culture_code,
+            culture=canonical_culture(params.culture_code),
         )
         return self._add(key, record)
 

@@ -417,6 +417,38 @@ def test_second_culture_is_a_second_document_of_the_node(
     assert de["document_id"] != en["document_id"]
 
 
+def test_a_culture_in_another_case_is_the_same_document(
+    bus: IntegrationBus, conn: DictConnector
+) -> None:
+    """``en-us`` is ``en-US``: logged in either case, one document (a new user's trial had a
+    page with both an en-US and an en-us document); read in either case as well."""
+    guid = news_with_hello(bus)
+    again = article("hello", "Again", node_guid=guid, parent_path="/news", culture="EN-us")
+    put(bus, again, TaskType.UPDATE_DOCUMENT)
+    assert bus.page_cultures("main", "/news/hello") == ["en-US"]
+    assert page(bus, "/news/hello", "en-us")["article_title"] == "Again"
+    put(
+        bus, article("hello", "Hola", node_guid=guid, parent_path="/news", culture="es-419"), CREATE
+    )
+    put(
+        bus,
+        article("hello", "Ni", node_guid=guid, parent_path="/news", culture="ZH-hant-tw"),
+        CREATE,
+    )
+    assert bus.page_cultures("main", "/news/hello") == ["en-US", "es-419", "zh-Hant-TW"]
+
+
+@pytest.mark.parametrize("culture", ["xx_YY!!", "en US", "e", "en-", "-US", "en--US"])
+def test_a_culture_that_is_no_culture_code_is_refused_when_logged(
+    bus: IntegrationBus, conn: DictConnector, culture: str
+) -> None:
+    from syncbus import InvalidObjectError
+
+    with pytest.raises(InvalidObjectError, match="a culture code is a language and a region"):
+        log(bus, article("hello", culture=culture), CREATE)
+    assert bus.queue_size() == 0
+
+
 def test_delete_document_deletes_one_culture(bus: IntegrationBus, conn: DictConnector) -> None:
     guid = news_with_hello(bus)
     put(bus, article("hello", node_guid=guid, parent_path="/news", culture="de-DE"), CREATE)

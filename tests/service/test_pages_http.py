@@ -59,13 +59,19 @@ def test_a_page_reads_back_as_it_is_now(bus: IntegrationBus, api: httpx.Client) 
     assert bus.get_page("main", "/") is None
     root = api.get("/api/pages/main/")
     assert root.status_code == 404 and "no page '/' on site 'main'" in root.text
+    assert "the root of a site's tree is a node without a document" in root.text
+    # A culture in another case is the same culture; repeated slashes are one.
+    lower = api.get("/api/pages/main//news//hello/", params={"culture": "de-de"})
+    assert lower.status_code == 200, lower.text
+    assert lower.json()["culture"] == "de-DE" and lower.json()["page"]["document_name"] == "Hallo"
 
 
 @pytest.mark.parametrize(
     ("path", "status", "says"),
     [
         ("/api/pages/main/news/gone", 404, "no page '/news/gone' on site 'main'"),
-        ("/api/pages/main/news/hello?culture=fr-FR", 404, "it has 'de-DE', 'en-US'"),
+        ("/api/pages/main/news/hello?culture=fr-FR", 404, "it is in 'de-DE', 'en-US'"),
+        ("/api/pages/main/news/gone" + "/x" * 2000, 404, "no page '/news/gone/x/x/x/x/x/x/x/x/x/x"),
         ("/api/pages/nowhere/news", 422, "site 'nowhere' not found"),
         ("/api/pages/main/news?culture=", 422, "culture"),
     ],
@@ -74,6 +80,7 @@ def test_bad_page_reads_are_clear(api: httpx.Client, path: str, status: int, say
     r = api.get(path)
     assert r.status_code == status, r.text
     assert says in r.text
+    assert len(r.text) < 400  # a long path is shortened in the answer, not echoed whole
 
 
 def test_the_command_line_shows_a_page_as_the_api_does(
@@ -85,7 +92,9 @@ def test_the_command_line_shows_a_page_as_the_api_does(
     table = cli(db_url, "pages", "show", "main", "news/hello", "--culture", "de-DE")
     assert table.exit_code == 0 and '"Hallo"' in table.stdout
     missing = one_line_error(cli(db_url, "pages", "show", "main", "/news/hello", "--culture", "x"))
-    assert "it has 'de-DE', 'en-US'" in missing
+    assert "it is in 'de-DE', 'en-US'" in missing
+    blank = one_line_error(cli(db_url, "pages", "show", "main", "/news/hello", "--culture", " "))
+    assert "a page is read in a culture" in blank
     assert "site 'elsewhere' not found" in one_line_error(
         cli(db_url, "pages", "show", "elsewhere", "/news")
     )

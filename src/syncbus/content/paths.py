@@ -35,3 +35,37 @@ def join_path(parent_path: str, alias: str) -> str:
 def normalize_path(path: str) -> str:
     path = "/" + path.strip().strip("/")
     return path
+
+
+# A culture code as BCP 47 shapes it: a language, then parts joined by "-" (en-US, cs-CZ,
+# zh-Hans-CN, es-419).
+_CULTURE = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def culture_problem(code: str) -> str | None:
+    """Why ``code`` is no culture code (None when it is one)."""
+    if _CULTURE.fullmatch(code) is None:
+        return (
+            "a culture code is a language and a region such as 'en-US', 'cs-CZ' or 'es-419' "
+            "(letters and digits, parts joined by '-')"
+        )
+    return None
+
+
+def canonical_culture(code: str) -> str:
+    """A culture code in its usual case, so that one culture is one document: the language
+    in lower case, a four-letter script capitalised, a region in upper case (``en-us`` ->
+    ``en-US``, ``ZH-HANS-CN`` -> ``zh-Hans-CN``). A code that is no culture code is returned as
+    it is (``culture_problem`` says why)."""
+    if _CULTURE.fullmatch(code) is None:
+        return code
+    first, *rest = code.split("-")
+    parts = [first.lower()]
+    for part in rest:
+        if len(part) == 4 and part.isalpha():
+            parts.append(part.capitalize())
+        elif (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
+            parts.append(part.upper())
+        else:
+            parts.append(part.lower())
+    return "-".join(parts)

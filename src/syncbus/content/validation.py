@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
 from syncbus.content.builtin import ROOT_CLASS
-from syncbus.content.paths import join_path, make_alias, normalize_path
+from syncbus.content.paths import culture_problem, join_path, make_alias, normalize_path
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.tables import document_table, tree_table
 from syncbus.content.types import ObjectType, PageType
@@ -360,6 +360,8 @@ def check_page(page: Page, *, simple: bool) -> None:
     _text("class_name", page.class_name, _CLASS_MAX)
     _text("name", page.name, _NAME_MAX)
     _text("culture", page.culture, _CULTURE_MAX, required=True)
+    if (problem := culture_problem(page.culture)) is not None:
+        _bad("culture", page.culture, problem)
     if page.node_guid is not None and not isinstance(page.node_guid, uuid.UUID):
         _text("node_guid", page.node_guid, _GUID_MAX, required=True)
     alias = page.alias

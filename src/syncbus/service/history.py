@@ -142,7 +142,7 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         """A page as it is now: its node (id, GUID, alias path, parent, page type), its
         document in ``culture`` and the page type's fields (times in ISO 8601)."""
         found = readmodel.current_page(bus, site_name, alias_path, culture)
-        path = str(found["node_alias_path"])
+        path, culture = str(found["node_alias_path"]), str(found["document_culture"])
         return s.PageOut(
             site_name=site_name, alias_path=path, culture=culture, page=readmodel.plain(found)
         )
