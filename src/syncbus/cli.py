@@ -395,10 +395,15 @@ def objects_show(
     if as_json:
         typer.echo(json.dumps({"object_type": object_type, "object": found}, indent=2))
         return
-    table = Table(title=f"{object_type} {code_name!r}" + (f" on {site}" if site else ""))
+    _print_row(f"{object_type} {code_name!r}" + (f" on {site}" if site else ""), found)
+
+
+def _print_row(title: str, row: dict[str, Any]) -> None:
+    """A content row (as JSON carries it) as a table of its columns and values."""
+    table = Table(title=title)
     table.add_column("column", **_FULL)
     table.add_column("value", **_FULL)
-    for column, value in found.items():
+    for column, value in row.items():
         table.add_row(Text(column), Text("null" if value is None else json.dumps(value)))
     console.print(table)
 
@@ -421,12 +426,7 @@ def pages_show(
         answer = {"site_name": site, "alias_path": path, "culture": culture, "page": found}
         typer.echo(json.dumps(answer, indent=2))
         return
-    table = Table(title=f"page {path!r} on {site} ({culture})")
-    table.add_column("column", **_FULL)
-    table.add_column("value", **_FULL)
-    for column, value in found.items():
-        table.add_row(Text(column), Text("null" if value is None else json.dumps(value)))
-    console.print(table)
+    _print_row(f"page {path!r} on {site} ({culture})", found)
 
 
 @tasks_app.command("history")
