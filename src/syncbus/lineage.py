@@ -29,6 +29,7 @@ from syncbus.store.db import stamp
 from syncbus.translation import Resolver
 
 APPLIED, DELETED, DROPPED, COALESCED = "applied", "deleted", "dropped", "coalesced"
+_NAME_CHARS = 450  # syncbus_history.code_name
 # What object_history lists: the tasks that wrote the object.
 WROTE = (APPLIED, COALESCED)
 
@@ -40,15 +41,22 @@ def code_name_of(
     binding's is its two ends (``content.lanes.binding_identity``)."""
     if payload is None or payload.obj is None:
         return None
+    obj = payload.obj
     try:
-        ot = registry.object_type(payload.obj.object_type)
-        if ot.key_column is None:
-            value: Any = binding_identity(payload.obj, site_name, payload, registry.object_type)
+        ot = registry.object_type(obj.object_type)
+        key = ot.code_name_column or ot.guid_column  # ot.key_column, without the property
+        if key is None:
+            value: Any = binding_identity(obj, site_name, payload, registry.object_type)
         else:
-            value = payload.obj.data.get(ot.key_column)
+            value = obj.data.get(key)
     except (SyncBusError, KeyError, TypeError, ValueError):  # a payload it cannot name
         return None
-    return None if value is None else str(value).replace("\x00", "\\x00")[:450]
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text if len(text) <= _NAME_CHARS else text[:_NAME_CHARS]
 
 
 def _resolved(row: Any, payload: Payload, resolver: Resolver) -> list[int | None] | None:
@@ -56,12 +64,11 @@ def _resolved(row: Any, payload: Payload, resolver: Resolver) -> list[int | None
     records = payload.records
     if not records:
         return None
-    site = row.site_name
-    out: list[int | None] = []
-    for i in range(len(records)):
-        found = resolver.resolve(payload, i, site)
-        out.append(None if found is None else int(found))
-    return out
+    site, resolve = row.site_name, resolver.resolve
+    return [
+        None if (found := resolve(payload, i, site)) is None else int(found)
+        for i in range(len(records))
+    ]
 
 
 class Recorder:
@@ -121,7 +128,7 @@ class Recorder:
         into: int | None = None,
     ) -> None:
         task_id = int(row.task_id)
-        if row.error_message is not None or int(getattr(row, "attempts", 0) or 0) > 0:
+        if row.error_message is not None or (getattr(row, "attempts", 0) or 0) > 0:
             self._logged.add(task_id)
         self.entries.append(
             {

@@ -410,6 +410,7 @@ class TargetCache:
             lambda: sa.select(*cols).where(dialect.any_of(identity, "wanted")),
         )
         wanted = sorted({k[1][0] if len(ident) == 1 else k[1] for k in keys}, key=repr)
+        names = table.c.keys()  # a new list on every call: once, not per row
         found: dict[TargetKey, int] = {}
         for start in range(0, len(wanted), IN_CHUNK):
             args = dialect.any_of_args(identity, "wanted", wanted[start : start + IN_CHUNK])
@@ -419,6 +420,6 @@ class TargetCache:
                 if key not in found or row[0] < found[key]:
                     found[key] = int(row[0])
                     if self.keep_rows:
-                        self.rows[key] = dict(zip(table.c.keys(), row[width:], strict=True))
+                        self.rows[key] = dict(zip(names, row[width:], strict=True))
         for key in keys:
             self.ids[key] = found.get(key)

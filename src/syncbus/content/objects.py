@@ -46,12 +46,12 @@ def diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, lis
     return {c: [old.get(c), v] for c, v in new.items() if not _same(old.get(c), v)}
 
 
-def _key(
-    ot: ObjectType, values: Mapping[str, Any], site_id: int | None, old: Mapping[str, Any]
-) -> Any:
-    """The cache key of an updated row: by the identity it had (a task may leave out an
+def _keep_row(cache: TargetCache, ot: ObjectType, now: dict[str, Any], site_id: int | None) -> None:
+    """Keep what an updated row now holds, by the identity it had (a task may leave out an
     identity column, which then keeps its stored value)."""
-    return target_key(ot, {**old, **values}, site_id)
+    key = target_key(ot, now, site_id)
+    if key is not None:
+        cache.rows[key] = now
 
 
 class ObjectStore:
@@ -206,9 +206,8 @@ class ObjectStore:
             if changes is not None:
                 old = self._old_row(conn, ot, values, site_id, existing, cache)
                 changes.update(diff(old, values))
-                key = _key(ot, values, site_id, old) if cache is not None else None
-                if cache is not None and cache.keep_rows and key is not None:
-                    cache.rows[key] = {**old, **values}
+                if cache is not None and cache.keep_rows:
+                    _keep_row(cache, ot, {**old, **values}, site_id)
             elif cache is not None:
                 # Written without a record of its own (a SNAPSHOT's child): what the batch
                 # knew of the row is not what it holds now.
