@@ -98,3 +98,30 @@ def test_the_command_line_shows_a_page_as_the_api_does(
     assert "site 'elsewhere' not found" in one_line_error(
         cli(db_url, "pages", "show", "elsewhere", "/news")
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        # A line break in the path: Starlette's ``path`` parameter stops at one, so such a path
+        # matched no route and got the framework's bare "Not Found".
+        ("/api/pages/main/news%0Ahello", 404, "no page '/news\\nhello' on site 'main'"),
+        ("/api/objects/cms.user/a%0Ab", 404, "'a\\nb'"),
+        ("/api/objects/cms.user/a%0Ab/history", 200, ""),
+        # A byte that is not UTF-8: the server would read it as U+FFFD and look for that.
+        ("/api/pages/main/news/h%FFllo", 422, "not UTF-8 text (its escapes give the byte(s) FF"),
+        ("/api/objects/cms.user/al%C3ice", 422, "byte(s) C3"),
+        ("/api/objects/cms.user/al%E9/history", 422, "byte(s) E9"),
+    ],
+)
+def test_paths_with_any_text_get_our_answer(
+    api: httpx.Client, path: str, status: int, says: str
+) -> None:
+    r = api.get(path)
+    assert r.status_code == status, r.text
+    if status == 200:
+        assert r.json() == {"records": []}
+    else:
+        assert says in r.json()["detail"], r.text
+    # UTF-8 escapes of other characters are text like any other: still read, not refused.
+    assert api.get("/api/pages/main/news/h%C3%A9llo").status_code == 404

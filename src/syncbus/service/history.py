@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
-from syncbus.errors import TaskNotFoundError
+from syncbus.errors import InvalidObjectError, TaskNotFoundError
 from syncbus.model import TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.common import TaskId, call_connector
+
+
+class _AnyText(Convertor[str]):
+    """A path parameter of any characters, slashes and line breaks included: Starlette's
+    ``path`` (``.*``) stops at a line break, so a code name or alias path holding one
+    matched no route and got the framework's bare "Not Found" instead of our answer."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
+
+
+def _utf8_path(request: Request) -> None:
+    """Refuse a path whose escapes are not UTF-8 text. The server decodes each bad byte as
+    U+FFFD, so the read would look for a name nobody gave and answer "no such page"."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.end].hex(" ").upper()
+        raise InvalidObjectError(
+            f"the path is not UTF-8 text (its escapes give the byte(s) {bad}, which are not "
+            "UTF-8): percent-encode the UTF-8 bytes of each character"
+        ) from None
+
+
+_TEXT_PATH = [Depends(_utf8_path)]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -67,7 +103,8 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         return readmodel.with_hint(bus, task)
 
     @api.get(
-        "/api/objects/{object_type}/{code_name:path}/history",
+        "/api/objects/{object_type}/{code_name:anytext}/history",
+        dependencies=_TEXT_PATH,
         response_model=s.ObjectHistory,
         responses={422: {"description": "Unknown object type."}},
         tags=["history"],
@@ -88,7 +125,8 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
 
     # After the history route: a code name may hold slashes, and this path takes them all.
     @api.get(
-        "/api/objects/{object_type}/{code_name:path}",
+        "/api/objects/{object_type}/{code_name:anytext}",
+        dependencies=_TEXT_PATH,
         response_model=s.ObjectOut,
         responses=_OBJECT_ANSWERS,
         tags=["history"],
@@ -119,7 +157,8 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
         return read_object(object_type, code_name, site_name)
 
     @api.get(
-        "/api/pages/{site_name}/{alias_path:path}",
+        "/api/pages/{site_name}/{alias_path:anytext}",
+        dependencies=_TEXT_PATH,
         response_model=s.PageOut,
         responses={
             404: {
