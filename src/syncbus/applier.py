@@ -309,7 +309,11 @@ class Applier:
             raise SiteNotFoundError(f"{ot.name} objects belong to a site; the task names none")
         row = None if targets is None else targets.translated(payload.obj, resolver.generation)
         if row is None:
-            row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
+            try:
+                row = self.translate(ot, payload.obj, data_type, payload, resolver, task_site)
+            except TranslationError as exc:
+                exc.before_writes = True  # nothing of the task is written yet
+                raise
         handler = self._handlers.get(task_type)
         if handler is None:
             raise ContentError(f"task type {task_type.value} does not apply to objects")

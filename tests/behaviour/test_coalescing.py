@@ -31,6 +31,7 @@ from tests.helpers import (
     log,
     membership,
     pending,
+    put,
     role,
     run,
     user,
@@ -188,6 +189,68 @@ def test_a_failure_in_the_batch_applies_it_without_merging(
     assert result.coalesced == 0 and result.applied == 3 and result.failed == 1
     assert pending(bus) == [bad]
     assert {states(bus)[i] for i in a} == {("applied", None)}
+
+
+class EntityCoalescing(Coalescing):
+    ordering = Ordering.ENTITY
+
+
+def test_under_entity_a_task_that_waits_leaves_its_batch_merging(bus: IntegrationBus) -> None:
+    """ENTITY: a task whose reference does not exist yet waits where it is, on the optimistic
+    pass; the batch is not replayed task by task for it, so the bursts around it still merge.
+    (It used to send the whole batch down the careful pass, where nothing merges.)"""
+    conn = EntityCoalescing("TestConnector")
+    bus.register_connector(conn)
+    put(bus, role("ops"))
+    conn.knows("cms.user", 1, "late")  # named by the membership; logged only later
+    conn.knows("cms.role", 2, "ops", site="main")
+    ann = [log(bus, user("ann", email=f"{i}@x")) for i in range(5)]
+    waits = log(bus, membership(1, 2), data_type=SNAP)
+    ben = [log(bus, user("ben", email=f"{i}@x")) for i in range(5)]
+    result = run(bus)
+    assert (result.applied, result.waiting, result.failed) == (10, 1, 0)
+    assert result.coalesced == 8  # each burst of five is one write
+    assert pending(bus) == [waits]
+    task = bus.get_task(waits)
+    assert task is not None and task.error_message is None
+    assert task.waiting_for is not None and "late" in task.waiting_for
+    assert {states(bus)[i] for i in ann[:-1] + ben[:-1]} == {
+        *{("coalesced", ann[-1])},
+        *{("coalesced", ben[-1])},
+    }
+    for name in ("ann", "ben"):
+        assert bus.get_object("cms.user", name)["email"] == "4@x"  # type: ignore[index]
+    # The user comes: the membership that waited for it is applied.
+    put(bus, user("late"))
+    run(bus)
+    assert pending(bus) == []
+    assert states(bus)[waits] == ("applied", None)
+
+
+def test_under_entity_a_carrier_that_waits_sends_its_batch_the_careful_way(
+    bus: IntegrationBus,
+) -> None:
+    """A merged task that waits may wait for a reference only a task it absorbed named: its
+    batch is applied task by task, without merging, as before, so the task that names the
+    missing folder waits, and the task of the same file waits behind it in its lane."""
+    bus.register_object_type(FOLDER)
+    bus.register_object_type(FILE)
+    bus.create_schema()
+    conn = EntityCoalescing("TestConnector")
+    bus.register_connector(conn)
+    conn.knows("t.folder", 21, "f1")  # not there yet
+    first = log(bus, ext("t.file", file_name="a.txt", folder_id=21), UPDATE, data_type=SNAP)
+    second = log(bus, ext("t.file", file_name="a.txt", label="x"), UPDATE, data_type=SNAP)
+    other = [log(bus, user("cy", email=f"{i}@x")) for i in range(3)]
+    result = run(bus)
+    assert (result.applied, result.waiting, result.coalesced) == (3, 1, 0)
+    assert pending(bus) == [first, second]
+    waiting = bus.get_task(first)
+    assert waiting is not None and waiting.waiting_for is not None
+    assert "f1" in waiting.waiting_for
+    behind = bus.get_task(second)
+    assert behind is not None and behind.waiting_for is None and behind.error_message is None
+    assert {states(bus)[i] for i in other} == {("applied", None)}
 
 
 def _batches(bus: IntegrationBus) -> tuple[ProcessResult, list[int]]:
