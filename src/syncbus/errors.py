@@ -74,9 +74,6 @@ class PageNotFoundError(ContentError):
     def __init__(self, message: str, missing: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.missing = missing
-        # Set by the applier when the task had written nothing yet (its object's references
-        # are translated before any write): the batch need not be rolled back for it.
-        self.before_writes = False
 
 
 class TaskNotFoundError(SyncBusError):
