@@ -406,9 +406,13 @@ class Applier:
         assert page is not None
 
         def get_parent() -> dict[str, Any]:
-            return self._parent_node(
-                conn, page, data_type, site_id, payload, resolver, task_site, cache
-            )
+            try:
+                return self._parent_node(
+                    conn, page, data_type, site_id, payload, resolver, task_site, cache
+                )
+            except PageNotFoundError as exc:
+                exc.before_writes = True  # a page task asks for its parent before it writes
+                raise
 
         effect = self.pages.apply(conn, task_type, site_id, page, get_parent, cache, changes)
         # Node ids change only when nodes come or go; a failed task resets the resolver.

@@ -41,7 +41,13 @@ from syncbus.content.caches import TargetCache
 from syncbus.content.registry import TypeRegistry
 from syncbus.content.writes import WriteBehind
 from syncbus.enums import Ordering, ProcessType
-from syncbus.errors import CorruptTaskError, LeaseLostError, SyncBusError, TranslationError
+from syncbus.errors import (
+    CorruptTaskError,
+    LeaseLostError,
+    PageNotFoundError,
+    SyncBusError,
+    TranslationError,
+)
 from syncbus.hooks import Hooks
 from syncbus.lineage import DROPPED, Recorder
 from syncbus.model import ProcessResult
@@ -1268,18 +1274,20 @@ class Processor:
         except Exception as exc:
             if _not_the_tasks(exc):
                 raise
-            if isinstance(exc, TranslationError) and self._waits_in_place(batch, row, exc):
+            if isinstance(exc, TranslationError | PageNotFoundError) and self._waits_in_place(
+                batch, row, exc
+            ):
                 return _Failure(error_text(exc), exc.missing)
             raise _FastPathFailed from exc
         return None
 
     @staticmethod
-    def _waits_in_place(batch: _Batch, row: Any, exc: TranslationError) -> bool:
-        """ENTITY: a task whose object names a reference that does not exist yet, found
-        before it wrote anything, waits on the optimistic pass like on the careful one: the
-        batch is not rolled back and replayed task by task for it, and keeps its merges
-        (coalescing). Not a carrier of merged tasks: its failure may be an absorbed task's
-        reference, and the careful pass applies those tasks one by one."""
+    def _waits_in_place(batch: _Batch, row: Any, exc: TranslationError | PageNotFoundError) -> bool:
+        """ENTITY: a task whose object names a reference that does not exist yet (or a page
+        whose parent does not), found before it wrote anything, waits on the optimistic pass
+        like on the careful one: the batch is not rolled back and replayed task by task for
+        it, and keeps its merges (coalescing). Not a carrier of merged tasks: its failure may
+        be an absorbed task's reference, and the careful pass applies those tasks one by one."""
         return (
             batch.lanes is not None
             and exc.before_writes

@@ -74,6 +74,9 @@ class PageNotFoundError(ContentError):
     def __init__(self, message: str, missing: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.missing = missing
+        # Set by the applier for a parent that is not there: every page task asks for its
+        # parent before it writes anything, so the batch need not be rolled back for it.
+        self.before_writes = False
 
 
 class TaskNotFoundError(SyncBusError):

@@ -7,6 +7,7 @@ both orderings, on both databases."""
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from syncbus import (
     IntegrationBus,
     ObjectType,
     Ordering,
+    Page,
     ProcessResult,
     ProcessType,
     TaskDataType,
@@ -225,6 +227,35 @@ def test_under_entity_a_task_that_waits_leaves_its_batch_merging(bus: Integratio
     run(bus)
     assert pending(bus) == []
     assert states(bus)[waits] == ("applied", None)
+
+
+def test_under_entity_a_page_that_waits_for_its_parent_leaves_its_batch_merging(
+    bus: IntegrationBus,
+) -> None:
+    """A page whose parent page is not there yet waits on the optimistic pass too: it asks
+    for its parent before it writes anything."""
+    conn = EntityCoalescing("TestConnector")
+    bus.register_connector(conn)
+    parent_guid = str(uuid.uuid4())
+    conn.knows_page(77, parent_guid)  # the parent's external id: its page comes later
+    ann = [log(bus, user("ann", email=f"{i}@x")) for i in range(4)]
+    child = Page("cms.folder", "Child", alias="child", parent_id=77)
+    waits = log(bus, child, TaskType.CREATE_DOCUMENT, data_type=SNAP)
+    ben = [log(bus, user("ben", email=f"{i}@x")) for i in range(4)]
+    result = run(bus)
+    assert (result.applied, result.waiting, result.failed) == (8, 1, 0)
+    assert result.coalesced == 6
+    assert pending(bus) == [waits]
+    task = bus.get_task(waits)
+    assert task is not None and task.waiting_for is not None and task.error_message is None
+    assert states(bus)[ann[0]] == ("coalesced", ann[-1])
+    assert states(bus)[ben[0]] == ("coalesced", ben[-1])
+    # The parent comes: the child that waited for it is created under it.
+    parent = Page("cms.folder", "Parent", alias="parent", node_guid=parent_guid)
+    put(bus, parent, TaskType.CREATE_DOCUMENT, data_type=SNAP)
+    run(bus)
+    assert pending(bus) == []
+    assert bus.get_page("main", "/parent/child") is not None
 
 
 def test_under_entity_a_carrier_that_waits_sends_its_batch_the_careful_way(
