@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from syncbus.bus import IntegrationBus
 from syncbus.content.builtin import ROOT_CLASS
-from syncbus.content.paths import canonical_culture
+from syncbus.content.paths import canonical_culture, culture_problem
 from syncbus.content.validation import show
 from syncbus.enums import Ordering
 from syncbus.errors import ConnectorNotFoundError, InvalidObjectError, ObjectNotFoundError
@@ -456,6 +456,8 @@ def current_page(
         raise InvalidObjectError("a page is read on a site: give its site name")
     if not culture.strip():
         raise InvalidObjectError("a page is read in a culture: give one, such as 'en-US'")
+    if (problem := culture_problem(culture)) is not None:  # as logging refuses it
+        raise InvalidObjectError(f"culture {show(culture)} is no culture code: {problem}")
     path = "/" + "/".join(part for part in alias_path.split("/") if part)
     culture = canonical_culture(culture)
     found = bus.get_page(site_name, path, culture)  # an unknown site: SiteNotFoundError

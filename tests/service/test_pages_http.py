@@ -74,6 +74,8 @@ def test_a_page_reads_back_as_it_is_now(bus: IntegrationBus, api: httpx.Client) 
         ("/api/pages/main/news/gone" + "/x" * 2000, 404, "no page '/news/gone/x/x/x/x/x/x/x/x/x/x"),
         ("/api/pages/nowhere/news", 422, "site 'nowhere' not found"),
         ("/api/pages/main/news?culture=", 422, "culture"),
+        # Logging refuses it: reading it is no "page not in that culture" either.
+        ("/api/pages/main/news/hello?culture=en_US", 422, "culture 'en_US' is no culture code"),
     ],
 )
 def test_bad_page_reads_are_clear(api: httpx.Client, path: str, status: int, says: str) -> None:
@@ -91,8 +93,12 @@ def test_the_command_line_shows_a_page_as_the_api_does(
     assert json.loads(shown.stdout) == api.get("/api/pages/main/news/hello").json()
     table = cli(db_url, "pages", "show", "main", "news/hello", "--culture", "de-DE")
     assert table.exit_code == 0 and '"Hallo"' in table.stdout
-    missing = one_line_error(cli(db_url, "pages", "show", "main", "/news/hello", "--culture", "x"))
-    assert "it is in 'de-DE', 'en-US'" in missing
+    lacks = cli(db_url, "pages", "show", "main", "/news/hello", "--culture", "fr-FR")
+    assert "it is in 'de-DE', 'en-US'" in one_line_error(lacks)
+    malformed = one_line_error(
+        cli(db_url, "pages", "show", "main", "/news/hello", "--culture", "x")
+    )
+    assert "culture 'x' is no culture code" in malformed
     blank = one_line_error(cli(db_url, "pages", "show", "main", "/news/hello", "--culture", " "))
     assert "a page is read in a culture" in blank
     assert "site 'elsewhere' not found" in one_line_error(
@@ -108,10 +114,15 @@ def test_the_command_line_shows_a_page_as_the_api_does(
         ("/api/pages/main/news%0Ahello", 404, "no page '/news\\nhello' on site 'main'"),
         ("/api/objects/cms.user/a%0Ab", 404, "'a\\nb'"),
         ("/api/objects/cms.user/a%0Ab/history", 200, ""),
-        # A byte that is not UTF-8: the server would read it as U+FFFD and look for that.
-        ("/api/pages/main/news/h%FFllo", 422, "not UTF-8 text (its escapes give the byte(s) FF"),
+        # A byte that is not UTF-8, in the path or the query: the server would read it as
+        # U+FFFD and look for that. Refused for every route, naming the byte.
+        ("/api/pages/main/news/h%FFllo", 422, "the URL path is not UTF-8 text"),
         ("/api/objects/cms.user/al%C3ice", 422, "byte(s) C3"),
         ("/api/objects/cms.user/al%E9/history", 422, "byte(s) E9"),
+        ("/api/objects/cms.user?code_name=Jos%E9", 422, "query parameter 'code_name'"),
+        ("/api/pages/main/news?culture=%E9", 422, "query parameter 'culture'"),
+        ("/api/tasks?lane=cms.user%2FJos%E9", 422, "query parameter 'lane'"),
+        ("/api/tasks?l%E9ne=x", 422, "byte(s) E9"),
     ],
 )
 def test_paths_with_any_text_get_our_answer(
@@ -122,6 +133,9 @@ def test_paths_with_any_text_get_our_answer(
     if status == 200:
         assert r.json() == {"records": []}
     else:
-        assert says in r.json()["detail"], r.text
-    # UTF-8 escapes of other characters are text like any other: still read, not refused.
+        detail = r.json()["detail"]
+        text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+        assert says in text, r.text
+    # UTF-8 escapes of other characters are text like any other: read, not refused.
     assert api.get("/api/pages/main/news/h%C3%A9llo").status_code == 404
+    assert api.get("/api/objects/cms.user?code_name=Jos%C3%A9").status_code == 404

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from syncbus import readmodel
 from syncbus.bus import IntegrationBus
-from syncbus.errors import InvalidObjectError, TaskNotFoundError
+from syncbus.errors import TaskNotFoundError
 from syncbus.model import TaskInfo
 from syncbus.service import schemas as s
 from syncbus.service.common import TaskId, call_connector
@@ -32,22 +31,6 @@ class _AnyText(Convertor[str]):
 
 register_url_convertor("anytext", _AnyText())
 
-
-def _utf8_path(request: Request) -> None:
-    """Refuse a path whose escapes are not UTF-8 text. The server decodes each bad byte as
-    U+FFFD, so the read would look for a name nobody gave and answer "no such page"."""
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    try:
-        unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = exc.object[exc.start : exc.end].hex(" ").upper()
-        raise InvalidObjectError(
-            f"the path is not UTF-8 text (its escapes give the byte(s) {bad}, which are not "
-            "UTF-8): percent-encode the UTF-8 bytes of each character"
-        ) from None
-
-
-_TEXT_PATH = [Depends(_utf8_path)]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -104,7 +87,6 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
 
     @api.get(
         "/api/objects/{object_type}/{code_name:anytext}/history",
-        dependencies=_TEXT_PATH,
         response_model=s.ObjectHistory,
         responses={422: {"description": "Unknown object type."}},
         tags=["history"],
@@ -126,7 +108,6 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
     # After the history route: a code name may hold slashes, and this path takes them all.
     @api.get(
         "/api/objects/{object_type}/{code_name:anytext}",
-        dependencies=_TEXT_PATH,
         response_model=s.ObjectOut,
         responses=_OBJECT_ANSWERS,
         tags=["history"],
@@ -158,7 +139,6 @@ def history_routes(api: APIRouter, bus: IntegrationBus) -> None:
 
     @api.get(
         "/api/pages/{site_name}/{alias_path:anytext}",
-        dependencies=_TEXT_PATH,
         response_model=s.PageOut,
         responses={
             404: {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,7 +15,7 @@ async def send_json(
     send: Send, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
 ) -> None:
     """A whole JSON response, from middleware that answers before the app runs."""
-    raw = json.dumps(payload).encode()
+    raw = json.dumps(payload, separators=(",", ":")).encode()  # as the app's answers
     extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send(
         {
@@ -88,11 +88,33 @@ def nul_error(loc: list[str | int], what: str, value: str) -> dict[str, Any]:
     return {"loc": loc, "msg": f"{what} {NUL_MESSAGE}", "type": "value_error.nul", "input": shown}
 
 
+def utf8_error(loc: list[str | int], what: str, raw: bytes, shown: str) -> dict[str, Any] | None:
+    """The validation error of a percent-encoded ``raw`` whose escapes are not UTF-8 text
+    (``%E9`` alone, Latin-1's é), or None when they are. Decoded, each bad byte would be
+    U+FFFD, and a read would look for a name nobody gave."""
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.end].hex(" ").upper()
+        cut = shown if len(shown) <= ECHO_CHARS else shown[:ECHO_CHARS] + "…"
+        return {
+            "loc": loc,
+            "msg": f"{what} is not UTF-8 text: its escapes give the byte(s) {bad}, which are "
+            "not UTF-8; percent-encode the UTF-8 bytes of each character (%C3%A9 for é)",
+            "type": "value_error.utf8",
+            "input": cut,
+        }
+    return None
+
+
 class NulGuard:
-    """Refuse a NUL character in the URL path or a query parameter with 422, naming it.
+    """Refuse, with 422 naming it, a NUL character in the URL path or a query parameter, and
+    an escape there that is not UTF-8 text.
 
     PostgreSQL cannot store (or even compare) text with NUL; answered here, such input never
-    reaches the database as a confusing driver error. JSON bodies are checked by the schemas.
+    reaches the database as a confusing driver error. A byte that is not UTF-8 would be read
+    as U+FFFD (the server's and Starlette's decoding): a name nobody sent, answered as missing.
+    JSON bodies are checked by the schemas.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -111,6 +133,11 @@ class NulGuard:
         errors = []
         if "\x00" in scope["path"]:
             errors.append(nul_error(["path"], "the URL path", scope["path"]))
+        raw_path = scope.get("raw_path") or b""
+        if b"%" in raw_path and (
+            found := utf8_error(["path"], "the URL path", raw_path, scope["path"])
+        ):
+            errors.append(found)
         query = scope.get("query_string", b"").decode("latin-1")
         if "%00" in query or "\x00" in query:
             for name, value in parse_qsl(query, keep_blank_values=True):
@@ -118,4 +145,24 @@ class NulGuard:
                     label = name.replace("\x00", "\\u0000")
                     what = f"query parameter {label!r}"
                     errors.append(nul_error(["query", label], what, value))
+        if "%" in query:
+            errors += NulGuard._query_utf8(query)
+        return errors
+
+    @staticmethod
+    def _query_utf8(query: str) -> list[dict[str, Any]]:
+        """The query parameters whose name or value has escapes that are not UTF-8 (each
+        named as Starlette reads it: a bad byte as U+FFFD)."""
+        errors = []
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
+            label = unquote_plus(name)
+            for part in (name, value):
+                raw = part.replace("+", " ").encode("latin-1")
+                found = b"%" in raw and utf8_error(
+                    ["query", label], f"query parameter {label!r}", raw, unquote_plus(value)
+                )
+                if found:
+                    errors.append(found)
+                    break
         return errors
