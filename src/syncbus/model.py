@@ -185,6 +185,9 @@ class ProcessResult:
     coalesced: int = 0
     # A task stopped the run (CONNECTOR) or its lane (ENTITY): an ERROR, or a DEFAULT failed.
     stopped: bool = False
+    # The last failure of the run: the one that stopped it when ``stopped``, else that of
+    # the last task that failed without stopping it (skipped or dropped on error), or the
+    # reason a run gave up on transient errors. None when nothing failed.
     error: str | None = None
     not_run_reason: str | None = None
     # Run again shortly: another runner held the lease or a lane this run needed.
