@@ -466,6 +466,23 @@ def test_alias_with_a_slash_cannot_hijack_another_subtree(
     assert pending(bus) == []
 
 
+@pytest.mark.parametrize("control", ["\n", "\r", "\t", "\x1b", "\x7f", "\x85"])
+def test_a_control_character_is_no_part_of_an_alias_or_a_parent_path(
+    bus: IntegrationBus, conn: DictConnector, control: str
+) -> None:
+    """A new user's trial: a line break in an alias was accepted, giving a page whose path no
+    URL can name plainly. Refused when logged, naming the problem; nothing is queued."""
+    put(bus, Page("cms.folder", "A", alias="a"), CREATE_PAGE)
+    with pytest.raises(InvalidObjectError, match="must not contain control characters"):
+        log(bus, Page("cms.folder", "B", alias=f"b{control}c", parent_path="/a"), CREATE_PAGE)
+    with pytest.raises(InvalidObjectError, match="a path is part of the page's URL"):
+        log(bus, Page("cms.folder", "B", alias="b", parent_path=f"/a{control}"), CREATE_PAGE)
+    assert pending(bus) == []
+    # A name with one still makes a clean alias of its own.
+    put(bus, Page("cms.folder", f"B{control}C", parent_path="/a"), CREATE_PAGE)
+    assert bus.get_page("main", "/a/B-C") is not None
+
+
 @pytest.mark.parametrize("dots", [".", "..", " .. "])
 def test_dot_segments_are_no_alias_and_no_parent_path(
     bus: IntegrationBus, conn: DictConnector, dots: str
