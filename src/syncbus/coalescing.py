@@ -24,7 +24,7 @@ task by task, so failures behave exactly as without coalescing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,25 +247,66 @@ def _merge(payloads: list[Payload]) -> Payload:
     return Payload(obj=InternalObject(last.object_type, data), records=records)
 
 
-def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegistry) -> Merged:
-    """The merges of one batch (``rows`` in task-id order)."""
-    types = _Types(registry)
-    merged = Merged()
-    runs: dict[Entity, list[int]] = {}  # open runs: entity -> its upserts so far
-    data_type: dict[Entity, str] = {}  # a run's data type: another one starts a new run
+class _Runs:
+    """A batch's open runs of upserts, one per object, and the merges closed so far."""
 
-    def close(entity: Entity, carrier: int | None = None) -> None:
-        run = runs.pop(entity, [])
+    def __init__(self, payloads: dict[int, Any]) -> None:
+        self.payloads = payloads
+        self.merged = Merged()
+        self.tasks: dict[Entity, list[int]] = {}  # entity -> its upserts so far
+        self.data_type: dict[Entity, str] = {}  # a run's data type: another starts a new run
+        # The open runs by object type, so a barrier finds those of the types it reaches
+        # without looking at every open run (a large batch has hundreds).
+        self.of_type: dict[str, dict[Entity, None]] = {}
+
+    def add(self, entity: Entity, task_id: int) -> None:
+        if entity not in self.tasks:
+            self.of_type.setdefault(entity[0], {})[entity] = None
+        self.tasks.setdefault(entity, []).append(task_id)
+
+    def close(self, entity: Entity, carrier: int | None = None) -> None:
+        """End the run of ``entity``: its last task carries it, or ``carrier`` (a delete)
+        absorbs it whole."""
+        if entity in self.tasks:
+            self.of_type[entity[0]].pop(entity, None)
+        run = self.tasks.pop(entity, [])
+        merged = self.merged
         if carrier is None:  # a run of upserts ends: its last task carries it
             if len(run) < 2:
                 return
             carrier, run = run[-1], run[:-1]
-            merged.payloads[carrier] = _merge([payloads[i] for i in [*run, carrier]])
+            merged.payloads[carrier] = _merge([self.payloads[i] for i in [*run, carrier]])
         if run:
             merged.absorbed[carrier] = run
             for task_id in run:
                 merged.into[task_id] = carrier
 
+    def barrier(self, row: Any, payload: Any, own: Entity | None, types: _Types) -> None:
+        """Close every open run (of another object) that this task could see or change:
+        those of the types it reaches (all, when that cannot be told), and, for a task that
+        cannot be merged, those of its own type (it may be the same object)."""
+        tasks = self.tasks
+        if not tasks or (own is not None and len(tasks) == 1 and own in tasks):
+            return
+        reach = types.reach(row, payload)
+        same_type = None
+        if own is None and isinstance(payload, Payload) and payload.obj is not None:
+            same_type = payload.obj.object_type
+        if reach is None:
+            closing = list(tasks)
+        else:
+            kinds = [*reach, same_type] if same_type is not None else reach
+            of_type = self.of_type
+            closing = [e for kind in kinds if kind in of_type for e in of_type[kind]]
+        for entity in closing:
+            if entity != own:
+                self.close(entity)
+
+
+def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegistry) -> Merged:
+    """The merges of one batch (``rows`` in task-id order)."""
+    types = _Types(registry)
+    runs = _Runs(payloads)
     marks: tuple[str, ...] | None = None
     for row in rows:
         if marks is None:  # the rows of one batch share their columns: asked once
@@ -274,42 +315,21 @@ def coalesce(rows: Iterable[Any], payloads: dict[int, Any], registry: TypeRegist
         payload = payloads.get(task_id)
         found = _entity(row, payload, types, marks)
         if found is None:
-            _barrier(row, payload, None, runs, types, close)
+            runs.barrier(row, payload, None, types)
             continue
         entity = found[0]
-        _barrier(row, payload, entity, runs, types, close)
-        if entity in runs and _breaks(runs[entity], data_type[entity], row, payloads, types):
-            close(entity)
-        data_type[entity] = row.data_type
+        runs.barrier(row, payload, entity, types)
+        open_run = runs.tasks.get(entity)
+        if open_run and _breaks(open_run, runs.data_type[entity], row, payloads, types):
+            runs.close(entity)
+        runs.data_type[entity] = row.data_type
         if row.task_type == _DELETE:
             # The upserts before it are absorbed into the delete, unless one looks something
             # up (it must not vanish unseen): then they stay apart.
-            refs = any(_sets_reference(payloads[i], types) for i in runs.get(entity, ()))
-            close(entity, None if refs else task_id)
+            refs = any(_sets_reference(payloads[i], types) for i in runs.tasks.get(entity, ()))
+            runs.close(entity, None if refs else task_id)
         else:
-            runs.setdefault(entity, []).append(task_id)
-    for entity in list(runs):
-        close(entity)
-    return merged
-
-
-def _barrier(
-    row: Any,
-    payload: Any,
-    own: Entity | None,
-    runs: dict[Entity, list[int]],
-    types: _Types,
-    close: Callable[[Entity], None],
-) -> None:
-    """Close every open run (of another object) that this task could see or change."""
-    if not runs or (own is not None and len(runs) == 1 and own in runs):
-        return
-    reach = types.reach(row, payload)
-    same_type = None
-    if own is None and isinstance(payload, Payload) and payload.obj is not None:
-        same_type = payload.obj.object_type  # unmergeable: it may be the same object
-    for entity in list(runs):
-        if entity == own:
-            continue
-        if reach is None or entity[0] in reach or entity[0] == same_type:
-            close(entity)
+            runs.add(entity, task_id)
+    for entity in list(runs.tasks):
+        runs.close(entity)
+    return runs.merged
