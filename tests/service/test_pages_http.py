@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from syncbus import IntegrationBus, Page, TaskType, create_app
 from tests.helpers import add_connector, put
@@ -139,3 +141,41 @@ def test_paths_with_any_text_get_our_answer(
     # UTF-8 escapes of other characters are text like any other: read, not refused.
     assert api.get("/api/pages/main/news/h%C3%A9llo").status_code == 404
     assert api.get("/api/objects/cms.user?code_name=Jos%C3%A9").status_code == 404
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(raw=b"\xe9")  # Latin-1's e-acute alone
+@example(raw=b"\xc3")  # a UTF-8 sequence cut short
+@example(raw=b"caf\xc3\xa9\n")
+@example(raw=b"\x00")
+@given(raw=st.binary(min_size=1, max_size=12))
+def test_any_bytes_escaped_into_a_read_get_a_clear_answer(api: httpx.Client, raw: bytes) -> None:
+    """Any bytes, percent-encoded into an object or page read's path or query: an answer of
+    ours (found, not found, or refused naming the problem), never a server error, a bare
+    framework 404 or a U+FFFD read as a name."""
+    escaped = "".join(f"%{b:02X}" for b in raw)
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    for url in (
+        f"/api/objects/cms.user/{escaped}",
+        f"/api/objects/cms.user?code_name={escaped}",
+        f"/api/pages/main/news/{escaped}",
+        f"/api/pages/main/news?culture={escaped}",
+    ):
+        r = api.get(url)
+        assert r.status_code in (200, 404, 422), (url, r.status_code, r.text)
+        detail = json.dumps(r.json().get("detail"), ensure_ascii=False)
+        assert detail != '"Not Found"', (url, r.text)  # the framework's, not ours
+        if text is None:
+            assert r.status_code == 422 and "not UTF-8 text" in detail, (url, r.text)
+            continue
+        if "\x00" in text:
+            assert r.status_code == 422, (url, r.text)
+        # Text that is UTF-8 is read as sent: never a U+FFFD it did not hold.
+        assert "\ufffd" not in detail or "\ufffd" in text, (url, r.text)

@@ -91,7 +91,8 @@ def nul_error(loc: list[str | int], what: str, value: str) -> dict[str, Any]:
 def utf8_error(loc: list[str | int], what: str, raw: bytes, shown: str) -> dict[str, Any] | None:
     """The validation error of a percent-encoded ``raw`` whose escapes are not UTF-8 text
     (``%E9`` alone, Latin-1's é), or None when they are. Decoded, each bad byte would be
-    U+FFFD, and a read would look for a name nobody gave."""
+    U+FFFD, and a read would look for a name nobody gave. ``shown``: the input as sent, its
+    escapes as they were."""
     try:
         unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -135,7 +136,7 @@ class NulGuard:
             errors.append(nul_error(["path"], "the URL path", scope["path"]))
         raw_path = scope.get("raw_path") or b""
         if b"%" in raw_path and (
-            found := utf8_error(["path"], "the URL path", raw_path, scope["path"])
+            found := utf8_error(["path"], "the URL path", raw_path, raw_path.decode("latin-1"))
         ):
             errors.append(found)
         query = scope.get("query_string", b"").decode("latin-1")
@@ -152,7 +153,7 @@ class NulGuard:
     @staticmethod
     def _query_utf8(query: str) -> list[dict[str, Any]]:
         """The query parameters whose name or value has escapes that are not UTF-8 (each
-        named as Starlette reads it: a bad byte as U+FFFD)."""
+        named as Starlette reads it; the value shown as sent)."""
         errors = []
         for pair in query.split("&"):
             name, _, value = pair.partition("=")
@@ -160,7 +161,7 @@ class NulGuard:
             for part in (name, value):
                 raw = part.replace("+", " ").encode("latin-1")
                 found = b"%" in raw and utf8_error(
-                    ["query", label], f"query parameter {label!r}", raw, unquote_plus(value)
+                    ["query", label], f"query parameter {label!r}", raw, value
                 )
                 if found:
                     errors.append(found)
