@@ -190,9 +190,9 @@ class PageStore:
         """Apply a page task. ``get_parent`` returns the parent node, or raises
         PageNotFoundError; it is called only where the parent matters, and always before the
         task writes anything (the engine lets a task that waits for its parent wait without
-        rolling its batch back). Returns what the task
-        did to the tree's nodes. With ``changes`` (history on), a create or update fills it
-        with ``{column: [old, new]}`` of its document's name and fields."""
+        rolling its batch back). Returns what the task did to the tree's nodes. With
+        ``changes`` (history on), a create or update fills it with ``{column: [old, new]}`` of
+        its document's name and fields."""
         pt = self.registry.page_type(page.class_name)
         check_fields(pt, page.fields)
         node = self.find_node(conn, site_id, page, get_parent, cache)

@@ -371,7 +371,7 @@ def check_page(page: Page, *, simple: bool) -> None:
         if "/" in alias:
             _bad("alias", alias, "an alias is one path segment: it must not contain '/'")
         if _CONTROL.search(alias):
-            _bad("alias", alias, _NO_CONTROL)
+            _bad("alias", alias, _no_control("an alias"))
         if alias.strip() in (".", ".."):
             _bad("alias", alias, "'.' and '..' name a page's own path and its parent's")
     elif len(make_alias(page.name)) > _ALIAS_MAX:
@@ -386,16 +386,19 @@ def check_page(page: Page, *, simple: bool) -> None:
 
 # A control character (a line break, a tab, ...) has no place in a URL path.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NO_CONTROL = (
-    "an alias is part of the page's URL: it must not contain control characters such as a "
-    "line break or a tab"
-)
+
+
+def _no_control(what: str) -> str:
+    return (
+        f"{what} is part of the page's URL: it must not contain control characters such as a "
+        "line break or a tab"
+    )
 
 
 def _parent_path(path: Any, alias: str | None, name: str) -> None:
     _text("parent_path", path, _PATH_MAX, required=True)
     if _CONTROL.search(path):
-        _bad("parent_path", path, _NO_CONTROL.replace("an alias is", "a path is"))
+        _bad("parent_path", path, _no_control("a path"))
     inner = path.strip().strip("/")
     if not path.strip().startswith("/") or "//" in path or (inner and not inner.strip()):
         _bad("parent_path", path, "give an absolute alias path such as '/news'")
