@@ -38,8 +38,9 @@ from syncbus import tracing
 from syncbus.applier import Applier
 from syncbus.coalescing import Merged, coalesce
 from syncbus.content.caches import TargetCache
+from syncbus.content.planner import GrowthWatch
 from syncbus.content.registry import TypeRegistry
-from syncbus.content.writes import WriteBehind
+from syncbus.content.writes import IdPool, WriteBehind
 from syncbus.enums import Ordering, ProcessType
 from syncbus.errors import (
     CorruptTaskError,
@@ -307,6 +308,11 @@ class Processor:
         self.clock: Callable[[], dt.datetime] = utcnow
         # This process's batches in flight: many at once, or a suspect's alone.
         self.solo = Solo()
+        # Ids reserved for held INSERTs and not used yet, kept across batches (writes.py).
+        self._id_pool = IdPool()
+        # The rows batches insert, to keep the planner's statistics of a table a load fills
+        # fresh (content/planner.py; PostgreSQL).
+        self._growth = GrowthWatch() if dialect_of(db).planner_statistics else None
 
     # -- one run ------------------------------------------------------------------------
     def run(
@@ -744,7 +750,7 @@ class Processor:
                 dialect_of(conn).bound_statement_time(conn, int(self.apply_timeout * 1000))
             # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py;
             # how, Dialect.pipelined_executemany decides).
-            held = None if careful else WriteBehind(conn)
+            held = None if careful else WriteBehind(conn, self._id_pool)
             with held or contextlib.nullcontext():
                 outcome = self._apply_batch(conn, run, scope, tally, careful, held)
             if (
@@ -757,6 +763,8 @@ class Processor:
             else:
                 self._fence(conn, run, run_first_task_id=None, run_last_task_id=None)
         self._committed(run, tally)
+        if self._growth is not None and held is not None and held.inserted:
+            self._growth.inserted(self.db, held.inserted)
         if run.lanes is not None:
             run.lanes.take_in(outcome.lanes)
             if run.lanes.locks:

@@ -387,7 +387,13 @@ class PageStore:
             "node_site_id": site_id,
             "node_level": parent["node_level"] + 1,
         }
-        node["node_id"] = int(conn.execute(_INSERT_NODE, node).scalar_one())
+        held = None if cache is None else cache.writes
+        reserved = None if held is None else held.allocate(tree, "node_id")
+        if held is not None and reserved is not None:
+            node["node_id"] = reserved
+            held.insert(tree, dict(node))
+        else:
+            node["node_id"] = int(conn.execute(_INSERT_NODE, node).scalar_one())
         return node
 
     def _document_id(
@@ -426,28 +432,34 @@ class PageStore:
         fields = self._fields(page)
         if cache is not None and cache.keep_contents and doc_id is not None:
             self._keep(cache, doc_id, page, table, fields, inserted=False)
+        held = None if cache is None else cache.writes
         if doc_id is None:
-            doc_id = conn.execute(
-                _INSERT_DOCUMENT,
-                {
-                    "document_node_id": node["node_id"],
-                    "document_culture": page.culture,
-                    "document_name": page.name,
-                    "published": True,
-                    "archived": False,
-                    "modified_at": utcnow(),
-                },
-            ).scalar_one()
+            document = {
+                "document_node_id": node["node_id"],
+                "document_culture": page.culture,
+                "document_name": page.name,
+                "published": True,
+                "archived": False,
+                "modified_at": utcnow(),
+            }
+            reserved = None if held is None else held.allocate(docs, "document_id")
+            if held is not None and reserved is not None:
+                doc_id = reserved
+                held.insert(docs, {**document, "document_id": doc_id})
+            else:
+                doc_id = conn.execute(_INSERT_DOCUMENT, document).scalar_one()
             if cache is not None:
                 cache.documents[(int(node["node_id"]), page.culture)] = int(doc_id)
                 if cache.keep_contents:
                     self._keep(cache, int(doc_id), page, table, fields, inserted=True)
             if table is not None:
-                conn.execute(table.insert(), {**fields, "document_id": doc_id})
+                if held is not None:
+                    held.insert(table, {**fields, "document_id": doc_id})
+                else:
+                    conn.execute(table.insert(), {**fields, "document_id": doc_id})
             return
         if not fields:
             table = None  # nothing to SET in the fields table
-        held = None if cache is None else cache.writes
         # One statement for both where the database takes an UPDATE in a WITH clause, unless
         # the updates are held back for multi-row UPDATEs: those take one table each.
         multirow = held is not None and held.multirow

@@ -1,5 +1,6 @@
-"""Write-behind for a batch's updates: UPDATEs held back and sent grouped instead of a
-statement per task. How a group goes depends on the dialect (``Dialect.pipelined_executemany``):
+"""Write-behind for a batch's writes: UPDATEs (and INSERTs of new rows, below) held back and
+sent grouped instead of a statement per task. How a group of updates goes depends on the
+dialect (``Dialect.pipelined_executemany``):
 
 * SQLite: one ``executemany`` per statement and column set (sqlite3 loops in C);
 * PostgreSQL: multi-row ``UPDATE ... FROM`` statements of at most ``_MAX_ROWS`` rows, each a
@@ -17,6 +18,25 @@ Only the optimistic pass of a batch uses it (``Processor._apply_once``): any err
 the whole batch down the careful way, task by task, so an error raised when the held-back updates
 are sent is handled exactly like one raised by the task that wrote them.
 
+It holds INSERTs of new rows too (``WriteBehind.allocate`` and ``insert``): the row's id is
+reserved in advance (``Dialect.reserve_ids``: on SQLite the ids after the table's largest, which
+the write lock keeps for this transaction; on PostgreSQL values of the column's sequence, read in
+blocks and kept across batches by an ``IdPool``), so the task knows it at once, and the inserts
+go as one ``executemany`` per run (SQLite) or as multi-row ``INSERT ... VALUES`` statements
+(PostgreSQL: SQLAlchemy's "insertmanyvalues", plain statements). Their order:
+
+* a row goes after the rows its foreign keys may point at: an insert joins an open run only if
+  no later run inserted into its table or a table its foreign keys name; an update likewise
+  for the foreign keys it sets (other than ``fixed``), and it never joins a run held before the
+  run that inserted its row;
+* a new row may go before updates of its table held after its run: it is none of their rows
+  (a unique conflict it then meets sends the batch the careful way, which is correct);
+* a read sends, with the runs it needs, the earlier runs that inserted rows they point at;
+* a DELETE treats insert runs as runs it cannot read: those of the tables it can reach go first.
+* a plain INSERT made now (a row that got no reserved id) sends the held rows of its table and of
+  the tables it points at first, and on SQLite the table's ids are reserved again after it,
+  since it takes the id after the table's largest.
+
 What a held-back update changes must be invisible until it is sent, so the statements that
 could tell first send what is held (a ``before_execute`` listener on the connection; the caller
 sends the rest before the queue's bookkeeping). Each sends the runs of held updates it could
@@ -24,9 +44,10 @@ tell, and, to keep each table's order, every run held before one of those that w
 one of them writes (so a SELECT of one table leaves another table's updates held):
 
 * a SELECT: the tables it reads;
-* a plain INSERT ... VALUES: nothing. Run before updates made earlier it can only meet a unique
-  conflict they would have removed (the batch then goes the careful way), never escape one, and
-  it neither creates nor removes a row an earlier update needs;
+* a plain INSERT ... VALUES: nothing of the updates. Run before updates made earlier it can only
+  meet a unique conflict they would have removed (the batch then goes the careful way), never
+  escape one, and it neither creates nor removes a row an earlier update needs (held inserts:
+  see above);
 * a DELETE of one row by primary key: the runs it could tell from the updates one by one.
   Sent after it, a held update of a row it removes (itself, or through an ON DELETE CASCADE
   chain) would match nothing, and so could not fail as it would have; a run that sets a
@@ -74,9 +95,10 @@ import datetime as dt
 import decimal
 import json
 import math
+import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,12 +111,29 @@ from syncbus.store.dialect import dialect_of
 # Rows per multi-row UPDATE: a run is sent in statements of at most this many rows, each padded
 # with key-less rows to a power of two, so few statement shapes are compiled (and cached).
 _MAX_ROWS = 128
+# Ids reserved at once for new rows of a table (``WriteBehind.allocate``): where reserved ids
+# stay unused across transactions (``IdPool``), a first block, then blocks twice as large up to
+# the last; else (SQLite, where a reservation costs no more for more ids) the last at once.
+_FIRST_BLOCK, _MAX_BLOCK = 16, 1024
+
+
+class IdPool:
+    """Ids reserved for new rows and not used yet, by table, kept from batch to batch where
+    the database never hands a reserved id out again (``Dialect.reserved_ids_outlive``:
+    PostgreSQL's sequences), so a batch rarely reserves any. Shared by the runs of a process,
+    on several threads. A process that stops leaves its ids unused: gaps, as sequences leave."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.free: dict[str, list[int]] = {}
+        self.blocks: dict[str, int] = {}
 
 
 class _Run:
-    """Consecutive updates (within their tables) with one statement and one set of columns."""
+    """Consecutive updates (within their tables) with one statement and one set of columns,
+    or inserts of new rows into one table with one set of columns (``inserts``)."""
 
-    __slots__ = ("fixed", "names", "params", "stmt", "tables")
+    __slots__ = ("fixed", "inserts", "names", "params", "parents", "stmt", "tables")
 
     def __init__(
         self,
@@ -102,12 +141,18 @@ class _Run:
         params: dict[str, Any],
         fixed: frozenset[str],
         tables: tuple[sa.Table, ...],
+        parents: frozenset[str] = frozenset(),
+        inserts: bool = False,
     ) -> None:
         self.stmt = stmt
         self.params = [params]
         self.fixed = fixed
         self.tables = tables
         self.names = frozenset(t.name for t in tables)
+        # The tables whose rows the run's foreign keys may point at, among those it sets:
+        # rows inserted there before the run must be sent before it.
+        self.parents = parents
+        self.inserts = inserts
 
 
 class WriteBehind:
@@ -116,7 +161,9 @@ class WriteBehind:
     through ``Connection.execute``, not ``exec_driver_sql``: call ``flush()`` before driver
     SQL that could read what is held (the engine does, before the history records)."""
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, pool: IdPool | None = None) -> None:
+        """``pool``: the ids reserved and left unused by earlier batches, where they stay
+        unused (``IdPool``); else each batch reserves its own."""
         self.conn = conn
         # Send runs as multi-row UPDATEs, else one executemany each (see the module's docstring).
         self.multirow = dialect_of(conn).pipelined_executemany
@@ -127,6 +174,19 @@ class WriteBehind:
         self._next = 0  # the next run's number
         self._open: dict[tuple[int, tuple[str, ...]], int] = {}  # (stmt, columns): run number
         self._last: dict[str, int] = {}  # table name: number of the last run that writes it
+        self._last_update: dict[str, int] = {}  # table name: the last run that updates it
+        self._last_insert: dict[str, int] = {}  # table name: the last run that inserts into it
+        self._newest_insert = -1  # the number of the last insert run made
+        # Rows inserted while held: table name: {primary key: number of the run}.
+        self._inserted: dict[str, dict[Any, int]] = {}
+        # Ids reserved and not handed out yet, by table (``allocate``), the last one reserved,
+        # and the tables whose ids cannot be reserved.
+        dialect = dialect_of(conn)
+        self._pool = pool if pool is not None and dialect.reserved_ids_outlive else None
+        self._ids: dict[str, list[int]] = {}  # this batch's own (no pool)
+        self._reserved: dict[str, int] = {}
+        self._no_ids: set[str] = set()
+        self.inserted: dict[sa.Table, int] = {}  # rows held (and sent) for insertion, by table
         self._sending = False
 
     def __enter__(self) -> WriteBehind:
@@ -151,21 +211,111 @@ class WriteBehind:
         columns = tuple(params)
         key = (id(stmt), columns)
         number = self._open.get(key)
-        # Join the open run of this statement only if no later run writes one of its tables:
-        # the order within a table stays the order the tasks wrote in.
+        # Join the open run of this statement only if no later run updates one of its tables
+        # (the order of a table's updates stays the order the tasks wrote in), and no later
+        # run inserted the row or a row its new foreign keys may point at.
         if (
             number is not None
             and number in self._runs
-            and all(self._last.get(t.name) == number for t in tables)
+            and all(self._last_update.get(t.name) == number for t in tables)
+            and (self._newest_insert < number or self._after_inserts(number, stmt, params, fixed))
         ):
             self._runs[number].params.append(params)
         else:
             number = self._next
             self._next += 1
-            self._runs[number] = _Run(stmt, params, fixed, tables)
+            parents = _set_parents(stmt, columns, fixed) if len(tables) == 1 else frozenset()
+            self._runs[number] = _Run(stmt, params, fixed, tables, parents)
             self._open[key] = number
             for t in tables:
-                self._last[t.name] = number
+                self._last[t.name] = self._last_update[t.name] = number
+        self.held += 1
+
+    def _after_inserts(
+        self, number: int, stmt: Any, params: dict[str, Any], fixed: frozenset[str]
+    ) -> bool:
+        """Whether an update may join run ``number`` although inserts are held: it updates
+        no row a later run inserted, and sets no foreign key a later insert could satisfy."""
+        shape = _make_shape_cached(stmt, tuple(params), fixed)
+        if shape is None:
+            return False  # which row it updates cannot be told
+        inserted = self._inserted.get(shape.table.name)
+        if inserted is not None and inserted.get(params[shape.param], -1) > number:
+            return False
+        return all(
+            self._last_insert.get(p, -1) < number for p in _set_parents(stmt, tuple(params), fixed)
+        )
+
+    def allocate(self, table: sa.Table, column: str) -> int | None:
+        """An id for a new row of ``table`` that ``insert`` will hold back, or None when the
+        table's ids cannot be given in advance (insert it now, with RETURNING)."""
+        name = table.name
+        if name in self._no_ids or not _numbered(table, column):
+            return None
+        pool = self._pool
+        if pool is None:
+            free = self._ids.get(name)
+            if not free:
+                got = self._reserve(table, column, _MAX_BLOCK, self._reserved.get(name))
+                if got is None:
+                    return None
+                free = self._ids[name] = list(reversed(got))
+                self._reserved[name] = got[-1]
+            return free.pop()
+        with pool.lock:
+            free = pool.free.get(name)
+            if not free:
+                count = pool.blocks.get(name, _FIRST_BLOCK)
+                got = self._reserve(table, column, count, None)
+                if got is None:
+                    return None
+                pool.blocks[name] = min(count * 2, _MAX_BLOCK)
+                free = pool.free[name] = list(reversed(got))
+            return free.pop()
+
+    def _reserve(
+        self, table: sa.Table, column: str, count: int, after: int | None
+    ) -> Sequence[int] | None:
+        self._sending = True  # the lookup may read the table: it tells nothing held
+        try:
+            got = dialect_of(self.conn).reserve_ids(self.conn, table, column, count, after)
+        finally:
+            self._sending = False
+        if not got:
+            self._no_ids.add(table.name)
+            return None
+        return got
+
+    def insert(self, table: sa.Table, params: dict[str, Any]) -> None:
+        """Hold back the INSERT of a new row of ``table`` whose primary key ``params`` give
+        (an id from ``allocate``, or one of a row just inserted, as a page's fields row). It
+        joins the open run of its columns unless a later run inserted into its table or one
+        its foreign keys point at; it may go before updates of the table held after that run
+        (a new row is none of theirs)."""
+        stmt = _insert_stmt(table, self.multirow)
+        columns = tuple(params)
+        key = (id(stmt), columns)
+        name = table.name
+        parents = _insert_parents(table)
+        number = self._open.get(key)
+        if (
+            number is not None
+            and number in self._runs
+            and self._last_insert.get(name) == number
+            and all(self._last_insert.get(p, -1) <= number for p in parents)
+        ):
+            self._runs[number].params.append(params)
+        else:
+            number = self._next
+            self._next += 1
+            self._runs[number] = _Run(stmt, params, frozenset(), (table,), parents, inserts=True)
+            self._open[key] = number
+            self._last_insert[name] = self._newest_insert = number
+        self._last[name] = max(self._last.get(name, -1), number)
+        pk = _primary_key(table)
+        if pk is not None:
+            self._inserted.setdefault(name, {})[params.get(pk)] = number
+        self.inserted[table] = self.inserted.get(table, 0) + 1
         self.held += 1
 
     def flush(self, wanted: Iterable[int] | None = None) -> None:
@@ -182,7 +332,9 @@ class WriteBehind:
         self._sending = True
         try:
             for run in runs:
-                if not self.multirow:
+                if not self.multirow or run.inserts:
+                    # PostgreSQL: an INSERT with RETURNING given many rows goes as multi-row
+                    # INSERTs (SQLAlchemy's "insertmanyvalues"), single statements.
                     self.conn.execute(run.stmt, run.params)
                     self.sent_statements += 1
                 elif len(run.params) == 1 or (shape := _shape(run)) is None:
@@ -209,14 +361,24 @@ class WriteBehind:
             run = self._runs[number]
             if number in numbers or not tables.isdisjoint(run.names):
                 chosen.append(number)
-                tables |= run.names
+                tables |= run.names | run.parents
         return [self._runs.pop(number) for number in reversed(chosen)]
 
     def _before_execute(self, conn: sa.Connection, stmt: Any, *args: Any, **kw: Any) -> None:
         if not self._runs or self._sending:
             return
         if type(stmt) is Insert and stmt.select is None:
-            return  # a plain INSERT ... VALUES (see the module's docstring)
+            # A plain INSERT ... VALUES (see the module's docstring). Rows held for its table
+            # or the ones it points at go first; and it numbers its row after the table's
+            # largest id, so the ids reserved for the table are asked for again.
+            if self._last_insert and isinstance(stmt.table, sa.Table):
+                table = stmt.table
+                names = {table.name, *_insert_parents(table)}
+                self._ids.pop(table.name, None)
+                self._reserved.pop(table.name, None)
+                if any(n in self._last_insert for n in names):
+                    self.flush(self._last[n] for n in names if n in self._last)
+            return
         if isinstance(stmt, sa.Select):
             tables = _read_tables(stmt)
             if tables is not None:
@@ -546,16 +708,93 @@ def _shape(run: _Run) -> _Shape | None:
     """How ``run`` can go as multi-row UPDATEs, or None when it goes row by row: a statement
     other than ``UPDATE table WHERE key = :param`` with its SET from the parameters, or one
     that sets a unique column not in ``run.fixed`` (see the module's docstring)."""
-    columns = tuple(run.params[0])
-    cache_key = (id(run.stmt), columns, run.fixed)
+    return _make_shape_cached(run.stmt, tuple(run.params[0]), run.fixed)
+
+
+def _make_shape_cached(stmt: Any, columns: tuple[str, ...], fixed: frozenset[str]) -> _Shape | None:
+    cache_key = (id(stmt), columns, fixed)
     found = _SHAPES.get(cache_key)
-    if found is not None and found[0] is run.stmt:
+    if found is not None and found[0] is stmt:
         return found[1]
-    shape = _make_shape(run.stmt, columns, run.fixed)
+    shape = _make_shape(stmt, columns, fixed)
     if len(_SHAPES) > 512:
         _SHAPES.clear()
-    _SHAPES[cache_key] = (run.stmt, shape)
+    _SHAPES[cache_key] = (stmt, shape)
     return shape
+
+
+_SET_PARENTS: dict[tuple[int, tuple[str, ...], frozenset[str]], tuple[Any, frozenset[str]]] = {}
+
+
+def _set_parents(stmt: Any, columns: tuple[str, ...], fixed: frozenset[str]) -> frozenset[str]:
+    """The tables an UPDATE's new foreign keys point at: those of the columns it sets, other
+    than ``fixed`` ones (set to the values the row has: rows that exist already)."""
+    cache_key = (id(stmt), columns, fixed)
+    found = _SET_PARENTS.get(cache_key)
+    if found is not None and found[0] is stmt:
+        return found[1]
+    table = getattr(stmt, "table", None)
+    parents: frozenset[str] = frozenset()
+    if isinstance(table, sa.Table):
+        parents = frozenset(
+            fk.column.table.name
+            for c in columns
+            if c in table.c and c not in fixed
+            for fk in table.c[c].foreign_keys
+        )
+    if len(_SET_PARENTS) > 512:
+        _SET_PARENTS.clear()
+    _SET_PARENTS[cache_key] = (stmt, parents)
+    return parents
+
+
+# Per table: the INSERTs a write-behind holds (with and without RETURNING), the tables its
+# foreign keys point at, its single-column primary key.
+_INSERTS: dict[tuple[sa.Table, bool], Any] = {}
+_PARENTS: dict[sa.Table, frozenset[str]] = {}
+
+
+def _insert_stmt(table: sa.Table, returning: bool) -> Any:
+    """The INSERT of a held run: with RETURNING on PostgreSQL, where SQLAlchemy then sends
+    the rows as multi-row INSERTs, not an ``executemany`` (pipeline mode: see the module's
+    docstring); its rows are not read."""
+    stmt = _INSERTS.get((table, returning))
+    if stmt is None:
+        stmt = table.insert()
+        if returning:
+            stmt = stmt.returning(*(table.primary_key.columns or list(table.c)[:1]))
+        _INSERTS[(table, returning)] = stmt
+    return stmt
+
+
+def _insert_parents(table: sa.Table) -> frozenset[str]:
+    found = _PARENTS.get(table)
+    if found is None:
+        found = _PARENTS[table] = frozenset(fk.column.table.name for fk in table.foreign_keys)
+    return found
+
+
+def _primary_key(table: sa.Table) -> str | None:
+    columns = table.primary_key.columns
+    return next(iter(columns)).name if len(columns) == 1 else None
+
+
+def _numbered(table: sa.Table, column: str) -> bool:
+    """Whether ``column`` is ``table``'s single integer primary key, numbered by the
+    database (its ids can then be reserved: ``Dialect.reserve_ids``)."""
+    columns = table.primary_key.columns
+    if len(columns) != 1:
+        return False
+    pk = next(iter(columns))
+    return (
+        pk.name == column
+        and isinstance(pk.type, sa.Integer)
+        and pk.autoincrement
+        in (
+            True,
+            "auto",
+        )
+    )
 
 
 def _make_shape(stmt: Any, columns: tuple[str, ...], fixed: frozenset[str]) -> _Shape | None:

@@ -47,6 +47,12 @@ class Dialect:
     # True when the database's JSON parser refuses the escape of a NUL character (``\u0000``:
     # PostgreSQL, whose text cannot hold one), wherever it is in a document.
     json_refuses_nul: ClassVar[bool] = False
+    # True when an id ``reserve_ids`` gave stays one no other row takes after the transaction
+    # ends, committed or not (a sequence's value): a process may keep those it did not use.
+    reserved_ids_outlive: ClassVar[bool] = False
+    # True when the query planner keeps statistics of a table that go stale as a load fills
+    # it (``refresh_planner``; ``syncbus.content.planner``).
+    planner_statistics: ClassVar[bool] = False
     _insert: ClassVar[Any]
 
     def insert(self, table: sa.Table) -> Any:
@@ -157,6 +163,34 @@ class Dialect:
         in VALUES order; asking for the order would make SQLAlchemy insert row by row."""
         return stmt.returning(column)
 
+    def reserve_ids(
+        self, conn: sa.Connection, table: sa.Table, column: str, count: int, after: int | None
+    ) -> Sequence[int] | None:
+        """Ids for ``count`` new rows of ``table`` that this transaction inserts itself, with
+        the ids given (a batch's held-back INSERTs, ``syncbus.content.writes``): each is one
+        the table's own numbering would never hand out to another row. ``after``: the last id
+        this transaction reserved for the table since it last let the table number a row
+        (None: none). None when the table's ids cannot be reserved (a column the database
+        numbers itself and refuses to be given, no numbering known): insert with RETURNING.
+
+        SQLite: the ids after the table's largest (or ``after``): the write lock that BEGIN
+        IMMEDIATE took keeps every other writer out until the commit, and a row the
+        transaction inserts without an id is numbered after the largest, so the caller asks
+        again (``after`` None) once it has let one in. Not for AUTOINCREMENT tables, which
+        never hand out an id again."""
+        raise NotImplementedError
+
+    def planner_rows(self, conn: sa.Connection, table: sa.Table) -> float | None:
+        """How many rows the query planner believes ``table`` holds (0 for a table it has
+        no statistics of), or None where the planner keeps no statistics to refresh."""
+        return None
+
+    def refresh_planner(self, conn: sa.Connection, table: sa.Table) -> float | None:
+        """Refresh the planner's statistics of ``table`` (it grew): the plans it made for
+        an almost empty table (a scan, kept by prepared statements) are made again. Returns
+        ``planner_rows`` after it."""
+        return None
+
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         """Switch the connection to single-statement reads outside any transaction (the
         checks before logging), and back. Call ``conn.rollback()`` before switching back."""
@@ -208,6 +242,22 @@ class SQLiteDialect(Dialect):
             for key, kind in columns.items()
         }
 
+    def reserve_ids(
+        self, conn: sa.Connection, table: sa.Table, column: str, count: int, after: int | None
+    ) -> Sequence[int] | None:
+        if after is None:
+            declared = (
+                sa.select(sa.column("sql"))
+                .select_from(sa.table("sqlite_master"))
+                .where(sa.column("type") == "table", sa.column("name") == table.name)
+                .scalar_subquery()
+            )
+            largest, ddl = conn.execute(sa.select(sa.func.max(table.c[column]), declared)).one()
+            if ddl is None or "AUTOINCREMENT" in str(ddl).upper():
+                return None
+            after = int(largest or 0)
+        return range(after + 1, after + 1 + count)
+
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         conn.execution_options(**{AUTOCOMMIT_READS: on})
 
@@ -231,6 +281,8 @@ class PostgresDialect(Dialect):
     row_locks = True
     pipelined_executemany = True
     json_refuses_nul = True
+    reserved_ids_outlive = True
+    planner_statistics = True
     _insert = staticmethod(postgresql.insert)
     _LOCK_NOT_AVAILABLE = "55P03"
     # Connection trouble, rollbacks (deadlock, serialization), resources (disk full),
@@ -351,6 +403,40 @@ class PostgresDialect(Dialect):
     def returning_ids(self, stmt: sa.Insert, column: sa.Column[int]) -> sa.Insert:
         # One INSERT ... SELECT ... ORDER BY: the sequence draws the ids in the rows' order.
         return stmt.returning(column, sort_by_parameter_order=True)
+
+    _PLANNER_ROWS = sa.text(
+        "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(:t)"
+    )
+
+    def planner_rows(self, conn: sa.Connection, table: sa.Table) -> float | None:
+        name = conn.dialect.identifier_preparer.format_table(table)
+        found = conn.execute(self._PLANNER_ROWS, {"t": name}).scalar()
+        return None if found is None else float(found)
+
+    def refresh_planner(self, conn: sa.Connection, table: sa.Table) -> float | None:
+        # ANALYZE takes a lock that reads and writes do not wait for; it waits for another
+        # ANALYZE or VACUUM of the table (autovacuum's), which a lock timeout bounds.
+        self.bound_lock_wait(conn, 1000)
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
+        return self.planner_rows(conn, table)
+
+    # The column's own sequence (serial, or an identity that takes a given value), read
+    # ``count`` times in one statement; no rows when there is none to read.
+    _RESERVE = sa.text(
+        "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(:t, :c) AS seq "
+        "WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+        "AND attname = :c AND attidentity = 'a')) AS s, generate_series(1, :n) "
+        "WHERE s.seq IS NOT NULL"
+    )
+
+    def reserve_ids(
+        self, conn: sa.Connection, table: sa.Table, column: str, count: int, after: int | None
+    ) -> Sequence[int] | None:
+        # Sequences are never rolled back and never hand a value out twice: ``after`` does
+        # not matter, and a row inserted without an id takes the sequence's next one.
+        name = conn.dialect.identifier_preparer.format_table(table)
+        ids = conn.execute(self._RESERVE, {"t": name, "c": column, "n": count}).scalars().all()
+        return [int(i) for i in ids] or None
 
     def reads_without_transaction(self, conn: sa.Connection, on: bool) -> None:
         level = "AUTOCOMMIT" if on else conn.default_isolation_level
