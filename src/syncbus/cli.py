@@ -1070,8 +1070,9 @@ def bench(
             "--profile",
             help=(
                 "smoke, quick, full, drain-smoke, drain-200k, drain-1m, latency, "
-                "latency-smoke, admin-scale, admin-scale-smoke, lanes, lanes-smoke, bursty "
-                "or bursty-smoke (lanes: PostgreSQL only; docs/performance.md)."
+                "latency-smoke, admin-scale, admin-scale-smoke, lanes, lanes-smoke, bursty, "
+                "bursty-smoke, load or load-smoke (lanes: PostgreSQL only; "
+                "docs/performance.md)."
             ),
         ),
     ] = "quick",
@@ -1080,8 +1081,8 @@ def bench(
     chart: Annotated[str | None, typer.Option("--chart", help="Write a PNG chart here.")] = None,
 ) -> None:
     """Measure throughput against raw SQL floors and peer queues, or the latency from a POST
-    to applied, or the admin pages over a long queue, or coalescing on bursty traffic (see
-    docs/performance.md).
+    to applied, or the admin pages over a long queue, or coalescing on bursty traffic, or a
+    first load of new objects and pages (see docs/performance.md).
 
     On PostgreSQL, --db names a server: a scratch database is created and dropped."""
     from syncbus.bench import run_bench

@@ -28,6 +28,8 @@ from syncbus.bench.bursty import ON as BURSTY_ON
 from syncbus.bench.environment import open_scratch, reset_content
 from syncbus.bench.gate import Gates, compare, read_content
 from syncbus.bench.http import THREAD_NAME, log_concurrent, serve, serve_app
+from syncbus.bench.load import OFF as LOAD_OFF
+from syncbus.bench.load import ON as LOAD_ON
 from syncbus.bench.prepare import prepare_bus
 from syncbus.bench.prepare import request as bench_request
 from syncbus.bench.reference import ReferenceModel
@@ -701,6 +703,71 @@ def test_bursty_profile_on_postgres(tmp_path: Path, own_pg_database: str) -> Non
     run_bench("bursty-smoke", own_pg_database, str(json_path), console)
     data = _check_bursty_run(json_path, out.getvalue(), "postgresql")
     assert data["machine"]["postgresql"]
+
+
+# -- the load profiles: a first synchronisation, history off and on ---------------------------
+def _check_load_run(json_path: Path, printed: str, backend: str) -> dict[str, Any]:
+    """Both drains created every object and page of the initial load, were gated, and the
+    headline is their ratio; every task of the stream is a create."""
+    data: dict[str, Any] = json.loads(json_path.read_text())
+    assert data["backend"] == backend and data["profile"] == "load-smoke"
+    n = PROFILES["load-smoke"].tasks
+    off, on = data["results"]
+    assert (off["path"], on["path"]) == (LOAD_OFF, LOAD_ON)
+    assert off["tasks"] == on["tasks"] == n and off["seconds"] > 0 and on["seconds"] > 0
+    ratio = on["tasks_per_s"] / off["tasks_per_s"]
+    assert data["headline"] == {"load/history-off": pytest.approx(ratio, rel=0.01, abs=0.0005)}
+    gates = Counter((g["gate"], g["phase"]) for g in data["gates"])
+    for path in (LOAD_OFF, LOAD_ON):
+        for gate in ("counts", "content", "history"):
+            assert gates[(gate, path)] == 1, (gate, path)
+    history = {g["phase"]: g["detail"] for g in data["gates"] if g["gate"] == "history"}
+    assert history[LOAD_OFF].endswith("0 expected") and history[LOAD_ON].endswith(f"{n} expected")
+    stream = list(Workload(PROFILES["load-smoke"]).tasks())
+    assert len(stream) == n
+    assert {t.task_type for t in stream} == {TaskType.CREATE_OBJECT, TaskType.CREATE_DOCUMENT}
+    assert len({(t.kind, t.key) for t in stream}) == n  # each created once
+    assert _last_line(printed) == data["summary"]
+    return data
+
+
+@pytest.mark.slow
+def test_load_profile_on_sqlite(tmp_path: Path) -> None:
+    console, out = _console()
+    json_path = tmp_path / "load.json"
+    run_bench("load-smoke", None, str(json_path), console)
+    _check_load_run(json_path, out.getvalue(), "sqlite")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_load_profile_on_postgres(tmp_path: Path, own_pg_database: str) -> None:
+    console, out = _console()
+    json_path = tmp_path / "load.json"
+    run_bench("load-smoke", own_pg_database, str(json_path), console)
+    _check_load_run(json_path, out.getvalue(), "postgresql")
+
+
+def _drop_one_post(phase: str, engine: sa.Engine) -> None:
+    """Before the load's gate with history on: one created post is gone."""
+    if phase != LOAD_ON:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "DELETE FROM forums_forumpost WHERE post_id = "
+                "(SELECT min(post_id) FROM forums_forumpost)"
+            )
+        )
+
+
+@pytest.mark.slow
+def test_load_gate_catches_a_missing_row(tmp_path: Path) -> None:
+    console, _ = _console()
+    with pytest.raises(BenchGateError) as caught:
+        run_bench("load-smoke", None, None, console, hooks=BenchHooks(before_gate=_drop_one_post))
+    assert caught.value.gate == "content" and caught.value.phase == LOAD_ON
+    assert "forums.forumpost" in caught.value.detail
 
 
 def _corrupt_one_user(phase: str, engine: sa.Engine) -> None:

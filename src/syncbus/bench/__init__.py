@@ -1,6 +1,6 @@
 """syncbus bench: throughput of the bus against raw SQL floors and peer job queues, the
-latency from a POST to ``syncbus serve`` until applied, the admin pages over a long queue, and
-what coalescing gains on bursty traffic.
+latency from a POST to ``syncbus serve`` until applied, the admin pages over a long queue, what
+coalescing gains on bursty traffic, and a first load of new objects and pages.
 
 ``run_bench(profile, db_url, json_path, console)`` runs one profile on one backend and returns a
 :class:`BenchReport`; how to run it, what it measures and the figures: ``docs/performance.md``.
@@ -27,6 +27,7 @@ from syncbus.bench.environment import Scratch, open_scratch
 from syncbus.bench.gate import BenchGateError
 from syncbus.bench.lanes import run_lanes, sqlite_refusal
 from syncbus.bench.latency import run_latency
+from syncbus.bench.load import run_load
 from syncbus.bench.prepare import BenchHooks
 from syncbus.bench.report import BenchReport, Row, draw_chart
 from syncbus.bench.runner import BenchRun
@@ -63,6 +64,7 @@ _RUNNERS = {
     "admin-scale": run_admin_scale,
     "lanes": run_lanes,
     "bursty": run_bursty,
+    "load": run_load,
 }
 
 

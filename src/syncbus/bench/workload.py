@@ -96,7 +96,8 @@ class Profile:
     (``tasks`` updates over ``keys`` entities drained by 1, 2 and 4 worker processes under an
     ENTITY connector, and by one under a CONNECTOR connector; PostgreSQL only) or ``bursty``
     (the bursty stream, ``burst`` tasks per entity in quick succession, drained with
-    coalescing off and on).
+    coalescing off and on) or ``load`` (a first synchronisation: ``tasks`` creates of new
+    objects and pages, drained with history off and on).
 
     ``burst`` > 0 makes :meth:`Workload.tasks` the bursty stream (:meth:`Workload.bursts`)."""
 
@@ -147,6 +148,10 @@ PROFILES: dict[str, Profile] = {
     # ``runs``: rounds of the two drains (each figure is the median round).
     "bursty": _only("bursty", "bursty", 20_000, keys=1_000, runs=3, burst=10),
     "bursty-smoke": _only("bursty-smoke", "bursty", 1_000, keys=200, runs=1, burst=10),
+    # A first synchronisation: ``tasks`` creates of new posts, articles and memberships over
+    # ``keys`` keys (each created once), drained with history off and on (load.py).
+    "load": _only("load", "load", 20_000, keys=20_000, runs=3),
+    "load-smoke": _only("load-smoke", "load", 1_000, keys=1_000, runs=1),
 }
 
 
@@ -262,6 +267,9 @@ class Workload:
         if self.profile.burst > 0:
             yield from islice(self.bursts(), count)
             return
+        if self.profile.kind == "load":
+            yield from islice(self.initial_load(), count)
+            return
         rng = random.Random(f"{WORKLOAD_VERSION}:{self.profile.seed}")
         kinds = [kind for kind, _ in KIND_SHARES]
         weights = [share for _, share in KIND_SHARES]
@@ -280,6 +288,24 @@ class Workload:
                 op, key = "update", pool.pick_alive(rng)
                 pool.revive(key)
             yield self._task(seq, kind, op, key, rng)
+
+    def initial_load(self) -> Iterator[BenchTask]:
+        """The first synchronisation of the external system: every post, article and
+        membership of the key spaces created once (``CreateObject`` / ``CreateDocument``),
+        the kinds interleaved at random in their shares (posts, articles, memberships), each
+        kind in key order. Nothing of it exists before; the setup records it names do."""
+        rng = random.Random(f"{WORKLOAD_VERSION}:load:{self.profile.seed}")
+        kinds = [kind for kind, _ in KIND_SHARES]
+        made = dict.fromkeys(kinds, 0)
+        seq = 0
+        while True:
+            weights = [self.key_space[kind] - made[kind] for kind in kinds]
+            if not any(weights):
+                return
+            kind = rng.choices(kinds, weights)[0]
+            yield self._task(seq, kind, "create", made[kind], rng)
+            made[kind] += 1
+            seq += 1
 
     def bursts(self) -> Iterator[BenchTask]:
         """The bursty stream (endless; :meth:`tasks` takes its first ``tasks``): bursts of

@@ -8,10 +8,11 @@ it: a load of 20,000 new users drained at 1,900 tasks/s, and at 5,000 once its t
 analysed. Autovacuum analyses a table only after its naptime (a minute by default).
 
 So the processor counts the rows its batches insert into each table (the held INSERTs,
-``WriteBehind.inserted``) and, once a table has grown by as many rows as the planner believed
-it held (at least ``GROWN``), refreshes its statistics (``Dialect.refresh_planner``: ANALYZE)
-after the batch has committed: a handful of ANALYZEs over a load, each of a bounded sample.
-A failure there is logged and changes nothing else.
+``WriteBehind.inserted``); every ``GROWN`` of them it reads what the planner believes the table
+holds, and once it has inserted as many rows since it last analysed the table, it refreshes the
+statistics (``Dialect.refresh_planner``: ANALYZE) after the batch has committed: a handful of
+ANALYZEs over a load (the table doubles between two), each of a bounded sample, and none while
+inserts trickle into a large table. A failure there is logged and changes nothing else.
 """
 
 from __future__ import annotations
@@ -26,43 +27,50 @@ from syncbus.store.dialect import dialect_of
 
 log = logging.getLogger("syncbus.engine")
 
-GROWN = 1_000  # rows inserted into a table before its statistics are looked at
+GROWN = 1_000  # rows inserted into a table between two looks at its statistics
 
 
 class GrowthWatch:
-    """Rows inserted per table since its statistics were last refreshed, for one process's
-    runs (on several threads)."""
+    """Rows inserted per table by one process's runs (on several threads): every ``GROWN``
+    of them the planner's belief is read (``Dialect.planner_rows``, one cheap query), and
+    once the rows inserted since the process last analysed the table are as many as it
+    believes the table holds, the table is analysed. The belief is read each time, not
+    remembered: a table emptied, reloaded or analysed by someone else meanwhile is judged by
+    what the planner believes now."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._since: dict[sa.Table, int] = {}
-        self._rows: dict[sa.Table, float] = {}  # what the planner believed at the last look
+        self._look: dict[sa.Table, int] = {}  # rows inserted since the last look
+        self._since: dict[sa.Table, int] = {}  # rows inserted since the last ANALYZE here
 
     def inserted(self, engine: sa.Engine, counts: Mapping[sa.Table, int]) -> None:
-        """Count a committed batch's new rows; refresh the statistics of the tables that
-        grew by as much as the planner believed they held."""
+        """Count a committed batch's new rows; look at (and refresh) the statistics of the
+        tables due for it."""
         due = []
         with self._lock:
             for table, n in counts.items():
-                since = self._since[table] = self._since.get(table, 0) + n
-                if since >= max(GROWN, self._rows.get(table, 0.0)):
-                    self._since[table] = 0  # this caller looks at it; the next count anew
-                    due.append(table)
-        for table in due:
-            self._refresh(engine, table, known=table in self._rows)
+                self._since[table] = self._since.get(table, 0) + n
+                look = self._look[table] = self._look.get(table, 0) + n
+                if look >= GROWN:
+                    self._look[table] = 0  # this caller looks; the next count anew
+                    due.append((table, self._since[table]))
+        for table, since in due:
+            if self._refresh(engine, table, since):
+                with self._lock:
+                    self._since[table] = max(self._since.get(table, 0) - since, 0)
 
-    def _refresh(self, engine: sa.Engine, table: sa.Table, known: bool) -> None:
-        """ANALYZE ``table``; the first time, only if the planner believes it holds fewer
-        rows than ``GROWN`` (a large table it knows gets its first look after as many)."""
+    @staticmethod
+    def _refresh(engine: sa.Engine, table: sa.Table, since: int) -> bool:
+        """ANALYZE ``table`` if the planner believes it holds no more rows than ``since``;
+        whether it did."""
         try:
             with engine.begin() as conn:
                 dialect = dialect_of(conn)
-                rows = None if known else dialect.planner_rows(conn, table)
-                if rows is None or rows < GROWN:  # grown past what the planner knows
-                    rows = dialect.refresh_planner(conn, table)
+                believed = dialect.planner_rows(conn, table)
+                if believed is None or believed > since:
+                    return False
+                dialect.refresh_planner(conn, table)
+                return True
         except sa.exc.SQLAlchemyError as exc:
             log.warning("cannot refresh the planner's statistics of %s: %s", table.name, exc)
-            return
-        if rows is not None:
-            with self._lock:
-                self._rows[table] = rows
+            return False
