@@ -22,8 +22,9 @@ It holds INSERTs of new rows too (``WriteBehind.allocate`` and ``insert``): the 
 reserved in advance (``Dialect.reserve_ids``: on SQLite the ids after the table's largest, which
 the write lock keeps for this transaction; on PostgreSQL values of the column's sequence, read in
 blocks and kept across batches by an ``IdPool``), so the task knows it at once, and the inserts
-go as one ``executemany`` per run (SQLite) or as multi-row ``INSERT ... VALUES`` statements
-(PostgreSQL: SQLAlchemy's "insertmanyvalues", plain statements). Their order:
+go as one ``executemany`` per run (SQLite) or, on PostgreSQL, as ``INSERT ... SELECT ... FROM
+json_to_recordset(<one JSON document>)`` where every value can go that way, else multi-row
+``INSERT ... VALUES`` (``_send_inserts``; plain statements either way). Their order:
 
 * a row goes after the rows its foreign keys may point at: an insert joins an open run only if
   no later run inserted into its table or a table its foreign keys name; an update likewise
@@ -332,9 +333,9 @@ class WriteBehind:
         self._sending = True
         try:
             for run in runs:
-                if not self.multirow or run.inserts:
-                    # PostgreSQL: an INSERT with RETURNING given many rows goes as multi-row
-                    # INSERTs (SQLAlchemy's "insertmanyvalues"), single statements.
+                if self.multirow and run.inserts:
+                    self.sent_statements += _send_inserts(self.conn, run)
+                elif not self.multirow:
                     self.conn.execute(run.stmt, run.params)
                     self.sent_statements += 1
                 elif len(run.params) == 1 or (shape := _shape(run)) is None:
@@ -629,6 +630,91 @@ def _by_json(table: sa.Table, key: str, cols: tuple[str, ...]) -> _ByJson | None
     if len(_JSON_STATEMENTS) > 512:
         _JSON_STATEMENTS.clear()
     _JSON_STATEMENTS[cache_key] = found
+    return found
+
+
+# Rows per INSERT of a held run on PostgreSQL.
+_INSERT_ROWS = 1_000
+
+
+def _send_inserts(conn: sa.Connection, run: _Run) -> int:
+    """Send a held run of INSERTs on PostgreSQL; returns the number of statements. As
+    ``INSERT INTO t (cols) SELECT ... FROM json_to_recordset(<one JSON document>)`` where every
+    column's type and every value can go that way (``_InsertJson``: one short statement that
+    psycopg caches, the rows encoded by one call into the C encoder), else as multi-row
+    ``INSERT ... VALUES`` (SQLAlchemy's "insertmanyvalues": psycopg parses each such statement's
+    long text anew). Either is a plain statement, not a pipeline."""
+    table = run.tables[0]
+    cols = tuple(run.params[0])
+    form = _insert_json(table, cols)
+    sent = 0
+    for start in range(0, len(run.params), _INSERT_ROWS):
+        chunk = run.params[start : start + _INSERT_ROWS]
+        document = None if form is None else form.document(cols, chunk)
+        if form is not None and document is not None:
+            conn.execute(form.stmt, {"rows": document})
+        else:
+            conn.execute(run.stmt, chunk)
+        sent += 1
+    return sent
+
+
+class _InsertJson:
+    """``INSERT INTO table (cols) SELECT r.v0, ... FROM json_to_recordset(:rows) AS r(v0
+    <type>, ...)``: the JSON form of ``_ByJson`` for new rows. Each column is typed as the
+    array form types it, without length or precision, so the assignment to the column checks a
+    value as a single-row INSERT does."""
+
+    def __init__(self, stmt: Any, kinds: list[Callable[[Any], bool]]) -> None:
+        self.stmt, self.kinds = stmt, kinds
+
+    def document(self, cols: tuple[str, ...], chunk: list[dict[str, Any]]) -> str | None:
+        """The rows as the JSON document, or None when a value is not of a kind its column
+        reads back exactly."""
+        keys = [f"v{j}" for j in range(len(cols))]
+        rows = []
+        for row in chunk:
+            out = {}
+            for name, key, kind in zip(cols, keys, self.kinds, strict=True):
+                value = row.get(name)
+                if value is not None and not kind(value):
+                    return None
+                out[key] = value
+            rows.append(out)
+        try:
+            document = _JSON.encode(rows)
+        except ValueError:
+            return None
+        return None if "\\u0000" in document else document
+
+
+_INSERT_JSON: dict[tuple[sa.Table, tuple[str, ...]], _InsertJson | None] = {}
+
+
+def _insert_json(table: sa.Table, cols: tuple[str, ...]) -> _InsertJson | None:
+    """The JSON form of a run's INSERT when every column's type can go that way (else None);
+    built once per table and columns."""
+    cache_key = (table, cols)
+    if cache_key in _INSERT_JSON:
+        return _INSERT_JSON[cache_key]
+    found = None
+    if all(c in table.c for c in cols):
+        types = [_element_type(table.c[c]) for c in cols]
+        kinds = [None if t is None else _json_kind(t) for t in types]
+        if all(k is not None for k in kinds):
+            names = [f"v{j}" for j in range(len(cols))]
+            rows = (
+                sa.func.json_to_recordset(
+                    sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSON)
+                )
+                .table_valued(*(sa.column(n, t) for n, t in zip(names, types, strict=True)))
+                .render_derived(name="syncbus_rows", with_types=True)
+            )
+            stmt = table.insert().from_select(list(cols), sa.select(*(rows.c[n] for n in names)))
+            found = _InsertJson(stmt, [k for k in kinds if k is not None])
+    if len(_INSERT_JSON) > 512:
+        _INSERT_JSON.clear()
+    _INSERT_JSON[cache_key] = found
     return found
 
 
