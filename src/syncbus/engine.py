@@ -750,7 +750,9 @@ class Processor:
                 dialect_of(conn).bound_statement_time(conn, int(self.apply_timeout * 1000))
             # The optimistic pass holds its UPDATEs back and sends them grouped (writes.py;
             # how, Dialect.pipelined_executemany decides).
-            held = None if careful else WriteBehind(conn, self._id_pool)
+            held = (
+                None if careful else WriteBehind(conn, self._id_pool, self.registry.table_graph())
+            )
             with held or contextlib.nullcontext():
                 outcome = self._apply_batch(conn, run, scope, tally, careful, held)
             if (

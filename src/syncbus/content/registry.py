@@ -19,7 +19,9 @@ from syncbus.content.types import (
     page_type_from_json,
     page_type_to_json,
 )
+from syncbus.content.writes import TableGraph
 from syncbus.errors import ConfigurationError, InvalidObjectError, StoreError
+from syncbus.store.db import metadata
 
 # The page tree's own tables: no declared type may take them.
 _OWN_TABLES = frozenset({schema.tree_table.name, schema.document_table.name})
@@ -52,6 +54,7 @@ class TypeRegistry:
         self._page_tables: dict[str, sa.Table] = dict(schema.BUILTIN_PAGE_TABLES)
         self._user_tables: list[sa.Table] = []
         self._dependents: dict[str, frozenset[str]] = {}  # cleared on registration
+        self._graph: TableGraph | None = None  # cleared on registration
 
     # -- registration ------------------------------------------------------------------
     def register_object_type(self, ot: ObjectType) -> None:
@@ -84,6 +87,7 @@ class TypeRegistry:
             self._user_tables = [t for t in self._user_tables if t.name != ot.table]
             self.object_types[ot.name] = ot
             self._dependents.clear()
+            self._graph = None
             self._tables[ot.name] = table
             self._user_tables.append(table)
 
@@ -108,6 +112,7 @@ class TypeRegistry:
             if table is not None:
                 self._page_tables[pt.class_name] = table
                 self._user_tables.append(table)
+            self._graph = None
 
     def _check_table(self, table: str, what: str, me: tuple[str, str]) -> None:
         """Refuse a table that another type, the page tree or the bus itself owns: the
@@ -198,6 +203,17 @@ class TypeRegistry:
 
     def page_table(self, class_name: str) -> sa.Table | None:
         return self._page_tables.get(self.page_type(class_name).class_name)
+
+    def table_graph(self) -> TableGraph:
+        """The foreign keys among every content table, the built-in ones and those of the
+        types registered here (held in a MetaData of their own): what a DELETE can reach
+        (``syncbus.content.writes``)."""
+        with self._lock:
+            if self._graph is None:
+                self._graph = TableGraph(
+                    [*metadata.tables.values(), *self._metadata.tables.values()]
+                )
+            return self._graph
 
     def dependents(self, object_type: str) -> frozenset[str]:
         """Types whose rows go when a row of ``object_type`` is deleted (cascades), and itself.

@@ -162,10 +162,16 @@ class WriteBehind:
     through ``Connection.execute``, not ``exec_driver_sql``: call ``flush()`` before driver
     SQL that could read what is held (the engine does, before the history records)."""
 
-    def __init__(self, conn: sa.Connection, pool: IdPool | None = None) -> None:
+    def __init__(
+        self, conn: sa.Connection, pool: IdPool | None = None, graph: TableGraph | None = None
+    ) -> None:
         """``pool``: the ids reserved and left unused by earlier batches, where they stay
-        unused (``IdPool``); else each batch reserves its own."""
+        unused (``IdPool``); else each batch reserves its own. ``graph``: the foreign keys
+        among every table the batch can write (``TypeRegistry.table_graph``: a type registered
+        later has its table in another MetaData than the built-in ones); else those of the
+        MetaData of the table a DELETE names."""
         self.conn = conn
+        self._graph = graph
         # Send runs as multi-row UPDATEs, else one executemany each (see the module's docstring).
         self.multirow = dialect_of(conn).pipelined_executemany
         self.held = 0  # updates held and not sent yet
@@ -395,7 +401,8 @@ class WriteBehind:
     def _runs_a_delete_could_tell(self, table: sa.Table, key: Any) -> list[int]:
         """The numbers of the held runs that must go before ``DELETE FROM table WHERE
         <primary key> = key`` (see the module's docstring)."""
-        removed, reached = _reach(table)
+        graph = self._graph if self._graph is not None else _graph_of(table.metadata)
+        removed, reached = graph.reach(table.name)
         out = []
         for number, run in self._runs.items():
             if run.names.isdisjoint(reached):
@@ -823,11 +830,9 @@ def _set_parents(stmt: Any, columns: tuple[str, ...], fixed: frozenset[str]) -> 
     parents: frozenset[str] = frozenset()
     if isinstance(table, sa.Table):
         parents = frozenset(
-            fk.column.table.name
-            for c in columns
-            if c in table.c and c not in fixed
+            _target(fk) for c in columns if c in table.c and c not in fixed
             for fk in table.c[c].foreign_keys
-        )
+        )  # fmt: skip
     if len(_SET_PARENTS) > 512:
         _SET_PARENTS.clear()
     _SET_PARENTS[cache_key] = (stmt, parents)
@@ -856,7 +861,7 @@ def _insert_stmt(table: sa.Table, returning: bool) -> Any:
 def _insert_parents(table: sa.Table) -> frozenset[str]:
     found = _PARENTS.get(table)
     if found is None:
-        found = _PARENTS[table] = frozenset(fk.column.table.name for fk in table.foreign_keys)
+        found = _PARENTS[table] = frozenset(_target(fk) for fk in table.foreign_keys)
     return found
 
 
@@ -945,33 +950,59 @@ def _deleted_row(stmt: Any, multiparams: Any = (), params: Any = None) -> Any:
     return table, params[where.right.key]
 
 
-_REACH: dict[tuple[sa.Table, int], tuple[frozenset[str], frozenset[str]]] = {}
+def _target(fk: sa.ForeignKey) -> str:
+    """The name of the table a foreign key points at, read from its target's name: resolving
+    it (``fk.column``) fails where that table is in another MetaData."""
+    return fk.target_fullname.split(".")[-2]
 
 
-def _reach(table: sa.Table) -> tuple[frozenset[str], frozenset[str]]:
-    """What deleting a row of ``table`` can touch through foreign keys of its MetaData: the
-    tables whose rows its ON DELETE CASCADE chains can remove, and those it can change at all
-    (``table`` itself, and every table a CASCADE or SET NULL chain reaches)."""
-    # Keyed by the number of tables too: a type registered later can add a foreign key.
-    cache_key = (table, len(table.metadata.tables))
-    found = _REACH.get(cache_key)
-    if found is not None:
-        return found
-    removed: set[str] = set()
-    reached = {table.name}
-    todo = [(table, True)]
-    while todo:
-        target, removing = todo.pop()
-        for other in table.metadata.tables.values():
-            for fk in other.foreign_keys:
-                if fk.column.table is not target:
-                    continue
-                cascade = removing and (fk.ondelete or "").upper() == "CASCADE"
-                if cascade and other.name not in removed:
-                    removed.add(other.name)
+class TableGraph:
+    """The foreign keys among a set of tables, by table name. The bus's MetaData holds the
+    built-in tables, a ``TypeRegistry``'s those of types registered later with copies of the
+    built-in ones they point at: a DELETE of a built-in row can cascade into a registered
+    type's table, which the built-in MetaData does not know."""
+
+    def __init__(self, tables: Iterable[sa.Table]) -> None:
+        # referenced table: {(referencing table, whether its rows go with the referenced row)}
+        self._refs: dict[str, set[tuple[str, bool]]] = {}
+        for table in tables:
+            for fk in table.foreign_keys:
+                cascade = (fk.ondelete or "").upper() == "CASCADE"
+                self._refs.setdefault(_target(fk), set()).add((table.name, cascade))
+        self._reach: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def reach(self, name: str) -> tuple[frozenset[str], frozenset[str]]:
+        """What deleting a row of table ``name`` can touch through foreign keys: the tables
+        whose rows its ON DELETE CASCADE chains can remove, and those it can change or that
+        could refuse it (``name`` itself, and every table whose foreign keys reach it)."""
+        found = self._reach.get(name)
+        if found is not None:
+            return found
+        removed: set[str] = set()
+        reached = {name}
+        todo = [(name, True)]
+        while todo:
+            target, removing = todo.pop()
+            for other, cascades in self._refs.get(target, ()):
+                cascade = removing and cascades
+                if cascade and other not in removed:
+                    removed.add(other)
                     todo.append((other, True))
-                if other.name not in reached:
-                    reached.add(other.name)
+                if other not in reached:
+                    reached.add(other)
                     todo.append((other, cascade))
-    found = _REACH[cache_key] = (frozenset(removed), frozenset(reached))
-    return found
+        found = self._reach[name] = (frozenset(removed), frozenset(reached))
+        return found
+
+
+_GRAPHS: dict[tuple[int, int], tuple[sa.MetaData, TableGraph]] = {}
+
+
+def _graph_of(metadata: sa.MetaData) -> TableGraph:
+    """The graph of one MetaData's tables (keyed by its number of tables too: a table added
+    later can add a foreign key)."""
+    key = (id(metadata), len(metadata.tables))
+    found = _GRAPHS.get(key)
+    if found is None or found[0] is not metadata:
+        found = _GRAPHS[key] = (metadata, TableGraph(metadata.tables.values()))
+    return found[1]
