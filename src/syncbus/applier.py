@@ -359,13 +359,13 @@ class Applier:
         site_id = self._binding_site(t)
         oid = self.objects.upsert(conn, t.ot, t.row, None, t.targets, t.changes)
         t.resolver.learn(t.ot, t.row, None, oid)
-        self.objects.bind_site(conn, t.ot, oid, site_id)
+        self.objects.bind_site(conn, t.ot, oid, site_id, t.targets)
 
     def _remove_from_site(self, conn: sa.Connection, t: _ObjectTask) -> None:
         site_id = self._binding_site(t)
         found = self.objects.find_id(conn, t.ot, t.row, None)
         if found is not None:
-            self.objects.unbind_site(conn, t.ot, found, site_id)
+            self.objects.unbind_site(conn, t.ot, found, site_id, t.targets)
 
     @staticmethod
     def _binding_site(t: _ObjectTask) -> int:

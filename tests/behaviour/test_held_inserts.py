@@ -348,3 +348,22 @@ def test_a_registered_page_type_leaves_deletes_on_the_grouped_pass(bus: Integrat
     assert result.applied == 3 and result.failed == 0
     assert seen.savepoints == 0, "the batch went the careful way"
     assert {t["tag_name"] for t in bus.find_objects("shop.tag")} == {"kept"}
+
+
+def test_a_binding_made_by_add_to_site_is_seen_by_a_later_task_of_the_batch(
+    bus: IntegrationBus,
+) -> None:
+    """Found by a trial: AddToSite inserted the user's site binding behind the batch's target
+    cache, which had found no such binding before the batch; a later CreateObject of that
+    same binding trusted the cache, inserted again and failed on the unique binding. Applied
+    one task at a time it updates the binding the AddToSite made."""
+    conn = add_connector(bus)
+    put(bus, user("u3"))
+    conn.knows("cms.user", "u3", "u3")
+    conn.knows("cms.site", "main", "main")
+    log(bus, user("u3"), TaskType.ADD_TO_SITE)
+    binding = {"type": "cms.usersite", "data": {"user_id": "u3", "site_id": "main"}}
+    later = log(bus, binding, data_type=SNAP, process_type=ProcessType.SKIP_ON_ERROR)
+    result = run(bus)
+    assert result.applied == 2 and result.failed == 0, bus.get_task(later)
+    assert len(bus.find_objects("cms.usersite")) == 1

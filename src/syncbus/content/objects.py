@@ -308,15 +308,30 @@ class ObjectStore:
             )
         return bt, own, site
 
-    def bind_site(self, conn: sa.Connection, ot: ObjectType, object_id: int, site_id: int) -> None:
+    def bind_site(
+        self,
+        conn: sa.Connection,
+        ot: ObjectType,
+        object_id: int,
+        site_id: int,
+        cache: TargetCache | None = None,
+    ) -> None:
+        """Bind the object to the site. Through the batch's ``cache``: a later task of the
+        batch that writes the same binding as an object must find the row made here, not the
+        absence prefetched before the batch."""
         bt, own, site = self._binding(ot)
-        self.upsert(conn, bt, {own: object_id, site: site_id}, None)
+        self.upsert(conn, bt, {own: object_id, site: site_id}, None, cache)
 
     def unbind_site(
-        self, conn: sa.Connection, ot: ObjectType, object_id: int, site_id: int
+        self,
+        conn: sa.Connection,
+        ot: ObjectType,
+        object_id: int,
+        site_id: int,
+        cache: TargetCache | None = None,
     ) -> None:
         bt, own, site = self._binding(ot)
-        self.delete(conn, bt, {own: object_id, site: site_id}, None)
+        self.delete(conn, bt, {own: object_id, site: site_id}, None, cache)
 
     # -- reads ----------------------------------------------------------------------------
     def get(
