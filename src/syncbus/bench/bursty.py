@@ -129,7 +129,8 @@ def _row(backend: str, path: str, n: int, runs: list[DrainOutcome]) -> Row:
 def _log(
     bus: IntegrationBus, workload: Workload, progress: Progress, gates: Gates, backend: str
 ) -> None:
-    """The bursty stream into the queue through the batch logging API (not timed)."""
+    """The profile's stream into the queue through the batch logging API (not timed; the
+    load profile logs its stream this way too)."""
     n = workload.profile.tasks
     bar = progress.add_task(f"[{backend}] fill the queue: bus.log_tasks", total=n)
     count = 0

@@ -31,9 +31,10 @@ import sqlalchemy as sa
 from rich.progress import Progress
 
 from syncbus.bench import floors
+from syncbus.bench.bursty import _log
 from syncbus.bench.environment import Scratch, durability, machine, maintenance, reset_content
 from syncbus.bench.gate import Gates
-from syncbus.bench.prepare import BenchHooks, chunks, peak_rss_mb, prepare_bus, request
+from syncbus.bench.prepare import BenchHooks, peak_rss_mb, prepare_bus
 from syncbus.bench.reference import Content, ReferenceModel
 from syncbus.bench.report import BenchReport, Row
 from syncbus.bench.workload import CONNECTOR_NAME, WORKLOAD_VERSION, Profile, Workload
@@ -99,21 +100,6 @@ def _row(backend: str, path: str, n: int, runs: list[_Drain]) -> Row:
         spread = statistics.pstdev(r.seconds for r in runs)
         row.note = f"median of {len(runs)} rounds: {each} s (sd {spread:.2f} s)"
     return row
-
-
-def _log(
-    bus: IntegrationBus, workload: Workload, progress: Progress, gates: Gates, backend: str
-) -> None:
-    """The initial load into the queue through the batch logging API (not timed)."""
-    n = workload.profile.tasks
-    bar = progress.add_task(f"[{backend}] fill the queue: bus.log_tasks", total=n)
-    count = 0
-    for chunk in chunks(workload.tasks(), 1_000):
-        outcomes = bus.log_tasks(CONNECTOR_NAME, [request(t) for t in chunk])
-        count += sum(1 for o in outcomes if o.task_id is not None)
-        progress.update(bar, completed=count)
-    queued = bus.queue_size()
-    gates.require(count == n == queued, "log", "fill", f"logged={count} queued={queued} of {n}")
 
 
 class _Runner:

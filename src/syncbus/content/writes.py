@@ -590,23 +590,33 @@ class _ByJson:
     def document(self, param: str, cols: list[str], chunk: list[dict[str, Any]]) -> str | None:
         """The rows as the JSON document, or None when a value is not of a kind its column
         reads back exactly (the array or UNION form then sends them)."""
-        names = [param, *cols]
         keys = ["k", *(f"v{j}" for j in range(len(cols)))]
-        rows = []
-        for row in chunk:
-            out = {}
-            for name, key, kind in zip(names, keys, self.kinds, strict=True):
-                value = row.get(name)
-                if value is not None and not kind(value):
-                    return None
-                out[key] = value
-            rows.append(out)
-        try:
-            document = _JSON.encode(rows)
-        except ValueError:
-            return None
-        # PostgreSQL refuses the escape of a NUL in a text value of a JSON document.
-        return None if "\\u0000" in document else document
+        return _json_document([param, *cols], keys, self.kinds, chunk)
+
+
+def _json_document(
+    names: list[str],
+    keys: list[str],
+    kinds: list[Callable[[Any], bool]],
+    chunk: list[dict[str, Any]],
+) -> str | None:
+    """``chunk``'s values under ``names`` as a JSON list of objects keyed by ``keys``, or None
+    when a value is not of the kind its column reads back exactly (``kinds``)."""
+    rows = []
+    for row in chunk:
+        out = {}
+        for name, key, kind in zip(names, keys, kinds, strict=True):
+            value = row.get(name)
+            if value is not None and not kind(value):
+                return None
+            out[key] = value
+        rows.append(out)
+    try:
+        document = _JSON.encode(rows)
+    except ValueError:
+        return None
+    # PostgreSQL refuses the escape of a NUL in a text value of a JSON document.
+    return None if "\\u0000" in document else document
 
 
 _JSON_STATEMENTS: dict[tuple[sa.Table, str, tuple[str, ...]], _ByJson | None] = {}
@@ -679,20 +689,7 @@ class _InsertJson:
         """The rows as the JSON document, or None when a value is not of a kind its column
         reads back exactly."""
         keys = [f"v{j}" for j in range(len(cols))]
-        rows = []
-        for row in chunk:
-            out = {}
-            for name, key, kind in zip(cols, keys, self.kinds, strict=True):
-                value = row.get(name)
-                if value is not None and not kind(value):
-                    return None
-                out[key] = value
-            rows.append(out)
-        try:
-            document = _JSON.encode(rows)
-        except ValueError:
-            return None
-        return None if "\\u0000" in document else document
+        return _json_document(list(cols), keys, self.kinds, chunk)
 
 
 _INSERT_JSON: dict[tuple[sa.Table, tuple[str, ...]], _InsertJson | None] = {}
